@@ -1,0 +1,59 @@
+"""chathistory: pluggable storage backends for LangChain chat message histories."""
+
+from chathistory.backend import (
+    IDENTIFIER_PATTERN,
+    Backend,
+    BackendConfig,
+    BaseBackend,
+    Identifier,
+    validate_options,
+)
+from chathistory.errors import (
+    BackendLoadError,
+    BackendNotFoundError,
+    BackendUnavailableError,
+    ChatHistoryError,
+    CollectionTimeoutError,
+    ConfigError,
+    DuplicateBackendError,
+    PermissionDeniedError,
+    RecordError,
+)
+from chathistory.history import ChatHistory, SessionHistoryFactory, history_factory
+from chathistory.hookspecs import hookimpl, hookspec
+from chathistory.records import decode_record, encode_record, to_messages, to_records
+from chathistory.registry import BackendInfo, available_backends, backend_class, get_backend
+from chathistory.retry import aretry_transient, retry_transient
+
+__all__ = [
+    "IDENTIFIER_PATTERN",
+    "Backend",
+    "BackendConfig",
+    "BackendInfo",
+    "BackendLoadError",
+    "BackendNotFoundError",
+    "BackendUnavailableError",
+    "BaseBackend",
+    "ChatHistory",
+    "ChatHistoryError",
+    "CollectionTimeoutError",
+    "ConfigError",
+    "DuplicateBackendError",
+    "Identifier",
+    "PermissionDeniedError",
+    "RecordError",
+    "SessionHistoryFactory",
+    "aretry_transient",
+    "available_backends",
+    "backend_class",
+    "decode_record",
+    "encode_record",
+    "get_backend",
+    "history_factory",
+    "hookimpl",
+    "hookspec",
+    "retry_transient",
+    "to_messages",
+    "to_records",
+    "validate_options",
+]

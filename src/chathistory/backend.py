@@ -1,0 +1,142 @@
+"""The backend protocol, the base class with async defaults, and backend configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from chathistory.errors import ConfigError
+
+__all__ = [
+    "IDENTIFIER_PATTERN",
+    "Backend",
+    "BackendConfig",
+    "BaseBackend",
+    "Identifier",
+    "validate_options",
+]
+
+IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+"""What a name that reaches a query (table, schema, key prefix...) may look like."""
+
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+"""A config field type for names that reach a query: letters, digits and ``_``, at most 63."""
+
+
+class BackendConfig(BaseModel):
+    """Base of every backend's options. Unknown options are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What :class:`~chathistory.ChatHistory` needs from a store.
+
+    A *record* is the JSON object ``langchain_core.messages.message_to_dict``
+    makes. A backend stores records as opaque JSON and gives back exactly what
+    it was given, in order.
+    """
+
+    def create_collection(self) -> None:
+        """Create the table, collection or index if it is missing. Idempotent."""
+
+    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        """Store ``records`` after the session's existing ones: all or nothing, one round trip."""
+
+    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """The session's records, oldest first; with ``limit``, only the newest ``limit``."""
+
+    def clear(self, session_id: str) -> None:
+        """Delete this session's records and no other's."""
+
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def acreate_collection(self) -> None: ...
+    async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None: ...
+    async def afetch(
+        self, session_id: str, *, limit: int | None = None
+    ) -> list[dict[str, Any]]: ...
+    async def aclear(self, session_id: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def validate_options(name: str, config_class: type[BackendConfig], options: Mapping[str, Any]
+                     ) -> BackendConfig:
+    """Build ``config_class`` from ``options``, or raise :class:`ConfigError`.
+
+    The message names the backend and each bad field, and never repeats the
+    value given, so a secret passed to the wrong field does not leak.
+    """
+    try:
+        return config_class(**options)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            field = ".".join(str(part) for part in error["loc"]) or "(options)"
+            if error["type"] == "extra_forbidden":
+                known = ", ".join(config_class.model_fields) or "none"
+                problems.append(f"unknown option {field!r} (known options: {known})")
+            elif error["type"] == "missing":
+                problems.append(f"option {field!r} is required")
+            else:
+                problems.append(f"option {field!r}: {error['msg']}")
+        raise ConfigError(f"backend {name!r}: " + "; ".join(problems)) from None
+
+
+class BaseBackend(ABC):
+    """A convenient base for backends.
+
+    Subclasses set ``name`` and ``Config``, implement the four sync methods,
+    and inherit async twins that run them in a worker thread. A backend with a
+    native async driver overrides the twins.
+    """
+
+    name: ClassVar[str] = "backend"
+    Config: ClassVar[type[BackendConfig]] = BackendConfig
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Self:
+        """Validate ``options`` against ``Config`` and build the backend."""
+        return cls(validate_options(cls.name, cls.Config, options))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
+
+    @abstractmethod
+    def create_collection(self) -> None: ...
+
+    @abstractmethod
+    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def clear(self, session_id: str) -> None: ...
+
+    def close(self) -> None:
+        """Release resources. The default has none to release."""
+
+    async def acreate_collection(self) -> None:
+        await asyncio.to_thread(self.create_collection)
+
+    async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        await asyncio.to_thread(self.append, session_id, records)
+
+    async def afetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.fetch, session_id, limit=limit)
+
+    async def aclear(self, session_id: str) -> None:
+        await asyncio.to_thread(self.clear, session_id)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)

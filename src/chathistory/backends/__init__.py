@@ -1,0 +1,1 @@
+"""The backends that ship with chathistory: ``memory`` (the fake) and ``sqlite`` (the default)."""

@@ -1,0 +1,141 @@
+"""The in-memory fake: a faithful backend for applications' unit tests.
+
+It stores JSON text, so a record a real store would refuse is refused here
+too, at ``add_messages`` time. It can inject failures and latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import Field
+
+from chathistory.backend import BackendConfig, BaseBackend
+from chathistory.errors import BackendUnavailableError
+from chathistory.hookspecs import hookimpl
+from chathistory.records import decode_record, encode_record
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend(BaseBackend):
+    """Keeps every session in a dict of JSON strings, guarded by a lock.
+
+    Example::
+
+        backend = MemoryBackend()
+        backend.fail_next(2)          # the next two calls raise BackendUnavailableError
+        backend.latency = 0.05        # every call then takes 50 ms longer
+        backend.calls["append"]       # how many appends the code under test made
+    """
+
+    name = "memory"
+
+    class Config(BackendConfig):
+        latency: float = Field(0.0, ge=0, description="Seconds added to every call.")
+
+    config: Config
+
+    def __init__(self, config: Config | None = None) -> None:
+        super().__init__(config or self.Config())
+        self.latency = self.config.latency
+        self.calls: Counter[str] = Counter()
+        self._sessions: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._failures_left = 0
+
+    def fail_next(self, count: int = 1) -> None:
+        """Make the next ``count`` calls raise :class:`BackendUnavailableError`, changing nothing."""
+        with self._lock:
+            self._failures_left = count
+
+    def _begin(self, operation: str) -> None:
+        with self._lock:
+            self.calls[operation] += 1
+            if self._failures_left > 0:
+                self._failures_left -= 1
+                raise BackendUnavailableError(
+                    f"backend 'memory' is unavailable: injected failure in {operation}"
+                )
+
+    def sessions(self) -> list[str]:
+        """The ids of the sessions that have records, for assertions in tests."""
+        with self._lock:
+            return [session for session, stored in self._sessions.items() if stored]
+
+    def create_collection(self) -> None:
+        self._wait()
+        self._begin("create_collection")
+
+    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        self._wait()
+        self._append(session_id, records)
+
+    def _append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        encoded = [encode_record(record) for record in records]
+        self._begin("append")
+        with self._lock:
+            self._sessions.setdefault(session_id, []).extend(encoded)
+
+    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        self._wait()
+        return self._fetch(session_id, limit)
+
+    def _fetch(self, session_id: str, limit: int | None) -> list[dict[str, Any]]:
+        self._begin("fetch")
+        with self._lock:
+            stored = self._sessions.get(session_id, [])
+            if limit is not None:
+                stored = stored[len(stored) - limit:] if limit else []
+            else:
+                stored = list(stored)
+        return [decode_record(text) for text in stored]
+
+    def clear(self, session_id: str) -> None:
+        self._wait()
+        self._clear(session_id)
+
+    def _clear(self, session_id: str) -> None:
+        self._begin("clear")
+        with self._lock:
+            self._sessions.pop(session_id, None)
+
+    def close(self) -> None:
+        self.calls["close"] += 1
+
+    def _wait(self) -> None:
+        if self.latency:
+            time.sleep(self.latency)
+
+    async def _await(self) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
+
+    async def acreate_collection(self) -> None:
+        await self._await()
+        self._begin("create_collection")
+
+    async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        await self._await()
+        self._append(session_id, records)
+
+    async def afetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        await self._await()
+        return self._fetch(session_id, limit)
+
+    async def aclear(self, session_id: str) -> None:
+        await self._await()
+        self._clear(session_id)
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+@hookimpl
+def chathistory_backend() -> type[MemoryBackend]:
+    return MemoryBackend

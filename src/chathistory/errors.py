@@ -1,0 +1,57 @@
+"""The one error hierarchy of chathistory.
+
+Every error the framework or a backend raises on purpose is a
+:class:`ChatHistoryError`, so an application can catch one class. Where a
+standard exception fits too (a bad option is a ``ValueError``, an unknown
+backend a ``LookupError``), the error is also that, so existing handlers work.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendLoadError",
+    "BackendNotFoundError",
+    "BackendUnavailableError",
+    "ChatHistoryError",
+    "CollectionTimeoutError",
+    "ConfigError",
+    "DuplicateBackendError",
+    "PermissionDeniedError",
+    "RecordError",
+]
+
+
+class ChatHistoryError(Exception):
+    """The base of every error chathistory raises on purpose."""
+
+
+class BackendNotFoundError(ChatHistoryError, LookupError):
+    """No installed backend has the requested name. The message lists the installed ones."""
+
+
+class BackendLoadError(ChatHistoryError, ImportError):
+    """A backend's plugin could not be imported or did not return a backend class."""
+
+
+class DuplicateBackendError(ChatHistoryError, LookupError):
+    """Two distributions register the same backend name. The message names both."""
+
+
+class ConfigError(ChatHistoryError, ValueError):
+    """An option is missing, unknown or of the wrong type. The message names backend and field."""
+
+
+class RecordError(ChatHistoryError, ValueError):
+    """A message cannot be stored as JSON (for example a value that is not serializable)."""
+
+
+class BackendUnavailableError(ChatHistoryError, ConnectionError):
+    """The store could not be reached, even after retrying. Nothing was half-written."""
+
+
+class PermissionDeniedError(ChatHistoryError, PermissionError):
+    """The store refused the credentials. Retrying will not help."""
+
+
+class CollectionTimeoutError(BackendUnavailableError, TimeoutError):
+    """The table, collection or index did not become ready in time."""

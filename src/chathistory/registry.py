@@ -1,0 +1,230 @@
+"""Find backends through the ``chathistory.backends`` entry points, and pick one by name.
+
+The scan happens on first use, never at ``import chathistory``. A plugin that
+fails to import is remembered with its distribution's name and does not stop
+the others from loading.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from chathistory import hookspecs
+from chathistory.backend import Backend, BackendConfig, validate_options
+from chathistory.errors import (
+    BackendLoadError,
+    BackendNotFoundError,
+    ChatHistoryError,
+    DuplicateBackendError,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "LOAD_PLUGINS_VARIABLE",
+    "BackendInfo",
+    "Registry",
+    "available_backends",
+    "backend_class",
+    "default_registry",
+    "get_backend",
+]
+
+ENTRY_POINT_GROUP = "chathistory.backends"
+LOAD_PLUGINS_VARIABLE = "CHATHISTORY_LOAD_PLUGINS"
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One installed backend, as ``chathistory backends`` shows it."""
+
+    name: str
+    distribution: str
+    version: str
+    error: str | None = None
+
+
+@dataclass
+class _Plugin:
+    info: BackendInfo
+    error_class: type[ChatHistoryError] = BackendLoadError
+    backend_class: type[Any] | None = None
+
+
+def _distribution_of(entry_point: EntryPoint) -> tuple[str, str]:
+    dist = entry_point.dist
+    if dist is None:
+        return "(unknown distribution)", ""
+    return dist.metadata["Name"] or dist.name, dist.version
+
+
+class Registry:
+    """The backends one process can use. Most code uses the module-level functions."""
+
+    def __init__(self, entry_point_group: str = ENTRY_POINT_GROUP) -> None:
+        self.entry_point_group = entry_point_group
+        self._lock = threading.RLock()
+        self._manager: pluggy.PluginManager | None = None
+        self._plugins: dict[str, _Plugin] = {}
+        self._substitutes: dict[str, Callable[[str, BackendConfig], Backend]] = {}
+
+    def _scan(self) -> pluggy.PluginManager:
+        with self._lock:
+            if self._manager is not None:
+                return self._manager
+            manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+            manager.add_hookspecs(hookspecs)
+            allowed = _allowed_names()
+            claims: dict[str, dict[str, EntryPoint]] = {}
+            for entry_point in entry_points(group=self.entry_point_group):
+                if allowed is not None and entry_point.name not in allowed:
+                    continue
+                distribution, _ = _distribution_of(entry_point)
+                # One distribution can be seen twice on sys.path (say, an
+                # editable install); only distinct distributions conflict.
+                claims.setdefault(entry_point.name, {}).setdefault(distribution, entry_point)
+            for name, by_distribution in sorted(claims.items()):
+                if len(by_distribution) > 1:
+                    both = " and ".join(sorted(by_distribution))
+                    self._plugins[name] = _Plugin(BackendInfo(
+                        name, both, "",
+                        f"backend name {name!r} is registered by both {both}; "
+                        "uninstall one of them",
+                    ), DuplicateBackendError)
+                    continue
+                (entry_point,) = by_distribution.values()
+                self._plugins[name] = self._load(manager, name, entry_point)
+            self._manager = manager
+            return manager
+
+    def _load(self, manager: pluggy.PluginManager, name: str, entry_point: EntryPoint) -> _Plugin:
+        distribution, version = _distribution_of(entry_point)
+        try:
+            module = entry_point.load()
+            manager.register(module, name=name)
+        except Exception as exc:
+            return _Plugin(BackendInfo(
+                name, distribution, version,
+                f"plugin {entry_point.value!r} from {distribution} failed to load: "
+                f"{type(exc).__name__}: {exc}",
+            ))
+        return _Plugin(BackendInfo(name, distribution, version))
+
+    def available(self) -> list[BackendInfo]:
+        """Every backend found, with its distribution, version and load error if any."""
+        self._scan()
+        return [plugin.info for _, plugin in sorted(self._plugins.items())]
+
+    def backend_class(self, name: str) -> type[Any]:
+        """The class behind backend ``name``; raises the errors of :func:`get_backend`."""
+        manager = self._scan()
+        plugin = self._plugins.get(name)
+        if plugin is None:
+            installed = ", ".join(sorted(self._plugins)) or "none"
+            raise BackendNotFoundError(
+                f"no backend named {name!r}; installed backends: {installed}. "
+                f"A backend {name!r} would come from a distribution such as "
+                f"chathistory-{name}."
+            )
+        with self._lock:
+            if plugin.backend_class is not None:
+                return plugin.backend_class
+            if plugin.info.error is not None:
+                raise plugin.error_class(plugin.info.error)
+            plugin.backend_class = self._call_hook(manager, name, plugin.info)
+            return plugin.backend_class
+
+    def _call_hook(self, manager: pluggy.PluginManager, name: str, info: BackendInfo
+                   ) -> type[Any]:
+        module = manager.get_plugin(name)
+        implementations = [impl for impl in manager.hook.chathistory_backend.get_hookimpls()
+                           if impl.plugin is module]
+        if not implementations:
+            raise BackendLoadError(
+                f"plugin for backend {name!r} from {info.distribution} does not implement "
+                "the chathistory_backend hook"
+            )
+        try:
+            found = implementations[0].function()
+        except ImportError as exc:
+            raise BackendLoadError(
+                f"backend {name!r} from {info.distribution} cannot be used: {exc}. "
+                f"Reinstall {info.distribution} with its dependencies."
+            ) from exc
+        if not isinstance(found, type) or not hasattr(found, "Config"):
+            raise BackendLoadError(
+                f"the chathistory_backend hook of {info.distribution} returned {found!r}, "
+                "not a backend class with a Config"
+            )
+        return found
+
+    def get_backend(self, name: str, **options: Any) -> Backend:
+        """Build backend ``name`` from ``options``, validated by the class's ``Config``."""
+        cls = self.backend_class(name)
+        config = validate_options(name, cls.Config, options)
+        substitute = self._substitutes.get(name)
+        if substitute is not None:
+            return substitute(name, config)
+        backend: Backend = cls(config)
+        return backend
+
+    @contextmanager
+    def substituted(self, names: list[str], factory: Callable[[str, BackendConfig], Backend]
+                    ) -> Iterator[None]:
+        """While active, ``get_backend(name)`` for ``names`` validates, then calls ``factory``."""
+        with self._lock:
+            previous = {name: self._substitutes.get(name) for name in names}
+            for name in names:
+                self._substitutes[name] = factory
+        try:
+            yield
+        finally:
+            with self._lock:
+                for name, old in previous.items():
+                    if old is None:
+                        self._substitutes.pop(name, None)
+                    else:
+                        self._substitutes[name] = old
+
+
+def _allowed_names() -> set[str] | None:
+    value = os.environ.get(LOAD_PLUGINS_VARIABLE)
+    if value is None:
+        return None
+    return {name.strip() for name in value.split(",") if name.strip()}
+
+
+default_registry = Registry()
+
+
+def get_backend(name: str, **options: Any) -> Backend:
+    """Build the backend registered as ``name``, validating ``options`` with its ``Config``.
+
+    Raises:
+        BackendNotFoundError: no such backend is installed (the message lists those that are).
+        BackendLoadError: its plugin failed to import.
+        DuplicateBackendError: two distributions claim the name.
+        ConfigError: an option is missing, unknown or of the wrong type.
+
+    Example::
+
+        backend = get_backend("sqlite", path="chat.sqlite3")
+    """
+    return default_registry.get_backend(name, **options)
+
+
+def backend_class(name: str) -> type[Any]:
+    """The class registered as ``name``, without building it."""
+    return default_registry.backend_class(name)
+
+
+def available_backends() -> list[BackendInfo]:
+    """Every installed backend: name, distribution, version and load error (or ``None``)."""
+    return default_registry.available()

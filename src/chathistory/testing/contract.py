@@ -1,0 +1,244 @@
+"""The conformance suite every backend passes.
+
+Subclass :class:`BackendContract` in a test module and provide a ``backend``
+fixture that yields a fresh, empty, created backend::
+
+    class TestMyBackend(BackendContract):
+        @pytest.fixture
+        def backend(self, tmp_path):
+            backend = MyBackend(MyBackend.Config(path=tmp_path / "db"))
+            backend.create_collection()
+            yield backend
+            backend.close()
+
+The fixture's teardown must not assume the backend is still open: one test
+closes it. Async twins are driven with ``asyncio.run``, so no async pytest
+plugin is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import pytest
+from langchain_core.messages import HumanMessage, message_to_dict
+
+from chathistory.backend import Backend
+from chathistory.errors import RecordError
+from chathistory.history import ChatHistory
+from chathistory.testing.samples import numbered_records, sample_messages
+
+__all__ = ["HOSTILE_SESSION_IDS", "BackendContract"]
+
+T = TypeVar("T")
+
+HOSTILE_SESSION_IDS = [
+    "it's; DROP TABLE message_store; --",
+    '"quoted" \\ back\\slash',
+    "100% _wild_ %s %(name)s ?",
+    "tab\tnewline\nbell\x07 escape\x1b",
+    "{hash}:tag:{}:*",
+    "emoji 🧵👩‍💻 and ünïcödé 中文",
+    "x" * 1000,
+    "/messages/-",
+]
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def _contents(records: list[dict[str, Any]]) -> list[str]:
+    return [record["data"]["content"] for record in records]
+
+
+class BackendContract:
+    """What every backend must do. Override the ``backend`` fixture; inherit the tests."""
+
+    @pytest.fixture
+    def backend(self) -> Backend:
+        raise NotImplementedError("override the `backend` fixture: a fresh, empty, created backend")
+
+    def test_satisfies_protocol(self, backend: Backend) -> None:
+        assert isinstance(backend, Backend)
+
+    def test_create_collection_is_idempotent(self, backend: Backend) -> None:
+        backend.append("s", numbered_records(2))
+        backend.create_collection()
+        backend.create_collection()
+        assert _contents(backend.fetch("s")) == ["m0", "m1"]
+
+    def test_append_then_fetch_returns_exactly_the_records(self, backend: Backend) -> None:
+        records = [message_to_dict(message) for message in sample_messages()]
+        backend.append("s", records)
+        assert backend.fetch("s") == records
+
+    def test_batches_keep_their_order(self, backend: Backend) -> None:
+        records = numbered_records(9)
+        backend.append("s", records[:2])
+        backend.append("s", records[2:3])
+        backend.append("s", records[3:])
+        assert backend.fetch("s") == records
+
+    def test_empty_batch_changes_nothing(self, backend: Backend) -> None:
+        backend.append("s", [])
+        assert backend.fetch("s") == []
+        backend.append("s", numbered_records(1))
+        backend.append("s", [])
+        assert _contents(backend.fetch("s")) == ["m0"]
+
+    @pytest.mark.parametrize("limit", [0, 1, 3, 7, 50])
+    def test_limit_gives_the_newest_oldest_first(self, backend: Backend, limit: int) -> None:
+        records = numbered_records(7)
+        backend.append("s", records[:4])
+        backend.append("s", records[4:])
+        expected = records[len(records) - limit:] if limit else []
+        assert backend.fetch("s", limit=limit) == expected
+
+    def test_unknown_session_is_empty(self, backend: Backend) -> None:
+        backend.append("known", numbered_records(1))
+        assert backend.fetch("unknown") == []
+        assert backend.fetch("unknown", limit=5) == []
+
+    def test_sessions_are_isolated(self, backend: Backend) -> None:
+        backend.append("a", numbered_records(3, prefix="a"))
+        backend.append("b", numbered_records(2, prefix="b"))
+        backend.append("a", numbered_records(1, prefix="a-late"))
+        assert _contents(backend.fetch("a")) == ["a0", "a1", "a2", "a-late0"]
+        backend.clear("a")
+        assert backend.fetch("a") == []
+        assert _contents(backend.fetch("b")) == ["b0", "b1"]
+
+    def test_clear_then_append_starts_afresh(self, backend: Backend) -> None:
+        backend.append("s", numbered_records(3))
+        backend.clear("s")
+        backend.clear("s")
+        backend.clear("never-written")
+        backend.append("s", numbered_records(1, prefix="new"))
+        assert _contents(backend.fetch("s")) == ["new0"]
+
+    def test_session_ids_are_values_not_syntax(self, backend: Backend) -> None:
+        for number, session_id in enumerate(HOSTILE_SESSION_IDS):
+            backend.append(session_id, numbered_records(2, prefix=f"{number}-"))
+        for number, session_id in enumerate(HOSTILE_SESSION_IDS):
+            assert _contents(backend.fetch(session_id)) == [f"{number}-0", f"{number}-1"]
+            assert _contents(backend.fetch(session_id, limit=1)) == [f"{number}-1"]
+        backend.clear(HOSTILE_SESSION_IDS[0])
+        assert backend.fetch(HOSTILE_SESSION_IDS[0]) == []
+        assert len(backend.fetch(HOSTILE_SESSION_IDS[1])) == 2
+
+    def test_non_ascii_large_and_deeply_nested_records(self, backend: Backend) -> None:
+        nested: dict[str, Any] = {"leaf": ["ok", 1, 2.5, None, False]}
+        for depth in range(40):
+            nested = {f"level{depth}": nested, "list": [depth, {"n": depth}]}
+        records = [
+            message_to_dict(HumanMessage("naïve café, Ελληνικά, العربية, 日本語, 🧪\u2028")),
+            message_to_dict(HumanMessage("x" * 1_000_000)),
+            message_to_dict(HumanMessage("nested", additional_kwargs={"tree": nested})),
+        ]
+        backend.append("s", records)
+        assert backend.fetch("s") == records
+
+    def test_unserializable_record_is_refused_and_nothing_is_written(self, backend: Backend
+                                                                     ) -> None:
+        good = numbered_records(1)[0]
+        bad = message_to_dict(HumanMessage("bad", additional_kwargs={"when": object()}))
+        with pytest.raises(RecordError):
+            backend.append("s", [good, bad])
+        assert backend.fetch("s") == []
+
+    def test_returned_records_are_copies(self, backend: Backend) -> None:
+        backend.append("s", numbered_records(1))
+        first = backend.fetch("s")
+        first[0]["data"]["content"] = "changed"
+        first.append({"type": "human"})
+        assert _contents(backend.fetch("s")) == ["m0"]
+
+    def test_concurrent_appends_lose_nothing_and_keep_each_writers_order(
+        self, backend: Backend
+    ) -> None:
+        writers, batches = 6, 8
+        errors: list[BaseException] = []
+
+        def write(writer: int) -> None:
+            try:
+                for batch in range(batches):
+                    backend.append("shared", [
+                        message_to_dict(HumanMessage(f"w{writer}-b{batch}-{part}"))
+                        for part in range(2)
+                    ])
+            except BaseException as exc:  # reported below, with the test's assertion
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(writer,)) for writer in range(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        contents = _contents(backend.fetch("shared"))
+        assert len(contents) == writers * batches * 2
+        assert len(set(contents)) == len(contents)
+        for writer in range(writers):
+            own = [text for text in contents if text.startswith(f"w{writer}-")]
+            assert own == [f"w{writer}-b{batch}-{part}"
+                           for batch in range(batches) for part in range(2)]
+        for start in range(0, len(contents), 2):
+            pair = contents[start:start + 2]
+            assert pair[0].rsplit("-", 1)[0] == pair[1].rsplit("-", 1)[0], "a batch was split"
+
+    def test_async_twins_behave_like_the_sync_methods(self, backend: Backend) -> None:
+        records = numbered_records(5)
+
+        async def scenario() -> None:
+            await backend.acreate_collection()
+            await backend.aappend("s", records[:3])
+            await backend.aappend("s", records[3:])
+            await backend.aappend("other", records[:1])
+            assert await backend.afetch("s") == records
+            assert await backend.afetch("s", limit=2) == records[3:]
+            assert await backend.afetch("s", limit=0) == []
+            assert await backend.afetch("missing") == []
+            await backend.aclear("s")
+            assert await backend.afetch("s") == []
+            assert await backend.afetch("other") == records[:1]
+
+        _run(scenario())
+        assert backend.fetch("other") == records[:1]
+
+    def test_async_appends_run_concurrently_without_loss(self, backend: Backend) -> None:
+        async def scenario() -> list[dict[str, Any]]:
+            await asyncio.gather(*(
+                backend.aappend("s", numbered_records(3, prefix=f"t{task}-"))
+                for task in range(8)
+            ))
+            return await backend.afetch("s")
+
+        contents = _contents(_run(scenario()))
+        assert sorted(contents) == sorted(f"t{task}-{n}" for task in range(8) for n in range(3))
+        for task in range(8):
+            assert [text for text in contents if text.startswith(f"t{task}-")] == [
+                f"t{task}-0", f"t{task}-1", f"t{task}-2"]
+
+    def test_async_refuses_unserializable_records_too(self, backend: Backend) -> None:
+        bad = message_to_dict(HumanMessage("bad", additional_kwargs={"x": {1, 2}}))
+        with pytest.raises(RecordError):
+            _run(backend.aappend("s", [numbered_records(1)[0], bad]))
+        assert backend.fetch("s") == []
+
+    def test_chat_history_round_trips_every_message_type(self, backend: Backend) -> None:
+        history = ChatHistory("round-trip", backend=backend)
+        messages = sample_messages()
+        history.add_messages(messages)
+        assert history.messages == messages
+        assert history.get_messages(limit=2) == messages[-2:]
+        assert _run(history.aget_messages()) == messages
+
+    def test_close_is_idempotent(self, backend: Backend) -> None:
+        backend.append("s", numbered_records(1))
+        backend.close()
+        backend.close()
+        _run(backend.aclose())
