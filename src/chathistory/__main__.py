@@ -1,0 +1,3 @@
+from chathistory.cli import main
+
+main(prog_name="chathistory")

@@ -1,0 +1,50 @@
+"""The README's main job: a conversation through RunnableWithMessageHistory on SQLite."""
+
+from __future__ import annotations
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables.history import RunnableWithMessageHistory
+
+from chathistory.history import history_factory
+
+__all__ = ["QUESTIONS", "run_conversation"]
+
+QUESTIONS = [
+    "Hi! My name is Ada. Can you remember it?",
+    "What did I tell you my name was?",
+    "Thanks. Please summarise our chat in one line.",
+]
+
+_ANSWERS = [
+    "Nice to meet you, Ada. I'll keep it in this chat's history.",
+    "You told me your name is Ada: it came back from the stored history.",
+    "Ada introduced herself and checked that I remembered; I did.",
+]
+
+
+def run_conversation(session_id: str, path: str, say: object = print) -> None:
+    """Run three turns; the history between turns lives only in the SQLite file at ``path``."""
+    model = GenericFakeChatModel(messages=iter(AIMessage(answer) for answer in _ANSWERS))
+    prompt = ChatPromptTemplate.from_messages([
+        ("system", "You are a helpful assistant."),
+        MessagesPlaceholder("history"),
+        ("human", "{question}"),
+    ])
+    get_session_history = history_factory("sqlite", path=path)
+    chain = RunnableWithMessageHistory(
+        prompt | model,
+        get_session_history,
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+    try:
+        for question in QUESTIONS:
+            answer = chain.invoke({"question": question},
+                                  config={"configurable": {"session_id": session_id}})
+            seen = len(get_session_history(session_id).get_messages())
+            say(f"  you: {question}")
+            say(f"  bot: {answer.content}   [{seen} messages stored]")
+    finally:
+        get_session_history.close()

@@ -1,0 +1,1 @@
+"""An example third-party backend, built only on chathistory's public API."""

@@ -1,0 +1,53 @@
+import pytest
+from pydantic import Field, SecretStr
+
+from chathistory import BackendConfig, ConfigError, Identifier, validate_options
+from chathistory.backends.memory import MemoryBackend
+
+
+class SecretBackend(MemoryBackend):
+    name = "secretive"
+
+    class Config(MemoryBackend.Config):
+        password: SecretStr
+        retries: int = Field(3, ge=0)
+        table: Identifier = "chat"
+
+
+def test_wrong_type_names_backend_and_field() -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_options("secretive", SecretBackend.Config, {"password": "pw", "retries": "many"})
+    assert str(caught.value).startswith("backend 'secretive': option 'retries'")
+
+
+def test_missing_and_unknown_options_are_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_options("secretive", SecretBackend.Config, {"pasword": "pw"})
+    message = str(caught.value)
+    assert "option 'password' is required" in message
+    assert "unknown option 'pasword' (known options: latency, password, retries, table)" in message
+
+
+@pytest.mark.parametrize("table", ['chat"; DROP TABLE x', "a b", "1abc", "x" * 64, "", "ünï"])
+def test_names_that_would_reach_a_query_are_checked(table: str) -> None:
+    with pytest.raises(ConfigError, match="option 'table'"):
+        validate_options("secretive", SecretBackend.Config, {"password": "pw", "table": table})
+
+
+def test_secrets_never_appear_in_errors_or_reprs() -> None:
+    secret = "hunter2-very-secret"
+    with pytest.raises(ConfigError) as caught:
+        validate_options("secretive", SecretBackend.Config, {"password": secret, "retries": -1})
+    assert secret not in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        validate_options("secretive", SecretBackend.Config, {"password": 123, "table": secret})
+    assert secret not in str(caught.value)
+    backend = SecretBackend(SecretBackend.Config(password=SecretStr(secret)))
+    assert secret not in repr(backend)
+    assert secret not in str(backend.config)
+
+
+def test_config_is_frozen() -> None:
+    config = SecretBackend.Config(password=SecretStr("x"))
+    with pytest.raises(ValueError, match="frozen"):
+        config.retries = 5  # type: ignore[misc]

@@ -1,0 +1,172 @@
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.prompt_values import PromptValue
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables.history import RunnableWithMessageHistory
+
+from chathistory import ChatHistory, ConfigError, history_factory
+from chathistory.backends.memory import MemoryBackend
+
+
+class SyncForbidden(MemoryBackend):
+    """Proves the async path never falls back to the sync methods."""
+
+    def create_collection(self) -> None:
+        raise AssertionError("sync create_collection called from async code")
+
+    def append(self, session_id: str, records: Any) -> None:
+        raise AssertionError("sync append called from async code")
+
+    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        raise AssertionError("sync fetch called from async code")
+
+    def clear(self, session_id: str) -> None:
+        raise AssertionError("sync clear called from async code")
+
+
+def test_is_a_langchain_chat_message_history() -> None:
+    assert isinstance(ChatHistory("s", backend=MemoryBackend()), BaseChatMessageHistory)
+
+
+def test_a_batch_is_one_backend_call() -> None:
+    backend = MemoryBackend()
+    history = ChatHistory("s", backend=backend)
+    history.add_messages([HumanMessage(str(n)) for n in range(10)])
+    assert backend.calls["append"] == 1
+    history.add_user_message("one more")
+    assert backend.calls["append"] == 2
+    history.add_messages([])
+    assert backend.calls["append"] == 2
+
+
+def test_collection_is_created_once_per_backend_lazily() -> None:
+    backend = MemoryBackend()
+    get_session_history = history_factory(backend)
+    assert backend.calls["create_collection"] == 0
+    for session in range(20):
+        history = get_session_history(f"s{session}")
+        history.add_user_message("hi")
+        assert history.messages == [HumanMessage("hi")]
+    assert backend.calls["create_collection"] == 1
+    assert get_session_history("x").backend is get_session_history("y").backend
+
+
+def test_get_messages_limit_gives_the_newest_oldest_first() -> None:
+    history = ChatHistory("s", backend=MemoryBackend())
+    messages: list[BaseMessage] = [HumanMessage(str(n)) for n in range(6)]
+    history.add_messages(messages)
+    assert history.get_messages(limit=2) == messages[-2:]
+    assert history.get_messages(limit=0) == []
+    assert history.get_messages(limit=100) == messages
+    assert history.messages == messages
+
+
+def test_async_methods_use_the_backends_async_twins() -> None:
+    history = ChatHistory("s", backend=SyncForbidden())
+
+    async def scenario() -> list[BaseMessage]:
+        await history.aadd_messages([HumanMessage("a"), AIMessage("b")])
+        await history.aadd_messages([HumanMessage("c")])
+        newest = await history.aget_messages(limit=1)
+        assert newest == [HumanMessage("c")]
+        everything = await history.aget_messages()
+        await history.aclear()
+        assert await history.aget_messages() == []
+        return everything
+
+    assert asyncio.run(scenario()) == [HumanMessage("a"), AIMessage("b"), HumanMessage("c")]
+
+
+def test_clear_touches_one_session_only() -> None:
+    backend = MemoryBackend()
+    ChatHistory("a", backend=backend).add_user_message("a")
+    ChatHistory("b", backend=backend).add_user_message("b")
+    ChatHistory("a", backend=backend).clear()
+    assert ChatHistory("a", backend=backend).messages == []
+    assert ChatHistory("b", backend=backend).messages == [HumanMessage("b")]
+
+
+def _counting_model(prompt: PromptValue) -> AIMessage:
+    return AIMessage(f"I saw {len(prompt.to_messages())} messages")
+
+
+def _chain(get_session_history: Any) -> RunnableWithMessageHistory:
+    prompt = ChatPromptTemplate.from_messages(
+        [MessagesPlaceholder("history"), ("human", "{question}")])
+    return RunnableWithMessageHistory(
+        prompt | RunnableLambda(_counting_model), get_session_history,
+        input_messages_key="question", history_messages_key="history")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_drops_into_runnable_with_message_history(sqlite_path: str) -> None:
+    chain = _chain(history_factory("sqlite", path=sqlite_path))
+    config: Any = {"configurable": {"session_id": "user-1"}}
+    assert chain.invoke({"question": "hi"}, config=config).content == "I saw 1 messages"
+    assert chain.invoke({"question": "again"}, config=config).content == "I saw 3 messages"
+    other: Any = {"configurable": {"session_id": "user-2"}}
+    assert chain.invoke({"question": "new"}, config=other).content == "I saw 1 messages"
+    stored = ChatHistory("user-1", backend="sqlite", path=sqlite_path).messages
+    assert [m.content for m in stored] == ["hi", "I saw 1 messages", "again", "I saw 3 messages"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_runnable_with_message_history_async_path(sqlite_path: str) -> None:
+    chain = _chain(history_factory("sqlite", path=sqlite_path))
+    config: Any = {"configurable": {"session_id": "async-user"}}
+
+    async def scenario() -> list[str]:
+        first = await chain.ainvoke({"question": "hi"}, config=config)
+        second = await chain.ainvoke({"question": "again"}, config=config)
+        return [str(first.content), str(second.content)]
+
+    assert asyncio.run(scenario()) == ["I saw 1 messages", "I saw 3 messages"]
+
+
+@pytest.mark.parametrize("session_id", ["", 42, None, b"bytes", "nul\x00inside"])
+def test_bad_session_ids_are_value_errors(session_id: Any) -> None:
+    with pytest.raises(ValueError, match="session_id"):
+        ChatHistory(session_id, backend=MemoryBackend())
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, "3", True])
+def test_bad_limits_are_value_errors(limit: Any) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        ChatHistory("s", backend=MemoryBackend()).get_messages(limit=limit)
+
+
+def test_a_non_message_is_a_type_error_and_nothing_is_written() -> None:
+    backend = MemoryBackend()
+    history = ChatHistory("s", backend=backend)
+    with pytest.raises(TypeError, match="message 1 is a str"):
+        history.add_messages([HumanMessage("fine"), "not a message"])  # type: ignore[list-item]
+    assert history.messages == []
+    assert backend.calls["append"] == 0
+
+
+def test_options_with_a_backend_instance_are_refused() -> None:
+    with pytest.raises(TypeError, match="already configured"):
+        ChatHistory("s", backend=MemoryBackend(), path="x")
+
+
+def test_options_are_validated_against_the_named_backend(sqlite_path: str) -> None:
+    with pytest.raises(ConfigError, match=r"backend 'sqlite': unknown option 'pathh'"):
+        ChatHistory("s", backend="sqlite", pathh=sqlite_path)
+    with pytest.raises(ConfigError, match=r"option 'timeout'"):
+        ChatHistory("s", backend="sqlite", path=sqlite_path, timeout="soon")
+    with pytest.raises(ConfigError, match=r"option 'table'"):
+        ChatHistory("s", backend="sqlite", path=sqlite_path, table='x"; DROP TABLE y; --')
+
+
+def test_a_history_built_from_a_name_owns_and_closes_its_backend(sqlite_path: str) -> None:
+    with ChatHistory("s", backend="sqlite", path=sqlite_path) as history:
+        history.add_user_message("kept")
+    assert ChatHistory("s", backend="sqlite", path=sqlite_path).messages == [HumanMessage("kept")]
+    shared = MemoryBackend()
+    ChatHistory("s", backend=shared).close()
+    assert shared.calls["close"] == 0

@@ -1,0 +1,63 @@
+import asyncio
+import threading
+import time
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from chathistory import BackendUnavailableError, ChatHistory, RecordError
+from chathistory.backends.memory import MemoryBackend
+from chathistory.testing import BackendContract
+
+
+class TestMemoryBackend(BackendContract):
+    @pytest.fixture
+    def backend(self) -> MemoryBackend:
+        return MemoryBackend()
+
+
+def test_fail_next_fails_exactly_that_many_calls_and_changes_nothing() -> None:
+    backend = MemoryBackend()
+    history = ChatHistory("s", backend=backend)
+    history.add_user_message("before")
+    backend.fail_next(2)
+    for _ in range(2):
+        with pytest.raises(BackendUnavailableError, match="injected failure"):
+            history.add_user_message("lost")
+    history.add_user_message("after")
+    assert [m.content for m in history.messages] == ["before", "after"]
+
+
+def test_latency_is_added_to_sync_and_async_calls() -> None:
+    backend = MemoryBackend(MemoryBackend.Config(latency=0.05))
+    started = time.perf_counter()
+    backend.fetch("s")
+    assert time.perf_counter() - started >= 0.05
+    started = time.perf_counter()
+    asyncio.run(backend.afetch("s"))
+    assert time.perf_counter() - started >= 0.05
+
+
+def test_a_value_json_cannot_hold_fails_at_add_time_not_later() -> None:
+    history = ChatHistory("s", backend=MemoryBackend())
+    with pytest.raises(RecordError):
+        history.add_messages([HumanMessage("ok"),
+                              HumanMessage("bad", additional_kwargs={"at": object()})])
+    assert history.messages == []
+
+
+def test_sessions_lists_what_tests_may_want_to_assert() -> None:
+    backend = MemoryBackend()
+    backend.append("a", [{"type": "human", "data": {"content": "x"}}])
+    backend.append("b", [])
+    assert backend.sessions() == ["a"]
+
+
+def test_calls_are_counted_under_concurrency() -> None:
+    backend = MemoryBackend()
+    threads = [threading.Thread(target=backend.fetch, args=("s",)) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert backend.calls["fetch"] == 16
