@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
@@ -33,12 +36,10 @@ def run_conversation(session_id: str, path: str, say: object = print) -> None:
         ("human", "{question}"),
     ])
     get_session_history = history_factory("sqlite", path=path)
-    chain = RunnableWithMessageHistory(
-        prompt | model,
-        get_session_history,
-        input_messages_key="question",
-        history_messages_key="history",
-    )
+    with warnings.catch_warnings():
+        # langchain-core steers new code to LangGraph; this demo shows the classic API.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        chain = _with_history(prompt | model, get_session_history)
     try:
         for question in QUESTIONS:
             answer = chain.invoke({"question": question},
@@ -48,3 +49,9 @@ def run_conversation(session_id: str, path: str, say: object = print) -> None:
             say(f"  bot: {answer.content}   [{seen} messages stored]")
     finally:
         get_session_history.close()
+
+
+def _with_history(runnable: Any, get_session_history: Any) -> RunnableWithMessageHistory:
+    return RunnableWithMessageHistory(runnable, get_session_history,
+                                      input_messages_key="question",
+                                      history_messages_key="history")

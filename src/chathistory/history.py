@@ -11,7 +11,7 @@ from typing import Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
-from chathistory.backend import Backend
+from chathistory.backend import Backend, BaseBackend
 from chathistory.records import to_messages, to_records
 from chathistory.registry import get_backend
 
@@ -68,7 +68,8 @@ def _resolve_backend(backend: str | Backend, options: dict[str, Any]) -> tuple[B
             "backend options go with a backend name; this backend instance is already "
             f"configured (got {', '.join(sorted(options))})"
         )
-    if not isinstance(backend, Backend):
+    # BaseBackend first: a runtime Protocol check costs microseconds per history.
+    if not isinstance(backend, BaseBackend | Backend):
         raise TypeError(f"backend must be a name or a Backend, not {type(backend).__name__}")
     return backend, False
 

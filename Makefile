@@ -1,0 +1,35 @@
+# `make demo` and `make test` do their own set-up: a virtualenv in .venv with
+# everything installed, and the local PostgreSQL and Redis started if stopped.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BACKENDS := $(wildcard backends/*/pyproject.toml)
+
+.PHONY: demo test check services clean
+
+$(VENV)/.core: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.all: $(VENV)/.core pyproject.toml $(BACKENDS) tests/example_backend/pyproject.toml
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,docs,dev]" \
+		$(foreach b,$(dir $(BACKENDS)),-e "$(b)[test]") ./tests/example_backend
+	touch $@
+
+demo: $(VENV)/.core
+	$(BIN)/chathistory demo
+
+services:
+	bash tests/start-services.sh
+
+test: $(VENV)/.all services
+	$(BIN)/pytest
+
+check: $(VENV)/.all
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict src $(foreach b,$(dir $(BACKENDS)),$(b)src)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+clean:
+	rm -rf $(VENV)
