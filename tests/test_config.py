@@ -1,7 +1,7 @@
 import pytest
 from pydantic import Field, SecretStr
 
-from chathistory import BackendConfig, ConfigError, Identifier, validate_options
+from chathistory import ConfigError, Identifier, validate_options
 from chathistory.backends.memory import MemoryBackend
 
 

@@ -48,6 +48,7 @@ def test_faults_can_be_injected_into_the_fake() -> None:
 
 def test_unnamed_backends_are_left_alone(tmp_path) -> None:
     with fake_backends("memory") as fakes:
-        ChatHistory("s", backend="sqlite", path=str(tmp_path / "real.sqlite3")).add_user_message("x")
+        real = ChatHistory("s", backend="sqlite", path=str(tmp_path / "real.sqlite3"))
+        real.add_user_message("x")
     assert (tmp_path / "real.sqlite3").exists()
     assert "sqlite" not in fakes

@@ -108,7 +108,7 @@ def test_a_lock_held_past_the_timeout_is_an_unavailable_error(sqlite_path: str) 
 def test_an_unopenable_path_is_an_unavailable_error(tmp_path: Path) -> None:
     (tmp_path / "a-directory").mkdir()
     backend = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "a-directory")))
-    with pytest.raises(BackendUnavailableError, match="cannot open|unable to open"):
+    with pytest.raises(BackendUnavailableError, match=r"cannot open|unable to open"):
         backend.create_collection()
 
 

@@ -123,7 +123,7 @@ class BaseBackend(ABC):
     @abstractmethod
     def clear(self, session_id: str) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default for backends with nothing to release
         """Release resources. The default has none to release."""
 
     async def acreate_collection(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -27,7 +28,7 @@ _ANSWERS = [
 ]
 
 
-def run_conversation(session_id: str, path: str, say: object = print) -> None:
+def run_conversation(session_id: str, path: str, say: Callable[[str], None] = print) -> None:
     """Run three turns; the history between turns lives only in the SQLite file at ``path``."""
     model = GenericFakeChatModel(messages=iter(AIMessage(answer) for answer in _ANSWERS))
     prompt = ChatPromptTemplate.from_messages([

@@ -32,7 +32,7 @@ def to_records(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:
     return records
 
 
-def to_messages(records: Sequence[Mapping[str, Any]]) -> list[BaseMessage]:
+def to_messages(records: Sequence[dict[str, Any]]) -> list[BaseMessage]:
     """Turn records back into messages."""
     return messages_from_dict(records)
 

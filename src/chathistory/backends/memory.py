@@ -50,7 +50,7 @@ class MemoryBackend(BaseBackend):
         self._failures_left = 0
 
     def fail_next(self, count: int = 1) -> None:
-        """Make the next ``count`` calls raise :class:`BackendUnavailableError`, changing nothing."""
+        """Make the next ``count`` calls raise BackendUnavailableError, changing nothing."""
         with self._lock:
             self._failures_left = count
 

@@ -93,19 +93,23 @@ class SqliteBackend(BaseBackend):
             raise BackendUnavailableError(
                 f"backend 'sqlite' cannot open {self.config.path!r}: {exc}"
             ) from exc
-        with self._opened_lock:
-            self._opened.append(connection)
+        return connection
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            with self._opened_lock:
+                if self._in_memory and self._opened:
+                    connection = self._opened[0]
+                else:
+                    connection = self._connect()
+                    self._opened.append(connection)
+            self._local.connection = connection
         return connection
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            if self._in_memory and self._opened:
-                connection = self._opened[0]
-            else:
-                connection = self._connect()
-            self._local.connection = connection
+        connection = self._thread_connection()
         with self._memory_lock or nullcontext():
             try:
                 yield connection
