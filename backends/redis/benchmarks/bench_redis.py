@@ -1,0 +1,320 @@
+"""Benchmark: the redis backend against langchain_community's RedisChatMessageHistory.
+
+Run from the repository root, with Redis on CHATHISTORY_REDIS_URL
+(default redis://127.0.0.1:6379/0)::
+
+    .venv/bin/python backends/redis/benchmarks/bench_redis.py [--rounds 5] [--turns 300]
+
+Everything is measured side by side in one run, on the same server, in
+interleaved rounds. Each figure is the median time of one operation over all
+rounds (the spread of the per-round medians is shown after it). The targets
+(issue 5):
+
+* a turn (build the history for a session, read it, append 2 messages), sync
+  and async: at least 6x faster than the peer. The peer builds a client for
+  every history, as its users do; its async methods are langchain-core's
+  executor fallbacks, measured as they are.
+* ``add_messages`` of 10 messages: within 1.3x of raw redis-py doing one RPUSH
+  (serializing the messages included, as an application must).
+* ``get_messages(limit=20)`` on a 100,000-message session: within 2x of the same
+  call on a 100-message session.
+
+Raw redis-py (one LRANGE, one RPUSH, the same JSON work) is printed for reference.
+Keys are written under a random prefix and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+
+from chathistory import history_factory
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from langchain_community.chat_message_histories import RedisChatMessageHistory
+
+URL = os.environ.get("CHATHISTORY_REDIS_URL", "redis://127.0.0.1:6379/0")
+PREFIX = f"chbench-{uuid.uuid4().hex[:10]}"
+OURS = f"{PREFIX}.ours"             # our layout: chbench-...ours:{session}
+PEER = f"{PREFIX}.peer:"            # the peer's: chbench-...peer:session
+RAW = f"{PREFIX}.raw:"
+HISTORY = 10                        # messages in a session before a turn
+
+
+def conversation(count: int, tag: str = "") -> list[BaseMessage]:
+    return [HumanMessage(f"question {number}{tag}") if number % 2 == 0
+            else AIMessage(f"answer {number}{tag}, with a few more words in it")
+            for number in range(count)]
+
+
+def dumps(message: BaseMessage) -> str:
+    return json.dumps(message_to_dict(message))
+
+
+SEED = [dumps(message) for message in conversation(HISTORY)]
+TURN = conversation(2, " (new)")
+
+
+def seed(client: redis.Redis, sessions: list[str]) -> None:
+    """HISTORY messages in every session, in each layout's own key and order."""
+    pipe = client.pipeline(transaction=False)
+    for session in sessions:
+        pipe.rpush(f"{OURS}:{{{session}}}", *SEED)
+        pipe.lpush(f"{PEER}{session}", *SEED)  # newest first
+        pipe.rpush(f"{RAW}{session}", *SEED)
+    pipe.execute()
+
+
+def timed(call: Callable[[str], Any], sessions: list[str]) -> list[float]:
+    times = []
+    for session in sessions:
+        started = time.perf_counter()
+        call(session)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def atimed(call: Callable[[str], Awaitable[Any]], sessions: list[str]) -> list[float]:
+    times = []
+    for session in sessions:
+        started = time.perf_counter()
+        await call(session)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+class Figures:
+    """Per-operation times of each contender, kept per round."""
+
+    def __init__(self) -> None:
+        self.rounds: dict[str, list[list[float]]] = {}
+
+    def add(self, name: str, times: list[float]) -> None:
+        self.rounds.setdefault(name, []).append(times)
+
+    def median(self, name: str) -> float:
+        return statistics.median(t for times in self.rounds[name] for t in times)
+
+    def line(self, name: str, label: str) -> str:
+        per_round = [statistics.median(times) for times in self.rounds[name]]
+        return (f"  {label:<46} {self.median(name) * 1e3:8.3f} ms   "
+                f"(rounds {min(per_round) * 1e3:.3f}-{max(per_round) * 1e3:.3f})")
+
+
+def socket_round_trip(count: int = 2000) -> float:
+    """Median time of one PING over a bare socket: this machine's floor for a round trip."""
+    parts = urlsplit(URL)
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if parts.password:
+            sock.sendall(b"AUTH " + (parts.password or "").encode() + b"\r\n")
+            sock.recv(100)
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            sock.sendall(b"PING\r\n")
+            sock.recv(100)
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--turns", type=int, default=300, help="turns per round and contender")
+    args = parser.parse_args()
+
+    raw = redis.Redis(connection_pool=redis.ConnectionPool.from_url(URL))
+    try:
+        raw.ping()
+    except redis.RedisError as exc:
+        print(f"Redis at {URL.rpartition('@')[2]} is unreachable: {exc}", file=sys.stderr)
+        return 2
+    factory = history_factory("redis", url=URL, key_prefix=OURS)
+    try:
+        return run(args.rounds, args.turns, raw, factory)
+    finally:
+        factory.close()
+        keys = list(raw.scan_iter(match=f"{PREFIX}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            raw.delete(*keys[start:start + 1000])
+        raw.close()
+
+
+def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
+    figures = Figures()
+    ten = conversation(10, " (batch)")
+
+    # --- turns -----------------------------------------------------------------------------
+    def ours_turn(session: str) -> None:
+        history = factory(session)
+        history.messages  # noqa: B018 - the read is the point
+        history.add_messages(TURN)
+
+    def peer_turn(session: str) -> None:
+        history = RedisChatMessageHistory(session, url=URL, key_prefix=PEER)
+        history.messages  # noqa: B018
+        history.add_messages(TURN)
+
+    def raw_turn(session: str) -> None:
+        key = f"{RAW}{session}"
+        messages_from_dict([json.loads(value) for value in raw.lrange(key, 0, -1)])
+        raw.rpush(key, *[dumps(message) for message in TURN])
+
+    async def ours_aturn(session: str) -> None:
+        history = factory(session)
+        await history.aget_messages()
+        await history.aadd_messages(TURN)
+
+    async def peer_aturn(session: str) -> None:
+        history = RedisChatMessageHistory(session, url=URL, key_prefix=PEER)
+        await history.aget_messages()
+        await history.aadd_messages(TURN)
+
+    async def async_rounds() -> None:
+        araw = redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool.from_url(URL))
+
+        async def raw_aturn(session: str) -> None:
+            key = f"{RAW}{session}"
+            messages_from_dict([json.loads(value) for value in await araw.lrange(key, 0, -1)])
+            await araw.rpush(key, *[dumps(message) for message in TURN])
+
+        for number in range(rounds + 1):
+            for name, call in (("ours async", ours_aturn), ("peer async", peer_aturn),
+                               ("raw async", raw_aturn)):
+                sessions = [f"a{number}-{turn}" for turn in range(turns)]
+                seed(raw, sessions)
+                gc.collect()
+                times = await atimed(call, sessions)
+                if number:  # round 0 warms up
+                    figures.add(name, times)
+        await araw.aclose()
+
+    for number in range(rounds + 1):
+        for name, sync_call in (("ours", ours_turn), ("peer", peer_turn), ("raw", raw_turn)):
+            sessions = [f"s{number}-{turn}" for turn in range(turns)]
+            seed(raw, sessions)
+            gc.collect()
+            times = timed(sync_call, sessions)
+            if number:
+                figures.add(name, times)
+        for name, sync_call in (("ours new", ours_turn), ("peer new", peer_turn)):
+            sessions = [f"n{number}-{turn}" for turn in range(turns)]  # nothing to read yet
+            gc.collect()
+            times = timed(sync_call, sessions)
+            if number:
+                figures.add(name, times)
+    asyncio.run(async_rounds())
+
+    # --- add_messages(10) ------------------------------------------------------------------
+    def ours_add(session: str) -> None:
+        factory(session).add_messages(ten)
+
+    def raw_add(session: str) -> None:
+        raw.rpush(f"{RAW}{session}", *[dumps(message) for message in ten])
+
+    for number in range(rounds + 1):
+        for name, sync_call in (("ours add10", ours_add), ("raw add10", raw_add)):
+            sessions = [f"add{number}-{turn % 20}" for turn in range(turns)]
+            gc.collect()
+            times = timed(sync_call, sessions)
+            if number:
+                figures.add(name, times)
+
+    # --- get_messages(limit=20): 100 vs 100,000 messages ---------------------------------------
+    values = [dumps(message) for message in conversation(1000, " (long)")]
+    for session, size in (("small", 100), ("big", 100_000)):
+        pipe = raw.pipeline(transaction=False)
+        for _ in range(size // 1000 or 1):
+            pipe.rpush(f"{OURS}:{{{session}}}", *values[:min(size, 1000)])
+            pipe.lpush(f"{PEER}{session}", *values[:min(size, 1000)])
+        pipe.execute()
+    assert raw.llen(f"{OURS}:{{big}}") == 100_000 and raw.llen(f"{OURS}:{{small}}") == 100
+    for number in range(rounds + 1):
+        for name, session in (("limit20 small", "small"), ("limit20 big", "big")):
+            gc.collect()
+            times = timed(lambda session: factory(session).get_messages(limit=20),
+                          [session] * turns)
+            if number:
+                figures.add(name, times)
+    started = time.perf_counter()
+    peer_all = len(RedisChatMessageHistory("big", url=URL, key_prefix=PEER).messages)
+    peer_big = time.perf_counter() - started
+    assert peer_all == 100_000
+
+    # --- report ----------------------------------------------------------------------------
+    median = figures.median
+    print(f"redis-py {redis.__version__}, Redis at {URL.rpartition('@')[2]}, {rounds} rounds "
+          f"x {turns} operations each (after a warm-up round); median per operation")
+    print(f"One round trip on this machine (PING over a bare socket): "
+          f"{socket_round_trip() * 1e6:.0f} us. A turn of ours is 2 round trips, the peer's "
+          f"6 (a new connection, HELLO, INFO, LRANGE, LPUSH x2).\n")
+    print(f"Turn: build the history, read it ({HISTORY} messages), append 2 messages")
+    for name, label in (("ours", "chathistory redis, sync"),
+                        ("peer", "RedisChatMessageHistory, sync"),
+                        ("raw", "raw redis-py (LRANGE + RPUSH), sync"),
+                        ("ours async", "chathistory redis, async"),
+                        ("peer async", "RedisChatMessageHistory, async (executor)"),
+                        ("raw async", "raw redis.asyncio (LRANGE + RPUSH)")):
+        print(figures.line(name, label))
+    sync_ratio = median("peer") / median("ours")
+    async_ratio = median("peer async") / median("ours async")
+    print(f"  -> sync:  peer / ours = {sync_ratio:5.1f}x   "
+          f"(target >= 6x: {verdict(sync_ratio >= 6)})")
+    print(f"  -> async: peer / ours = {async_ratio:5.1f}x   "
+          f"(target >= 6x: {verdict(async_ratio >= 6)})")
+    print(f"  -> ours / raw redis-py: sync {median('ours') / median('raw'):.2f}x, "
+          f"async {median('ours async') / median('raw async'):.2f}x")
+    print("For reference, the first turn of a new session (nothing to read yet), sync")
+    print(figures.line("ours new", "chathistory redis"))
+    print(figures.line("peer new", "RedisChatMessageHistory"))
+    print(f"  -> peer / ours = {median('peer new') / median('ours new'):5.1f}x")
+
+    print("\nadd_messages of 10 messages")
+    print(figures.line("ours add10", "chathistory redis, add_messages(10)"))
+    print(figures.line("raw add10", "raw redis-py, json.dumps x10 + one RPUSH"))
+    add_ratio = median("ours add10") / median("raw add10")
+    print(f"  -> ours / raw = {add_ratio:.2f}x   (target <= 1.3x: {verdict(add_ratio <= 1.3)})")
+
+    print("\nget_messages(limit=20)")
+    print(figures.line("limit20 small", "on a 100-message session"))
+    print(figures.line("limit20 big", "on a 100,000-message session"))
+    limit_ratio = median("limit20 big") / median("limit20 small")
+    print(f"  -> 100,000 / 100 = {limit_ratio:.2f}x   "
+          f"(target <= 2x: {verdict(limit_ratio <= 2)})")
+    print(f"  (the peer has no limit: reading the 100,000-message session takes it "
+          f"{peer_big * 1e3:.0f} ms, once)")
+    met = sync_ratio >= 6 and async_ratio >= 6 and add_ratio <= 1.3 and limit_ratio <= 2
+    print(f"\nall targets {'met' if met else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The options of the redis backend. Importing this module does not import redis-py."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+
+from chathistory import BackendConfig
+
+__all__ = [
+    "DEFAULT_KEY_PREFIXES",
+    "DEFAULT_URL",
+    "KEY_PREFIX_PATTERNS",
+    "Layout",
+    "RedisConfig",
+    "server_address",
+]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+Layout = Literal["chathistory", "langchain_community"]
+
+DEFAULT_KEY_PREFIXES: dict[str, str] = {
+    "chathistory": "chathistory",
+    # RedisChatMessageHistory's default: its key is this prefix + the session id.
+    "langchain_community": "message_store:",
+}
+
+# No braces, so the first "{" of a key is always the one that opens the session's
+# hash tag; no "*?[]" either, so a prefix is also a literal SCAN pattern.
+KEY_PREFIX_PATTERNS: dict[str, str] = {
+    "chathistory": r"^[A-Za-z0-9_.-]{1,64}$",
+    "langchain_community": r"^[A-Za-z0-9_.:-]{1,64}$",
+}
+
+_URL_SCHEMES = ("redis", "rediss", "unix")
+
+
+def server_address(url: str) -> str:
+    """``host:port`` (or the socket path) of a Redis URL: what errors may show of it."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    return f"{host}:{port}"
+
+
+class RedisConfig(BackendConfig):
+    """Options of the ``redis`` backend.
+
+    Example::
+
+        get_backend("redis", url="redis://:password@cache:6379/2", key_prefix="myapp", ttl=86400)
+    """
+
+    # A rejected value (say, a URL holding a password) never appears in an error.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    url: SecretStr = Field(
+        SecretStr(DEFAULT_URL),
+        description="redis://, rediss:// or unix:// URL; a password in it stays secret.",
+    )
+    layout: Layout = Field(
+        "chathistory",
+        description="'chathistory': one list per session under a hash-tagged key, oldest "
+        "first. 'langchain_community': the layout of langchain_community's "
+        "RedisChatMessageHistory (key prefix + session id, newest first), read and "
+        "written in place.",
+    )
+    key_prefix: str | None = Field(
+        None,
+        description="Keeps applications apart. Default: 'chathistory', or 'message_store:' "
+        "with the langchain_community layout.",
+    )
+    ttl: int | None = Field(
+        None, gt=0, strict=True,
+        description="Seconds after its last write that a whole session expires; "
+        "None keeps sessions forever.",
+    )
+    socket_timeout: float | None = Field(
+        5.0, gt=0, description="Seconds to wait for a reply; None waits forever."
+    )
+    socket_connect_timeout: float | None = Field(
+        5.0, gt=0, description="Seconds to wait for a connection; None waits forever."
+    )
+    client: Any = Field(
+        None, repr=False, exclude=True,
+        description="Your own redis.Redis (or RedisCluster) for the sync methods; "
+        "url and the timeouts are then not used for them, and it is not closed by the backend.",
+    )
+    async_client: Any = Field(
+        None, repr=False, exclude=True,
+        description="Your own redis.asyncio.Redis (or RedisCluster) for the async methods; "
+        "not closed by the backend.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: SecretStr) -> SecretStr:
+        text = url.get_secret_value()
+        scheme = text.partition("://")[0].lower() if "://" in text else ""
+        if scheme not in _URL_SCHEMES:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        try:
+            urlsplit(text).port  # noqa: B018 - parses the port, raising if it is not a number
+        except ValueError:
+            raise ValueError("has a port that is not a number from 0 to 65535") from None
+        return url
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, key_prefix: str | None, info: ValidationInfo) -> str | None:
+        layout = info.data.get("layout")
+        if key_prefix is None or layout is None:
+            return key_prefix
+        pattern = KEY_PREFIX_PATTERNS[layout]
+        if not re.fullmatch(pattern, key_prefix):
+            allowed = "letters, digits, '_', '.', '-'" + (
+                ", ':'" if layout == "langchain_community" else "")
+            raise ValueError(f"must be 1 to 64 of {allowed} (layout {layout!r})")
+        return key_prefix
+
+    @property
+    def effective_key_prefix(self) -> str:
+        """``key_prefix``, or the layout's default when it is not set."""
+        return self.key_prefix if self.key_prefix is not None else DEFAULT_KEY_PREFIXES[self.layout]
+
+    @property
+    def address(self) -> str:
+        """Where the backend connects, as errors name it: ``host:port``, never the URL."""
+        return server_address(self.url.get_secret_value())

@@ -1,0 +1,161 @@
+"""On a real Redis Cluster, through the application's RedisCluster clients.
+
+The module starts a three-node cluster of its own (no persistence, free local
+ports, a temporary directory) and shuts it down afterwards. It skips if
+``redis-server`` and ``redis-cli`` are not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+from chathistory_redis import RedisBackend
+from redis.crc import key_slot
+
+from chathistory.testing import BackendContract
+from chathistory.testing.contract import HOSTILE_SESSION_IDS
+from chathistory.testing.samples import numbered_records
+
+NODES = 3
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports whose cluster bus port (port + 10000) is free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20000, 30000)
+        if port not in ports and _free(port) and _free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+def _cli(port: int, *args: str) -> str:
+    done = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                          text=True, timeout=10)
+    return done.stdout
+
+
+def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting until {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
+    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
+        pytest.skip("redis-server and redis-cli are needed to start a cluster")
+    ports = _free_ports(NODES)
+    directory: Path = tmp_path_factory.mktemp("redis-cluster")
+    servers: list[subprocess.Popen[bytes]] = []
+    try:
+        for port in ports:
+            node = directory / str(port)
+            node.mkdir()
+            servers.append(subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                 "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
+                 "--dir", str(node), "--save", "", "--appendonly", "no",
+                 "--logfile", str(node / "log")]))
+        for port in ports:
+            _wait_until(lambda port=port: _cli(port, "ping").strip() == "PONG", "nodes answer")
+        bounds = [16384 * number // NODES for number in range(NODES + 1)]
+        for number, port in enumerate(ports):
+            _cli(port, "cluster", "addslotsrange", str(bounds[number]), str(bounds[number + 1] - 1))
+        for port in ports[1:]:
+            _cli(ports[0], "cluster", "meet", "127.0.0.1", str(port))
+        for port in ports:  # a new primary waits 2 s before it reports the cluster ok
+            _wait_until(lambda port=port: "cluster_state:ok" in _cli(port, "cluster", "info")
+                        and _cli(port, "cluster", "slots").count("127.0.0.1") >= NODES,
+                        "the cluster is ready")
+        yield ports
+    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+        pytest.skip(f"could not start a local Redis Cluster: {exc}")
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(10)
+
+
+@pytest.fixture
+def cluster(cluster_ports: list[int]) -> Iterator[redis.RedisCluster]:
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+    yield client
+    client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    client.close()
+
+
+class TestRedisBackendOnCluster(BackendContract):
+    """The whole suite through a sync RedisCluster (async twins in a worker thread)."""
+
+    @pytest.fixture
+    def backend(self, cluster: redis.RedisCluster) -> RedisBackend:
+        return RedisBackend.from_options(client=cluster, key_prefix="app", ttl=3600)
+
+
+def test_sessions_spread_over_the_nodes_each_whole_on_one(cluster: redis.RedisCluster,
+                                                          cluster_ports: list[int]) -> None:
+    backend = RedisBackend.from_options(client=cluster, key_prefix="app", ttl=60)
+    sessions = [*HOSTILE_SESSION_IDS, *(f"user-{number}" for number in range(30)),
+                "}{", "{a}b", "%7B"]
+    for number, session_id in enumerate(sessions):
+        backend.append(session_id, numbered_records(2, prefix=f"{number}-"))
+    expected = {backend.key(session_id) for session_id in sessions}
+    held = {}
+    for port in cluster_ports:
+        with redis.Redis(port=port) as node:
+            held[port] = set(node.scan_iter(count=1000))  # a node lists only its own keys
+    assert set().union(*held.values()) == expected
+    assert sum(len(keys) for keys in held.values()) == len(expected)
+    assert all(held.values()), "every node holds some sessions"
+    for number, session_id in enumerate(sessions):
+        key = backend.key(session_id)
+        tag = key[key.index(b"{") + 1:-1]
+        assert cluster.keyslot(key) == key_slot(tag)  # the slot of the session part alone
+        assert [r["data"]["content"] for r in backend.fetch(session_id)] == [
+            f"{number}-0", f"{number}-1"]
+
+
+def test_native_async_on_an_async_cluster_client(cluster_ports: list[int]) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+        try:
+            backend = RedisBackend.from_options(async_client=client, key_prefix="app", ttl=60)
+            await backend.aappend("user{1}", numbered_records(3))
+            await backend.aappend("user{1}", numbered_records(1, prefix="late"))
+            assert await backend.afetch("user{1}", limit=2) == [
+                *numbered_records(3)[2:], *numbered_records(1, prefix="late")]
+            assert 0 < await client.ttl(backend.key("user{1}")) <= 60
+            big = numbered_records(10_000)  # more values than one Lua unpack() takes
+            await backend.aappend("big", big)
+            assert await backend.afetch("big") == big
+            await backend.aclear("big")
+            await backend.aclear("user{1}")
+            assert await backend.afetch("user{1}") == []
+            await backend.aclose()
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())

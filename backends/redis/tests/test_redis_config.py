@@ -1,0 +1,240 @@
+"""Options, secrets, errors, the entry point and the fake swap."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+import redis.asyncio
+from chathistory_redis import RedisBackend, RedisConfig
+from langchain_core.messages import HumanMessage
+
+from chathistory import (
+    BackendUnavailableError,
+    ChatHistory,
+    ConfigError,
+    PermissionDeniedError,
+    available_backends,
+    get_backend,
+)
+from chathistory.testing import fake_backends
+from chathistory.testing.samples import numbered_records
+
+MakeBackend = Callable[..., RedisBackend]
+SECRET = "s3cr3t-Pa55"
+NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+def _everything_said(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))
+
+
+@pytest.mark.parametrize("key_prefix", [
+    "", "has space", "a{b", "a}b", "{tag}", "a:b", "a*", "a?", "a[b]", "x" * 65, "é", "a\n",
+    "a/b",
+])
+def test_bad_key_prefix_is_refused_before_connecting(key_prefix: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"'redis'.*'key_prefix'"):
+        get_backend("redis", url=NOWHERE, key_prefix=key_prefix)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_the_langchain_layout_also_allows_colons() -> None:
+    backend = RedisBackend.from_options(layout="langchain_community", key_prefix="app:chat:")
+    assert backend.key("s") == b"app:chat:s"
+    with pytest.raises(ConfigError, match="'key_prefix'"):
+        RedisBackend.from_options(layout="langchain_community", key_prefix="app:{chat}:")
+    with pytest.raises(ConfigError, match="'layout'"):
+        RedisBackend.from_options(layout="langchain")
+
+
+def test_defaults() -> None:
+    config = RedisConfig()
+    assert config.url.get_secret_value() == "redis://127.0.0.1:6379/0"
+    assert (config.layout, config.effective_key_prefix, config.ttl) == (
+        "chathistory", "chathistory", None)
+    assert RedisConfig(layout="langchain_community").effective_key_prefix == "message_store:"
+
+
+@pytest.mark.parametrize("url", [f"http://:{SECRET}@host", f"{SECRET}", f"redis://:{SECRET}@h:x1"])
+def test_bad_url_is_refused_without_repeating_it(url: str) -> None:
+    with pytest.raises(ConfigError, match="'url'") as caught:
+        get_backend("redis", url=url)
+    assert SECRET not in _everything_said(caught.value)
+    with pytest.raises(ValueError) as direct:
+        RedisConfig(url=url)
+    assert SECRET not in str(direct.value)
+
+
+def test_unknown_option_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown option 'prefix'.*key_prefix"):
+        get_backend("redis", prefix="app")
+
+
+def test_password_never_shows() -> None:
+    url = f"redis://app:{SECRET}@127.0.0.1:1/0"
+    backend = get_backend("redis", url=url, socket_connect_timeout=1)
+    history = ChatHistory("s", backend=backend)
+    assert SECRET not in repr(backend) + repr(history) + str(backend.config)
+    assert SECRET not in str(backend.config.model_dump()) + backend.config.model_dump_json()
+    for call in (lambda: history.messages,
+                 lambda: history.add_messages([HumanMessage("hi")]),
+                 lambda: asyncio.run(history.aget_messages())):
+        with pytest.raises(BackendUnavailableError) as caught:
+            call()
+        said = _everything_said(caught.value)
+        assert "127.0.0.1:1" in str(caught.value)
+        assert SECRET not in said
+
+
+def test_refused_credentials_raise_permission_denied_at_once(redis_url: str) -> None:
+    parts = urlsplit(redis_url)
+    url = f"redis://nobody:{SECRET}@{parts.netloc.rpartition('@')[2]}{parts.path}"
+    backend = get_backend("redis", url=url)
+    for call in (lambda: backend.fetch("s"),
+                 lambda: backend.append("s", numbered_records(1)),
+                 lambda: backend.clear("s"),
+                 lambda: asyncio.run(backend.afetch("s")),
+                 lambda: asyncio.run(backend.aappend("s", numbered_records(1)))):
+        with pytest.raises(PermissionDeniedError) as caught:
+            call()
+        assert SECRET not in _everything_said(caught.value)
+    backend.close()
+
+
+def test_unreachable_server_fails_fast_for_every_operation() -> None:
+    backend = get_backend("redis", url=NOWHERE)
+    started = time.perf_counter()
+    for call in (lambda: backend.fetch("s"), lambda: backend.append("s", numbered_records(1)),
+                 lambda: backend.clear("s"), lambda: asyncio.run(backend.afetch("s")),
+                 lambda: asyncio.run(backend.aappend("s", numbered_records(1))),
+                 lambda: asyncio.run(backend.aclear("s"))):
+        with pytest.raises(BackendUnavailableError, match=re.escape("127.0.0.1:1")):
+            call()
+    assert time.perf_counter() - started < 10
+    backend.close()
+
+
+def test_get_backend_finds_it_through_its_entry_point(redis_url: str, prefix: str) -> None:
+    (info,) = [info for info in available_backends() if info.name == "redis"]
+    assert (info.distribution, info.error) == ("chathistory-redis", None)
+    backend = get_backend("redis", url=redis_url, key_prefix=prefix, ttl=60)
+    assert isinstance(backend, RedisBackend)
+    with ChatHistory("s", backend="redis", url=redis_url, key_prefix=prefix) as history:
+        assert isinstance(history.backend, RedisBackend)
+        history.add_messages([HumanMessage("hi")])
+    assert ChatHistory("s", backend=backend).messages == [HumanMessage("hi")]
+    assert backend.config.ttl == 60
+    backend.close()
+
+
+def test_plugin_and_fake_swap_do_not_import_redis() -> None:
+    script = """
+import sys
+import chathistory_redis.plugin
+assert "redis" not in sys.modules, "plugin imported redis"
+from langchain_core.messages import HumanMessage
+from chathistory import ChatHistory, ConfigError
+from chathistory.testing import fake_backends
+with fake_backends("redis") as fakes:
+    history = ChatHistory("s", backend="redis", url="redis://:pw@cache:6379/1",
+                          key_prefix="app", ttl=60)
+    history.add_messages([HumanMessage("hi")])
+    assert history.messages == [HumanMessage("hi")]
+    assert fakes["redis"].calls["append"] == 1
+    try:
+        ChatHistory("s", backend="redis", key_prefix="not valid")
+    except ConfigError:
+        pass
+    else:
+        raise AssertionError("a bad key_prefix passed the fake swap")
+assert "redis" not in sys.modules, "the fake swap imported redis"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_fake_swap_stands_in_for_redis() -> None:
+    with fake_backends("redis") as fakes:
+        history = ChatHistory("s", backend="redis", key_prefix="app", ttl=60)
+        history.add_messages([HumanMessage("hi")])
+        assert history.messages == [HumanMessage("hi")]
+        assert "redis" in fakes
+        with pytest.raises(ConfigError, match="'ttl'"):
+            ChatHistory("s", backend="redis", ttl=0)
+
+
+def test_client_of_the_wrong_kind_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="'client'"):
+        RedisBackend.from_options(client="redis://localhost")
+    with pytest.raises(ConfigError, match="'async_client'"):
+        RedisBackend.from_options(async_client=redis.Redis())
+
+
+def test_application_async_client_is_used_and_left_open(make_backend: MakeBackend,
+                                                         redis_url: str) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            backend = make_backend(async_client=client)
+            await backend.aappend("s", numbered_records(3))
+            assert await backend.afetch("s", limit=2) == numbered_records(3)[1:]
+            await backend.aclose()
+            assert await client.ping()  # still open
+            assert backend.fetch("s") == numbered_records(3)  # the sync side: our own pool
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_application_client_is_left_open(make_backend: MakeBackend, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        backend = make_backend(client=client)
+        backend.append("s", numbered_records(1))
+        backend.close()
+        assert client.ping()
+        assert asyncio.run(backend.afetch("s")) == numbered_records(1)
+    finally:
+        client.close()
+
+
+def test_close_is_idempotent_and_the_backend_reconnects(make_backend: MakeBackend) -> None:
+    backend = make_backend()
+    backend.append("s", numbered_records(1))
+    asyncio.run(backend.aappend("s", numbered_records(1)))
+    backend.close()
+    backend.close()
+    asyncio.run(backend.aclose())
+    assert len(backend.fetch("s")) == 2
+    assert len(asyncio.run(backend.afetch("s"))) == 2
+
+
+def test_one_backend_serves_several_event_loops(make_backend: MakeBackend) -> None:
+    backend = make_backend()
+
+    def in_thread(number: int) -> None:
+        asyncio.run(backend.aappend(f"s{number}", numbered_records(2)))
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(in_thread, range(8)))
+    assert all(len(backend.fetch(f"s{number}")) == 2 for number in range(8))
+    assert backend._loop_links == {}  # each loop's pool closed as its loop shut down
+
+
+def test_negative_limit_is_refused(make_backend: MakeBackend) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        make_backend().fetch("s", limit=-1)

@@ -1,0 +1,53 @@
+"""The conformance suite, in each layout, with and without ttl, and on an application's client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from chathistory_redis import RedisBackend
+
+from chathistory import BaseBackend
+from chathistory.testing import BackendContract
+
+MakeBackend = Callable[..., RedisBackend]
+
+
+class TestRedisBackend(BackendContract):
+    @pytest.fixture
+    def backend(self, make_backend: MakeBackend) -> RedisBackend:
+        return make_backend()
+
+
+class TestRedisBackendWithTtl(BackendContract):
+    """Appends are MULTI/RPUSH/EXPIRE/EXEC here."""
+
+    @pytest.fixture
+    def backend(self, make_backend: MakeBackend) -> RedisBackend:
+        return make_backend(ttl=3600)
+
+
+class TestRedisBackendLangchainLayout(BackendContract):
+    """RedisChatMessageHistory's keys and newest-first order, read and written in place."""
+
+    @pytest.fixture
+    def backend(self, make_backend: MakeBackend) -> RedisBackend:
+        return make_backend(layout="langchain_community", ttl=3600)
+
+
+class TestRedisBackendOnApplicationClient(BackendContract):
+    """An application's own redis.Redis; the async twins then run it in a worker thread."""
+
+    @pytest.fixture
+    def backend(self, make_backend: MakeBackend, redis_url: str) -> Iterator[RedisBackend]:
+        pool = redis.ConnectionPool.from_url(redis_url, decode_responses=True)
+        client = redis.Redis(connection_pool=pool)
+        yield make_backend(client=client, url="redis://unused:1")
+        client.close()
+        pool.disconnect()
+
+
+def test_async_twins_are_native() -> None:
+    for name in ("acreate_collection", "aappend", "afetch", "aclear", "aclose"):
+        assert getattr(RedisBackend, name) is not getattr(BaseBackend, name), name
