@@ -50,3 +50,9 @@ def test_values_json_cannot_hold_are_refused_with_a_clear_error(value: object) -
 def test_non_messages_are_a_type_error_naming_the_type() -> None:
     with pytest.raises(TypeError, match="message 1 is a dict"):
         to_records([HumanMessage("ok"), {"role": "user"}])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("stored", ["[1, 2]", '"text"', "{not json"])
+def test_a_stored_value_that_is_not_a_json_object_is_a_record_error(stored: str) -> None:
+    with pytest.raises(RecordError):
+        decode_record(stored)

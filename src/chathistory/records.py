@@ -49,6 +49,11 @@ def encode_record(record: Mapping[str, Any]) -> str:
 
 
 def decode_record(text: str | bytes) -> dict[str, Any]:
-    """Decode what :func:`encode_record` made."""
-    record: dict[str, Any] = json.loads(text)
+    """Decode what :func:`encode_record` made; anything but a JSON object is a RecordError."""
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise RecordError(f"stored record is not valid JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"stored record is a JSON {type(record).__name__}, not an object")
     return record
