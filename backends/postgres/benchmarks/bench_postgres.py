@@ -1,0 +1,417 @@
+"""chathistory-postgres against langchain-postgres's PostgresChatMessageHistory, in one run.
+
+    .venv/bin/python backends/postgres/benchmarks/bench_postgres.py [--rounds 5] [--turns 200]
+
+Needs the PostgreSQL server of CHATHISTORY_POSTGRES_URL (default
+postgresql://postgres@127.0.0.1:5432/test). Works in a schema of its own,
+dropped at the end. Every figure is the median time of one operation; each
+round runs every contender's operations in a block (the order of the blocks
+alternates). A ratio is the median over the rounds of the ratio within each
+round. A turn is what a chat server does per request: build the session's
+history, read it, append the user's and the model's messages.
+
+Targets (from the issue):
+  1. turn on a 20-message session, sync and async: >= 1.8x faster than the peer
+  2. turn on a 1,000-message session reading the newest 20: >= 10x faster
+  3. add_messages of 10 messages: within 1.3x of raw psycopg's one-round-trip insert
+  4. get_messages(limit=20) on a 100,000-message session: within 2x of a 100-message one
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import secrets
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    message_to_dict,
+    messages_from_dict,
+)
+from langchain_postgres import PostgresChatMessageHistory
+from psycopg import sql
+
+from chathistory import history_factory
+
+URL = os.environ.get("CHATHISTORY_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+SCHEMA = f"chathistory_bench_{secrets.token_hex(3)}"
+OURS, PEER = "ours", "peer_lc"
+TURN = [HumanMessage("What is the capital of France?"), AIMessage("Paris.")]
+TEN = [HumanMessage(f"question {n}") if n % 2 == 0 else AIMessage(f"answer {n}")
+       for n in range(10)]
+
+
+def history_of(size: int) -> list[BaseMessage]:
+    return [HumanMessage(f"user message {n}: how do I do thing {n}?") if n % 2 == 0 else
+            AIMessage(f"assistant message {n}: like this, step by step, and then {n}.")
+            for n in range(size)]
+
+
+def median_us(samples: Sequence[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+# -- setup -------------------------------------------------------------------------------
+
+
+def fill(admin: psycopg.Connection[Any], table: str, session_ids: list[str], size: int,
+         uuid_sessions: bool) -> None:
+    """Give every session ``size`` messages, in one statement per 200 sessions."""
+    records = json.dumps([message_to_dict(message) for message in history_of(size)])
+    cast = "uuid" if uuid_sessions else "text"
+    statement = sql.SQL(
+        "INSERT INTO {t} (session_id, message) SELECT s.id::{cast}, m.value "
+        "FROM unnest(%s::text[]) WITH ORDINALITY AS s(id, k), "
+        "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS m(value, n) ORDER BY s.k, m.n"
+    ).format(t=sql.Identifier(SCHEMA, table), cast=sql.SQL(cast))
+    for start in range(0, len(session_ids), 200):
+        admin.execute(statement, (session_ids[start:start + 200], records))
+
+
+def sessions(prefix: str, count: int, uuid_sessions: bool) -> list[str]:
+    if uuid_sessions:
+        return [str(uuid.uuid4()) for _ in range(count)]
+    return [f"{prefix}-{number}" for number in range(count)]
+
+
+@contextmanager
+def benchmark_schema() -> Iterator[psycopg.Connection[Any]]:
+    admin = psycopg.connect(URL, autocommit=True)
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(SCHEMA)))
+    try:
+        yield admin
+    finally:
+        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(SCHEMA)))
+        admin.close()
+
+
+# -- the contenders ------------------------------------------------------------------------
+
+
+class Contenders:
+    """Ours (through history_factory, as an app uses it), the peer, and raw psycopg."""
+
+    def __init__(self, admin: psycopg.Connection[Any], **ours_options: Any) -> None:
+        self.factory = history_factory("postgres", conninfo=URL, schema=SCHEMA,
+                                       table=OURS, **ours_options)
+        self.factory("warm-up").get_messages(limit=1)  # creates the table, opens the pool
+        options = f"-c search_path={SCHEMA}"
+        if ours_options.get("synchronous_commit"):
+            options += f" -c synchronous_commit={ours_options['synchronous_commit']}"
+        self.peer_connection = psycopg.connect(URL, options=options)
+        PostgresChatMessageHistory.create_tables(self.peer_connection, PEER)
+        self.raw = psycopg.connect(URL, autocommit=True, options=options)
+        self.admin = admin
+        self.ours_options = ours_options
+        table = sql.Identifier(SCHEMA, OURS)
+        self.raw_read = sql.SQL(
+            "SELECT message FROM {t} WHERE session_id = %s ORDER BY id").format(t=table)
+        self.raw_insert: dict[int, sql.Composed] = {
+            count: sql.SQL("INSERT INTO {t} (session_id, message) VALUES {rows}").format(
+                t=table, rows=sql.SQL(", ").join([sql.SQL("(%s, %s::jsonb)")] * count))
+            for count in (2, 10)
+        }
+        self.aconnection: psycopg.AsyncConnection[Any] | None = None
+        self.araw: psycopg.AsyncConnection[Any] | None = None
+        self.options = options
+
+    async def open_async(self) -> None:
+        self.aconnection = await psycopg.AsyncConnection.connect(URL, options=self.options)
+        self.araw = await psycopg.AsyncConnection.connect(URL, autocommit=True,
+                                                          options=self.options)
+        await self.factory("warm-up").aget_messages(limit=1)
+
+    async def close_async(self) -> None:
+        assert self.aconnection is not None and self.araw is not None
+        await self.factory.backend.aclose()
+        await self.aconnection.close()
+        await self.araw.close()
+
+    def close(self) -> None:
+        self.factory.close()
+        self.peer_connection.close()
+        self.raw.close()
+
+    # A turn: build the history, read it (the newest `limit`, or all), append two messages.
+
+    def ours_turn(self, session_id: str, limit: int | None) -> None:
+        history = self.factory(session_id)
+        history.get_messages(limit=limit)
+        history.add_messages(TURN)
+
+    def peer_turn(self, session_id: str, limit: int | None) -> None:
+        history = PostgresChatMessageHistory(PEER, session_id,
+                                             sync_connection=self.peer_connection)
+        history.messages  # noqa: B018 - the peer can only read everything
+        history.add_messages(TURN)
+
+    def raw_turn(self, session_id: str, limit: int | None) -> None:
+        rows = self.raw.execute(self.raw_read, (session_id,), prepare=True).fetchall()
+        messages_from_dict([row[0] for row in rows])
+        self.raw_add(session_id, TURN)
+
+    def raw_add(self, session_id: str, messages: Sequence[BaseMessage]) -> None:
+        params: list[Any] = []
+        for message in messages:
+            params += [session_id, json.dumps(message_to_dict(message))]
+        self.raw.execute(self.raw_insert[len(messages)], params, prepare=True)
+
+    async def aours_turn(self, session_id: str, limit: int | None) -> None:
+        history = self.factory(session_id)
+        await history.aget_messages(limit=limit)
+        await history.aadd_messages(TURN)
+
+    async def apeer_turn(self, session_id: str, limit: int | None) -> None:
+        history = PostgresChatMessageHistory(PEER, session_id, async_connection=self.aconnection)
+        await history.aget_messages()
+        await history.aadd_messages(TURN)
+
+    async def araw_turn(self, session_id: str, limit: int | None) -> None:
+        assert self.araw is not None
+        cursor = await self.araw.execute(self.raw_read, (session_id,), prepare=True)
+        messages_from_dict([row[0] for row in await cursor.fetchall()])
+        params: list[Any] = []
+        for message in TURN:
+            params += [session_id, json.dumps(message_to_dict(message))]
+        await self.araw.execute(self.raw_insert[2], params, prepare=True)
+
+
+Operation = Callable[[int], None]
+AsyncOperation = Callable[[int], Awaitable[None]]
+
+
+def measure(operations: dict[str, Operation], count: int, round_number: int
+            ) -> dict[str, float]:
+    """Median time of each contender's operation, ``count`` in a row per contender.
+
+    Each contender runs in a block of its own (an operation right after another
+    contender's heavy one pays for the caches that one evicted); the order of
+    the blocks alternates from round to round, against drift on a busy machine.
+    """
+    names = list(operations)
+    medians: dict[str, float] = {}
+    for name in names if round_number % 2 == 0 else names[::-1]:
+        samples = []
+        for index in range(count):
+            started = time.perf_counter()
+            operations[name](index)
+            samples.append(time.perf_counter() - started)
+        medians[name] = median_us(samples)
+    return {name: medians[name] for name in names}
+
+
+async def ameasure(operations: dict[str, AsyncOperation], count: int, round_number: int
+                   ) -> dict[str, float]:
+    """Async :func:`measure`."""
+    names = list(operations)
+    medians: dict[str, float] = {}
+    for name in names if round_number % 2 == 0 else names[::-1]:
+        samples = []
+        for index in range(count):
+            started = time.perf_counter()
+            await operations[name](index)
+            samples.append(time.perf_counter() - started)
+        medians[name] = median_us(samples)
+    return {name: medians[name] for name in names}
+
+
+def collect(rounds: int, one_round: Callable[[int], dict[str, float]]) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {}
+    for round_number in range(rounds):
+        gc.collect()
+        for name, value in one_round(round_number).items():
+            results.setdefault(name, []).append(value)
+    return results
+
+
+# -- the scenarios -------------------------------------------------------------------------
+
+
+def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, turns: int,
+                  asynchronous: bool, loop: asyncio.AbstractEventLoop) -> dict[str, list[float]]:
+    """Turns, each on a session of its own that holds ``size`` messages when the turn starts."""
+    tag = f"{'a' if asynchronous else 's'}{size}-{secrets.token_hex(2)}"
+    count = rounds * turns
+    ours_ids = sessions(f"turn-{tag}", count, False)
+    raw_ids = sessions(f"raw-{tag}", count, False)
+    peer_ids = sessions("", count, True)
+    fill(bench.admin, OURS, ours_ids + raw_ids, size, False)
+    fill(bench.admin, PEER, peer_ids, size, True)
+    bench.admin.execute(sql.SQL("ANALYZE {}, {}").format(
+        sql.Identifier(SCHEMA, OURS), sql.Identifier(SCHEMA, PEER)))
+
+    def one_round(round_number: int) -> dict[str, float]:
+        first = round_number * turns
+        if asynchronous:
+            return loop.run_until_complete(ameasure({
+                "ours": lambda i: bench.aours_turn(ours_ids[first + i], limit),
+                "peer": lambda i: bench.apeer_turn(peer_ids[first + i], limit),
+                "raw": lambda i: bench.araw_turn(raw_ids[first + i], limit),
+            }, turns, round_number))
+        return measure({
+            "ours": lambda i: bench.ours_turn(ours_ids[first + i], limit),
+            "peer": lambda i: bench.peer_turn(peer_ids[first + i], limit),
+            "raw": lambda i: bench.raw_turn(raw_ids[first + i], limit),
+        }, turns, round_number)
+
+    return collect(rounds, one_round)
+
+
+def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, list[float]]:
+    """add_messages of 10 messages to a session, against raw psycopg and the peer."""
+    peer_id = str(uuid.uuid4())
+    operations: dict[str, Operation] = {
+        "ours": lambda i: bench.factory("ten-ours").add_messages(TEN),
+        "raw": lambda i: bench.raw_add("ten-raw", TEN),
+        "peer": lambda i: PostgresChatMessageHistory(
+            PEER, peer_id, sync_connection=bench.peer_connection).add_messages(TEN),
+    }
+    return collect(rounds, lambda round_number: measure(operations, turns, round_number))
+
+
+def long_session_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, list[float]]:
+    """get_messages(limit=20): a 100,000-message session against a 100-message one.
+
+    The long session is written first and 50,000 messages of other sessions after
+    it, so its newest rows are not the table's newest: the case where a plan that
+    walks the primary key backward would read the whole table.
+    """
+    fill(bench.admin, OURS, ["long-100000"], 100_000, False)
+    fill(bench.admin, OURS, ["short-100"], 100, False)
+    fill(bench.admin, OURS, [f"filler-{n}" for n in range(500)], 100, False)
+    bench.admin.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(SCHEMA, OURS)))
+    def newest_20(session_id: str) -> Operation:
+        def operation(index: int) -> None:
+            bench.factory(session_id).get_messages(limit=20)
+        return operation
+
+    operations = {"100000": newest_20("long-100000"), "100": newest_20("short-100")}
+    return collect(rounds, lambda round_number: measure(operations, turns, round_number))
+
+
+def commit_cost(bench: Contenders, turns: int) -> tuple[float, float]:
+    """The server's round trip, and a one-row insert with its commit (WAL flush)."""
+    probe = sql.Identifier(SCHEMA, "commit_probe")
+    bench.raw.execute(sql.SQL("CREATE TABLE {} (n int)").format(probe))
+    insert = sql.SQL("INSERT INTO {} VALUES (1)").format(probe)
+
+    def select_one(index: int) -> None:
+        bench.raw.execute("SELECT 1", prepare=True)
+
+    def insert_one(index: int) -> None:
+        bench.raw.execute(insert, prepare=True)
+
+    times = measure({"select": select_one, "insert": insert_one}, turns, 0)
+    return times["select"], times["insert"]
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def show_rounds(label: str, results: dict[str, list[float]]) -> dict[str, list[float]]:
+    print(f"\n{label}")
+    for name, values in results.items():
+        rounds = " ".join(f"{value:8.0f}" for value in values)
+        print(f"  {name:>8}: rounds {rounds}   median {statistics.median(values):8.0f} us")
+    return results
+
+
+def ratio(results: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """The median over rounds of the ratio within each round (robust to drift between rounds)."""
+    return statistics.median(
+        top / bottom for top, bottom in zip(results[numerator], results[denominator], strict=True))
+
+
+def verdict(label: str, value: float, target: float, at_least: bool) -> str:
+    met = value >= target if at_least else value <= target
+    sign = ">=" if at_least else "<="
+    return f"  {label}: {value:.2f}x (target {sign} {target}x) {'MET' if met else 'MISSED'}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--turns", type=int, default=200, help="operations per round")
+    args = parser.parse_args()
+    rounds, turns = args.rounds, args.turns
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    # What is loaded now is never garbage: keep the collector's full passes short.
+    gc.collect()
+    gc.freeze()
+    verdicts: list[str] = []
+    with benchmark_schema() as admin:
+        server = admin.execute("SHOW server_version").fetchone()
+        sync_commit = admin.execute("SHOW synchronous_commit").fetchone()
+        print(f"PostgreSQL {server[0] if server else '?'} at {URL.split('@')[-1]}, "
+              f"synchronous_commit={sync_commit[0] if sync_commit else '?'}; "
+              f"{rounds} rounds x {turns} operations; times are medians per operation")
+
+        bench = Contenders(admin)
+        select_us, commit_us = commit_cost(bench, turns)
+        print(f"round trip (SELECT 1): {select_us:.0f} us; one-row INSERT with its commit "
+              f"(WAL flush): {commit_us:.0f} us. Every turn of every contender commits once.")
+        loop.run_until_complete(bench.open_async())
+
+        for asynchronous in (False, True):
+            kind = "async" if asynchronous else "sync"
+            summary = show_rounds(
+                f"1. turn, 20-message session, {kind} (us)",
+                turn_scenario(bench, 20, None, rounds, turns, asynchronous, loop))
+            verdicts.append(verdict(f"1. turn on 20 messages, {kind}: peer / ours",
+                                    ratio(summary, "peer", "ours"), 1.8, True))
+            verdicts.append(f"     (ours / raw psycopg: {ratio(summary, 'ours', 'raw'):.2f}x; "
+                            f"peer / raw: {ratio(summary, 'peer', 'raw'):.2f}x)")
+
+        for asynchronous in (False, True):
+            kind = "async" if asynchronous else "sync"
+            summary = show_rounds(
+                f"2. turn, 1,000-message session, ours reads the newest 20, {kind} (us)",
+                turn_scenario(bench, 1000, 20, rounds, max(10, turns // 5), asynchronous, loop))
+            verdicts.append(verdict(f"2. turn on 1,000 messages, {kind}: peer / ours",
+                                    ratio(summary, "peer", "ours"), 10, True))
+
+        summary = show_rounds("3. add_messages of 10 messages (us)",
+                              add_ten_scenario(bench, rounds, turns))
+        verdicts.append(verdict("3. add_messages(10): ours / raw psycopg one round trip",
+                                ratio(summary, "ours", "raw"), 1.3, False))
+
+        summary = show_rounds("4. get_messages(limit=20) (us)",
+                              long_session_scenario(bench, rounds, turns))
+        verdicts.append(verdict("4. limit=20: 100,000-message / 100-message session",
+                                ratio(summary, "100000", "100"), 2, False))
+        loop.run_until_complete(bench.close_async())
+        bench.close()
+
+        # Not like-for-like, shown for what it says about the commit: both sides
+        # with synchronous_commit=off (a crash of the server may lose the last
+        # acknowledged turns, never half a batch).
+        relaxed = Contenders(admin, synchronous_commit="off")
+        loop.run_until_complete(relaxed.open_async())
+        summary = show_rounds(
+            "extra: turn, 20-message session, sync, BOTH sides synchronous_commit=off (us)",
+            turn_scenario(relaxed, 20, None, rounds, turns, False, loop))
+        verdicts.append(f"  extra: with synchronous_commit=off on both sides: peer / ours "
+                        f"{ratio(summary, 'peer', 'ours'):.2f}x (informational)")
+        loop.run_until_complete(relaxed.close_async())
+        relaxed.close()
+    loop.close()
+
+    print("\nAgainst the targets:")
+    print("\n".join(verdicts))
+
+
+if __name__ == "__main__":
+    main()
