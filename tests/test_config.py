@@ -1,7 +1,7 @@
 import pytest
 from pydantic import Field, SecretStr
 
-from chathistory import ConfigError, Identifier, validate_options
+from chathistory import BackendConfig, ConfigError, Identifier, validate_options
 from chathistory.backends.memory import MemoryBackend
 
 
@@ -51,3 +51,11 @@ def test_config_is_frozen() -> None:
     config = SecretBackend.Config(password=SecretStr("x"))
     with pytest.raises(ValueError, match="frozen"):
         config.retries = 5  # type: ignore[misc]
+
+
+def test_unknown_option_lists_fields_by_the_names_users_type() -> None:
+    class Aliased(BackendConfig):
+        db_schema: str = Field("public", alias="schema")
+
+    with pytest.raises(ConfigError, match=r"\(known options: schema\)"):
+        validate_options("aliased", Aliased, {"schemaa": "x"})

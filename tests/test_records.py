@@ -41,7 +41,7 @@ def test_encoding_keeps_unicode_as_is_and_is_compact() -> None:
     assert json.loads(text) == {"data": {"content": "héllo"}}
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [object(), {1, 2}, float("nan"), float("inf"), "lone \ud800"])
 def test_values_json_cannot_hold_are_refused_with_a_clear_error(value: object) -> None:
     with pytest.raises(RecordError, match="cannot be stored as JSON"):
         encode_record({"data": {"x": value}})

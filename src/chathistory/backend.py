@@ -80,7 +80,8 @@ def validate_options(name: str, config_class: type[BackendConfig], options: Mapp
         for error in exc.errors(include_input=False, include_url=False):
             field = ".".join(str(part) for part in error["loc"]) or "(options)"
             if error["type"] == "extra_forbidden":
-                known = ", ".join(config_class.model_fields) or "none"
+                known = ", ".join(field.alias or name for name, field
+                                  in config_class.model_fields.items()) or "none"
                 problems.append(f"unknown option {field!r} (known options: {known})")
             elif error["type"] == "missing":
                 problems.append(f"option {field!r} is required")

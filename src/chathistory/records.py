@@ -40,12 +40,17 @@ def to_messages(records: Sequence[dict[str, Any]]) -> list[BaseMessage]:
 def encode_record(record: Mapping[str, Any]) -> str:
     """Encode one record as compact JSON, or raise :class:`RecordError` saying why not.
 
-    NaN and infinity are refused, as strict JSON stores (PostgreSQL's jsonb) refuse them.
+    NaN, infinity and lone surrogates are refused, as strict JSON stores
+    (PostgreSQL's jsonb) refuse them.
     """
     try:
-        return _encoder.encode(record)
+        text = _encoder.encode(record)
+        if not text.isascii():
+            # A lone surrogate is no Unicode: no store can keep it as UTF-8.
+            text.encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise RecordError(f"message cannot be stored as JSON: {exc}") from None
+    return text
 
 
 def decode_record(text: str | bytes) -> dict[str, Any]:
