@@ -94,8 +94,11 @@ def round_of_turns(directory: Path, round_number: int) -> dict[str, float]:
         raw.read(session_id)
         raw.write(session_id, [human(number), ai(number)])
 
-    results = {"raw": timed_turns(raw_turn), "ours": timed_turns(our_turn),
-               "peer": timed_turns(peer_turn)}
+    # Alternate who goes first, so neither always runs on a warmer machine.
+    order = [("raw", raw_turn), ("ours", our_turn), ("peer", peer_turn)]
+    if round_number % 2:
+        order = order[::-1]
+    results = {name: timed_turns(turn) for name, turn in order}
     factory.close()
     return results
 
