@@ -4,7 +4,6 @@ suite, options, collection creation, request counts, data layout and plugin wiri
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import subprocess
 import sys
@@ -32,45 +31,7 @@ from chathistory import (
 from chathistory.testing import BackendContract, fake_backends
 from chathistory.testing.samples import numbered_records
 
-API_KEY = "test-key-7f3a9c"
-_names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RocksetEmulator]:
-    with RocksetEmulator(api_key=API_KEY) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emu(server: RocksetEmulator) -> Iterator[RocksetEmulator]:
-    server.set_latency(0.0)
-    server.set_visibility_delay(0.0)
-    server.reset_request_count()
-    yield server
-    server.set_latency(0.0)
-    server.set_visibility_delay(0.0)
-
-
-@pytest.fixture
-def make_backend(emu: RocksetEmulator) -> Iterator[Callable[..., RocksetBackend]]:
-    """Builds backends on a fresh collection each (unless ``collection`` is given)."""
-    built: list[RocksetBackend] = []
-
-    def make(*, create: bool = True, **options: Any) -> RocksetBackend:
-        options.setdefault("collection", f"chat_{next(_names)}")
-        if "client" not in options:
-            options.setdefault("api_key", API_KEY)
-            options.setdefault("host", emu.url)
-        backend = RocksetBackend.from_options(**options)
-        built.append(backend)
-        if create:
-            backend.create_collection()
-        return backend
-
-    yield make
-    for backend in built:
-        backend.close()
+API_KEY = "test-key"  # the shared emulator's (conftest.py)
 
 
 def contents(records: list[dict[str, Any]]) -> list[str]:

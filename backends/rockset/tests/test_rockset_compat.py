@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,14 +17,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from langchain_community.chat_message_histories import RocksetChatMessageHistory
 
-API_KEY = "test-key-compat"
+API_KEY = "test-key"  # the shared emulator's (conftest.py)
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RocksetEmulator]:
-    with RocksetEmulator(api_key=API_KEY) as emulator:
-        yield emulator
 
 
 @pytest.fixture

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,44 +14,9 @@ from langchain_core.messages import HumanMessage
 from chathistory import BackendUnavailableError, ChatHistory, PermissionDeniedError
 from chathistory.testing.samples import numbered_records
 
-API_KEY = "test-key-5e1b"
-_names = itertools.count()
+API_KEY = "test-key"  # the shared emulator's (conftest.py)
 
 COMMIT = "/offsets/commit"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RocksetEmulator]:
-    with RocksetEmulator(api_key=API_KEY) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emu(server: RocksetEmulator) -> Iterator[RocksetEmulator]:
-    server.set_latency(0.0)
-    server.set_visibility_delay(0.0)
-    server.reset_request_count()
-    yield server
-    server.set_latency(0.0)
-    server.set_visibility_delay(0.0)
-
-
-@pytest.fixture
-def make_backend(emu: RocksetEmulator) -> Iterator[Callable[..., RocksetBackend]]:
-    built: list[RocksetBackend] = []
-
-    def make(**options: Any) -> RocksetBackend:
-        options.setdefault("collection", f"faults_{next(_names)}")
-        if "client" not in options:
-            options = {"api_key": API_KEY, "host": emu.url} | options
-        backend = RocksetBackend.from_options(**options)
-        built.append(backend)
-        backend.create_collection()
-        return backend
-
-    yield make
-    for backend in built:
-        backend.close()
 
 
 def stored(emu: RocksetEmulator, backend: RocksetBackend, session_id: str) -> list[str]:
@@ -95,13 +59,11 @@ def test_failed_reads_creates_and_clears_are_retried(make_backend: Callable[...,
     emu.fail_next(3, status=status)
     backend.clear("s")
     assert stored(emu, backend, "s") == []
-    fresh = RocksetBackend.from_options(api_key=API_KEY, host=emu.url,
-                                        collection=f"faults_{next(_names)}")
+    fresh = make_backend(create=False)
     emu.fail_next(2, status=status)
     fresh.create_collection()
     fresh.append("s", numbered_records(1))
     assert fresh.fetch("s") == numbered_records(1)
-    fresh.close()
 
 
 def test_exhausted_retries_raise_unavailable_and_write_nothing(

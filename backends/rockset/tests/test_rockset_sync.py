@@ -16,23 +16,9 @@ from langchain_core.messages import AIMessage, HumanMessage
 from chathistory import BackendUnavailableError, ChatHistory, ChatHistoryError
 from chathistory.testing.samples import numbered_records
 
-API_KEY = "test-key-sync"
+API_KEY = "test-key"  # the shared emulator's (conftest.py)
 DELAY = 0.3
 _names = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RocksetEmulator]:
-    with RocksetEmulator(api_key=API_KEY) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def emu(server: RocksetEmulator) -> Iterator[RocksetEmulator]:
-    server.set_visibility_delay(0.0)
-    server.reset_request_count()
-    yield server
-    server.set_visibility_delay(0.0)
 
 
 @pytest.fixture
