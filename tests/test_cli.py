@@ -75,7 +75,9 @@ def test_demo_talks_then_a_second_process_reads_the_history_back(tmp_path: Path)
     assert "Traceback" not in result.stderr
     conversation, _, read_back = result.stdout.partition("A second process reads it back")
     assert conversation.count("  you: ") == 3
-    assert "[6 messages stored]" in conversation
+    # The history reaches the model: system + 0, 2, 4 stored messages + the question.
+    for sent, stored in ((2, 2), (4, 4), (6, 6)):
+        assert f"[the model was sent {sent} messages; {stored} are stored]" in conversation
     assert read_back.splitlines()[1:] == [
         f"{m.type:>6}: {m.content}"
         for m in ChatHistory("demo-test", backend="sqlite", path=str(path)).messages]

@@ -8,7 +8,9 @@ from typing import Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
+from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from chathistory.history import history_factory
@@ -23,7 +25,7 @@ QUESTIONS = [
 
 _ANSWERS = [
     "Nice to meet you, Ada. I'll keep it in this chat's history.",
-    "You told me your name is Ada: it came back from the stored history.",
+    "You told me your name is Ada.",
     "Ada introduced herself and checked that I remembered; I did.",
 ]
 
@@ -36,18 +38,26 @@ def run_conversation(session_id: str, path: str, say: Callable[[str], None] = pr
         MessagesPlaceholder("history"),
         ("human", "{question}"),
     ])
+    prompt_sizes: list[int] = []
+
+    def count_prompt(prompt_value: PromptValue) -> PromptValue:
+        prompt_sizes.append(len(prompt_value.to_messages()))
+        return prompt_value
+
     get_session_history = history_factory("sqlite", path=path)
     with warnings.catch_warnings():
         # langchain-core steers new code to LangGraph; this demo shows the classic API.
         warnings.simplefilter("ignore", DeprecationWarning)
-        chain = _with_history(prompt | model, get_session_history)
+        chain = _with_history(prompt | RunnableLambda(count_prompt) | model,
+                              get_session_history)
     try:
         for question in QUESTIONS:
             answer = chain.invoke({"question": question},
                                   config={"configurable": {"session_id": session_id}})
             seen = len(get_session_history(session_id).get_messages())
             say(f"  you: {question}")
-            say(f"  bot: {answer.content}   [{seen} messages stored]")
+            say(f"  bot: {answer.content}")
+            say(f"       [the model was sent {prompt_sizes[-1]} messages; {seen} are stored]")
     finally:
         get_session_history.close()
 
