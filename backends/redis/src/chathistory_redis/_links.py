@@ -1,8 +1,8 @@
 """The wire: one round trip per operation, and what a failure means.
 
-This is the only module that imports redis-py. A *link* runs the three list
-operations the backend needs. When the backend owns the connection pool (or the
-application's client has one), the link takes a connection from the pool,
+With :mod:`chathistory_redis._connections`, this is where redis-py is used. A
+*link* runs the three list operations the backend needs. It takes a connection
+(from the backend's own shelf, or from the pool of the application's client),
 writes the commands in one go and reads the replies. It therefore knows whether
 a lost connection struck before the commands were fully written (nothing ran:
 safe to repeat) or after (Redis may have run them), which decides whether an
@@ -34,6 +34,14 @@ from chathistory import (
     PermissionDeniedError,
     aretry_transient,
     retry_transient,
+)
+from chathistory_redis._connections import (
+    AppAsyncPool,
+    AppPool,
+    AsyncConnections,
+    AsyncShelf,
+    Connections,
+    Shelf,
 )
 from chathistory_redis.config import RedisConfig
 
@@ -73,12 +81,6 @@ class _AsyncConnection(Protocol):
                                   ) -> None: ...
     async def read_response(self) -> Any: ...
     async def disconnect(self, nowait: bool = False) -> None: ...
-
-
-class _AsyncPool(Protocol):
-    async def get_connection(self) -> Any: ...
-    async def release(self, connection: Any) -> None: ...
-    async def disconnect(self) -> None: ...
 
 
 class LinkError(Exception):
@@ -125,21 +127,20 @@ def _is_lost(error: BaseException) -> bool:
 
 
 class PoolLink:
-    """Runs commands on connections of a ``redis.ConnectionPool``."""
+    """Runs commands on connections taken one at a time from ``connections``."""
 
-    def __init__(self, pool: redis.ConnectionPool, *, owned: bool) -> None:
-        self._pool = pool
-        self._owned = owned
+    def __init__(self, connections: Connections) -> None:
+        self._connections = connections
 
     def _run(self, commands: list[Command]) -> list[Any]:
-        pool = self._pool
+        connections = self._connections
         try:
-            pooled = pool.get_connection()  # connects if needed; nothing is sent yet
+            taken = connections.take()  # connects if needed; nothing is sent yet
         except RedisError as error:
             if _is_lost(error):
                 raise LinkError(error, sent=False) from error
             raise
-        connection = cast(_Connection, pooled)
+        connection = cast(_Connection, taken)
         try:
             try:
                 connection.send_packed_command(connection.pack_commands(commands),
@@ -159,7 +160,7 @@ class PoolLink:
             connection.disconnect()  # it may still hold unread replies
             raise
         finally:
-            pool.release(pooled)
+            connections.put(taken)
 
     def push(self, key: bytes, values: Sequence[str], *, left: bool, ttl: int | None) -> None:
         replies = self._run(_push_commands(key, values, left, ttl))
@@ -173,8 +174,7 @@ class PoolLink:
         self._run([("DEL", key)])
 
     def close(self) -> None:
-        if self._owned:
-            self._pool.disconnect()
+        self._connections.close()
 
 
 # For clients without one pool, the push and its expiry as one script: atomic and
@@ -221,16 +221,15 @@ class ClientLink:
 
 
 class AsyncPoolLink:
-    """Runs commands on connections of a ``redis.asyncio.ConnectionPool`` (one event loop's)."""
+    """Async :class:`PoolLink` (its connections belong to one event loop)."""
 
-    def __init__(self, pool: redis.asyncio.ConnectionPool, *, owned: bool) -> None:
-        self._pool = cast(_AsyncPool, pool)
-        self._owned = owned
+    def __init__(self, connections: AsyncConnections) -> None:
+        self._connections = connections
 
     async def _run(self, commands: list[Command]) -> list[Any]:
-        pool = self._pool
+        connections = self._connections
         try:
-            connection = cast(_AsyncConnection, await pool.get_connection())
+            connection = cast(_AsyncConnection, await connections.take())
         except RedisError as error:
             if _is_lost(error):
                 raise LinkError(error, sent=False) from error
@@ -254,7 +253,7 @@ class AsyncPoolLink:
             await connection.disconnect(nowait=True)
             raise
         finally:
-            await pool.release(connection)
+            await connections.put(connection)
 
     async def push(self, key: bytes, values: Sequence[str], *, left: bool, ttl: int | None
                    ) -> None:
@@ -269,8 +268,7 @@ class AsyncPoolLink:
         await self._run([("DEL", key)])
 
     async def close(self) -> None:
-        if self._owned:
-            await self._pool.disconnect()
+        await self._connections.close()
 
 
 class AsyncClientLink:
@@ -316,14 +314,14 @@ def _pool_options(config: RedisConfig) -> dict[str, Any]:
 
 
 def sync_link(config: RedisConfig) -> SyncLink:
-    """The link of the sync methods: the application's ``client``, or a pool of our own."""
+    """The link of the sync methods: the application's ``client``, or connections of our own."""
     client = config.client
     if client is None:
         url = config.url.get_secret_value()
-        return PoolLink(redis.ConnectionPool.from_url(url, **_pool_options(config)), owned=True)
+        return PoolLink(Shelf(redis.ConnectionPool.from_url(url, **_pool_options(config))))
     if isinstance(client, redis.Redis) and isinstance(client.connection_pool,
                                                        redis.ConnectionPool):
-        return PoolLink(client.connection_pool, owned=False)
+        return PoolLink(AppPool(client.connection_pool))
     if isinstance(client, redis.RedisCluster):
         return ClientLink(client)
     raise ConfigError(
@@ -333,17 +331,17 @@ def sync_link(config: RedisConfig) -> SyncLink:
 
 
 def async_pool_link(config: RedisConfig) -> AsyncLink:
-    """A new pool of our own for the running event loop (an asyncio pool serves one loop)."""
+    """Connections of our own for the running event loop (an asyncio connection serves one)."""
     url = config.url.get_secret_value()
-    return AsyncPoolLink(redis.asyncio.ConnectionPool.from_url(url, **_pool_options(config)),
-                         owned=True)
+    pool = redis.asyncio.ConnectionPool.from_url(url, **_pool_options(config))
+    return AsyncPoolLink(AsyncShelf(pool))
 
 
 def async_client_link(client: Any) -> AsyncLink:
     """The link of the application's ``async_client``."""
     if isinstance(client, redis.asyncio.Redis) and isinstance(client.connection_pool,
                                                                redis.asyncio.ConnectionPool):
-        return AsyncPoolLink(client.connection_pool, owned=False)
+        return AsyncPoolLink(AppAsyncPool(client.connection_pool))
     if isinstance(client, redis.asyncio.RedisCluster):
         return AsyncClientLink(client)
     raise ConfigError(
