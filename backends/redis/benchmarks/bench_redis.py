@@ -271,7 +271,9 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
 
     # --- report ----------------------------------------------------------------------------
     median = figures.median
-    print(f"redis-py {redis.__version__}, Redis at {URL.rpartition('@')[2]}, {rounds} rounds "
+    parser = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "pure Python"
+    print(f"redis-py {redis.__version__} ({parser} parser, for every contender), "
+          f"Redis at {URL.rpartition('@')[2]}, {rounds} rounds "
           f"x {turns} operations each (after a warm-up round); median per operation")
     print(f"One round trip on this machine (PING over a bare socket): "
           f"{socket_round_trip() * 1e6:.0f} us. A turn of ours is 2 round trips, the peer's "
