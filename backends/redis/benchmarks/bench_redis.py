@@ -19,7 +19,11 @@ rounds (the spread of the per-round medians is shown after it). The targets
 * ``get_messages(limit=20)`` on a 100,000-message session: within 2x of the same
   call on a 100-message session.
 
-Raw redis-py (one LRANGE, one RPUSH, the same JSON work) is printed for reference.
+Raw redis-py (one LRANGE, one RPUSH, the same JSON work) is printed for reference,
+and so is the floor for any implementation on redis-py: one bare connection
+held open, with no pool and no error handling. The peer pays six round trips to
+our two, so the turn ratio shrinks as this machine's round trip grows; the
+floor shows what is left to gain.
 Keys are written under a random prefix and deleted at the end.
 """
 
@@ -188,6 +192,19 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
         messages_from_dict([json.loads(value) for value in raw.lrange(key, 0, -1)])
         raw.rpush(key, *[dumps(message) for message in TURN])
 
+    # The least any implementation on redis-py can do: one connection held open,
+    # no pool, no error handling, one json.loads for the whole list.
+    connection = raw.connection_pool.get_connection()
+
+    def floor_turn(session: str) -> None:
+        key = f"{RAW}{session}".encode()
+        connection.send_packed_command(connection.pack_command("LRANGE", key, 0, -1))
+        values = connection.read_response()
+        messages_from_dict(json.loads(b"[" + b",".join(values) + b"]"))
+        connection.send_packed_command(
+            connection.pack_command("RPUSH", key, *[dumps(message) for message in TURN]))
+        connection.read_response()
+
     async def ours_aturn(session: str) -> None:
         history = factory(session)
         await history.aget_messages()
@@ -209,7 +226,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
         for number in range(rounds + 1):
             for name, call in (("ours async", ours_aturn), ("peer async", peer_aturn),
                                ("raw async", raw_aturn)):
-                sessions = [f"a{number}-{turn}" for turn in range(turns)]
+                sessions = [f"a{number}-{name}-{turn}" for turn in range(turns)]
                 seed(raw, sessions)
                 gc.collect()
                 times = await atimed(call, sessions)
@@ -218,8 +235,9 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
         await araw.aclose()
 
     for number in range(rounds + 1):
-        for name, sync_call in (("ours", ours_turn), ("peer", peer_turn), ("raw", raw_turn)):
-            sessions = [f"s{number}-{turn}" for turn in range(turns)]
+        for name, sync_call in (("ours", ours_turn), ("peer", peer_turn), ("raw", raw_turn),
+                                ("floor", floor_turn)):
+            sessions = [f"s{number}-{name}-{turn}" for turn in range(turns)]
             seed(raw, sessions)
             gc.collect()
             times = timed(sync_call, sessions)
@@ -232,6 +250,10 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
             if number:
                 figures.add(name, times)
     asyncio.run(async_rounds())
+    # Every contender read HISTORY messages of its own and added 2, no more.
+    for key in (f"{OURS}:{{s1-ours-0}}", f"{PEER}s1-peer-0", f"{RAW}s1-raw-0",
+                f"{RAW}s1-floor-0", f"{OURS}:{{a1-ours async-0}}", f"{PEER}a1-peer async-0"):
+        assert raw.llen(key) == HISTORY + 2, key
 
     # --- add_messages(10) ------------------------------------------------------------------
     def ours_add(session: str) -> None:
@@ -282,6 +304,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
     for name, label in (("ours", "chathistory redis, sync"),
                         ("peer", "RedisChatMessageHistory, sync"),
                         ("raw", "raw redis-py (LRANGE + RPUSH), sync"),
+                        ("floor", "one bare redis-py connection, sync"),
                         ("ours async", "chathistory redis, async"),
                         ("peer async", "RedisChatMessageHistory, async (executor)"),
                         ("raw async", "raw redis.asyncio (LRANGE + RPUSH)")):
@@ -294,6 +317,8 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
           f"(target >= 6x: {verdict(async_ratio >= 6)})")
     print(f"  -> ours / raw redis-py: sync {median('ours') / median('raw'):.2f}x, "
           f"async {median('ours async') / median('raw async'):.2f}x")
+    print(f"  -> peer / one bare connection, sync = {median('peer') / median('floor'):.1f}x "
+          "(the most any implementation on redis-py can reach here)")
     print("For reference, the first turn of a new session (nothing to read yet), sync")
     print(figures.line("ours new", "chathistory redis"))
     print(figures.line("peer new", "RedisChatMessageHistory"))
