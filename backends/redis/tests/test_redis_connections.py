@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import socket
 import time
 import uuid
 from collections.abc import Callable
 
 import pytest
 import redis
+import redis.asyncio
 from chathistory_redis import RedisBackend
-from chathistory_redis._connections import Shelf
+from chathistory_redis._connections import AsyncShelf, Shelf
 
 from chathistory.testing.samples import numbered_records
 
@@ -114,3 +116,24 @@ def test_max_connections_in_the_url_caps_the_connections_made(redis_url: str) ->
     shelf.put(first)
     shelf.put(second)
     shelf.close()
+
+
+def test_connections_that_failed_to_connect_do_not_use_up_max_connections() -> None:
+    with socket.socket() as closed:  # a port with nothing listening on it
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0?max_connections=1&socket_connect_timeout=1"
+    shelf = Shelf(redis.ConnectionPool.from_url(url))
+    for _ in range(3):  # an outage: each try fails to connect, none is "too many"
+        with pytest.raises(redis.exceptions.ConnectionError) as caught:
+            shelf.take()
+        assert not isinstance(caught.value, redis.exceptions.MaxConnectionsError)
+
+    async def async_outage() -> None:
+        async_shelf = AsyncShelf(redis.asyncio.ConnectionPool.from_url(url))
+        for _ in range(3):
+            with pytest.raises(redis.exceptions.ConnectionError) as caught:
+                await async_shelf.take()
+            assert not isinstance(caught.value, redis.exceptions.MaxConnectionsError)
+
+    asyncio.run(async_outage())

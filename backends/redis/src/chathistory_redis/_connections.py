@@ -109,7 +109,11 @@ class Shelf(_Shelf):
             sock = connection._sock
             if sock is not None and _readable(sock):
                 connection.disconnect()
-        connection.connect()  # nothing to do when connected
+        try:
+            connection.connect()  # nothing to do when connected
+        except BaseException:
+            self._idle.append(connection)  # still counted as made: kept for the next try
+            raise
         return connection
 
     def put(self, connection: Any) -> None:
@@ -139,7 +143,11 @@ class AsyncShelf(_Shelf):
                     stale = True
                 if stale:
                     await connection.disconnect(nowait=True)
-        await connection.connect()
+        try:
+            await connection.connect()
+        except BaseException:
+            self._idle.append(connection)
+            raise
         return connection
 
     async def put(self, connection: Any) -> None:
