@@ -11,7 +11,7 @@ PUBLIC = {
     "IDENTIFIER_PATTERN", "Backend", "BackendConfig", "BackendInfo", "BackendLoadError",
     "BackendNotFoundError", "BackendUnavailableError", "BaseBackend", "ChatHistory",
     "ChatHistoryError", "CollectionTimeoutError", "ConfigError", "DuplicateBackendError",
-    "Identifier", "PermissionDeniedError", "RecordError", "SessionHistoryFactory",
+    "Identifier", "PermissionDeniedError", "RecordError", "SessionHistoryFactory", "Translate",
     "aretry_transient", "available_backends", "backend_class", "decode_record",
     "encode_record", "get_backend", "history_factory", "hookimpl", "hookspec",
     "retry_transient", "to_messages", "to_records", "validate_options",

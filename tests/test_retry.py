@@ -72,3 +72,70 @@ def test_the_async_twin_retries_the_same_way() -> None:
     with pytest.raises(BackendUnavailableError, match="after 2 attempts"):
         asyncio.run(aretry_transient(failing, backend="x", is_transient=transient, attempts=2))
     assert down.calls == 2
+
+
+class DriverError(Exception):
+    """Stands in for a driver's own exception class."""
+
+
+def translate(error: BaseException) -> BaseException:
+    if isinstance(error, DriverError):
+        return BackendUnavailableError(f"translated: {error}")
+    return error
+
+
+def driver_transient(error: BaseException) -> bool:
+    return isinstance(error, DriverError) and "lost" in str(error)
+
+
+def test_a_permanent_driver_error_is_translated_at_once_and_chained() -> None:
+    call = Flaky(10, DriverError("syntax"))
+    with pytest.raises(BackendUnavailableError, match="translated: syntax") as caught:
+        retry_transient(call, backend="x", is_transient=driver_transient, translate=translate)
+    assert call.calls == 1
+    assert isinstance(caught.value.__cause__, DriverError)
+
+
+def test_a_permanent_error_after_a_transient_one_is_translated_too() -> None:
+    outcomes: list[Exception] = [DriverError("lost"), DriverError("refused for good")]
+
+    def call() -> str:
+        raise outcomes.pop(0)
+
+    with pytest.raises(BackendUnavailableError, match="translated: refused for good"):
+        retry_transient(call, backend="x", is_transient=driver_transient, translate=translate)
+    assert outcomes == []
+
+
+def test_an_error_translate_leaves_alone_is_raised_unchanged() -> None:
+    call = Flaky(10, KeyError("bug"))
+    with pytest.raises(KeyError):
+        retry_transient(call, backend="x", is_transient=driver_transient, translate=translate)
+
+
+def test_exhaustion_names_the_translated_cause() -> None:
+    call = Flaky(10, DriverError("lost"))
+    with pytest.raises(BackendUnavailableError,
+                       match=r"backend 'x' is unavailable after 2 attempts: translated: lost"
+                       ) as caught:
+        retry_transient(call, backend="x", is_transient=driver_transient, translate=translate,
+                        attempts=2)
+    assert isinstance(caught.value.__cause__, DriverError)
+
+
+def test_the_async_twin_translates_the_same_way() -> None:
+    call = Flaky(10, DriverError("syntax"))
+
+    async def attempt() -> str:
+        return call()
+
+    with pytest.raises(BackendUnavailableError, match="translated: syntax"):
+        asyncio.run(aretry_transient(attempt, backend="x", is_transient=driver_transient,
+                                     translate=translate))
+    lost = Flaky(1, DriverError("lost"))
+
+    async def flaky() -> str:
+        return lost()
+
+    assert asyncio.run(aretry_transient(flaky, backend="x", is_transient=driver_transient,
+                                        translate=translate)) == "ok"

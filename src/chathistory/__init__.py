@@ -23,7 +23,7 @@ from chathistory.history import ChatHistory, SessionHistoryFactory, history_fact
 from chathistory.hookspecs import hookimpl, hookspec
 from chathistory.records import decode_record, encode_record, to_messages, to_records
 from chathistory.registry import BackendInfo, available_backends, backend_class, get_backend
-from chathistory.retry import aretry_transient, retry_transient
+from chathistory.retry import Translate, aretry_transient, retry_transient
 
 __all__ = [
     "IDENTIFIER_PATTERN",
@@ -43,6 +43,7 @@ __all__ = [
     "PermissionDeniedError",
     "RecordError",
     "SessionHistoryFactory",
+    "Translate",
     "aretry_transient",
     "available_backends",
     "backend_class",

@@ -1,7 +1,10 @@
 """Retry transient failures with bounded backoff, then raise BackendUnavailableError.
 
-Backends decide what is transient (a dropped connection, a 503) and whether a
-call is safe to repeat; these helpers only run the loop.
+This is the one retry path of chathistory: every backend runs its calls
+through :func:`retry_transient` or :func:`aretry_transient`. A backend says
+what is transient (a dropped connection before the request was sent, a 503)
+and how a driver error reads as a chathistory error (``translate``); these
+helpers run the loop.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -22,9 +25,12 @@ from tenacity import (
 
 from chathistory.errors import BackendUnavailableError
 
-__all__ = ["aretry_transient", "retry_transient"]
+__all__ = ["Translate", "aretry_transient", "retry_transient"]
 
 T = TypeVar("T")
+
+Translate = Callable[[BaseException], BaseException]
+"""Turns a driver's error into a chathistory error (or returns it unchanged)."""
 
 _FIRST_WAIT = 0.05  # seconds before the second attempt; tenacity backs off after that
 
@@ -39,23 +45,46 @@ def _policy(is_transient: Callable[[BaseException], bool], attempts: int, max_wa
     }
 
 
-def _unavailable(backend: str, attempts: int, cause: BaseException | None
-                 ) -> BackendUnavailableError:
+def _raise_final(error: BaseException, translate: Translate | None) -> NoReturn:
+    """Raise a non-transient ``error``, translated when the backend gave a translation."""
+    translated = translate(error) if translate is not None else error
+    if translated is error:
+        raise error
+    raise translated from error
+
+
+def _unavailable(backend: str, attempts: int, cause: BaseException | None,
+                 translate: Translate | None) -> BackendUnavailableError:
+    described: BaseException | None = cause
+    if translate is not None and cause is not None:
+        described = translate(cause)
+    reason = f"{type(cause).__name__}: {cause}" if described is cause else str(described)
     return BackendUnavailableError(
-        f"backend {backend!r} is unavailable after {attempts} attempts: "
-        f"{type(cause).__name__}: {cause}"
-    )
+        f"backend {backend!r} is unavailable after {attempts} attempts: {reason}")
 
 
 def retry_transient(call: Callable[[], T], *, backend: str,
                     is_transient: Callable[[BaseException], bool],
+                    translate: Translate | None = None,
                     attempts: int = 4, max_wait: float = 1.0) -> T:
     """Run ``call``; retry it while it raises a transient error, at most ``attempts`` times.
+
+    Args:
+        call: The operation, with no arguments. It must be safe to run again
+            whenever ``is_transient`` says its error is transient.
+        backend: The backend's name (or name and address), for the error message.
+        is_transient: Whether an error may be retried.
+        translate: Turns a driver error into a chathistory error. Errors that
+            are not transient are raised as ``translate(error)`` (chained to the
+            original); the final transient error's translation is named in the
+            "unavailable" message.
+        attempts: Tries in all, the first included.
+        max_wait: The longest wait between two tries, in seconds.
 
     Raises:
         BackendUnavailableError: still transient after the last attempt (the
             original error is its ``__cause__``).
-        Exception: any error ``is_transient`` rejects, at once and unchanged.
+        Exception: any error ``is_transient`` rejects, at once, translated.
     """
     # The first try runs bare: building a tenacity retrier costs microseconds
     # that a call which succeeds should not pay.
@@ -63,9 +92,9 @@ def retry_transient(call: Callable[[], T], *, backend: str,
         return call()
     except Exception as error:
         if not is_transient(error):
-            raise
+            _raise_final(error, translate)
         if attempts <= 1:
-            raise _unavailable(backend, attempts, error) from error
+            raise _unavailable(backend, attempts, error, translate) from error
     time.sleep(_FIRST_WAIT)
     try:
         for attempt in Retrying(**_policy(is_transient, attempts - 1, max_wait)):  # type: ignore[arg-type]
@@ -73,21 +102,24 @@ def retry_transient(call: Callable[[], T], *, backend: str,
                 return call()
     except RetryError as error:
         cause = error.last_attempt.exception()
-        raise _unavailable(backend, attempts, cause) from cause
+        raise _unavailable(backend, attempts, cause, translate) from cause
+    except Exception as error:
+        _raise_final(error, translate)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def aretry_transient(call: Callable[[], Awaitable[T]], *, backend: str,
                            is_transient: Callable[[BaseException], bool],
+                           translate: Translate | None = None,
                            attempts: int = 4, max_wait: float = 1.0) -> T:
     """Async :func:`retry_transient`: ``call`` returns an awaitable, waits do not block."""
     try:
         return await call()
     except Exception as error:
         if not is_transient(error):
-            raise
+            _raise_final(error, translate)
         if attempts <= 1:
-            raise _unavailable(backend, attempts, error) from error
+            raise _unavailable(backend, attempts, error, translate) from error
     await asyncio.sleep(_FIRST_WAIT)
     try:
         async for attempt in AsyncRetrying(**_policy(is_transient, attempts - 1, max_wait)):  # type: ignore[arg-type]
@@ -95,5 +127,7 @@ async def aretry_transient(call: Callable[[], Awaitable[T]], *, backend: str,
                 return await call()
     except RetryError as error:
         cause = error.last_attempt.exception()
-        raise _unavailable(backend, attempts, cause) from cause
+        raise _unavailable(backend, attempts, cause, translate) from cause
+    except Exception as error:
+        _raise_final(error, translate)
     raise AssertionError("unreachable")  # pragma: no cover
