@@ -81,3 +81,88 @@ class TestCorrect(BackendContract):
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes["passed"] > 20, result.stdout.str()
+
+
+UUID_ONLY = """
+import re
+import uuid
+
+import pytest
+from chathistory import BaseBackend
+from chathistory.backends.memory import MemoryBackend
+from chathistory.testing import BackendContract
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class UuidOnly(BaseBackend):
+    \"\"\"Stands for a layout that takes UUID session ids only.\"\"\"
+
+    def __init__(self):
+        super().__init__(BaseBackend.Config())
+        self.store = MemoryBackend()
+
+    def check(self, session_id):
+        if not UUID.fullmatch(session_id):
+            raise ValueError(f"not a UUID: {session_id!r}")
+        return session_id
+
+    def create_collection(self):
+        pass
+
+    def append(self, session_id, records):
+        self.store.append(self.check(session_id), records)
+
+    def fetch(self, session_id, *, limit=None):
+        return self.store.fetch(self.check(session_id), limit=limit)
+
+    def clear(self, session_id):
+        self.store.clear(self.check(session_id))
+
+
+class TestUuidOnly(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return UuidOnly()
+"""
+
+OVERRIDE = """
+    @pytest.fixture
+    def make_session_id(self):
+        return lambda name: str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+"""
+
+
+def run_suite(pytester: pytest.Pytester, source: str) -> dict[str, int]:
+    pytester.makepyfile(source)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    outcomes.setdefault("failed", 0)
+    outcomes.setdefault("passed", 0)
+    return outcomes
+
+
+def test_make_session_id_reaches_every_test(pytester: pytest.Pytester) -> None:
+    """The backend refuses every id that is not a UUID: with the override the whole suite
+    passes, so no test used an id of its own; without it, every test that stores fails."""
+    with_override = run_suite(pytester, UUID_ONLY + OVERRIDE)
+    assert with_override["failed"] == 0 and with_override["passed"] > 20, with_override
+    without = run_suite(pytester, UUID_ONLY)
+    assert without["passed"] == 1, without  # test_satisfies_protocol stores nothing
+    assert without["failed"] == with_override["passed"] - 1, without
+
+
+def test_a_broken_backend_fails_with_make_session_id_overridden(pytester: pytest.Pytester
+                                                                ) -> None:
+    broken = UUID_ONLY.replace(
+        "return self.store.fetch(self.check(session_id), limit=limit)",
+        "return list(reversed(self.store.fetch(self.check(session_id), limit=limit)))")
+    assert run_suite(pytester, broken + OVERRIDE)["failed"] >= 1
+
+
+def test_the_helpers_backend_tests_need_are_public() -> None:
+    import chathistory.testing as testing
+
+    for name in ("BackendContract", "MakeSessionId", "numbered_records", "sample_messages",
+                 "HOSTILE_SESSION_IDS", "fake_backends", "FakeBackends"):
+        assert name in testing.__all__ and getattr(testing, name) is not None

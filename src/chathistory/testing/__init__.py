@@ -1,12 +1,59 @@
 """Test helpers for backend authors and for applications.
 
-- :class:`BackendContract`: subclass it, provide a ``backend`` fixture, get the
-  whole conformance suite.
+- :class:`BackendContract`: subclass it, provide a ``backend`` fixture (and
+  ``make_session_id`` where the store constrains ids), get the whole
+  conformance suite.
+- :func:`sample_messages`, :func:`numbered_records`, :data:`HOSTILE_SESSION_IDS`:
+  the data the suite uses, for a backend's own tests.
 - :func:`fake_backends`: run code that names real backends against the memory
   fake (the ``chathistory_fake`` pytest fixture does the same).
+
+Names load on first use, so the pytest plugin that imports this package
+imports neither langchain-core nor the backends.
 """
 
-from chathistory.testing.contract import BackendContract
-from chathistory.testing.fake import FakeBackends, fake_backends
+from __future__ import annotations
 
-__all__ = ["BackendContract", "FakeBackends", "fake_backends"]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chathistory.testing.contract import BackendContract, MakeSessionId
+    from chathistory.testing.fake import FakeBackends, fake_backends
+    from chathistory.testing.samples import (
+        HOSTILE_SESSION_IDS,
+        numbered_records,
+        sample_messages,
+    )
+
+__all__ = [
+    "HOSTILE_SESSION_IDS",
+    "BackendContract",
+    "FakeBackends",
+    "MakeSessionId",
+    "fake_backends",
+    "numbered_records",
+    "sample_messages",
+]
+
+_MODULES = {
+    "BackendContract": "contract",
+    "MakeSessionId": "contract",
+    "FakeBackends": "fake",
+    "fake_backends": "fake",
+    "HOSTILE_SESSION_IDS": "samples",
+    "numbered_records": "samples",
+    "sample_messages": "samples",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

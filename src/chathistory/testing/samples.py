@@ -1,4 +1,4 @@
-"""Messages of every langchain-core type, with every field that a store could lose."""
+"""Sample data for backend tests: messages of every type, numbered records, hostile ids."""
 
 from __future__ import annotations
 
@@ -15,7 +15,19 @@ from langchain_core.messages import (
     message_to_dict,
 )
 
-__all__ = ["numbered_records", "sample_messages"]
+__all__ = ["HOSTILE_SESSION_IDS", "numbered_records", "sample_messages"]
+
+HOSTILE_SESSION_IDS = [
+    "it's; DROP TABLE message_store; --",
+    '"quoted" \\ back\\slash',
+    "100% _wild_ %s %(name)s ?",
+    "tab\tnewline\nbell\x07 escape\x1b",
+    "{hash}:tag:{}:*",
+    "emoji 🧵👩‍💻 and ünïcödé 中文",
+    "x" * 1000,
+    "/messages/-",
+]
+"""Session ids that break a store which splices ids into SQL, keys, paths or patterns."""
 
 
 def sample_messages() -> list[BaseMessage]:
