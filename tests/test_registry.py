@@ -16,7 +16,6 @@ from chathistory import (
     get_backend,
 )
 from chathistory.registry import Registry
-from chathistory.testing import BackendContract
 
 GROUP = "chathistory.test_backends"
 
@@ -68,14 +67,6 @@ def test_a_pip_installed_third_party_backend_is_found_by_name(tmp_path: Path) ->
     history = ChatHistory("s", backend="jsonl", directory=str(tmp_path / "histories"))
     history.add_user_message("hello from a plugin")
     assert [m.content for m in history.messages] == ["hello from a plugin"]
-
-
-class TestThirdPartyBackendPassesTheContract(BackendContract):
-    @pytest.fixture
-    def backend(self, tmp_path: Path):  # type: ignore[no-untyped-def]
-        backend = get_backend("jsonl", directory=tmp_path / "jsonl")
-        backend.create_collection()
-        return backend
 
 
 def test_an_unknown_name_lists_the_installed_backends() -> None:

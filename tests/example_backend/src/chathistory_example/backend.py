@@ -1,50 +1,54 @@
-import hashlib
-import threading
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+"""The ``jsonl`` backend: one file per session, one JSON record per line."""
 
-from chathistory import BackendConfig, BaseBackend, decode_record, encode_record
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from chathistory import BaseBackend, decode_record, encode_record, retry_transient
+from chathistory_example.client import SessionFiles
+from chathistory_example.config import JsonLinesConfig
+from chathistory_example.errors import is_transient, translate
+
+T = TypeVar("T")
 
 
 class JsonLinesBackend(BaseBackend):
-    """One file per session, one JSON record per line."""
+    """Stores each session in a JSON-lines file of its own.
+
+    Example::
+
+        backend = JsonLinesBackend.from_options(directory="histories/")
+    """
 
     name = "jsonl"
+    Config = JsonLinesConfig
+    config: JsonLinesConfig
 
-    class Config(BackendConfig):
-        directory: Path
-
-    config: Config
-
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: JsonLinesConfig) -> None:
         super().__init__(config)
-        self._lock = threading.Lock()
+        self.files = SessionFiles(config)
 
-    def _file(self, session_id: str) -> Path:
-        # Session ids are values: hash them rather than trust them in a path.
-        return self.config.directory / (hashlib.sha256(session_id.encode()).hexdigest() + ".jsonl")
+    def _run(self, call: Callable[[], T]) -> T:
+        """Run one file operation on the one retry path, its errors translated."""
+        return retry_transient(call, backend=self.name, is_transient=is_transient,
+                               translate=translate)
 
     def create_collection(self) -> None:
-        self.config.directory.mkdir(parents=True, exist_ok=True)
+        self._run(self.files.create)
 
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        lines = "".join(encode_record(record) + "\n" for record in records)
-        with self._lock, self._file(session_id).open("a", encoding="utf-8") as file:
-            file.write(lines)
+        # Encoded before any I/O: a record JSON cannot hold is refused, nothing written.
+        data = "".join(encode_record(record) + "\n" for record in records).encode()
+        if data:
+            self._run(lambda: self.files.append(session_id, data))
 
     def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            try:
-                text = self._file(session_id).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                return []
-        # Not splitlines(): JSON text may hold U+2028, which it would split on.
-        lines = text.split("\n")[:-1]
+        # Split on "\n" only: JSON text may hold U+2028, which splitlines() splits on.
+        lines = self._run(lambda: self.files.read(session_id)).decode().split("\n")[:-1]
         if limit is not None:
             lines = lines[len(lines) - limit:] if limit else []
         return [decode_record(line) for line in lines]
 
     def clear(self, session_id: str) -> None:
-        with self._lock:
-            self._file(session_id).unlink(missing_ok=True)
+        self._run(lambda: self.files.remove(session_id))
