@@ -91,7 +91,7 @@ class MemoryBackend(BaseBackend):
         with self._lock:
             stored = self._sessions.get(session_id, [])
             if limit is not None:
-                stored = stored[len(stored) - limit:] if limit else []
+                stored = stored[max(0, len(stored) - limit):] if limit else []
             else:
                 stored = list(stored)
         return [decode_record(text) for text in stored]

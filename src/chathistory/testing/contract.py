@@ -93,14 +93,14 @@ class BackendContract:
         backend.append(session, [])
         assert _contents(backend.fetch(session)) == ["m0"]
 
-    @pytest.mark.parametrize("limit", [0, 1, 3, 7, 50])
+    @pytest.mark.parametrize("limit", [0, 1, 3, 7, 10, 50])
     def test_limit_gives_the_newest_oldest_first(self, backend: Backend,
                                                  make_session_id: MakeSessionId,
                                                  limit: int) -> None:
         session, records = make_session_id("s"), numbered_records(7)
         backend.append(session, records[:4])
         backend.append(session, records[4:])
-        expected = records[len(records) - limit:] if limit else []
+        expected = records[max(0, len(records) - limit):] if limit else []
         assert backend.fetch(session, limit=limit) == expected
 
     def test_unknown_session_is_empty(self, backend: Backend,
