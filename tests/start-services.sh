@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the local PostgreSQL and Redis if they are installed but not running.
+# Start the local PostgreSQL, Redis and MariaDB if they are installed but not running.
 # The backends' tests skip without them, or fail when CHATHISTORY_REQUIRE_SERVICES=1.
 set -u
 
@@ -18,6 +18,15 @@ if command -v redis-server >/dev/null 2>&1; then
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" \
       --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
     for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+  fi
+fi
+if [ -x /usr/sbin/mariadbd ] && command -v mariadb-admin >/dev/null 2>&1; then
+  if ! mariadb-admin -h 127.0.0.1 -P 3306 ping >/dev/null 2>&1; then
+    mkdir -p /run/mysqld 2>/dev/null && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+    for _ in $(seq 1 60); do
+      mariadb-admin -h 127.0.0.1 -P 3306 ping >/dev/null 2>&1 && break; sleep 0.5
+    done
   fi
 fi
 exit 0
