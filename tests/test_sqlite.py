@@ -2,7 +2,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,14 +80,25 @@ def test_a_batch_that_fails_midway_leaves_nothing(sqlite_backend: SqliteBackend,
 
 def test_a_writer_waits_for_a_lock_instead_of_failing(sqlite_backend: SqliteBackend,
                                                       sqlite_path: str) -> None:
-    holder = sqlite3.connect(sqlite_path, isolation_level=None, check_same_thread=False)
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            sqlite_backend.append("s", numbered_records(1))
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    holder = sqlite3.connect(sqlite_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    threading.Timer(0.3, lambda: holder.execute("COMMIT")).start()
-    started = time.perf_counter()
-    sqlite_backend.append("s", numbered_records(1))
-    assert time.perf_counter() - started >= 0.25
-    assert len(sqlite_backend.fetch("s")) == 1
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(timeout=0.3)  # time enough to fail, had it not waited for the lock
+    assert writer.is_alive() and errors == []
+    holder.execute("COMMIT")
     holder.close()
+    writer.join()
+    assert errors == []
+    assert len(sqlite_backend.fetch("s")) == 1
 
 
 def test_a_lock_held_past_the_timeout_is_an_unavailable_error(sqlite_path: str) -> None:
