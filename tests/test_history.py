@@ -1,4 +1,9 @@
 import asyncio
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +175,98 @@ def test_a_history_built_from_a_name_owns_and_closes_its_backend(sqlite_path: st
     shared = MemoryBackend()
     ChatHistory("s", backend=shared).close()
     assert shared.calls["close"] == 0
+
+
+def test_chat_history_and_the_middleware_outlive_base_chat_message_history(tmp_path: Path
+                                                                          ) -> None:
+    """langchain-core 2.0 removes BaseChatMessageHistory: chathistory must still import and work."""
+    script = f"""
+import langchain_core.chat_history as module
+del module.BaseChatMessageHistory
+del module.InMemoryChatMessageHistory
+
+from langchain.agents import create_agent
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import tool
+
+from chathistory import ChatHistory, ChatHistoryMiddleware
+from chathistory.testing.chat_models import ToolCallingFakeModel, call_tool_then_answer
+
+@tool
+def echo(text: str) -> str:
+    '''Echo the text.'''
+    return text
+
+path = {str(tmp_path / "chat.sqlite3")!r}
+model = ToolCallingFakeModel(respond=call_tool_then_answer(
+    "echo", lambda text: {{"text": text}}, lambda result: "said " + result))
+agent = create_agent(model, [echo], middleware=[ChatHistoryMiddleware("sqlite", path=path)])
+agent.invoke({{"messages": [HumanMessage("hi")]}}, context={{"session_id": "s"}})
+with ChatHistory("s", backend="sqlite", path=path) as history:
+    assert [m.type for m in history.messages] == ["human", "ai", "tool", "ai"], history.messages
+    history.add_user_message("more")
+    history.add_ai_message("ok")
+    assert history.get_messages(limit=2)[0].text == "more"
+    history.clear()
+    assert history.messages == []
+print("works without BaseChatMessageHistory")
+"""
+    result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", script],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "works without BaseChatMessageHistory" in result.stdout
+
+
+@dataclass
+class UnhashableBackend:
+    """Satisfies the Backend protocol; a dataclass with eq=True is not hashable."""
+
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    created: int = 0
+
+    def create_collection(self) -> None:
+        self.created += 1
+
+    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        self.records.setdefault(session_id, []).extend(dict(record) for record in records)
+
+    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        stored = self.records.get(session_id, [])
+        return list(stored if limit is None else stored[max(0, len(stored) - limit):])
+
+    def clear(self, session_id: str) -> None:
+        self.records.pop(session_id, None)
+
+    def close(self) -> None:
+        pass
+
+    async def acreate_collection(self) -> None:
+        self.create_collection()
+
+    async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+        self.append(session_id, records)
+
+    async def afetch(self, session_id: str, *, limit: int | None = None
+                     ) -> list[dict[str, Any]]:
+        return self.fetch(session_id, limit=limit)
+
+    async def aclear(self, session_id: str) -> None:
+        self.clear(session_id)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_any_backend_satisfying_the_protocol_works_hashable_or_not() -> None:
+    backend = UnhashableBackend()
+    with pytest.raises(TypeError):
+        hash(backend)
+    for session_id in ["a", "b", "a"]:
+        ChatHistory(session_id, backend=backend).add_messages([HumanMessage(session_id)])
+    assert asyncio.run(ChatHistory("a", backend=backend).aget_messages()) == [
+        HumanMessage("a"), HumanMessage("a")]
+    assert backend.created == 1
+    other = UnhashableBackend()
+    ChatHistory("a", backend=other).add_messages([HumanMessage("x")])
+    assert other.created == 1
+    assert backend.created == 1

@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {
     "IDENTIFIER_PATTERN", "Backend", "BackendConfig", "BackendInfo", "BackendLoadError",
     "BackendNotFoundError", "BackendUnavailableError", "BaseBackend", "ChatHistory",
+    "ChatHistoryMiddleware", "SessionIdError",
     "ChatHistoryError", "CollectionTimeoutError", "ConfigError", "DuplicateBackendError",
     "Identifier", "PermissionDeniedError", "RecordError", "SessionHistoryFactory", "Translate",
     "aretry_transient", "available_backends", "backend_class", "decode_record",

@@ -1,4 +1,6 @@
-"""chathistory: pluggable storage backends for LangChain chat message histories."""
+"""chathistory: pluggable storage backends for LangChain conversations."""
+
+from typing import TYPE_CHECKING, Any
 
 from chathistory.backend import (
     IDENTIFIER_PATTERN,
@@ -18,12 +20,16 @@ from chathistory.errors import (
     DuplicateBackendError,
     PermissionDeniedError,
     RecordError,
+    SessionIdError,
 )
 from chathistory.history import ChatHistory, SessionHistoryFactory, history_factory
 from chathistory.hookspecs import hookimpl, hookspec
 from chathistory.records import decode_record, encode_record, to_messages, to_records
 from chathistory.registry import BackendInfo, available_backends, backend_class, get_backend
 from chathistory.retry import Translate, aretry_transient, retry_transient
+
+if TYPE_CHECKING:
+    from chathistory.agents import ChatHistoryMiddleware
 
 __all__ = [
     "IDENTIFIER_PATTERN",
@@ -36,6 +42,7 @@ __all__ = [
     "BaseBackend",
     "ChatHistory",
     "ChatHistoryError",
+    "ChatHistoryMiddleware",
     "CollectionTimeoutError",
     "ConfigError",
     "DuplicateBackendError",
@@ -43,6 +50,7 @@ __all__ = [
     "PermissionDeniedError",
     "RecordError",
     "SessionHistoryFactory",
+    "SessionIdError",
     "Translate",
     "aretry_transient",
     "available_backends",
@@ -58,3 +66,12 @@ __all__ = [
     "to_records",
     "validate_options",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The middleware imports langchain's agent machinery: only when asked for.
+    if name == "ChatHistoryMiddleware":
+        from chathistory.agents import ChatHistoryMiddleware
+
+        return ChatHistoryMiddleware
+    raise AttributeError(f"module 'chathistory' has no attribute {name!r}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
@@ -17,6 +19,8 @@ __all__ = [
     "BackendConfig",
     "BaseBackend",
     "Identifier",
+    "aensure_collection",
+    "ensure_collection",
     "validate_options",
 ]
 
@@ -141,3 +145,57 @@ class BaseBackend(ABC):
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+class _CreatedCollections:
+    """Which backend instances already ran ``create_collection``: once per instance.
+
+    Keyed by ``id()`` with a weak reference to tell a reused id from the same
+    object, so a backend need not be hashable (a dataclass satisfying
+    :class:`Backend` is not). A backend that cannot be weakly referenced is
+    kept alive here instead: still created once, never mistaken for another.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[int, Any] = {}
+
+    def __contains__(self, backend: object) -> bool:
+        held = self._by_id.get(id(backend))
+        if isinstance(held, weakref.ref):
+            held = held()
+        return held is backend
+
+    def add(self, backend: object) -> None:
+        key = id(backend)
+
+        def forget(_: object) -> None:
+            self._by_id.pop(key, None)
+
+        try:
+            held: Any = weakref.ref(backend, forget)
+        except TypeError:
+            held = backend
+        self._by_id[key] = held
+
+
+_created = _CreatedCollections()
+
+
+def ensure_collection(backend: Backend) -> None:
+    """Run ``backend.create_collection()`` the first time this instance is used, only then."""
+    if backend in _created:
+        return
+    with _created._lock:
+        if backend not in _created:
+            backend.create_collection()
+            _created.add(backend)
+
+
+async def aensure_collection(backend: Backend) -> None:
+    """Async :func:`ensure_collection`, through ``acreate_collection``."""
+    if backend in _created:
+        return
+    # Two coroutines may both create; create_collection is idempotent.
+    await backend.acreate_collection()
+    _created.add(backend)

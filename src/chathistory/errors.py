@@ -18,6 +18,7 @@ __all__ = [
     "DuplicateBackendError",
     "PermissionDeniedError",
     "RecordError",
+    "SessionIdError",
 ]
 
 
@@ -55,3 +56,7 @@ class PermissionDeniedError(ChatHistoryError, PermissionError):
 
 class CollectionTimeoutError(BackendUnavailableError, TimeoutError):
     """The table, collection or index did not become ready in time."""
+
+
+class SessionIdError(ChatHistoryError, ValueError):
+    """A run or call has no usable session id. The message says what to pass."""

@@ -2,44 +2,29 @@
 
 from __future__ import annotations
 
-import threading
-import weakref
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from chathistory.backend import Backend, BaseBackend
+from chathistory.backend import Backend, BaseBackend, aensure_collection, ensure_collection
 from chathistory.records import to_messages, to_records
 from chathistory.registry import get_backend
+
+if TYPE_CHECKING:
+    from langchain_core.chat_history import BaseChatMessageHistory as _HistoryBase
+else:
+    try:
+        # Deprecated in langchain-core 1.6.4, to go in 2.0: while it exists,
+        # ChatHistory is one, so RunnableWithMessageHistory and friends take it.
+        from langchain_core.chat_history import BaseChatMessageHistory as _HistoryBase
+    except ImportError:
+        _HistoryBase = object
 
 __all__ = ["DEFAULT_BACKEND", "ChatHistory", "SessionHistoryFactory", "history_factory"]
 
 DEFAULT_BACKEND = "sqlite"
-
-# Backends whose create_collection already ran: once per instance, however
-# many histories share it.
-_created: weakref.WeakSet[Any] = weakref.WeakSet()
-_created_lock = threading.Lock()
-
-
-def _ensure_collection(backend: Backend) -> None:
-    if backend in _created:
-        return
-    with _created_lock:
-        if backend not in _created:
-            backend.create_collection()
-            _created.add(backend)
-
-
-async def _aensure_collection(backend: Backend) -> None:
-    if backend in _created:
-        return
-    # Two coroutines may both create; create_collection is idempotent.
-    await backend.acreate_collection()
-    _created.add(backend)
 
 
 def _check_session_id(session_id: object) -> str:
@@ -74,8 +59,12 @@ def _resolve_backend(backend: str | Backend, options: dict[str, Any]) -> tuple[B
     return backend, False
 
 
-class ChatHistory(BaseChatMessageHistory):
+class ChatHistory(_HistoryBase):
     """The chat history of one session, kept by a pluggable backend.
+
+    While langchain-core has ``BaseChatMessageHistory`` (deprecated, to be
+    removed in 2.0), ChatHistory is one; it implements its whole API itself,
+    so it keeps working when that class is gone.
 
     Args:
         session_id: Any non-empty string without NUL characters.
@@ -111,7 +100,7 @@ class ChatHistory(BaseChatMessageHistory):
     def get_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """The session's messages, oldest first; with ``limit``, only the newest ``limit``."""
         limit = _check_limit(limit)
-        _ensure_collection(self.backend)
+        ensure_collection(self.backend)
         return to_messages(self.backend.fetch(self.session_id, limit=limit))
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -119,18 +108,30 @@ class ChatHistory(BaseChatMessageHistory):
         records = to_records(messages)
         if not records:
             return
-        _ensure_collection(self.backend)
+        ensure_collection(self.backend)
         self.backend.append(self.session_id, records)
+
+    def add_message(self, message: BaseMessage) -> None:
+        """Store one message."""
+        self.add_messages([message])
+
+    def add_user_message(self, message: HumanMessage | str) -> None:
+        """Store a human message, given as a message or as its text."""
+        self.add_message(message if isinstance(message, HumanMessage) else HumanMessage(message))
+
+    def add_ai_message(self, message: AIMessage | str) -> None:
+        """Store an AI message, given as a message or as its text."""
+        self.add_message(message if isinstance(message, AIMessage) else AIMessage(message))
 
     def clear(self) -> None:
         """Delete this session's messages (other sessions are untouched)."""
-        _ensure_collection(self.backend)
+        ensure_collection(self.backend)
         self.backend.clear(self.session_id)
 
     async def aget_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """Async :meth:`get_messages`, through the backend's async methods."""
         limit = _check_limit(limit)
-        await _aensure_collection(self.backend)
+        await aensure_collection(self.backend)
         return to_messages(await self.backend.afetch(self.session_id, limit=limit))
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -138,13 +139,16 @@ class ChatHistory(BaseChatMessageHistory):
         records = to_records(messages)
         if not records:
             return
-        await _aensure_collection(self.backend)
+        await aensure_collection(self.backend)
         await self.backend.aappend(self.session_id, records)
 
     async def aclear(self) -> None:
         """Async :meth:`clear`, through the backend's async methods."""
-        await _aensure_collection(self.backend)
+        await aensure_collection(self.backend)
         await self.backend.aclear(self.session_id)
+
+    def __str__(self) -> str:
+        return "\n".join(message.pretty_repr() for message in self.messages)
 
     def close(self) -> None:
         """Close the backend if this history built it from a name; a shared one stays open."""

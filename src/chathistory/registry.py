@@ -167,13 +167,19 @@ class Registry:
 
     def get_backend(self, name: str, **options: Any) -> Backend:
         """Build backend ``name`` from ``options``, validated by the class's ``Config``."""
-        cls = self.backend_class(name)
-        config = validate_options(name, cls.Config, options)
-        substitute = self._substitutes.get(name)
-        if substitute is not None:
-            return substitute(name, config)
-        backend: Backend = cls(config)
+        config = validate_options(name, self.backend_class(name).Config, options)
+        substitute = self.substitute(name, config)
+        return substitute if substitute is not None else self.build(name, config)
+
+    def build(self, name: str, config: BackendConfig) -> Backend:
+        """Build backend ``name`` from an already validated ``config``."""
+        backend: Backend = self.backend_class(name)(config)
         return backend
+
+    def substitute(self, name: str, config: BackendConfig) -> Backend | None:
+        """The stand-in for backend ``name`` while one is active (the fake swap), else None."""
+        factory = self._substitutes.get(name)
+        return None if factory is None else factory(name, config)
 
     @contextmanager
     def substituted(self, names: list[str], factory: Callable[[str, BackendConfig], Backend]
