@@ -28,8 +28,7 @@ from chathistory import (
     get_backend,
     history_factory,
 )
-from chathistory.testing import BackendContract, fake_backends
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import BackendContract, fake_backends, numbered_records
 
 API_KEY = "test-key"  # the shared emulator's (conftest.py)
 
@@ -298,18 +297,21 @@ def test_a_document_clobbered_by_another_process_is_repaired(
     """Another process creates the same session's document just after ours: re-append."""
     backend = make_backend()
     other = emu.client()
-    collection = backend.config.collection
-    original = backend._queryable_in_time  # interleave at a precise point
-
-    def clobber_then_wait(offset: str, action: str, **options: Any) -> bool:
-        survivor = {"_id": "s", "messages": numbered_records(1, prefix="o")}
-        other.Documents.add_documents(collection=collection, workspace="commons", data=[survivor])
-        backend._queryable_in_time = original  # type: ignore[method-assign]
-        return original(offset, action, **options)
-
-    backend._queryable_in_time = clobber_then_wait  # type: ignore[method-assign]
+    survivor = {"_id": "s", "messages": numbered_records(1, prefix="o")}
+    emu.reset_request_count()
+    # Our document is created (PATCH finds none, POST adds it); the other process's
+    # creation lands just before our first fence check.
+    emu.before_next("POST", "/offsets/commit", lambda: other.Documents.add_documents(
+        collection=backend.config.collection, workspace="commons", data=[survivor]))
     backend.append("s", numbered_records(2))
     assert contents(backend.fetch("s")) == ["o0", "m0", "m1"]
+    # PATCH (no document), POST docs (ours), POST fence (the other's POST docs runs first),
+    # POST query (finds the survivor), PATCH (re-append), then the fetch's POST query
+    paths = [path.rsplit("/", 2)[-2:] for _, path in emu.requests]
+    assert paths[:5] == [[backend.config.collection, "docs"]] * 2 + [
+        ["offsets", "commit"], [backend.config.collection, "docs"], ["self", "queries"]]
+    assert [method for method, _ in emu.requests][:6] == ["PATCH", "POST", "POST", "POST",
+                                                          "POST", "PATCH"]
 
 
 def test_message_uuid_method_stamps_missing_ids(make_backend: Callable[..., RocksetBackend]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from chathistory_rockset.backend import RocksetBackend
@@ -12,7 +11,7 @@ from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import HumanMessage
 
 from chathistory import BackendUnavailableError, ChatHistory, PermissionDeniedError
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import numbered_records
 
 API_KEY = "test-key"  # the shared emulator's (conftest.py)
 
@@ -144,7 +143,7 @@ def test_latency_beyond_the_request_timeout_is_unavailable(
     with pytest.raises(BackendUnavailableError, match="Timeout"):
         backend.fetch("s")
     emu.set_latency(0.0)
-    time.sleep(0.5)  # let the timed-out requests finish on the server
+    emu.wait_idle()  # the timed-out requests end on the server too
     assert len(backend.fetch("s")) == 1
 
 
@@ -157,7 +156,7 @@ def test_a_timed_out_append_that_was_applied_is_not_repeated(
     with pytest.raises(BackendUnavailableError, match="ReadTimeoutError"):
         backend.append("s", numbered_records(2))
     emu.set_latency(0.0)
-    time.sleep(0.4)
+    emu.wait_idle()  # the server applies what the client gave up on
     # The later tries could not learn the outcome (their probes timed out too), so
     # they never sent the batch again: one PATCH, then one probe PATCH per later try.
     assert stored(emu, backend, "s") == ["old0", "m0", "m1"]
@@ -204,17 +203,9 @@ def test_a_dropped_first_append_is_stored_exactly_once(
 def test_a_dropped_document_creation_is_stored_exactly_once(
         make_backend: Callable[..., RocksetBackend], emu: RocksetEmulator,
         after_apply: bool) -> None:
-    client = emu.client()
-    backend = make_backend(client=client)
-    # Let the first PATCH through (it finds no document), then drop the creating POST.
-    original = client.Documents.add_documents
-
-    def add_documents(**kwargs: Any) -> Any:
-        emu.drop_next(1, after_apply=after_apply)
-        client.Documents.add_documents = original
-        return original(**kwargs)
-
-    client.Documents.add_documents = add_documents
+    backend = make_backend()
+    # The first PATCH goes through (it finds no document); the creating POST is dropped.
+    emu.before_next("POST", "/docs", lambda: emu.drop_next(1, after_apply=after_apply))
     backend.append("s", numbered_records(3))
     assert stored(emu, backend, "s") == ["m0", "m1", "m2"]
 

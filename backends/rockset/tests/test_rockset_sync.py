@@ -14,7 +14,7 @@ from chathistory_rockset.errors import RocksetSyncTimeoutError
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chathistory import BackendUnavailableError, ChatHistory, ChatHistoryError
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import numbered_records
 
 API_KEY = "test-key"  # the shared emulator's (conftest.py)
 DELAY = 0.3
@@ -50,13 +50,12 @@ def contents(records: list[dict[str, Any]]) -> list[str]:
     return [record["data"]["content"] for record in records]
 
 
-def test_without_sync_a_second_client_does_not_see_the_write_yet(pair: Callable[..., Any]
-                                                                 ) -> None:
+def test_without_sync_a_second_client_does_not_see_the_write_yet(
+        pair: Callable[..., Any], wait_for: Callable[[Callable[[], bool]], None]) -> None:
     writer, reader = pair(sync=False)
     writer.append("s", numbered_records(2))
     assert contents(reader.fetch("s")) == ["old0"]  # the emulator's delay is real
-    time.sleep(DELAY + 0.05)
-    assert contents(reader.fetch("s")) == ["old0", "m0", "m1"]
+    wait_for(lambda: contents(reader.fetch("s")) == ["old0", "m0", "m1"])
 
 
 def test_sync_makes_the_write_readable_by_another_client_at_once(
@@ -74,7 +73,7 @@ def test_sync_makes_the_write_readable_by_another_client_at_once(
     fences = writes[2:]
     assert fences and all(path.endswith("/offsets/commit") for _, path in fences)
     assert not any(path == "/v1/orgs/self/queries" for _, path in writes)
-    assert DELAY <= elapsed < DELAY + 0.2
+    assert elapsed >= DELAY
 
 
 def test_sync_works_for_a_new_session_and_for_clear(pair: Callable[..., Any]) -> None:
@@ -99,8 +98,8 @@ def test_sync_async_twins(pair: Callable[..., Any]) -> None:
     asyncio.run(scenario())
 
 
-def test_sync_timeout_says_the_write_is_stored(pair: Callable[..., Any],
-                                               emu: RocksetEmulator) -> None:
+def test_sync_timeout_says_the_write_is_stored(
+        pair: Callable[..., Any], wait_for: Callable[[Callable[[], bool]], None]) -> None:
     writer, reader = pair(sync=True, sync_timeout=0.05)
     with pytest.raises(RocksetSyncTimeoutError) as raised:
         writer.append("s", numbered_records(1))
@@ -108,16 +107,15 @@ def test_sync_timeout_says_the_write_is_stored(pair: Callable[..., Any],
     assert isinstance(raised.value, TimeoutError)
     assert "was stored" in str(raised.value)
     assert "do not send it again" in str(raised.value)
-    time.sleep(DELAY)
-    assert contents(reader.fetch("s")) == ["old0", "m0"]
+    wait_for(lambda: contents(reader.fetch("s")) == ["old0", "m0"])
 
 
-def test_a_new_session_on_a_slow_server_without_sync(pair: Callable[..., Any]) -> None:
+def test_a_new_session_on_a_slow_server_without_sync(
+        pair: Callable[..., Any], wait_for: Callable[[Callable[[], bool]], None]) -> None:
     """The check after creating a document gives up quietly when sync is off."""
     writer, reader = pair(sync=False, sync_timeout=0.05)
     writer.append("new", numbered_records(2))
-    time.sleep(DELAY)
-    assert contents(reader.fetch("new")) == ["m0", "m1"]
+    wait_for(lambda: contents(reader.fetch("new")) == ["m0", "m1"])
 
 
 def test_an_interrupted_append_is_not_resent_while_its_fate_is_unknown(

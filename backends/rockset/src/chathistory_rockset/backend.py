@@ -17,20 +17,15 @@ from typing import Any, ClassVar, TypeVar
 from chathistory import (
     BaseBackend,
     CollectionTimeoutError,
-    ConfigError,
     RecordError,
     decode_record,
     encode_record,
     retry_transient,
 )
-from chathistory_rockset.config import RocksetConfig, is_rockset_host
-from chathistory_rockset.errors import (
-    RocksetApiError,
-    RocksetSyncTimeoutError,
-    RocksetTransientError,
-    is_transient,
-    translate,
-)
+from chathistory_rockset import errors
+from chathistory_rockset.client import close_client, open_client
+from chathistory_rockset.config import RocksetConfig
+from chathistory_rockset.errors import RocksetApiError, RocksetSyncTimeoutError
 
 __all__ = ["RocksetBackend"]
 
@@ -42,12 +37,12 @@ _READY_POLL_SECONDS = (0.02, 0.5)  # first and longest wait between collection s
 
 
 @dataclass
-class _AppendAttempt:
-    """What one append knows across its retries."""
+class _Append:
+    """What one append knows across its tries."""
 
     session_id: str
     batch: list[dict[str, Any]]
-    maybe_applied: bool = False  # a try failed after the request may have been applied
+    maybe_applied: bool = False  # a try failed after its write may have been applied
 
 
 def _message_ids(record: Mapping[str, Any]) -> list[Any]:
@@ -77,6 +72,7 @@ def _contains_batch(stored: Sequence[Any], batch: Sequence[Mapping[str, Any]]) -
                for start in range(len(stored) - size, -1, -1))
 
 
+
 class RocksetBackend(BaseBackend):
     """Stores each session as one Rockset document; appends a whole batch with one PATCH.
 
@@ -90,9 +86,10 @@ class RocksetBackend(BaseBackend):
     - ``sync=True``: after a write, waits on the write's ``last_offset`` with
       the commit-offset fence, so the next read sees it.
 
-    429, 5xx and dropped connections are retried with bounded backoff and then
-    raised as :class:`~chathistory.BackendUnavailableError`; a refused API key
-    raises :class:`~chathistory.PermissionDeniedError` at once.
+    Every operation runs through :func:`chathistory.retry_transient`: 429, 5xx
+    and dropped connections are retried with bounded backoff and then raised as
+    :class:`~chathistory.BackendUnavailableError`; a refused API key raises
+    :class:`~chathistory.PermissionDeniedError` at once.
 
     Example::
 
@@ -106,13 +103,12 @@ class RocksetBackend(BaseBackend):
 
     def __init__(self, config: RocksetConfig) -> None:
         super().__init__(config)
-        self._owns_client = config.client is None
-        self.client: Any = self._build_client() if config.client is None else config.client
-        if not all(hasattr(self.client, part) for part in ("Collections", "Documents", "Queries")):
-            raise ConfigError(
-                f"backend {self.name!r}: option 'client' must be a rockset.RocksetClient, "
-                f"not {type(self.client).__name__}"
-            )
+        self.client: Any = open_client(config)
+        timeout = {"_request_timeout": config.request_timeout}
+        self._timeout = timeout
+        # Every collection call names the workspace: the SDK's default is "commons".
+        self._location = {"collection": config.collection, "workspace": config.workspace,
+                          **timeout}
         location = f'"{config.workspace}"."{config.collection}"'
         field = f'"{config.messages_key}"'
         self._select_all_sql = f'SELECT {field} AS "{_ALIAS}" FROM {location} WHERE _id = :session'
@@ -125,77 +121,18 @@ class RocksetBackend(BaseBackend):
         # thread re-checks whether its session's document appeared meanwhile.
         self._create_lock = threading.Lock()
         self._documents_created = 0
-        self._closed = False
 
-    def _build_client(self) -> Any:
-        from rockset import Configuration, RocksetClient  # type: ignore[import-untyped]
+    # ---- single requests (raw SDK errors; the caller's retry translates them) ----------
 
-        assert self.config.api_key is not None  # the Config guarantees it
-        api_key = self.config.api_key.get_secret_value()
-        host = self.config.host
-        # retries=False: urllib3 must never re-send a request by itself; every
-        # retry is decided here, where a write is checked for before it is re-sent.
-        configuration = Configuration(api_key=api_key, retries=False)
-        try:
-            if host is not None and is_rockset_host(host):
-                client = RocksetClient(host=host, config=configuration)
-            else:
-                client = RocksetClient(config=configuration)
-                if host is not None:
-                    # RocksetClient only accepts *.rockset.com; any other server
-                    # (an emulator on 127.0.0.1) is set on the configuration.
-                    client.api_client.configuration.host = host
-        except Exception as exc:  # InitializationException; its message holds no key
-            raise ConfigError(f"backend {self.name!r}: cannot build a RocksetClient: {exc}"
-                              ) from None
-        return client
-
-    # ---- requests --------------------------------------------------------------------
-
-    def _request(self, action: str, call: Callable[[], T]) -> T:
-        """One SDK call, its errors turned into chathistory errors."""
-        try:
-            return call()
-        except Exception as exc:
-            translated = translate(exc, action)
-            if translated is exc:
-                raise
-            raise translated from exc
-
-    def _retried(self, call: Callable[[], T]) -> T:
-        return retry_transient(call, backend=self.name, is_transient=is_transient,
-                               attempts=self.config.retry_attempts)
-
-    def _call(self, action: str, call: Callable[[], T]) -> T:
-        """A request that is safe to repeat, retried on transient failures."""
-        return self._retried(lambda: self._request(action, call))
-
-    def _timeout(self) -> dict[str, Any]:
-        return {"_request_timeout": self.config.request_timeout}
-
-    def _location(self) -> dict[str, str]:
-        # Every call names the workspace: the SDK's default is "commons".
-        return {"collection": self.config.collection, "workspace": self.config.workspace}
-
-    def _send(self, action: str, call: Callable[[], T], *, retried: bool) -> T:
-        """A request safe to repeat: retried here, or (inside an append's try) by the caller."""
-        return self._call(action, call) if retried else self._request(action, call)
-
-    def _query(self, sql: str, session_id: str, limit: int | None = None, *,
-               retried: bool = True) -> list[Any]:
+    def _query(self, sql: str, session_id: str, limit: int | None = None) -> list[Any]:
         from rockset.models import QueryParameter, QueryRequestSql  # type: ignore[import-untyped]
 
         parameters = [QueryParameter(name="session", type="string", value=session_id)]
         if limit is not None:
             parameters.append(QueryParameter(name="n", type="int", value=str(limit)))
         request = QueryRequestSql(query=sql, parameters=parameters)
-        response = self._send("reading a session",
-                              lambda: self.client.Queries.query(sql=request, **self._timeout()),
-                              retried=retried)
-        rows = response.get("results") or []
-        if not rows:
-            return []
-        records = rows[0].get(_ALIAS)
+        rows = self.client.Queries.query(sql=request, **self._timeout).get("results") or []
+        records = rows[0].get(_ALIAS) if rows else None
         if records is None:
             return []
         if not isinstance(records, list):
@@ -205,20 +142,16 @@ class RocksetBackend(BaseBackend):
             )
         return records
 
-    def _queryable_in_time(self, offset: str, action: str, *, retried: bool = True) -> bool:
-        """Wait on the commit-offset fence until the write at ``offset`` is queryable.
+    def _fence_passes(self, offset: str) -> bool:
+        """Poll the commit-offset fence until the write at ``offset`` is queryable.
 
         False if it is not within ``sync_timeout`` seconds.
         """
         deadline = time.monotonic() + self.config.sync_timeout
         while True:
             sent = time.monotonic()
-            response = self._send(
-                action,
-                lambda: self.client.Collections.get_collection_offsets(
-                    name=[offset], **self._location(), **self._timeout()),
-                retried=retried,
-            )
+            response = self.client.Collections.get_collection_offsets(name=[offset],
+                                                                      **self._location)
             data = response.get("data")
             if data is not None and data.get("passed"):
                 return True
@@ -238,16 +171,19 @@ class RocksetBackend(BaseBackend):
 
     def _wait_until_queryable(self, offset: str, what: str) -> None:
         """``sync=True``: return once the write is queryable, or raise RocksetSyncTimeoutError."""
-        if not self._queryable_in_time(offset, f"waiting for {what} to be queryable"):
+        if not retry_transient(lambda: self._fence_passes(offset), backend=self.name,
+                               is_transient=errors.is_transient, translate=errors.translate,
+                               attempts=self.config.retry_attempts):
             raise self._sync_timeout(offset, what)
 
     # ---- collection ------------------------------------------------------------------
 
     def _collection_status(self) -> str | None:
         try:
-            response = self._call(
-                "checking the collection",
-                lambda: self.client.Collections.get(**self._location(), **self._timeout()))
+            response = retry_transient(
+                lambda: self.client.Collections.get(**self._location), backend=self.name,
+                is_transient=errors.is_transient, translate=errors.translate,
+                attempts=self.config.retry_attempts)
         except RocksetApiError as exc:
             if exc.status == 404:
                 return None
@@ -267,12 +203,12 @@ class RocksetBackend(BaseBackend):
         status = self._collection_status()
         if status is None:
             try:
-                self._call(
-                    "creating the collection",
+                retry_transient(
                     lambda: self.client.Collections.create_s3_collection(
                         name=self.config.collection, workspace=self.config.workspace,
-                        **self._timeout()),
-                )
+                        **self._timeout),
+                    backend=self.name, is_transient=errors.is_transient,
+                    translate=errors.translate, attempts=self.config.retry_attempts)
             except RocksetApiError as exc:
                 if exc.status != 409:  # 409 ALREADYEXISTS: a concurrent creator won
                     raise
@@ -311,48 +247,31 @@ class RocksetBackend(BaseBackend):
                     extra["id"] = value
         return batch
 
-    def _write(self, attempt: _AppendAttempt, action: str, call: Callable[[], Any]) -> Any:
-        """One write request; remember when a failure leaves it possibly applied."""
+    @staticmethod
+    def _write(append: _Append, call: Callable[[], T]) -> T:
+        """Send one write of the batch; note when its failure leaves it possibly applied."""
         try:
-            return self._request(action, call)
-        except RocksetTransientError as exc:
-            attempt.maybe_applied = attempt.maybe_applied or exc.maybe_applied
+            return call()
+        except Exception as exc:
+            append.maybe_applied = append.maybe_applied or errors.maybe_applied(exc)
             raise
 
-    def _patch(self, attempt: _AppendAttempt) -> tuple[str | None, bool]:
+    def _patch(self, append: _Append) -> tuple[str | None, bool]:
         """PATCH the batch onto the end of the session's array: (last_offset, document missing)."""
         patch = [{"op": "ADD", "path": self._append_path, "value": record}
-                 for record in attempt.batch]
-        response = self._write(
-            attempt, "appending to a session",
-            lambda: self.client.Documents.patch_documents(
-                data=[{"id": attempt.session_id, "patch": patch}],
-                **self._location(), **self._timeout()),
-        )
+                 for record in append.batch]
+        response = self._write(append, lambda: self.client.Documents.patch_documents(
+            data=[{"id": append.session_id, "patch": patch}], **self._location))
         status = response.data[0]
         if status.get("status") == "ERROR":
-            error = status.get("error")
-            type_ = error.get("type") if error is not None else None
-            message = error.get("message") if error is not None else None
-            if type_ == "NOTFOUND":
+            error = status.get("error") or {}
+            if error.get("type") == "NOTFOUND":
                 return None, True
-            raise RocksetApiError(
-                f"backend {self.name!r}: Rockset refused the append: {message or 'ERROR'}",
-                type=type_,
-            )
+            raise RocksetApiError(f"backend {self.name!r}: Rockset refused the append: "
+                                  f"{error.get('message') or 'ERROR'}", type=error.get("type"))
         return response.get("last_offset"), False
 
-    def _probe_offset(self, session_id: str) -> str:
-        """The offset of a write that changes nothing: later than any earlier write."""
-        response = self._request(
-            "checking whether an append was stored",
-            lambda: self.client.Documents.patch_documents(
-                data=[{"id": session_id, "patch": []}], **self._location(), **self._timeout()),
-        )
-        offset: str = response.get("last_offset")
-        return offset
-
-    def _already_stored(self, attempt: _AppendAttempt) -> bool:
+    def _already_stored(self, append: _Append) -> bool:
         """Fenced read: is the batch, whose write may have been applied, in the session?
 
         The offset of the failed write is unknown, so a write that changes
@@ -360,19 +279,17 @@ class RocksetBackend(BaseBackend):
         one: once the fence passes it, the failed write, if it was applied, is
         queryable too.
         """
-        action = "checking whether an interrupted append was stored"
-        if not self._queryable_in_time(self._probe_offset(attempt.session_id), action,
-                                       retried=False):
+        probe = self.client.Documents.patch_documents(
+            data=[{"id": append.session_id, "patch": []}], **self._location)
+        if not self._fence_passes(probe.get("last_offset")):
             # Undecided: neither re-send nor give up yet; the next try checks again.
-            raise RocksetTransientError(
-                f"backend {self.name!r}: could not learn within sync_timeout="
-                f"{self.config.sync_timeout}s whether an interrupted append was stored",
-                maybe_applied=True,
+            raise errors.RocksetTransientError(
+                f"could not learn within sync_timeout={self.config.sync_timeout}s "
+                "whether an interrupted append was stored"
             )
-        stored = self._query(self._select_all_sql, attempt.session_id, retried=False)
-        return _contains_batch(stored, attempt.batch)
+        return _contains_batch(self._query(self._select_all_sql, append.session_id), append.batch)
 
-    def _create_document(self, attempt: _AppendAttempt, seen_creations: int) -> str | None:
+    def _create_document(self, append: _Append, seen_creations: int) -> str | None:
         """The session has no document yet: create it holding the batch.
 
         Adding a document replaces any document with that ``_id``, so two
@@ -383,54 +300,48 @@ class RocksetBackend(BaseBackend):
         """
         with self._create_lock:
             if self._documents_created != seen_creations:
-                offset, missing = self._patch(attempt)
+                offset, missing = self._patch(append)
                 if not missing:
                     return offset
-            response = self._write(
-                attempt, "creating a session's document",
-                lambda: self.client.Documents.add_documents(
-                    data=[{"_id": attempt.session_id, self.config.messages_key: attempt.batch}],
-                    **self._location(), **self._timeout()),
-            )
+            response = self._write(append, lambda: self.client.Documents.add_documents(
+                data=[{"_id": append.session_id, self.config.messages_key: append.batch}],
+                **self._location))
             self._documents_created += 1
         # From here on the batch may be stored: a failed try is checked before a re-send.
-        attempt.maybe_applied = True
+        append.maybe_applied = True
         status = response.data[0]
         if status.get("status") == "ERROR":
-            error = status.get("error")
-            message = error.get("message") if error is not None else None
-            raise RocksetApiError(
-                f"backend {self.name!r}: Rockset refused the session's document: "
-                f"{message or 'ERROR'}"
-            )
+            error = status.get("error") or {}
+            raise RocksetApiError(f"backend {self.name!r}: Rockset refused the session's "
+                                  f"document: {error.get('message') or 'ERROR'}")
         created: str | None = response.get("last_offset")
         if created is None:
             return None
-        if not self._queryable_in_time(created, "checking a new session's document",
-                                       retried=False):
+        if not self._fence_passes(created):
             if self.config.sync:
                 raise self._sync_timeout(created, "an append")
             return created  # stored; unverified against a creator elsewhere (see docs)
-        stored = self._query(self._select_all_sql, attempt.session_id, retried=False)
-        if stored[:len(attempt.batch)] == attempt.batch or _contains_batch(stored, attempt.batch):
+        stored = self._query(self._select_all_sql, append.session_id)
+        if stored[:len(append.batch)] == append.batch or _contains_batch(stored, append.batch):
             return created
         # Clobbered by a concurrent creator elsewhere: append to the survivor.
-        offset, missing = self._patch(attempt)
+        offset, missing = self._patch(append)
         if missing:
             raise RocksetApiError(
                 f"backend {self.name!r}: the session's document vanished while it was created"
             )
         return offset
 
-    def _append_once(self, attempt: _AppendAttempt) -> str | None:
-        if attempt.maybe_applied:
-            if self._already_stored(attempt):
+    def _append_once(self, append: _Append) -> str | None:
+        """One try of an append: its write's offset, or None when there is nothing to wait on."""
+        if append.maybe_applied:
+            if self._already_stored(append):
                 return None  # stored, and already queryable: the probe was fenced
-            attempt.maybe_applied = False
+            append.maybe_applied = False
         seen_creations = self._documents_created
-        offset, missing = self._patch(attempt)
+        offset, missing = self._patch(append)
         if missing:
-            return self._create_document(attempt, seen_creations)
+            return self._create_document(append, seen_creations)
         return offset
 
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
@@ -449,8 +360,10 @@ class RocksetBackend(BaseBackend):
         batch = self._prepare(records)
         if not batch:
             return
-        attempt = _AppendAttempt(session_id, batch)
-        offset = self._retried(lambda: self._append_once(attempt))
+        append = _Append(session_id, batch)
+        offset = retry_transient(lambda: self._append_once(append), backend=self.name,
+                                 is_transient=errors.is_transient, translate=errors.translate,
+                                 attempts=self.config.retry_attempts)
         if self.config.sync and offset is not None:
             self._wait_until_queryable(offset, "an append")
 
@@ -463,19 +376,17 @@ class RocksetBackend(BaseBackend):
         """
         if limit == 0:
             return []
-        if limit is None:
-            stored = self._query(self._select_all_sql, session_id)
-        else:
-            stored = self._query(self._select_newest_sql, session_id, limit)
-        records: list[dict[str, Any]] = []
+        sql = self._select_all_sql if limit is None else self._select_newest_sql
+        stored = retry_transient(lambda: self._query(sql, session_id, limit), backend=self.name,
+                                 is_transient=errors.is_transient, translate=errors.translate,
+                                 attempts=self.config.retry_attempts)
         for record in stored:
             if not isinstance(record, dict):
                 raise RocksetApiError(
                     f"backend {self.name!r}: the session holds a {type(record).__name__} "
                     "where a record (a JSON object) should be"
                 )
-            records.append(dict(record))
-        return records
+        return [dict(record) for record in stored]
 
     def clear(self, session_id: str) -> None:
         """Empty the session: its document is replaced by one with an empty array.
@@ -483,21 +394,16 @@ class RocksetBackend(BaseBackend):
         This is what langchain_community's ``clear`` does, so a history object of
         that class that is still in use keeps working. Other sessions are untouched.
         """
-        response = self._call(
-            "clearing a session",
+        response = retry_transient(
             lambda: self.client.Documents.add_documents(
-                data=[{"_id": session_id, self.config.messages_key: []}],
-                **self._location(), **self._timeout()),
-        )
+                data=[{"_id": session_id, self.config.messages_key: []}], **self._location),
+            backend=self.name, is_transient=errors.is_transient, translate=errors.translate,
+            attempts=self.config.retry_attempts)
         offset = response.get("last_offset")
         if self.config.sync and offset is not None:
             self._wait_until_queryable(offset, "a clear")
 
     def close(self) -> None:
         """Release the connections of a client the backend built; a given client stays open."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._owns_client:
-            self.client.api_client.rest_client.pool_manager.clear()
-            self.client.api_client.executor.shutdown(wait=False)
+        if self.config.client is None:
+            close_client(self.client)

@@ -1,7 +1,9 @@
-"""The Rockset backend's errors, all within :mod:`chathistory.errors`, and SDK error translation.
+"""The Rockset backend's errors, and how SDK errors read for :func:`chathistory.retry_transient`.
 
-The ``rockset`` SDK and ``urllib3`` are imported inside :func:`translate`, never
-at module import, so importing this module stays cheap.
+:func:`is_transient` and :func:`translate` are the hooks the backend passes to
+the retry helper; :func:`maybe_applied` tells an append whether a failed write
+must be checked for before it is sent again. The ``rockset`` SDK and ``urllib3``
+are imported inside the functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = [
     "RocksetSyncTimeoutError",
     "RocksetTransientError",
     "is_transient",
+    "maybe_applied",
     "translate",
 ]
 
@@ -41,16 +44,8 @@ class RocksetApiError(ChatHistoryError):
 
 
 class RocksetTransientError(BackendUnavailableError):
-    """One request failed in a way worth retrying: 429, 5xx, a dropped or timed-out connection.
-
-    ``maybe_applied`` is true when the request may have reached the server and
-    been applied before the failure (a connection dropped after sending, a 500):
-    a write must then be checked for before it is sent again.
-    """
-
-    def __init__(self, message: str, *, maybe_applied: bool) -> None:
-        super().__init__(message)
-        self.maybe_applied = maybe_applied
+    """A try failed in a way worth retrying: 429, 5xx, a dropped or timed-out connection,
+    or an append that could not yet learn whether its interrupted write was stored."""
 
 
 class RocksetSyncTimeoutError(ChatHistoryError, TimeoutError):
@@ -59,6 +54,10 @@ class RocksetSyncTimeoutError(ChatHistoryError, TimeoutError):
     The write is not lost and must not be sent again; it will become visible
     once Rockset catches up.
     """
+
+
+def _status(error: Any) -> int | None:
+    return error.status if isinstance(error.status, int) else None
 
 
 def _body_details(body: Any) -> tuple[str | None, str | None]:
@@ -78,48 +77,70 @@ def _body_details(body: Any) -> tuple[str | None, str | None]:
             type_ if isinstance(type_, str) else None)
 
 
-def translate(error: BaseException, action: str) -> BaseException:
-    """The :mod:`chathistory.errors` error for an exception the SDK raised while ``action``.
+def is_transient(error: BaseException) -> bool:
+    """Whether a try may be repeated: 408, 429, 5xx, no HTTP status, or a connection error.
 
-    Never includes the API key: request headers are not part of any message.
-    Returns ``error`` itself when it is not an SDK or HTTP error.
+    A write that failed so may have been applied (see :func:`maybe_applied`);
+    the append checks for it before sending it again.
     """
     import urllib3.exceptions  # type: ignore[import-untyped]
     from rockset import exceptions as sdk  # type: ignore[import-untyped]
 
     if isinstance(error, sdk.UnauthorizedException | sdk.ForbiddenException):
+        return False
+    if isinstance(error, sdk.ApiException):
+        status = _status(error)
+        return status in (None, 0) or status >= 500 or status in _REFUSED_STATUSES
+    return isinstance(error, urllib3.exceptions.HTTPError | RocksetTransientError)
+
+
+def maybe_applied(error: BaseException) -> bool:
+    """Whether a write that failed with ``error`` may have been applied all the same.
+
+    False when Rockset refused it (408, 429, 503) or the connection was never
+    made (refused, or timed out while connecting): then it is simply sent again.
+    """
+    import urllib3.exceptions
+    from rockset import exceptions as sdk
+
+    if not is_transient(error) or isinstance(error, RocksetTransientError):
+        return False
+    if isinstance(error, sdk.ApiException):
+        return _status(error) not in _REFUSED_STATUSES
+    if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
+        error = error.reason
+    # NewConnectionError is a ConnectTimeoutError.
+    return not isinstance(error, urllib3.exceptions.ConnectTimeoutError)
+
+
+def translate(error: BaseException) -> BaseException:
+    """The :mod:`chathistory.errors` error for an exception the SDK raised.
+
+    Returns ``error`` itself when it is not an SDK or HTTP error. Never
+    includes the API key: request headers are not part of any message.
+    """
+    import urllib3.exceptions
+    from rockset import exceptions as sdk
+
+    if isinstance(error, sdk.UnauthorizedException | sdk.ForbiddenException):
         return PermissionDeniedError(
-            f"backend {BACKEND!r}: Rockset refused the API key ({error.status}) while {action}; "
+            f"backend {BACKEND!r}: Rockset refused the API key ({error.status}); "
             "check the key and the role it grants"
         )
     if isinstance(error, sdk.ApiException):
-        status = error.status if isinstance(error.status, int) else None
+        status = _status(error)
         message, type_ = _body_details(error.body)
         described = f"{status} {type_}" if type_ else str(status)
-        detail = f"Rockset answered {described} while {action}: {message or error.reason}"
-        if status is None or status == 0 or status >= 500 or status in _REFUSED_STATUSES:
-            applied = status not in _REFUSED_STATUSES
-            return RocksetTransientError(f"backend {BACKEND!r}: {detail}", maybe_applied=applied)
+        detail = f"Rockset answered {described}: {message or error.reason}"
+        if is_transient(error):
+            return RocksetTransientError(detail)
         return RocksetApiError(f"backend {BACKEND!r}: {detail}", status=status, type=type_)
     if isinstance(error, urllib3.exceptions.HTTPError):
         cause: BaseException = error
         if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
             cause = error.reason
-        # A connection that was never made (refused, or timed out while connecting;
-        # NewConnectionError is a ConnectTimeoutError) cannot have carried the request.
-        never_sent = isinstance(cause, urllib3.exceptions.ConnectTimeoutError)
         return RocksetTransientError(
-            f"backend {BACKEND!r}: connection to Rockset failed while {action}: "
-            f"{type(cause).__name__}: {cause}",
-            maybe_applied=not never_sent,
-        )
+            f"connection to Rockset failed: {type(cause).__name__}: {cause}")
     if isinstance(error, sdk.RocksetException):
-        return RocksetApiError(
-            f"backend {BACKEND!r}: unexpected response from Rockset while {action}: {error}"
-        )
+        return RocksetApiError(f"backend {BACKEND!r}: unexpected response from Rockset: {error}")
     return error
-
-
-def is_transient(error: BaseException) -> bool:
-    """What :func:`chathistory.retry_transient` may retry."""
-    return isinstance(error, RocksetTransientError)

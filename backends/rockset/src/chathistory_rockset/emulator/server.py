@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -91,9 +92,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         emulator = self.server.emulator
-        faults = emulator._faults
         path = urlsplit(self.path).path
-        emulator._record(self.command, path)
+        emulator._begin(self.command, path)
+        try:
+            self._respond(emulator, path)
+        finally:
+            emulator._end()
+
+    def _respond(self, emulator: RocksetEmulator, path: str) -> None:
+        faults = emulator._faults
         try:
             body = self._read_body()
         except _BodyError as exc:
@@ -222,7 +229,9 @@ class RocksetEmulator:
         )
         self._faults = Faults()
         self._requests: list[tuple[str, str]] = []
-        self._requests_lock = threading.Lock()
+        self._in_flight = 0
+        self._hooks: list[tuple[str, str, Callable[[], object]]] = []
+        self._requests_changed = threading.Condition()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -284,24 +293,73 @@ class RocksetEmulator:
 
     # ---- observation ----------------------------------------------------------------
 
-    def _record(self, method: str, path: str) -> None:
-        with self._requests_lock:
+    def _begin(self, method: str, path: str) -> None:
+        """Log a request as it arrives and run the first hook waiting for it."""
+        with self._requests_changed:
             self._requests.append((method, path))
+            self._in_flight += 1
+            hook = next((h for h in self._hooks if h[0] == method and path.endswith(h[1])), None)
+            if hook is not None:
+                self._hooks.remove(hook)
+        if hook is not None:
+            hook[2]()
 
-    @property
-    def request_count(self) -> int:
-        with self._requests_lock:
-            return len(self._requests)
+    def _end(self) -> None:
+        with self._requests_changed:
+            self._in_flight -= 1
+            self._requests_changed.notify_all()
 
     @property
     def requests(self) -> list[tuple[str, str]]:
-        """(method, path) of every request received so far, failed and dropped ones included."""
-        with self._requests_lock:
+        """The request log: ``(method, path)`` of every request received since the last
+        :meth:`reset_request_count`, in arrival order, failed and dropped ones included.
+
+        Tests read it to count and check the requests one call makes.
+        """
+        with self._requests_changed:
             return list(self._requests)
 
+    @property
+    def request_count(self) -> int:
+        """How many requests the log holds: ``len(requests)``."""
+        with self._requests_changed:
+            return len(self._requests)
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests are being handled now (received, not yet answered or dropped)."""
+        with self._requests_changed:
+            return self._in_flight
+
     def reset_request_count(self) -> None:
-        with self._requests_lock:
+        """Empty the request log."""
+        with self._requests_changed:
             self._requests.clear()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Wait until no request is being handled, e.g. one a client gave up on (timed out)
+        that is still sleeping through the latency and will apply its write afterwards.
+
+        Raises:
+            TimeoutError: requests are still in flight after ``timeout`` seconds.
+        """
+        with self._requests_changed:
+            if not self._requests_changed.wait_for(lambda: self._in_flight == 0, timeout):
+                raise TimeoutError(f"{self._in_flight} request(s) still in flight "
+                                   f"after {timeout}s")
+
+    def before_next(self, method: str, path_suffix: str, action: Callable[[], object]) -> None:
+        """Run ``action()`` when the next ``method`` request whose path ends with
+        ``path_suffix`` arrives, before anything else happens to it (latency, faults,
+        auth, the write itself). Once only.
+
+        Tests use it to act at a precise point of a client's sequence of requests:
+        ``before_next("POST", "/offsets/commit", other_client_writes)`` lets another
+        client write just before the first fence check, after the writes before it.
+        The action runs on the server's request thread; it may send requests itself.
+        """
+        with self._requests_changed:
+            self._hooks.append((method, path_suffix, action))
 
     def documents(self, workspace: str, collection: str) -> dict[str, dict[str, Any]]:
         """A copy of a collection's documents by ``_id``, including writes not yet visible."""
@@ -333,7 +391,10 @@ class RocksetEmulator:
             self._store.visibility_delay = seconds
 
     def reset(self) -> None:
-        """Back to the state just after construction: no collections, faults or request log."""
+        """Back to the state just after construction: no collections, faults, hooks or
+        request log."""
         self._store.reset(visibility_delay=self._visibility_delay)
         self._faults.reset()
-        self.reset_request_count()
+        with self._requests_changed:
+            self._requests.clear()
+            self._hooks.clear()
