@@ -92,10 +92,25 @@ class RedisConfig(BackendConfig):
     socket_connect_timeout: float | None = Field(
         5.0, gt=0, description="Seconds to wait for a connection; None waits forever."
     )
+    max_connections: int = Field(
+        50, gt=0, strict=True,
+        description="Connections the backend opens at most: for the sync methods, and for "
+        "each event loop that uses the async ones. Past it, a call waits for a free one.",
+    )
+    pool_timeout: float | None = Field(
+        20.0, gt=0,
+        description="Seconds a call waits for a free connection when all max_connections "
+        "are busy; None waits as long as it takes.",
+    )
+    health_check_interval: float = Field(
+        30.0, ge=0,
+        description="A connection idle for longer than this many seconds is checked with a "
+        "PING before a command is sent on it; 0 never checks.",
+    )
     client: Any = Field(
         None, repr=False, exclude=True,
-        description="Your own redis.Redis (or RedisCluster) for the sync methods; "
-        "url and the timeouts are then not used for them, and it is not closed by the backend.",
+        description="Your own redis.Redis (or RedisCluster) for the sync methods; the "
+        "connection options above are then its own, and it is not closed by the backend.",
     )
     async_client: Any = Field(
         None, repr=False, exclude=True,

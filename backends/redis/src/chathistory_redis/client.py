@@ -1,0 +1,244 @@
+"""The backend's connections: redis-py's own pools, built from the options, or the app's clients.
+
+Without ``client``, the sync methods use one ``redis.BlockingConnectionPool``;
+without ``async_client``, the async methods use one
+``redis.asyncio.BlockingConnectionPool`` per event loop (an asyncio connection
+belongs to one loop), closed when that loop shuts down. A blocking pool makes a
+burst of calls wait for a free connection instead of failing. The pools do the
+rest: they check a connection before lending it (one the server closed is
+reconnected), PING one idle for ``health_check_interval``, and start afresh in a
+forked child.
+
+Every operation is one command. It is run on a connection taken from the pool
+for it, so that a failure is known to come before the command was sent whole
+(taking or connecting, sending: it did not run) or after (reading the reply:
+it may have run). A ``RedisCluster`` has no single pool and runs the command
+itself; its failures all count as "may have run".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncGenerator
+from typing import Any, Protocol
+
+import redis
+import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chathistory import ConfigError
+from chathistory_redis.config import RedisConfig
+from chathistory_redis.errors import ReplyLostError, may_have_run
+
+__all__ = ["AsyncCommands", "Clients", "Command", "Commands"]
+
+Command = tuple[bytes | str | int, ...]
+_LOST = (RedisConnectionError, RedisTimeoutError)
+
+
+class Commands(Protocol):
+    def run(self, command: Command, *, write: bool) -> Any:
+        """Run ``command``; a ``write`` whose reply is lost raises :class:`ReplyLostError`."""
+
+    def close(self) -> None: ...
+
+
+class AsyncCommands(Protocol):
+    async def run(self, command: Command, *, write: bool) -> Any: ...
+    async def close(self) -> None: ...
+
+
+class PoolCommands:
+    """Commands on connections of a ``redis.ConnectionPool`` (or a subclass), one at a time."""
+
+    def __init__(self, pool: redis.ConnectionPool, address: str, *, owned: bool) -> None:
+        self.pool, self.address, self.owned = pool, address, owned
+
+    def run(self, command: Command, *, write: bool) -> Any:
+        pool = self.pool
+        connection = pool.get_connection()  # connected and checked: nothing is sent yet
+        try:
+            connection.send_command(*command)  # type: ignore[no-untyped-call]
+            try:
+                return connection.read_response()
+            except _LOST as error:  # redis-py has disconnected it
+                if write and may_have_run(error):
+                    raise ReplyLostError(self.address, error) from error
+                raise
+        finally:
+            pool.release(connection)
+
+    def close(self) -> None:
+        if self.owned:
+            self.pool.disconnect()
+
+
+class AsyncPoolCommands:
+    """:class:`PoolCommands` on a ``redis.asyncio.ConnectionPool``."""
+
+    def __init__(self, pool: redis.asyncio.ConnectionPool, address: str, *, owned: bool
+                 ) -> None:
+        self.pool, self.address, self.owned = pool, address, owned
+
+    async def run(self, command: Command, *, write: bool) -> Any:
+        pool = self.pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_command(*command)
+            try:
+                return await connection.read_response()
+            except _LOST as error:
+                if write and may_have_run(error):
+                    raise ReplyLostError(self.address, error) from error
+                raise
+        finally:
+            await pool.release(connection)
+
+    async def close(self) -> None:
+        if self.owned:
+            await self.pool.disconnect()
+
+
+class ClusterCommands:
+    """Commands through an application's ``redis.RedisCluster``, which routes them."""
+
+    def __init__(self, client: redis.RedisCluster, address: str) -> None:
+        self.client, self.address = client, address
+
+    def run(self, command: Command, *, write: bool) -> Any:
+        try:
+            return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
+        except _LOST as error:
+            if write and may_have_run(error):
+                raise ReplyLostError(self.address, error) from error
+            raise
+
+    def close(self) -> None:
+        """The application's client stays open."""
+
+
+class AsyncClusterCommands:
+    """:class:`ClusterCommands` through a ``redis.asyncio.RedisCluster``."""
+
+    def __init__(self, client: redis.asyncio.RedisCluster, address: str) -> None:
+        self.client, self.address = client, address
+
+    async def run(self, command: Command, *, write: bool) -> Any:
+        try:
+            return await self.client.execute_command(*command)
+        except _LOST as error:
+            if write and may_have_run(error):
+                raise ReplyLostError(self.address, error) from error
+            raise
+
+    async def close(self) -> None:
+        """The application's client stays open."""
+
+
+def pool_options(config: RedisConfig) -> dict[str, Any]:
+    """redis-py's pool and connection options from ours (the URL's query options win)."""
+    return {
+        "max_connections": config.max_connections,
+        "timeout": config.pool_timeout,
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.socket_connect_timeout,
+        "health_check_interval": config.health_check_interval,
+        "decode_responses": False,
+    }
+
+
+def _sync_commands(config: RedisConfig) -> Commands:
+    client, address = config.client, config.address
+    if client is None:
+        pool = redis.BlockingConnectionPool.from_url(config.url.get_secret_value(),
+                                                     **pool_options(config))
+        return PoolCommands(pool, address, owned=True)
+    if isinstance(client, redis.Redis) and isinstance(client.connection_pool,
+                                                       redis.ConnectionPool):
+        return PoolCommands(client.connection_pool, address, owned=False)
+    if isinstance(client, redis.RedisCluster):
+        return ClusterCommands(client, address)
+    raise ConfigError("backend 'redis': option 'client' must be a redis.Redis or "
+                      f"redis.RedisCluster, not {type(client).__name__}")
+
+
+def _app_async_commands(client: Any, address: str) -> AsyncCommands:
+    if isinstance(client, redis.asyncio.Redis) and isinstance(client.connection_pool,
+                                                               redis.asyncio.ConnectionPool):
+        return AsyncPoolCommands(client.connection_pool, address, owned=False)
+    if isinstance(client, redis.asyncio.RedisCluster):
+        return AsyncClusterCommands(client, address)
+    raise ConfigError("backend 'redis': option 'async_client' must be a redis.asyncio.Redis "
+                      f"or redis.asyncio.RedisCluster, not {type(client).__name__}")
+
+
+class Clients:
+    """Where the backend's commands run: ``sync``, and :meth:`for_running_loop` for async.
+
+    Raises:
+        ConfigError: ``client`` or ``async_client`` is not a redis-py client of the right kind.
+    """
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self.sync = _sync_commands(config)  # a pool connects on first use, not here
+        self._app_async: AsyncCommands | None = None
+        if config.async_client is not None:
+            self._app_async = _app_async_commands(config.async_client, config.address)
+        self._lock = threading.Lock()
+        # Each event loop's pool, with the suspended generator that closes it at loop shutdown.
+        self._loops: dict[asyncio.AbstractEventLoop,
+                          tuple[AsyncCommands, AsyncGenerator[None, None]]] = {}
+
+    async def for_running_loop(self) -> AsyncCommands:
+        """The application's ``async_client``, or the running event loop's own pool."""
+        if self._app_async is not None:
+            return self._app_async
+        loop = asyncio.get_running_loop()
+        entry = self._loops.get(loop)
+        if entry is not None:
+            return entry[0]
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self.config.url.get_secret_value(), **pool_options(self.config))
+        commands = AsyncPoolCommands(pool, self.config.address, owned=True)
+        closer = self._close_with(loop, commands)
+        with self._lock:
+            for closed in [old for old in self._loops if old.is_closed()]:
+                del self._loops[closed]
+            self._loops[loop] = (commands, closer)
+        # Started, the generator is one the loop closes at shutdown (asyncio.run and
+        # asyncio.Runner call loop.shutdown_asyncgens()), which closes the pool on its loop.
+        await closer.__anext__()
+        return commands
+
+    async def _close_with(self, loop: asyncio.AbstractEventLoop, commands: AsyncCommands
+                          ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._loops.get(loop, (None,))[0] is commands:
+                    del self._loops[loop]
+            await commands.close()
+
+    def close(self) -> None:
+        """Close the pools made here (the application's clients stay open); reusable after."""
+        self.sync.close()
+        with self._lock:
+            loops, self._loops = self._loops, {}
+        for loop, (_, closer) in loops.items():
+            if loop.is_running() and not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
+            # A stopped loop's pool cannot be closed any more; its sockets go with it.
+
+    async def aclose(self) -> None:
+        """Close the running loop's pool now, and the others as :meth:`close` does."""
+        with self._lock:
+            entry = self._loops.pop(asyncio.get_running_loop(), None)
+        try:
+            if entry is not None:
+                await entry[1].aclose()
+        finally:
+            self.close()
