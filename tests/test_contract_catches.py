@@ -46,10 +46,19 @@ BROKEN = {
 }
 
 
+def run_suite(pytester: pytest.Pytester, source: str) -> dict[str, int]:
+    pytester.makepyfile(source)
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    outcomes.setdefault("failed", 0)
+    outcomes.setdefault("passed", 0)
+    return outcomes
+
+
 @pytest.mark.parametrize("flaw", sorted(BROKEN))
 def test_a_broken_backend_fails_the_contract(pytester: pytest.Pytester, flaw: str) -> None:
     body = "\n".join("    " + line[8:] for line in BROKEN[flaw].strip("\n").splitlines())
-    pytester.makepyfile(f"""
+    outcomes = run_suite(pytester, f"""
 import pytest
 from chathistory.backends.memory import MemoryBackend
 from chathistory.testing import BackendContract
@@ -62,25 +71,7 @@ class TestBroken(BackendContract):
     def backend(self):
         return Broken()
 """)
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("failed", 0) >= 1, result.stdout.str()
-
-
-def test_a_correct_backend_passes_the_contract(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("""
-import pytest
-from chathistory.backends.memory import MemoryBackend
-from chathistory.testing import BackendContract
-
-class TestCorrect(BackendContract):
-    @pytest.fixture
-    def backend(self):
-        return MemoryBackend()
-""")
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    outcomes = result.parseoutcomes()
-    assert outcomes.get("failed", 0) == 0 and outcomes["passed"] > 20, result.stdout.str()
+    assert outcomes["failed"] >= 1, outcomes
 
 
 UUID_ONLY = """
@@ -131,15 +122,6 @@ OVERRIDE = """
     def make_session_id(self):
         return lambda name: str(uuid.uuid5(uuid.NAMESPACE_URL, name))
 """
-
-
-def run_suite(pytester: pytest.Pytester, source: str) -> dict[str, int]:
-    pytester.makepyfile(source)
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    outcomes = result.parseoutcomes()
-    outcomes.setdefault("failed", 0)
-    outcomes.setdefault("passed", 0)
-    return outcomes
 
 
 def test_make_session_id_reaches_every_test(pytester: pytest.Pytester) -> None:

@@ -90,10 +90,7 @@ class MemoryBackend(BaseBackend):
         self._begin("fetch")
         with self._lock:
             stored = self._sessions.get(session_id, [])
-            if limit is not None:
-                stored = stored[max(0, len(stored) - limit):] if limit else []
-            else:
-                stored = list(stored)
+            stored = stored[max(0, len(stored) - limit):] if limit is not None else stored[:]
         return [decode_record(text) for text in stored]
 
     def clear(self, session_id: str) -> None:

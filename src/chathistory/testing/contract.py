@@ -100,7 +100,7 @@ class BackendContract:
         session, records = make_session_id("s"), numbered_records(7)
         backend.append(session, records[:4])
         backend.append(session, records[4:])
-        expected = records[max(0, len(records) - limit):] if limit else []
+        expected = records[max(0, len(records) - limit):]
         assert backend.fetch(session, limit=limit) == expected
 
     def test_unknown_session_is_empty(self, backend: Backend,

@@ -47,7 +47,7 @@ class JsonLinesBackend(BaseBackend):
         # Split on "\n" only: JSON text may hold U+2028, which splitlines() splits on.
         lines = self._run(lambda: self.files.read(session_id)).decode().split("\n")[:-1]
         if limit is not None:
-            lines = lines[len(lines) - limit:] if limit else []
+            lines = lines[max(0, len(lines) - limit):]
         return [decode_record(line) for line in lines]
 
     def clear(self, session_id: str) -> None:
