@@ -2,13 +2,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from chathistory import ChatHistory
-from chathistory.cli import main
+from chathistory.cli import describe, main
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -68,17 +69,36 @@ def test_an_unreadable_database_is_a_clean_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_demo_talks_then_a_second_process_reads_the_history_back(tmp_path: Path) -> None:
+def test_demo_runs_an_agent_then_a_second_process_reads_the_history_back(tmp_path: Path
+                                                                         ) -> None:
     path = tmp_path / "demo.sqlite3"
-    result = run("demo", "--path", str(path), "--session", "demo-test")
+    result = subprocess.run(
+        [sys.executable, "-W", "error::DeprecationWarning", "-m", "chathistory", "demo",
+         "--path", str(path), "--session", "demo-test"],
+        capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     conversation, _, read_back = result.stdout.partition("A second process reads it back")
     assert conversation.count("  you: ") == 3
-    # The history reaches the model: system + 0, 2, 4 stored messages + the question.
-    for sent, stored in ((2, 2), (4, 4), (6, 6)):
-        assert f"[the model was sent {sent} messages; {stored} are stored]" in conversation
-    assert read_back.splitlines()[1:] == [
-        f"{m.type:>6}: {m.content}"
-        for m in ChatHistory("demo-test", backend="sqlite", path=str(path)).messages]
-    assert len(read_back.splitlines()[1:]) == 6
+    # Each turn the model is sent the system prompt, the stored history and the new input.
+    for line in ("[the model was sent 2, then 4 messages; 4 are stored]",
+                 "[the model was sent 6, then 8 messages; 8 are stored]",
+                 "[the model was sent 10 messages; 10 are stored]"):
+        assert line in conversation
+    assert "Paris was warmer" in conversation  # answered from the stored history alone
+    stored = ChatHistory("demo-test", backend="sqlite", path=str(path)).messages
+    assert read_back.splitlines()[1:] == [f"{m.type:>6}: {describe(m)}" for m in stored]
+    assert '    ai: -> get_weather(city="Paris")' in read_back
+    assert "  tool: [get_weather] sunny, 21 °C" in read_back
+
+
+def test_show_describes_tool_calls_and_list_content_readably() -> None:
+    call = {"name": "search", "args": {"q": "café", "n": 3}, "id": "c1", "type": "tool_call"}
+    assert describe(AIMessage("Looking.", tool_calls=[call])) == (
+        'Looking. -> search(q="café", n=3)')
+    assert describe(AIMessage("", tool_calls=[call])) == '-> search(q="café", n=3)'
+    content: list[str | dict[str, Any]] = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    assert describe(HumanMessage(content=content)) == "What is this? [image_url]"
+    assert describe(ToolMessage("a cat", tool_call_id="c1", name="search")) == "[search] a cat"

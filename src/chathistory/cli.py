@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
 from typing import Any
 
 import click
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from chathistory.backends.sqlite import default_path
 from chathistory.errors import ChatHistoryError
@@ -64,15 +66,37 @@ def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: in
     if not messages:
         click.echo(f"(no messages in session {session_id!r})", err=True)
     for message in messages:
-        content = message.content if isinstance(message.content, str) else repr(message.content)
-        click.echo(f"{message.type:>6}: {content}")
+        click.echo(f"{message.type:>6}: {describe(message)}")
+
+
+def describe(message: BaseMessage) -> str:
+    """One readable line: the text, other content blocks by kind, tool calls with arguments."""
+    parts = []
+    if isinstance(message.content, str):
+        parts.append(message.content)
+    else:
+        for block in message.content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif block.get("type") == "text":
+                parts.append(str(block.get("text", "")))
+            else:
+                parts.append(f"[{block.get('type', 'block')}]")
+    if isinstance(message, AIMessage):
+        for call in message.tool_calls:
+            arguments = ", ".join(f"{name}={json.dumps(value, ensure_ascii=False)}"
+                                  for name, value in call["args"].items())
+            parts.append(f"-> {call['name']}({arguments})")
+    if isinstance(message, ToolMessage) and message.name:
+        parts.insert(0, f"[{message.name}]")
+    return " ".join(part for part in parts if part)
 
 
 @main.command()
 @click.option("--path", default=None, help="SQLite file (default: the sqlite backend's default).")
 @click.option("--session", "session_id", default=None, help="Session id (default: a new one).")
 def demo(path: str | None, session_id: str | None) -> None:
-    """Run a short conversation on SQLite, then read it back from a second process."""
+    """Run a short agent conversation on SQLite, then read it back from a second process."""
     from chathistory.demo import run_conversation
 
     path = path or default_path()

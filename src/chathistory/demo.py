@@ -1,68 +1,93 @@
-"""The README's main job: a conversation through RunnableWithMessageHistory on SQLite."""
+"""The README's main job: a LangChain 1.x agent whose memory is a chathistory backend.
+
+The agent is built with ``create_agent``: one tool, a scripted model that
+needs no network, and :class:`~chathistory.ChatHistoryMiddleware` over the
+SQLite default. Nothing but the SQLite file carries the conversation from
+one turn to the next.
+"""
 
 from __future__ import annotations
 
-import warnings
+import re
 from collections.abc import Callable
-from typing import Any
 
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.prompt_values import PromptValue
-from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
-from langchain_core.runnables import RunnableLambda
-from langchain_core.runnables.history import RunnableWithMessageHistory
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
 
-from chathistory.history import history_factory
+from chathistory.agents import ChatHistoryMiddleware
+from chathistory.testing.chat_models import ToolCallingFakeModel
 
 __all__ = ["QUESTIONS", "run_conversation"]
 
 QUESTIONS = [
-    "Hi! My name is Ada. Can you remember it?",
-    "What did I tell you my name was?",
-    "Thanks. Please summarise our chat in one line.",
+    "What's the weather in Paris?",
+    "And in Oslo?",
+    "Which of the two cities was warmer?",
 ]
 
-_ANSWERS = [
-    "Nice to meet you, Ada. I'll keep it in this chat's history.",
-    "You told me your name is Ada.",
-    "Ada introduced herself and checked that I remembered; I did.",
-]
+_WEATHER = {"Paris": "sunny, 21 °C", "Oslo": "light snow, -2 °C"}
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Today's weather in a city."""
+    return _WEATHER.get(city, "unknown")
+
+
+def _temperature(report: str) -> int:
+    found = re.search(r"(-?\d+) °C", report)
+    return int(found.group(1)) if found else 0
+
+
+def _respond(messages: list[BaseMessage]) -> AIMessage:
+    """The scripted model: look up a named city, else answer from the conversation so far."""
+    calls = {call["id"]: call["args"]["city"] for message in messages
+             if isinstance(message, AIMessage) for call in message.tool_calls}
+    last = messages[-1]
+    if isinstance(last, ToolMessage):
+        return AIMessage(f"In {calls.get(last.tool_call_id, 'that city')}: {last.text}.")
+    city = next((name for name in _WEATHER if name in last.text), None)
+    if city is not None:
+        return AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": city},
+                                          "id": f"call-{len(messages)}", "type": "tool_call"}])
+    # No city named: the answer can only come from the history the model was sent.
+    reports = {calls[message.tool_call_id]: message.text for message in messages
+               if isinstance(message, ToolMessage) and message.tool_call_id in calls}
+    if len(reports) < 2:
+        return AIMessage("I don't know which cities you mean yet.")
+    warmest = max(reports, key=lambda name: _temperature(reports[name]))
+    return AIMessage(f"{warmest} was warmer: " + ", ".join(
+        f"{name} {reports[name]}" for name in reports) + ".")
 
 
 def run_conversation(session_id: str, path: str, say: Callable[[str], None] = print) -> None:
-    """Run three turns; the history between turns lives only in the SQLite file at ``path``."""
-    model = GenericFakeChatModel(messages=iter(AIMessage(answer) for answer in _ANSWERS))
-    prompt = ChatPromptTemplate.from_messages([
-        ("system", "You are a helpful assistant."),
-        MessagesPlaceholder("history"),
-        ("human", "{question}"),
-    ])
-    prompt_sizes: list[int] = []
-
-    def count_prompt(prompt_value: PromptValue) -> PromptValue:
-        prompt_sizes.append(len(prompt_value.to_messages()))
-        return prompt_value
-
-    get_session_history = history_factory("sqlite", path=path)
-    with warnings.catch_warnings():
-        # langchain-core steers new code to LangGraph; this demo shows the classic API.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        chain = _with_history(prompt | RunnableLambda(count_prompt) | model,
-                              get_session_history)
+    """Run three turns; between turns the conversation lives only in the SQLite file."""
+    model = ToolCallingFakeModel(respond=_respond)
+    memory = ChatHistoryMiddleware("sqlite", path=path)
+    agent = create_agent(model, [get_weather], system_prompt="You report the weather.",
+                         middleware=[memory])
     try:
         for question in QUESTIONS:
-            answer = chain.invoke({"question": question},
-                                  config={"configurable": {"session_id": session_id}})
-            seen = len(get_session_history(session_id).get_messages())
+            calls_before = len(model.prompt_sizes)
+            result = agent.invoke({"messages": [HumanMessage(question)]},
+                                  context={"session_id": session_id})
+            sizes = model.prompt_sizes[calls_before:]
+            stored = len(memory.backend.fetch(session_id))
             say(f"  you: {question}")
-            say(f"  bot: {answer.content}")
-            say(f"       [the model was sent {prompt_sizes[-1]} messages; {seen} are stored]")
+            for message in result["messages"][-(2 * len(sizes) - 1):]:
+                say(f"  {_line(message)}")
+            sent = ", then ".join(str(size) for size in sizes)
+            say(f"       [the model was sent {sent} messages; {stored} are stored]")
     finally:
-        get_session_history.close()
+        memory.close()
 
 
-def _with_history(runnable: Any, get_session_history: Any) -> RunnableWithMessageHistory:
-    return RunnableWithMessageHistory(runnable, get_session_history,
-                                      input_messages_key="question",
-                                      history_messages_key="history")
+def _line(message: BaseMessage) -> str:
+    if isinstance(message, AIMessage) and message.tool_calls:
+        call = message.tool_calls[0]
+        arguments = ", ".join(f"{name}={value!r}" for name, value in call["args"].items())
+        return f"bot: (calls {call['name']}({arguments}))"
+    if isinstance(message, ToolMessage):
+        return f"tool: {message.text}"
+    return f"bot: {message.text}"
