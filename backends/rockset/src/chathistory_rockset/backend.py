@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from functools import partial
+from typing import Any, ClassVar
 
 from chathistory import (
     BaseBackend,
@@ -28,8 +29,6 @@ from chathistory_rockset.config import RocksetConfig
 from chathistory_rockset.errors import RocksetApiError, RocksetSyncTimeoutError
 
 __all__ = ["RocksetBackend"]
-
-T = TypeVar("T")
 
 _ALIAS = "records"
 _FENCE_POLL_SECONDS = 0.005  # start-to-start: back to back once a round trip takes longer
@@ -72,7 +71,6 @@ def _contains_batch(stored: Sequence[Any], batch: Sequence[Mapping[str, Any]]) -
                for start in range(len(stored) - size, -1, -1))
 
 
-
 class RocksetBackend(BaseBackend):
     """Stores each session as one Rockset document; appends a whole batch with one PATCH.
 
@@ -104,11 +102,15 @@ class RocksetBackend(BaseBackend):
     def __init__(self, config: RocksetConfig) -> None:
         super().__init__(config)
         self.client: Any = open_client(config)
-        timeout = {"_request_timeout": config.request_timeout}
-        self._timeout = timeout
+        # The core's one retry path, with this backend's hooks.
+        self._retry_transient = partial(retry_transient, backend=self.name,
+                                        is_transient=errors.is_transient,
+                                        translate=errors.translate,
+                                        attempts=config.retry_attempts)
+        self._timeout = {"_request_timeout": config.request_timeout}
         # Every collection call names the workspace: the SDK's default is "commons".
         self._location = {"collection": config.collection, "workspace": config.workspace,
-                          **timeout}
+                          **self._timeout}
         location = f'"{config.workspace}"."{config.collection}"'
         field = f'"{config.messages_key}"'
         self._select_all_sql = f'SELECT {field} AS "{_ALIAS}" FROM {location} WHERE _id = :session'
@@ -124,7 +126,8 @@ class RocksetBackend(BaseBackend):
 
     # ---- single requests (raw SDK errors; the caller's retry translates them) ----------
 
-    def _query(self, sql: str, session_id: str, limit: int | None = None) -> list[Any]:
+    def _query(self, sql: str, session_id: str, limit: int | None = None
+               ) -> list[dict[str, Any]]:
         from rockset.models import QueryParameter, QueryRequestSql  # type: ignore[import-untyped]
 
         parameters = [QueryParameter(name="session", type="string", value=session_id)]
@@ -140,7 +143,13 @@ class RocksetBackend(BaseBackend):
                 f"backend {self.name!r}: field {self.config.messages_key!r} of the session's "
                 f"document is a {type(records).__name__}, not an array"
             )
-        return records
+        for record in records:
+            if not isinstance(record, dict):
+                raise RocksetApiError(
+                    f"backend {self.name!r}: the session holds a {type(record).__name__} "
+                    "where a record (a JSON object) should be"
+                )
+        return [dict(record) for record in records]
 
     def _fence_passes(self, offset: str) -> bool:
         """Poll the commit-offset fence until the write at ``offset`` is queryable.
@@ -171,19 +180,15 @@ class RocksetBackend(BaseBackend):
 
     def _wait_until_queryable(self, offset: str, what: str) -> None:
         """``sync=True``: return once the write is queryable, or raise RocksetSyncTimeoutError."""
-        if not retry_transient(lambda: self._fence_passes(offset), backend=self.name,
-                               is_transient=errors.is_transient, translate=errors.translate,
-                               attempts=self.config.retry_attempts):
+        if not self._retry_transient(lambda: self._fence_passes(offset)):
             raise self._sync_timeout(offset, what)
 
     # ---- collection ------------------------------------------------------------------
 
     def _collection_status(self) -> str | None:
         try:
-            response = retry_transient(
-                lambda: self.client.Collections.get(**self._location), backend=self.name,
-                is_transient=errors.is_transient, translate=errors.translate,
-                attempts=self.config.retry_attempts)
+            response = self._retry_transient(
+                lambda: self.client.Collections.get(**self._location))
         except RocksetApiError as exc:
             if exc.status == 404:
                 return None
@@ -203,12 +208,9 @@ class RocksetBackend(BaseBackend):
         status = self._collection_status()
         if status is None:
             try:
-                retry_transient(
-                    lambda: self.client.Collections.create_s3_collection(
-                        name=self.config.collection, workspace=self.config.workspace,
-                        **self._timeout),
-                    backend=self.name, is_transient=errors.is_transient,
-                    translate=errors.translate, attempts=self.config.retry_attempts)
+                self._retry_transient(lambda: self.client.Collections.create_s3_collection(
+                    name=self.config.collection, workspace=self.config.workspace,
+                    **self._timeout))
             except RocksetApiError as exc:
                 if exc.status != 409:  # 409 ALREADYEXISTS: a concurrent creator won
                     raise
@@ -247,21 +249,12 @@ class RocksetBackend(BaseBackend):
                     extra["id"] = value
         return batch
 
-    @staticmethod
-    def _write(append: _Append, call: Callable[[], T]) -> T:
-        """Send one write of the batch; note when its failure leaves it possibly applied."""
-        try:
-            return call()
-        except Exception as exc:
-            append.maybe_applied = append.maybe_applied or errors.maybe_applied(exc)
-            raise
-
     def _patch(self, append: _Append) -> tuple[str | None, bool]:
         """PATCH the batch onto the end of the session's array: (last_offset, document missing)."""
         patch = [{"op": "ADD", "path": self._append_path, "value": record}
                  for record in append.batch]
-        response = self._write(append, lambda: self.client.Documents.patch_documents(
-            data=[{"id": append.session_id, "patch": patch}], **self._location))
+        response = self.client.Documents.patch_documents(
+            data=[{"id": append.session_id, "patch": patch}], **self._location)
         status = response.data[0]
         if status.get("status") == "ERROR":
             error = status.get("error") or {}
@@ -303,9 +296,9 @@ class RocksetBackend(BaseBackend):
                 offset, missing = self._patch(append)
                 if not missing:
                     return offset
-            response = self._write(append, lambda: self.client.Documents.add_documents(
+            response = self.client.Documents.add_documents(
                 data=[{"_id": append.session_id, self.config.messages_key: append.batch}],
-                **self._location))
+                **self._location)
             self._documents_created += 1
         # From here on the batch may be stored: a failed try is checked before a re-send.
         append.maybe_applied = True
@@ -339,10 +332,14 @@ class RocksetBackend(BaseBackend):
                 return None  # stored, and already queryable: the probe was fenced
             append.maybe_applied = False
         seen_creations = self._documents_created
-        offset, missing = self._patch(append)
-        if missing:
-            return self._create_document(append, seen_creations)
-        return offset
+        try:
+            offset, missing = self._patch(append)
+            return self._create_document(append, seen_creations) if missing else offset
+        except Exception as exc:
+            # Every request here is a write of the batch, or follows one that succeeded
+            # (which set maybe_applied): a failure may leave the batch stored.
+            append.maybe_applied = append.maybe_applied or errors.maybe_applied(exc)
+            raise
 
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
         """Append ``records`` to the session with one PATCH request.
@@ -361,9 +358,7 @@ class RocksetBackend(BaseBackend):
         if not batch:
             return
         append = _Append(session_id, batch)
-        offset = retry_transient(lambda: self._append_once(append), backend=self.name,
-                                 is_transient=errors.is_transient, translate=errors.translate,
-                                 attempts=self.config.retry_attempts)
+        offset = self._retry_transient(lambda: self._append_once(append))
         if self.config.sync and offset is not None:
             self._wait_until_queryable(offset, "an append")
 
@@ -377,16 +372,7 @@ class RocksetBackend(BaseBackend):
         if limit == 0:
             return []
         sql = self._select_all_sql if limit is None else self._select_newest_sql
-        stored = retry_transient(lambda: self._query(sql, session_id, limit), backend=self.name,
-                                 is_transient=errors.is_transient, translate=errors.translate,
-                                 attempts=self.config.retry_attempts)
-        for record in stored:
-            if not isinstance(record, dict):
-                raise RocksetApiError(
-                    f"backend {self.name!r}: the session holds a {type(record).__name__} "
-                    "where a record (a JSON object) should be"
-                )
-        return [dict(record) for record in stored]
+        return self._retry_transient(lambda: self._query(sql, session_id, limit))
 
     def clear(self, session_id: str) -> None:
         """Empty the session: its document is replaced by one with an empty array.
@@ -394,11 +380,8 @@ class RocksetBackend(BaseBackend):
         This is what langchain_community's ``clear`` does, so a history object of
         that class that is still in use keeps working. Other sessions are untouched.
         """
-        response = retry_transient(
-            lambda: self.client.Documents.add_documents(
-                data=[{"_id": session_id, self.config.messages_key: []}], **self._location),
-            backend=self.name, is_transient=errors.is_transient, translate=errors.translate,
-            attempts=self.config.retry_attempts)
+        response = self._retry_transient(lambda: self.client.Documents.add_documents(
+            data=[{"_id": session_id, self.config.messages_key: []}], **self._location))
         offset = response.get("last_offset")
         if self.config.sync and offset is not None:
             self._wait_until_queryable(offset, "a clear")
