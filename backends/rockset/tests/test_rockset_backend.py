@@ -428,6 +428,11 @@ def test_sqlite_users_never_import_the_rockset_sdk(tmp_path: Any) -> None:
         with fake_backends("rockset"):
             ChatHistory("s", backend="rockset", collection="c", api_key="k").messages
         assert "rockset" not in sys.modules, "validating rockset options imported rockset"
+        import chathistory_rockset
+        from chathistory_rockset import RocksetBackend, RocksetConfig, client, errors, plugin
+        assert chathistory_rockset.__all__ == ["RocksetBackend", "RocksetConfig"]
+        assert plugin.chathistory_backend() is RocksetBackend
+        assert "rockset" not in sys.modules, "importing the package imported rockset"
         print("ok")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
