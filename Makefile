@@ -14,7 +14,7 @@ $(VENV)/.core: pyproject.toml
 
 $(VENV)/.all: $(VENV)/.core pyproject.toml $(BACKENDS) tests/example_backend/pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[test,docs,dev,bench]" \
-		$(foreach b,$(dir $(BACKENDS)),-e "$(b)[test]") ./tests/example_backend
+		$(foreach b,$(dir $(BACKENDS)),-e "$(b)[test]") -e ./tests/example_backend
 	touch $@
 
 demo: $(VENV)/.core

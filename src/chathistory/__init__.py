@@ -1,35 +1,42 @@
-"""chathistory: pluggable storage backends for LangChain conversations."""
+"""chathistory: pluggable storage backends for LangChain conversations.
 
+Importing the package imports none of its modules: each public name loads its
+module on first use, so a plugin module that only names ``hookimpl``, and the
+pytest plugin, stay cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
-
-from chathistory.backend import (
-    IDENTIFIER_PATTERN,
-    Backend,
-    BackendConfig,
-    BaseBackend,
-    Identifier,
-    validate_options,
-)
-from chathistory.errors import (
-    BackendLoadError,
-    BackendNotFoundError,
-    BackendUnavailableError,
-    ChatHistoryError,
-    CollectionTimeoutError,
-    ConfigError,
-    DuplicateBackendError,
-    PermissionDeniedError,
-    RecordError,
-    SessionIdError,
-)
-from chathistory.history import ChatHistory, SessionHistoryFactory, history_factory
-from chathistory.hookspecs import hookimpl, hookspec
-from chathistory.records import decode_record, encode_record, to_messages, to_records
-from chathistory.registry import BackendInfo, available_backends, backend_class, get_backend
-from chathistory.retry import Translate, aretry_transient, retry_transient
 
 if TYPE_CHECKING:
     from chathistory.agents import ChatHistoryMiddleware
+    from chathistory.backend import (
+        IDENTIFIER_PATTERN,
+        Backend,
+        BackendConfig,
+        BaseBackend,
+        Identifier,
+        validate_options,
+    )
+    from chathistory.errors import (
+        BackendLoadError,
+        BackendNotFoundError,
+        BackendUnavailableError,
+        ChatHistoryError,
+        CollectionTimeoutError,
+        ConfigError,
+        DuplicateBackendError,
+        PermissionDeniedError,
+        RecordError,
+        SessionIdError,
+    )
+    from chathistory.history import ChatHistory, SessionHistoryFactory, history_factory
+    from chathistory.hookspecs import hookimpl, hookspec
+    from chathistory.records import decode_record, encode_record, to_messages, to_records
+    from chathistory.registry import BackendInfo, available_backends, backend_class, get_backend
+    from chathistory.retry import Translate, aretry_transient, retry_transient
 
 __all__ = [
     "IDENTIFIER_PATTERN",
@@ -67,11 +74,31 @@ __all__ = [
     "validate_options",
 ]
 
+# Each public name and the module that defines it.
+_MODULES = {
+    "ChatHistoryMiddleware": "agents",
+    **dict.fromkeys(["IDENTIFIER_PATTERN", "Backend", "BackendConfig", "BaseBackend",
+                     "Identifier", "validate_options"], "backend"),
+    **dict.fromkeys(["BackendLoadError", "BackendNotFoundError", "BackendUnavailableError",
+                     "ChatHistoryError", "CollectionTimeoutError", "ConfigError",
+                     "DuplicateBackendError", "PermissionDeniedError", "RecordError",
+                     "SessionIdError"], "errors"),
+    **dict.fromkeys(["ChatHistory", "SessionHistoryFactory", "history_factory"], "history"),
+    **dict.fromkeys(["hookimpl", "hookspec"], "hookspecs"),
+    **dict.fromkeys(["decode_record", "encode_record", "to_messages", "to_records"], "records"),
+    **dict.fromkeys(["BackendInfo", "available_backends", "backend_class", "get_backend"],
+                    "registry"),
+    **dict.fromkeys(["Translate", "aretry_transient", "retry_transient"], "retry"),
+}
+
 
 def __getattr__(name: str) -> Any:
-    # The middleware imports langchain's agent machinery: only when asked for.
-    if name == "ChatHistoryMiddleware":
-        from chathistory.agents import ChatHistoryMiddleware
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+    globals()[name] = value
+    return value
 
-        return ChatHistoryMiddleware
-    raise AttributeError(f"module 'chathistory' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
