@@ -13,8 +13,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chathistory import BackendUnavailableError, get_backend
-from chathistory.testing import BackendContract
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import BackendContract, numbered_records
 
 
 def _contents(records: list[dict[str, Any]]) -> list[str]:

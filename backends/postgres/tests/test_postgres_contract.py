@@ -1,17 +1,14 @@
-"""The conformance suite on the real server, sync and native async.
-
-The langchain_postgres layout cannot run it (its session ids must be UUIDs):
-test_postgres_langchain.py covers that layout.
-"""
+"""The conformance suite on the real server, sync and native async, in every layout."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from chathistory_postgres import PostgresBackend
 
-from chathistory.testing import BackendContract
+from chathistory.testing import BackendContract, MakeSessionId
 
 
 class TestPostgresBackend(BackendContract):
@@ -34,6 +31,24 @@ class TestPostgresBackendWithoutPreparedStatements(BackendContract):
         backend = PostgresBackend.from_options(
             conninfo=postgres_url, schema=postgres_schema, table=table_name,
             prepared_statements=False, min_size=0, max_size=8)
+        backend.create_collection()
+        yield backend
+        backend.close()
+
+
+class TestLangchainPostgresLayout(BackendContract):
+    """A langchain-postgres table in place: its session ids are UUIDs, so the suite's are too."""
+
+    @pytest.fixture
+    def make_session_id(self) -> MakeSessionId:
+        return lambda name: str(uuid.uuid5(uuid.NAMESPACE_URL, f"chathistory-test:{name}"))
+
+    @pytest.fixture
+    def backend(self, postgres_url: str, postgres_schema: str, table_name: str
+                ) -> Iterator[PostgresBackend]:
+        backend = PostgresBackend.from_options(
+            conninfo=postgres_url, schema=postgres_schema, table=table_name,
+            layout="langchain_postgres", max_size=8)
         backend.create_collection()
         yield backend
         backend.close()

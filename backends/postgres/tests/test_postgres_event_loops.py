@@ -1,92 +1,144 @@
-"""The async twins across event loops: asyncio.run per call, and loops in several threads."""
+"""The async twins and event loops: the backend's async pool belongs to one loop at a time.
+
+The rule (docs/backends/postgres.md): the first async call binds the backend's
+async pool to its event loop; a call from another loop raises ChatHistoryError
+until ``aclose()`` in that loop (or ``close()`` once it has ended) releases it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from chathistory_postgres import PostgresBackend
 
-from chathistory.testing.samples import numbered_records
+from chathistory import ChatHistoryError
+from chathistory.testing import numbered_records
 
 
 @pytest.fixture
-def backend(postgres_url: str, postgres_schema: str, table_name: str
-            ) -> Iterator[PostgresBackend]:
-    backend = PostgresBackend.from_options(conninfo=postgres_url, schema=postgres_schema,
-                                           table=table_name, min_size=1, max_size=8)
+def options(postgres_url: str, postgres_schema: str, table_name: str) -> dict[str, object]:
+    return {"conninfo": postgres_url, "schema": postgres_schema, "table": table_name,
+            "min_size": 1, "max_size": 4}
+
+
+@pytest.fixture
+def backend(options: dict[str, object]) -> Iterator[PostgresBackend]:
+    backend = PostgresBackend.from_options(**options)
     backend.create_collection()
     yield backend
     backend.close()
 
 
-def _in_thread(target: Any, timeout: float) -> None:
-    """Run ``target`` in a thread; fail (instead of hanging the suite) if it does not end."""
-    failures: list[BaseException] = []
+def test_asyncio_run_per_call_with_aclose_in_each_loop(backend: PostgresBackend) -> None:
+    # Each loop ends right after a burst, its pool closed by aclose(): the next loop
+    # opens a new one, and no loop waits for the pool at its end.
+    async def burst(round_number: int) -> None:
+        await asyncio.gather(*(
+            backend.aappend("s", numbered_records(1, prefix=f"r{round_number}t{task}-"))
+            for task in range(8)))
+        await backend.aclose()
 
-    def run() -> None:
-        try:
-            target()
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), f"still running after {timeout} s: an event loop hangs"
-    if failures:
-        raise failures[0]
+    for round_number in range(12):
+        asyncio.run(burst(round_number))
+    assert len(backend.fetch("s")) == 12 * 8
 
 
-def test_asyncio_run_per_call_never_hangs_at_exit(backend: PostgresBackend) -> None:
-    # Each asyncio.run ends while the loop's pool is still growing: its
-    # connection-opening tasks are cancelled mid-way, and the loop must still end.
+def test_loops_that_end_without_aclose_do_not_hang(backend: PostgresBackend) -> None:
+    # The pool is fixed-size: when asyncio.run cancels the loop's tasks at its end,
+    # no pool task is opening a connection (one that would swallow the cancellation
+    # and keep the loop waiting forever).
     async def burst(round_number: int) -> None:
         await asyncio.gather(*(
             backend.aappend("s", numbered_records(1, prefix=f"r{round_number}t{task}-"))
             for task in range(8)))
 
-    def rounds() -> None:
-        for round_number in range(12):
-            asyncio.run(burst(round_number))
-
-    _in_thread(rounds, timeout=60)
+    for round_number in range(12):
+        asyncio.run(burst(round_number))
+        backend.close()  # the loop has ended: its pool is dropped; the next loop may go on
     assert len(backend.fetch("s")) == 12 * 8
 
 
-def test_loops_in_several_threads_at_once(backend: PostgresBackend) -> None:
+def test_another_loop_is_refused_while_the_first_is_open(backend: PostgresBackend) -> None:
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(backend.aappend("s", numbered_records(1)))
+
+        async def from_another_loop() -> None:
+            with pytest.raises(ChatHistoryError, match="one backend per event loop"):
+                await backend.afetch("s")
+            with pytest.raises(ChatHistoryError, match="one backend per event loop"):
+                await backend.aclose()
+
+        asyncio.run(from_another_loop())
+        backend.close()  # leaves the pool of a loop that is still open alone
+        assert first.run_until_complete(backend.afetch("s")) == numbered_records(1)
+        first.run_until_complete(backend.aclose())
+    finally:
+        first.close()
+    # Released by aclose(): any loop may use the backend now.
+    assert len(asyncio.run(backend.afetch("s"))) == 1
+
+
+def test_a_loop_that_ended_without_aclose_keeps_the_pool_until_close(
+    backend: PostgresBackend
+) -> None:
+    asyncio.run(backend.aappend("s", numbered_records(1)))
+    with pytest.raises(ChatHistoryError, match="has ended"):
+        asyncio.run(backend.afetch("s"))
+
+    async def release_and_read() -> int:
+        await backend.aclose()  # from another loop: the ended loop's pool is dropped
+        return len(await backend.afetch("s"))
+
+    assert asyncio.run(release_and_read()) == 1
+
+
+def test_one_backend_per_loop_in_several_threads(options: dict[str, object]) -> None:
+    errors: list[BaseException] = []
+
     def worker(thread: int) -> None:
         async def scenario() -> None:
-            for batch in range(5):
-                await backend.aappend(f"thread-{thread}",
-                                      numbered_records(2, prefix=f"b{batch}-"))
-            assert len(await backend.afetch(f"thread-{thread}")) == 10
+            backend = PostgresBackend.from_options(**options)
+            try:
+                await backend.acreate_collection()
+                for batch in range(5):
+                    await backend.aappend(f"thread-{thread}",
+                                          numbered_records(2, prefix=f"b{batch}-"))
+                assert len(await backend.afetch(f"thread-{thread}")) == 10
+            finally:
+                await backend.aclose()
 
-        asyncio.run(scenario())
+        try:
+            asyncio.run(scenario())
+        except BaseException as exc:
+            errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(number,)) for number in range(4)]
-
-    def run_all() -> None:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    _in_thread(run_all, timeout=60)
-    for number in range(4):
-        assert len(backend.fetch(f"thread-{number}")) == 10
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    reader = PostgresBackend.from_options(**options)
+    assert [len(reader.fetch(f"thread-{number}")) for number in range(4)] == [10] * 4
+    reader.close()
 
 
 def test_one_long_lived_loop_keeps_one_pool(backend: PostgresBackend) -> None:
     async def scenario() -> None:
+        pool = await backend.client.apool()
         for _ in range(20):
             await backend.aappend("s", numbered_records(1))
             await backend.afetch("s", limit=1)
+        assert await backend.client.apool() is pool
         await backend.aclose()
+        assert pool.closed
         # After aclose, the next call opens a new pool.
         assert len(await backend.afetch("s")) == 20
+        assert await backend.client.apool() is not pool
+        await backend.aclose()
 
     asyncio.run(scenario())

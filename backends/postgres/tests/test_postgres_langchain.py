@@ -15,8 +15,7 @@ from langchain_postgres import PostgresChatMessageHistory
 from psycopg import sql
 
 from chathistory import ChatHistory, ConfigError, history_factory
-from chathistory.testing.contract import HOSTILE_SESSION_IDS
-from chathistory.testing.samples import numbered_records, sample_messages
+from chathistory.testing import HOSTILE_SESSION_IDS, numbered_records, sample_messages
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from chathistory import (
     RecordError,
     get_backend,
 )
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import numbered_records
 
 
 @pytest.fixture
@@ -91,14 +91,14 @@ def test_an_equivalent_table_made_by_hand_is_adopted(
 def test_the_newest_n_come_from_an_index_scan(backend: PostgresBackend,
                                               admin: psycopg.Connection[Any]) -> None:
     backend.create_collection()
-    table = sql.SQL(backend._store.sql.qualified_table)
+    table = sql.SQL(backend.statements.qualified_table)
     backend.append("long", numbered_records(3000))
     admin.execute(sql.SQL(
         "INSERT INTO {} (session_id, message) SELECT 'other-' || (n % 500), "
         "'{{\"type\": \"human\", \"data\": {{\"content\": \"x\"}}}}' "
         "FROM generate_series(1, 50000) AS n").format(table))
     admin.execute(sql.SQL("ANALYZE {}").format(table))
-    query = backend._store.sql.select_newest.replace("%s::text", "'long'").replace("%s", "20")
+    query = backend.statements.select_newest.replace("%s::text", "'long'").replace("%s", "20")
     plan = "\n".join(row[0] for row in admin.execute("EXPLAIN (ANALYZE, COSTS OFF) " + query))
     assert "Index Scan Backward" in plan, plan
     assert "_sid_id_idx" in plan, plan
@@ -172,8 +172,8 @@ def test_own_connections_are_named_and_take_the_commit_setting(
     backend = get_backend("postgres", conninfo=postgres_url, schema=postgres_schema,
                           table=table_name, synchronous_commit="off")
     backend.create_collection()
-    pool = backend._store.sync._pool  # type: ignore[attr-defined]
-    with pool.connection() as connection:
+    assert isinstance(backend, PostgresBackend)
+    with backend.client.pool().connection() as connection:
         assert connection.execute("SHOW synchronous_commit").fetchone() == ("off",)
         assert connection.autocommit
     names = {row[0] for row in admin.execute(

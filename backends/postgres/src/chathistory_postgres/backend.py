@@ -5,16 +5,49 @@ Importing this module does not import psycopg; building a backend does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from chathistory import BaseBackend
+from chathistory import (
+    BaseBackend,
+    aretry_transient,
+    decode_record,
+    encode_record,
+    retry_transient,
+)
 from chathistory_postgres.config import PostgresConfig
 
 if TYPE_CHECKING:
-    from chathistory_postgres._store import Store
+    from chathistory_postgres.client import AsyncConnection, Client, Connection
+    from chathistory_postgres.sql import Job, Statements
 
 __all__ = ["PostgresBackend"]
+
+T = TypeVar("T")
+Policy = tuple[Callable[[BaseException], bool], Callable[[BaseException], BaseException]]
+
+
+def _run_job(connection: Connection, job: Job) -> None:
+    try:
+        query, params = next(job)
+        while True:
+            cursor = connection.execute(query, params, prepare=False)
+            query, params = job.send(cursor.fetchall() if cursor.description is not None else [])
+    except StopIteration:
+        return
+
+
+async def _arun_job(connection: AsyncConnection, job: Job) -> None:
+    try:
+        query, params = next(job)
+        while True:
+            cursor = await connection.execute(query, params, prepare=False)
+            rows = await cursor.fetchall() if cursor.description is not None else []
+            query, params = job.send(rows)
+    except StopIteration:
+        return
 
 
 class PostgresBackend(BaseBackend):
@@ -32,6 +65,10 @@ class PostgresBackend(BaseBackend):
     :class:`~chathistory.PermissionDeniedError` when it refuses the login or a
     privilege, :class:`~chathistory.RecordError` for a message jsonb cannot hold.
 
+    Attributes:
+        client: Lends the connections (:class:`~chathistory_postgres.client.Client`).
+        statements: The SQL this backend runs (:class:`~chathistory_postgres.sql.Statements`).
+
     Example::
 
         backend = PostgresBackend.from_options(conninfo="postgresql://app@db:5432/chat")
@@ -42,62 +79,181 @@ class PostgresBackend(BaseBackend):
 
     name = "postgres"
     Config = PostgresConfig
-
     config: PostgresConfig
 
     def __init__(self, config: PostgresConfig) -> None:
         super().__init__(config)
-        from chathistory_postgres._store import Store
+        from psycopg.types.numeric import Int8
 
-        self._store: Store = Store(config)
+        from chathistory_postgres.client import Client
+        from chathistory_postgres.errors import is_transient, translate
+        from chathistory_postgres.sql import Statements, positional_floats
+
+        self.client: Client = Client(config)
+        self.statements: Statements = Statements.build(config.db_schema, config.table,
+                                                       config.layout)
+        self._int8 = Int8
+        self._positional_floats = positional_floats
+        self._prepare = config.prepared_statements
+        self._policies: dict[str, Policy] = {
+            action: (partial(is_transient, write=action == "append"),
+                     partial(translate, action=action, server=self.client.server))
+            for action in ("create the table", "append", "read", "clear")
+        }
 
     def __repr__(self) -> str:
-        return (f"PostgresBackend(server={self._store.server.description!r}, "
+        return (f"PostgresBackend(server={self.client.server!r}, "
                 f"schema={self.config.db_schema!r}, table={self.config.table!r}, "
                 f"layout={self.config.layout!r})")
 
+    # -- what every call binds ------------------------------------------------------------
+
+    def _session(self, session_id: str) -> str:
+        """The session id as bound: checked, and for the langchain layout, a canonical UUID."""
+        if not isinstance(session_id, str):
+            raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
+        if self.config.layout == "langchain_postgres":
+            try:
+                return str(uuid.UUID(session_id))
+            except ValueError:
+                shown = session_id if len(session_id) <= 80 else session_id[:77] + "..."
+                raise ValueError(
+                    "backend 'postgres' with layout='langchain_postgres' stores session ids "
+                    f"in a UUID column, so session ids must be UUID strings; got {shown!r}"
+                ) from None
+        if "\x00" in session_id:
+            raise ValueError("session_id must not contain NUL characters")
+        try:
+            session_id.encode()
+        except UnicodeEncodeError:
+            raise ValueError("session_id is not valid Unicode (it has a lone surrogate)") from None
+        return session_id
+
+    def _insert(self, session_id: str, records: Sequence[Mapping[str, Any]]
+                ) -> tuple[str, str, str] | None:
+        # Every record is encoded before any I/O: a bad one leaves nothing written.
+        batch = "[" + ",".join([encode_record(record) for record in records]) + "]"
+        session = self._session(session_id)
+        if batch == "[]":
+            return None
+        if "e+" in batch:
+            batch = self._positional_floats(batch)
+        return (session, session, batch)
+
+    def _select(self, session_id: str, limit: int | None) -> tuple[str, tuple[Any, ...]] | None:
+        session = self._session(session_id)
+        if limit is None:
+            return self.statements.select_all, (session,)
+        if limit == 0:
+            return None
+        return self.statements.select_newest, (session, session, self._int8(limit))
+
+    # -- sync -----------------------------------------------------------------------------
+
+    def _call(self, action: str, work: Callable[[Connection], T], transaction: bool = False
+              ) -> T:
+        is_transient, translate = self._policies[action]
+        return retry_transient(lambda: self.client.run(work, transaction=transaction),
+                               backend=self.name, is_transient=is_transient, translate=translate)
+
     def create_collection(self) -> None:
         """Create the schema, table, index and version record if missing; check the layout."""
-        self._store.create_collection()
+        self._call("create the table",
+                   lambda connection: _run_job(connection, self.statements.create()),
+                   transaction=True)
 
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``records`` after the session's others: one statement, all or nothing."""
-        self._store.append(session_id, records)
+        params = self._insert(session_id, records)
+        if params is not None:
+            query, prepare = self.statements.insert, self._prepare
+            self._call("append", lambda c: c.execute(query, params, prepare=prepare))
 
     def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         """The session's records, oldest first; with ``limit``, only the newest ``limit``."""
-        return self._store.fetch(session_id, limit)
+        select = self._select(session_id, limit)
+        if select is None:
+            return []
+        (query, params), prepare = select, self._prepare
+        rows: list[tuple[str]] = self._call(
+            "read", lambda c: c.execute(query, params, prepare=prepare).fetchall())
+        return [decode_record(row[0]) for row in rows]
 
     def clear(self, session_id: str) -> None:
         """Delete this session's rows."""
-        self._store.clear(session_id)
+        params, query, prepare = (self._session(session_id),), self.statements.delete, \
+            self._prepare
+        self._call("clear", lambda c: c.execute(query, params, prepare=prepare))
 
     def close(self) -> None:
-        """Close the backend's own pools; connections and pools the app passed stay open."""
-        self._store.close()
+        """Close the backend's own sync pool (and an async pool whose event loop has ended).
+
+        Connections and pools the application gave stay open; a later call opens
+        a new pool. The async pool of a loop that is still open is closed by
+        :meth:`aclose` in that loop.
+        """
+        self.client.close()
+
+    # -- async ----------------------------------------------------------------------------
+
+    async def _acall(self, action: str, work: Callable[[AsyncConnection], Awaitable[T]],
+                     transaction: bool = False) -> T:
+        is_transient, translate = self._policies[action]
+        return await aretry_transient(lambda: self.client.arun(work, transaction=transaction),
+                                      backend=self.name, is_transient=is_transient,
+                                      translate=translate)
 
     async def acreate_collection(self) -> None:
-        if self._store.async_.available:
-            await self._store.acreate_collection()
-        else:
-            await super().acreate_collection()
+        if not self.client.has_async:
+            return await super().acreate_collection()
+
+        async def work(connection: AsyncConnection) -> None:
+            await _arun_job(connection, self.statements.create())
+
+        await self._acall("create the table", work, transaction=True)
 
     async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        if self._store.async_.available:
-            await self._store.aappend(session_id, records)
-        else:
-            await super().aappend(session_id, records)
+        if not self.client.has_async:
+            return await super().aappend(session_id, records)
+        params = self._insert(session_id, records)
+        if params is None:
+            return
+        query, prepare = self.statements.insert, self._prepare
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(query, params, prepare=prepare)
+
+        await self._acall("append", work)
 
     async def afetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        if self._store.async_.available:
-            return await self._store.afetch(session_id, limit)
-        return await super().afetch(session_id, limit=limit)
+        if not self.client.has_async:
+            return await super().afetch(session_id, limit=limit)
+        select = self._select(session_id, limit)
+        if select is None:
+            return []
+        (query, params), prepare = select, self._prepare
+
+        async def work(connection: AsyncConnection) -> list[tuple[str]]:
+            return await (await connection.execute(query, params, prepare=prepare)).fetchall()
+
+        return [decode_record(row[0]) for row in await self._acall("read", work)]
 
     async def aclear(self, session_id: str) -> None:
-        if self._store.async_.available:
-            await self._store.aclear(session_id)
-        else:
-            await super().aclear(session_id)
+        if not self.client.has_async:
+            return await super().aclear(session_id)
+        params, query, prepare = (self._session(session_id),), self.statements.delete, \
+            self._prepare
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(query, params, prepare=prepare)
+
+        await self._acall("clear", work)
 
     async def aclose(self) -> None:
-        await self._store.aclose()
+        """Close the backend's own pools: the async one in this loop, the sync one in a thread.
+
+        Raises:
+            chathistory.ChatHistoryError: the async pool belongs to another event loop
+                that has not ended.
+        """
+        await self.client.aclose()

@@ -1,0 +1,60 @@
+"""What is repeated, and how psycopg's errors read: errors.is_transient and errors.translate."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from chathistory_postgres.errors import ConnectFailed, is_transient, translate
+from psycopg import errors as pg_errors
+from psycopg_pool import PoolTimeout
+
+from chathistory import (
+    BackendUnavailableError,
+    ChatHistoryError,
+    PermissionDeniedError,
+    RecordError,
+)
+
+LOST = psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+@pytest.mark.parametrize(("error", "read", "write"), [
+    # Nothing reached the server: any call may run again.
+    (ConnectFailed("cannot connect"), True, True),
+    # The server answered with an error and rolled the statement back.
+    (pg_errors.SerializationFailure("could not serialize"), True, True),
+    (pg_errors.DeadlockDetected("deadlock detected"), True, True),
+    # The connection was lost with the statement sent: a read runs again, a write
+    # may have committed and is not repeated.
+    (LOST, True, False),
+    (pg_errors.AdminShutdown("terminating connection"), True, False),
+    (pg_errors.ConnectionFailure("connection failure"), True, False),
+    # The pool already waited its timeout; the server refused; a bug.
+    (PoolTimeout("couldn't get a connection"), False, False),
+    (pg_errors.InsufficientPrivilege("permission denied"), False, False),
+    (pg_errors.QueryCanceled("canceling statement due to statement timeout"), False, False),
+    (pg_errors.UndefinedTable("relation does not exist"), False, False),
+    (ValueError("not a driver error"), False, False),
+])
+def test_what_may_run_again(error: BaseException, read: bool, write: bool) -> None:
+    assert is_transient(error) is read
+    assert is_transient(error, write=True) is write
+
+
+def test_translations_name_the_server_and_the_action() -> None:
+    server = "db.internal:5432/chat"
+    lost_append = translate(LOST, action="append", server=server)
+    assert isinstance(lost_append, BackendUnavailableError)
+    assert "stored entirely or not at all" in str(lost_append)
+    assert server in str(lost_append) and "append" in str(lost_append)
+    assert isinstance(translate(LOST, action="read", server=server), BackendUnavailableError)
+    assert isinstance(translate(PoolTimeout("x"), action="read", server=server),
+                      BackendUnavailableError)
+    assert isinstance(translate(pg_errors.InsufficientPrivilege("permission denied"),
+                                action="clear", server=server), PermissionDeniedError)
+    assert isinstance(translate(pg_errors.UntranslatableCharacter("\\u0000"),
+                                action="append", server=server), RecordError)
+    undefined = translate(pg_errors.UndefinedTable("no such table"), action="read", server=server)
+    assert isinstance(undefined, ChatHistoryError) and "create_collection()" in str(undefined)
+    error = ConnectFailed("already ours")
+    assert translate(error, action="read", server=server) is error
