@@ -76,10 +76,13 @@ def test_sessions_are_kept_apart(memory: MemoryBackend, agents: Any) -> None:
 
 def test_a_reused_message_object_is_not_stored_twice(memory: MemoryBackend, agents: Any
                                                      ) -> None:
-    agent = agents.build(ChatHistoryMiddleware(memory))
+    model = agents.model()
+    agent = agents.build(ChatHistoryMiddleware(memory), model)
     question = HumanMessage("Paris")
     agent.invoke({"messages": [question]}, context={"session_id": "s"})
     agent.invoke({"messages": [question]}, context={"session_id": "s"})
+    # The second run's model saw the question once: 3 loaded messages, then the question.
+    assert model.prompt_sizes[2] == 4
     contents = [record["data"]["content"] for record in memory.fetch("s")]
     assert contents.count("Paris") == 1
     ids = [record["data"]["id"] for record in memory.fetch("s")]
