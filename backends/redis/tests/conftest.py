@@ -1,21 +1,36 @@
-"""The Redis server the tests run against, and a key prefix of their own.
+"""The servers the tests use: the shared one under a key prefix of their own, and private ones.
 
-``CHATHISTORY_REDIS_URL`` names the server (default ``redis://127.0.0.1:6379/0``).
-If it cannot be reached the tests skip, saying why, unless
-``CHATHISTORY_REQUIRE_SERVICES=1``: then they fail. Every run writes under its
-own random key prefix and deletes its keys when it ends.
+``CHATHISTORY_REDIS_URL`` names the shared server (default
+``redis://127.0.0.1:6379/0``). If it cannot be reached the tests that need it
+skip, saying why, unless ``CHATHISTORY_REQUIRE_SERVICES=1``: then they fail.
+On it, every run writes only under its own random key prefix and deletes its
+keys when it ends; it is never stopped, reconfigured or flushed.
+
+Tests that stop, restart, lock up or reconfigure a server (restarts, LOADING,
+credentials, cluster, lost replies, connection counts) start a *private*
+``redis-server`` with :func:`start_redis_server`: a free local port, a
+temporary directory, no persistence; it is stopped and its directory removed
+afterwards. They skip when ``redis-server`` is not installed.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import random
+import shutil
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from chathistory_redis import RedisBackend
 from chathistory_redis.config import server_address
 
@@ -100,3 +115,137 @@ def make_backend(redis_url: str, prefix: str) -> Iterator[Callable[..., RedisBac
     yield make
     for backend in built:
         backend.close()
+
+
+# Private servers ------------------------------------------------------------------------------
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 15.0) -> None:
+    """Poll ``condition`` until it is true; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.01)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port(*, with_bus_port: bool) -> int:
+    """A free local port; with ``with_bus_port``, port + 10000 (a cluster's bus) is free too."""
+    while True:
+        port = random.randrange(20000, 30000)
+        if _port_is_free(port) and (not with_bus_port or _port_is_free(port + 10000)):
+            return port
+
+
+class PrivateRedis:
+    """A ``redis-server`` of the tests' own on 127.0.0.1, in a directory of its own.
+
+    :meth:`stop` and :meth:`start` again (same port, same directory) are a
+    restart. With ``--save ""`` it writes nothing to disk unless told to
+    (``SAVE``), and then loads that file when it starts again.
+    """
+
+    def __init__(self, directory: Path, port: int, options: tuple[str, ...],
+                 password: str | None) -> None:
+        self.directory, self.port, self.options, self.password = (
+            directory, port, options, password)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A plain client of this server, as its administrator; it never retries by itself."""
+        return redis.Redis(port=self.port, password=self.password, socket_timeout=5,
+                           socket_connect_timeout=2, retry=Retry(NoBackoff(), 0), **options)
+
+    def answers(self) -> bool:
+        """Whether it takes connections (a server still loading its data does)."""
+        with self.client() as client:
+            try:
+                client.ping()
+            except redis.exceptions.BusyLoadingError:
+                return True
+            except redis.ConnectionError:
+                return False
+        return True
+
+    def start(self, *options: str) -> None:
+        """Start it (again), with ``options`` added for this run; wait until it answers."""
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.directory), "--save", "", "--appendonly", "no",
+             "--logfile", str(self.directory / "log"), *self.options, *options])
+        process = self.process
+        wait_until(lambda: self.answers() or process.poll() is not None,
+                   f"the private redis-server on port {self.port} answers")
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server on port {self.port} exited: "
+                               + (self.directory / "log").read_text()[-2000:])
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM: it saves nothing) and wait until it has exited."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(30)
+            self.process = None
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+StartRedisServer = Callable[..., PrivateRedis]
+
+
+@pytest.fixture(scope="session")
+def start_redis_server(tmp_path_factory: pytest.TempPathFactory
+                       ) -> Iterator[StartRedisServer]:
+    """Start a private server: ``start_redis_server(*redis_server_options, password=None,
+    cluster=False)``. Every server started is stopped and removed when the session ends, if
+    its user has not done so before."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is needed to start a private Redis server")
+    servers: list[PrivateRedis] = []
+
+    def start(*options: str, password: str | None = None, cluster: bool = False
+              ) -> PrivateRedis:
+        port = _free_port(with_bus_port=cluster)
+        directory = tmp_path_factory.mktemp(f"redis-{port}")
+        if cluster:
+            options = ("--cluster-enabled", "yes",
+                       "--cluster-config-file", str(directory / "nodes.conf"), *options)
+        if password is not None:
+            options = ("--requirepass", password, *options)
+        server = PrivateRedis(directory, port, options, password)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.remove()
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., None]:
+    """:func:`wait_until`, for the test modules (which cannot import conftest)."""
+    return wait_until
+
+
+@pytest.fixture
+def redis_server(start_redis_server: StartRedisServer) -> Iterator[PrivateRedis]:
+    """A private server for this test alone."""
+    server = start_redis_server()
+    yield server
+    server.remove()
