@@ -1,38 +1,45 @@
-"""The backend's own connections: one the server closed is replaced, a fork makes its own.
+"""The backend's connections, on redis-py's blocking pools, against a private server.
 
-Each backend here names its connections (``client_name`` in the URL), so the
-tests can find them in ``CLIENT LIST`` and kill them from another client.
+A connection the server closed is replaced before use, a forked child makes its
+own, a burst of calls waits for a free connection, each event loop's pool closes
+with its loop. Each backend here names its connections (``client_name`` in the
+URL), so the tests find them in the private server's ``CLIENT LIST``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import socket
-import time
+import multiprocessing.synchronize
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
-import redis.asyncio
 from chathistory_redis import RedisBackend
-from chathistory_redis._connections import AsyncShelf, Shelf
 
-from chathistory.testing.samples import numbered_records
+from chathistory import BackendUnavailableError
+from chathistory.testing import numbered_records
 
-MakeBackend = Callable[..., RedisBackend]
+if TYPE_CHECKING:
+    from conftest import PrivateRedis, StartRedisServer
+
+WaitUntil = Callable[..., None]
 
 
-def _named(raw: redis.Redis, name: str) -> list[int]:
-    return [int(client["id"]) for client in raw.client_list() if client.get("name") == name]
+@pytest.fixture(scope="module")
+def server(start_redis_server: StartRedisServer) -> Iterator[PrivateRedis]:
+    server = start_redis_server()
+    yield server
+    server.remove()
 
 
-def _kill(raw: redis.Redis, name: str) -> None:
-    ids = _named(raw, name)
-    assert ids, f"no connection named {name}"
-    for client_id in ids:
-        raw.client_kill_filter(_id=client_id)
+@pytest.fixture
+def admin(server: PrivateRedis) -> Iterator[redis.Redis]:
+    with server.client() as client:
+        yield client
 
 
 @pytest.fixture
@@ -40,100 +47,193 @@ def name() -> str:
     return f"chtest-{uuid.uuid4().hex[:8]}"
 
 
+@pytest.fixture
+def make_backend(server: PrivateRedis, name: str) -> Iterator[Callable[..., RedisBackend]]:
+    """Backends on the private server whose connections are named ``name``."""
+    built: list[RedisBackend] = []
+
+    def make(**options: object) -> RedisBackend:
+        backend = RedisBackend.from_options(url=f"{server.url}?client_name={name}",
+                                            key_prefix=name, **options)
+        built.append(backend)
+        return backend
+
+    yield make
+    for backend in built:
+        backend.close()
+
+
+def _named(admin: redis.Redis, name: str) -> list[int]:
+    return [int(client["id"]) for client in admin.client_list() if client.get("name") == name]
+
+
+def _kill(admin: redis.Redis, name: str, wait_until: WaitUntil) -> None:
+    """Close the connections named ``name`` from the server's side, and wait until it has."""
+    ids = _named(admin, name)
+    assert ids, f"no connection named {name}"
+    for client_id in ids:
+        admin.client_kill_filter(_id=client_id)
+    wait_until(lambda: not _named(admin, name), "the server has closed them")
+
+
 @pytest.mark.parametrize("ttl", [None, 60])
 def test_an_append_after_the_server_closed_the_connection_is_stored_once(
-    make_backend: MakeBackend, redis_url: str, raw: redis.Redis, name: str, ttl: int | None
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str, ttl: int | None,
+    wait_until: WaitUntil
 ) -> None:
-    backend = make_backend(url=f"{redis_url}?client_name={name}", ttl=ttl)
-    backend.fetch("warm-up")  # the connection is now idle on the backend's shelf
-    _kill(raw, name)  # as a server restart or an idle timeout would
+    backend = make_backend(ttl=ttl, health_check_interval=0)  # the pool's own check alone
+    backend.fetch("warm-up")  # the connection is now idle in the pool
+    _kill(admin, name, wait_until)  # as a server restart or an idle timeout would
 
     # Sent on the dead socket, the append would fail as "may have been stored";
-    # the backend must notice the close first and use a new connection.
+    # the pool notices the close first and reconnects.
     backend.append("s", numbered_records(2))
     assert backend.fetch("s") == numbered_records(2)
-    assert len(_named(raw, name)) == 1
+    assert len(_named(admin, name)) == 1
 
 
 def test_an_async_append_after_the_server_closed_the_connection_is_stored_once(
-    make_backend: MakeBackend, redis_url: str, raw: redis.Redis, name: str
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str,
+    wait_until: WaitUntil
 ) -> None:
-    backend = make_backend(url=f"{redis_url}?client_name={name}", ttl=60)
+    backend = make_backend(ttl=60, health_check_interval=0)
 
     async def scenario() -> None:
         await backend.afetch("warm-up")
-        _kill(raw, name)
-        await asyncio.sleep(0.05)  # time passes before the next request, as it would
+        # From another thread, so the event loop is idle when the server closes the
+        # connection and takes note of it, as between two requests of an application.
+        await asyncio.to_thread(_kill, admin, name, wait_until)
         await backend.aappend("s", numbered_records(2))
         assert await backend.afetch("s") == numbered_records(2)
 
     asyncio.run(scenario())
-    # The loop's connections closed with it (the server notes a close when it gets to it).
-    deadline = time.monotonic() + 5
-    while _named(raw, name) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _named(raw, name) == []
+    # The loop's pool closed with the loop (the server notes a close when it gets to it).
+    wait_until(lambda: not _named(admin, name), "the loop's connections are closed")
+
+
+def test_each_event_loops_pool_closes_with_its_loop(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str,
+    wait_until: WaitUntil
+) -> None:
+    backend = make_backend()
+
+    def in_thread(number: int) -> None:
+        asyncio.run(backend.aappend(f"s{number}", numbered_records(2)))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(in_thread, range(8)))
+    assert all(len(backend.fetch(f"s{number}")) == 2 for number in range(8))
+    # Only the sync pool's connection is left: each loop's closed as the loop shut down.
+    wait_until(lambda: len(_named(admin, name)) == 1, "the loops' connections are closed")
+
+
+def test_close_closes_the_connections_and_the_backend_still_works(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str,
+    wait_until: WaitUntil
+) -> None:
+    backend = make_backend()
+
+    async def scenario() -> None:
+        await backend.aappend("s", numbered_records(1))
+        backend.append("s", numbered_records(1))
+        assert len(_named(admin, name)) == 2
+        await backend.aclose()
+        wait_until(lambda: not _named(admin, name), "both pools are closed")
+        assert len(await backend.afetch("s")) == 2
+
+    asyncio.run(scenario())
+    backend.close()
+    backend.close()
+    assert len(backend.fetch("s")) == 2
 
 
 def _use_in_child(backend: RedisBackend, used: multiprocessing.synchronize.Event,
                   finish: multiprocessing.synchronize.Event) -> None:
     backend.append("child", numbered_records(1))
     used.set()
-    finish.wait(10)
+    finish.wait(30)
 
 
 def test_a_forked_child_makes_its_own_connections(
-    make_backend: MakeBackend, redis_url: str, raw: redis.Redis, name: str
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str
 ) -> None:
-    backend = make_backend(url=f"{redis_url}?client_name={name}")
+    backend = make_backend()
     backend.append("parent", numbered_records(1))
-    assert len(_named(raw, name)) == 1
+    assert len(_named(admin, name)) == 1
 
     fork = multiprocessing.get_context("fork")
     used, finish = fork.Event(), fork.Event()
     child = fork.Process(target=_use_in_child, args=(backend, used, finish))
     child.start()
     try:
-        assert used.wait(10), "the child did not append"
+        assert used.wait(30), "the child did not append"
         # Two sockets: the parent's, and one the child made (not the parent's, shared).
-        assert len(_named(raw, name)) == 2
+        assert len(_named(admin, name)) == 2
     finally:
         finish.set()
-        child.join(10)
+        child.join(30)
     assert child.exitcode == 0
     assert backend.fetch("child") == numbered_records(1)
     backend.append("parent", numbered_records(1, prefix="again"))
     assert len(backend.fetch("parent")) == 2
 
 
-def test_max_connections_in_the_url_caps_the_connections_made(redis_url: str) -> None:
-    shelf = Shelf(redis.ConnectionPool.from_url(f"{redis_url}?max_connections=2"))
-    first, second = shelf.take(), shelf.take()
-    with pytest.raises(redis.exceptions.MaxConnectionsError):
-        shelf.take()
-    shelf.put(second)
-    assert shelf.take() is second  # an idle one is reused, under the cap
-    shelf.put(first)
-    shelf.put(second)
-    shelf.close()
+def test_a_burst_of_ten_thousand_async_appends_waits_for_connections_and_stores_all(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str
+) -> None:
+    """Far more concurrent calls than connections (50 by default): they queue, none fails."""
+    backend = make_backend()
+    records = numbered_records(10_000)
+
+    async def burst() -> None:
+        await asyncio.gather(*(backend.aappend("s", [record]) for record in records))
+
+    asyncio.run(burst())
+    stored = backend.fetch("s")
+    assert len(stored) == 10_000
+    assert sorted(record["data"]["content"] for record in stored) == sorted(
+        record["data"]["content"] for record in records)
 
 
-def test_connections_that_failed_to_connect_do_not_use_up_max_connections() -> None:
-    with socket.socket() as closed:  # a port with nothing listening on it
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    url = f"redis://127.0.0.1:{port}/0?max_connections=1&socket_connect_timeout=1"
-    shelf = Shelf(redis.ConnectionPool.from_url(url))
-    for _ in range(3):  # an outage: each try fails to connect, none is "too many"
-        with pytest.raises(redis.exceptions.ConnectionError) as caught:
-            shelf.take()
-        assert not isinstance(caught.value, redis.exceptions.MaxConnectionsError)
+def test_max_connections_caps_the_connections_and_calls_wait_for_one(
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str
+) -> None:
+    backend = make_backend(max_connections=2)
+    most_seen = 0
 
-    async def async_outage() -> None:
-        async_shelf = AsyncShelf(redis.asyncio.ConnectionPool.from_url(url))
-        for _ in range(3):
-            with pytest.raises(redis.exceptions.ConnectionError) as caught:
-                await async_shelf.take()
-            assert not isinstance(caught.value, redis.exceptions.MaxConnectionsError)
+    async def burst() -> None:
+        nonlocal most_seen
+        for round_number in range(5):
+            await asyncio.gather(*(backend.aappend(f"a{number}", numbered_records(1))
+                                   for number in range(100)))
+            most_seen = max(most_seen, len(_named(admin, name)))
 
-    asyncio.run(async_outage())
+    asyncio.run(burst())
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda number: backend.append(f"t{number}", numbered_records(1)),
+                      range(200)))
+        most_seen = max(most_seen, len(_named(admin, name)))
+    assert most_seen <= 2
+    assert all(len(backend.fetch(f"a{number}")) == 5 for number in range(100))
+    assert all(len(backend.fetch(f"t{number}")) == 1 for number in range(200))
+
+
+def test_connections_that_failed_to_connect_do_not_use_up_max_connections(
+    start_redis_server: StartRedisServer
+) -> None:
+    server = start_redis_server()
+    backend = RedisBackend.from_options(url=server.url, max_connections=1, pool_timeout=1)
+    server.stop()  # an outage: each try fails to connect, none waits for a free connection
+    try:
+        for call in (lambda: backend.fetch("s"),
+                     lambda: asyncio.run(backend.afetch("s"))):
+            for _ in range(2):
+                with pytest.raises(BackendUnavailableError, match="onnect") as caught:
+                    call()
+                assert "No connection available" not in str(caught.value)
+        server.start()
+        backend.append("s", numbered_records(1))  # the one connection is still to be had
+        assert backend.fetch("s") == numbered_records(1)
+    finally:
+        backend.close()
+        server.remove()

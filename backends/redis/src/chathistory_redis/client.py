@@ -27,6 +27,7 @@ import redis
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from chathistory import ConfigError
 from chathistory_redis.config import RedisConfig
@@ -60,6 +61,7 @@ class PoolCommands:
         pool = self.pool
         connection = pool.get_connection()  # connected and checked: nothing is sent yet
         try:
+            # A command cut short is not run: failing to send it is "not sent".
             connection.send_command(*command)  # type: ignore[no-untyped-call]
             try:
                 return connection.read_response()
@@ -146,6 +148,10 @@ def pool_options(config: RedisConfig) -> dict[str, Any]:
         "socket_connect_timeout": config.socket_connect_timeout,
         "health_check_interval": config.health_check_interval,
         "decode_responses": False,
+        # redis-py 8 defaults to "auto", which makes its pools skip the check that a
+        # connection the server closed is replaced before use, even where the server
+        # sends no maintenance notifications (Redis itself does not).
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
 
 
