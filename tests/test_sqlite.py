@@ -122,6 +122,17 @@ def test_an_unopenable_path_is_an_unavailable_error(tmp_path: Path) -> None:
         backend.create_collection()
 
 
+def test_a_path_under_a_file_says_what_is_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    path = tmp_path / "a-file" / "sub" / "chat.sqlite3"
+    history = ChatHistory("s", backend="sqlite", path=str(path))
+    with pytest.raises(BackendUnavailableError,
+                       match=r"cannot open .*chat.sqlite3.*a-file' is not a directory"):
+        history.add_user_message("hi")
+    with pytest.raises(BackendUnavailableError, match="'/dev/null' is not a directory"):
+        ChatHistory("s", backend="sqlite", path="/dev/null/chat.sqlite3").messages  # noqa: B018
+
+
 WRITER = """
 import sys, threading
 from chathistory.backends.sqlite import SqliteBackend

@@ -20,7 +20,7 @@ memory_for_the_app = ChatHistoryMiddleware("sqlite", path=UNREACHABLE, window=20
 
 def test_without_the_fake_the_app_reaches_for_its_real_store(agents: Any) -> None:
     agent = agents.build(ChatHistoryMiddleware("sqlite", path=UNREACHABLE))
-    with pytest.raises((BackendUnavailableError, OSError)):
+    with pytest.raises(BackendUnavailableError, match="'/dev/null' is not a directory"):
         agent.invoke(agents.ask("Paris"), context={"session_id": "s"})
 
 

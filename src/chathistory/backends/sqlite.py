@@ -84,7 +84,7 @@ class SqliteBackend(BaseBackend):
 
     def _connect(self) -> sqlite3.Connection:
         if not self._in_memory:
-            Path(self.config.path).parent.mkdir(parents=True, exist_ok=True)
+            self._make_directory()
         try:
             connection = sqlite3.connect(self.config.path, timeout=self.config.timeout,
                                          isolation_level=None, check_same_thread=False)
@@ -94,6 +94,19 @@ class SqliteBackend(BaseBackend):
                 f"backend 'sqlite' cannot open {self.config.path!r}: {exc}"
             ) from exc
         return connection
+
+    def _make_directory(self) -> None:
+        directory = Path(self.config.path).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next((parent for parent in (directory, *directory.parents)
+                            if parent.exists() and not parent.is_dir()), None)
+            reason = (f"{str(blocker)!r} is not a directory" if blocker is not None
+                      else f"its directory cannot be created ({exc.strerror or exc})")
+            raise BackendUnavailableError(
+                f"backend 'sqlite' cannot open {self.config.path!r}: {reason}"
+            ) from exc
 
     def _thread_connection(self) -> sqlite3.Connection:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
