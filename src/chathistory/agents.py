@@ -8,8 +8,6 @@ chathistory backend, so the transcript is one record per message in any store.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, NotRequired
 
@@ -20,13 +18,7 @@ from langgraph.config import get_config
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.runtime import Runtime
 
-from chathistory.backend import (
-    Backend,
-    BackendConfig,
-    aensure_collection,
-    ensure_collection,
-    validate_options,
-)
+from chathistory.backend import Backend, aensure_collection, ensure_collection
 from chathistory.errors import SessionIdError
 from chathistory.history import (
     DEFAULT_BACKEND,
@@ -36,7 +28,7 @@ from chathistory.history import (
     _resolve_backend,
 )
 from chathistory.records import to_messages, to_records
-from chathistory.registry import Registry, default_registry
+from chathistory.registry import NamedBackend, Registry, default_registry
 
 __all__ = ["ChatHistoryMiddleware", "ChatHistoryState", "whole_turns"]
 
@@ -103,56 +95,19 @@ def _session_id(runtime: Runtime[Any]) -> str:
         raise SessionIdError(f"ChatHistoryMiddleware: {exc}") from None
 
 
-class _NamedBackend:
-    """A backend chosen by name: options checked now, built on first use, once.
-
-    Each use first asks the registry for a substitute, so an application's
-    unit tests that run the agent under the fake swap get the memory fake,
-    even when the middleware was built at import time.
-    """
-
-    def __init__(self, name: str, options: Mapping[str, Any], registry: Registry) -> None:
-        self.name = name
-        self.registry = registry
-        self.config: BackendConfig = validate_options(
-            name, registry.backend_class(name).Config, options)
-        self._built: Backend | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Backend:
-        substitute = self.registry.substitute(self.name, self.config)
-        if substitute is not None:
-            return substitute
-        if self._built is None:
-            with self._lock:
-                if self._built is None:
-                    self._built = self.registry.build(self.name, self.config)
-        return self._built
-
-    async def aget(self) -> Backend:
-        if self._built is not None or self.registry.substitute(self.name, self.config) is not None:
-            return self.get()
-        # Building may connect (a pool, a file): not on the event loop.
-        return await asyncio.to_thread(self.get)
-
-    def close(self) -> None:
-        if self._built is not None:
-            self._built.close()
-
-    async def aclose(self) -> None:
-        if self._built is not None:
-            await self._built.aclose()
-
-
 class _GivenBackend:
-    def __init__(self, backend: Backend) -> None:
+    """A backend the middleware uses but does not own: the application's or a factory's."""
+
+    def __init__(self, backend: Backend | NamedBackend) -> None:
         self.backend = backend
 
     def get(self) -> Backend:
-        return self.backend
+        backend = self.backend
+        return backend.get() if isinstance(backend, NamedBackend) else backend
 
     async def aget(self) -> Backend:
-        return self.backend
+        backend = self.backend
+        return await backend.aget() if isinstance(backend, NamedBackend) else backend
 
     def close(self) -> None:
         """A backend given by the application is the application's to close."""
@@ -200,13 +155,13 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
                  **options: Any) -> None:
         super().__init__()
         self.window = _check_limit(window)
-        self._backend: _NamedBackend | _GivenBackend
+        self._backend: NamedBackend | _GivenBackend
         if isinstance(backend, str):
-            self._backend = _NamedBackend(backend, options, registry)
+            self._backend = NamedBackend(backend, options, registry)
         elif isinstance(backend, SessionHistoryFactory):
             if options:
                 raise TypeError("backend options go with a backend name, not a history_factory")
-            self._backend = _GivenBackend(backend.backend)
+            self._backend = _GivenBackend(backend.source)
         else:
             self._backend = _GivenBackend(_resolve_backend(backend, options)[0])
 

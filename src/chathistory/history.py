@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chathistory.backend import Backend, BaseBackend, aensure_collection, ensure_collection
 from chathistory.records import to_messages, to_records
-from chathistory.registry import get_backend
+from chathistory.registry import NamedBackend
 
 if TYPE_CHECKING:
     from langchain_core.chat_history import BaseChatMessageHistory as _HistoryBase
@@ -45,16 +45,18 @@ def _check_limit(limit: object) -> int | None:
     return limit
 
 
-def _resolve_backend(backend: str | Backend, options: dict[str, Any]) -> tuple[Backend, bool]:
+def _resolve_backend(backend: str | Backend | NamedBackend, options: dict[str, Any]
+                     ) -> tuple[Backend | NamedBackend, bool]:
+    """The backend, or the :class:`NamedBackend` that builds it, and whether the caller owns it."""
     if isinstance(backend, str):
-        return get_backend(backend, **options), True
+        return NamedBackend(backend, options), True
     if options:
         raise TypeError(
             "backend options go with a backend name; this backend instance is already "
             f"configured (got {', '.join(sorted(options))})"
         )
     # BaseBackend first: a runtime Protocol check costs microseconds per history.
-    if not isinstance(backend, BaseBackend | Backend):
+    if not isinstance(backend, BaseBackend | NamedBackend | Backend):
         raise TypeError(f"backend must be a name or a Backend, not {type(backend).__name__}")
     return backend, False
 
@@ -69,8 +71,10 @@ class ChatHistory(_HistoryBase):
     Args:
         session_id: Any non-empty string without NUL characters.
         backend: A backend name (an entry point in ``chathistory.backends``) or
-            a backend instance to share across sessions.
-        **options: The named backend's options, validated by its ``Config``.
+            a backend instance to share across sessions. A named backend is
+            built on first use, and the fake swap of :mod:`chathistory.testing`
+            replaces it while active, even for a history built before the swap.
+        **options: The named backend's options, validated now by its ``Config``.
 
     Raises:
         ValueError: ``session_id`` is empty or not a string.
@@ -84,13 +88,26 @@ class ChatHistory(_HistoryBase):
         history.get_messages(limit=1)   # [AIMessage("hello")]
     """
 
-    def __init__(self, session_id: str, backend: str | Backend = DEFAULT_BACKEND,
+    def __init__(self, session_id: str, backend: str | Backend | NamedBackend = DEFAULT_BACKEND,
                  **options: Any) -> None:
         self.session_id = _check_session_id(session_id)
-        self.backend, self._owns_backend = _resolve_backend(backend, options)
+        self._source, self._owns_backend = _resolve_backend(backend, options)
 
     def __repr__(self) -> str:
-        return f"ChatHistory(session_id={self.session_id!r}, backend={self.backend!r})"
+        return f"ChatHistory(session_id={self.session_id!r}, backend={self._source!r})"
+
+    @property
+    def backend(self) -> Backend:
+        """The backend this history reads and writes now (the fake, under the fake swap).
+
+        A backend named by the application is built on first use, once.
+        """
+        source = self._source
+        return source.get() if isinstance(source, NamedBackend) else source
+
+    async def _abackend(self) -> Backend:
+        source = self._source
+        return await source.aget() if isinstance(source, NamedBackend) else source
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -100,16 +117,18 @@ class ChatHistory(_HistoryBase):
     def get_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """The session's messages, oldest first; with ``limit``, only the newest ``limit``."""
         limit = _check_limit(limit)
-        ensure_collection(self.backend)
-        return to_messages(self.backend.fetch(self.session_id, limit=limit))
+        backend = self.backend
+        ensure_collection(backend)
+        return to_messages(backend.fetch(self.session_id, limit=limit))
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Store ``messages`` in one backend call: all of them or, on error, none."""
         records = to_records(messages)
         if not records:
             return
-        ensure_collection(self.backend)
-        self.backend.append(self.session_id, records)
+        backend = self.backend
+        ensure_collection(backend)
+        backend.append(self.session_id, records)
 
     def add_message(self, message: BaseMessage) -> None:
         """Store one message."""
@@ -125,27 +144,31 @@ class ChatHistory(_HistoryBase):
 
     def clear(self) -> None:
         """Delete this session's messages (other sessions are untouched)."""
-        ensure_collection(self.backend)
-        self.backend.clear(self.session_id)
+        backend = self.backend
+        ensure_collection(backend)
+        backend.clear(self.session_id)
 
     async def aget_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """Async :meth:`get_messages`, through the backend's async methods."""
         limit = _check_limit(limit)
-        await aensure_collection(self.backend)
-        return to_messages(await self.backend.afetch(self.session_id, limit=limit))
+        backend = await self._abackend()
+        await aensure_collection(backend)
+        return to_messages(await backend.afetch(self.session_id, limit=limit))
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async :meth:`add_messages`, through the backend's async methods."""
         records = to_records(messages)
         if not records:
             return
-        await aensure_collection(self.backend)
-        await self.backend.aappend(self.session_id, records)
+        backend = await self._abackend()
+        await aensure_collection(backend)
+        await backend.aappend(self.session_id, records)
 
     async def aclear(self) -> None:
         """Async :meth:`clear`, through the backend's async methods."""
-        await aensure_collection(self.backend)
-        await self.backend.aclear(self.session_id)
+        backend = await self._abackend()
+        await aensure_collection(backend)
+        await backend.aclear(self.session_id)
 
     def __str__(self) -> str:
         return "\n".join(message.pretty_repr() for message in self.messages)
@@ -153,7 +176,7 @@ class ChatHistory(_HistoryBase):
     def close(self) -> None:
         """Close the backend if this history built it from a name; a shared one stays open."""
         if self._owns_backend:
-            self.backend.close()
+            self._source.close()
 
     def __enter__(self) -> ChatHistory:
         return self
@@ -164,32 +187,51 @@ class ChatHistory(_HistoryBase):
 
 
 class SessionHistoryFactory:
-    """A ``get_session_history`` callable whose histories share one backend instance."""
+    """A ``get_session_history`` callable whose histories share one backend instance.
 
-    def __init__(self, backend: Backend, owns_backend: bool) -> None:
-        self.backend = backend
+    Made by :func:`history_factory`. From a backend name, the backend is built
+    on the first history's first use, once, and the fake swap of
+    :mod:`chathistory.testing` replaces it while active, even for a factory
+    built at import time.
+    """
+
+    def __init__(self, source: Backend | NamedBackend, owns_backend: bool) -> None:
+        self.source = source
         self._owns_backend = owns_backend
 
+    @property
+    def backend(self) -> Backend:
+        """The backend the histories use now (the fake, under the fake swap)."""
+        source = self.source
+        return source.get() if isinstance(source, NamedBackend) else source
+
     def __call__(self, session_id: str) -> ChatHistory:
-        return ChatHistory(session_id, backend=self.backend)
+        return ChatHistory(session_id, backend=self.source)
 
     def close(self) -> None:
         """Close the backend if the factory built it from a name."""
         if self._owns_backend:
-            self.backend.close()
+            self.source.close()
 
     def __repr__(self) -> str:
-        return f"SessionHistoryFactory(backend={self.backend!r})"
+        return f"SessionHistoryFactory(backend={self.source!r})"
 
 
-def history_factory(backend: str | Backend = DEFAULT_BACKEND, **options: Any
+def history_factory(backend: str | Backend | NamedBackend = DEFAULT_BACKEND, **options: Any
                     ) -> SessionHistoryFactory:
-    """Build one backend and return a ``get_session_history`` callable that shares it.
+    """Return a ``get_session_history`` callable whose histories share one backend.
 
-    Building a history per request then costs no connection and no
-    ``create_collection``::
+    Options are validated now; a named backend is built on first use, once, so
+    building a history per request then costs no connection and no
+    ``create_collection``. Under the fake swap (``chathistory_fake``,
+    ``fake_backends()``) the factory's histories use the fake, even when the
+    factory was built at import time::
 
         chain = RunnableWithMessageHistory(model, history_factory("sqlite", path="chat.db"))
+
+    Raises:
+        chathistory.errors.ConfigError: an option is missing, unknown or invalid.
+        chathistory.errors.BackendNotFoundError: no backend of that name is installed.
     """
     resolved, owns = _resolve_backend(backend, options)
     return SessionHistoryFactory(resolved, owns)

@@ -7,9 +7,10 @@ the others from loading.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -30,6 +31,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "LOAD_PLUGINS_VARIABLE",
     "BackendInfo",
+    "NamedBackend",
     "Registry",
     "available_backends",
     "backend_class",
@@ -198,6 +200,70 @@ class Registry:
                         self._substitutes.pop(name, None)
                     else:
                         self._substitutes[name] = old
+
+
+class NamedBackend:
+    """A backend chosen by name: options validated now, built on first use, once.
+
+    The building block behind every way a backend is built by name
+    (``ChatHistory(..., backend="x")``, :func:`~chathistory.history_factory`,
+    the agent middleware). Each use first asks the registry for a substitute,
+    so while the fake swap is active the fake wins, even for an object built
+    at import time, before the swap began.
+
+    Args:
+        name: The backend's name.
+        options: Its options, validated at once by the class's ``Config``.
+        registry: Where to find the backend (default: the process's registry).
+
+    Raises:
+        chathistory.errors.ConfigError: an option is missing, unknown or invalid.
+        chathistory.errors.BackendNotFoundError: no backend of that name is installed.
+    """
+
+    def __init__(self, name: str, options: Mapping[str, Any],
+                 registry: Registry | None = None) -> None:
+        self.name = name
+        self.registry = registry or default_registry
+        self.config: BackendConfig = validate_options(
+            name, self.registry.backend_class(name).Config, options)
+        self._built: Backend | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"NamedBackend({self.name!r}, {self.config!r})"
+
+    @property
+    def built(self) -> Backend | None:
+        """The real backend once it was built (never the substitute), else ``None``."""
+        return self._built
+
+    def get(self) -> Backend:
+        """The backend to use now: the substitute while the fake swap is on, else the real one."""
+        substitute = self.registry.substitute(self.name, self.config)
+        if substitute is not None:
+            return substitute
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self.registry.build(self.name, self.config)
+        return self._built
+
+    async def aget(self) -> Backend:
+        """Async :meth:`get`: a first build (it may connect) runs in a worker thread."""
+        if self._built is not None or self.registry.substitute(self.name, self.config) is not None:
+            return self.get()
+        return await asyncio.to_thread(self.get)
+
+    def close(self) -> None:
+        """Close the real backend if it was built; a substitute is the swap's to keep."""
+        if self._built is not None:
+            self._built.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`."""
+        if self._built is not None:
+            await self._built.aclose()
 
 
 def _allowed_names() -> set[str] | None:
