@@ -237,7 +237,7 @@ def start_redis_server(tmp_path_factory: pytest.TempPathFactory
         server.remove()
 
 
-@pytest.fixture(name="wait_until")
+@pytest.fixture(name="wait_until", scope="session")
 def wait_until_fixture() -> Callable[..., None]:
     """:func:`wait_until`, for the test modules (which cannot import conftest)."""
     return wait_until

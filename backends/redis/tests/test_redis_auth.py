@@ -1,61 +1,47 @@
-"""Credentials against a real server that requires them.
+"""Credentials against a server that requires them.
 
-The module starts a Redis server of its own with a password and an ACL user
-allowed to read only (free local port, no persistence) and stops it afterwards.
-It skips if ``redis-server`` is not installed.
+The module starts a private server with a password and an ACL user allowed to
+read only, and removes it afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
 import traceback
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-import redis
 from chathistory_redis import RedisBackend
 
 from chathistory import PermissionDeniedError
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import numbered_records
+
+if TYPE_CHECKING:
+    from conftest import PrivateRedis, StartRedisServer
 
 PASSWORD = "Adm1n-s3cr3t"
 READER_PASSWORD = "R3ader-s3cr3t"
 
 
 @pytest.fixture(scope="module")
-def port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    if not shutil.which("redis-server"):
-        pytest.skip("redis-server is needed to start a server with a password")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        free = sock.getsockname()[1]
-    directory = tmp_path_factory.mktemp("redis-auth")
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(free), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory), "--requirepass", PASSWORD,
-         "--logfile", str(directory / "log")])
-    try:
-        admin = redis.Redis(port=free, password=PASSWORD)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                admin.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.skip("the password-protected test server did not start")
-                time.sleep(0.02)
+def server(start_redis_server: StartRedisServer) -> Iterator[PrivateRedis]:
+    server = start_redis_server(password=PASSWORD)
+    with server.client() as admin:
         admin.acl_setuser("reader", enabled=True, passwords=[f"+{READER_PASSWORD}"],
                           keys=["*"], commands=["+@read", "+@connection"])
-        admin.close()
-        yield free
-    finally:
-        server.terminate()
-        server.wait(10)
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def port(server: PrivateRedis) -> int:
+    return server.port
+
+
+def _connections_received(server: PrivateRedis) -> int:
+    with server.client() as admin:
+        return int(admin.info("stats")["total_connections_received"])
 
 
 def _calls(backend: RedisBackend) -> list[Callable[[], object]]:
@@ -75,14 +61,17 @@ def test_the_right_password_works(port: int) -> None:
 
 
 @pytest.mark.parametrize("credentials", ["", ":wrong-Pa55@", "nobody:wrong-Pa55@"])
-def test_missing_or_wrong_credentials_are_refused_at_once(port: int, credentials: str) -> None:
-    backend = RedisBackend.from_options(url=f"redis://{credentials}127.0.0.1:{port}/0")
-    started = time.perf_counter()
-    for call in _calls(backend):
-        with pytest.raises(PermissionDeniedError, match=f"127.0.0.1:{port}") as caught:
+def test_missing_or_wrong_credentials_are_refused_at_once(server: PrivateRedis,
+                                                          credentials: str) -> None:
+    backend = RedisBackend.from_options(url=f"redis://{credentials}127.0.0.1:{server.port}/0")
+    calls = _calls(backend)
+    before = _connections_received(server)
+    for call in calls:
+        with pytest.raises(PermissionDeniedError, match=f"127.0.0.1:{server.port}") as caught:
             call()
         assert "Pa55" not in "".join(traceback.format_exception(caught.value))
-    assert time.perf_counter() - started < 2  # not retried
+    # Not retried: one connection tried per call (and one to read the count).
+    assert _connections_received(server) - before == len(calls) + 1
     backend.close()
 
 

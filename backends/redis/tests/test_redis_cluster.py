@@ -1,20 +1,17 @@
 """On a real Redis Cluster, through the application's RedisCluster clients.
 
-The module starts a three-node cluster of its own (no persistence, free local
-ports, a temporary directory) and shuts it down afterwards. It skips if
-``redis-server`` and ``redis-cli`` are not installed.
+The module starts a private three-node cluster (free local ports, temporary
+directories, no persistence) and removes it afterwards. It skips if
+``redis-server`` or ``redis-cli`` is not installed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -22,30 +19,14 @@ import redis.asyncio
 from chathistory_redis import RedisBackend
 from redis.crc import key_slot
 
-from chathistory.testing import BackendContract
-from chathistory.testing.contract import HOSTILE_SESSION_IDS
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import HOSTILE_SESSION_IDS, BackendContract, numbered_records
+
+if TYPE_CHECKING:
+    from conftest import StartRedisServer
+
+WaitUntil = Callable[..., None]
 
 NODES = 3
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports whose cluster bus port (port + 10000) is free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = random.randrange(20000, 30000)
-        if port not in ports and _free(port) and _free(port + 10000):
-            ports.append(port)
-    return ports
 
 
 def _cli(port: int, *args: str) -> str:
@@ -54,49 +35,27 @@ def _cli(port: int, *args: str) -> str:
     return done.stdout
 
 
-def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting until {what}")
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
-def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    if not (shutil.which("redis-server") and shutil.which("redis-cli")):
-        pytest.skip("redis-server and redis-cli are needed to start a cluster")
-    ports = _free_ports(NODES)
-    directory: Path = tmp_path_factory.mktemp("redis-cluster")
-    servers: list[subprocess.Popen[bytes]] = []
+def cluster_ports(start_redis_server: StartRedisServer, wait_until: WaitUntil
+                  ) -> Iterator[list[int]]:
+    if not shutil.which("redis-cli"):
+        pytest.skip("redis-cli is needed to join a cluster")
+    nodes = [start_redis_server(cluster=True) for _ in range(NODES)]
     try:
-        for port in ports:
-            node = directory / str(port)
-            node.mkdir()
-            servers.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                 "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
-                 "--dir", str(node), "--save", "", "--appendonly", "no",
-                 "--logfile", str(node / "log")]))
-        for port in ports:
-            _wait_until(lambda port=port: _cli(port, "ping").strip() == "PONG", "nodes answer")
+        ports = [node.port for node in nodes]
         bounds = [16384 * number // NODES for number in range(NODES + 1)]
         for number, port in enumerate(ports):
             _cli(port, "cluster", "addslotsrange", str(bounds[number]), str(bounds[number + 1] - 1))
         for port in ports[1:]:
             _cli(ports[0], "cluster", "meet", "127.0.0.1", str(port))
         for port in ports:  # a new primary waits 2 s before it reports the cluster ok
-            _wait_until(lambda port=port: "cluster_state:ok" in _cli(port, "cluster", "info")
-                        and _cli(port, "cluster", "slots").count("127.0.0.1") >= NODES,
-                        "the cluster is ready")
+            wait_until(lambda port=port: "cluster_state:ok" in _cli(port, "cluster", "info")
+                       and _cli(port, "cluster", "slots").count("127.0.0.1") >= NODES,
+                       "the cluster is ready")
         yield ports
-    except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
-        pytest.skip(f"could not start a local Redis Cluster: {exc}")
     finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            server.wait(10)
+        for node in nodes:
+            node.remove()
 
 
 @pytest.fixture
