@@ -14,7 +14,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables import RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from chathistory import ChatHistory, ConfigError, history_factory
+from chathistory import ChatHistory, ConfigError, RecordError, history_factory
 from chathistory.backends.memory import MemoryBackend
 
 
@@ -270,3 +270,40 @@ def test_any_backend_satisfying_the_protocol_works_hashable_or_not() -> None:
     ChatHistory("a", backend=other).add_messages([HumanMessage("x")])
     assert other.created == 1
     assert backend.created == 1
+
+
+def test_assigning_messages_replaces_the_session_with_clear_then_one_append() -> None:
+    backend = MemoryBackend()
+    history = ChatHistory("s", backend=backend)
+    history.add_messages([HumanMessage("old"), AIMessage("older")])
+    ChatHistory("other", backend=backend).add_user_message("kept")
+    history.messages = [HumanMessage("new"), AIMessage("newer")]
+    assert history.messages == [HumanMessage("new"), AIMessage("newer")]
+    assert (backend.calls["clear"], backend.calls["append"]) == (1, 3)
+    history.messages = []
+    assert history.messages == []
+    assert [m.text for m in ChatHistory("other", backend=backend).messages] == ["kept"]
+
+
+def test_assigning_a_message_that_cannot_be_stored_clears_nothing() -> None:
+    history = ChatHistory("s", backend=MemoryBackend())
+    history.add_user_message("kept")
+    with pytest.raises(RecordError):
+        history.messages = [HumanMessage("bad", additional_kwargs={"at": object()})]
+    with pytest.raises(TypeError, match="takes a list of messages"):
+        history.messages = HumanMessage("alone")  # type: ignore[assignment]
+    assert [m.text for m in history.messages] == ["kept"]
+
+
+@pytest.mark.parametrize("single", [HumanMessage("hi"), "hi"])
+def test_a_single_message_instead_of_a_list_says_to_pass_a_list(single: Any) -> None:
+    history = ChatHistory("s", backend=MemoryBackend())
+    kind = type(single).__name__
+    with pytest.raises(TypeError, match=rf"^add_messages takes a list of messages, not a "
+                                        rf"single {kind}: pass a list, e.g. \[message\]$"):
+        history.add_messages(single)
+    with pytest.raises(TypeError, match=rf"^aadd_messages takes a list .* single {kind}"):
+        asyncio.run(history.aadd_messages(single))
+    with pytest.raises(TypeError, match="message 1 is a str, not a langchain_core"):
+        history.add_messages([HumanMessage("ok"), "not a message"])  # type: ignore[list-item]
+    assert history.messages == []

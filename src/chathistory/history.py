@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from chathistory.backend import Backend, BaseBackend, aensure_collection, ensure_collection
-from chathistory.records import to_messages, to_records
+from chathistory.records import encode_record, to_messages, to_records
 from chathistory.registry import NamedBackend
 
 if TYPE_CHECKING:
@@ -43,6 +43,16 @@ def _check_limit(limit: object) -> int | None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ValueError(f"limit must be None or an int >= 0, not {limit!r}")
     return limit
+
+
+def _records_of(messages: Iterable[BaseMessage], method: str) -> list[dict[str, Any]]:
+    """The records of a list of messages; a single message or a string is a clear TypeError."""
+    if isinstance(messages, BaseMessage | str | bytes):
+        raise TypeError(
+            f"{method} takes a list of messages, not a single {type(messages).__name__}: "
+            "pass a list, e.g. [message]"
+        )
+    return to_records(messages)  # which checks each item
 
 
 def _resolve_backend(backend: str | Backend | NamedBackend, options: dict[str, Any]
@@ -110,9 +120,27 @@ class ChatHistory(_HistoryBase):
         return await source.aget() if isinstance(source, NamedBackend) else source
 
     @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        """Every message of the session, oldest first."""
+    def messages(self) -> list[BaseMessage]:
+        """Every message of the session, oldest first.
+
+        Assigning replaces them: ``history.messages = [...]`` clears the
+        session, then adds the new messages. These are two backend calls
+        (``clear``, then one ``append``), not one transaction: a reader in
+        between sees the session empty. The new messages are checked first,
+        so one that cannot be stored fails before anything is cleared.
+        """
         return self.get_messages()
+
+    @messages.setter
+    def messages(self, messages: Sequence[BaseMessage]) -> None:
+        records = _records_of(messages, "messages =")
+        for record in records:
+            encode_record(record)  # a RecordError now, before the session is cleared
+        backend = self.backend
+        ensure_collection(backend)
+        backend.clear(self.session_id)
+        if records:
+            backend.append(self.session_id, records)
 
     def get_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """The session's messages, oldest first; with ``limit``, only the newest ``limit``."""
@@ -122,8 +150,14 @@ class ChatHistory(_HistoryBase):
         return to_messages(backend.fetch(self.session_id, limit=limit))
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Store ``messages`` in one backend call: all of them or, on error, none."""
-        records = to_records(messages)
+        """Store ``messages`` in one backend call: all of them or, on error, none.
+
+        Raises:
+            TypeError: ``messages`` is a single message or a string, not a list,
+                or holds something that is not a ``BaseMessage``.
+            chathistory.errors.RecordError: a message cannot be stored as JSON.
+        """
+        records = _records_of(messages, "add_messages")
         if not records:
             return
         backend = self.backend
@@ -157,7 +191,7 @@ class ChatHistory(_HistoryBase):
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async :meth:`add_messages`, through the backend's async methods."""
-        records = to_records(messages)
+        records = _records_of(messages, "aadd_messages")
         if not records:
             return
         backend = await self._abackend()
