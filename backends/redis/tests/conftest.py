@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from chathistory_redis import RedisBackend
 from chathistory_redis.config import server_address
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 REDIS_URL = os.environ.get("CHATHISTORY_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_PREFIX = f"chtest-{uuid.uuid4().hex[:12]}"

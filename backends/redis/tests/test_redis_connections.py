@@ -203,7 +203,7 @@ def test_max_connections_caps_the_connections_and_calls_wait_for_one(
 
     async def burst() -> None:
         nonlocal most_seen
-        for round_number in range(5):
+        for _ in range(5):
             await asyncio.gather(*(backend.aappend(f"a{number}", numbered_records(1))
                                    for number in range(100)))
             most_seen = max(most_seen, len(_named(admin, name)))

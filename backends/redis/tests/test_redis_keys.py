@@ -10,12 +10,11 @@ from urllib.parse import unquote
 
 import pytest
 import redis
-from chathistory_redis import RedisBackend, chathistory_key
-from chathistory_redis.keys import session_from_chathistory_key
+from chathistory_redis import RedisBackend
+from chathistory_redis.keys import chathistory_key, session_from_chathistory_key
 from redis.crc import key_slot
 
-from chathistory.testing.contract import HOSTILE_SESSION_IDS
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import HOSTILE_SESSION_IDS, numbered_records
 
 MakeBackend = Callable[..., RedisBackend]
 

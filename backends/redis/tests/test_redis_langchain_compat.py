@@ -13,7 +13,7 @@ from chathistory_redis import RedisBackend
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 
 from chathistory import ChatHistory
-from chathistory.testing.samples import sample_messages
+from chathistory.testing import sample_messages
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import pytest
@@ -11,9 +10,10 @@ import redis
 from chathistory_redis import RedisBackend
 
 from chathistory import ConfigError
-from chathistory.testing.samples import numbered_records
+from chathistory.testing import numbered_records
 
 MakeBackend = Callable[..., RedisBackend]
+WaitUntil = Callable[..., None]
 
 
 def _contents(records: list[dict]) -> list[str]:
@@ -21,24 +21,28 @@ def _contents(records: list[dict]) -> list[str]:
 
 
 def test_appends_keep_a_session_alive_then_it_expires_whole(
-    make_backend: MakeBackend, raw: redis.Redis
+    make_backend: MakeBackend, raw: redis.Redis, wait_until: WaitUntil
 ) -> None:
-    # Both layouts side by side, so the sleeps are paid once.
+    # Both layouts side by side, so the waits are paid once.
     backends = [make_backend(ttl=1), make_backend(ttl=1, layout="langchain_community")]
     for backend in backends:
         backend.append("s", numbered_records(2))
-    time.sleep(0.6)
-    for backend in backends:
+        raw.pexpire(backend.key("s"), 300)  # as if most of the second had passed
         backend.append("s", numbered_records(1, prefix="late"))
-    time.sleep(0.6)
+        # The late write gave the whole session, old messages and new, a full second again.
+        assert 900 < raw.pttl(backend.key("s")) <= 1000
+    seen: dict[bytes, set[tuple[str, ...]]] = {backend.key("s"): set() for backend in backends}
+
+    def all_gone() -> bool:
+        for backend in backends:
+            seen[backend.key("s")].add(tuple(_contents(backend.fetch("s"))))
+        return not any(raw.exists(backend.key("s")) for backend in backends)
+
+    wait_until(all_gone, "both sessions have expired")
     for backend in backends:
-        # 1.2 s after the first write, 0.6 s after the last: nothing has gone, old or new.
-        assert _contents(backend.fetch("s")) == ["m0", "m1", "late0"]
-        assert 0 < raw.pttl(backend.key("s")) <= 1000
-    time.sleep(1.2)
-    for backend in backends:
+        # Until it expired, each read saw the whole session; then nothing of it.
+        assert seen[backend.key("s")] <= {("m0", "m1", "late0"), ()}
         assert backend.fetch("s") == []
-        assert raw.exists(backend.key("s")) == 0
 
 
 @pytest.mark.parametrize("layout", ["chathistory", "langchain_community"])
