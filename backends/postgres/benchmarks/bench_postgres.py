@@ -10,9 +10,11 @@ alternates). A ratio is the median over the rounds of the ratio within each
 round. A turn is what a chat server does per request: build the session's
 history, read it, append the user's and the model's messages.
 
-Targets (from the issue):
-  1. turn on a 20-message session, sync and async: >= 1.8x faster than the peer
-  2. turn on a 1,000-message session reading the newest 20: >= 10x faster
+Targets (issue 10, re-based on the raw driver):
+  1. turn on a 20-message session, sync and async: <= 1.15x raw psycopg on one
+     autocommit connection doing the same two round trips (one read, one
+     insert), and faster than langchain-postgres
+  2. turn on a 1,000-message session reading the newest 20: >= 10x faster than the peer
   3. add_messages of 10 messages: within 1.3x of raw psycopg's one-round-trip insert
   4. get_messages(limit=20) on a 100,000-message session: within 2x of a 100-message one
 """
@@ -370,10 +372,13 @@ def main() -> None:
             summary = show_rounds(
                 f"1. turn, 20-message session, {kind} (us)",
                 turn_scenario(bench, 20, None, rounds, turns, asynchronous, loop))
-            verdicts.append(verdict(f"1. turn on 20 messages, {kind}: peer / ours",
-                                    ratio(summary, "peer", "ours"), 1.8, True))
-            verdicts.append(f"     (ours / raw psycopg: {ratio(summary, 'ours', 'raw'):.2f}x; "
-                            f"peer / raw: {ratio(summary, 'peer', 'raw'):.2f}x)")
+            verdicts.append(verdict(f"1. turn on 20 messages, {kind}: ours / raw psycopg",
+                                    ratio(summary, "ours", "raw"), 1.15, False))
+            faster = ratio(summary, "peer", "ours")
+            met = "MET" if faster > 1 else "MISSED"
+            verdicts.append(f"  1. turn on 20 messages, {kind}: peer / ours: {faster:.2f}x "
+                            f"(target > 1x, faster than the peer) {met}"
+                            f"  (peer / raw: {ratio(summary, 'peer', 'raw'):.2f}x)")
 
         for asynchronous in (False, True):
             kind = "async" if asynchronous else "sync"

@@ -21,7 +21,7 @@ from chathistory.testing import numbered_records
 @pytest.fixture
 def options(postgres_url: str, postgres_schema: str, table_name: str) -> dict[str, object]:
     return {"conninfo": postgres_url, "schema": postgres_schema, "table": table_name,
-            "min_size": 1, "max_size": 4}
+            "min_size": 1, "max_size": 4, "async_pool_size": 2}
 
 
 @pytest.fixture
@@ -130,6 +130,7 @@ def test_one_backend_per_loop_in_several_threads(options: dict[str, object]) -> 
 def test_one_long_lived_loop_keeps_one_pool(backend: PostgresBackend) -> None:
     async def scenario() -> None:
         pool = await backend.client.apool()
+        assert pool.min_size == pool.max_size == 2  # fixed: async_pool_size
         for _ in range(20):
             await backend.aappend("s", numbered_records(1))
             await backend.afetch("s", limit=1)

@@ -8,8 +8,8 @@ autocommit: one statement is one transaction, with no BEGIN or COMMIT round trip
 The async pool belongs to the event loop of the first async call: an async call
 from any other loop raises :class:`~chathistory.ChatHistoryError`, until
 ``aclose()`` (in that loop) or ``close()`` releases it. Make one backend per
-event loop. The pool has a fixed size (``max_size`` connections, all opened
-before the first call uses it), so it is never opening a connection in the
+event loop. The pool has a fixed size (``async_pool_size`` connections, all
+opened before the first call uses it), so it is never opening a connection in the
 background when its loop ends: psycopg_pool cannot stop such a task, and
 ``asyncio.run`` would wait for it forever.
 
@@ -69,6 +69,23 @@ async def acheck(connection: AsyncConnection) -> None:
     if _closed_by_server(connection):
         await connection.close()
         raise psycopg.OperationalError("the server closed this idle connection")
+
+
+def _work(connection: Connection, work: Callable[[Connection], T], transaction: bool) -> T:
+    """``work(connection)``, in a transaction if asked or if the connection is not autocommit
+    (an app's connection: outside a transaction of the app's, the call commits by itself)."""
+    if transaction or not connection.autocommit:
+        with connection.transaction():
+            return work(connection)
+    return work(connection)
+
+
+async def _awork(connection: AsyncConnection, work: Callable[[AsyncConnection], Awaitable[T]],
+                 transaction: bool) -> T:
+    if transaction or not connection.autocommit:
+        async with connection.transaction():
+            return await work(connection)
+    return await work(connection)
 
 
 def _check_type(name: str, value: object, expected: type[Any], hint: str) -> None:
@@ -149,15 +166,16 @@ class Client:
             with self._connection_lock:
                 if connection.closed:
                     raise self._app_connection_closed()
-                if transaction or not connection.autocommit:
-                    with connection.transaction():
-                        return work(connection)
-                return work(connection)
-        with (self._pool or self.pool()).connection() as connection:
-            if transaction or not connection.autocommit:
-                with connection.transaction():
-                    return work(connection)
-            return work(connection)
+                return _work(connection, work, transaction)
+        # getconn/putconn rather than pool.connection(): that context manager also
+        # enters the connection's own, whose commit on exit is an extra locked call
+        # that autocommit connections do not need (a measurable share of a turn).
+        pool = self._pool or self.pool()
+        connection = pool.getconn()
+        try:
+            return _work(connection, work, transaction)
+        finally:
+            pool.putconn(connection)
 
     def pool(self) -> ConnectionPool[Any]:
         """The pool of the sync calls: the application's, or the backend's (opened if needed)."""
@@ -200,19 +218,16 @@ class Client:
             async with self._aconnection_lock:
                 if connection.closed:
                     raise self._app_connection_closed()
-                if transaction or not connection.autocommit:
-                    async with connection.transaction():
-                        return await work(connection)
-                return await work(connection)
+                return await _awork(connection, work, transaction)
         pool = self.config.async_pool
         if pool is None:
             pool = self._apool if self._aloop is asyncio.get_running_loop() else None
             pool = pool or await self.apool()
-        async with pool.connection() as connection:
-            if transaction or not connection.autocommit:
-                async with connection.transaction():
-                    return await work(connection)
-            return await work(connection)
+        connection = await pool.getconn()
+        try:
+            return await _awork(connection, work, transaction)
+        finally:
+            await pool.putconn(connection)
 
     async def apool(self) -> AsyncConnectionPool[Any]:
         """The backend's own async pool, opened in (and bound to) the running loop if needed."""
@@ -248,7 +263,7 @@ class Client:
             if setup:
                 await connection.execute(setup)
 
-        size = self.config.max_size
+        size = self.config.async_pool_size
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             self.conninfo, kwargs=self.kwargs, configure=configure, check=acheck,
             min_size=size, max_size=size, timeout=self.config.timeout,

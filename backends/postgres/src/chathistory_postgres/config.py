@@ -34,7 +34,8 @@ class PostgresConfig(BackendConfig):
     """Options of the ``postgres`` backend. See docs/backends/postgres.md for each one.
 
     Give ``conninfo`` and the backend opens its own pools (a sync one on the
-    first sync call, an async one on the first async call), or give an open
+    first sync call, an async one, bound to its event loop, on the first async
+    call), or give an open
     ``connection``/``pool`` (sync) and/or ``async_connection``/``async_pool``
     that the application owns: ``close()`` leaves those open.
     """
@@ -56,8 +57,12 @@ class PostgresConfig(BackendConfig):
     layout: Layout = Field(
         "chathistory", description="'chathistory' (this backend's table) or "
                                    "'langchain_postgres' (a PostgresChatMessageHistory table).")
-    min_size: int = Field(1, ge=0, description="Connections each own pool keeps open.")
-    max_size: int = Field(10, ge=1, description="Connections each own pool may open.")
+    min_size: int = Field(1, ge=0, description="Connections the own sync pool keeps open.")
+    max_size: int = Field(10, ge=1, description="Connections the own sync pool may open.")
+    async_pool_size: int = Field(
+        4, ge=1, description="Connections of the own async pool, all opened by the first "
+                             "async call: a fixed size, so no connection is being opened "
+                             "in the background when its event loop ends.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
     timeout: float = Field(
         10.0, gt=0, description="Seconds a call waits for a connection from a pool, "
