@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from pydantic import Field
 
 from chathistory import ChatHistory
 from chathistory.cli import describe, main
@@ -17,13 +18,93 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
-def test_backends_lists_name_distribution_and_version() -> None:
+def test_backends_lists_name_distribution_version_and_status() -> None:
     result = CliRunner().invoke(main, ["backends"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["BACKEND", "DISTRIBUTION"]
-    assert any(line.split()[:2] == ["sqlite", "chathistory"] for line in lines)
+    assert lines[0].split() == ["BACKEND", "DISTRIBUTION", "STATUS"]
+    assert any(line.split()[:2] == ["sqlite", "chathistory"] and line.endswith("  ok")
+               for line in lines)
     assert any(line.split()[:2] == ["jsonl", "chathistory-example"] for line in lines)
+
+
+def broken_distribution(site: Path) -> dict[str, str]:
+    """An installed distribution with two broken backends; the environment that sees it."""
+    dist_info = site / "chathistory_broken-0.3.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: chathistory-broken\nVersion: 0.3\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[chathistory.backends]\nbroken = broken_plugin\nneeds_driver = needs_driver_plugin\n")
+    (site / "broken_plugin.py").write_text("import no_such_sdk_module\n")
+    (site / "needs_driver_plugin.py").write_text(
+        "from chathistory import hookimpl\n\n"
+        "@hookimpl\n"
+        "def chathistory_backend():\n"
+        "    import no_such_driver_module\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def test_backends_marks_a_backend_that_fails_to_import_as_broken(tmp_path: Path) -> None:
+    result = run("backends", env=broken_distribution(tmp_path / "site"))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "chathistory-broken 0.3" in rows["broken"]
+    assert "broken: plugin 'broken_plugin' from chathistory-broken failed to load: " \
+           "ModuleNotFoundError: No module named 'no_such_sdk_module'" in rows["broken"]
+    assert "broken: backend 'needs_driver' from chathistory-broken cannot be used: " \
+           "No module named 'no_such_driver_module'" in rows["needs_driver"]
+    assert rows["sqlite"].endswith("  ok")
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_name_in_load_plugins_is_a_one_line_warning() -> None:
+    result = run("backends", env={"CHATHISTORY_LOAD_PLUGINS": "sqlite,sqlit"})
+    assert result.returncode == 0, result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["BACKEND", "sqlite"]
+    assert result.stderr.splitlines() == [
+        "Warning: CHATHISTORY_LOAD_PLUGINS names 'sqlit', which no installed backend "
+        "provides (installed: " + result.stderr.split("(installed: ")[1].split(")")[0] + ")"]
+    assert "memory" in result.stderr and "Traceback" not in result.stderr
+    result = run("show", "s", "-b", "sqlit", env={"CHATHISTORY_LOAD_PLUGINS": "sqlit"})
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0].startswith("Warning: CHATHISTORY_LOAD_PLUGINS names")
+    assert "no backend named 'sqlit'" in result.stderr.splitlines()[1]
+
+
+def test_options_are_converted_to_each_fields_type(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.sqlite3")
+    ChatHistory("s", backend="sqlite", path=path).add_user_message("hi")
+    result = run("show", "s", "-o", f"path={path}", "-o", "timeout=2.5",
+                 "-o", "table=message_store")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == " human: hi\n"
+    result = run("show", "s", "-o", f"path={path}", "-o", "timeout=soon")
+    assert result.returncode == 1
+    assert "option 'timeout': Input should be a valid number" in result.stderr
+
+
+def test_a_strict_integer_option_takes_its_text_form() -> None:
+    from chathistory.backend import BackendConfig, validate_options
+
+    class Config(BackendConfig):
+        ttl: int | None = Field(None, gt=0, strict=True)
+        keep: bool = False
+
+    config = validate_options("x", Config, {"ttl": "600", "keep": "true"}, from_strings=True)
+    assert config.model_dump() == {"ttl": 600, "keep": True}
+
+
+def test_show_limit_zero_says_how_many_it_did_not_show(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.sqlite3")
+    ChatHistory("s", backend="sqlite", path=path).add_messages(
+        [HumanMessage("a"), AIMessage("b"), HumanMessage("c")])
+    result = run("show", "s", "-o", f"path={path}", "-n", "0")
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr == "(showed none of the 3 messages in session 's': --limit 0)\n"
+    result = run("show", "empty", "-o", f"path={path}", "-n", "0")
+    assert result.stderr == "(no messages in session 'empty')\n"
 
 
 def test_show_prints_a_session_oldest_first_and_honours_limit(tmp_path: Path) -> None:
@@ -51,6 +132,8 @@ def test_show_of_an_empty_session_says_so_on_stderr(tmp_path: Path) -> None:
     (["show", "", "-o", "path=/tmp/unused.sqlite3"], "session_id must not be empty"),
     (["show", "s", "--limit", "-3"], "-3 is not in the range"),
     (["show", "s", "-o", "table=bad name"], "option 'table'"),
+    (["show", "s", "-o", "timeout=-1"], "option 'timeout': Input should be greater than 0"),
+    (["show", "s", "-b", "jsonl"], "option 'directory' is required"),
 ])
 def test_user_mistakes_are_one_line_errors_without_tracebacks(args: list[str], message: str
                                                               ) -> None:
@@ -102,3 +185,12 @@ def test_show_describes_tool_calls_and_list_content_readably() -> None:
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
     assert describe(HumanMessage(content=content)) == "What is this? [image_url]"
     assert describe(ToolMessage("a cat", tool_call_id="c1", name="search")) == "[search] a cat"
+
+
+def test_redis_ttl_from_the_command_line_is_an_int() -> None:
+    pytest.importorskip("chathistory_redis")
+    from chathistory import backend_class, validate_options
+
+    config = validate_options("redis", backend_class("redis").Config, {"ttl": "600"},
+                              from_strings=True)
+    assert config.model_dump()["ttl"] == 600

@@ -1,5 +1,7 @@
+from typing import Any, Self
+
 import pytest
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from chathistory import BackendConfig, ConfigError, Identifier, validate_options
 from chathistory.backends.memory import MemoryBackend
@@ -59,3 +61,37 @@ def test_unknown_option_lists_fields_by_the_names_users_type() -> None:
 
     with pytest.raises(ConfigError, match=r"\(known options: schema\)"):
         validate_options("aliased", Aliased, {"schemaa": "x"})
+
+
+class EitherOr(BackendConfig):
+    conninfo: str | None = None
+    pool: Any = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if self.conninfo is None and self.pool is None:
+            raise ValueError("option 'conninfo' is required, unless an open pool is given")
+        return self
+
+
+def test_a_check_across_fields_reads_in_its_own_words() -> None:
+    with pytest.raises(ConfigError) as caught:
+        validate_options("either", EitherOr, {})
+    assert str(caught.value) == (
+        "backend 'either': option 'conninfo' is required, unless an open pool is given")
+
+
+def test_a_validator_on_one_field_is_named_without_pydantics_prefix() -> None:
+    class Checked(BackendConfig):
+        url: str
+
+        @field_validator("url")
+        @classmethod
+        def _scheme(cls, url: str) -> str:
+            if not url.startswith("x://"):
+                raise ValueError("must be an x:// URL")
+            return url
+
+    with pytest.raises(ConfigError) as caught:
+        validate_options("checked", Checked, {"url": "http://"})
+    assert str(caught.value) == "backend 'checked': option 'url': must be an x:// URL"

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic_core import ErrorDetails
 
 from chathistory.errors import ConfigError
 
@@ -70,28 +71,51 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def validate_options(name: str, config_class: type[BackendConfig], options: Mapping[str, Any]
-                     ) -> BackendConfig:
+def validate_options(name: str, config_class: type[BackendConfig], options: Mapping[str, Any],
+                     *, from_strings: bool = False) -> BackendConfig:
     """Build ``config_class`` from ``options``, or raise :class:`ConfigError`.
 
     The message names the backend and each bad field, and never repeats the
     value given, so a secret passed to the wrong field does not leak.
+
+    Args:
+        name: The backend's name, for the message.
+        config_class: The backend's ``Config``.
+        options: The options, by field name (or alias).
+        from_strings: The values are text, as typed on a command line: each is
+            converted to its field's type (``"600"`` to an int, ``"false"`` to
+            a bool), strict fields included.
+
+    A check across fields (a pydantic ``model_validator``) names the options
+    itself: a ``ValueError("option 'conninfo' is required, unless ...")`` it
+    raises reads ``backend 'postgres': option 'conninfo' is required, ...``.
     """
     try:
+        if from_strings:
+            return config_class.model_validate_strings(dict(options))
         return config_class(**options)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_input=False, include_url=False):
-            field = ".".join(str(part) for part in error["loc"]) or "(options)"
-            if error["type"] == "extra_forbidden":
-                known = ", ".join(field.alias or name for name, field
-                                  in config_class.model_fields.items()) or "none"
-                problems.append(f"unknown option {field!r} (known options: {known})")
-            elif error["type"] == "missing":
-                problems.append(f"option {field!r} is required")
-            else:
-                problems.append(f"option {field!r}: {error['msg']}")
+        problems = [_problem(config_class, error)
+                    for error in exc.errors(include_input=False, include_url=False)]
         raise ConfigError(f"backend {name!r}: " + "; ".join(problems)) from None
+
+
+def _problem(config_class: type[BackendConfig], error: ErrorDetails) -> str:
+    """One validation error as a sentence that names the option."""
+    message = error["msg"]
+    if error["type"] == "value_error":
+        # pydantic prefixes what a validator raised; the validator's own words suffice.
+        message = message.removeprefix("Value error, ")
+    if not error["loc"]:
+        return message  # a check across fields, which names the options itself
+    field = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = ", ".join(info.alias or field_name for field_name, info
+                          in config_class.model_fields.items()) or "none"
+        return f"unknown option {field!r} (known options: {known})"
+    if error["type"] == "missing":
+        return f"option {field!r} is required"
+    return f"option {field!r}: {message}"
 
 
 class BaseBackend(ABC):

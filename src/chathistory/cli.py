@@ -6,27 +6,46 @@ import json
 import subprocess
 import sys
 import uuid
-from typing import Any
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
+from chathistory.backend import validate_options
 from chathistory.backends.sqlite import default_path
 from chathistory.errors import ChatHistoryError
 from chathistory.history import DEFAULT_BACKEND, ChatHistory
-from chathistory.registry import available_backends
+from chathistory.registry import LoadPluginsWarning, available_backends, default_registry
 
 __all__ = ["main"]
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    options: dict[str, str] = {}
     for pair in pairs:
         name, separator, value = pair.partition("=")
         if not separator or not name:
             raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--option")
         options[name.strip()] = value
     return options
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show chathistory's own warnings (a bad CHATHISTORY_LOAD_PLUGINS) as one line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LoadPluginsWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, LoadPluginsWarning):
+                    click.echo(f"Warning: {warning.message}", err=True)
+                else:
+                    warnings.warn_explicit(warning.message, warning.category,
+                                           warning.filename, warning.lineno)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,13 +56,30 @@ def main() -> None:
 
 @main.command()
 def backends() -> None:
-    """List the installed backends, their distributions and any load error."""
-    rows = available_backends()
+    """List the installed backends, their distributions, and whether each can be used.
+
+    A backend whose plugin or driver fails to import is marked broken, with the reason.
+    """
+    with _warnings_as_lines():
+        rows = available_backends()
+        statuses = [_status(row.name, row.error) for row in rows]
     width = max([len(row.name) for row in rows] + [7])
-    click.echo(f"{'BACKEND':<{width}}  DISTRIBUTION")
-    for row in rows:
-        status = f"  ERROR: {row.error}" if row.error else ""
-        click.echo(f"{row.name:<{width}}  {row.distribution} {row.version}{status}")
+    sources = [f"{row.distribution} {row.version}".strip() for row in rows]
+    source_width = max([len(source) for source in sources] + [12])
+    click.echo(f"{'BACKEND':<{width}}  {'DISTRIBUTION':<{source_width}}  STATUS")
+    for row, source, status in zip(rows, sources, statuses, strict=True):
+        click.echo(f"{row.name:<{width}}  {source:<{source_width}}  {status}")
+
+
+def _status(name: str, load_error: str | None) -> str:
+    """``ok``, or ``broken: <reason>`` when the plugin or the backend class fails to load."""
+    if load_error is not None:
+        return f"broken: {load_error}"
+    try:
+        default_registry.backend_class(name)
+    except ChatHistoryError as exc:
+        return f"broken: {exc}"
+    return "ok"
 
 
 @main.command()
@@ -51,22 +87,40 @@ def backends() -> None:
 @click.option("--backend", "-b", default=DEFAULT_BACKEND, show_default=True,
               help="Backend name (see `chathistory backends`).")
 @click.option("--option", "-o", "option_pairs", multiple=True, metavar="NAME=VALUE",
-              help="A backend option, e.g. -o path=chat.sqlite3. Repeatable.")
+              help="A backend option, e.g. -o path=chat.sqlite3 or -o ttl=600 (converted to "
+                   "the option's type). Repeatable.")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=None,
               help="Show only the newest N messages.")
 def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: int | None
          ) -> None:
     """Print the messages of SESSION_ID, oldest first."""
     options = _parse_options(option_pairs)
+    total: int | None = None
     try:
-        with ChatHistory(session_id, backend=backend, **options) as history:
+        with _warnings_as_lines():
+            config = validate_options(backend, default_registry.backend_class(backend).Config,
+                                      options, from_strings=True)
+            store = default_registry.build(backend, config)
+        try:
+            history = ChatHistory(session_id, backend=store)
             messages = history.get_messages(limit=limit)
-    except (ChatHistoryError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if not messages:
+            if limit == 0:
+                total = len(history.get_messages())
+        finally:
+            store.close()
+    except (ChatHistoryError, ValueError, TypeError) as exc:
+        raise click.ClickException(_one_line(exc)) from None
+    if total:
+        click.echo(f"(showed none of the {total} messages in session {session_id!r}: "
+                   "--limit 0)", err=True)
+    elif not messages:
         click.echo(f"(no messages in session {session_id!r})", err=True)
     for message in messages:
         click.echo(f"{message.type:>6}: {describe(message)}")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def describe(message: BaseMessage) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "LOAD_PLUGINS_VARIABLE",
     "BackendInfo",
+    "LoadPluginsWarning",
     "NamedBackend",
     "Registry",
     "available_backends",
@@ -41,6 +43,10 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "chathistory.backends"
 LOAD_PLUGINS_VARIABLE = "CHATHISTORY_LOAD_PLUGINS"
+
+
+class LoadPluginsWarning(UserWarning):
+    """``CHATHISTORY_LOAD_PLUGINS`` names a backend that no installed distribution provides."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,9 @@ class Registry:
             manager.add_hookspecs(hookspecs)
             allowed = _allowed_names()
             claims: dict[str, dict[str, EntryPoint]] = {}
+            installed: set[str] = set()
             for entry_point in entry_points(group=self.entry_point_group):
+                installed.add(entry_point.name)
                 if allowed is not None and entry_point.name not in allowed:
                     continue
                 distribution, _ = _distribution_of(entry_point)
@@ -103,6 +111,12 @@ class Registry:
                     continue
                 (entry_point,) = by_distribution.values()
                 self._plugins[name] = self._load(manager, name, entry_point)
+            unmatched = sorted((allowed or set()) - installed)
+            if unmatched:
+                warnings.warn(
+                    f"{LOAD_PLUGINS_VARIABLE} names {', '.join(map(repr, unmatched))}, which no "
+                    f"installed backend provides (installed: {', '.join(sorted(installed))})",
+                    LoadPluginsWarning, stacklevel=3)
             self._manager = manager
             return manager
 
