@@ -1,0 +1,31 @@
+"""chathistory-sqlalchemy: the ``sqlalchemy`` backend of chathistory (SQLAlchemy Core).
+
+MySQL, MariaDB, SQLite and any database SQLAlchemy reaches by URL, sync and,
+where the dialect has an async driver (aiomysql, asyncmy, aiosqlite), native
+async. Use it by name, ``ChatHistory("s", backend="sqlalchemy", url="mysql+pymysql://...")``,
+or build it: ``SQLAlchemyBackend.from_options(url=...)``. Importing the package
+(as the plugin loader does) loads neither the backend nor SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chathistory_sqlalchemy.backend import SQLAlchemyBackend
+    from chathistory_sqlalchemy.config import SQLAlchemyConfig
+
+__all__ = ["SQLAlchemyBackend", "SQLAlchemyConfig"]
+
+_MODULES = {"SQLAlchemyBackend": "backend", "SQLAlchemyConfig": "config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

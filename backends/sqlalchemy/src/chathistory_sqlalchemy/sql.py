@@ -1,0 +1,162 @@
+"""The table of each layout and the statements the backend runs, in SQLAlchemy Core.
+
+Names reach SQL only through SQLAlchemy's ``Table``/``Index``, which the
+dialect quotes; session ids and records only ever travel as bound parameters.
+
+Layout ``chathistory`` (the default)::
+
+    id            BIGINT autoincrement primary key    (INTEGER on SQLite: its rowid)
+    session_hash  VARCHAR(64)  sha256 of the session id, hex (ascii_bin on MySQL/MariaDB)
+    session_id    TEXT         the session id itself
+    message       TEXT         the record's JSON (LONGTEXT on MySQL/MariaDB)
+    index <table>_session_idx (session_hash, id)
+
+The session is found by its hash, so the index has a fixed, small key
+whatever the id's length (MySQL cannot index a TEXT column whole, and
+VARCHAR(255) is too short); the statements compare ``session_id`` too, so a
+hash collision could never mix two sessions.
+
+Layout ``langchain_community``: ``SQLChatMessageHistory``'s table (``id``
+INTEGER primary key, ``session_id`` TEXT, ``message`` TEXT), used in place,
+plus an index ``<table>_session_idx`` on (session_id, id) (a 255-character
+prefix of session_id on MySQL/MariaDB), which that class ignores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Delete,
+    Index,
+    Insert,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Dialect
+
+from chathistory_sqlalchemy.config import Layout
+
+__all__ = ["MYSQL_DIALECTS", "Statements", "build_table", "session_hash"]
+
+MYSQL_DIALECTS = ("mysql", "mariadb")
+_LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), *MYSQL_DIALECTS)
+
+
+def session_hash(session_id: str) -> str:
+    """The value of ``session_hash`` for ``session_id``: its UTF-8 sha256, in hex."""
+    return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
+
+
+def build_table(name: str, layout: Layout) -> Table:
+    """The table of ``layout`` named ``name``, with its index, in a metadata of its own."""
+    metadata = MetaData()
+    if layout == "langchain_community":
+        table = Table(
+            name, metadata,
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("session_id", Text),
+            Column("message", _LONG_TEXT),
+            mysql_engine="InnoDB", mysql_charset="utf8mb4", mysql_collate="utf8mb4_bin",
+        )
+        Index(f"{name}_session_idx", table.c.session_id, table.c.id,
+              mysql_length={"session_id": 255}, mariadb_length={"session_id": 255})
+        return table
+    table = Table(
+        name, metadata,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("session_hash", String(64).with_variant(
+            mysql.VARCHAR(64, charset="ascii", collation="ascii_bin"), *MYSQL_DIALECTS),
+            nullable=False),
+        Column("session_id", Text, nullable=False),
+        Column("message", _LONG_TEXT, nullable=False),
+        mysql_engine="InnoDB", mysql_charset="utf8mb4", mysql_collate="utf8mb4_bin",
+    )
+    Index(f"{name}_session_idx", table.c.session_hash, table.c.id)
+    return table
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The statements of one table, built once and executed with bound parameters.
+
+    Every statement takes the parameters :meth:`session` gives; ``select_newest``
+    takes ``limit`` as well.
+    """
+
+    table: Table
+    layout: Layout
+    select_all: Select[tuple[str]]
+    select_newest: Select[tuple[str]]
+    delete: Delete
+    insert: Insert
+
+    @classmethod
+    def build(cls, name: str, layout: Layout) -> Statements:
+        table = build_table(name, layout)
+        c = table.c
+        same_session = c.session_id == bindparam("session_id")
+        if layout == "chathistory":
+            same_session = and_(c.session_hash == bindparam("session_hash"), same_session)
+        newest = (select(c.id, c.message).where(same_session).order_by(c.id.desc())
+                  .limit(bindparam("limit", type_=Integer)).subquery("newest"))
+        return cls(
+            table=table,
+            layout=layout,
+            select_all=select(c.message).where(same_session).order_by(c.id),
+            select_newest=select(newest.c.message).order_by(newest.c.id),
+            delete=delete(table).where(same_session),
+            insert=insert(table),
+        )
+
+    @property
+    def index(self) -> Index:
+        (index,) = self.table.indexes
+        return index
+
+    @property
+    def columns(self) -> set[str]:
+        return {column.name for column in self.table.columns}
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        """The bound parameters that select ``session_id``'s rows."""
+        if self.layout == "chathistory":
+            return {"session_hash": session_hash(session_id), "session_id": session_id}
+        return {"session_id": session_id}
+
+    def rows(self, session_id: str, messages: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows of a batch: one per encoded record, in order."""
+        if self.layout == "chathistory":
+            digest = session_hash(session_id)
+            return [{"session_hash": digest, "session_id": session_id, "message": message}
+                    for message in messages]
+        return [{"session_id": session_id, "message": message} for message in messages]
+
+    def insert_batch(self, dialect: Dialect, rows: list[dict[str, Any]]
+                     ) -> tuple[Insert, Mapping[str, Any] | list[dict[str, Any]]]:
+        """The one statement (and its parameters) that inserts ``rows``.
+
+        On MySQL/MariaDB a single multi-row INSERT: one statement is what
+        gives a batch consecutive AUTO_INCREMENT ids while others write to the
+        table (InnoDB's lock modes 0 and 1), whatever its size. Elsewhere an
+        executemany of one INSERT, inside the caller's transaction.
+        """
+        if dialect.name in MYSQL_DIALECTS and len(rows) > 1:
+            return self.insert.values(rows), {}
+        return self.insert, rows

@@ -1,0 +1,70 @@
+"""The databases the tests use, their tables, and the skip-or-fail rule.
+
+SQLite tests use a file in the test's temporary directory. MariaDB/MySQL
+tests use the server of ``CHATHISTORY_MYSQL_URL`` (default: the local one,
+user ``root`` with no password, database ``test``) and touch only tables
+named ``chh_<random>``, which they drop at the end.
+
+If the server cannot be reached, the tests that need it skip with the reason,
+unless ``CHATHISTORY_REQUIRE_SERVICES=1``, which makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+from sqlalchemy import Engine, create_engine, exc, text
+
+DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("CHATHISTORY_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (CHATHISTORY_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def mysql_admin() -> Iterator[Engine]:
+    """An engine on the MariaDB/MySQL server, after checking it answers (skip or fail)."""
+    url = os.environ.get("CHATHISTORY_MYSQL_URL") or DEFAULT_MYSQL_URL
+    engine = create_engine(url, pool_size=2, connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except exc.DBAPIError as error:
+        engine.dispose()
+        _unavailable(f"MariaDB/MySQL is not reachable at CHATHISTORY_MYSQL_URL (or "
+                     f"{DEFAULT_MYSQL_URL}): {str(error.orig).splitlines()[0]}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url(mysql_admin: Engine) -> str:
+    """The server's URL, password included (it is a test server)."""
+    return mysql_admin.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def table_name() -> str:
+    """A table name no other test uses."""
+    return f"chh_{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def mysql_table(mysql_admin: Engine, table_name: str) -> Iterator[str]:
+    """``table_name``, dropped from the server after the test."""
+    yield table_name
+    with mysql_admin.begin() as connection:
+        connection.execute(text(f"DROP TABLE IF EXISTS `{table_name}`"))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'chat.db'}"
