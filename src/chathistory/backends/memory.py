@@ -11,11 +11,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend
+from chathistory.capabilities import SessionInfo, check_page_limit
 from chathistory.errors import BackendUnavailableError
 from chathistory.hookspecs import hookimpl
 from chathistory.records import decode_record, encode_record
@@ -46,6 +48,7 @@ class MemoryBackend(BaseBackend):
         self.latency = self.config.latency
         self.calls: Counter[str] = Counter()
         self._sessions: dict[str, list[str]] = {}
+        self._written: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self._failures_left = 0
 
@@ -79,8 +82,11 @@ class MemoryBackend(BaseBackend):
     def _append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
         encoded = [encode_record(record) for record in records]
         self._begin("append")
+        if not encoded:
+            return
         with self._lock:
             self._sessions.setdefault(session_id, []).extend(encoded)
+            self._written[session_id] = datetime.now(UTC)
 
     def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         self._wait()
@@ -101,6 +107,46 @@ class MemoryBackend(BaseBackend):
         self._begin("clear")
         with self._lock:
             self._sessions.pop(session_id, None)
+            self._written.pop(session_id, None)
+
+    # -- optional capabilities: listing, write times, pruning ------------------------------
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> list[SessionInfo]:
+        limit = check_page_limit(limit)
+        self._begin("list_sessions")
+        with self._lock:
+            chosen = sorted(session for session, stored in self._sessions.items()
+                            if stored and (after is None or session > after))[:limit]
+            return [SessionInfo(session, len(self._sessions[session]), self._written[session])
+                    for session in chosen]
+
+    def last_write(self, session_id: str) -> datetime | None:
+        self._begin("last_write")
+        with self._lock:
+            return self._written.get(session_id)
+
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        self._begin("delete_sessions_before")
+        with self._lock:
+            old = [session for session, written in self._written.items() if written < cutoff]
+            if not dry_run:
+                for session in old:
+                    del self._sessions[session], self._written[session]
+            return len(old)
+
+    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
+                             ) -> list[SessionInfo]:
+        await self._await()
+        return self.list_sessions(after=after, limit=limit)
+
+    async def alast_write(self, session_id: str) -> datetime | None:
+        await self._await()
+        return self.last_write(session_id)
+
+    async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        await self._await()
+        return self.delete_sessions_before(cutoff, dry_run=dry_run)
 
     def close(self) -> None:
         self.calls["close"] += 1

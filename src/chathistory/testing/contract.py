@@ -30,6 +30,7 @@ import pytest
 from langchain_core.messages import HumanMessage, message_to_dict
 
 from chathistory import Backend, ChatHistory, RecordError
+from chathistory.testing.capability_contract import CapabilityContract
 from chathistory.testing.samples import HOSTILE_SESSION_IDS, numbered_records, sample_messages
 
 __all__ = ["BackendContract", "MakeSessionId"]
@@ -42,7 +43,7 @@ def _contents(records: list[dict[str, Any]]) -> list[str]:
     return [record["data"]["content"] for record in records]
 
 
-class BackendContract:
+class BackendContract(CapabilityContract):
     """What every backend must do. Override the ``backend`` fixture; inherit the tests."""
 
     @pytest.fixture

@@ -1,0 +1,105 @@
+"""Optional backend capabilities: what a store can do beyond the four methods.
+
+The backend protocol stays ``create_collection``, ``append``, ``fetch`` and
+``clear``. A backend whose store allows more declares it by implementing one
+of the protocols below (sync and async methods both); the core detects it
+with :func:`capabilities_of`, and the contract suite tests a capability only
+where it is declared. A backend written against the four methods alone keeps
+working everywhere, and commands that need a capability say which one is
+missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "ListsSessions",
+    "PrunesSessions",
+    "SessionInfo",
+    "TracksWriteTimes",
+    "capabilities_of",
+    "check_page_limit",
+]
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One stored session, as :meth:`ListsSessions.list_sessions` reports it.
+
+    Attributes:
+        session_id: The session's id.
+        messages: How many records it holds, or ``None`` where counting is not cheap.
+        last_write: When a record was last appended (timezone-aware, UTC), or
+            ``None`` where the backend keeps no write times.
+    """
+
+    session_id: str
+    messages: int | None = None
+    last_write: datetime | None = None
+
+
+@runtime_checkable
+class ListsSessions(Protocol):
+    """The backend can enumerate its sessions, a page at a time."""
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> list[SessionInfo]:
+        """Up to ``limit`` sessions with records, ordered by id, whose id sorts after ``after``.
+
+        The next page starts after the last id of this one; an empty page is
+        the end. A page costs what its sessions cost, not what the store holds.
+        """
+
+    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
+                             ) -> list[SessionInfo]: ...
+
+
+@runtime_checkable
+class TracksWriteTimes(Protocol):
+    """The backend knows when each session was last written."""
+
+    def last_write(self, session_id: str) -> datetime | None:
+        """When ``session_id`` last had records appended (UTC), or ``None`` if it has none."""
+
+    async def alast_write(self, session_id: str) -> datetime | None: ...
+
+
+@runtime_checkable
+class PrunesSessions(Protocol):
+    """The backend can delete, in bulk, the sessions not written since a moment."""
+
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        """Delete every session whose last write is before ``cutoff``; return how many.
+
+        With ``dry_run``, count them and delete nothing. Sessions written at or
+        after ``cutoff`` are untouched. Costs what the sessions it deletes cost.
+        """
+
+    async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
+                                      ) -> int: ...
+
+
+_CAPABILITIES: dict[str, type] = {
+    "list_sessions": ListsSessions,
+    "last_write": TracksWriteTimes,
+    "delete_sessions_before": PrunesSessions,
+}
+
+
+def capabilities_of(backend: object) -> frozenset[str]:
+    """The names of the optional capabilities ``backend`` declares.
+
+    A capability counts only when both its sync and async methods are there.
+    """
+    return frozenset(name for name, protocol in _CAPABILITIES.items()
+                     if isinstance(backend, protocol))
+
+
+def check_page_limit(limit: object) -> int:
+    """A page size: an int of at least 1, or a ValueError saying so."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+    return limit

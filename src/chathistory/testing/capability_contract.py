@@ -1,0 +1,170 @@
+"""The contract of the optional capabilities, tested only where a backend declares them.
+
+:class:`~chathistory.testing.BackendContract` includes these tests; each one
+skips, saying why, when the backend does not declare its capability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chathistory.backend import Backend
+from chathistory.capabilities import ListsSessions, PrunesSessions, TracksWriteTimes
+from chathistory.testing.samples import numbered_records
+
+MakeSessionId = Callable[[str], str]
+
+__all__ = ["CapabilityContract"]
+
+# How far a store's clock may be from this process's: they run side by side.
+CLOCK_SLACK = timedelta(seconds=2)
+
+
+def _require(backend: Backend, capability: type, what: str) -> Any:
+    if not isinstance(backend, capability):
+        pytest.skip(f"{type(backend).__name__} does not declare {capability.__name__} ({what})")
+    return backend
+
+
+def _wait_until_after(moment: datetime, margin: timedelta = timedelta(milliseconds=20)) -> None:
+    """Wait until this process's clock is past ``moment`` (no fixed sleep: poll the clock)."""
+    while datetime.now(UTC) <= moment + margin:
+        time.sleep(0.005)
+
+
+def _all_pages(backend: ListsSessions, limit: int, sessions: int) -> list[list[str]]:
+    """Every page, following ``after``; a listing that does not move on fails, not hangs."""
+    pages: list[list[str]] = []
+    after: str | None = None
+    for _ in range(sessions + 2):
+        page = backend.list_sessions(after=after, limit=limit)
+        if not page:
+            return pages
+        assert after is None or page[0].session_id > after, "a page did not move past `after`"
+        pages.append([info.session_id for info in page])
+        after = page[-1].session_id
+    raise AssertionError(f"paging {sessions} sessions by {limit} did not end")
+
+
+class CapabilityContract:
+    """The capability tests; mixed into BackendContract, which provides the fixtures."""
+
+    # -- ListsSessions ---------------------------------------------------------------------
+
+    def test_list_sessions_pages_through_every_session_once_in_id_order(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        lister = _require(backend, ListsSessions, "listing sessions")
+        ids = [make_session_id(f"list-{number}") for number in range(7)]
+        for count, session_id in enumerate(ids, start=1):
+            backend.append(session_id, numbered_records(count))
+        backend.clear(ids[3])
+        expected = sorted(ids[:3] + ids[4:])
+        for limit in (1, 2, 3, 100):
+            pages = _all_pages(lister, limit, len(expected))
+            assert [session for page in pages for session in page] == expected, limit
+            assert all(len(page) <= limit for page in pages)
+        counts = {info.session_id: info.messages for info in lister.list_sessions(limit=100)}
+        for count, session_id in enumerate(ids, start=1):
+            if session_id in counts and counts[session_id] is not None:
+                assert counts[session_id] == count
+
+    def test_list_sessions_of_an_empty_store_is_empty(self, backend: Backend) -> None:
+        lister = _require(backend, ListsSessions, "listing sessions")
+        assert lister.list_sessions() == []
+        assert asyncio.run(lister.alist_sessions()) == []
+
+    def test_alist_sessions_agrees_with_list_sessions(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        lister = _require(backend, ListsSessions, "listing sessions")
+        for number in range(4):
+            backend.append(make_session_id(f"alist-{number}"), numbered_records(2))
+        first = lister.list_sessions(limit=2)
+        assert asyncio.run(lister.alist_sessions(limit=2)) == first
+        rest = lister.list_sessions(after=first[-1].session_id, limit=10)
+        assert asyncio.run(lister.alist_sessions(after=first[-1].session_id, limit=10)) == rest
+        assert len(first) + len(rest) == 4
+
+    # -- TracksWriteTimes ------------------------------------------------------------------
+
+    def test_last_write_is_when_records_were_last_appended(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        tracker = _require(backend, TracksWriteTimes, "write times")
+        session_id, other = make_session_id("times"), make_session_id("times-other")
+        assert tracker.last_write(session_id) is None
+        before = datetime.now(UTC)
+        backend.append(session_id, numbered_records(1))
+        first = tracker.last_write(session_id)
+        assert first is not None and first.tzinfo is not None
+        assert before - CLOCK_SLACK <= first <= datetime.now(UTC) + CLOCK_SLACK
+        backend.append(other, numbered_records(1))
+        assert tracker.last_write(session_id) == first
+        _wait_until_after(first)
+        backend.append(session_id, numbered_records(1))
+        second = tracker.last_write(session_id)
+        assert second is not None and second > first
+        assert asyncio.run(tracker.alast_write(session_id)) == second
+        backend.clear(session_id)
+        assert tracker.last_write(session_id) is None
+        assert asyncio.run(tracker.alast_write(session_id)) is None
+
+    def test_listed_sessions_carry_their_write_times(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        lister = _require(backend, ListsSessions, "listing sessions")
+        tracker = _require(backend, TracksWriteTimes, "write times")
+        session_id = make_session_id("listed-time")
+        backend.append(session_id, numbered_records(1))
+        (info,) = [info for info in lister.list_sessions() if info.session_id == session_id]
+        assert info.last_write == tracker.last_write(session_id)
+
+    # -- PrunesSessions --------------------------------------------------------------------
+
+    def _old_and_new(self, backend: Backend, make_session_id: MakeSessionId
+                     ) -> tuple[list[str], datetime, list[str]]:
+        old = [make_session_id(f"old-{number}") for number in range(3)]
+        new = [make_session_id(f"new-{number}") for number in range(2)]
+        for session_id in old:
+            backend.append(session_id, numbered_records(2))
+        _wait_until_after(datetime.now(UTC))
+        cutoff = datetime.now(UTC)
+        _wait_until_after(cutoff)
+        for session_id in new:
+            backend.append(session_id, numbered_records(1))
+        # One old session written again after the cutoff is no longer old.
+        backend.append(old[0], numbered_records(1))
+        return old[1:], cutoff, [*new, old[0]]
+
+    def test_delete_sessions_before_deletes_only_sessions_not_written_since(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        pruner = _require(backend, PrunesSessions, "deleting sessions by write time")
+        old, cutoff, kept = self._old_and_new(backend, make_session_id)
+        assert pruner.delete_sessions_before(cutoff) == len(old)
+        for session_id in old:
+            assert backend.fetch(session_id) == []
+        for session_id in kept:
+            assert backend.fetch(session_id) != []
+        assert pruner.delete_sessions_before(cutoff) == 0
+        backend.append(old[0], numbered_records(1))
+        assert len(backend.fetch(old[0])) == 1  # a pruned session can start afresh
+
+    def test_a_dry_run_counts_and_deletes_nothing(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        pruner = _require(backend, PrunesSessions, "deleting sessions by write time")
+        old, cutoff, kept = self._old_and_new(backend, make_session_id)
+        assert pruner.delete_sessions_before(cutoff, dry_run=True) == len(old)
+        assert asyncio.run(pruner.adelete_sessions_before(cutoff, dry_run=True)) == len(old)
+        for session_id in [*old, *kept]:
+            assert backend.fetch(session_id) != []
+
+    def test_adelete_sessions_before_deletes_the_same(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        pruner = _require(backend, PrunesSessions, "deleting sessions by write time")
+        old, cutoff, kept = self._old_and_new(backend, make_session_id)
+        assert asyncio.run(pruner.adelete_sessions_before(cutoff)) == len(old)
+        assert all(backend.fetch(session_id) == [] for session_id in old)
+        assert all(backend.fetch(session_id) != [] for session_id in kept)

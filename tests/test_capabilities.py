@@ -1,0 +1,138 @@
+"""Optional capabilities: detected, tested where declared, and broken ones caught."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from chathistory.backends.memory import MemoryBackend
+from chathistory.capabilities import capabilities_of, check_page_limit
+from chathistory.testing.samples import numbered_records
+
+pytest_plugins = ["pytester"]
+
+
+class FourMethodsOnly(MemoryBackend):
+    list_sessions = last_write = delete_sessions_before = None  # type: ignore[assignment]
+
+
+def test_capabilities_are_detected_from_what_a_backend_implements() -> None:
+    assert capabilities_of(MemoryBackend()) == {"list_sessions", "last_write",
+                                                "delete_sessions_before"}
+    assert capabilities_of(object()) == frozenset()
+
+
+def test_a_capability_needs_its_async_twin_too() -> None:
+    class SyncOnly:
+        def list_sessions(self, *, after: str | None = None, limit: int = 100) -> list[Any]:
+            return []
+
+    assert capabilities_of(SyncOnly()) == frozenset()
+
+
+@pytest.mark.parametrize("limit", [0, -1, True, 2.5, "10"])
+def test_a_page_limit_must_be_a_positive_int(limit: Any) -> None:
+    with pytest.raises(ValueError, match="limit must be an int >= 1"):
+        check_page_limit(limit)
+    with pytest.raises(ValueError, match="limit must be an int >= 1"):
+        MemoryBackend().list_sessions(limit=limit)
+
+
+def test_the_memory_fake_reports_counts_and_write_times() -> None:
+    backend = MemoryBackend()
+    before = datetime.now(UTC)
+    backend.append("b", numbered_records(2))
+    backend.append("a", numbered_records(3))
+    (a, b) = backend.list_sessions()
+    assert (a.session_id, a.messages, b.session_id, b.messages) == ("a", 3, "b", 2)
+    assert a.last_write is not None and a.last_write >= before
+
+
+CAPABILITY_TESTS = "sessions or write or dry_run"
+
+BROKEN = {
+    "pages_skip_one": """
+        def list_sessions(self, *, after=None, limit=100):
+            return super().list_sessions(after=after, limit=limit)[1:]
+    """,
+    "pages_ignore_after": """
+        def list_sessions(self, *, after=None, limit=100):
+            return super().list_sessions(limit=limit)
+    """,
+    "lists_cleared_sessions": """
+        def clear(self, session_id):
+            self._sessions[session_id] = []
+    """,
+    "wrong_counts": """
+        def list_sessions(self, *, after=None, limit=100):
+            import dataclasses
+            return [dataclasses.replace(info, messages=1)
+                    for info in super().list_sessions(after=after, limit=limit)]
+    """,
+    "write_time_never_moves": """
+        def last_write(self, session_id):
+            found = super().last_write(session_id)
+            self.first = getattr(self, "first", None) or found
+            return self.first if found else None
+    """,
+    "prunes_everything": """
+        def delete_sessions_before(self, cutoff, *, dry_run=False):
+            import datetime
+            return super().delete_sessions_before(
+                datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1),
+                dry_run=dry_run)
+    """,
+    "dry_run_deletes": """
+        def delete_sessions_before(self, cutoff, *, dry_run=False):
+            return super().delete_sessions_before(cutoff)
+    """,
+    "async_prune_differs": """
+        async def adelete_sessions_before(self, cutoff, *, dry_run=False):
+            return 0
+    """,
+}
+
+
+@pytest.mark.parametrize("flaw", sorted(BROKEN))
+def test_a_broken_capability_fails_the_contract(pytester: pytest.Pytester, flaw: str) -> None:
+    body = "\n".join("    " + line[8:] for line in BROKEN[flaw].strip("\n").splitlines())
+    pytester.makepyfile(f"""
+import pytest
+from chathistory.backends.memory import MemoryBackend
+from chathistory.testing import BackendContract
+
+class Broken(MemoryBackend):
+{body}
+
+class TestBroken(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return Broken()
+""")
+    outcomes = pytester.runpytest_subprocess(
+        "-q", "-p", "no:cacheprovider", "-k", CAPABILITY_TESTS).parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1, outcomes
+
+
+def test_a_backend_without_capabilities_skips_their_tests_saying_why(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("""
+import pytest
+from chathistory.backends.memory import MemoryBackend
+from chathistory.testing import BackendContract
+
+class FourMethodsOnly(MemoryBackend):
+    list_sessions = last_write = delete_sessions_before = None
+
+class TestPlain(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return FourMethodsOnly()
+""")
+    result = pytester.runpytest_subprocess("-q", "-rs", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes["skipped"] >= 8, outcomes
+    result.stdout.fnmatch_lines(["*does not declare ListsSessions*",
+                                 "*does not declare PrunesSessions*"])
