@@ -12,8 +12,10 @@ forked child.
 Every operation is one command. It is run on a connection taken from the pool
 for it, so that a failure is known to come before the command was sent whole
 (taking or connecting, sending: it did not run) or after (reading the reply:
-it may have run). A ``RedisCluster`` has no single pool and runs the command
-itself; its failures all count as "may have run".
+it may have run). An async write that timed out while sending counts as "may
+have run" too, since asyncio still flushes what it had buffered. A
+``RedisCluster`` has no single pool and runs the command itself; its failures
+all count as "may have run".
 """
 
 from __future__ import annotations
@@ -88,7 +90,14 @@ class AsyncPoolCommands:
         pool = self.pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await connection.send_command(*command)
+            try:
+                await connection.send_command(*command)
+            except RedisTimeoutError as error:
+                # Unlike a socket's sendall, an asyncio transport still writes out what it
+                # buffered after the sender gave up: a write that timed out may yet arrive.
+                if write:
+                    raise ReplyLostError(self.address, error) from error
+                raise
             try:
                 return await connection.read_response()
             except _LOST as error:
