@@ -189,3 +189,17 @@ def test_close_then_use_opens_a_new_pool(backend: PostgresBackend) -> None:
     backend.close()
     backend.append("s", numbered_records(1, prefix="after"))
     assert [r["data"]["content"] for r in backend.fetch("s")] == ["m0", "after0"]
+
+
+def test_a_stored_value_that_is_no_record_is_a_record_error(
+    backend: PostgresBackend, admin: psycopg.Connection[Any]
+) -> None:
+    backend.create_collection()
+    backend.append("s", numbered_records(1))
+    admin.execute(sql.SQL("INSERT INTO {} (session_id, message) VALUES ('s', '[1, 2]')").format(
+        sql.SQL(backend.statements.qualified_table)))
+    with pytest.raises(RecordError, match="JSON list, not an object"):
+        backend.fetch("s")
+    with pytest.raises(RecordError, match="JSON list, not an object"):
+        asyncio.run(backend.afetch("s", limit=1))
+    assert backend.fetch("s", limit=0) == []

@@ -5,6 +5,7 @@ Importing this module does not import psycopg; building a backend does.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from chathistory import (
     BaseBackend,
+    RecordError,
     aretry_transient,
-    decode_record,
     encode_record,
     retry_transient,
 )
@@ -27,6 +28,18 @@ __all__ = ["PostgresBackend"]
 
 T = TypeVar("T")
 Policy = tuple[Callable[[BaseException], bool], Callable[[BaseException], BaseException]]
+
+
+def _decode(rows: list[tuple[str]]) -> list[dict[str, Any]]:
+    """The records of ``rows`` (jsonb as text, one JSON value each), decoded in one go.
+
+    One ``json.loads`` of the joined rows costs about half as much as one per row.
+    """
+    records: list[Any] = json.loads("[" + ",".join([row[0] for row in rows]) + "]")
+    for record in records:
+        if not isinstance(record, dict):
+            raise RecordError(f"stored record is a JSON {type(record).__name__}, not an object")
+    return records
 
 
 def _run_job(connection: Connection, job: Job) -> None:
@@ -175,9 +188,8 @@ class PostgresBackend(BaseBackend):
         if select is None:
             return []
         (query, params), prepare = select, self._prepare
-        rows: list[tuple[str]] = self._call(
-            "read", lambda c: c.execute(query, params, prepare=prepare).fetchall())
-        return [decode_record(row[0]) for row in rows]
+        return _decode(self._call(
+            "read", lambda c: c.execute(query, params, prepare=prepare).fetchall()))
 
     def clear(self, session_id: str) -> None:
         """Delete this session's rows."""
@@ -236,7 +248,7 @@ class PostgresBackend(BaseBackend):
         async def work(connection: AsyncConnection) -> list[tuple[str]]:
             return await (await connection.execute(query, params, prepare=prepare)).fetchall()
 
-        return [decode_record(row[0]) for row in await self._acall("read", work)]
+        return _decode(await self._acall("read", work))
 
     async def aclear(self, session_id: str) -> None:
         if not self.client.has_async:

@@ -50,7 +50,7 @@ def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
     shuts it down: then it is sent an error message and EOF, and its socket
     becomes readable.
     """
-    if connection.closed or connection.broken:
+    if connection.closed:  # (the pool discards a broken connection when it is returned)
         return True
     poller = select.poll()
     poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
