@@ -71,7 +71,8 @@ class SQLAlchemyBackend(BaseBackend):
         from chathistory_sqlalchemy.sql import Statements
 
         self.client: Client = Client(config)
-        self.statements: Statements = Statements.build(config.table_name, config.layout)
+        self.statements: Statements = Statements.build(config.table_name, config.layout,
+                                                       self.client.dialect.name)
         self._policies: dict[str, Policy] = {
             action: (partial(is_transient, write=action == "append",
                              create=action == "create the table"),

@@ -19,7 +19,9 @@ hash collision could never mix two sessions.
 Layout ``langchain_community``: ``SQLChatMessageHistory``'s table (``id``
 INTEGER primary key, ``session_id`` TEXT, ``message`` TEXT), used in place,
 plus an index ``<table>_session_idx`` on (session_id, id) (a 255-character
-prefix of session_id on MySQL/MariaDB), which that class ignores.
+prefix of session_id on MySQL/MariaDB), which that class ignores. On
+MySQL/MariaDB the statements also compare the session id's bytes, since the
+table's collation may fold case or ignore trailing spaces.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sqlalchemy import (
     Index,
     Insert,
     Integer,
+    LargeBinary,
     MetaData,
     Select,
     String,
@@ -43,6 +46,7 @@ from sqlalchemy import (
     Text,
     and_,
     bindparam,
+    cast,
     delete,
     insert,
     select,
@@ -108,12 +112,20 @@ class Statements:
     insert: Insert
 
     @classmethod
-    def build(cls, name: str, layout: Layout) -> Statements:
+    def build(cls, name: str, layout: Layout, dialect: str) -> Statements:
+        """The statements of table ``name`` in ``layout``, for the dialect named ``dialect``."""
         table = build_table(name, layout)
         c = table.c
-        same_session = c.session_id == bindparam("session_id")
+        session_id = bindparam("session_id", type_=Text)
+        same_session = c.session_id == session_id
         if layout == "chathistory":
             same_session = and_(c.session_hash == bindparam("session_hash"), same_session)
+        elif dialect in MYSQL_DIALECTS:
+            # The peer's table compares with its collation: case-insensitive for a
+            # *_ci one, and blind to trailing spaces for any PAD SPACE one. The bytes
+            # are compared too, so "A", "a" and "a " stay three sessions.
+            same_session = and_(same_session, cast(c.session_id, LargeBinary)
+                                == cast(session_id, LargeBinary))
         newest = (select(c.id, c.message).where(same_session).order_by(c.id.desc())
                   .limit(bindparam("limit", type_=Integer)).subquery("newest"))
         return cls(

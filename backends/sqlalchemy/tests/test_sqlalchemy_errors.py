@@ -1,0 +1,103 @@
+"""Failures reach the application as chathistory errors; only what is safe is repeated."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+from chathistory_sqlalchemy import SQLAlchemyBackend
+from chathistory_sqlalchemy.errors import is_transient, translate
+from sqlalchemy import Engine, exc, text
+
+from chathistory import BackendUnavailableError, ChatHistoryError, RecordError
+from chathistory.testing import numbered_records
+
+
+def _mysql(code: int, message: str, statement: str | None = "INSERT ...") -> exc.DBAPIError:
+    return exc.DBAPIError.instance(statement, {}, pymysql.err.OperationalError(code, message),
+                                   pymysql.err.Error)
+
+
+def test_what_may_be_repeated() -> None:
+    refused = _mysql(2003, "Can't connect to MySQL server", statement=None)
+    assert is_transient(refused, write=True)                       # nothing was sent
+    assert is_transient(_mysql(1213, "Deadlock found"), write=True)  # rolled back
+    assert is_transient(_mysql(1205, "Lock wait timeout"), write=True)
+    lost = _mysql(2013, "Lost connection to server during query")
+    assert is_transient(lost, write=False)                          # a read: repeat it
+    assert not is_transient(lost, write=True)                       # may have committed
+    assert not is_transient(_mysql(1045, "Access denied", statement=None))
+    assert is_transient(_mysql(1050, "Table exists"), create=True)  # raced another creator
+    assert not is_transient(_mysql(1050, "Table exists"))
+    busy = exc.DBAPIError.instance("INSERT", {}, sqlite3.OperationalError(
+        "database is locked"), sqlite3.Error)
+    busy.orig.sqlite_errorcode = 5  # type: ignore[union-attr]
+    assert is_transient(busy, write=True)
+    assert not is_transient(RecordError("bad"))
+
+
+def test_translations_name_the_server_and_never_the_parameters() -> None:
+    error = _mysql(2013, "Lost connection to server during query")
+    error.params = {"session_id": "private-session", "message": "private text"}
+    translated = translate(error, action="append", server="mysql+pymysql://u:***@db/chat")
+    assert isinstance(translated, BackendUnavailableError)
+    assert "stored entirely or not at all" in str(translated)
+    assert "private" not in str(translated)
+    too_long = translate(_mysql(1406, "Data too long for column 'message'"),
+                         action="append", server="db")
+    assert isinstance(too_long, RecordError) and "LONGTEXT" in str(too_long)
+
+
+@pytest.fixture
+def backend(mysql_url: str, mysql_table: str) -> Iterator[SQLAlchemyBackend]:
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table, pool_size=1,
+                                             max_overflow=0, pool_pre_ping=False)
+    backend.create_collection()
+    backend.append("s", numbered_records(2))
+    yield backend
+    backend.close()
+
+
+def _kill_pooled_connection(backend: SQLAlchemyBackend, admin: Engine) -> None:
+    """Kill the one pooled connection of ``backend`` from another session."""
+    with backend.client.engine().connect() as connection:
+        connection_id = connection.execute(text("SELECT CONNECTION_ID()")).scalar_one()
+    with admin.connect() as connection:
+        connection.execute(text(f"KILL CONNECTION {int(connection_id)}"))
+
+
+def test_a_read_on_a_killed_connection_is_repeated_on_a_new_one(
+    backend: SQLAlchemyBackend, mysql_admin: Engine
+) -> None:
+    _kill_pooled_connection(backend, mysql_admin)
+    assert len(backend.fetch("s")) == 2
+
+
+def test_a_write_on_a_killed_connection_is_not_repeated_and_says_so(
+    backend: SQLAlchemyBackend, mysql_admin: Engine
+) -> None:
+    _kill_pooled_connection(backend, mysql_admin)
+    with pytest.raises(BackendUnavailableError, match="stored entirely or not at all"):
+        backend.append("s", numbered_records(3, prefix="late"))
+    assert [r["data"]["content"] for r in backend.fetch("s")] == ["m0", "m1"]
+
+
+def test_pre_ping_replaces_a_killed_connection_before_a_write(
+    mysql_url: str, mysql_table: str, mysql_admin: Engine
+) -> None:
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table, pool_size=1,
+                                             max_overflow=0)
+    backend.create_collection()
+    _kill_pooled_connection(backend, mysql_admin)
+    backend.append("s", numbered_records(1))
+    assert len(backend.fetch("s")) == 1
+    backend.close()
+
+
+def test_a_missing_table_says_how_to_create_it(mysql_url: str, mysql_table: str) -> None:
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table)
+    with pytest.raises(ChatHistoryError, match=r"create_collection\(\) creates the table"):
+        backend.fetch("s")
+    backend.close()
