@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 BACKENDS := $(wildcard backends/*/pyproject.toml)
+DIST ?= dist
 
-.PHONY: demo test check services clean
+.PHONY: demo test check services clean dist
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,12 @@ check: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict src $(foreach b,$(dir $(BACKENDS)),$(b)src)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+
+# Wheels of the core and of every backend in $(DIST)/, to install from a checkout:
+# pip install dist/chathistory-*.whl dist/chathistory_postgres-*.whl
+dist:
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check --no-deps -w $(DIST) \
+		. $(dir $(BACKENDS))
 
 clean:
 	rm -rf $(VENV)
