@@ -11,11 +11,13 @@ missing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "CopiesInBulk",
     "ListsSessions",
     "PrunesSessions",
     "SessionInfo",
@@ -82,10 +84,28 @@ class PrunesSessions(Protocol):
                                       ) -> int: ...
 
 
+@runtime_checkable
+class CopiesInBulk(Protocol):
+    """The backend reads and writes many sessions in one round trip (export, import, copy)."""
+
+    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every record of each of ``session_ids`` that has any, oldest first, in one read."""
+
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Append each session's records after its existing ones: all sessions or none."""
+
+    async def afetch_many(self, session_ids: Sequence[str]
+                          ) -> dict[str, list[dict[str, Any]]]: ...
+
+    async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
+                           ) -> None: ...
+
+
 _CAPABILITIES: dict[str, type] = {
     "list_sessions": ListsSessions,
     "last_write": TracksWriteTimes,
     "delete_sessions_before": PrunesSessions,
+    "fetch_many": CopiesInBulk,
 }
 
 

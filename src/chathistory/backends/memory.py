@@ -135,6 +135,33 @@ class MemoryBackend(BaseBackend):
                     del self._sessions[session], self._written[session]
             return len(old)
 
+    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        self._begin("fetch_many")
+        with self._lock:
+            stored = {session: list(self._sessions[session]) for session in session_ids
+                      if self._sessions.get(session)}
+        return {session: [decode_record(text) for text in texts]
+                for session, texts in stored.items()}
+
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        encoded = {session: [encode_record(record) for record in records]
+                   for session, records in batches.items()}
+        self._begin("append_many")
+        now = datetime.now(UTC)
+        with self._lock:
+            for session, texts in encoded.items():
+                if texts:
+                    self._sessions.setdefault(session, []).extend(texts)
+                    self._written[session] = now
+
+    async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        await self._await()
+        return self.fetch_many(session_ids)
+
+    async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        await self._await()
+        self.append_many(batches)
+
     async def alist_sessions(self, *, after: str | None = None, limit: int = 100
                              ) -> list[SessionInfo]:
         await self._await()

@@ -13,12 +13,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from langchain_core.messages import message_to_dict
 
 from chathistory.backend import Backend
-from chathistory.capabilities import ListsSessions, PrunesSessions, TracksWriteTimes
-from chathistory.testing.samples import numbered_records
+from chathistory.capabilities import (
+    CopiesInBulk,
+    ListsSessions,
+    PrunesSessions,
+    TracksWriteTimes,
+)
+from chathistory.errors import RecordError
+from chathistory.testing.samples import numbered_records, sample_messages
 
 MakeSessionId = Callable[[str], str]
+
+
+def sample_records() -> list[dict[str, Any]]:
+    return [message_to_dict(message) for message in sample_messages()]
 
 __all__ = ["CapabilityContract"]
 
@@ -168,3 +179,37 @@ class CapabilityContract:
         assert asyncio.run(pruner.adelete_sessions_before(cutoff)) == len(old)
         assert all(backend.fetch(session_id) == [] for session_id in old)
         assert all(backend.fetch(session_id) != [] for session_id in kept)
+
+    # -- CopiesInBulk ----------------------------------------------------------------------
+
+    def test_fetch_many_reads_each_session_whole_and_in_order(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        bulk = _require(backend, CopiesInBulk, "bulk reads and writes")
+        a, b, empty = (make_session_id(name) for name in ("bulk-a", "bulk-b", "bulk-empty"))
+        backend.append(a, numbered_records(3, prefix="a"))
+        backend.append(b, sample_records())
+        backend.append(a, numbered_records(2, prefix="a-late"))
+        expected = {a: backend.fetch(a), b: sample_records()}
+        assert bulk.fetch_many([a, empty, b]) == expected
+        assert asyncio.run(bulk.afetch_many([b, a, empty])) == expected
+        assert bulk.fetch_many([]) == {}
+
+    def test_append_many_appends_after_existing_records(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        bulk = _require(backend, CopiesInBulk, "bulk reads and writes")
+        a, b, c = (make_session_id(name) for name in ("many-a", "many-b", "many-c"))
+        backend.append(a, numbered_records(1, prefix="old"))
+        bulk.append_many({a: numbered_records(2), b: sample_records(), c: []})
+        asyncio.run(bulk.aappend_many({b: numbered_records(1, prefix="z")}))
+        assert backend.fetch(a) == numbered_records(1, prefix="old") + numbered_records(2)
+        assert backend.fetch(b) == sample_records() + numbered_records(1, prefix="z")
+        assert backend.fetch(c) == []
+
+    def test_append_many_is_all_or_nothing(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        bulk = _require(backend, CopiesInBulk, "bulk reads and writes")
+        a, b = make_session_id("whole-a"), make_session_id("whole-b")
+        bad = {"type": "human", "data": {"content": "bad", "when": object()}}
+        with pytest.raises(RecordError):
+            bulk.append_many({a: numbered_records(2), b: [numbered_records(1)[0], bad]})
+        assert backend.fetch(a) == [] and backend.fetch(b) == []
