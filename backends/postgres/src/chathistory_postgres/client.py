@@ -144,7 +144,8 @@ class Client:
                       if config.synchronous_commit else None)
         self.has_async = (self.conninfo is not None or config.async_connection is not None
                           or config.async_pool is not None)
-        self._lock = threading.Lock()  # opening, closing and binding pools
+        self._lock = threading.Lock()  # binding the async pool: never held across I/O
+        self._sync_lock = threading.Lock()  # opening and closing the sync pool
         self._connection_lock = threading.Lock()  # one call at a time on an app connection
         self._aconnection_lock = asyncio.Lock()
         self._pool: ConnectionPool[Any] | None = config.pool
@@ -179,7 +180,7 @@ class Client:
 
     def pool(self) -> ConnectionPool[Any]:
         """The pool of the sync calls: the application's, or the backend's (opened if needed)."""
-        with self._lock:
+        with self._sync_lock:
             if self._pool is not None:
                 return self._pool
             if self.conninfo is None:
@@ -298,7 +299,7 @@ class Client:
         An async pool whose loop is still open is closed by ``aclose()`` in that loop.
         Connections and pools the application gave are left open.
         """
-        with self._lock:
+        with self._sync_lock:
             pool = self._pool if self._pool is not self.config.pool else None
             self._pool = self.config.pool
         if pool is not None:
@@ -312,11 +313,11 @@ class Client:
             chathistory.ChatHistoryError: the async pool belongs to another event
                 loop, which has not ended.
         """
-        if self._pool is not None and self._pool is not self.config.pool:
-            await asyncio.to_thread(self.close)
         loop = asyncio.get_running_loop()
         if self._aloop is not None and self._aloop is not loop and not self._aloop.is_closed():
             raise self._other_loop()
+        if self._pool is not None and self._pool is not self.config.pool:
+            await asyncio.to_thread(self.close)
         pool = self._release_async_pool(loop)
         if pool is not None:
             await pool.close()
