@@ -9,7 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC = {
     "IDENTIFIER_PATTERN", "Backend", "BackendConfig", "BackendInfo", "BackendLoadError",
-    "BackendNotFoundError", "BackendUnavailableError", "BaseBackend", "ChatHistory",
+    "BackendNotFoundError", "BackendUnavailableError", "BaseBackend", "CapabilityMissingError",
+    "ChatHistory",
     "ChatHistoryMiddleware", "SessionIdError",
     "ChatHistoryError", "CollectionTimeoutError", "ConfigError", "DuplicateBackendError",
     "Identifier", "PermissionDeniedError", "RecordError", "SessionHistoryFactory", "Translate",

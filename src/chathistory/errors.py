@@ -12,6 +12,7 @@ __all__ = [
     "BackendLoadError",
     "BackendNotFoundError",
     "BackendUnavailableError",
+    "CapabilityMissingError",
     "ChatHistoryError",
     "CollectionTimeoutError",
     "ConfigError",
@@ -60,3 +61,7 @@ class CollectionTimeoutError(BackendUnavailableError, TimeoutError):
 
 class SessionIdError(ChatHistoryError, ValueError):
     """A run or call has no usable session id. The message says what to pass."""
+
+
+class CapabilityMissingError(ChatHistoryError, LookupError):
+    """The job needs an optional capability (listing sessions, write times...) the backend lacks."""

@@ -1,0 +1,228 @@
+"""Sessions as data: copy them between backends, export and import them as JSON Lines.
+
+A copy reads and writes many sessions per round trip where both backends
+declare :class:`~chathistory.capabilities.CopiesInBulk`, and one session per
+round trip otherwise. It is safe to run twice and to interrupt: before
+writing a chunk of sessions it reads what the target already holds of them,
+and appends only what is missing after it. A session whose stored records are
+not the start of the source's is left alone and reported as a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from chathistory.backend import Backend, ensure_collection
+from chathistory.capabilities import CopiesInBulk, ListsSessions
+from chathistory.errors import CapabilityMissingError, RecordError
+from chathistory.records import decode_record, encode_record
+
+__all__ = [
+    "CopyReport",
+    "copy_sessions",
+    "count_records",
+    "export_sessions",
+    "import_sessions",
+    "list_session_ids",
+]
+
+CHUNK = 200  # sessions per round trip
+
+Records = list[dict[str, Any]]
+Progress = Callable[[int, int], None]
+"""Called after each chunk with the sessions and the messages it finished."""
+
+
+@dataclass
+class CopyReport:
+    """What a copy or an import did.
+
+    Attributes:
+        sessions: Sessions considered.
+        messages: Records written to the target.
+        complete: Sessions the target already held whole, so nothing was written.
+        mismatched: Sessions whose target records are not the start of the
+            source's (or more than the source's): left untouched.
+    """
+
+    sessions: int = 0
+    messages: int = 0
+    complete: int = 0
+    mismatched: list[str] = field(default_factory=list)
+
+
+def list_session_ids(backend: Backend, *, page: int = 1000) -> list[str]:
+    """Every session id of ``backend``, in id order (it must declare ListsSessions)."""
+    if not isinstance(backend, ListsSessions):
+        raise CapabilityMissingError(
+            f"backend {type(backend).__name__} cannot list its sessions; name the sessions "
+            "to copy or export instead")
+    ids: list[str] = []
+    after: str | None = None
+    while batch := backend.list_sessions(after=after, limit=page):
+        ids.extend(info.session_id for info in batch)
+        after = batch[-1].session_id
+    return ids
+
+
+def _fetch_many(backend: Backend, session_ids: Sequence[str]) -> dict[str, Records]:
+    if isinstance(backend, CopiesInBulk):
+        return backend.fetch_many(session_ids)
+    fetched = {session_id: backend.fetch(session_id) for session_id in session_ids}
+    return {session_id: records for session_id, records in fetched.items() if records}
+
+
+def _append_many(backend: Backend, batches: Mapping[str, Records]) -> None:
+    if isinstance(backend, CopiesInBulk):
+        backend.append_many(batches)
+        return
+    for session_id, records in batches.items():
+        backend.append(session_id, records)
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _write_missing(target: Backend, sources: Mapping[str, Records], report: CopyReport
+                   ) -> int:
+    """Append to ``target`` what it lacks of ``sources``; return the records written."""
+    held = _fetch_many(target, list(sources))
+    batches: dict[str, Records] = {}
+    for session_id, records in sources.items():
+        stored = held.get(session_id, [])
+        if stored == records[:len(stored)] and len(stored) <= len(records):
+            if len(stored) == len(records):
+                report.complete += 1
+            else:
+                batches[session_id] = records[len(stored):]
+        else:
+            report.mismatched.append(session_id)
+    _append_many(target, batches)
+    written = sum(len(records) for records in batches.values())
+    report.messages += written
+    return written
+
+
+def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] | None = None,
+                  *, chunk: int = CHUNK, progress: Progress | None = None) -> CopyReport:
+    """Copy sessions from ``source`` to ``target``, appending only what the target lacks.
+
+    Args:
+        source: The backend to read.
+        target: The backend to write; its collection is created if missing.
+        session_ids: The sessions to copy; ``None`` copies every session
+            (``source`` must declare ListsSessions).
+        chunk: Sessions per read and per write.
+        progress: Called with (sessions, messages) after each chunk.
+
+    Raises:
+        CapabilityMissingError: ``session_ids`` is None and the source cannot list sessions.
+    """
+    ids = list_session_ids(source) if session_ids is None else list(session_ids)
+    ensure_collection(target)
+    report = CopyReport(sessions=len(ids))
+    for part in _chunks(ids, chunk):
+        sources = _fetch_many(source, part)
+        written = _write_missing(target, sources, report)
+        if progress is not None:
+            progress(len(part), written)
+    return report
+
+
+def count_records(backend: Backend, session_ids: Sequence[str], *, chunk: int = CHUNK
+                  ) -> dict[str, int]:
+    """How many records each session holds, from a listing where it has counts."""
+    counts: dict[str, int] = {}
+    wanted = set(session_ids)
+    if isinstance(backend, ListsSessions):
+        after: str | None = None
+        while page := backend.list_sessions(after=after, limit=1000):
+            for info in page:
+                if info.session_id in wanted and info.messages is not None:
+                    counts[info.session_id] = info.messages
+            after = page[-1].session_id
+    missing = [session_id for session_id in session_ids if session_id not in counts]
+    for part in _chunks(missing, chunk):
+        held = _fetch_many(backend, part)
+        counts.update({session_id: len(held.get(session_id, [])) for session_id in part})
+    return {session_id: counts.get(session_id, 0) for session_id in session_ids}
+
+
+def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | None = None,
+                    *, chunk: int = CHUNK, progress: Progress | None = None) -> int:
+    """Write sessions as JSON Lines, ``{"session_id": ..., "record": {...}}`` per line.
+
+    A session's lines are contiguous and oldest first. Returns the lines written.
+    """
+    ids = list_session_ids(source) if session_ids is None else list(session_ids)
+    lines = 0
+    for part in _chunks(ids, chunk):
+        fetched = _fetch_many(source, part)
+        for session_id in part:
+            for record in fetched.get(session_id, []):
+                session = json.dumps(session_id, ensure_ascii=False)
+                out.write(f'{{"session_id":{session},"record":{encode_record(record)}}}\n')
+                lines += 1
+        if progress is not None:
+            progress(len(part), sum(len(records) for records in fetched.values()))
+    return lines
+
+
+def _read_lines(lines: Iterable[str]) -> Iterator[tuple[str, Records]]:
+    """Sessions from JSON Lines, one (id, records) per contiguous run of a session's lines."""
+    seen: set[str] = set()
+    current: str | None = None
+    records: Records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = decode_record(line)
+            session_id, record = entry["session_id"], entry["record"]
+        except (RecordError, KeyError) as exc:
+            raise RecordError(f"line {number}: not an exported record ({exc})") from None
+        if not isinstance(session_id, str) or not isinstance(record, dict):
+            raise RecordError(f"line {number}: session_id must be a string and record an object")
+        if session_id != current:
+            if current is not None:
+                yield current, records
+            if session_id in seen:
+                raise RecordError(
+                    f"line {number}: session {session_id!r} appears again after other sessions; "
+                    "an export keeps each session's lines together")
+            seen.add(session_id)
+            current, records = session_id, []
+        records.append(record)
+    if current is not None:
+        yield current, records
+
+
+def import_sessions(target: Backend, lines: Iterable[str], *, chunk: int = CHUNK,
+                    progress: Progress | None = None) -> CopyReport:
+    """Import what :func:`export_sessions` wrote, appending only what ``target`` lacks.
+
+    Like a copy, an import is safe to run twice and to interrupt.
+    """
+    ensure_collection(target)
+    report = CopyReport()
+    pending: dict[str, Records] = {}
+
+    def flush() -> None:
+        written = _write_missing(target, pending, report)
+        if progress is not None:
+            progress(len(pending), written)
+        pending.clear()
+
+    for session_id, records in _read_lines(lines):
+        report.sessions += 1
+        pending[session_id] = records
+        if len(pending) >= chunk:
+            flush()
+    if pending:
+        flush()
+    return report

@@ -1,0 +1,122 @@
+"""Copy, export and import: complete, in order, and safe to run twice."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+
+from chathistory.backends.memory import MemoryBackend
+from chathistory.backends.sqlite import SqliteBackend
+from chathistory.errors import CapabilityMissingError, RecordError
+from chathistory.testing.samples import numbered_records
+from chathistory.transfer import (
+    copy_sessions,
+    count_records,
+    export_sessions,
+    import_sessions,
+)
+
+
+def filled(sessions: int = 7, per_session: int = 5) -> MemoryBackend:
+    backend = MemoryBackend()
+    for number in range(sessions):
+        backend.append(f"s{number}", numbered_records(per_session + number, prefix=f"s{number}-"))
+    return backend
+
+
+def contents(backend: Any, session_id: str) -> list[str]:
+    return [record["data"]["content"] for record in backend.fetch(session_id)]
+
+
+def test_a_copy_moves_every_session_whole_and_in_order() -> None:
+    source, target = filled(), MemoryBackend()
+    seen: list[tuple[int, int]] = []
+    report = copy_sessions(source, target, chunk=3, progress=lambda s, m: seen.append((s, m)))
+    assert report.sessions == 7 and report.messages == sum(5 + n for n in range(7))
+    for number in range(7):
+        assert target.fetch(f"s{number}") == source.fetch(f"s{number}")
+    assert [sessions for sessions, _ in seen] == [3, 3, 1]
+    assert sum(messages for _, messages in seen) == report.messages
+    # Bulk on both sides: one read of the source and of the target, one write, per chunk.
+    assert source.calls["fetch_many"] == 3
+    assert target.calls["append_many"] == 3
+
+
+def test_running_a_copy_twice_writes_nothing_the_second_time() -> None:
+    source, target = filled(), MemoryBackend()
+    copy_sessions(source, target)
+    again = copy_sessions(source, target)
+    assert again.messages == 0 and again.complete == 7 and again.mismatched == []
+    assert count_records(target, [f"s{n}" for n in range(7)]) == {
+        f"s{n}": 5 + n for n in range(7)}
+
+
+def test_an_interrupted_copy_is_finished_without_duplicates() -> None:
+    source, target = filled(), MemoryBackend()
+    copy_sessions(source, target, ["s0", "s1"])          # the chunks done before a crash
+    target.append("s2", source.fetch("s2")[:3])           # a session the source grew since
+    report = copy_sessions(source, target)
+    assert report.complete == 2 and report.mismatched == []
+    for number in range(7):
+        assert target.fetch(f"s{number}") == source.fetch(f"s{number}")
+
+
+def test_a_session_the_target_holds_differently_is_left_alone_and_reported() -> None:
+    source, target = filled(3), MemoryBackend()
+    target.append("s1", numbered_records(2, prefix="other-"))
+    report = copy_sessions(source, target)
+    assert report.mismatched == ["s1"]
+    assert contents(target, "s1") == ["other-0", "other-1"]
+    assert target.fetch("s0") == source.fetch("s0")
+
+
+def test_backends_without_bulk_methods_are_copied_one_session_at_a_time(tmp_path: Any
+                                                                        ) -> None:
+    source = filled(4)
+    target = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "t.sqlite3")))
+    report = copy_sessions(source, target, [f"s{n}" for n in range(4)])
+    assert report.messages == 5 + 6 + 7 + 8
+    assert target.fetch("s3") == source.fetch("s3")
+    back = MemoryBackend()
+    copy_sessions(target, back, ["s3", "s0"])
+    assert back.fetch("s3") == source.fetch("s3")
+    target.close()
+
+
+class FourMethodsOnly(MemoryBackend):
+    list_sessions = fetch_many = None  # type: ignore[assignment]
+
+
+def test_a_copy_of_every_session_needs_a_source_that_can_list_them() -> None:
+    with pytest.raises(CapabilityMissingError, match="cannot list its sessions"):
+        copy_sessions(FourMethodsOnly(), MemoryBackend())
+
+
+def test_export_then_import_round_trips_and_import_twice_adds_nothing() -> None:
+    source, out = filled(), io.StringIO()
+    lines = export_sessions(source, out, chunk=2)
+    assert lines == sum(5 + n for n in range(7))
+    text = out.getvalue()
+    target = MemoryBackend()
+    first = import_sessions(target, io.StringIO(text), chunk=3)
+    assert first.sessions == 7 and first.messages == lines
+    second = import_sessions(target, io.StringIO(text))
+    assert second.messages == 0 and second.complete == 7
+    for number in range(7):
+        assert target.fetch(f"s{number}") == source.fetch(f"s{number}")
+
+
+def test_an_import_names_the_line_it_cannot_read() -> None:
+    target = MemoryBackend()
+    with pytest.raises(RecordError, match="line 2: not an exported record"):
+        import_sessions(target, io.StringIO('{"session_id":"a","record":{"type":"human",'
+                                            '"data":{"content":"x"}}}\nnot json\n'))
+    with pytest.raises(RecordError, match="line 1: session_id must be a string"):
+        import_sessions(target, io.StringIO('{"session_id":1,"record":{}}\n'))
+    lines = ['{"session_id":"a","record":{"type":"human","data":{"content":"1"}}}',
+             '{"session_id":"b","record":{"type":"human","data":{"content":"2"}}}',
+             '{"session_id":"a","record":{"type":"human","data":{"content":"3"}}}']
+    with pytest.raises(RecordError, match="line 3: session 'a' appears again"):
+        import_sessions(target, io.StringIO("\n".join(lines)))
