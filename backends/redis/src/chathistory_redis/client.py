@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import redis
 import redis.asyncio
+from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
@@ -157,6 +158,9 @@ def pool_options(config: RedisConfig) -> dict[str, Any]:
         "socket_connect_timeout": config.socket_connect_timeout,
         "health_check_interval": config.health_check_interval,
         "decode_responses": False,
+        # Given, the version is not looked up in the package metadata (files on disk)
+        # each time a connection is made, which would block an event loop.
+        "driver_info": DriverInfo(lib_version=redis.__version__),
         # redis-py 8 defaults to "auto", which makes its pools skip the check that a
         # connection the server closed is replaced before use, even where the server
         # sends no maintenance notifications (Redis itself does not).
