@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -59,6 +59,7 @@ from chathistory_sqlalchemy.config import Layout
 __all__ = ["MYSQL_DIALECTS", "Statements", "build_table", "session_hash"]
 
 MYSQL_DIALECTS = ("mysql", "mariadb")
+MAX_CACHED_ROWS = 64
 _LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), *MYSQL_DIALECTS)
 
 
@@ -110,6 +111,8 @@ class Statements:
     select_newest: Select[tuple[str]]
     delete: Delete
     insert: Insert
+    multi_row_inserts: dict[int, Insert] = field(default_factory=dict, repr=False)
+    """The multi-row INSERT of each batch size seen (up to MAX_CACHED_ROWS), built once."""
 
     @classmethod
     def build(cls, name: str, layout: Layout, dialect: str) -> Statements:
@@ -169,6 +172,16 @@ class Statements:
         table (InnoDB's lock modes 0 and 1), whatever its size. Elsewhere an
         executemany of one INSERT, inside the caller's transaction.
         """
-        if dialect.name in MYSQL_DIALECTS and len(rows) > 1:
-            return self.insert.values(rows), {}
-        return self.insert, rows
+        if dialect.name not in MYSQL_DIALECTS or len(rows) == 1:
+            return self.insert, rows
+        statement = self.multi_row_inserts.get(len(rows))
+        if statement is None:
+            # Named parameters per row (message_0, message_1...): a statement built once
+            # per size, whose compiled form SQLAlchemy caches, not one per call.
+            statement = self.insert.values([
+                {key: bindparam(f"{key}_{number}") for key in rows[0]}
+                for number in range(len(rows))])
+            if len(rows) <= MAX_CACHED_ROWS:
+                self.multi_row_inserts[len(rows)] = statement
+        return statement, {f"{key}_{number}": value for number, row in enumerate(rows)
+                           for key, value in row.items()}

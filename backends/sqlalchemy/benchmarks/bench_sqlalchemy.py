@@ -1,0 +1,220 @@
+"""chathistory-sqlalchemy against SQLChatMessageHistory and raw SQLAlchemy Core, in one run.
+
+    .venv/bin/python backends/sqlalchemy/benchmarks/bench_sqlalchemy.py [--rounds 7] [--turns 30]
+
+Needs the MariaDB/MySQL server of CHATHISTORY_MYSQL_URL (default
+mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4). Works in tables
+named chh_bench_<random>_*, dropped at the end. Every figure is the median time
+of one operation over the rounds; within a round each contender runs its
+operations in a block, and the order of the blocks rotates from round to
+round. A ratio is the median over the rounds of the ratio within each round.
+
+A turn is what a chat server does per request: build the session's history,
+read it (20 messages), append the user's and the model's messages.
+
+Targets (from the issue):
+  1. turn: >= 5x faster than SQLChatMessageHistory built from a URL (as its
+     docs show), faster than SQLChatMessageHistory given one shared Engine, and
+     at most 1.2x raw SQLAlchemy Core doing the same two round trips
+  2. add_messages(10): at most 1.2x one raw executemany
+  3. get_messages(limit=20) on a 100,000-message session: at most 2x a 100-message one
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from chathistory_sqlalchemy.sql import Statements
+from langchain_community.chat_message_histories import SQLChatMessageHistory
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
+from sqlalchemy import Engine, create_engine, text
+
+from chathistory import decode_record, encode_record, history_factory, to_messages, to_records
+
+URL = (os.environ.get("CHATHISTORY_MYSQL_URL")
+       or "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4")
+PREFIX = f"chh_bench_{secrets.token_hex(3)}"
+OURS, PEER = f"{PREFIX}_ours", f"{PREFIX}_peer"
+TURN = [HumanMessage("What is the capital of France?"), AIMessage("Paris.")]
+TEN = [HumanMessage(f"question {n}") if n % 2 == 0 else AIMessage(f"answer {n}")
+       for n in range(10)]
+
+
+def history_of(size: int) -> list[BaseMessage]:
+    return [HumanMessage(f"user message {n}: how do I do thing {n}?") if n % 2 == 0 else
+            AIMessage(f"assistant message {n}: like this, step by step, and then {n}.")
+            for n in range(size)]
+
+
+class Bench:
+    def __init__(self) -> None:
+        self.factory = history_factory("sqlalchemy", url=URL, table=OURS)
+        self.factory("warm-up").get_messages(limit=1)  # creates the table, opens the pool
+        self.statements: Statements = self.factory.backend.statements  # type: ignore[attr-defined]
+        self.shared_engine = create_engine(URL)
+        SQLChatMessageHistory("warm-up", connection=self.shared_engine, table_name=PEER)
+        self.raw = create_engine(URL)  # what an application writing Core by hand would have
+        self.sessions = 0
+
+    def close(self) -> None:
+        self.factory.close()
+        self.shared_engine.dispose()
+        with self.raw.begin() as connection:
+            connection.execute(text(f"DROP TABLE IF EXISTS `{OURS}`, `{PEER}`"))
+        self.raw.dispose()
+
+    # -- filling --------------------------------------------------------------------------
+
+    def new_session(self, kind: str, size: int) -> str:
+        """A new session of ``size`` messages in our table (or the peer's)."""
+        self.sessions += 1
+        session = f"{kind}-{self.sessions}"
+        records = [encode_record(message_to_dict(m)) for m in history_of(size)]
+        table = self.statements.table.name if kind != "peer" else PEER
+        with self.raw.begin() as connection:
+            for start in range(0, size, 1000):
+                chunk = records[start:start + 1000]
+                if kind == "peer":
+                    connection.execute(
+                        text(f"INSERT INTO `{table}` (session_id, message) VALUES "
+                             + ", ".join([f"(:s, :m{i})" for i in range(len(chunk))])),
+                        {"s": session, **{f"m{i}": m for i, m in enumerate(chunk)}})
+                else:
+                    statement, params = self.statements.insert_batch(
+                        self.raw.dialect, self.statements.rows(session, chunk))
+                    connection.execute(statement, params)
+        return session
+
+    # -- the contenders of a turn ------------------------------------------------------------
+
+    def ours_turn(self, session: str) -> None:
+        history = self.factory(session)
+        history.get_messages()
+        history.add_messages(TURN)
+
+    def peer_url_turn(self, session: str) -> Engine:
+        history = SQLChatMessageHistory(session, connection=URL, table_name=PEER)
+        history.messages  # noqa: B018
+        history.add_messages(TURN)
+        return history.engine
+
+    def peer_engine_turn(self, session: str) -> None:
+        history = SQLChatMessageHistory(session, connection=self.shared_engine,
+                                        table_name=PEER)
+        history.messages  # noqa: B018
+        history.add_messages(TURN)
+
+    def raw_turn(self, session: str) -> None:
+        s = self.statements
+        with self.raw.connect() as connection:
+            rows = connection.execute(s.select_all, s.session(session)).scalars().all()
+        to_messages([decode_record(row) for row in rows])
+        self.raw_add(session, TURN)
+
+    def raw_add(self, session: str, messages: Sequence[BaseMessage]) -> None:
+        """One executemany of an INSERT, in one transaction (PyMySQL sends one statement)."""
+        rows = self.statements.rows(session, [json.dumps(r) for r in to_records(messages)])
+        with self.raw.begin() as connection:
+            connection.execute(self.statements.insert, rows)
+
+
+def timed(operation: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    operation()
+    return time.perf_counter() - start
+
+
+def run_round(contenders: dict[str, Callable[[], float]], count: int, round_number: int
+              ) -> dict[str, float]:
+    names = list(contenders)
+    shift = round_number % len(names)
+    medians = {}
+    for name in names[shift:] + names[:shift]:
+        gc.collect()
+        medians[name] = statistics.median(contenders[name]() for _ in range(count))
+    return medians
+
+
+def report(title: str, rounds: list[dict[str, float]], base: str,
+           targets: dict[str, str]) -> None:
+    print(f"\n{title}")
+    for name in rounds[0]:
+        median = statistics.median(r[name] for r in rounds) * 1e3
+        line = f"  {name:<34} {median:8.3f} ms"
+        if name != base:
+            # The ratio a target is about: slower contender / ours, or ours / the raw floor.
+            top, bottom = (base, name) if name.startswith("raw") else (name, base)
+            ratio = statistics.median(r[top] / r[bottom] for r in rounds)
+            line += f"   {top} / {bottom} = {ratio:5.2f}"
+        print(line + (f"   target: {targets[name]}" if name in targets else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--turns", type=int, default=30)
+    args = parser.parse_args()
+    bench = Bench()
+    try:
+        # 1. Turns, each on a fresh 20-message session.
+        def one_turn(kind: str, turn: Callable[[str], Any]) -> Callable[[], float]:
+            def run() -> float:
+                session = bench.new_session("peer" if kind.startswith("peer") else kind, 20)
+                engine: list[Engine] = []
+                elapsed = timed(lambda: engine.append(turn(session)))
+                if isinstance(engine[0], Engine):
+                    engine[0].dispose()  # untimed: keeps the shared server's connections free
+                return elapsed
+            return run
+
+        turns = {
+            "chathistory (history_factory)": one_turn("ours", bench.ours_turn),
+            "SQLChatMessageHistory(URL)": one_turn("peer", bench.peer_url_turn),
+            "SQLChatMessageHistory(engine)": one_turn("peer", bench.peer_engine_turn),
+            "raw SQLAlchemy Core": one_turn("raw", bench.raw_turn),
+        }
+        turn_rounds = [run_round(turns, args.turns, n) for n in range(args.rounds)]
+        report("turn (new history, read 20, add 2)", turn_rounds,
+               "chathistory (history_factory)",
+               {"SQLChatMessageHistory(URL)": ">= 5", "SQLChatMessageHistory(engine)": "> 1",
+                "raw SQLAlchemy Core": "<= 1.2"})
+
+        # 2. add_messages(10) against one raw executemany.
+        session_ours, session_raw = bench.new_session("ours", 0), bench.new_session("raw", 0)
+        history = bench.factory(session_ours)
+        adds = {
+            "chathistory add_messages(10)": lambda: timed(lambda: history.add_messages(TEN)),
+            "raw executemany (10 rows)": lambda: timed(lambda: bench.raw_add(session_raw, TEN)),
+        }
+        add_rounds = [run_round(adds, args.turns, n) for n in range(args.rounds)]
+        report("add_messages(10)", add_rounds, "chathistory add_messages(10)",
+               {"raw executemany (10 rows)": "<= 1.2"})
+
+        # 3. The newest 20 of a 100,000-message session and of a 100-message one.
+        big, small = bench.new_session("ours", 100_000), bench.new_session("ours", 100)
+        with bench.raw.connect() as connection:
+            connection.execute(text(f"ANALYZE TABLE `{OURS}`")).all()
+        big_history, small_history = bench.factory(big), bench.factory(small)
+        reads = {
+            "limit=20 of 100 messages": lambda: timed(
+                lambda: small_history.get_messages(limit=20)),
+            "limit=20 of 100,000 messages": lambda: timed(
+                lambda: big_history.get_messages(limit=20)),
+        }
+        read_rounds = [run_round(reads, args.turns * 2, n) for n in range(args.rounds)]
+        report("get_messages(limit=20)", read_rounds, "limit=20 of 100 messages",
+               {"limit=20 of 100,000 messages": "<= 2"})
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    main()
