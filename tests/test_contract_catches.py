@@ -36,6 +36,12 @@ BROKEN = {
             for record in records:
                 super().append(session_id, [record])
     """,
+    "blocks_the_event_loop": """
+        async def aappend(self, session_id, records):
+            import time
+            time.sleep(0.001)
+            await super().aappend(session_id, records)
+    """,
     "loses_unicode": """
         def fetch(self, session_id, *, limit=None):
             import json
@@ -72,6 +78,72 @@ class TestBroken(BackendContract):
         return Broken()
 """)
     assert outcomes["failed"] >= 1, outcomes
+
+
+def test_a_blocking_async_twin_fails_with_blockbusters_error(pytester: pytest.Pytester
+                                                             ) -> None:
+    pytester.makepyfile("""
+import time
+
+import pytest
+from chathistory.backends.memory import MemoryBackend
+from chathistory.testing import BackendContract
+
+class SleepsOnTheLoop(MemoryBackend):
+    async def afetch(self, session_id, *, limit=None):
+        time.sleep(0.001)
+        return await super().afetch(session_id, limit=limit)
+
+class TestSleepsOnTheLoop(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return SleepsOnTheLoop()
+""")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 3, outcomes
+    result.stdout.fnmatch_lines(["*BlockingError: Blocking call to time.sleep*"])
+
+
+def test_blocking_sync_methods_pass_in_basebackends_worker_threads(pytester: pytest.Pytester
+                                                                   ) -> None:
+    """BaseBackend's default twins run the sync methods with asyncio.to_thread: not the loop."""
+    outcomes = run_suite(pytester, """
+import time
+
+import pytest
+from chathistory import BaseBackend
+from chathistory.backends.memory import MemoryBackend
+from chathistory.testing import BackendContract
+
+
+class SlowSyncOnly(BaseBackend):
+    def __init__(self):
+        super().__init__(BaseBackend.Config())
+        self.store = MemoryBackend()
+
+    def create_collection(self):
+        time.sleep(0.001)
+
+    def append(self, session_id, records):
+        time.sleep(0.001)
+        self.store.append(session_id, records)
+
+    def fetch(self, session_id, *, limit=None):
+        time.sleep(0.001)
+        return self.store.fetch(session_id, limit=limit)
+
+    def clear(self, session_id):
+        time.sleep(0.001)
+        self.store.clear(session_id)
+
+
+class TestSlowSyncOnly(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return SlowSyncOnly()
+""")
+    assert outcomes["failed"] == 0 and outcomes["passed"] > 20, outcomes
 
 
 UUID_ONLY = """
@@ -146,5 +218,6 @@ def test_the_helpers_backend_tests_need_are_public() -> None:
     import chathistory.testing as testing
 
     for name in ("BackendContract", "MakeSessionId", "numbered_records", "sample_messages",
+                 "run_without_blocking",
                  "HOSTILE_SESSION_IDS", "fake_backends", "FakeBackends"):
         assert name in testing.__all__ and getattr(testing, name) is not None

@@ -18,7 +18,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chathistory.testing.contract import BackendContract, MakeSessionId
+    from chathistory.testing.contract import BackendContract, MakeSessionId, run_without_blocking
     from chathistory.testing.fake import FakeBackends, fake_backends
     from chathistory.testing.samples import (
         HOSTILE_SESSION_IDS,
@@ -33,12 +33,14 @@ __all__ = [
     "MakeSessionId",
     "fake_backends",
     "numbered_records",
+    "run_without_blocking",
     "sample_messages",
 ]
 
 _MODULES = {
     "BackendContract": "contract",
     "MakeSessionId": "contract",
+    "run_without_blocking": "contract",
     "FakeBackends": "fake",
     "fake_backends": "fake",
     "HOSTILE_SESSION_IDS": "samples",

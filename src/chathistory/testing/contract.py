@@ -16,15 +16,18 @@ A store that accepts only some session ids (UUIDs, say) also overrides
 
 The fixture's teardown must not assume the backend is still open: one test
 closes it. Async twins are driven with ``asyncio.run``, so no async pytest
-plugin is needed.
+plugin is needed, and under blockbuster's detector (:func:`run_without_blocking`):
+a blocking call on the event loop (``time.sleep``, file or socket I/O, a
+contended lock) fails the test. ``BaseBackend``'s default twins run the sync
+methods in a worker thread, which is not the loop, so they pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from langchain_core.messages import HumanMessage, message_to_dict
@@ -33,10 +36,35 @@ from chathistory import Backend, ChatHistory, RecordError
 from chathistory.testing.capability_contract import CapabilityContract
 from chathistory.testing.samples import HOSTILE_SESSION_IDS, numbered_records, sample_messages
 
-__all__ = ["BackendContract", "MakeSessionId"]
+__all__ = ["BackendContract", "MakeSessionId", "run_without_blocking"]
+
+T = TypeVar("T")
 
 MakeSessionId = Callable[[str], str]
 """Turns a name the suite uses ("s", "shared", a hostile string) into a session id."""
+
+
+def run_without_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` on a new event loop with blockbuster's detector on.
+
+    A blocking call made on the loop's thread (``time.sleep``, file or socket
+    I/O, acquiring a lock another thread holds) raises
+    ``blockbuster.BlockingError``; work a coroutine hands to a worker thread
+    (``asyncio.to_thread``) is not the loop's and may block.
+
+    Raises:
+        RuntimeError: blockbuster is not installed (``pip install blockbuster``).
+    """
+    try:
+        from blockbuster import blockbuster_ctx
+    except ImportError as exc:
+        coroutine.close()
+        raise RuntimeError(
+            "the contract suite checks async twins for blocking calls with blockbuster: "
+            "pip install blockbuster (or chathistory's test extra)"
+        ) from exc
+    with blockbuster_ctx():
+        return asyncio.run(coroutine)
 
 
 def _contents(records: list[dict[str, Any]]) -> list[str]:
@@ -223,7 +251,7 @@ class BackendContract(CapabilityContract):
             assert await backend.afetch(session) == []
             assert await backend.afetch(other) == records[:1]
 
-        asyncio.run(scenario())
+        run_without_blocking(scenario())
         assert backend.fetch(other) == records[:1]
 
     def test_async_appends_run_concurrently_without_loss(self, backend: Backend,
@@ -237,7 +265,7 @@ class BackendContract(CapabilityContract):
             ))
             return await backend.afetch(session)
 
-        contents = _contents(asyncio.run(scenario()))
+        contents = _contents(run_without_blocking(scenario()))
         assert sorted(contents) == sorted(f"t{task}-{n}" for task in range(8) for n in range(3))
         for task in range(8):
             assert [text for text in contents if text.startswith(f"t{task}-")] == [
@@ -247,7 +275,8 @@ class BackendContract(CapabilityContract):
                                                      make_session_id: MakeSessionId) -> None:
         bad = message_to_dict(HumanMessage("bad", additional_kwargs={"x": {1, 2}}))
         with pytest.raises(RecordError):
-            asyncio.run(backend.aappend(make_session_id("s"), [numbered_records(1)[0], bad]))
+            run_without_blocking(
+                backend.aappend(make_session_id("s"), [numbered_records(1)[0], bad]))
         assert backend.fetch(make_session_id("s")) == []
 
     def test_chat_history_round_trips_every_message_type(
@@ -258,10 +287,10 @@ class BackendContract(CapabilityContract):
         history.add_messages(messages)
         assert history.messages == messages
         assert history.get_messages(limit=2) == messages[-2:]
-        assert asyncio.run(history.aget_messages()) == messages
+        assert run_without_blocking(history.aget_messages()) == messages
 
     def test_close_is_idempotent(self, backend: Backend, make_session_id: MakeSessionId) -> None:
         backend.append(make_session_id("s"), numbered_records(1))
         backend.close()
         backend.close()
-        asyncio.run(backend.aclose())
+        run_without_blocking(backend.aclose())
