@@ -52,8 +52,8 @@ def make_backend(server: PrivateRedis, name: str) -> Iterator[Callable[..., Redi
     """Backends on the private server whose connections are named ``name``."""
     built: list[RedisBackend] = []
 
-    def make(**options: object) -> RedisBackend:
-        backend = RedisBackend.from_options(url=f"{server.url}?client_name={name}",
+    def make(query: str = "", **options: object) -> RedisBackend:
+        backend = RedisBackend.from_options(url=f"{server.url}?client_name={name}{query}",
                                             key_prefix=name, **options)
         built.append(backend)
         return backend
@@ -195,10 +195,14 @@ def test_a_burst_of_ten_thousand_async_appends_waits_for_connections_and_stores_
         record["data"]["content"] for record in records)
 
 
+@pytest.mark.parametrize("where", ["option", "url"])
 def test_max_connections_caps_the_connections_and_calls_wait_for_one(
-    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str
+    make_backend: Callable[..., RedisBackend], admin: redis.Redis, name: str, where: str
 ) -> None:
-    backend = make_backend(max_connections=2)
+    if where == "option":
+        backend = make_backend(max_connections=2)
+    else:  # redis-py's URL option, which wins over the field
+        backend = make_backend(query="&max_connections=2", max_connections=40)
     most_seen = 0
 
     async def burst() -> None:
