@@ -14,6 +14,7 @@ __all__ = [
     "BackendUnavailableError",
     "CapabilityMissingError",
     "ChatHistoryError",
+    "CollectionMissingError",
     "CollectionTimeoutError",
     "ConfigError",
     "DuplicateBackendError",
@@ -65,3 +66,7 @@ class SessionIdError(ChatHistoryError, ValueError):
 
 class CapabilityMissingError(ChatHistoryError, LookupError):
     """The job needs an optional capability (listing sessions, write times...) the backend lacks."""
+
+
+class CollectionMissingError(ChatHistoryError, LookupError):
+    """The store, table or collection does not exist; reading created nothing."""
