@@ -27,7 +27,8 @@ def test_missing_and_unknown_options_are_named() -> None:
         validate_options("secretive", SecretBackend.Config, {"pasword": "pw"})
     message = str(caught.value)
     assert "option 'password' is required" in message
-    assert "unknown option 'pasword' (known options: latency, password, retries, table)" in message
+    assert ("unknown option 'pasword' "
+            "(known options: latency, refuse_nul, password, retries, table)") in message
 
 
 @pytest.mark.parametrize("table", ['chat"; DROP TABLE x', "a b", "1abc", "x" * 64, "", "ünï"])

@@ -42,6 +42,12 @@ BROKEN = {
             time.sleep(0.001)
             await super().aappend(session_id, records)
     """,
+    "loses_nul_characters": """
+        def fetch(self, session_id, *, limit=None):
+            import json
+            records = super().fetch(session_id, limit=limit)
+            return json.loads(json.dumps(records).replace(chr(92) + "u0000", ""))
+    """,
     "loses_unicode": """
         def fetch(self, session_id, *, limit=None):
             import json

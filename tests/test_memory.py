@@ -61,3 +61,36 @@ def test_calls_are_counted_under_concurrency() -> None:
     for thread in threads:
         thread.join()
     assert backend.calls["fetch"] == 16
+
+
+class TestMemoryBackendRefusingNul(BackendContract):
+    """The fake mimicking a layout that cannot hold NUL passes the suite's refusal branch."""
+
+    @pytest.fixture
+    def backend(self) -> MemoryBackend:
+        return MemoryBackend(MemoryBackend.Config(refuse_nul=True))
+
+    @pytest.fixture
+    def holds_nul(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(("message", "where"), [
+    (HumanMessage("a\x00b"), "data.content"),
+    (HumanMessage("ok", name="n\x00"), "data.name"),
+    (HumanMessage("ok", additional_kwargs={"tags": ["x", "\x00"]}),
+     r"data.additional_kwargs.tags\[1\]"),
+    (HumanMessage("ok", additional_kwargs={"k\x00": 1}), "a key of data.additional_kwargs"),
+])
+def test_refuse_nul_says_where_and_writes_nothing(message: HumanMessage, where: str) -> None:
+    history = ChatHistory("s", backend="memory", refuse_nul=True)
+    with pytest.raises(RecordError, match=rf"refuse_nul=True\) cannot store {where}: it holds "
+                                          r"a NUL character \(U\+0000\)"):
+        history.add_messages([HumanMessage("fine"), message])
+    assert history.messages == []
+
+
+def test_nul_is_stored_by_default() -> None:
+    history = ChatHistory("s", backend=MemoryBackend())
+    history.add_messages([HumanMessage("a\x00b", name="n\x00")])
+    assert history.messages == [HumanMessage("a\x00b", name="n\x00")]

@@ -1,7 +1,8 @@
 """The in-memory fake: a faithful backend for applications' unit tests.
 
 It stores JSON text, so a record a real store would refuse is refused here
-too, at ``add_messages`` time. It can inject failures and latency.
+too, at ``add_messages`` time. It can inject failures and latency, and
+mimic a layout that cannot hold NUL characters (``refuse_nul=True``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend
 from chathistory.capabilities import SessionInfo, check_page_limit
-from chathistory.errors import BackendUnavailableError
+from chathistory.errors import BackendUnavailableError, RecordError
 from chathistory.hookspecs import hookimpl
 from chathistory.records import decode_record, encode_record
 
@@ -40,6 +41,9 @@ class MemoryBackend(BaseBackend):
 
     class Config(BackendConfig):
         latency: float = Field(0.0, ge=0, description="Seconds added to every call.")
+        refuse_nul: bool = Field(
+            False, description="Refuse strings holding NUL (U+0000) with RecordError, as a "
+                               "layout whose text type cannot hold it would.")
 
     config: Config
 
@@ -66,6 +70,17 @@ class MemoryBackend(BaseBackend):
                     f"backend 'memory' is unavailable: injected failure in {operation}"
                 )
 
+    def _encode(self, record: Mapping[str, Any]) -> str:
+        """The record as JSON text; with ``refuse_nul``, a RecordError for a NUL in it."""
+        if self.config.refuse_nul:
+            where = _nul_in(record, "record")
+            if where is not None:
+                raise RecordError(
+                    f"backend 'memory' (refuse_nul=True) cannot store {where}: it holds a NUL "
+                    "character (U+0000), which this layout cannot hold; nothing was written"
+                )
+        return encode_record(record)
+
     def sessions(self) -> list[str]:
         """The ids of the sessions that have records, for assertions in tests."""
         with self._lock:
@@ -80,7 +95,7 @@ class MemoryBackend(BaseBackend):
         self._append(session_id, records)
 
     def _append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        encoded = [encode_record(record) for record in records]
+        encoded = [self._encode(record) for record in records]
         self._begin("append")
         if not encoded:
             return
@@ -144,7 +159,7 @@ class MemoryBackend(BaseBackend):
                 for session, texts in stored.items()}
 
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        encoded = {session: [encode_record(record) for record in records]
+        encoded = {session: [self._encode(record) for record in records]
                    for session, records in batches.items()}
         self._begin("append_many")
         now = datetime.now(UTC)
@@ -204,6 +219,25 @@ class MemoryBackend(BaseBackend):
 
     async def aclose(self) -> None:
         self.close()
+
+
+def _nul_in(value: Any, where: str) -> str | None:
+    """Where in ``value`` a string (or a key) holds NUL, e.g. ``data.content``; else None."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return f"a key of {where}"
+            found = _nul_in(item, f"{where}.{key}" if where != "record" else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for position, item in enumerate(value):
+            found = _nul_in(item, f"{where}[{position}]")
+            if found is not None:
+                return found
+    return None
 
 
 @hookimpl

@@ -14,6 +14,10 @@ fixture that yields a fresh, empty, created backend::
 A store that accepts only some session ids (UUIDs, say) also overrides
 ``make_session_id``; every session id the suite uses goes through it.
 
+A layout that truly cannot hold a NUL character in a string (a peer's
+table the backend reads in place) overrides ``holds_nul`` to return False;
+the suite then checks that such a record is refused with ``RecordError``.
+
 The fixture's teardown must not assume the backend is still open: one test
 closes it. Async twins are driven with ``asyncio.run``, so no async pytest
 plugin is needed, and under blockbuster's detector (:func:`run_without_blocking`):
@@ -30,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
-from langchain_core.messages import HumanMessage, message_to_dict
+from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 
 from chathistory import Backend, ChatHistory, RecordError
 from chathistory.testing.capability_contract import CapabilityContract
@@ -87,6 +91,17 @@ class BackendContract(CapabilityContract):
         ``lambda name: str(uuid.uuid5(uuid.NAMESPACE_URL, name))``.
         """
         return str
+
+    @pytest.fixture
+    def holds_nul(self) -> bool:
+        """Whether the layout stores strings holding NUL (U+0000). Default: True.
+
+        Every layout of our own does, and a new one should: a message's text
+        can hold any character. Return False only for a peer's layout that
+        truly cannot (a table read in place); the suite then checks that a
+        record with NUL is refused with ``RecordError``, nothing written.
+        """
+        return True
 
     def test_satisfies_protocol(self, backend: Backend) -> None:
         assert isinstance(backend, Backend)
@@ -183,6 +198,28 @@ class BackendContract(CapabilityContract):
         ]
         backend.append(make_session_id("s"), records)
         assert backend.fetch(make_session_id("s")) == records
+
+    def test_strings_with_nul_characters_round_trip(self, backend: Backend,
+                                                    make_session_id: MakeSessionId,
+                                                    holds_nul: bool) -> None:
+        session, before = make_session_id("s"), numbered_records(1)
+        with_nul = [
+            message_to_dict(HumanMessage("before\x00after", name="na\x00me",
+                                         additional_kwargs={"note": "v\x00", "list": ["\x00"]})),
+            message_to_dict(AIMessage("\x00", additional_kwargs={"nested": {"k": "\x00\x00"}})),
+        ]
+        backend.append(session, before)
+        if not holds_nul:
+            with pytest.raises(RecordError, match="NUL"):
+                backend.append(session, with_nul)
+            with pytest.raises(RecordError, match="NUL"):
+                run_without_blocking(backend.aappend(session, with_nul))
+            assert backend.fetch(session) == before
+            return
+        backend.append(session, with_nul)
+        run_without_blocking(backend.aappend(session, with_nul[::-1]))
+        assert backend.fetch(session) == before + with_nul + with_nul[::-1]
+        assert backend.fetch(session, limit=2) == with_nul[::-1]
 
     def test_unserializable_record_is_refused_and_nothing_is_written(
         self, backend: Backend, make_session_id: MakeSessionId
