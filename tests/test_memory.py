@@ -5,9 +5,9 @@ import time
 import pytest
 from langchain_core.messages import HumanMessage
 
-from chathistory import BackendUnavailableError, ChatHistory, RecordError
-from chathistory.backends.memory import MemoryBackend
-from chathistory.testing import BackendContract
+from chathistory import BackendUnavailableError, ChatHistory, RecordError, history_factory
+from chathistory.backends.memory import MemoryBackend, forget_shared_stores
+from chathistory.testing import BackendContract, fake_backends
 
 
 class TestMemoryBackend(BackendContract):
@@ -84,6 +84,7 @@ class TestMemoryBackendRefusingNul(BackendContract):
 ])
 def test_refuse_nul_says_where_and_writes_nothing(message: HumanMessage, where: str) -> None:
     history = ChatHistory("s", backend="memory", refuse_nul=True)
+    history.clear()
     with pytest.raises(RecordError, match=rf"refuse_nul=True\) cannot store {where}: it holds "
                                           r"a NUL character \(U\+0000\)"):
         history.add_messages([HumanMessage("fine"), message])
@@ -94,3 +95,32 @@ def test_nul_is_stored_by_default() -> None:
     history = ChatHistory("s", backend=MemoryBackend())
     history.add_messages([HumanMessage("a\x00b", name="n\x00")])
     assert history.messages == [HumanMessage("a\x00b", name="n\x00")]
+
+
+def test_by_name_equal_options_share_one_store() -> None:
+    first = ChatHistory("shared-by-name", backend="memory")
+    first.add_user_message("hi")
+    second = ChatHistory("shared-by-name", backend="memory")
+    assert [m.text for m in second.messages] == ["hi"]
+    factory = history_factory("memory")
+    assert [m.text for m in factory("shared-by-name").messages] == ["hi"]
+    # Other options, another store; a MemoryBackend built directly has its own.
+    assert ChatHistory("shared-by-name", backend="memory", latency=0.001).messages == []
+    assert ChatHistory("shared-by-name", backend=MemoryBackend()).messages == []
+    first.clear()
+    assert second.messages == []
+
+
+def test_the_fake_swap_gets_fresh_stores_even_for_memory() -> None:
+    ChatHistory("swap-fresh", backend="memory").add_user_message("outside")
+    with fake_backends("memory") as fakes:
+        assert ChatHistory("swap-fresh", backend="memory").messages == []
+        ChatHistory("swap-fresh", backend="memory").add_user_message("inside")
+        assert fakes["memory"].sessions() == ["swap-fresh"]
+    assert [m.text for m in ChatHistory("swap-fresh", backend="memory").messages] == ["outside"]
+
+
+def test_forget_shared_stores_starts_new_backends_empty() -> None:
+    ChatHistory("forgotten", backend="memory").add_user_message("x")
+    forget_shared_stores()
+    assert ChatHistory("forgotten", backend="memory").messages == []

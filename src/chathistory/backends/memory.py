@@ -3,6 +3,11 @@
 It stores JSON text, so a record a real store would refuse is refused here
 too, at ``add_messages`` time. It can inject failures and latency, and
 mimic a layout that cannot hold NUL characters (``refuse_nul=True``).
+
+By name (``backend="memory"``), histories built with equal options share one
+store for the life of the process, as they would share a database; a
+``MemoryBackend()`` built directly, and each fake of the fake swap, has a
+store of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from chathistory.errors import BackendUnavailableError, RecordError
 from chathistory.hookspecs import hookimpl
 from chathistory.records import decode_record, encode_record
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "SharedMemoryBackend", "forget_shared_stores"]
 
 
 class MemoryBackend(BaseBackend):
@@ -240,6 +245,46 @@ def _nul_in(value: Any, where: str) -> str | None:
     return None
 
 
+class _Store:
+    """What equal ``SharedMemoryBackend`` instances share: the sessions and their lock."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, list[str]] = {}
+        self.written: dict[str, datetime] = {}
+        self.lock = threading.Lock()
+
+
+_shared_stores: dict[MemoryBackend.Config, _Store] = {}
+_shared_stores_lock = threading.Lock()
+
+
+class SharedMemoryBackend(MemoryBackend):
+    """The memory backend as ``backend="memory"`` builds it: equal options, one store.
+
+    Two ``ChatHistory("s", backend="memory")`` (or a history and a
+    ``history_factory("memory")``) see the same messages, for the life of the
+    process, as two histories on one database would. Different options
+    (``latency``, ``refuse_nul``) are different stores. Call counts and
+    injected failures stay per instance. :func:`forget_shared_stores` empties
+    them all.
+    """
+
+    def __init__(self, config: MemoryBackend.Config | None = None) -> None:
+        super().__init__(config)
+        with _shared_stores_lock:
+            store = _shared_stores.setdefault(self.config, _Store())
+        self._sessions, self._written, self._lock = store.sessions, store.written, store.lock
+
+
+def forget_shared_stores() -> None:
+    """Forget the stores ``backend="memory"`` shares: backends built from now on start empty.
+
+    A backend already built keeps the store it has.
+    """
+    with _shared_stores_lock:
+        _shared_stores.clear()
+
+
 @hookimpl
 def chathistory_backend() -> type[MemoryBackend]:
-    return MemoryBackend
+    return SharedMemoryBackend
