@@ -119,10 +119,21 @@ def test_show_prints_a_session_oldest_first_and_honours_limit(tmp_path: Path) ->
 
 
 def test_show_of_an_empty_session_says_so_on_stderr(tmp_path: Path) -> None:
-    result = run("show", "nobody", "-o", f"path={tmp_path / 'chat.sqlite3'}")
+    path = tmp_path / "chat.sqlite3"
+    ChatHistory("somebody", backend="sqlite", path=str(path)).add_messages([HumanMessage("hi")])
+    result = run("show", "nobody", "-o", f"path={path}")
     assert result.returncode == 0
     assert result.stdout == ""
     assert "no messages in session 'nobody'" in result.stderr
+
+
+def test_show_of_a_store_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "misspelt.sqlite3"
+    result = run("show", "nobody", "-o", f"path={path}")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("Error: backend 'sqlite': no database at")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not path.exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -148,7 +159,7 @@ def test_an_unreadable_database_is_a_clean_error(tmp_path: Path) -> None:
     (tmp_path / "dir.sqlite3").mkdir()
     result = run("show", "s", "-o", f"path={tmp_path / 'dir.sqlite3'}")
     assert result.returncode == 1
-    assert "cannot open" in result.stderr or "unable to open" in result.stderr
+    assert "no database at" in result.stderr and "dir.sqlite3" in result.stderr
     assert "Traceback" not in result.stderr
 
 

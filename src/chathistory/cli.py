@@ -13,23 +13,14 @@ from contextlib import contextmanager
 import click
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from chathistory.backend import validate_options
 from chathistory.backends.sqlite import default_path
 from chathistory.errors import ChatHistoryError
-from chathistory.history import DEFAULT_BACKEND, ChatHistory
+from chathistory.history import DEFAULT_BACKEND, _check_session_id
+from chathistory.records import to_messages
 from chathistory.registry import LoadPluginsWarning, available_backends, default_registry
+from chathistory.session_commands import one_line, open_backend, register
 
 __all__ = ["main"]
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for pair in pairs:
-        name, separator, value = pair.partition("=")
-        if not separator or not name:
-            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--option")
-        options[name.strip()] = value
-    return options
 
 
 @contextmanager
@@ -93,23 +84,21 @@ def _status(name: str, load_error: str | None) -> str:
               help="Show only the newest N messages.")
 def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: int | None
          ) -> None:
-    """Print the messages of SESSION_ID, oldest first."""
-    options = _parse_options(option_pairs)
+    """Print the messages of SESSION_ID, oldest first. Creates nothing."""
     total: int | None = None
     try:
         with _warnings_as_lines():
-            config = validate_options(backend, default_registry.backend_class(backend).Config,
-                                      options, from_strings=True)
-            store = default_registry.build(backend, config)
+            store = open_backend(backend, option_pairs)
         try:
-            history = ChatHistory(session_id, backend=store)
-            messages = history.get_messages(limit=limit)
+            # Reading only: no create_collection, so a misspelt path creates nothing.
+            records = store.fetch(_check_session_id(session_id), limit=limit)
             if limit == 0:
-                total = len(history.get_messages())
+                total = len(store.fetch(session_id))
+            messages = to_messages(records)
         finally:
             store.close()
     except (ChatHistoryError, ValueError, TypeError) as exc:
-        raise click.ClickException(_one_line(exc)) from None
+        raise click.ClickException(one_line(exc)) from None
     if total:
         click.echo(f"(showed none of the {total} messages in session {session_id!r}: "
                    "--limit 0)", err=True)
@@ -117,10 +106,6 @@ def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: in
         click.echo(f"(no messages in session {session_id!r})", err=True)
     for message in messages:
         click.echo(f"{message.type:>6}: {describe(message)}")
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def describe(message: BaseMessage) -> str:
@@ -166,3 +151,6 @@ def demo(path: str | None, session_id: str | None) -> None:
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
         raise click.ClickException("the second process could not read the history back")
+
+
+register(main)

@@ -1,0 +1,291 @@
+"""The commands that treat sessions as data: sessions, clear, export, import, copy, prune.
+
+Each takes the backend as ``-b NAME -o NAME=VALUE`` (``copy`` names its target
+with ``--to NAME -O NAME=VALUE``), prints data as text or, with ``--json``, as
+JSON, and reports a failure as one line on stderr with exit status 1.
+The read-only ones (``sessions``, ``export``) create nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+import click
+
+from chathistory.backend import Backend, ensure_collection, validate_options
+from chathistory.capabilities import ListsSessions, PrunesSessions, SessionInfo
+from chathistory.errors import CapabilityMissingError, ChatHistoryError
+from chathistory.history import DEFAULT_BACKEND
+from chathistory.registry import default_registry
+from chathistory.transfer import (
+    CHUNK,
+    CopyReport,
+    copy_sessions,
+    count_records,
+    export_sessions,
+    import_sessions,
+    list_session_ids,
+)
+
+__all__ = ["register"]
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def backend_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``-b/--backend`` and ``-o/--option``, the same on every command."""
+    function = click.option(
+        "--option", "-o", "option_pairs", multiple=True, metavar="NAME=VALUE",
+        help="A backend option, e.g. -o path=chat.sqlite3 (converted to the option's type). "
+             "Repeatable.")(function)
+    return click.option("--backend", "-b", default=DEFAULT_BACKEND, show_default=True,
+                        help="Backend name (see `chathistory backends`).")(function)
+
+
+def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON instead of text.")(function)
+
+
+def parse_options(pairs: tuple[str, ...], hint: str = "--option") -> dict[str, str]:
+    options: dict[str, str] = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name.strip():
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint=hint)
+        options[name.strip()] = value
+    return options
+
+
+def open_backend(name: str, pairs: tuple[str, ...], hint: str = "--option") -> Backend:
+    """Build backend ``name`` from ``-o`` pairs, each value converted to its field's type."""
+    config = validate_options(name, default_registry.backend_class(name).Config,
+                              parse_options(pairs, hint), from_strings=True)
+    return default_registry.build(name, config)
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+@contextmanager
+def failures_as_one_line() -> Iterator[None]:
+    """A chathistory error (or a bad value) ends the command with one line, exit status 1."""
+    try:
+        yield
+    except (ChatHistoryError, ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(one_line(exc)) from None
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w`` or ``45s`` as a duration."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise click.BadParameter(f"{text!r} is not a duration such as 30d, 12h, 90m or 2w",
+                                 param_hint="--older-than")
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+def _session_row(info: SessionInfo) -> dict[str, Any]:
+    return {"session_id": info.session_id, "messages": info.messages,
+            "last_write": info.last_write.isoformat() if info.last_write else None}
+
+
+@click.command()
+@backend_options
+@json_option
+@click.option("--after", default=None, help="Start after this session id (ids are sorted).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=None,
+              help="Show at most N sessions.")
+def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: str | None,
+             limit: int | None) -> None:
+    """List the stored sessions: id, message count and last write time. Creates nothing."""
+    with failures_as_one_line():
+        store = open_backend(backend, option_pairs)
+        try:
+            if not isinstance(store, ListsSessions):
+                raise CapabilityMissingError(f"backend {backend!r} cannot list its sessions")
+            shown = 0
+            while limit is None or shown < limit:
+                page_size = 500 if limit is None else min(500, limit - shown)
+                page = store.list_sessions(after=after, limit=page_size)
+                if not page:
+                    break
+                for info in page:
+                    if as_json:
+                        click.echo(json.dumps(_session_row(info), ensure_ascii=False))
+                    else:
+                        written = info.last_write.isoformat(timespec="seconds") \
+                            if info.last_write else "-"
+                        count = "-" if info.messages is None else str(info.messages)
+                        click.echo(f"{info.session_id}\t{count}\t{written}")
+                shown += len(page)
+                after = page[-1].session_id
+        finally:
+            store.close()
+
+
+@click.command()
+@click.argument("session_id")
+@backend_options
+def clear(session_id: str, backend: str, option_pairs: tuple[str, ...]) -> None:
+    """Delete every message of SESSION_ID (and no other session's)."""
+    with failures_as_one_line():
+        store = open_backend(backend, option_pairs)
+        try:
+            store.clear(session_id)
+        finally:
+            store.close()
+    click.echo(f"cleared session {session_id!r}", err=True)
+
+
+@click.command(name="export")
+@click.argument("session_ids", nargs=-1)
+@backend_options
+@click.option("--output", "-f", type=click.File("w", encoding="utf-8"), default="-",
+              help="Write to this file instead of stdout.")
+def export_command(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ...],
+                   output: IO[str]) -> None:
+    """Write sessions (all, or SESSION_IDS) as JSON Lines: one record per line with its session.
+
+    Creates nothing in the store.
+    """
+    with failures_as_one_line():
+        store = open_backend(backend, option_pairs)
+        try:
+            lines = export_sessions(store, output, list(session_ids) or None)
+        finally:
+            store.close()
+    click.echo(f"exported {lines} messages", err=True)
+
+
+@click.command(name="import")
+@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@backend_options
+@json_option
+def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
+                   as_json: bool) -> None:
+    """Append what `export` wrote (from SOURCE, default stdin); safe to run twice."""
+    with failures_as_one_line():
+        store = open_backend(backend, option_pairs)
+        try:
+            report = import_sessions(store, source)
+        finally:
+            store.close()
+    _print_report("imported", report, as_json)
+    if report.mismatched:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("session_ids", nargs=-1)
+@backend_options
+@click.option("--to", "target_name", required=True, help="The backend to copy to.")
+@click.option("--to-option", "-O", "target_pairs", multiple=True, metavar="NAME=VALUE",
+              help="An option of the target backend. Repeatable.")
+@click.option("--chunk", type=click.IntRange(min=1), default=CHUNK, show_default=True,
+              help="Sessions read and written per round trip.")
+@json_option
+def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ...],
+         target_name: str, target_pairs: tuple[str, ...], chunk: int, as_json: bool) -> None:
+    """Copy every session (or SESSION_IDS) to another backend, then check the counts.
+
+    Safe to rerun and to interrupt: what the target already holds is not written
+    again. Exits with status 1 if a session's counts differ at the end.
+    """
+    with failures_as_one_line():
+        source = open_backend(backend, option_pairs)
+        try:
+            target = open_backend(target_name, target_pairs, "--to-option")
+            try:
+                ids = list(session_ids) or list_session_ids(source)
+                report = _copy_with_progress(source, target, ids, chunk)
+                expected = count_records(source, ids)
+                found = count_records(target, ids)
+            finally:
+                target.close()
+        finally:
+            source.close()
+    different = sorted(session for session in ids if expected[session] != found[session])
+    _print_report("copied", report, as_json, {"sessions_differing": different})
+    if different:
+        click.echo(f"error: {len(different)} sessions differ after the copy, e.g. "
+                   f"{different[0]!r}: {expected[different[0]]} messages in the source, "
+                   f"{found[different[0]]} in the target", err=True)
+        sys.exit(1)
+
+
+def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk: int
+                        ) -> CopyReport:
+    from tqdm import tqdm
+
+    terminal = sys.stderr.isatty()
+    with tqdm(total=len(ids), unit="session", disable=not terminal, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        messages = 0
+
+        def advance(sessions_done: int, written: int) -> None:
+            nonlocal messages
+            messages += written
+            bar.set_postfix(messages=messages, refresh=False)
+            bar.update(sessions_done)
+
+        return copy_sessions(source, target, ids, chunk=chunk, progress=advance)
+
+
+def _print_report(verb: str, report: CopyReport, as_json: bool,
+                  extra: dict[str, Any] | None = None) -> None:
+    summary = {"sessions": report.sessions, "messages_written": report.messages,
+               "already_complete": report.complete, "mismatched": report.mismatched,
+               **(extra or {})}
+    if as_json:
+        click.echo(json.dumps(summary, ensure_ascii=False))
+        return
+    click.echo(f"{verb} {report.messages} messages in {report.sessions} sessions "
+               f"({report.complete} already complete)")
+    if report.mismatched:
+        click.echo(f"left alone: {len(report.mismatched)} sessions whose stored messages "
+                   f"differ from the source's, e.g. {report.mismatched[0]!r}", err=True)
+
+
+@click.command()
+@backend_options
+@click.option("--older-than", "age", required=True, metavar="AGE",
+              help="Delete sessions not written for this long: 30d, 12h, 90m, 2w.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@json_option
+def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
+          as_json: bool) -> None:
+    """Delete the sessions whose last write is older than AGE."""
+    cutoff = datetime.now(UTC) - parse_age(age)
+    with failures_as_one_line():
+        store = open_backend(backend, option_pairs)
+        try:
+            if not isinstance(store, PrunesSessions):
+                raise CapabilityMissingError(
+                    f"backend {backend!r} keeps no write times, so it cannot prune by age")
+            if not dry_run:
+                ensure_collection(store)
+            count = store.delete_sessions_before(cutoff, dry_run=dry_run)
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps({"cutoff": cutoff.isoformat(), "dry_run": dry_run,
+                               "sessions": count}))
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {count} sessions last written before "
+                   f"{cutoff.isoformat(timespec='seconds')}")
+
+
+def register(group: click.Group) -> None:
+    """Add the session commands to the ``chathistory`` command group."""
+    for command in (sessions, clear, export_command, import_command, copy, prune):
+        group.add_command(command)

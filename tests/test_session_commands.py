@@ -1,0 +1,196 @@
+"""The session commands, run as a user runs them: a separate process, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chathistory.backends.sqlite import SqliteBackend
+from chathistory.testing import numbered_records
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chathistory", *args], capture_output=True,
+                          text=True, input=stdin, timeout=300, check=False)
+
+
+def store(path: Path, sessions: int, per_session: int = 3) -> SqliteBackend:
+    backend = SqliteBackend(SqliteBackend.Config(path=str(path)))
+    backend.create_collection()
+    backend.append_many({f"s{number:05d}": numbered_records(per_session, prefix=f"{number}-")
+                         for number in range(sessions)})
+    return backend
+
+
+def stored_sessions(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        return int(connection.execute(
+            'SELECT count(*) FROM "message_store_sessions"').fetchone()[0])
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "source.sqlite3"
+    store(path, 5).close()
+    return path
+
+
+def test_sessions_lists_ids_counts_and_write_times(source: Path) -> None:
+    result = run("sessions", "-o", f"path={source}")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [row[:2] for row in rows] == [[f"s{n:05d}", "3"] for n in range(5)]
+    as_json = run("sessions", "-o", f"path={source}", "--json", "--after", "s00002",
+                  "--limit", "1")
+    (line,) = as_json.stdout.splitlines()
+    row = json.loads(line)
+    assert row["session_id"] == "s00003" and row["messages"] == 3
+    assert row["last_write"].endswith("+00:00")
+
+
+def test_read_only_commands_create_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.sqlite3"
+    for command in (["sessions"], ["export"], ["show", "s"]):
+        result = run(*command, "-o", f"path={missing}")
+        assert result.returncode == 1, command
+        assert result.stderr.startswith("Error: backend 'sqlite': no database at"), command
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not missing.exists()
+
+
+def test_export_then_import_round_trips_and_a_second_import_adds_nothing(
+        source: Path, tmp_path: Path) -> None:
+    exported = tmp_path / "all.jsonl"
+    assert run("export", "-o", f"path={source}", "-f", str(exported)).returncode == 0
+    lines = exported.read_text().splitlines()
+    assert len(lines) == 15 and json.loads(lines[0])["session_id"] == "s00000"
+    target = tmp_path / "target.sqlite3"
+    first = run("import", str(exported), "-o", f"path={target}", "--json")
+    assert json.loads(first.stdout)["messages_written"] == 15, first.stderr
+    again = run("import", "-o", f"path={target}", "--json", stdin=exported.read_text())
+    assert json.loads(again.stdout) == {"sessions": 5, "messages_written": 0,
+                                        "already_complete": 5, "mismatched": []}
+    one = run("export", "s00001", "-o", f"path={target}")
+    assert [json.loads(line)["record"]["data"]["content"] for line in one.stdout.splitlines()
+            ] == ["1-0", "1-1", "1-2"]
+
+
+def test_copy_copies_everything_checks_counts_and_reruns_as_a_no_op(
+        source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "target.sqlite3"
+    args = ("copy", "-o", f"path={source}", "--to", "sqlite", "-O", f"path={target}")
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "copied 15 messages in 5 sessions (0 already complete)"
+    second = run(*args, "--json")
+    assert json.loads(second.stdout)["messages_written"] == 0
+    assert json.loads(second.stdout)["sessions_differing"] == []
+
+
+def test_a_copy_killed_midway_is_finished_by_a_rerun_without_duplicates(tmp_path: Path
+                                                                         ) -> None:
+    source, target = tmp_path / "big.sqlite3", tmp_path / "target.sqlite3"
+    total = 3000
+    store(source, total, per_session=2).close()
+    store(target, 0).close()
+    args = [sys.executable, "-m", "chathistory", "copy", "-o", f"path={source}",
+            "--to", "sqlite", "-O", f"path={target}", "--chunk", "1"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while stored_sessions(target) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = stored_sessions(target)
+    assert 50 <= done < total, "the copy was not caught midway"
+    rerun = run("copy", "-o", f"path={source}", "--to", "sqlite", "-O", f"path={target}",
+                "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert report["already_complete"] == done
+    assert report["messages_written"] == (total - done) * 2
+    assert report["sessions_differing"] == []
+    with sqlite3.connect(target) as connection:
+        assert connection.execute('SELECT count(*), count(DISTINCT message || session_id) '
+                                  'FROM "message_store"').fetchone() == (total * 2, total * 2)
+
+
+def test_a_copy_that_ends_with_different_counts_fails(source: Path, tmp_path: Path) -> None:
+    target = tmp_path / "target.sqlite3"
+    store(target, 0).append("s00002", numbered_records(1, prefix="other-"))
+    result = run("copy", "-o", f"path={source}", "--to", "sqlite", "-O", f"path={target}")
+    assert result.returncode == 1
+    assert "left alone: 1 sessions" in result.stderr
+    assert "1 sessions differ after the copy, e.g. 's00002': 3 messages in the source, 1 in " \
+           "the target" in result.stderr
+
+
+def test_prune_deletes_sessions_older_than_the_age_and_a_dry_run_deletes_none(
+        source: Path) -> None:
+    dry = run("prune", "-o", f"path={source}", "--older-than", "0s", "--dry-run")
+    assert dry.stdout.startswith("would delete 5 sessions"), dry.stderr
+    assert stored_sessions(source) == 5
+    kept = run("prune", "-o", f"path={source}", "--older-than", "1d", "--json")
+    assert json.loads(kept.stdout)["sessions"] == 0
+    gone = run("prune", "-o", f"path={source}", "--older-than", "0s")
+    assert gone.stdout.startswith("deleted 5 sessions")
+    assert stored_sessions(source) == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["prune", "--older-than", "soon"], "'soon' is not a duration such as 30d"),
+    (["sessions", "-b", "jsonl", "-o", "directory=/tmp/x"],
+     "backend 'jsonl' cannot list its sessions"),
+    (["prune", "-b", "jsonl", "-o", "directory=/tmp/x", "--older-than", "1d"],
+     "backend 'jsonl' keeps no write times"),
+    (["copy", "--to", "sqlite", "-O", "nope=1"], "unknown option 'nope'"),
+])
+def test_mistakes_are_one_line_errors(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_clear_deletes_one_session(source: Path) -> None:
+    assert run("clear", "s00001", "-o", f"path={source}").returncode == 0
+    assert stored_sessions(source) == 4
+
+
+def test_on_a_terminal_copy_shows_a_progress_bar(source: Path, tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    target = tmp_path / "target.sqlite3"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chathistory", "copy", "-o", f"path={source}", "--to", "sqlite",
+         "-O", f"path={target}", "--chunk", "2"],
+        stdout=subprocess.PIPE, stderr=terminal, text=True)
+    os.close(terminal)
+    output, _ = process.communicate(timeout=120)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    bar = shown.decode(errors="replace")
+    assert process.returncode == 0
+    assert "5/5" in bar and "session/s" in bar and "messages=15" in bar
+    assert output.startswith("copied 15 messages")
