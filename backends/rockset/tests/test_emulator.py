@@ -397,6 +397,80 @@ def test_sql_array_length_and_count(chat: Any) -> None:
     assert sql(chat, "select count(*) as total from commons.chat;") == [{"total": 2}]
 
 
+PAGE = (
+    'SELECT _id AS "s", ARRAY_LENGTH("messages") AS "n", "written" AS "w" FROM "commons"."chat" '
+    'WHERE _id > :after AND ARRAY_LENGTH("messages") > 0 ORDER BY _id LIMIT {limit}'
+)
+
+
+def test_sql_page_of_sessions_in_id_order(chat: Any) -> None:
+    chat.Documents.add_documents(collection="chat", data=[
+        {"_id": "s0", "messages": [1, 2], "written": "t0"},
+        {"_id": "s2", "messages": []},  # empty: not listed
+        {"_id": "s3"},  # no array: not listed
+        {"_id": "ü", "messages": [1], "written": None},  # null is left out, like a missing field
+    ])
+    everything = [{"s": "s0", "n": 2, "w": "t0"}, {"s": "s1", "n": 3}, {"s": "ü", "n": 1}]
+    assert sql(chat, PAGE.format(limit=10), after="") == everything
+    assert sql(chat, PAGE.format(limit=2), after="") == everything[:2]
+    assert sql(chat, PAGE.format(limit=2), after="s1") == everything[2:]
+    assert sql(chat, PAGE.format(limit=0), after="") == []
+    assert sql(chat, PAGE.format(limit=5), after="ü") == []
+
+
+def test_sql_page_refuses_a_field_that_is_no_array(chat: Any) -> None:
+    chat.Documents.add_documents(collection="chat", data=[{"_id": "s2", "messages": "x"}])
+    with pytest.raises(rs_exc.BadRequestException) as exc:
+        sql(chat, PAGE.format(limit=10), after="")
+    assert "ARRAY_LENGTH expects an array" in error_of(exc)["message"]
+
+
+def test_sql_count_and_write_time_of_one_session(chat: Any) -> None:
+    chat.Documents.add_documents(collection="chat", data=[{"_id": "s2", "messages": [1],
+                                                           "written": "t"}])
+    query = ('SELECT ARRAY_LENGTH("messages") AS "n", "written" AS "w" FROM "commons"."chat" '
+             "WHERE _id = :sid")
+    assert sql(chat, query, sid="s1") == [{"n": 3}]
+    assert sql(chat, query, sid="s2") == [{"n": 1, "w": "t"}]
+    assert sql(chat, query, sid="nobody") == []
+
+
+def test_sql_many_sessions_in_one_query(chat: Any) -> None:
+    chat.Documents.add_documents(collection="chat", data=[{"_id": "s2", "messages": []},
+                                                          {"_id": "s3", "other": 1}])
+    query = ('SELECT _id AS "s", "messages" AS "r" FROM "commons"."chat" '
+             "WHERE _id IN (:a, :b, :c, :d, :e)")
+    rows = sql(chat, query, a="s3", b="s1", c="nobody", d="s2", e=7)
+    assert rows == [{"s": "s1", "r": [message(i) for i in range(3)]}, {"s": "s2", "r": []},
+                    {"s": "s3"}]
+    assert sql(chat, 'SELECT _id AS "s", messages AS "r" FROM commons.chat WHERE _id IN (:a)',
+               a="s1") == rows[:1]
+
+
+@pytest.mark.parametrize("query", [
+    PAGE.format(limit=1).replace('ARRAY_LENGTH("messages") > 0', 'ARRAY_LENGTH("other") > 0'),
+    PAGE.format(limit=1).replace('"w"', '"n"'),
+    PAGE.format(limit=1).replace("ORDER BY _id ", ""),
+    PAGE.format(limit=1).replace("> 0", "> 1"),
+    PAGE.format(limit=1).replace(":after", "'s0'"),
+    'SELECT _id AS "s", messages AS "r" FROM commons.chat WHERE _id IN ()',
+    'SELECT _id AS "s", messages AS "r" FROM commons.chat WHERE _id IN (:a, )',
+    'SELECT _id AS "s", messages AS "r" FROM commons.chat WHERE _id IN (:a :b)',
+    "SELECT _id AS \"s\", messages AS \"r\" FROM commons.chat WHERE _id IN (:a, 's1')",
+])
+def test_sql_new_shapes_stay_strict(chat: Any, query: str) -> None:
+    with pytest.raises(rs_exc.BadRequestException) as exc:
+        chat.sql(query, params={"after": "", "a": "s1", "b": "s2"})
+    assert error_of(exc)["type"] == "QUERY_ERROR"
+
+
+def test_sql_many_needs_every_parameter(chat: Any) -> None:
+    with pytest.raises(rs_exc.BadRequestException) as exc:
+        sql(chat, 'SELECT _id AS "s", messages AS "r" FROM commons.chat WHERE _id IN (:a, :b)',
+            a="s1")
+    assert "'b'" in error_of(exc)["message"]
+
+
 def test_sql_parameter_types_are_converted(chat: Any) -> None:
     chat.Documents.add_documents(
         collection="chat",

@@ -97,6 +97,22 @@ _SHAPES: dict[str, str] = {
     ),
     "length": f"SELECT ARRAY_LENGTH ( {{ident:field}} ) {_ALIAS} {_BY_ID}",
     "count": f"SELECT COUNT ( * ) {_ALIAS} FROM {{table}}",
+    # A page of sessions: one document per session, those holding records, in _id order.
+    "page": (
+        "SELECT {id} AS {ident:id_alias} , ARRAY_LENGTH ( {ident:field} ) AS {ident:count_alias} ,"
+        " {ident:time} AS {ident:time_alias} FROM {table} WHERE {id} > {param:after} AND"
+        " ARRAY_LENGTH ( {ident:field2} ) > 0 ORDER BY {id} LIMIT {int:limit}"
+    ),
+    # One session's record count and write time.
+    "written": (
+        "SELECT ARRAY_LENGTH ( {ident:field} ) AS {ident:count_alias} ,"
+        " {ident:time} AS {ident:time_alias} " + _BY_ID
+    ),
+    # Many sessions' fields in one query.
+    "many": (
+        "SELECT {id} AS {ident:id_alias} , {ident:field} AS {ident:alias} FROM {table}"
+        " WHERE {id} IN ( {params:ids} )"
+    ),
 }
 
 SUPPORTED_SHAPES = (
@@ -107,13 +123,17 @@ SUPPORTED_SHAPES = (
     "SELECT SLICE(field, GREATEST(ARRAY_LENGTH(field) - :n + 1, 1)) [AS alias] "
     "FROM ws.coll WHERE _id = :p; "
     "SELECT ARRAY_LENGTH(field) [AS alias] FROM ws.coll WHERE _id = :p; "
-    "SELECT COUNT(*) [AS alias] FROM ws.coll"
+    "SELECT COUNT(*) [AS alias] FROM ws.coll; "
+    "SELECT _id AS a, ARRAY_LENGTH(field) AS b, field2 AS c FROM ws.coll "
+    "WHERE _id > :p AND ARRAY_LENGTH(field) > 0 ORDER BY _id LIMIT n; "
+    "SELECT ARRAY_LENGTH(field) AS a, field2 AS b FROM ws.coll WHERE _id = :p; "
+    "SELECT _id AS a, field AS b FROM ws.coll WHERE _id IN (:p1, :p2, ...)"
 )
 
 
 @dataclass(frozen=True)
 class _Slot:
-    kind: str  # table, id, ident, param, int, path
+    kind: str  # table, id, ident, param, params (one or more, comma-separated), int, path
     name: str
 
 
@@ -164,6 +184,19 @@ def _dotted(tokens: Sequence[Token], i: int) -> tuple[list[str], int]:
     return names, i
 
 
+def _parameter_list(tokens: Sequence[Token], i: int) -> tuple[tuple[str, ...], int]:
+    """:a ( ',' :b )* starting at i; returns the parameter names and the next index."""
+    names: list[str] = []
+    while i < len(tokens) and tokens[i].kind == "param":
+        names.append(tokens[i].text)
+        i += 1
+        comma = i + 1 < len(tokens) and tokens[i].kind == "punct" and tokens[i].text == ","
+        if not (comma and tokens[i + 1].kind == "param"):
+            break
+        i += 1
+    return tuple(names), i
+
+
 def _match(elements: list[_Element], tokens: Sequence[Token]) -> tuple[dict[str, Any] | None, int]:
     """Captured slots if tokens match the elements exactly, and how far matching got."""
     captures: dict[str, Any] = {}
@@ -192,6 +225,13 @@ def _match(elements: list[_Element], tokens: Sequence[Token]) -> tuple[dict[str,
                 captures[element.name] = tuple(names)
             else:
                 return None, i
+            i = j
+            continue
+        if kind == "params":
+            names, j = _parameter_list(tokens, i)
+            if not names:
+                return None, i
+            captures[element.name] = names
             i = j
             continue
         if kind == "id":
@@ -228,7 +268,10 @@ class Statement:
 
     @property
     def parameters(self) -> tuple[str, ...]:
-        return tuple(self.slots[name] for name in ("session", "value", "n") if name in self.slots)
+        single = tuple(
+            self.slots[name] for name in ("session", "value", "n", "after") if name in self.slots
+        )
+        return single + tuple(self.slots.get("ids", ()))
 
     @property
     def location(self) -> str:
@@ -265,6 +308,14 @@ def _statement(kind: str, captures: dict[str, Any]) -> Statement:
             "Unsupported SQL for the Rockset emulator: "
             "SLICE and ARRAY_LENGTH must name the same field"
         )
+    if kind == "page" and captures["field"] != captures["field2"]:
+        raise query_error(
+            "Unsupported SQL for the Rockset emulator: "
+            "the selected and the filtered ARRAY_LENGTH must name the same field"
+        )
+    aliases = [value for name, value in captures.items() if name.endswith("alias")]
+    if len(set(aliases)) != len(aliases):
+        raise query_error(f"Duplicate column aliases in the select list: {aliases}")
     if kind == "unnest_find" and captures["path"][0] != captures["alias"]:
         raise query_error(
             f"Unknown identifier '{captures['path'][0]}': the UNNEST alias is '{captures['alias']}'"
@@ -329,12 +380,19 @@ def execute(
     kind = statement.kind
     if kind == "count":
         return [{slots.get("alias", "?COUNT"): len(documents)}]
+    if kind == "page":
+        return _page(slots, params[slots["after"]], documents)
+    if kind == "many":
+        return _many(slots, [params[name] for name in slots["ids"]], documents)
     session = params[slots["session"]]
     document = documents.get(session) if isinstance(session, str) else None
     if document is None:
         return []
     if kind == "exists":
         return [{"?INT": 1}] if slots["limit"] > 0 else []
+    if kind == "written":
+        return [_columns(document, ((slots["count_alias"], slots["field"], True),
+                                    (slots["time_alias"], slots["time"], False)))]
     value = document.get(slots["field"], _MISSING)
     if kind in ("unnest", "unnest_find"):
         elements = _array(value, "UNNEST")
@@ -353,6 +411,49 @@ def execute(
         column = slots.get("alias", "?SLICE")
         value = _newest(value, params[slots["n"]])
     return [{} if value is _MISSING else {column: value}]
+
+
+def _columns(document: Mapping[str, Any], columns: Sequence[tuple[str, str, bool]]
+             ) -> dict[str, Any]:
+    """A row of (alias, field, as ARRAY_LENGTH) columns; a missing or null field is left out."""
+    row: dict[str, Any] = {}
+    for alias, field, length in columns:
+        value = document.get(field)
+        if value is None:
+            continue
+        row[alias] = len(_array(value, "ARRAY_LENGTH")) if length else value
+    return row
+
+
+def _page(slots: Mapping[str, Any], after: Any, documents: Mapping[str, dict[str, Any]]
+          ) -> list[dict[str, Any]]:
+    """Documents whose _id sorts after ``after`` and whose array is not empty, by _id."""
+    if not isinstance(after, str):
+        raise query_error(f"_id > :{slots['after']} compares strings; the parameter is not one")
+    rows: list[dict[str, Any]] = []
+    for doc_id in sorted(doc_id for doc_id in documents if doc_id > after):
+        if len(rows) >= slots["limit"]:
+            break
+        document = documents[doc_id]
+        if not _array(document.get(slots["field"]), "ARRAY_LENGTH"):
+            continue
+        row = {slots["id_alias"]: doc_id}
+        row.update(_columns(document, ((slots["count_alias"], slots["field"], True),
+                                       (slots["time_alias"], slots["time"], False))))
+        rows.append(row)
+    return rows
+
+
+def _many(slots: Mapping[str, Any], ids: Sequence[Any], documents: Mapping[str, dict[str, Any]]
+          ) -> list[dict[str, Any]]:
+    """A row per document whose _id is one of ``ids`` (non-strings match nothing), by _id."""
+    wanted = {doc_id for doc_id in ids if isinstance(doc_id, str)}
+    rows: list[dict[str, Any]] = []
+    for doc_id in sorted(wanted & documents.keys()):
+        row = {slots["id_alias"]: doc_id}
+        row.update(_columns(documents[doc_id], ((slots["alias"], slots["field"], False),)))
+        rows.append(row)
+    return rows
 
 
 def _array(value: Any, function: str) -> list[Any]:
