@@ -228,10 +228,10 @@ def _match(elements: list[_Element], tokens: Sequence[Token]) -> tuple[dict[str,
             i = j
             continue
         if kind == "params":
-            names, j = _parameter_list(tokens, i)
-            if not names:
+            parameters, j = _parameter_list(tokens, i)
+            if not parameters:
                 return None, i
-            captures[element.name] = names
+            captures[element.name] = parameters
             i = j
             continue
         if kind == "id":
