@@ -18,7 +18,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chathistory.testing.contract import BackendContract, MakeSessionId, run_without_blocking
+    from chathistory.testing.blocking import run_without_blocking
+    from chathistory.testing.contract import BackendContract, MakeSessionId
     from chathistory.testing.fake import FakeBackends, fake_backends
     from chathistory.testing.samples import (
         HOSTILE_SESSION_IDS,
@@ -40,7 +41,7 @@ __all__ = [
 _MODULES = {
     "BackendContract": "contract",
     "MakeSessionId": "contract",
-    "run_without_blocking": "contract",
+    "run_without_blocking": "blocking",
     "FakeBackends": "fake",
     "fake_backends": "fake",
     "HOSTILE_SESSION_IDS": "samples",

@@ -6,7 +6,6 @@ skips, saying why, when the backend does not declare its capability.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from chathistory.capabilities import (
     TracksWriteTimes,
 )
 from chathistory.errors import RecordError
+from chathistory.testing.blocking import run_without_blocking
 from chathistory.testing.samples import numbered_records, sample_messages
 
 MakeSessionId = Callable[[str], str]
@@ -88,7 +88,7 @@ class CapabilityContract:
     def test_list_sessions_of_an_empty_store_is_empty(self, backend: Backend) -> None:
         lister = _require(backend, ListsSessions, "listing sessions")
         assert lister.list_sessions() == []
-        assert asyncio.run(lister.alist_sessions()) == []
+        assert run_without_blocking(lister.alist_sessions()) == []
 
     def test_alist_sessions_agrees_with_list_sessions(
             self, backend: Backend, make_session_id: MakeSessionId) -> None:
@@ -96,9 +96,10 @@ class CapabilityContract:
         for number in range(4):
             backend.append(make_session_id(f"alist-{number}"), numbered_records(2))
         first = lister.list_sessions(limit=2)
-        assert asyncio.run(lister.alist_sessions(limit=2)) == first
+        assert run_without_blocking(lister.alist_sessions(limit=2)) == first
         rest = lister.list_sessions(after=first[-1].session_id, limit=10)
-        assert asyncio.run(lister.alist_sessions(after=first[-1].session_id, limit=10)) == rest
+        assert run_without_blocking(
+            lister.alist_sessions(after=first[-1].session_id, limit=10)) == rest
         assert len(first) + len(rest) == 4
 
     # -- TracksWriteTimes ------------------------------------------------------------------
@@ -119,10 +120,10 @@ class CapabilityContract:
         backend.append(session_id, numbered_records(1))
         second = tracker.last_write(session_id)
         assert second is not None and second > first
-        assert asyncio.run(tracker.alast_write(session_id)) == second
+        assert run_without_blocking(tracker.alast_write(session_id)) == second
         backend.clear(session_id)
         assert tracker.last_write(session_id) is None
-        assert asyncio.run(tracker.alast_write(session_id)) is None
+        assert run_without_blocking(tracker.alast_write(session_id)) is None
 
     def test_listed_sessions_carry_their_write_times(
             self, backend: Backend, make_session_id: MakeSessionId) -> None:
@@ -168,7 +169,8 @@ class CapabilityContract:
         pruner = _require(backend, PrunesSessions, "deleting sessions by write time")
         old, cutoff, kept = self._old_and_new(backend, make_session_id)
         assert pruner.delete_sessions_before(cutoff, dry_run=True) == len(old)
-        assert asyncio.run(pruner.adelete_sessions_before(cutoff, dry_run=True)) == len(old)
+        assert run_without_blocking(
+            pruner.adelete_sessions_before(cutoff, dry_run=True)) == len(old)
         for session_id in [*old, *kept]:
             assert backend.fetch(session_id) != []
 
@@ -176,7 +178,7 @@ class CapabilityContract:
             self, backend: Backend, make_session_id: MakeSessionId) -> None:
         pruner = _require(backend, PrunesSessions, "deleting sessions by write time")
         old, cutoff, kept = self._old_and_new(backend, make_session_id)
-        assert asyncio.run(pruner.adelete_sessions_before(cutoff)) == len(old)
+        assert run_without_blocking(pruner.adelete_sessions_before(cutoff)) == len(old)
         assert all(backend.fetch(session_id) == [] for session_id in old)
         assert all(backend.fetch(session_id) != [] for session_id in kept)
 
@@ -191,7 +193,7 @@ class CapabilityContract:
         backend.append(a, numbered_records(2, prefix="a-late"))
         expected = {a: backend.fetch(a), b: sample_records()}
         assert bulk.fetch_many([a, empty, b]) == expected
-        assert asyncio.run(bulk.afetch_many([b, a, empty])) == expected
+        assert run_without_blocking(bulk.afetch_many([b, a, empty])) == expected
         assert bulk.fetch_many([]) == {}
 
     def test_append_many_appends_after_existing_records(
@@ -200,7 +202,7 @@ class CapabilityContract:
         a, b, c = (make_session_id(name) for name in ("many-a", "many-b", "many-c"))
         backend.append(a, numbered_records(1, prefix="old"))
         bulk.append_many({a: numbered_records(2), b: sample_records(), c: []})
-        asyncio.run(bulk.aappend_many({b: numbered_records(1, prefix="z")}))
+        run_without_blocking(bulk.aappend_many({b: numbered_records(1, prefix="z")}))
         assert backend.fetch(a) == numbered_records(1, prefix="old") + numbered_records(2)
         assert backend.fetch(b) == sample_records() + numbered_records(1, prefix="z")
         assert backend.fetch(c) == []

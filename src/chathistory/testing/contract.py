@@ -30,45 +30,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 
 from chathistory import Backend, ChatHistory, RecordError
+from chathistory.testing.blocking import run_without_blocking
 from chathistory.testing.capability_contract import CapabilityContract
 from chathistory.testing.samples import HOSTILE_SESSION_IDS, numbered_records, sample_messages
 
 __all__ = ["BackendContract", "MakeSessionId", "run_without_blocking"]
 
-T = TypeVar("T")
-
 MakeSessionId = Callable[[str], str]
 """Turns a name the suite uses ("s", "shared", a hostile string) into a session id."""
-
-
-def run_without_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` on a new event loop with blockbuster's detector on.
-
-    A blocking call made on the loop's thread (``time.sleep``, file or socket
-    I/O, acquiring a lock another thread holds) raises
-    ``blockbuster.BlockingError``; work a coroutine hands to a worker thread
-    (``asyncio.to_thread``) is not the loop's and may block.
-
-    Raises:
-        RuntimeError: blockbuster is not installed (``pip install blockbuster``).
-    """
-    try:
-        from blockbuster import blockbuster_ctx
-    except ImportError as exc:
-        coroutine.close()
-        raise RuntimeError(
-            "the contract suite checks async twins for blocking calls with blockbuster: "
-            "pip install blockbuster (or chathistory's test extra)"
-        ) from exc
-    with blockbuster_ctx():
-        return asyncio.run(coroutine)
 
 
 def _contents(records: list[dict[str, Any]]) -> list[str]:
