@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ from chathistory import (
     BackendUnavailableError,
     ChatHistory,
     ChatHistoryError,
+    CollectionMissingError,
     CollectionTimeoutError,
     ConfigError,
     available_backends,
@@ -265,10 +267,13 @@ def test_data_layout_is_one_document_per_session(make_backend: Callable[..., Roc
     backend.append("alice", numbered_records(1, prefix="x"))
     backend.append("bob", numbered_records(1))
     documents = emu.documents("layout", backend.config.collection)
+    written = {session: document.pop("last_write") for session, document in documents.items()}
     assert documents == {
         "alice": {"_id": "alice", "turns": numbered_records(2) + numbered_records(1, prefix="x")},
         "bob": {"_id": "bob", "turns": numbered_records(1)},
     }
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", time)
+               for time in written.values())  # the write time: UTC, fixed width
     backend.clear("alice")
     assert emu.documents("layout", backend.config.collection)["alice"] == {"_id": "alice",
                                                                          "turns": []}
@@ -338,10 +343,10 @@ def test_errors_that_retrying_cannot_fix_are_raised_at_once(
     assert emu.request_count == 2
     emu.client().Collections.delete(collection=backend.config.collection)
     emu.reset_request_count()
-    with pytest.raises(ChatHistoryError, match="not found") as raised:
+    with pytest.raises(CollectionMissingError, match="does not exist") as raised:
         backend.fetch("s")
     assert not isinstance(raised.value, BackendUnavailableError)
-    assert emu.request_count == 1
+    assert emu.request_count == 2  # the query, then a look at the collection
 
 
 # ---- async ---------------------------------------------------------------------------------

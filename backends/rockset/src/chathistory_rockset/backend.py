@@ -2,27 +2,33 @@
 
 One document per session: ``_id`` is the session id and the records are an
 array under ``messages_key``, exactly as ``RocksetChatMessageHistory`` keeps
-them, so either reads what the other wrote. The ``rockset`` SDK is imported
-when a backend is built, never when this module is imported.
+them, so either reads what the other wrote. Each append also sets the
+document's ``last_write_key`` field to the time of the write, a field that
+class neither reads nor needs. The ``rockset`` SDK is imported when a backend
+is built, never when this module is imported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from chathistory import (
     BaseBackend,
+    CollectionMissingError,
     CollectionTimeoutError,
     RecordError,
     decode_record,
     encode_record,
     retry_transient,
 )
+from chathistory.capabilities import SessionInfo, check_page_limit
 from chathistory_rockset import errors
 from chathistory_rockset.client import close_client, open_client
 from chathistory_rockset.config import RocksetConfig
@@ -31,6 +37,11 @@ from chathistory_rockset.errors import RocksetApiError, RocksetSyncTimeoutError
 __all__ = ["RocksetBackend"]
 
 _ALIAS = "records"
+_SESSION, _COUNT, _WRITTEN = "session", "count", "written"  # column aliases of session queries
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: string order is time order
+MAX_IDS_PER_QUERY = 1000
+"""fetch_many asks for at most this many sessions per query (one query for up to 1000)."""
+T = TypeVar("T")
 _FENCE_POLL_SECONDS = 0.005  # start-to-start: back to back once a round trip takes longer
 _READY_POLL_SECONDS = (0.02, 0.5)  # first and longest wait between collection status checks
 
@@ -119,6 +130,20 @@ class RocksetBackend(BaseBackend):
             f'AS "{_ALIAS}" FROM {location} WHERE _id = :session'
         )
         self._append_path = f"/{config.messages_key}/-"
+        written = f'"{config.last_write_key}"'
+        self._page_sql = (
+            f'SELECT _id AS "{_SESSION}", ARRAY_LENGTH({field}) AS "{_COUNT}", '
+            f'{written} AS "{_WRITTEN}" FROM {location} WHERE _id > :after '
+            f"AND ARRAY_LENGTH({field}) > 0 ORDER BY _id LIMIT {{limit}}"
+        )
+        self._written_sql = (
+            f'SELECT ARRAY_LENGTH({field}) AS "{_COUNT}", {written} AS "{_WRITTEN}" '
+            f"FROM {location} WHERE _id = :session"
+        )
+        self._many_sql = (
+            f'SELECT _id AS "{_SESSION}", {field} AS "{_ALIAS}" FROM {location} '
+            "WHERE _id IN ({ids})"
+        )
         # Documents this process is creating: one at a time, and a waiting
         # thread re-checks whether its session's document appeared meanwhile.
         self._create_lock = threading.Lock()
@@ -126,16 +151,27 @@ class RocksetBackend(BaseBackend):
 
     # ---- single requests (raw SDK errors; the caller's retry translates them) ----------
 
-    def _query(self, sql: str, session_id: str, limit: int | None = None
-               ) -> list[dict[str, Any]]:
+    def _rows(self, sql: str, **values: str | int) -> list[Any]:
+        """One query; ``values`` are bound as its string and int parameters."""
         from rockset.models import QueryParameter, QueryRequestSql  # type: ignore[import-untyped]
 
-        parameters = [QueryParameter(name="session", type="string", value=session_id)]
-        if limit is not None:
-            parameters.append(QueryParameter(name="n", type="int", value=str(limit)))
+        parameters = [QueryParameter(name=name, type="int" if isinstance(value, int) else "string",
+                                     value=str(value)) for name, value in values.items()]
         request = QueryRequestSql(query=sql, parameters=parameters)
-        rows = self.client.Queries.query(sql=request, **self._timeout).get("results") or []
-        records = rows[0].get(_ALIAS) if rows else None
+        rows: list[Any] = self.client.Queries.query(sql=request, **self._timeout
+                                                    ).get("results") or []
+        return rows
+
+    def _query(self, sql: str, session_id: str, limit: int | None = None
+               ) -> list[dict[str, Any]]:
+        values: dict[str, str | int] = {"session": session_id}
+        if limit is not None:
+            values["n"] = limit
+        rows = self._rows(sql, **values)
+        return self._records(rows[0].get(_ALIAS) if rows else None)
+
+    def _records(self, records: Any) -> list[dict[str, Any]]:
+        """A session's array as records, checked: a list of JSON objects (missing: empty)."""
         if records is None:
             return []
         if not isinstance(records, list):
@@ -249,10 +285,22 @@ class RocksetBackend(BaseBackend):
                     extra["id"] = value
         return batch
 
+    def _write_time(self) -> Any:
+        """The patch operation setting the document's write time to now.
+
+        The SDK types a patch value as an object; ``_check_type=False`` sends a
+        string all the same (see the reference's note on PatchOperation).
+        """
+        from rockset.models import PatchOperation
+
+        return PatchOperation(op="ADD", path=f"/{self.config.last_write_key}",
+                              value=_format_time(datetime.now(UTC)), _check_type=False)
+
     def _patch(self, append: _Append) -> tuple[str | None, bool]:
         """PATCH the batch onto the end of the session's array: (last_offset, document missing)."""
-        patch = [{"op": "ADD", "path": self._append_path, "value": record}
-                 for record in append.batch]
+        patch: list[Any] = [{"op": "ADD", "path": self._append_path, "value": record}
+                            for record in append.batch]
+        patch.append(self._write_time())
         response = self.client.Documents.patch_documents(
             data=[{"id": append.session_id, "patch": patch}], **self._location)
         status = response.data[0]
@@ -297,7 +345,8 @@ class RocksetBackend(BaseBackend):
                 if not missing:
                     return offset
             response = self.client.Documents.add_documents(
-                data=[{"_id": append.session_id, self.config.messages_key: append.batch}],
+                data=[{"_id": append.session_id, self.config.messages_key: append.batch,
+                       self.config.last_write_key: _format_time(datetime.now(UTC))}],
                 **self._location)
             self._documents_created += 1
         # From here on the batch may be stored: a failed try is checked before a re-send.
@@ -368,11 +417,14 @@ class RocksetBackend(BaseBackend):
         """The session's records, oldest first; with ``limit``, only the newest ``limit``.
 
         One query. A session without a document is empty.
+
+        Raises:
+            CollectionMissingError: the collection does not exist (nothing is created).
         """
         if limit == 0:
             return []
         sql = self._select_all_sql if limit is None else self._select_newest_sql
-        return self._retry_transient(lambda: self._query(sql, session_id, limit))
+        return self._read(lambda: self._query(sql, session_id, limit))
 
     def clear(self, session_id: str) -> None:
         """Empty the session: its document is replaced by one with an empty array.
@@ -386,7 +438,114 @@ class RocksetBackend(BaseBackend):
         if self.config.sync and offset is not None:
             self._wait_until_queryable(offset, "a clear")
 
+    # ---- reads that must not create anything -------------------------------------------
+
+    def _read(self, call: Callable[[], T]) -> T:
+        """Run a read query through the retry path; a missing collection is CollectionMissingError.
+
+        Rockset answers a query on a missing collection with a 400 (a 404 for a
+        missing workspace), like any bad query; only then is the collection
+        looked up, so a read costs one request when it succeeds.
+        """
+        try:
+            return self._retry_transient(call)
+        except RocksetApiError as exc:
+            if exc.status in (400, 404) and self._collection_status() is None:
+                raise CollectionMissingError(
+                    f"backend {self.name!r}: collection {self.config.workspace}."
+                    f"{self.config.collection} does not exist (reading created nothing; "
+                    "create_collection() creates it)"
+                ) from exc
+            raise
+
+    def _session_row(self, row: Any, *, with_id: bool) -> SessionInfo:
+        session_id = row.get(_SESSION) if with_id else ""
+        count, written = row.get(_COUNT), row.get(_WRITTEN)
+        if (not isinstance(session_id, str) or isinstance(count, bool)
+                or not isinstance(count, int)):
+            raise RocksetApiError(f"backend {self.name!r}: unexpected row in a session listing: "
+                                  f"{sorted(row)}")
+        return SessionInfo(session_id, count, self._parse_time(written))
+
+    def _parse_time(self, value: Any) -> datetime | None:
+        if value is None:
+            return None  # written only by RocksetChatMessageHistory, which keeps no time
+        try:
+            return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC)
+        except (TypeError, ValueError):
+            raise RocksetApiError(
+                f"backend {self.name!r}: field {self.config.last_write_key!r} of a session's "
+                f"document is not a time this backend wrote ({value!r:.40})") from None
+
+    # ---- optional capabilities: ListsSessions, TracksWriteTimes, fetch_many ---------------
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> list[SessionInfo]:
+        """Up to ``limit`` sessions holding records, in id order, with ids after ``after``.
+
+        One query over the collection: each document is a session, so no GROUP BY
+        is needed; its count is ``ARRAY_LENGTH`` of the array, and its last write
+        the ``last_write_key`` field (``None`` for a session only
+        ``RocksetChatMessageHistory`` wrote: that class keeps no write time).
+
+        Raises:
+            CollectionMissingError: the collection does not exist (nothing is created).
+        """
+        limit = check_page_limit(limit)
+        sql = self._page_sql.format(limit=limit)
+        rows = self._read(lambda: self._rows(sql, after=after or ""))
+        return [self._session_row(row, with_id=True) for row in rows]
+
+    def last_write(self, session_id: str) -> datetime | None:
+        """When this backend last appended to the session (UTC); ``None`` if it holds no records.
+
+        Raises:
+            CollectionMissingError: the collection does not exist (nothing is created).
+        """
+        rows = self._read(lambda: self._rows(self._written_sql, session=session_id))
+        if not rows:
+            return None
+        info = self._session_row(rows[0], with_id=False) if _COUNT in rows[0] else None
+        return info.last_write if info is not None and info.messages else None
+
+    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The records of each of ``session_ids`` that has any, oldest first.
+
+        One query (``WHERE _id IN (:s0, :s1, ...)``) per :data:`MAX_IDS_PER_QUERY` ids.
+
+        Raises:
+            CollectionMissingError: the collection does not exist (nothing is created).
+        """
+        wanted = list(dict.fromkeys(session_ids))
+        found: dict[str, list[dict[str, Any]]] = {}
+        for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
+            part = wanted[start:start + MAX_IDS_PER_QUERY]
+            values = {f"s{number}": session_id for number, session_id in enumerate(part)}
+            sql = self._many_sql.format(ids=", ".join(f":{name}" for name in values))
+            rows = self._read(partial(self._rows, sql, **values))
+            asked = set(part)
+            for row in rows:
+                session_id = row.get(_SESSION)
+                records = self._records(row.get(_ALIAS))
+                if isinstance(session_id, str) and session_id in asked and records:
+                    found[session_id] = records
+        return {session_id: found[session_id] for session_id in wanted if session_id in found}
+
+    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
+                             ) -> list[SessionInfo]:
+        return await asyncio.to_thread(self.list_sessions, after=after, limit=limit)
+
+    async def alast_write(self, session_id: str) -> datetime | None:
+        return await asyncio.to_thread(self.last_write, session_id)
+
+    async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        return await asyncio.to_thread(self.fetch_many, session_ids)
+
     def close(self) -> None:
         """Release the connections of a client the backend built; a given client stays open."""
         if self.config.client is None:
             close_client(self.client)
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime(_TIME_FORMAT)

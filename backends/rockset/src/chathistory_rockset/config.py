@@ -64,6 +64,9 @@ class RocksetConfig(BackendConfig):
     workspace: RocksetName = Field("commons", description="The collection's workspace.")
     messages_key: MessagesKey = Field(
         "messages", description="The document field holding the session's records.")
+    last_write_key: MessagesKey = Field(
+        "last_write", description="The document field where the backend keeps the time of "
+                                  "its last append to the session (UTC, ISO 8601).")
     sync: bool = Field(
         False, description="Wait, after each write, until Rockset reports it queryable.")
     message_uuid_method: Callable[[], str | int] | None = Field(
@@ -103,4 +106,10 @@ class RocksetConfig(BackendConfig):
             raise ValueError("give exactly one of 'client' (a RocksetClient) and 'api_key'")
         if self.client is not None and self.host is not None:
             raise ValueError("'host' goes with 'api_key'; a given 'client' has its own host")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_fields(self) -> RocksetConfig:
+        if self.last_write_key == self.messages_key:
+            raise ValueError("'last_write_key' must differ from 'messages_key'")
         return self
