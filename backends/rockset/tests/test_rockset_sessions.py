@@ -20,7 +20,12 @@ from chathistory_rockset.backend import MAX_IDS_PER_QUERY, RocksetBackend
 from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import HumanMessage, message_to_dict
 
-from chathistory import CollectionMissingError, ConfigError, get_backend
+from chathistory import (
+    BackendUnavailableError,
+    CollectionMissingError,
+    ConfigError,
+    get_backend,
+)
 from chathistory.capabilities import SessionInfo, capabilities_of
 from chathistory.testing import numbered_records
 
@@ -121,6 +126,24 @@ def test_page_limit_is_checked_before_any_request(emu: RocksetEmulator,
         with pytest.raises(ValueError, match="limit"):
             backend.list_sessions(limit=limit)  # type: ignore[arg-type]
     assert emu.request_count == 0
+
+
+@pytest.mark.parametrize("read", ["list_sessions", "last_write", "fetch_many"])
+def test_session_reads_are_retried_then_reported_unavailable(
+        emu: RocksetEmulator, make_backend: MakeBackend, read: str) -> None:
+    backend = make_backend(retry_attempts=3)
+    backend.append("s", numbered_records(2))
+    calls: dict[str, Callable[[], object]] = {
+        "list_sessions": lambda: [info.messages for info in backend.list_sessions()],
+        "last_write": lambda: backend.last_write("s") is not None,
+        "fetch_many": lambda: len(backend.fetch_many(["s"])["s"]),
+    }
+    expected = calls[read]()
+    emu.fail_next(2, status=503)
+    assert calls[read]() == expected
+    emu.fail_next(3, status=503)
+    with pytest.raises(BackendUnavailableError, match="unavailable after 3 attempts"):
+        calls[read]()
 
 
 # ---- fetch_many --------------------------------------------------------------------------

@@ -18,6 +18,7 @@ Choices where the real service's behaviour is unknown or irrelevant:
   400 QUERY_ERROR naming where matching stopped.
 - Patch ops COPY, MOVE, TEST and INCREMENT get 400 INVALIDINPUT (unsupported).
 - Offsets are ``f1:0:0:0:<n>``, one ``n`` per write request, shared by all collections.
+- Documents hold only the fields written: no ``_event_time`` or ``_meta`` is added.
 """
 
 from .server import RocksetEmulator
