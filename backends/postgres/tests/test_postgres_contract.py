@@ -44,6 +44,10 @@ class TestLangchainPostgresLayout(BackendContract):
         return lambda name: str(uuid.uuid5(uuid.NAMESPACE_URL, f"chathistory-test:{name}"))
 
     @pytest.fixture
+    def holds_nul(self) -> bool:
+        return False  # their message column holds jsonb objects, and jsonb has no NUL
+
+    @pytest.fixture
     def backend(self, postgres_url: str, postgres_schema: str, table_name: str
                 ) -> Iterator[PostgresBackend]:
         backend = PostgresBackend.from_options(

@@ -120,12 +120,27 @@ def test_jsonb_numbers_come_back_exactly(backend: PostgresBackend) -> None:
     assert type(stored["data"]["big_int"]) is int
 
 
-@pytest.mark.parametrize("content", ["NUL \x00 inside", "lone \ud800 surrogate"])
-def test_what_jsonb_cannot_hold_is_a_record_error_with_nothing_written(
-    backend: PostgresBackend, content: str
+def test_a_record_holding_nul_is_kept_as_its_json_text(
+    backend: PostgresBackend, admin: psycopg.Connection[Any]
+) -> None:
+    # jsonb has no NUL in a string: such a record is a jsonb string of its JSON text.
+    backend.create_collection()
+    plain = message_to_dict(HumanMessage("no nul, a literal \\u0000 and 1e+300 text"))
+    nul = {"type": "human", "data": {"content": "a\x00b", "big": 1e300, "n": 10**40}}
+    backend.append("s", [plain, nul])
+    stored = [row[0] for row in admin.execute(sql.SQL(
+        "SELECT jsonb_typeof(message) FROM {} ORDER BY id").format(
+            sql.SQL(backend.statements.qualified_table)))]
+    assert stored == ["object", "string"]
+    assert backend.fetch("s") == [plain, nul]
+    assert asyncio.run(backend.afetch("s", limit=1)) == [nul]
+
+
+def test_a_lone_surrogate_is_a_record_error_with_nothing_written(
+    backend: PostgresBackend
 ) -> None:
     backend.create_collection()
-    batch = [*numbered_records(1), message_to_dict(HumanMessage(content))]
+    batch = [*numbered_records(1), message_to_dict(HumanMessage("lone \ud800 surrogate"))]
     with pytest.raises(RecordError):
         backend.append("s", batch)
     with pytest.raises(RecordError):
