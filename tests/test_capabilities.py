@@ -16,7 +16,8 @@ pytest_plugins = ["pytester"]
 
 def test_capabilities_are_detected_from_what_a_backend_implements() -> None:
     assert capabilities_of(MemoryBackend()) == {"list_sessions", "last_write",
-                                                "delete_sessions_before", "fetch_many"}
+                                                "delete_sessions_before", "fetch_many",
+                                                "append_many"}
     assert capabilities_of(object()) == frozenset()
 
 
@@ -116,8 +117,9 @@ class TestBroken(BackendContract):
     def backend(self):
         return Broken()
 """)
+    # A broken listing could loop: the subprocess is killed after its timeout.
     outcomes = pytester.runpytest_subprocess(
-        "-q", "-p", "no:cacheprovider", "-k", CAPABILITY_TESTS).parseoutcomes()
+        "-q", "-p", "no:cacheprovider", "-k", CAPABILITY_TESTS, timeout=120).parseoutcomes()
     assert outcomes.get("failed", 0) >= 1, outcomes
 
 
@@ -129,15 +131,16 @@ from chathistory.backends.memory import MemoryBackend
 from chathistory.testing import BackendContract
 
 class FourMethodsOnly(MemoryBackend):
-    list_sessions = last_write = delete_sessions_before = fetch_many = None
+    list_sessions = last_write = delete_sessions_before = fetch_many = append_many = None
 
 class TestPlain(BackendContract):
     @pytest.fixture
     def backend(self):
         return FourMethodsOnly()
 """)
-    result = pytester.runpytest_subprocess("-q", "-rs", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-rs", "-p", "no:cacheprovider", timeout=120)
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes["skipped"] >= 11, outcomes
-    for capability in ("CopiesInBulk", "ListsSessions", "PrunesSessions", "TracksWriteTimes"):
+    for capability in ("CopiesInBulk", "FetchesInBulk", "ListsSessions", "PrunesSessions",
+                       "TracksWriteTimes"):
         assert f"does not declare {capability}" in result.stdout.str()

@@ -9,13 +9,14 @@ import pytest
 
 from chathistory.backends.memory import MemoryBackend
 from chathistory.backends.sqlite import SqliteBackend
-from chathistory.errors import CapabilityMissingError, RecordError
+from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
 from chathistory.testing.samples import numbered_records
 from chathistory.transfer import (
     copy_sessions,
     count_records,
     export_sessions,
     import_sessions,
+    list_session_ids,
 )
 
 
@@ -120,3 +121,16 @@ def test_an_import_names_the_line_it_cannot_read() -> None:
              '{"session_id":"a","record":{"type":"human","data":{"content":"3"}}}']
     with pytest.raises(RecordError, match="line 3: session 'a' appears again"):
         import_sessions(target, io.StringIO("\n".join(lines)))
+
+
+class IgnoresAfter(MemoryBackend):
+    def list_sessions(self, *, after: str | None = None, limit: int = 100) -> list[Any]:
+        return super().list_sessions(limit=limit)
+
+
+def test_a_listing_that_ignores_after_is_an_error_not_an_endless_loop() -> None:
+    backend = IgnoresAfter()
+    for number in range(3):
+        backend.append(f"s{number}", numbered_records(1))
+    with pytest.raises(ChatHistoryError, match="does not honour `after`"):
+        list_session_ids(backend, page=2)

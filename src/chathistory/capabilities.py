@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "CopiesInBulk",
+    "FetchesInBulk",
     "ListsSessions",
     "PrunesSessions",
     "SessionInfo",
@@ -85,17 +86,22 @@ class PrunesSessions(Protocol):
 
 
 @runtime_checkable
-class CopiesInBulk(Protocol):
-    """The backend reads and writes many sessions in one round trip (export, import, copy)."""
+class FetchesInBulk(Protocol):
+    """The backend reads many sessions in one round trip (export, copy from it)."""
 
     def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """Every record of each of ``session_ids`` that has any, oldest first, in one read."""
 
-    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        """Append each session's records after its existing ones: all sessions or none."""
-
     async def afetch_many(self, session_ids: Sequence[str]
                           ) -> dict[str, list[dict[str, Any]]]: ...
+
+
+@runtime_checkable
+class CopiesInBulk(FetchesInBulk, Protocol):
+    """The backend also writes many sessions in one round trip, all or nothing (copy to it)."""
+
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Append each session's records after its existing ones: all sessions or none."""
 
     async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
                            ) -> None: ...
@@ -105,7 +111,8 @@ _CAPABILITIES: dict[str, type] = {
     "list_sessions": ListsSessions,
     "last_write": TracksWriteTimes,
     "delete_sessions_before": PrunesSessions,
-    "fetch_many": CopiesInBulk,
+    "fetch_many": FetchesInBulk,
+    "append_many": CopiesInBulk,
 }
 
 

@@ -30,6 +30,7 @@ from chathistory.transfer import (
     count_records,
     export_sessions,
     import_sessions,
+    iter_sessions,
     list_session_ids,
 )
 
@@ -113,12 +114,8 @@ def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: 
             if not isinstance(store, ListsSessions):
                 raise CapabilityMissingError(f"backend {backend!r} cannot list its sessions")
             shown = 0
-            while limit is None or shown < limit:
-                page_size = 500 if limit is None else min(500, limit - shown)
-                page = store.list_sessions(after=after, limit=page_size)
-                if not page:
-                    break
-                for info in page:
+            for page in iter_sessions(store, after=after, page=500):
+                for info in page[:None if limit is None else limit - shown]:
                     if as_json:
                         click.echo(json.dumps(_session_row(info), ensure_ascii=False))
                     else:
@@ -126,8 +123,9 @@ def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: 
                             if info.last_write else "-"
                         count = "-" if info.messages is None else str(info.messages)
                         click.echo(f"{info.session_id}\t{count}\t{written}")
-                shown += len(page)
-                after = page[-1].session_id
+                    shown += 1
+                if limit is not None and shown >= limit:
+                    break
         finally:
             store.close()
 

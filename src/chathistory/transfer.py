@@ -1,8 +1,9 @@
 """Sessions as data: copy them between backends, export and import them as JSON Lines.
 
-A copy reads and writes many sessions per round trip where both backends
-declare :class:`~chathistory.capabilities.CopiesInBulk`, and one session per
-round trip otherwise. It is safe to run twice and to interrupt: before
+A copy reads many sessions per round trip from a source that declares
+:class:`~chathistory.capabilities.FetchesInBulk`, writes many per round trip to
+a target that declares :class:`~chathistory.capabilities.CopiesInBulk`, and
+goes one session per round trip otherwise. It is safe to run twice and to interrupt: before
 writing a chunk of sessions it reads what the target already holds of them,
 and appends only what is missing after it. A session whose stored records are
 not the start of the source's is left alone and reported as a mismatch.
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from chathistory.backend import Backend, ensure_collection
-from chathistory.capabilities import CopiesInBulk, ListsSessions
-from chathistory.errors import CapabilityMissingError, RecordError
+from chathistory.capabilities import CopiesInBulk, FetchesInBulk, ListsSessions, SessionInfo
+from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
 from chathistory.records import decode_record, encode_record
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "count_records",
     "export_sessions",
     "import_sessions",
+    "iter_sessions",
     "list_session_ids",
 ]
 
@@ -54,22 +56,33 @@ class CopyReport:
     mismatched: list[str] = field(default_factory=list)
 
 
-def list_session_ids(backend: Backend, *, page: int = 1000) -> list[str]:
-    """Every session id of ``backend``, in id order (it must declare ListsSessions)."""
+def iter_sessions(backend: Backend, *, after: str | None = None, page: int = 1000
+                  ) -> Iterator[list[SessionInfo]]:
+    """Every page of ``backend``'s sessions after ``after`` (it must declare ListsSessions).
+
+    A backend whose next page does not move past the last id is an error,
+    not an endless loop.
+    """
     if not isinstance(backend, ListsSessions):
         raise CapabilityMissingError(
             f"backend {type(backend).__name__} cannot list its sessions; name the sessions "
-            "to copy or export instead")
-    ids: list[str] = []
-    after: str | None = None
+            "instead")
     while batch := backend.list_sessions(after=after, limit=page):
-        ids.extend(info.session_id for info in batch)
+        if after is not None and batch[0].session_id <= after:
+            raise ChatHistoryError(
+                f"backend {type(backend).__name__} listed {batch[0].session_id!r} after "
+                f"{after!r}: its list_sessions does not honour `after`")
+        yield batch
         after = batch[-1].session_id
-    return ids
+
+
+def list_session_ids(backend: Backend, *, page: int = 1000) -> list[str]:
+    """Every session id of ``backend``, in id order (it must declare ListsSessions)."""
+    return [info.session_id for batch in iter_sessions(backend, page=page) for info in batch]
 
 
 def _fetch_many(backend: Backend, session_ids: Sequence[str]) -> dict[str, Records]:
-    if isinstance(backend, CopiesInBulk):
+    if isinstance(backend, FetchesInBulk):
         return backend.fetch_many(session_ids)
     fetched = {session_id: backend.fetch(session_id) for session_id in session_ids}
     return {session_id: records for session_id, records in fetched.items() if records}
@@ -140,12 +153,10 @@ def count_records(backend: Backend, session_ids: Sequence[str], *, chunk: int = 
     counts: dict[str, int] = {}
     wanted = set(session_ids)
     if isinstance(backend, ListsSessions):
-        after: str | None = None
-        while page := backend.list_sessions(after=after, limit=1000):
+        for page in iter_sessions(backend):
             for info in page:
                 if info.session_id in wanted and info.messages is not None:
                     counts[info.session_id] = info.messages
-            after = page[-1].session_id
     missing = [session_id for session_id in session_ids if session_id not in counts]
     for part in _chunks(missing, chunk):
         held = _fetch_many(backend, part)

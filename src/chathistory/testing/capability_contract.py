@@ -17,6 +17,7 @@ from langchain_core.messages import message_to_dict
 from chathistory.backend import Backend
 from chathistory.capabilities import (
     CopiesInBulk,
+    FetchesInBulk,
     ListsSessions,
     PrunesSessions,
     TracksWriteTimes,
@@ -182,11 +183,11 @@ class CapabilityContract:
         assert all(backend.fetch(session_id) == [] for session_id in old)
         assert all(backend.fetch(session_id) != [] for session_id in kept)
 
-    # -- CopiesInBulk ----------------------------------------------------------------------
+    # -- FetchesInBulk, CopiesInBulk --------------------------------------------------------
 
     def test_fetch_many_reads_each_session_whole_and_in_order(
             self, backend: Backend, make_session_id: MakeSessionId) -> None:
-        bulk = _require(backend, CopiesInBulk, "bulk reads and writes")
+        bulk = _require(backend, FetchesInBulk, "bulk reads")
         a, b, empty = (make_session_id(name) for name in ("bulk-a", "bulk-b", "bulk-empty"))
         backend.append(a, numbered_records(3, prefix="a"))
         backend.append(b, sample_records())
@@ -198,7 +199,7 @@ class CapabilityContract:
 
     def test_append_many_appends_after_existing_records(
             self, backend: Backend, make_session_id: MakeSessionId) -> None:
-        bulk = _require(backend, CopiesInBulk, "bulk reads and writes")
+        bulk = _require(backend, CopiesInBulk, "bulk writes")
         a, b, c = (make_session_id(name) for name in ("many-a", "many-b", "many-c"))
         backend.append(a, numbered_records(1, prefix="old"))
         bulk.append_many({a: numbered_records(2), b: sample_records(), c: []})
@@ -209,7 +210,7 @@ class CapabilityContract:
 
     def test_append_many_is_all_or_nothing(
             self, backend: Backend, make_session_id: MakeSessionId) -> None:
-        bulk = _require(backend, CopiesInBulk, "bulk reads and writes")
+        bulk = _require(backend, CopiesInBulk, "bulk writes")
         a, b = make_session_id("whole-a"), make_session_id("whole-b")
         bad = {"type": "human", "data": {"content": "bad", "when": object()}}
         with pytest.raises(RecordError):
