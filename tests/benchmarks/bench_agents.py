@@ -41,6 +41,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 
 from chathistory.agents import ChatHistoryMiddleware
+from chathistory.backend import ensure_collection
 from chathistory.testing.chat_models import ToolCallingFakeModel, call_tool_then_answer
 
 FIRST, LAST = 20, 20
@@ -158,6 +159,7 @@ def with_search_path(url: str, schema: str) -> str:
 def middleware_on_sqlite(directory: Path, turns: int, window: int | None) -> Result:
     path = str(directory / f"middleware-{window}.sqlite3")
     middleware = ChatHistoryMiddleware("sqlite", path=path, window=window)
+    ensure_collection(middleware.backend)  # set-up, as saver.setup() is for the checkpointers
     agent = create_agent(model(), [lookup_order], middleware=[middleware])
     try:
         return run(f"ChatHistoryMiddleware, window={window}", "sqlite", agent,
@@ -173,6 +175,7 @@ def sqlite_saver(directory: Path, turns: int, durability: str | None) -> Result:
     path = str(directory / f"saver-{durability}.sqlite3")
     manager: AbstractContextManager[Any] = SqliteSaver.from_conn_string(path)
     with manager as saver:
+        saver.setup()
         agent = create_agent(model(), [lookup_order], checkpointer=saver)
         options: dict[str, Any] = {"config": {"configurable": {"thread_id": "bench"}}}
         if durability:
@@ -185,6 +188,7 @@ def middleware_on_postgres(url: str, turns: int, window: int | None) -> Result:
     with postgres_schema(url) as schema:
         middleware = ChatHistoryMiddleware("postgres", conninfo=url, schema=schema,
                                            window=window)
+        ensure_collection(middleware.backend)
         agent = create_agent(model(), [lookup_order], middleware=[middleware])
         try:
             return run(f"ChatHistoryMiddleware, window={window}", "postgres", agent,
