@@ -70,6 +70,8 @@ def redis_url() -> Iterator[str]:
             delete_keys(client, f"{RUN_PREFIX}*")
             # langchain_community's default prefix, as used by the tests that need it
             delete_keys(client, f"message_store:{RUN_PREFIX}*")
+            # the sessions indexes of langchain_community-layout prefixes (keys.index_keys)
+            delete_keys(client, f"chathistory-index:{{{RUN_PREFIX}*")
         finally:
             client.close()
 

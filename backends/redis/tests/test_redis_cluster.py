@@ -85,7 +85,8 @@ def test_sessions_spread_over_the_nodes_each_whole_on_one(cluster: redis.RedisCl
     held = {}
     for port in cluster_ports:
         with redis.Redis(port=port) as node:
-            held[port] = set(node.scan_iter(count=1000))  # a node lists only its own keys
+            # a node lists only its own keys; the index's sorted sets are no lists
+            held[port] = set(node.scan_iter(count=1000, _type="list"))
     assert set().union(*held.values()) == expected
     assert sum(len(keys) for keys in held.values()) == len(expected)
     assert all(held.values()), "every node holds some sessions"
@@ -95,6 +96,11 @@ def test_sessions_spread_over_the_nodes_each_whole_on_one(cluster: redis.RedisCl
         assert cluster.keyslot(key) == key_slot(tag)  # the slot of the session part alone
         assert [r["data"]["content"] for r in backend.fetch(session_id)] == [
             f"{number}-0", f"{number}-1"]
+    by_id, by_time = backend.index_keys
+    assert cluster.keyslot(by_id) == cluster.keyslot(by_time)  # one script updates both
+    listed = backend.list_sessions(limit=1000)
+    assert [info.session_id for info in listed] == sorted(sessions)
+    assert {info.messages for info in listed} == {2}
 
 
 def test_native_async_on_an_async_cluster_client(cluster_ports: list[int]) -> None:

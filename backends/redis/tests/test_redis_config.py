@@ -33,22 +33,46 @@ def _everything_said(error: BaseException) -> str:
     return "".join(traceback.format_exception(error))
 
 
-@pytest.mark.parametrize("key_prefix", [
-    "", "has space", "a{b", "a}b", "{tag}", "a:b", "a*", "a?", "a[b]", "x" * 65, "é", "a\n",
-    "a/b",
+@pytest.mark.parametrize(("layout", "key_prefix", "why"), [
+    ("chathistory", "a{b", "Redis Cluster hashes"),
+    ("chathistory", "a}b", "Redis Cluster hashes"),
+    ("chathistory", "{tag}:", "Redis Cluster hashes"),
+    ("langchain_community", "", "must not be empty"),
+    ("langchain_community", "c", "start of the sessions index's key"),
+    ("langchain_community", "chathistory-index:{", "start of the sessions index's key"),
 ])
-def test_bad_key_prefix_is_refused_before_connecting(key_prefix: str) -> None:
-    with pytest.raises(ConfigError, match=r"'redis'.*'key_prefix'"):  # not "unavailable"
-        get_backend("redis", url=NOWHERE, key_prefix=key_prefix)
+def test_a_key_prefix_that_would_break_keys_is_refused_saying_why(layout: str, key_prefix: str,
+                                                                  why: str) -> None:
+    with pytest.raises(ConfigError, match=rf"'redis'.*'key_prefix'.*{why}"):  # not "unavailable"
+        get_backend("redis", url=NOWHERE, layout=layout, key_prefix=key_prefix)
 
 
-def test_the_langchain_layout_also_allows_colons() -> None:
-    backend = RedisBackend.from_options(layout="langchain_community", key_prefix="app:chat:")
-    assert backend.key("s") == b"app:chat:s"
-    with pytest.raises(ConfigError, match="'key_prefix'"):
-        RedisBackend.from_options(layout="langchain_community", key_prefix="app:{chat}:")
+@pytest.mark.parametrize("key_prefix", [
+    "@", ":", "myapp:", "app:chat:", "has space", "é", "a*?[b]\\", "a\n", "a/b", "x" * 1000,
+])
+def test_any_other_key_prefix_is_accepted_in_both_layouts(key_prefix: str) -> None:
+    community = RedisBackend.from_options(layout="langchain_community", key_prefix=key_prefix)
+    assert community.key("s") == (key_prefix + "s").encode()
+    ours = RedisBackend.from_options(key_prefix=key_prefix)
+    base = key_prefix if key_prefix.endswith(":") else key_prefix + ":"
+    assert ours.key("s") == (base + "{s}").encode()
+
+
+def test_a_conventional_prefix_with_its_colon_gives_the_same_keys() -> None:
+    for key_prefix in ("myapp", "myapp:"):
+        backend = RedisBackend.from_options(key_prefix=key_prefix)
+        assert backend.key("user-42") == b"myapp:{user-42}"
+        assert backend.index_keys == (b"myapp:sessions:{myapp:}:by-id",
+                                      b"myapp:sessions:{myapp:}:by-time")
     with pytest.raises(ConfigError, match="'layout'"):
         RedisBackend.from_options(layout="langchain")
+
+
+@pytest.mark.parametrize("ttl", [0, None])
+def test_ttl_0_and_none_mean_no_expiry_in_the_langchain_layout(ttl: int | None) -> None:
+    assert RedisConfig(layout="langchain_community", ttl=ttl).ttl is None
+    with pytest.raises(ConfigError, match=r"'ttl'.*only with layout 'langchain_community'"):
+        RedisBackend.from_options(ttl=0)
 
 
 def test_defaults() -> None:
@@ -150,7 +174,7 @@ with fake_backends("redis") as fakes:
     assert history.messages == [HumanMessage("hi")]
     assert fakes["redis"].calls["append"] == 1
     try:
-        ChatHistory("s", backend="redis", key_prefix="not valid")
+        ChatHistory("s", backend="redis", key_prefix="a{b}")
     except ConfigError:
         pass
     else:

@@ -37,7 +37,8 @@ def _slot(key: bytes) -> int:
 
 
 def _scan(raw: redis.Redis, pattern: bytes) -> set[bytes]:
-    return set(raw.scan_iter(match=pattern, count=1000))
+    """The sessions' keys (lists) matching ``pattern``; the index's sets are left out."""
+    return set(raw.scan_iter(match=pattern, count=1000, _type="list"))
 
 
 def test_session_ids_are_distinct() -> None:
@@ -98,17 +99,21 @@ def test_langchain_layout_keys_are_prefix_plus_session(make_backend: MakeBackend
     assert _scan(raw, f"{prefix}:*".encode()) == expected
 
 
-def test_the_documented_key_layout(make_backend: MakeBackend, raw: redis.Redis) -> None:
+def test_the_documented_key_layout(redis_url: str, raw: redis.Redis) -> None:
     assert chathistory_key("chathistory", "user-42") == b"chathistory:{user-42}"
     assert chathistory_key("app", "a{b}%c") == b"app:{a%7Bb%7D%25c}"
-    backend = make_backend(key_prefix="myapp")
+    # Not created: creating would index every myapp:{...} key of the shared server.
+    backend = RedisBackend.from_options(url=redis_url, key_prefix="myapp")
     try:
         backend.append("user-42", numbered_records(2))
         values = raw.lrange(b"myapp:{user-42}", 0, -1)  # a list, oldest first
         assert [json.loads(value) for value in values] == numbered_records(2)
         assert all(b", " not in value and b'": ' not in value for value in values)  # compact
+        assert raw.zscore(b"myapp:sessions:{myapp:}:by-time", "user-42") is not None
     finally:
-        raw.delete(b"myapp:{user-42}")
+        backend.clear("user-42")  # its key and its index entries (the index then vanishes)
+        backend.close()
+    assert not raw.exists(b"myapp:{user-42}", b"myapp:sessions:{myapp:}:by-id")
 
 
 @pytest.mark.parametrize("session_id", SESSION_IDS[:12])

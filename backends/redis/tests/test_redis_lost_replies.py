@@ -86,7 +86,8 @@ def busy_server(raw: redis.Redis, seconds: float) -> Iterator[None]:
 def test_an_append_whose_reply_is_lost_is_not_repeated(make_backend: MakeBackend,
                                                        raw: redis.Redis) -> None:
     backend = make_backend(socket_timeout=0.1, ttl=60)
-    backend.fetch("warm-up")  # connected: the append itself is what goes unanswered
+    # connected, the append's script cached: the append itself is what goes unanswered
+    backend.append("warm-up", numbered_records(1))
     with (busy_server(raw, 0.4),
           pytest.raises(BackendUnavailableError, match="not repeated") as caught):
         backend.append("s", numbered_records(2))
@@ -100,7 +101,7 @@ def test_an_async_append_whose_reply_is_lost_is_not_repeated(make_backend: MakeB
     backend = make_backend(socket_timeout=0.1)
 
     async def scenario() -> None:
-        await backend.afetch("warm-up")
+        await backend.aappend("warm-up", numbered_records(1))
         with (busy_server(raw, 0.4),
               pytest.raises(BackendUnavailableError, match="not repeated")):
             await backend.aappend("s", numbered_records(2))

@@ -6,10 +6,14 @@ options can be validated (as the fake swap does) without the driver.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from itertools import chain
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from chathistory import (
     BaseBackend,
@@ -19,35 +23,90 @@ from chathistory import (
     encode_record,
     retry_transient,
 )
+from chathistory.capabilities import SessionInfo, check_page_limit
+from chathistory_redis import scripts
 from chathistory_redis.config import RedisConfig
-from chathistory_redis.keys import chathistory_key, langchain_community_key
+from chathistory_redis.keys import (
+    chathistory_key,
+    index_keys,
+    langchain_community_key,
+    scan_pattern,
+    session_from_key,
+)
 
 if TYPE_CHECKING:
-    from chathistory_redis.client import Command
+    from chathistory_redis.client import AsyncCommands, Command, Commands
 
-__all__ = ["PUSH_AND_EXPIRE", "RedisBackend"]
+__all__ = ["PRUNE_BATCH", "RedisBackend"]
 
-# An append with ``ttl``: the push and its expiry in one command, so they run together
-# (a script is atomic), in one round trip, on a single server or a cluster alike.
-# ARGV is the push command, the ttl, then the values, pushed 1000 at a time as
-# unpack() takes only a few thousand.
-PUSH_AND_EXPIRE = """
-for first = 3, #ARGV, 1000 do
-  redis.call(ARGV[1], KEYS[1], unpack(ARGV, first, math.min(first + 999, #ARGV)))
-end
-return redis.call('EXPIRE', KEYS[1], ARGV[2])
-"""
+T = TypeVar("T")
+
+PRUNE_BATCH = 500
+"""Sessions a prune reads, and deletes, per round trip."""
+
+INDEX_BATCH = 1000
+"""Sessions a backfill adds to the index per round trip."""
+
+
+# The optional capabilities are written once, as generators of the requests they make
+# (each sent back its reply), and run by a sync and an async driver.
+@dataclass(frozen=True)
+class Call:
+    command: Command
+    write: bool = False  # True: not repeated once sent (see errors.py)
+
+
+@dataclass(frozen=True)
+class Batch:
+    commands: Sequence[Command]  # every one may be repeated
+
+
+@dataclass(frozen=True)
+class Scan:
+    pattern: bytes
+
+
+Request = Call | Batch | Scan
+Steps = Generator[Request, Any, T]
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
+
+
+def _time(score: bytes | str | float | None) -> datetime | None:
+    if score is None or score in (b"", ""):
+        return None
+    return datetime.fromtimestamp(float(score), UTC)
+
+
+def _seconds(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
+    return repr(moment.timestamp())
 
 
 class RedisBackend(BaseBackend):
     """Chat histories in Redis: each session is one list, appended to in one round trip.
 
-    * ``append`` is one ``RPUSH`` of the whole batch, so a batch is stored whole
-      or not at all; with ``ttl`` it is one script that pushes and sets the
-      expiry, so every write restarts the session's expiry.
+    * ``append`` is one Lua script: it pushes the whole batch, sets the expiry
+      with ``ttl`` (so every write restarts the session's expiry) and records the
+      session and its write time in the sessions index, atomically, so a batch
+      and its index entry are stored whole or not at all.
     * ``fetch(limit=n)`` is ``LRANGE key -n -1``: it reads ``n`` values however
       long the session is.
-    * ``clear`` deletes the session's key and nothing else.
+    * ``clear`` deletes the session's key and its index entry, nothing else.
+
+    Optional capabilities (``chathistory.capabilities``): ``list_sessions``
+    (pages of ids through the index, with counts and write times),
+    ``last_write``, ``delete_sessions_before`` and ``fetch_many``/``append_many``,
+    each with its async twin. On a Redis Cluster the index lives in a hash slot
+    of its own, so it is written in a separate command from the session (see
+    the docs for what is atomic there).
 
     The sync methods use a ``redis.BlockingConnectionPool``, the async ones
     ``redis.asyncio`` natively (a blocking pool per event loop, closed when
@@ -80,18 +139,22 @@ class RedisBackend(BaseBackend):
 
     def __init__(self, config: RedisConfig) -> None:
         super().__init__(config)
-        from chathistory_redis import errors
-        from chathistory_redis.client import Clients
+        from chathistory_redis import client, errors
 
-        self._clients = Clients(config)  # ConfigError for an app client of the wrong kind
+        self._clients = client.Clients(config)  # ConfigError for an app client of the wrong kind
+        self._call, self._acall = client.call, client.acall
         self._is_transient = errors.is_transient
         self._translate = partial(errors.translate, address=config.address)
+        self._layout = config.layout
         self._key_prefix = config.effective_key_prefix
+        self._index = index_keys(self._layout, self._key_prefix)
         self._newest_first = config.layout == "langchain_community"
         self._make_key = langchain_community_key if self._newest_first else chathistory_key
         self._push = "LPUSH" if self._newest_first else "RPUSH"
-        self._ttl = config.ttl
+        self._ttl = str(config.ttl or 0)  # '0': no expiry
         self._address = config.address
+        # Whether the sessions written before the index existed are known to be in it.
+        self._indexed = False
         # An application's sync client without an async one: the async twins run
         # the sync methods in a worker thread, so both reach the same server.
         self._async_in_thread = config.client is not None and config.async_client is None
@@ -100,16 +163,86 @@ class RedisBackend(BaseBackend):
         """The Redis key that holds ``session_id``'s messages."""
         return self._make_key(self._key_prefix, session_id)
 
-    # Commands ---------------------------------------------------------------------------
+    @property
+    def index_keys(self) -> tuple[bytes, bytes]:
+        """The sessions index's two sorted sets: ids (score 0) and write times (seconds)."""
+        return self._index.by_id, self._index.by_time
 
-    def _append_command(self, session_id: str, records: Sequence[Mapping[str, Any]]
-                        ) -> Command | None:
-        values = [encode_record(record) for record in records]  # before any I/O
-        if not values:
-            return None
-        if self._ttl is None:
-            return (self._push, self.key(session_id), *values)
-        return ("EVAL", PUSH_AND_EXPIRE, 1, self.key(session_id), self._push, self._ttl, *values)
+    # Drivers ----------------------------------------------------------------------------
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        return retry_transient(call, backend=self.name, is_transient=self._is_transient,
+                               translate=self._translate)
+
+    def _do(self, commands: Commands, request: Request) -> Any:
+        if isinstance(request, Call):
+            return self._retry(lambda: self._call(commands, request.command,
+                                                  write=request.write))
+        if isinstance(request, Batch):
+            return self._retry(lambda: commands.pipeline(request.commands))
+        return self._retry(lambda: commands.scan(request.pattern))
+
+    async def _ado(self, commands: AsyncCommands, request: Request) -> Any:
+        async def attempt() -> Any:
+            if isinstance(request, Call):
+                return await self._acall(commands, request.command, write=request.write)
+            if isinstance(request, Batch):
+                return await commands.pipeline(request.commands)
+            return await commands.scan(request.pattern)
+
+        return await aretry_transient(attempt, backend=self.name,
+                                      is_transient=self._is_transient,
+                                      translate=self._translate)
+
+    def _drive(self, make: Callable[[bool], Steps[T]]) -> T:
+        commands = self._clients.sync
+        steps = make(commands.cluster)
+        reply: Any = None
+        try:
+            while True:
+                reply = self._do(commands, steps.send(reply))
+        except StopIteration as done:
+            return cast(T, done.value)
+
+    async def _adrive(self, make: Callable[[bool], Steps[T]]) -> T:
+        commands = await self._clients.for_running_loop()
+        steps = make(commands.cluster)
+        reply: Any = None
+        try:
+            while True:
+                reply = await self._ado(commands, steps.send(reply))
+        except StopIteration as done:
+            return cast(T, done.value)
+
+    # The four methods, as steps ---------------------------------------------------------
+
+    def _append_steps(self, batches: Mapping[str, Sequence[str]], cluster: bool
+                      ) -> Steps[None]:
+        by_id, by_time = self.index_keys
+        if not cluster:  # one script: the sessions and the index together
+            keys = [by_id, by_time, *(self.key(session_id) for session_id in batches)]
+            args: list[bytes | str | int] = [self._push, self._ttl, *map(_raw, batches),
+                    *(len(values) for values in batches.values()),
+                    *chain.from_iterable(batches.values())]
+            yield Call(scripts.evalsha(scripts.APPEND, keys, args), write=True)
+            return
+        # A cluster: the index's slot first (so a session written is always indexed;
+        # an entry whose session was not written is dropped by the next listing).
+        yield Call(scripts.evalsha(scripts.INDEX, [by_id, by_time],
+                                   ["NOW", self._ttl, *map(_raw, batches)]))
+        for session_id, values in batches.items():
+            yield Call(scripts.evalsha(scripts.PUSH, [self.key(session_id)],
+                                       [self._push, self._ttl, *values]), write=True)
+
+    def _clear_steps(self, session_id: str, cluster: bool) -> Steps[None]:
+        by_id, by_time = self.index_keys
+        if not cluster:
+            yield Call(scripts.evalsha(scripts.CLEAR, [self.key(session_id), by_id, by_time],
+                                       [_raw(session_id)]))
+            return
+        yield Call(("DEL", self.key(session_id)))
+        member = _raw(session_id)
+        yield Batch([("ZREM", by_id, member), ("ZREM", by_time, member)])
 
     def _fetch_command(self, session_id: str, limit: int | None) -> Command:
         if limit is None:
@@ -120,33 +253,45 @@ class RedisBackend(BaseBackend):
             return ("LRANGE", self.key(session_id), 0, limit - 1)
         return ("LRANGE", self.key(session_id), -limit, -1)
 
-    def _run(self, command: Command, *, write: bool = False) -> Any:
+    def _run(self, command: Command) -> Any:
         commands = self._clients.sync
-        return retry_transient(lambda: commands.run(command, write=write), backend=self.name,
-                               is_transient=self._is_transient, translate=self._translate)
+        return self._retry(lambda: commands.run(command, write=False))
 
-    async def _arun(self, command: Command, *, write: bool = False) -> Any:
+    async def _arun(self, command: Command) -> Any:
         commands = await self._clients.for_running_loop()
-        return await aretry_transient(lambda: commands.run(command, write=write),
+        return await aretry_transient(lambda: commands.run(command, write=False),
                                       backend=self.name, is_transient=self._is_transient,
                                       translate=self._translate)
+
+    @staticmethod
+    def _encoded(batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[str]]:
+        """Each session's records as JSON (before any I/O), empty batches left out."""
+        encoded = {session_id: [encode_record(record) for record in records]
+                   for session_id, records in batches.items()}
+        return {session_id: values for session_id, values in encoded.items() if values}
 
     # Sync -------------------------------------------------------------------------------
 
     def create_collection(self) -> None:
-        """Nothing to create: a session's list appears with its first message."""
+        """Nothing to create; adds sessions written before the index existed to it, once.
+
+        Sessions written by ``RedisChatMessageHistory`` (or by a version of this
+        backend without the index) are found with one ``SCAN`` of the key
+        prefix, the first time a store is used; see :meth:`reindex`.
+        """
+        self._drive(lambda cluster: self._index_steps(force=False))
 
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        command = self._append_command(session_id, records)
-        if command is not None:
-            self._run(command, write=True)
+        batches = self._encoded({session_id: records})
+        if batches:
+            self._drive(partial(self._append_steps, batches))
 
     def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         command = self._fetch_command(session_id, limit)
         return [] if limit == 0 else self._decode(self._run(command))
 
     def clear(self, session_id: str) -> None:
-        self._run(("DEL", self.key(session_id)))
+        self._drive(partial(self._clear_steps, session_id))
 
     def close(self) -> None:
         """Close the connection pools this backend made. An application's clients stay open."""
@@ -155,14 +300,17 @@ class RedisBackend(BaseBackend):
     # Async ------------------------------------------------------------------------------
 
     async def acreate_collection(self) -> None:
-        """Nothing to create (and no worker thread to start for it)."""
+        """:meth:`create_collection`, natively async."""
+        if self._async_in_thread:
+            return await super().acreate_collection()
+        await self._adrive(lambda cluster: self._index_steps(force=False))
 
     async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
         if self._async_in_thread:
             return await super().aappend(session_id, records)
-        command = self._append_command(session_id, records)
-        if command is not None:
-            await self._arun(command, write=True)
+        batches = self._encoded({session_id: records})
+        if batches:
+            await self._adrive(partial(self._append_steps, batches))
 
     async def afetch(self, session_id: str, *, limit: int | None = None
                      ) -> list[dict[str, Any]]:
@@ -174,15 +322,184 @@ class RedisBackend(BaseBackend):
     async def aclear(self, session_id: str) -> None:
         if self._async_in_thread:
             return await super().aclear(session_id)
-        await self._arun(("DEL", self.key(session_id)))
+        await self._adrive(partial(self._clear_steps, session_id))
 
     async def aclose(self) -> None:
         """Close this event loop's pool at once, and the others as :meth:`close` does."""
         await self._clients.aclose()
 
+    # Optional capabilities: the sessions index ------------------------------------------
+
+    def _index_steps(self, *, force: bool) -> Steps[int]:
+        """Add the sessions the index lacks (found by SCAN), unless that was done before."""
+        if self._indexed and not force:
+            return 0
+        if not force and (yield Call(("EXISTS", self._index.scanned))):
+            self._indexed = True
+            return 0
+        found: list[bytes] = []
+        for key in (yield Scan(scan_pattern(self._layout, self._key_prefix))):
+            try:
+                found.append(_raw(session_from_key(self._layout, self._key_prefix, _raw(key))))
+            except ValueError:
+                continue  # matched the pattern, but is no key of a session of ours
+        by_id, by_time = self.index_keys
+        for start in range(0, len(found), INDEX_BATCH):
+            yield Call(scripts.evalsha(scripts.INDEX, [by_id, by_time],
+                                       ["NX", self._ttl, *found[start:start + INDEX_BATCH]]))
+        yield Call(("SET", self._index.scanned, datetime.now(UTC).isoformat()))
+        self._indexed = True
+        return len(found)
+
+    def _list_steps(self, after: str | None, limit: int) -> Steps[list[SessionInfo]]:
+        limit = check_page_limit(limit)
+        yield from self._index_steps(force=False)
+        by_id, by_time = self.index_keys
+        found: list[SessionInfo] = []
+        low = b"-" if after is None else b"(" + _raw(after)
+        while len(found) < limit:
+            wanted = limit - len(found)
+            ids, times = yield Call(scripts.evalsha(scripts.LIST_PAGE, [by_id, by_time],
+                                                    [low, wanted]))
+            if not ids:
+                break
+            # Counted after the times were read: a session written in between has a new
+            # time, and its entry is then not dropped below.
+            counts = yield Batch([("LLEN", self.key(_text(member))) for member in ids])
+            gone: list[bytes | str] = []
+            for member, written, count in zip(ids, times, counts, strict=True):
+                if count:
+                    found.append(SessionInfo(_text(member), int(count), _time(written)))
+                else:  # expired (ttl) or deleted behind the backend's back
+                    gone += [member, written]
+            if gone:
+                yield Call(scripts.evalsha(scripts.UNINDEX_IF_UNCHANGED, [by_id, by_time],
+                                           gone))
+            if len(ids) < wanted:
+                break
+            low = b"(" + _raw(ids[-1])
+        return found
+
+    def _last_write_steps(self, session_id: str) -> Steps[datetime | None]:
+        yield from self._index_steps(force=False)
+        written, exists = yield Batch([("ZSCORE", self._index.by_time, _raw(session_id)),
+                                       ("EXISTS", self.key(session_id))])
+        return _time(written) if exists else None
+
+    def _prune_steps(self, cutoff: datetime, dry_run: bool, cluster: bool) -> Steps[int]:
+        seconds = _seconds(cutoff)
+        yield from self._index_steps(force=False)
+        by_id, by_time = self.index_keys
+        older = ("ZRANGEBYSCORE", by_time, "-inf", f"({seconds}", "LIMIT")
+        count = 0
+        if dry_run:
+            offset = 0
+            while ids := (yield Call((*older, offset, PRUNE_BATCH))):
+                exists = yield Batch([("EXISTS", self.key(_text(member))) for member in ids])
+                count += sum(1 for found in exists if found)
+                if len(ids) < PRUNE_BATCH:
+                    break
+                offset += len(ids)
+            return count
+        while ids := (yield Call((*older, 0, PRUNE_BATCH))):
+            if not cluster:  # each session and its entry deleted together
+                deleted = yield Batch([scripts.eval_command(
+                    scripts.PRUNE_SESSION, [self.key(_text(member)), by_id, by_time],
+                    [member, seconds]) for member in ids])
+                count += sum(1 for gone in deleted if int(gone) == 1)
+            else:
+                deleted = yield Batch([("DEL", self.key(_text(member))) for member in ids])
+                count += sum(int(gone) for gone in deleted)
+                yield Call(scripts.evalsha(scripts.UNINDEX_IF_OLD, [by_id, by_time],
+                                           [seconds, *ids]))
+            if len(ids) < PRUNE_BATCH:
+                break
+        return count
+
+    def _fetch_many_steps(self, session_ids: Sequence[str]
+                          ) -> Steps[dict[str, list[dict[str, Any]]]]:
+        if not session_ids:
+            return {}
+        lists = yield Batch([("LRANGE", self.key(session_id), 0, -1)
+                             for session_id in session_ids])
+        return {session_id: self._decode(values)
+                for session_id, values in zip(session_ids, lists, strict=True) if values}
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> list[SessionInfo]:
+        """Up to ``limit`` sessions with messages, by id, after ``after``: one script for the
+        ids and their write times, one pipeline of ``LLEN`` for the counts."""
+        return self._drive(lambda cluster: self._list_steps(after, limit))
+
+    def last_write(self, session_id: str) -> datetime | None:
+        """When ``session_id`` last had messages appended through this backend (UTC)."""
+        return self._drive(lambda cluster: self._last_write_steps(session_id))
+
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        """Delete the sessions last written before ``cutoff``, :data:`PRUNE_BATCH` per round
+        trip, each with its index entry in one script; return how many held messages."""
+        return self._drive(partial(self._prune_steps, cutoff, dry_run))
+
+    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every message of each session that has any, in one pipeline of ``LRANGE``."""
+        return self._drive(lambda cluster: self._fetch_many_steps(session_ids))
+
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Append to many sessions in one script: all of them or none (not on a cluster,
+        where each session is appended on its own node)."""
+        encoded = self._encoded(batches)
+        if encoded:
+            self._drive(partial(self._append_steps, encoded))
+
+    def reindex(self) -> int:
+        """Add every session of this key prefix that the index lacks; return how many were
+        found (``SCAN`` of the whole keyspace).
+
+        Needed only while ``RedisChatMessageHistory`` (which does not maintain the
+        index) still writes new sessions beside this backend: its sessions from
+        before the first use are indexed by then already.
+        """
+        return self._drive(lambda cluster: self._index_steps(force=True))
+
+    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
+                             ) -> list[SessionInfo]:
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.list_sessions, after=after, limit=limit)
+        return await self._adrive(lambda cluster: self._list_steps(after, limit))
+
+    async def alast_write(self, session_id: str) -> datetime | None:
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.last_write, session_id)
+        return await self._adrive(lambda cluster: self._last_write_steps(session_id))
+
+    async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.delete_sessions_before, cutoff,
+                                           dry_run=dry_run)
+        return await self._adrive(partial(self._prune_steps, cutoff, dry_run))
+
+    async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.fetch_many, session_ids)
+        return await self._adrive(lambda cluster: self._fetch_many_steps(session_ids))
+
+    async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.append_many, batches)
+        encoded = self._encoded(batches)
+        if encoded:
+            await self._adrive(partial(self._append_steps, encoded))
+
+    async def areindex(self) -> int:
+        """:meth:`reindex`, natively async."""
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.reindex)
+        return await self._adrive(lambda cluster: self._index_steps(force=True))
+
     # Records ----------------------------------------------------------------------------
 
     def _decode(self, values: list[bytes | str]) -> list[dict[str, Any]]:
+        values = list(values)
         if self._newest_first:
             values.reverse()
         if not values:

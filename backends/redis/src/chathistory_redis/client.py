@@ -9,56 +9,148 @@ rest: they check a connection before lending it (one the server closed is
 reconnected), PING one idle for ``health_check_interval``, and start afresh in a
 forked child.
 
-Every operation is one command. It is run on a connection taken from the pool
-for it, so that a failure is known to come before the command was sent whole
-(taking or connecting, sending: it did not run) or after (reading the reply:
-it may have run). An async write that timed out while sending counts as "may
-have run" too, since asyncio still flushes what it had buffered. A
-``RedisCluster`` has no single pool and runs the command itself; its failures
+Every operation is one command (or, for the optional capabilities, a pipeline of
+commands that may be repeated: reads, and deletes checked in a script). It is
+run on a connection taken from the pool for it, so that a failure is known to
+come before the command was sent whole (taking or connecting, sending: it did
+not run) or after (reading the reply: it may have run). An async write that
+timed out while sending counts as "may have run" too, since asyncio still
+flushes what it had buffered. A ``RedisCluster`` has no single pool and runs
+the command itself; its failures
 all count as "may have run".
+
+The optional capabilities also need :meth:`Commands.pipeline` (commands sent
+together and answered in order, one round trip on one server; a cluster's
+pipeline routes each to its node) and :meth:`Commands.scan` (the keys matching a
+pattern, over every node of a cluster).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 import redis
 import redis.asyncio
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from chathistory import ConfigError
 from chathistory_redis.config import RedisConfig
 from chathistory_redis.errors import ReplyLostError, may_have_run
+from chathistory_redis.scripts import BODIES
 
-__all__ = ["AsyncCommands", "Clients", "Command", "Commands"]
+__all__ = ["AsyncCommands", "Clients", "Command", "Commands", "acall", "call"]
 
 Command = tuple[bytes | str | int, ...]
 _LOST = (RedisConnectionError, RedisTimeoutError)
 
 
+SCAN_COUNT = 1000
+
+
 class Commands(Protocol):
+    cluster: bool
+    """Whether the keys may live on several nodes (a script then touches one hash slot)."""
+
     def run(self, command: Command, *, write: bool) -> Any:
         """Run ``command``; a ``write`` whose reply is lost raises :class:`ReplyLostError`."""
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        """Run commands that may be repeated, together; their replies, in order.
+
+        Every reply is read; the first error reply is then raised.
+        """
+
+    def scan(self, pattern: bytes) -> list[bytes]:
+        """Every list key matching ``pattern`` (``SCAN ... TYPE list``, on every node)."""
 
     def close(self) -> None: ...
 
 
 class AsyncCommands(Protocol):
+    cluster: bool
+
     async def run(self, command: Command, *, write: bool) -> Any: ...
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]: ...
+    async def scan(self, pattern: bytes) -> list[bytes]: ...
     async def close(self) -> None: ...
+
+
+def _as_eval(command: Command) -> Command:
+    return ("EVAL", BODIES[str(command[1])], *command[2:])
+
+
+def call(commands: Commands, command: Command, *, write: bool) -> Any:
+    """:meth:`Commands.run`; an ``EVALSHA`` of a script the server has not cached (it ran
+    nothing: ``NOSCRIPT``) is sent again as ``EVAL``, which caches it."""
+    try:
+        return commands.run(command, write=write)
+    except NoScriptError:
+        if command[0] != "EVALSHA":
+            raise
+    return commands.run(_as_eval(command), write=write)
+
+
+async def acall(commands: AsyncCommands, command: Command, *, write: bool) -> Any:
+    """:func:`call`, async."""
+    try:
+        return await commands.run(command, write=write)
+    except NoScriptError:
+        if command[0] != "EVALSHA":
+            raise
+    return await commands.run(_as_eval(command), write=write)
+
+
+def _scan_command(cursor: int | bytes, pattern: bytes) -> Command:
+    return ("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, "TYPE", "list")
+
+
+def _replies(replies: list[Any], error: ResponseError | None) -> list[Any]:
+    if error is not None:
+        raise error
+    return replies
 
 
 class PoolCommands:
     """Commands on connections of a ``redis.ConnectionPool`` (or a subclass), one at a time."""
 
+    cluster = False
+
     def __init__(self, pool: redis.ConnectionPool, address: str, *, owned: bool) -> None:
         self.pool, self.address, self.owned = pool, address, owned
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        pool = self.pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(
+                connection.pack_commands(commands))  # type: ignore[no-untyped-call]
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in commands:  # every reply is read, so the connection stays in step
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as refused:
+                    error = error or refused
+                    replies.append(refused)
+            return _replies(replies, error)
+        finally:
+            pool.release(connection)
+
+    def scan(self, pattern: bytes) -> list[bytes]:
+        keys: list[bytes] = []
+        cursor: int | bytes = 0
+        while True:
+            cursor, found = self.run(_scan_command(cursor, pattern), write=False)
+            keys.extend(found)
+            if int(cursor) == 0:
+                return keys
 
     def run(self, command: Command, *, write: bool) -> Any:
         pool = self.pool
@@ -83,9 +175,37 @@ class PoolCommands:
 class AsyncPoolCommands:
     """:class:`PoolCommands` on a ``redis.asyncio.ConnectionPool``."""
 
+    cluster = False
+
     def __init__(self, pool: redis.asyncio.ConnectionPool, address: str, *, owned: bool
                  ) -> None:
         self.pool, self.address, self.owned = pool, address, owned
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        pool = self.pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            error: ResponseError | None = None
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as refused:
+                    error = error or refused
+                    replies.append(refused)
+            return _replies(replies, error)
+        finally:
+            await pool.release(connection)
+
+    async def scan(self, pattern: bytes) -> list[bytes]:
+        keys: list[bytes] = []
+        cursor: int | bytes = 0
+        while True:
+            cursor, found = await self.run(_scan_command(cursor, pattern), write=False)
+            keys.extend(found)
+            if int(cursor) == 0:
+                return keys
 
     async def run(self, command: Command, *, write: bool) -> Any:
         pool = self.pool
@@ -116,8 +236,19 @@ class AsyncPoolCommands:
 class ClusterCommands:
     """Commands through an application's ``redis.RedisCluster``, which routes them."""
 
+    cluster = True
+
     def __init__(self, client: redis.RedisCluster, address: str) -> None:
         self.client, self.address = client, address
+
+    def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=True))
+
+    def scan(self, pattern: bytes) -> list[bytes]:
+        return list(self.client.scan_iter(match=pattern, count=SCAN_COUNT, _type="list"))
 
     def run(self, command: Command, *, write: bool) -> Any:
         try:
@@ -134,8 +265,20 @@ class ClusterCommands:
 class AsyncClusterCommands:
     """:class:`ClusterCommands` through a ``redis.asyncio.RedisCluster``."""
 
+    cluster = True
+
     def __init__(self, client: redis.asyncio.RedisCluster, address: str) -> None:
         self.client, self.address = client, address
+
+    async def pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return await pipe.execute(raise_on_error=True)
+
+    async def scan(self, pattern: bytes) -> list[bytes]:
+        return [key async for key in self.client.scan_iter(match=pattern, count=SCAN_COUNT,
+                                                           _type="list")]
 
     async def run(self, command: Command, *, write: bool) -> Any:
         try:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from chathistory import BackendConfig
+from chathistory_redis.keys import key_prefix_problem
 
 __all__ = [
     "DEFAULT_KEY_PREFIXES",
     "DEFAULT_URL",
-    "KEY_PREFIX_PATTERNS",
     "Layout",
     "RedisConfig",
     "server_address",
@@ -27,13 +26,6 @@ DEFAULT_KEY_PREFIXES: dict[str, str] = {
     "chathistory": "chathistory",
     # RedisChatMessageHistory's default: its key is this prefix + the session id.
     "langchain_community": "message_store:",
-}
-
-# No braces, so the first "{" of a key is always the one that opens the session's
-# hash tag; no "*?[]" either, so a prefix is also a literal SCAN pattern.
-KEY_PREFIX_PATTERNS: dict[str, str] = {
-    "chathistory": r"^[A-Za-z0-9_.-]{1,64}$",
-    "langchain_community": r"^[A-Za-z0-9_.:-]{1,64}$",
 }
 
 _URL_SCHEMES = ("redis", "rediss", "unix")
@@ -78,13 +70,16 @@ class RedisConfig(BackendConfig):
     )
     key_prefix: str | None = Field(
         None,
-        description="Keeps applications apart. Default: 'chathistory', or 'message_store:' "
-        "with the langchain_community layout.",
+        description="Keeps applications apart: every key starts with it. Default: "
+        "'chathistory' (keys 'chathistory:{<session>}'; 'myapp' and 'myapp:' both give "
+        "'myapp:{<session>}'), or 'message_store:' with the langchain_community layout "
+        "(keys '<key_prefix><session>').",
     )
     ttl: int | None = Field(
-        None, gt=0, strict=True,
+        None, ge=0, strict=True,
         description="Seconds after its last write that a whole session expires; "
-        "None keeps sessions forever.",
+        "None keeps sessions forever (so does 0 with the langchain_community layout, "
+        "as in RedisChatMessageHistory).",
     )
     socket_timeout: float | None = Field(
         5.0, gt=0, description="Seconds to wait for a reply; None waits forever."
@@ -137,12 +132,20 @@ class RedisConfig(BackendConfig):
         layout = info.data.get("layout")
         if key_prefix is None or layout is None:
             return key_prefix
-        pattern = KEY_PREFIX_PATTERNS[layout]
-        if not re.fullmatch(pattern, key_prefix):
-            allowed = "letters, digits, '_', '.', '-'" + (
-                ", ':'" if layout == "langchain_community" else "")
-            raise ValueError(f"must be 1 to 64 of {allowed} (layout {layout!r})")
+        problem = key_prefix_problem(layout, key_prefix)
+        if problem is not None:
+            raise ValueError(f"{problem} (layout {layout!r})")
         return key_prefix
+
+    @field_validator("ttl")
+    @classmethod
+    def _check_ttl(cls, ttl: int | None, info: ValidationInfo) -> int | None:
+        if ttl == 0:
+            if info.data.get("layout") == "langchain_community":
+                return None  # RedisChatMessageHistory sets no expiry for a ttl of 0
+            raise ValueError("must be > 0, or None for no expiry (0 means no expiry only "
+                             "with layout 'langchain_community', as in RedisChatMessageHistory)")
+        return ttl
 
     @property
     def effective_key_prefix(self) -> str:
