@@ -22,8 +22,11 @@ rounds (the spread of the per-round medians is shown after it). The targets
   call on a 100-message session.
 
 Raw redis-py (a client on its default pool: one LRANGE, one RPUSH) is printed
-for reference. The backend's connections come from redis-py's blocking pools
-with its default options (``socket_timeout=5``, ``pool_timeout=20``), which
+for reference. So is "one bare connection, indexed": the floor whose append is
+the backend's own append script (the push and the sessions index, one
+EVALSHA), which is what the index costs before any of the backend's code runs.
+The backend's connections come from redis-py's blocking pools with its
+default options (``socket_timeout=5``, ``pool_timeout=20``), which
 the floor does without.
 Keys are written under a random prefix and deleted at the end.
 """
@@ -47,6 +50,8 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
+from chathistory_redis import scripts
+from chathistory_redis.keys import index_keys
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -206,6 +211,22 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
             connection.pack_command("RPUSH", key, *[dumps(message) for message in TURN]))
         connection.read_response()
 
+    indexed_keys = index_keys("chathistory", RAW)
+    append_script = scripts.APPEND
+    connection.send_packed_command(connection.pack_command("SCRIPT", "LOAD", append_script.body))
+    connection.read_response()
+
+    def floor_indexed_turn(session: str) -> None:
+        key = f"{RAW}{session}".encode()
+        connection.send_packed_command(connection.pack_command("LRANGE", key, 0, -1))
+        values = connection.read_response()
+        messages_from_dict(json.loads(b"[" + b",".join(values) + b"]"))
+        pushed = [dumps(message) for message in TURN]
+        connection.send_packed_command(connection.pack_command(
+            "EVALSHA", append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time, key,
+            "RPUSH", "0", session, len(pushed), *pushed))
+        connection.read_response()
+
     async def ours_aturn(session: str) -> None:
         history = factory(session)
         await history.aget_messages()
@@ -249,7 +270,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
 
     for number in range(rounds + 1):
         for name, sync_call in (("ours", ours_turn), ("peer", peer_turn), ("raw", raw_turn),
-                                ("floor", floor_turn)):
+                                ("floor", floor_turn), ("floor indexed", floor_indexed_turn)):
             sessions = [f"s{number}-{name}-{turn}" for turn in range(turns)]
             seed(raw, sessions)
             gc.collect()
@@ -266,7 +287,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
     # Every contender read HISTORY messages of its own and added 2, no more.
     for key in (f"{OURS}:{{s1-ours-0}}", f"{PEER}s1-peer-0", f"{RAW}s1-raw-0",
                 f"{RAW}s1-floor-0", f"{OURS}:{{a1-ours async-0}}", f"{PEER}a1-peer async-0",
-                f"{RAW}a1-floor async-0"):
+                f"{RAW}a1-floor async-0", f"{RAW}s1-floor indexed-0"):
         assert raw.llen(key) == HISTORY + 2, key
 
     # --- add_messages(10) ------------------------------------------------------------------
@@ -319,6 +340,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
                         ("peer", "RedisChatMessageHistory, sync"),
                         ("raw", "raw redis-py (LRANGE + RPUSH), sync"),
                         ("floor", "one bare redis-py connection, sync"),
+                        ("floor indexed", "one bare connection, indexed append script, sync"),
                         ("ours async", "chathistory redis, async"),
                         ("peer async", "RedisChatMessageHistory, async (executor)"),
                         ("raw async", "raw redis.asyncio (LRANGE + RPUSH)"),
@@ -336,6 +358,9 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
           f"(target >= 5x: {verdict(sync_ratio >= 5)})")
     print(f"  -> async: peer / ours = {async_ratio:5.1f}x   "
           f"(target >= 5x: {verdict(async_ratio >= 5)})")
+    print(f"  -> the index's own cost: indexed floor / floor = "
+          f"{median('floor indexed') / median('floor'):.2f}x; "
+          f"ours / indexed floor = {median('ours') / median('floor indexed'):.2f}x")
     print(f"  -> ours / raw redis-py: sync {median('ours') / median('raw'):.2f}x, "
           f"async {median('ours async') / median('raw async'):.2f}x")
     print(f"  -> peer / one bare connection, sync = {median('peer') / median('floor'):.1f}x "

@@ -153,6 +153,9 @@ class RedisBackend(BaseBackend):
         self._push = "LPUSH" if self._newest_first else "RPUSH"
         self._ttl = str(config.ttl or 0)  # '0': no expiry
         self._address = config.address
+        # The hot path's command, but for the session: EVALSHA APPEND by-id by-time <key> ...
+        self._append_head: Command = ("EVALSHA", scripts.APPEND.sha, 3, self._index.by_id,
+                                      self._index.by_time)
         # Whether the sessions written before the index existed are known to be in it.
         self._indexed = False
         # An application's sync client without an async one: the async twins run
@@ -215,6 +218,11 @@ class RedisBackend(BaseBackend):
             return cast(T, done.value)
 
     # The four methods, as steps ---------------------------------------------------------
+
+    def _append_command(self, session_id: str, values: list[str]) -> Command:
+        """One session's append on a single server: the hot path, built directly."""
+        return (*self._append_head, self.key(session_id), self._push, self._ttl,
+                _raw(session_id), len(values), *values)
 
     def _append_steps(self, batches: Mapping[str, Sequence[str]], cluster: bool
                       ) -> Steps[None]:
@@ -282,9 +290,15 @@ class RedisBackend(BaseBackend):
         self._drive(lambda cluster: self._index_steps(force=False))
 
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        batches = self._encoded({session_id: records})
-        if batches:
-            self._drive(partial(self._append_steps, batches))
+        values = [encode_record(record) for record in records]  # before any I/O
+        if not values:
+            return
+        commands = self._clients.sync
+        if commands.cluster:
+            self._drive(partial(self._append_steps, {session_id: values}))
+            return
+        command = self._append_command(session_id, values)
+        self._retry(lambda: self._call(commands, command, write=True))
 
     def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
         command = self._fetch_command(session_id, limit)
@@ -308,9 +322,17 @@ class RedisBackend(BaseBackend):
     async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
         if self._async_in_thread:
             return await super().aappend(session_id, records)
-        batches = self._encoded({session_id: records})
-        if batches:
-            await self._adrive(partial(self._append_steps, batches))
+        values = [encode_record(record) for record in records]  # before any I/O
+        if not values:
+            return
+        commands = await self._clients.for_running_loop()
+        if commands.cluster:
+            await self._adrive(partial(self._append_steps, {session_id: values}))
+            return
+        command = self._append_command(session_id, values)
+        await aretry_transient(lambda: self._acall(commands, command, write=True),
+                               backend=self.name, is_transient=self._is_transient,
+                               translate=self._translate)
 
     async def afetch(self, session_id: str, *, limit: int | None = None
                      ) -> list[dict[str, Any]]:
