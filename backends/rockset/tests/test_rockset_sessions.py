@@ -44,8 +44,10 @@ def theirs(emu: RocksetEmulator, backend: RocksetBackend, session_id: str
                                      collection=backend.config.collection)
 
 
-def test_rockset_declares_listing_and_write_times_only(make_backend: MakeBackend) -> None:
-    assert capabilities_of(make_backend()) == {"list_sessions", "last_write"}
+def test_rockset_declares_listing_write_times_and_bulk_reads_only(make_backend: MakeBackend
+                                                                  ) -> None:
+    # No bulk writes (a write request is answered per document) and no pruning (see the docs).
+    assert capabilities_of(make_backend()) == {"list_sessions", "last_write", "fetch_many"}
 
 
 def test_a_page_of_sessions_is_one_query(emu: RocksetEmulator, make_backend: MakeBackend
