@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from chathistory_postgres.sql import SCHEMA_VERSION
 from psycopg import sql
 
 from chathistory import get_backend
@@ -67,7 +68,7 @@ def test_processes_and_threads_lose_nothing_and_keep_each_writers_order(
         row = admin.execute("SELECT value FROM " + sql.Identifier(
             schema, "shared_history_meta").as_string() + " WHERE key = 'schema_version'"
         ).fetchone()
-        assert row == ("1",)
+        assert row == (str(SCHEMA_VERSION),)
     finally:
         for process in processes:
             if process.is_alive():

@@ -2,15 +2,20 @@
 
 The rule (docs/backends/postgres.md): the first async call binds the backend's
 async pool to its event loop; a call from another loop raises ChatHistoryError
-until ``aclose()`` in that loop (or ``close()`` once it has ended) releases it.
+while that loop is open, until ``aclose()`` in that loop releases it. Once the
+loop has been closed, the next async call drops its pool and opens its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 from chathistory_postgres import PostgresBackend
 
@@ -82,18 +87,34 @@ def test_another_loop_is_refused_while_the_first_is_open(backend: PostgresBacken
     assert len(asyncio.run(backend.afetch("s"))) == 1
 
 
-def test_a_loop_that_ended_without_aclose_keeps_the_pool_until_close(
-    backend: PostgresBackend
+def test_the_pool_of_a_loop_that_ended_is_replaced_by_the_next_loop(
+    backend: PostgresBackend, admin: psycopg.Connection[Any]
 ) -> None:
-    asyncio.run(backend.aappend("s", numbered_records(1)))
-    with pytest.raises(ChatHistoryError, match="has ended"):
-        asyncio.run(backend.afetch("s"))
+    # asyncio.run per call without aclose(): each ended loop's pool is dropped by the
+    # next loop's first call, and its connections go with it (none pile up).
+    def ours() -> int:
+        row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                            (pids,)).fetchone()
+        return int(row[0]) if row else 0
 
-    async def release_and_read() -> int:
-        await backend.aclose()  # from another loop: the ended loop's pool is dropped
-        return len(await backend.afetch("s"))
+    async def append_and_name(round_number: int) -> list[int]:
+        await backend.aappend("s", numbered_records(1, prefix=f"r{round_number}-"))
+        pool = await backend.client.apool()
+        named: list[int] = []
+        for _ in range(pool.max_size):
+            async with pool.connection() as connection:
+                named.append(connection.info.backend_pid)
+        return named
 
-    assert asyncio.run(release_and_read()) == 1
+    pids: list[int] = []
+    for round_number in range(6):
+        pids += asyncio.run(append_and_name(round_number))
+    assert len(backend.fetch("s")) == 6
+    deadline = time.monotonic() + 10
+    while ours() > 2 and time.monotonic() < deadline:  # the last loop's pool, at most
+        gc.collect()
+        time.sleep(0.05)
+    assert ours() <= 2
 
 
 def test_one_backend_per_loop_in_several_threads(options: dict[str, object]) -> None:

@@ -58,7 +58,7 @@ def test_longest_accepted_names() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({}, "give conninfo"),
+    ({}, "^backend 'postgres': option 'conninfo' is required "),
     ({"conninfo": NOWHERE, "min_size": 5, "max_size": 2}, "max_size"),
     ({"conninfo": NOWHERE, "layout": "sqlalchemy"}, "'layout'"),
     ({"conninfo": NOWHERE, "timeout": 0}, "'timeout'"),

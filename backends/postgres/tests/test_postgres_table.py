@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 from chathistory_postgres import PostgresBackend
+from chathistory_postgres.sql import SCHEMA_VERSION
 from langchain_core.messages import HumanMessage, message_to_dict
 from psycopg import sql
 
@@ -46,7 +47,7 @@ def test_the_layout_and_its_version(backend: PostgresBackend, admin: psycopg.Con
                        "created_at": "timestamp with time zone"}
     meta = dict(admin.execute(sql.SQL("SELECT key, value FROM {}").format(
         _table(postgres_schema, f"{table_name}_meta"))).fetchall())
-    assert meta == {"schema_version": "1", "layout": "chathistory"}
+    assert meta == {"schema_version": str(SCHEMA_VERSION), "layout": "chathistory"}
     indexes = [row[0] for row in admin.execute(
         "SELECT indexdef FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
         (postgres_schema, table_name))]
@@ -57,11 +58,12 @@ def test_a_newer_schema_version_is_refused(backend: PostgresBackend,
                                            admin: psycopg.Connection[Any], postgres_url: str,
                                            postgres_schema: str, table_name: str) -> None:
     backend.create_collection()
-    admin.execute(sql.SQL("UPDATE {} SET value = '2' WHERE key = 'schema_version'").format(
-        _table(postgres_schema, f"{table_name}_meta")))
+    newer = SCHEMA_VERSION + 1
+    admin.execute(sql.SQL("UPDATE {} SET value = %s WHERE key = 'schema_version'").format(
+        _table(postgres_schema, f"{table_name}_meta")), (str(newer),))
     other = get_backend("postgres", conninfo=postgres_url,
                         schema=postgres_schema, table=table_name)
-    with pytest.raises(ChatHistoryError, match=r"schema version 2.*upgrade"):
+    with pytest.raises(ChatHistoryError, match=rf"schema version {newer}.*upgrade"):
         other.create_collection()
     other.close()
 

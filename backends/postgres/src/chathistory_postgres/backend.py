@@ -5,8 +5,10 @@ Importing this module does not import psycopg; building a backend does.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +18,7 @@ from chathistory import (
     encode_record,
     retry_transient,
 )
+from chathistory.capabilities import SessionInfo, check_page_limit
 from chathistory_postgres.config import PostgresConfig
 
 if TYPE_CHECKING:
@@ -26,6 +29,19 @@ __all__ = ["PostgresBackend"]
 
 T = TypeVar("T")
 Policy = tuple[Callable[[BaseException], bool], Callable[[BaseException], BaseException]]
+Query = tuple[str, tuple[Any, ...]]
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def _cutoff(moment: datetime) -> datetime:
+    if not isinstance(moment, datetime):
+        raise TypeError(f"cutoff must be a datetime, not {type(moment).__name__}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
+    return moment
 
 
 def _run_job(connection: Connection, job: Job) -> None:
@@ -86,7 +102,12 @@ class PostgresBackend(BaseBackend):
 
         from chathistory_postgres.client import Client
         from chathistory_postgres.errors import is_transient, translate
-        from chathistory_postgres.sql import Statements, jsonb_batch, records_from_rows
+        from chathistory_postgres.sql import (
+            Statements,
+            jsonb_batch,
+            records_from_rows,
+            sessions_from_rows,
+        )
 
         self.client: Client = Client(config)
         self.statements: Statements = Statements.build(config.db_schema, config.table,
@@ -94,11 +115,13 @@ class PostgresBackend(BaseBackend):
         self._int8 = Int8
         self._jsonb_batch = jsonb_batch
         self._records = records_from_rows
+        self._sessions = sessions_from_rows
         self._prepare = config.prepared_statements
+        # Only an append may not run twice: a prune run again deletes nothing more.
         self._policies: dict[str, Policy] = {
             action: (partial(is_transient, write=action == "append"),
                      partial(translate, action=action, server=self.client.server))
-            for action in ("create the table", "append", "read", "clear")
+            for action in ("create the table", "append", "read", "clear", "delete sessions")
         }
 
     def __repr__(self) -> str:
@@ -147,7 +170,50 @@ class PostgresBackend(BaseBackend):
             return None
         return self.statements.select_newest, (session, session, self._int8(limit))
 
+    def _page(self, after: str | None, limit: int) -> Query:
+        page = self._int8(check_page_limit(limit))
+        if after is None:
+            return self.statements.list_first, (page,)
+        return self.statements.list_after, (self._session(after), page)
+
+    def _prune(self, cutoff: datetime, dry_run: bool) -> Query:
+        statement = self.statements.count_before if dry_run else self.statements.delete_before
+        return statement, (_cutoff(cutoff),)
+
+    def _many(self, session_ids: Sequence[str]) -> dict[str, str]:
+        """Each bound session id, mapped to the one the caller gave."""
+        if isinstance(session_ids, str):
+            raise TypeError("session_ids must be a sequence of session ids, not one str")
+        return {self._session(session_id): session_id for session_id in session_ids}
+
+    def _insert_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
+                     ) -> tuple[list[str], list[str]] | None:
+        # Every record of every session is encoded before any I/O: all or nothing.
+        sessions: list[str] = []
+        texts: list[str] = []
+        for session_id, records in batches.items():
+            encoded = [encode_record(record) for record in records]
+            session = self._session(session_id)
+            if encoded:
+                sessions.append(session)
+                texts.append(self._jsonb_batch(encoded, self.config.layout))
+        return (sessions, texts) if sessions else None
+
+    @staticmethod
+    def _infos(rows: list[tuple[Any, ...]]) -> list[SessionInfo]:
+        return [SessionInfo(session_id, int(messages), _utc(written))
+                for session_id, messages, written in rows]
+
     # -- sync -----------------------------------------------------------------------------
+
+    def _rows(self, action: str, query: Query) -> list[tuple[Any, ...]]:
+        (statement, params), prepare = query, self._prepare
+
+        def work(connection: Connection) -> list[tuple[Any, ...]]:
+            cursor = connection.execute(statement, params, prepare=prepare)
+            return cursor.fetchall() if cursor.description is not None else []
+
+        return self._call(action, work)
 
     def _call(self, action: str, work: Callable[[Connection], T], transaction: bool = False
               ) -> T:
@@ -183,6 +249,44 @@ class PostgresBackend(BaseBackend):
             self._prepare
         self._call("clear", lambda c: c.execute(query, params, prepare=prepare))
 
+    # -- optional capabilities: listing, write times, pruning, bulk reads and writes --------
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> list[SessionInfo]:
+        """Up to ``limit`` sessions after ``after``, in id order, from ``<table>_sessions``.
+
+        One index range read of the sessions table: its cost does not depend on
+        how many messages the sessions hold.
+        """
+        return self._infos(self._rows("read", self._page(after, limit)))
+
+    def last_write(self, session_id: str) -> datetime | None:
+        """When ``session_id`` last had rows inserted (UTC), or None if it has none."""
+        rows = self._rows("read", (self.statements.last_write, (self._session(session_id),)))
+        return _utc(rows[0][0]) if rows else None
+
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        """Delete every session last written before ``cutoff`` (aware); return how many.
+
+        One statement: the old sessions through the ``last_write`` index, their
+        rows through the ``(session_id, id)`` index.
+        """
+        return int(self._rows("delete sessions", self._prune(cutoff, dry_run))[0][0])
+
+    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """Every record of each session that has any, oldest first: one statement."""
+        given = self._many(session_ids)
+        if not given:
+            return {}
+        rows = self._rows("read", (self.statements.select_many, (list(given),)))
+        return self._sessions([(row[0], row[1]) for row in rows], given)
+
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Append each session's records after its others: one statement, all or nothing."""
+        params = self._insert_many(batches)
+        if params is not None:
+            self._rows("append", (self.statements.insert_many, params))
+
     def close(self) -> None:
         """Close the backend's own sync pool (and an async pool whose event loop has ended).
 
@@ -200,6 +304,17 @@ class PostgresBackend(BaseBackend):
         return await aretry_transient(lambda: self.client.arun(work, transaction=transaction),
                                       backend=self.name, is_transient=is_transient,
                                       translate=translate)
+
+    async def _arows(self, action: str, query: Query) -> list[tuple[Any, ...]]:
+        if not self.client.has_async:
+            return await asyncio.to_thread(self._rows, action, query)
+        (statement, params), prepare = query, self._prepare
+
+        async def work(connection: AsyncConnection) -> list[tuple[Any, ...]]:
+            cursor = await connection.execute(statement, params, prepare=prepare)
+            return await cursor.fetchall() if cursor.description is not None else []
+
+        return await self._acall(action, work)
 
     async def acreate_collection(self) -> None:
         if not self.client.has_async:
@@ -246,6 +361,30 @@ class PostgresBackend(BaseBackend):
             await connection.execute(query, params, prepare=prepare)
 
         await self._acall("clear", work)
+
+    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
+                             ) -> list[SessionInfo]:
+        return self._infos(await self._arows("read", self._page(after, limit)))
+
+    async def alast_write(self, session_id: str) -> datetime | None:
+        rows = await self._arows("read", (self.statements.last_write,
+                                          (self._session(session_id),)))
+        return _utc(rows[0][0]) if rows else None
+
+    async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+        return int((await self._arows("delete sessions", self._prune(cutoff, dry_run)))[0][0])
+
+    async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        given = self._many(session_ids)
+        if not given:
+            return {}
+        rows = await self._arows("read", (self.statements.select_many, (list(given),)))
+        return self._sessions([(row[0], row[1]) for row in rows], given)
+
+    async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        params = self._insert_many(batches)
+        if params is not None:
+            await self._arows("append", (self.statements.insert_many, params))
 
     async def aclose(self) -> None:
         """Close the backend's own pools: the async one in this loop, the sync one in a thread.

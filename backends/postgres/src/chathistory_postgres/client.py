@@ -6,10 +6,12 @@ call and one ``AsyncConnectionPool`` on the first async call; ``close()`` and
 autocommit: one statement is one transaction, with no BEGIN or COMMIT round trip.
 
 The async pool belongs to the event loop of the first async call: an async call
-from any other loop raises :class:`~chathistory.ChatHistoryError`, until
-``aclose()`` (in that loop) or ``close()`` releases it. Make one backend per
-event loop. The pool has a fixed size (``async_pool_size`` connections, all
-opened before the first call uses it), so it is never opening a connection in the
+from any other loop raises :class:`~chathistory.ChatHistoryError` while that loop
+is open, until ``aclose()`` (in that loop) releases it. Once that loop has been
+closed, the next async call drops its pool and opens one in its own loop. Make
+one backend per event loop, and ``aclose()`` it before the loop ends. The pool
+has a fixed size (``async_pool_size`` connections, all opened before the first
+call uses it), so it is never opening a connection in the
 background when its loop ends: psycopg_pool cannot stop such a task, and
 ``asyncio.run`` would wait for it forever.
 
@@ -234,6 +236,11 @@ class Client:
         """The backend's own async pool, opened in (and bound to) the running loop if needed."""
         loop = asyncio.get_running_loop()
         with self._lock:
+            if self._aloop is not None and self._aloop is not loop and self._aloop.is_closed():
+                # Its loop has ended (asyncio.run returned without aclose): nothing can
+                # close that pool any more, and nothing else can use it. Drop it (the
+                # garbage collector closes its sockets) and open one in this loop.
+                self._aloop = self._aopening = self._apool = None
             if self._aloop is None:
                 self._aloop, self._aopening = loop, asyncio.Lock()
             elif self._aloop is not loop:

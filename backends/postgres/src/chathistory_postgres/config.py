@@ -86,8 +86,10 @@ class PostgresConfig(BackendConfig):
             source is None for source in
             (self.connection, self.pool, self.async_connection, self.async_pool)
         ):
+            # The core puts "backend 'postgres': " in front: the one wording every
+            # backend uses for a missing option, with what else would do.
             raise ValueError(
-                "give conninfo (a postgresql:// URL or a key=value string), or an open "
-                "connection, pool, async_connection or async_pool"
+                "option 'conninfo' is required (a postgresql:// URL or a key=value string), "
+                "unless an open connection, pool, async_connection or async_pool is given"
             )
         return self

@@ -23,6 +23,7 @@ from psycopg_pool import PoolClosed, PoolTimeout, TooManyRequests
 from chathistory import (
     BackendUnavailableError,
     ChatHistoryError,
+    CollectionMissingError,
     ConfigError,
     PermissionDeniedError,
     RecordError,
@@ -113,8 +114,10 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
         # The server is short of something (disk, memory, connection slots) or
         # cancelled the statement (statement_timeout): unavailable, not repeated.
         return BackendUnavailableError(f"{where}: {text}")
-    if isinstance(error, pg_errors.UndefinedTable):
-        return ChatHistoryError(
-            f"{where}: {text} (create_collection() creates the table; "
+    if isinstance(error, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
+        # Reads never create anything: a missing table is said, in one line.
+        return CollectionMissingError(
+            f"{where}: {text} (nothing was created; create_collection() creates the "
+            "table, and adds <table>_sessions to a table an older version made; "
             "ChatHistory calls it on first use)")
     return ChatHistoryError(f"{where}: {type(error).__name__}: {text}")
