@@ -168,8 +168,14 @@ def test_a_version_1_table_is_upgraded_and_backfilled_from_created_at(
         (old - timedelta(days=1), old))
     fresh = get_backend("postgres", conninfo=postgres_url, schema=postgres_schema,
                         table=table_name)
+    # Before the upgrade, a read makes nothing: it counts from the messages themselves.
+    assert isinstance(fresh, PostgresBackend)
+    assert [(i.session_id, i.messages) for i in fresh.list_sessions()] == [("new", 1), ("old", 2)]
+    assert fresh.last_write("old") == old and fresh.last_write("none") is None
+    assert asyncio.run(fresh.alast_write("old")) == old
     with pytest.raises(CollectionMissingError, match="_sessions"):
-        fresh.list_sessions()  # version 1 has no sessions table: nothing is made by a read
+        fresh.delete_sessions_before(old)  # pruning needs the upgrade
+    assert f"{table_name}_sessions" not in _relations(admin, postgres_schema)
     fresh.create_collection()
     assert isinstance(fresh, PostgresBackend)
     assert fresh.last_write("old") == old

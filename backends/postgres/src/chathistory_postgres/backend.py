@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from chathistory import (
     BaseBackend,
+    CollectionMissingError,
     aretry_transient,
     encode_record,
     retry_transient,
@@ -170,11 +171,17 @@ class PostgresBackend(BaseBackend):
             return None
         return self.statements.select_newest, (session, session, self._int8(limit))
 
-    def _page(self, after: str | None, limit: int) -> Query:
+    def _page(self, after: str | None, limit: int, scan: bool = False) -> Query:
         page = self._int8(check_page_limit(limit))
+        first, rest = ((self.statements.scan_first, self.statements.scan_after) if scan
+                       else (self.statements.list_first, self.statements.list_after))
         if after is None:
-            return self.statements.list_first, (page,)
-        return self.statements.list_after, (self._session(after), page)
+            return first, (page,)
+        return rest, (self._session(after), page)
+
+    def _no_sessions_table(self, error: CollectionMissingError) -> bool:
+        """Whether only ``<table>_sessions`` is missing (the message table may be there)."""
+        return f'{self.config.table}_sessions"' in str(error)
 
     def _prune(self, cutoff: datetime, dry_run: bool) -> Query:
         statement = self.statements.count_before if dry_run else self.statements.delete_before
@@ -258,12 +265,23 @@ class PostgresBackend(BaseBackend):
         One index range read of the sessions table: its cost does not depend on
         how many messages the sessions hold.
         """
-        return self._infos(self._rows("read", self._page(after, limit)))
+        try:
+            return self._infos(self._rows("read", self._page(after, limit)))
+        except CollectionMissingError as error:
+            if not self._no_sessions_table(error):
+                raise
+            return self._infos(self._rows("read", self._page(after, limit, scan=True)))
 
     def last_write(self, session_id: str) -> datetime | None:
         """When ``session_id`` last had rows inserted (UTC), or None if it has none."""
-        rows = self._rows("read", (self.statements.last_write, (self._session(session_id),)))
-        return _utc(rows[0][0]) if rows else None
+        session = (self._session(session_id),)
+        try:
+            rows = self._rows("read", (self.statements.last_write, session))
+        except CollectionMissingError as error:
+            if not self._no_sessions_table(error):
+                raise
+            rows = self._rows("read", (self.statements.scan_last_write, session))
+        return _utc(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
         """Delete every session last written before ``cutoff`` (aware); return how many.
@@ -364,12 +382,22 @@ class PostgresBackend(BaseBackend):
 
     async def alist_sessions(self, *, after: str | None = None, limit: int = 100
                              ) -> list[SessionInfo]:
-        return self._infos(await self._arows("read", self._page(after, limit)))
+        try:
+            return self._infos(await self._arows("read", self._page(after, limit)))
+        except CollectionMissingError as error:
+            if not self._no_sessions_table(error):
+                raise
+            return self._infos(await self._arows("read", self._page(after, limit, scan=True)))
 
     async def alast_write(self, session_id: str) -> datetime | None:
-        rows = await self._arows("read", (self.statements.last_write,
-                                          (self._session(session_id),)))
-        return _utc(rows[0][0]) if rows else None
+        session = (self._session(session_id),)
+        try:
+            rows = await self._arows("read", (self.statements.last_write, session))
+        except CollectionMissingError as error:
+            if not self._no_sessions_table(error):
+                raise
+            rows = await self._arows("read", (self.statements.scan_last_write, session))
+        return _utc(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
         return int((await self._arows("delete sessions", self._prune(cutoff, dry_run)))[0][0])

@@ -153,6 +153,12 @@ class Statements:
     last_write: str
     count_before: str
     delete_before: str
+    # Reads of a table not yet given its sessions table (made by langchain-postgres or
+    # an older version, and not written through create_collection since): from the
+    # messages themselves, last_write being max(created_at).
+    scan_first: str
+    scan_after: str
+    scan_last_write: str
     create_table: str
     create_indexes: tuple[tuple[str, str], ...]  # (qualified index name, CREATE INDEX)
     add_sessions: tuple[str, ...]  # schema version 1 -> 2, before the backfill
@@ -235,6 +241,15 @@ class Statements:
             "SELECT count(DISTINCT session_id) FROM gone"
         ).format(t=t, s=s, to_default=to_default)
 
+        scan = ("SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} AS s, "
+                "created_at FROM {t}) AS x ")
+        scan_first = sql.SQL(scan + "GROUP BY s ORDER BY s LIMIT %s").format(t=t, to_c=to_c)
+        scan_after = sql.SQL(scan + "WHERE s > {session} GROUP BY s ORDER BY s LIMIT %s").format(
+            t=t, to_c=to_c, session=session)
+        scan_last_write = sql.SQL(
+            "SELECT max(created_at) FROM {t} WHERE session_id = {session} HAVING count(*) > 0"
+        ).format(t=t, session=session)
+
         ours = f"{table}_sid_id_idx"  # the index every read uses
         indexes: list[tuple[str, sql.SQL]] = []
         if uuids:
@@ -270,6 +285,9 @@ class Statements:
             last_write=_text(last_write),
             count_before=_text(count_before),
             delete_before=_text(delete_before),
+            scan_first=_text(scan_first),
+            scan_after=_text(scan_after),
+            scan_last_write=_text(scan_last_write),
             create_table=_text(create_table.format(t=t)),
             create_indexes=tuple(
                 (_text(sql.Identifier(schema, name)),
