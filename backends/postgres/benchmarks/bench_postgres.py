@@ -17,6 +17,11 @@ Targets (issue 10, re-based on the raw driver):
   2. turn on a 1,000-message session reading the newest 20: >= 10x faster than the peer
   3. add_messages of 10 messages: within 1.3x of raw psycopg's one-round-trip insert
   4. get_messages(limit=20) on a 100,000-message session: within 2x of a 100-message one
+
+What the sessions table's triggers cost (counts and write times, issue 12): raw
+psycopg runs the same statements on our schema (triggers included) and on a bare
+table of the same columns and index without them ("bare"); the report gives
+raw / bare, the triggers' share of a turn and of an append.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from chathistory import history_factory
 
 URL = os.environ.get("CHATHISTORY_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
 SCHEMA = f"chathistory_bench_{secrets.token_hex(3)}"
-OURS, PEER = "ours", "peer_lc"
+OURS, PEER, BARE = "ours", "peer_lc", "bare"
 TURN = [HumanMessage("What is the capital of France?"), AIMessage("Paris.")]
 TEN = [HumanMessage(f"question {n}") if n % 2 == 0 else AIMessage(f"answer {n}")
        for n in range(10)]
@@ -117,17 +122,29 @@ class Contenders:
         self.raw = psycopg.connect(URL, autocommit=True, options=options)
         self.admin = admin
         self.ours_options = ours_options
-        table = sql.Identifier(SCHEMA, OURS)
-        self.raw_read = sql.SQL(
-            "SELECT message FROM {t} WHERE session_id = %s ORDER BY id").format(t=table)
-        self.raw_insert: dict[int, sql.Composed] = {
+        bare = sql.Identifier(SCHEMA, BARE)
+        admin.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {t} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            "session_id text NOT NULL, message jsonb NOT NULL, "
+            "created_at timestamptz NOT NULL DEFAULT now())").format(t=bare))
+        admin.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (session_id, id)").format(
+            i=sql.Identifier(f"{BARE}_sid_id_idx"), t=bare))
+        self.raw_read, self.raw_insert = self._raw_statements(sql.Identifier(SCHEMA, OURS))
+        self.bare_read, self.bare_insert = self._raw_statements(bare)
+        self.aconnection: psycopg.AsyncConnection[Any] | None = None
+        self.araw: psycopg.AsyncConnection[Any] | None = None
+        self.options = options
+
+    @staticmethod
+    def _raw_statements(table: sql.Identifier) -> tuple[sql.Composed, dict[int, sql.Composed]]:
+        read = sql.SQL("SELECT message FROM {t} WHERE session_id = %s ORDER BY id").format(
+            t=table)
+        insert = {
             count: sql.SQL("INSERT INTO {t} (session_id, message) VALUES {rows}").format(
                 t=table, rows=sql.SQL(", ").join([sql.SQL("(%s, %s::jsonb)")] * count))
             for count in (2, 10)
         }
-        self.aconnection: psycopg.AsyncConnection[Any] | None = None
-        self.araw: psycopg.AsyncConnection[Any] | None = None
-        self.options = options
+        return read, insert
 
     async def open_async(self) -> None:
         self.aconnection = await psycopg.AsyncConnection.connect(URL, options=self.options)
@@ -159,16 +176,19 @@ class Contenders:
         history.messages  # noqa: B018 - the peer can only read everything
         history.add_messages(TURN)
 
-    def raw_turn(self, session_id: str, limit: int | None) -> None:
-        rows = self.raw.execute(self.raw_read, (session_id,), prepare=True).fetchall()
+    def raw_turn(self, session_id: str, limit: int | None, bare: bool = False) -> None:
+        read = self.bare_read if bare else self.raw_read
+        rows = self.raw.execute(read, (session_id,), prepare=True).fetchall()
         messages_from_dict([row[0] for row in rows])
-        self.raw_add(session_id, TURN)
+        self.raw_add(session_id, TURN, bare)
 
-    def raw_add(self, session_id: str, messages: Sequence[BaseMessage]) -> None:
+    def raw_add(self, session_id: str, messages: Sequence[BaseMessage], bare: bool = False
+                ) -> None:
         params: list[Any] = []
         for message in messages:
             params += [session_id, json.dumps(message_to_dict(message))]
-        self.raw.execute(self.raw_insert[len(messages)], params, prepare=True)
+        insert = self.bare_insert if bare else self.raw_insert
+        self.raw.execute(insert[len(messages)], params, prepare=True)
 
     async def aours_turn(self, session_id: str, limit: int | None) -> None:
         history = self.factory(session_id)
@@ -180,14 +200,16 @@ class Contenders:
         await history.aget_messages()
         await history.aadd_messages(TURN)
 
-    async def araw_turn(self, session_id: str, limit: int | None) -> None:
+    async def araw_turn(self, session_id: str, limit: int | None, bare: bool = False) -> None:
         assert self.araw is not None
-        cursor = await self.araw.execute(self.raw_read, (session_id,), prepare=True)
+        read, insert = (self.bare_read, self.bare_insert) if bare else \
+            (self.raw_read, self.raw_insert)
+        cursor = await self.araw.execute(read, (session_id,), prepare=True)
         messages_from_dict([row[0] for row in await cursor.fetchall()])
         params: list[Any] = []
         for message in TURN:
             params += [session_id, json.dumps(message_to_dict(message))]
-        await self.araw.execute(self.raw_insert[2], params, prepare=True)
+        await self.araw.execute(insert[2], params, prepare=True)
 
 
 Operation = Callable[[int], None]
@@ -248,11 +270,13 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
     count = rounds * turns
     ours_ids = sessions(f"turn-{tag}", count, False)
     raw_ids = sessions(f"raw-{tag}", count, False)
+    bare_ids = sessions(f"bare-{tag}", count, False)
     peer_ids = sessions("", count, True)
     fill(bench.admin, OURS, ours_ids + raw_ids, size, False)
+    fill(bench.admin, BARE, bare_ids, size, False)
     fill(bench.admin, PEER, peer_ids, size, True)
-    bench.admin.execute(sql.SQL("ANALYZE {}, {}").format(
-        sql.Identifier(SCHEMA, OURS), sql.Identifier(SCHEMA, PEER)))
+    bench.admin.execute(sql.SQL("ANALYZE {}, {}, {}").format(
+        sql.Identifier(SCHEMA, OURS), sql.Identifier(SCHEMA, PEER), sql.Identifier(SCHEMA, BARE)))
 
     def one_round(round_number: int) -> dict[str, float]:
         first = round_number * turns
@@ -261,11 +285,13 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
                 "ours": lambda i: bench.aours_turn(ours_ids[first + i], limit),
                 "peer": lambda i: bench.apeer_turn(peer_ids[first + i], limit),
                 "raw": lambda i: bench.araw_turn(raw_ids[first + i], limit),
+                "bare": lambda i: bench.araw_turn(bare_ids[first + i], limit, True),
             }, turns, round_number))
         return measure({
             "ours": lambda i: bench.ours_turn(ours_ids[first + i], limit),
             "peer": lambda i: bench.peer_turn(peer_ids[first + i], limit),
             "raw": lambda i: bench.raw_turn(raw_ids[first + i], limit),
+            "bare": lambda i: bench.raw_turn(bare_ids[first + i], limit, True),
         }, turns, round_number)
 
     return collect(rounds, one_round)
@@ -277,6 +303,7 @@ def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, li
     operations: dict[str, Operation] = {
         "ours": lambda i: bench.factory("ten-ours").add_messages(TEN),
         "raw": lambda i: bench.raw_add("ten-raw", TEN),
+        "bare": lambda i: bench.raw_add("ten-bare", TEN, True),
         "peer": lambda i: PostgresChatMessageHistory(
             PEER, peer_id, sync_connection=bench.peer_connection).add_messages(TEN),
     }
@@ -379,6 +406,9 @@ def main() -> None:
             verdicts.append(f"  1. turn on 20 messages, {kind}: peer / ours: {faster:.2f}x "
                             f"(target > 1x, faster than the peer) {met}"
                             f"  (peer / raw: {ratio(summary, 'peer', 'raw'):.2f}x)")
+            verdicts.append(f"  triggers, turn on 20 messages, {kind}: raw on our schema / raw "
+                            f"on a bare table {ratio(summary, 'raw', 'bare'):.2f}x; ours / bare "
+                            f"{ratio(summary, 'ours', 'bare'):.2f}x (informational)")
 
         for asynchronous in (False, True):
             kind = "async" if asynchronous else "sync"
@@ -392,6 +422,9 @@ def main() -> None:
                               add_ten_scenario(bench, rounds, turns))
         verdicts.append(verdict("3. add_messages(10): ours / raw psycopg one round trip",
                                 ratio(summary, "ours", "raw"), 1.3, False))
+        verdicts.append(f"  triggers, insert of 10: raw on our schema / raw on a bare table "
+                        f"{ratio(summary, 'raw', 'bare'):.2f}x; ours / bare "
+                        f"{ratio(summary, 'ours', 'bare'):.2f}x (informational)")
 
         summary = show_rounds("4. get_messages(limit=20) (us)",
                               long_session_scenario(bench, rounds, turns))
