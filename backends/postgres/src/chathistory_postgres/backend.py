@@ -106,6 +106,7 @@ class PostgresBackend(BaseBackend):
         from chathistory_postgres.sql import (
             Statements,
             jsonb_batch,
+            jsonb_texts,
             records_from_rows,
             sessions_from_rows,
         )
@@ -115,6 +116,7 @@ class PostgresBackend(BaseBackend):
                                                        config.layout)
         self._int8 = Int8
         self._jsonb_batch = jsonb_batch
+        self._jsonb_texts = jsonb_texts
         self._records = records_from_rows
         self._sessions = sessions_from_rows
         self._prepare = config.prepared_statements
@@ -194,17 +196,19 @@ class PostgresBackend(BaseBackend):
         return {self._session(session_id): session_id for session_id in session_ids}
 
     def _insert_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
-                     ) -> tuple[list[str], list[str]] | None:
+                     ) -> tuple[list[str], list[tuple[str, str]]] | None:
+        """The sessions to lock and the (session, jsonb text) rows to COPY, in batch order."""
         # Every record of every session is encoded before any I/O: all or nothing.
         sessions: list[str] = []
-        texts: list[str] = []
+        rows: list[tuple[str, str]] = []
         for session_id, records in batches.items():
             encoded = [encode_record(record) for record in records]
             session = self._session(session_id)
             if encoded:
                 sessions.append(session)
-                texts.append(self._jsonb_batch(encoded, self.config.layout))
-        return (sessions, texts) if sessions else None
+                rows.extend([(session, text) for text in
+                             self._jsonb_texts(encoded, self.config.layout)])
+        return (sessions, rows) if sessions else None
 
     @staticmethod
     def _infos(rows: list[tuple[Any, ...]]) -> list[SessionInfo]:
@@ -300,10 +304,24 @@ class PostgresBackend(BaseBackend):
         return self._sessions([(row[0], row[1]) for row in rows], given)
 
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        """Append each session's records after its others: one statement, all or nothing."""
-        params = self._insert_many(batches)
-        if params is not None:
-            self._rows("append", (self.statements.insert_many, params))
+        """Append each session's records after its others: one transaction, all or nothing.
+
+        The transaction takes the sessions' locks (those :meth:`append` takes), in
+        session order, then writes every row in batch order with one ``COPY``.
+        """
+        insert = self._insert_many(batches)
+        if insert is None:
+            return
+        (sessions, rows), prepare = insert, self._prepare
+        lock, copy_rows = self.statements.lock_sessions, self.statements.copy_rows
+
+        def work(connection: Connection) -> None:
+            connection.execute(lock, (sessions,), prepare=prepare)
+            with connection.cursor() as cursor, cursor.copy(copy_rows) as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+        self._call("append", work, transaction=True)
 
     def close(self) -> None:
         """Close the backend's own sync pool (and an async pool whose event loop has ended).
@@ -410,9 +428,21 @@ class PostgresBackend(BaseBackend):
         return self._sessions([(row[0], row[1]) for row in rows], given)
 
     async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        params = self._insert_many(batches)
-        if params is not None:
-            await self._arows("append", (self.statements.insert_many, params))
+        if not self.client.has_async:
+            return await asyncio.to_thread(self.append_many, batches)
+        insert = self._insert_many(batches)
+        if insert is None:
+            return
+        (sessions, rows), prepare = insert, self._prepare
+        lock, copy_rows = self.statements.lock_sessions, self.statements.copy_rows
+
+        async def work(connection: AsyncConnection) -> None:
+            await connection.execute(lock, (sessions,), prepare=prepare)
+            async with connection.cursor() as cursor, cursor.copy(copy_rows) as copy:
+                for row in rows:
+                    await copy.write_row(row)
+
+        await self._acall("append", work, transaction=True)
 
     async def aclose(self) -> None:
         """Close the backend's own pools: the async one in this loop, the sync one in a thread.

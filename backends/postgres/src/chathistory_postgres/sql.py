@@ -24,6 +24,7 @@ __all__ = [
     "Job",
     "Statements",
     "jsonb_batch",
+    "jsonb_texts",
     "records_from_rows",
     "sessions_from_rows",
 ]
@@ -94,6 +95,16 @@ def jsonb_batch(texts: list[str], layout: Layout) -> str:
     return _positional_floats(batch) if "e+" in batch else batch
 
 
+def jsonb_texts(texts: list[str], layout: Layout) -> list[str]:
+    """Each record's JSON text as a jsonb value, for COPY: :func:`jsonb_batch`, row by row."""
+    values = []
+    for text in texts:
+        if "\\u0000" in text:
+            text = _nul_safe(text, layout)
+        values.append(_positional_floats(text) if "e+" in text else text)
+    return values
+
+
 def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:
     """The records of ``rows`` (jsonb as text, one JSON value each), decoded in one go.
 
@@ -143,7 +154,8 @@ class Statements:
     qualified_meta: str
     qualified_sessions: str
     insert: str
-    insert_many: str
+    lock_sessions: str
+    copy_rows: str
     select_all: str
     select_newest: str
     select_many: str
@@ -184,20 +196,15 @@ class Statements:
             "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS m(message, position) "
             "ORDER BY m.position"
         ).format(t=t, session=session, ns=lock_space)
-        # Many sessions in one statement: the same per-session locks, taken in
-        # session order (a volatile output is computed after the sort), so two
-        # such statements never wait for each other in a cycle.
-        insert_many = sql.SQL(
-            "INSERT INTO {t} (session_id, message) "
-            "SELECT b.session_id, m.message "
-            "FROM (SELECT u.session_id, u.batch, u.position, "
-            "pg_advisory_xact_lock({ns}, hashtext(u.session_id::text)) "
-            "FROM unnest({sessions}, %s::jsonb[]) "
-            "WITH ORDINALITY AS u(session_id, batch, position) "
-            "ORDER BY u.session_id) AS b, "
-            "jsonb_array_elements(b.batch) WITH ORDINALITY AS m(message, n) "
-            "ORDER BY b.position, m.n"
-        ).format(t=t, sessions=sessions, ns=lock_space)
+        # Many sessions in one transaction: the same per-session locks first, taken
+        # in session order (the volatile output is computed after the sort), so two
+        # such transactions never wait for each other in a cycle; then one COPY of
+        # every row in batch order (the identity follows the order rows arrive).
+        lock_sessions = sql.SQL(
+            "SELECT pg_advisory_xact_lock({ns}, hashtext(u.session_id::text)) "
+            "FROM unnest({sessions}) AS u(session_id) ORDER BY u.session_id"
+        ).format(sessions=sessions, ns=lock_space)
+        copy_rows = sql.SQL("COPY {t} (session_id, message) FROM STDIN").format(t=t)
         # message::text, decoded by the backend: the same whatever jsonb loader
         # an application registered on a connection it lends us.
         select_all = sql.SQL(
@@ -274,7 +281,8 @@ class Statements:
             qualified_meta=_text(sql.Identifier(schema, f"{table}_meta")),
             qualified_sessions=_text(s),
             insert=_text(insert),
-            insert_many=_text(insert_many),
+            lock_sessions=_text(lock_sessions),
+            copy_rows=_text(copy_rows),
             select_all=_text(select_all),
             select_newest=_text(select_newest),
             select_many=_text(select_many),
