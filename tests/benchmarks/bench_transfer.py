@@ -7,7 +7,11 @@ Run: .venv/bin/python tests/benchmarks/bench_transfer.py [--sessions 10000] [--m
    postgres -> redis, with ``chathistory.transfer.copy_sessions`` and with the
    naive loop (for each session, ``get_messages()`` then ``add_messages()``
    through ``ChatHistory``, each side one shared backend). Reported:
-   messages per second for both, and the ratio (target >= 10x).
+   messages per second for both, and the ratio (target >= 10x). For sqlite ->
+   postgres, also the raw floor: sqlite3 and psycopg alone doing the same job
+   (a SELECT of the JSON text per chunk of sessions, a COPY of it into a bare
+   table of the same columns, no JSON decoding), as msg/s and its ratio to
+   the naive loop: what any copy through the drivers can reach.
 2. A page of ``list_sessions(limit=100)`` and a ``delete_sessions_before``
    that deletes nothing, on 2,000 sessions of 10 messages and on 2,000
    sessions of 100, on sqlite and postgres (target: the second at most 1.5x
@@ -28,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,7 @@ from chathistory.transfer import copy_sessions, count_records
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # a cutoff no session is older than
+CHUNK = 200  # sessions per read and per write, as copy_sessions takes them
 
 
 def records(session: int, count: int) -> list[dict[str, Any]]:
@@ -124,7 +130,8 @@ def timed(work: Callable[[], object]) -> float:
 
 
 def compare_copy(label: str, source: Backend, make_target: Callable[[], Backend],
-                 ids: list[str], messages: int) -> None:
+                 ids: list[str], messages: int) -> float:
+    """Print the copy's and the naive loop's rates; return the naive loop's seconds."""
     ours_target, naive_target = make_target(), make_target()
     ours_target.create_collection()
     naive_target.create_collection()
@@ -137,6 +144,57 @@ def compare_copy(label: str, source: Backend, make_target: Callable[[], Backend]
     print(f"{label}: copy {messages / ours:,.0f} msg/s ({ours:.1f} s), naive loop "
           f"{messages / naive:,.0f} msg/s ({naive:.1f} s): {naive / ours:.1f}x (target >= 10x)"
           f"{note}")
+    return naive
+
+
+def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive: float,
+              chunk: int = CHUNK) -> None:
+    """The raw drivers doing the sqlite -> postgres copy without chathistory: the floor.
+
+    Per chunk of sessions, as ``copy_sessions`` reads them: one sqlite3 SELECT of
+    the records' JSON text, one psycopg COPY of those texts (no JSON decoding or
+    re-encoding) into a bare table of the same columns and (session_id, id)
+    index, without the sessions table and its triggers, and nothing read back.
+    """
+    import sqlite3
+
+    import psycopg
+    from psycopg import sql
+
+    schema = f"bench_floor_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    table = sql.Identifier(schema, "raw")
+    source = sqlite3.connect(sqlite_path)
+    target = psycopg.connect(url, autocommit=True)
+    try:
+        target.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        target.execute(sql.SQL(
+            "CREATE TABLE {} (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            "session_id text NOT NULL, message jsonb NOT NULL, "
+            "created_at timestamptz NOT NULL DEFAULT now())").format(table))
+        target.execute(sql.SQL("CREATE INDEX ON {} (session_id, id)").format(table))
+        copy_rows = sql.SQL("COPY {} (session_id, message) FROM STDIN").format(table)
+
+        def work() -> None:
+            for start in range(0, len(ids), chunk):
+                part = ids[start:start + chunk]
+                rows = source.execute(
+                    "SELECT session_id, message FROM message_store WHERE session_id IN "
+                    f"({','.join('?' * len(part))}) ORDER BY session_id, id", part).fetchall()
+                with target.cursor() as cursor, cursor.copy(copy_rows) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+
+        seconds = timed(work)
+        row = target.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+        assert row is not None and row[0] == messages
+        print(f"sqlite -> postgres raw floor (sqlite3 SELECT + psycopg COPY, no JSON decoding, "
+              f"bare table): {messages / seconds:,.0f} msg/s ({seconds:.1f} s): "
+              f"{naive / seconds:.1f}x the naive loop")
+    finally:
+        source.close()
+        target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+            sql.Identifier(schema)))
+        target.close()
 
 
 def listing_costs(label: str, make: Callable[[], Backend]) -> None:
@@ -149,8 +207,8 @@ def listing_costs(label: str, make: Callable[[], Backend]) -> None:
         fill(backend, 2000, per_session)
         pages, prunes = [], []
         for _ in range(30):
-            pages.append(timed(lambda b=backend: b.list_sessions(after="s000500", limit=100)))
-            prunes.append(timed(lambda b=backend: b.delete_sessions_before(EPOCH)))
+            pages.append(timed(partial(backend.list_sessions, after="s000500", limit=100)))
+            prunes.append(timed(partial(backend.delete_sessions_before, EPOCH)))
         times[per_session] = (statistics.median(pages), statistics.median(prunes))
     (page10, prune10), (page100, prune100) = times[10], times[100]
     print(f"{label}: a page of 100 sessions {page10 * 1e3:.2f} ms -> {page100 * 1e3:.2f} ms "
@@ -174,7 +232,8 @@ def main() -> None:
             redis(arguments.redis) as make_redis:
         sqlite_source = get_backend("sqlite", path=str(Path(directory) / "source.sqlite3"))
         ids = fill(sqlite_source, arguments.sessions, arguments.messages)
-        compare_copy("sqlite -> postgres", sqlite_source, make_pg, ids, total)
+        naive = compare_copy("sqlite -> postgres", sqlite_source, make_pg, ids, total)
+        raw_floor(Path(directory) / "source.sqlite3", arguments.postgres, ids, total, naive)
         pg_source = make_pg()
         copy_sessions(sqlite_source, pg_source, ids)
         compare_copy("postgres -> redis", pg_source, make_redis, ids, total)
