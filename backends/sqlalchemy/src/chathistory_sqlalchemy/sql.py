@@ -50,9 +50,11 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.elements import TextClause
 
 from chathistory_sqlalchemy.config import Layout
 
@@ -111,7 +113,7 @@ class Statements:
     select_newest: Select[tuple[str]]
     delete: Delete
     insert: Insert
-    multi_row_inserts: dict[int, Insert] = field(default_factory=dict, repr=False)
+    multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
     """The multi-row INSERT of each batch size seen (up to MAX_CACHED_ROWS), built once."""
 
     @classmethod
@@ -164,7 +166,7 @@ class Statements:
         return [{"session_id": session_id, "message": message} for message in messages]
 
     def insert_batch(self, dialect: Dialect, rows: list[dict[str, Any]]
-                     ) -> tuple[Insert, Mapping[str, Any] | list[dict[str, Any]]]:
+                     ) -> tuple[Insert | TextClause, Mapping[str, Any] | list[dict[str, Any]]]:
         """The one statement (and its parameters) that inserts ``rows``.
 
         On MySQL/MariaDB a single multi-row INSERT: one statement is what
@@ -176,11 +178,16 @@ class Statements:
             return self.insert, rows
         statement = self.multi_row_inserts.get(len(rows))
         if statement is None:
-            # Named parameters per row (message_0, message_1...): a statement built once
-            # per size, whose compiled form SQLAlchemy caches, not one per call.
-            statement = self.insert.values([
-                {key: bindparam(f"{key}_{number}") for key in rows[0]}
-                for number in range(len(rows))])
+            # Named parameters per row (message_0, message_1...), as text built once per
+            # size: SQLAlchemy recompiles a multi-VALUES Insert construct on every call
+            # (measured: about a third of a 10-row add), but caches a text clause.
+            preparer = dialect.identifier_preparer
+            columns = list(rows[0])
+            values = ", ".join("(" + ", ".join(f":{key}_{number}" for key in columns) + ")"
+                               for number in range(len(rows)))
+            statement = text(
+                f"INSERT INTO {preparer.format_table(self.table)} "
+                f"({', '.join(preparer.quote(column) for column in columns)}) VALUES {values}")
             if len(rows) <= MAX_CACHED_ROWS:
                 self.multi_row_inserts[len(rows)] = statement
         return statement, {f"{key}_{number}": value for number, row in enumerate(rows)
