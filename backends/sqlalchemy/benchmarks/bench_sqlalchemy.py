@@ -66,6 +66,8 @@ class Bench:
         self.shared_engine = create_engine(URL)
         SQLChatMessageHistory("warm-up", connection=self.shared_engine, table_name=PEER)
         self.raw = create_engine(URL)  # what an application writing Core by hand would have
+        # The same, with the health check the backend's default pool runs (pool_pre_ping).
+        self.raw_pinged = create_engine(URL, pool_pre_ping=True)
         self.sessions = 0
 
     def close(self) -> None:
@@ -75,6 +77,7 @@ class Bench:
         with self.raw.begin() as connection:
             connection.execute(text(f"DROP TABLE IF EXISTS `{OURS}`, `{PEER}`"))
         self.raw.dispose()
+        self.raw_pinged.dispose()
 
     # -- filling --------------------------------------------------------------------------
 
@@ -122,17 +125,21 @@ class Bench:
         history.messages  # noqa: B018
         history.add_messages(TURN)
 
-    def raw_turn(self, session: str) -> None:
-        s = self.statements
-        with self.raw.connect() as connection:
+    def raw_turn(self, session: str, engine: Engine | None = None) -> None:
+        s, engine = self.statements, engine or self.raw
+        with engine.connect() as connection:
             rows = connection.execute(s.select_all, s.session(session)).scalars().all()
         to_messages([decode_record(row) for row in rows])
-        self.raw_add(session, TURN)
+        self.raw_add(session, TURN, engine)
 
-    def raw_add(self, session: str, messages: Sequence[BaseMessage]) -> None:
+    def raw_pinged_turn(self, session: str) -> None:
+        self.raw_turn(session, self.raw_pinged)
+
+    def raw_add(self, session: str, messages: Sequence[BaseMessage],
+                engine: Engine | None = None) -> None:
         """One executemany of an INSERT, in one transaction (PyMySQL sends one statement)."""
         rows = self.statements.rows(session, [json.dumps(r) for r in to_records(messages)])
-        with self.raw.begin() as connection:
+        with (engine or self.raw).begin() as connection:
             connection.execute(self.statements.insert, rows)
 
 
@@ -190,6 +197,7 @@ def main() -> None:
             "SQLChatMessageHistory(URL)": one_turn("peer", bench.peer_url_turn),
             "SQLChatMessageHistory(engine)": one_turn("peer", bench.peer_engine_turn),
             "raw SQLAlchemy Core": one_turn("raw", bench.raw_turn),
+            "raw SQLAlchemy Core, pool_pre_ping": one_turn("raw", bench.raw_pinged_turn),
             "chathistory, pool_pre_ping=False": one_turn("ours", bench.unpinged_turn),
         }
         turn_rounds = [run_round(turns, args.turns, n) for n in range(args.rounds)]
