@@ -26,6 +26,7 @@ from typing import NoReturn
 
 import psycopg
 import pytest
+from chathistory_postgres import PostgresBackend
 from psycopg import sql
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -66,6 +67,16 @@ def postgres_schema(postgres_url: str) -> Iterator[str]:
 def table_name() -> str:
     """A table name no other test uses."""
     return f"t_{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def backend(postgres_url: str, postgres_schema: str, table_name: str
+            ) -> Iterator[PostgresBackend]:
+    """A backend on its own table, not yet created (tests that need it create it)."""
+    backend = PostgresBackend.from_options(conninfo=postgres_url, schema=postgres_schema,
+                                           table=table_name)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,15 +34,6 @@ def _relations(admin: psycopg.Connection[Any], schema: str) -> set[str]:
 def _schema_exists(admin: psycopg.Connection[Any], schema: str) -> bool:
     row = admin.execute("SELECT to_regnamespace(%s) IS NOT NULL", (schema,)).fetchone()
     return bool(row and row[0])
-
-
-@pytest.fixture
-def backend(postgres_url: str, postgres_schema: str, table_name: str
-            ) -> Iterator[PostgresBackend]:
-    backend = PostgresBackend.from_options(conninfo=postgres_url, schema=postgres_schema,
-                                           table=table_name)
-    yield backend
-    backend.close()
 
 
 def test_reading_a_missing_schema_creates_nothing(

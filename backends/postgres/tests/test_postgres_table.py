@@ -24,15 +24,6 @@ from chathistory import (
 from chathistory.testing import numbered_records
 
 
-@pytest.fixture
-def backend(postgres_url: str, postgres_schema: str, table_name: str
-            ) -> Iterator[PostgresBackend]:
-    backend = PostgresBackend.from_options(conninfo=postgres_url, schema=postgres_schema,
-                                           table=table_name)
-    yield backend
-    backend.close()
-
-
 def _table(schema: str, name: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
 
