@@ -16,8 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from chathistory.errors import RecordError
+
 __all__ = [
     "CopiesInBulk",
+    "CopiesRecordText",
     "FetchesInBulk",
     "ListsSessions",
     "PrunesSessions",
@@ -25,6 +28,7 @@ __all__ = [
     "TracksWriteTimes",
     "capabilities_of",
     "check_page_limit",
+    "check_record_texts",
 ]
 
 
@@ -107,12 +111,43 @@ class CopiesInBulk(FetchesInBulk, Protocol):
                            ) -> None: ...
 
 
+@runtime_checkable
+class CopiesRecordText(Protocol):
+    """The backend reads and writes many sessions' records as their JSON text.
+
+    A copy between two backends that both declare it carries each record's
+    text from one store to the other without decoding and re-encoding it,
+    which is most of a bulk copy's work.
+    """
+
+    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        """What :meth:`FetchesInBulk.fetch_many` returns, each record as its JSON text.
+
+        Each text is one JSON object: decoded, it equals the record ``fetch`` returns.
+        """
+
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        """What :meth:`CopiesInBulk.append_many` does, for records given as JSON text.
+
+        Each text must be one JSON object, as :meth:`fetch_many_text` gives
+        them; a text that is not a string starting with ``{`` is a
+        RecordError and nothing is written. The text is not otherwise parsed
+        where the store does not parse it itself: this is the path for text
+        another store already checked.
+        """
+
+    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]: ...
+
+    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None: ...
+
+
 _CAPABILITIES: dict[str, type] = {
     "list_sessions": ListsSessions,
     "last_write": TracksWriteTimes,
     "delete_sessions_before": PrunesSessions,
     "fetch_many": FetchesInBulk,
     "append_many": CopiesInBulk,
+    "record_text": CopiesRecordText,
 }
 
 
@@ -123,6 +158,23 @@ def capabilities_of(backend: object) -> frozenset[str]:
     """
     return frozenset(name for name, protocol in _CAPABILITIES.items()
                      if isinstance(backend, protocol))
+
+
+def check_record_texts(batches: Mapping[str, Sequence[str]]) -> None:
+    """Refuse, before anything is written, texts that cannot be records' JSON objects.
+
+    The cheap check :meth:`CopiesRecordText.append_many_text` promises: each
+    text is a ``str`` whose first character is ``{``.
+    """
+    for session_id, texts in batches.items():
+        if isinstance(texts, str):
+            raise TypeError(f"the texts of session {session_id!r} must be a list of JSON "
+                            "texts, not one str")
+        for position, text in enumerate(texts):
+            if not isinstance(text, str) or not text.startswith("{"):
+                raise RecordError(
+                    f"record {position} of session {session_id!r} is not a JSON object's "
+                    f"text: {str(text)[:40]!r}")
 
 
 def check_page_limit(limit: object) -> int:
