@@ -17,7 +17,7 @@ pytest_plugins = ["pytester"]
 def test_capabilities_are_detected_from_what_a_backend_implements() -> None:
     assert capabilities_of(MemoryBackend()) == {"list_sessions", "last_write",
                                                 "delete_sessions_before", "fetch_many",
-                                                "append_many"}
+                                                "append_many", "record_text"}
     assert capabilities_of(object()) == frozenset()
 
 
@@ -94,6 +94,19 @@ BROKEN = {
             for session, records in batches.items():
                 super().append_many({session: records})
     """,
+    "fetch_many_text_drops_the_last": """
+        def fetch_many_text(self, session_ids):
+            return {s: texts[:-1] for s, texts in super().fetch_many_text(session_ids).items()}
+    """,
+    "append_many_text_half_writes": """
+        def append_many_text(self, batches):
+            for session, texts in batches.items():
+                super().append_many_text({session: texts})
+    """,
+    "append_many_text_stores_no_object": """
+        def append_many_text(self, batches):
+            self._store_texts("append_many_text", {s: list(t) for s, t in batches.items()})
+    """,
     "async_prune_differs": """
         async def adelete_sessions_before(self, cutoff, *, dry_run=False):
             return 0
@@ -132,6 +145,7 @@ from chathistory.testing import BackendContract
 
 class FourMethodsOnly(MemoryBackend):
     list_sessions = last_write = delete_sessions_before = fetch_many = append_many = None
+    fetch_many_text = append_many_text = None
 
 class TestPlain(BackendContract):
     @pytest.fixture
@@ -141,6 +155,6 @@ class TestPlain(BackendContract):
     result = pytester.runpytest_subprocess("-q", "-rs", "-p", "no:cacheprovider", timeout=120)
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes["skipped"] >= 11, outcomes
-    for capability in ("CopiesInBulk", "FetchesInBulk", "ListsSessions", "PrunesSessions",
-                       "TracksWriteTimes"):
+    for capability in ("CopiesInBulk", "CopiesRecordText", "FetchesInBulk", "ListsSessions",
+                       "PrunesSessions", "TracksWriteTimes"):
         assert f"does not declare {capability}" in result.stdout.str()

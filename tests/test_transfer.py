@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from chathistory.backends.memory import MemoryBackend
 from chathistory.backends.sqlite import SqliteBackend
-from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
+from chathistory.errors import (
+    BackendUnavailableError,
+    CapabilityMissingError,
+    ChatHistoryError,
+    RecordError,
+)
 from chathistory.testing.samples import numbered_records
 from chathistory.transfer import (
     copy_sessions,
@@ -40,9 +46,32 @@ def test_a_copy_moves_every_session_whole_and_in_order() -> None:
         assert target.fetch(f"s{number}") == source.fetch(f"s{number}")
     assert [sessions for sessions, _ in seen] == [3, 3, 1]
     assert sum(messages for _, messages in seen) == report.messages
-    # Bulk on both sides: one read of the source and of the target, one write, per chunk.
-    assert source.calls["fetch_many"] == 3
-    assert target.calls["append_many"] == 3
+    # Records as text on both sides: per chunk, one read of the source's texts, one of
+    # what the target holds, and one write of texts; nothing is decoded on the way.
+    assert source.calls["fetch_many_text"] == 3 and source.calls["fetch_many"] == 0
+    assert target.calls["fetch_many"] == 3
+    assert target.calls["append_many_text"] == 3 and target.calls["append_many"] == 0
+
+
+class RecordsOnly(MemoryBackend):
+    """A bulk backend that cannot read or write records as text."""
+
+    fetch_many_text = append_many_text = None  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize("source_text", [True, False], ids=["text-source", "records-source"])
+def test_a_copy_where_one_side_lacks_text_goes_through_records(source_text: bool) -> None:
+    source = filled() if source_text else RecordsOnly()
+    if not source_text:
+        for number in range(7):
+            source.append(f"s{number}", filled().fetch(f"s{number}"))
+    target = RecordsOnly() if source_text else MemoryBackend()
+    target.append("s3", source.fetch("s3")[:2])
+    report = copy_sessions(source, target, chunk=3)
+    for number in range(7):
+        assert target.fetch(f"s{number}") == source.fetch(f"s{number}")
+    assert report.messages == sum(5 + n for n in range(7)) - 2 and report.complete == 0
+    assert source.calls["fetch_many"] == 3 and target.calls["append_many"] == 3
 
 
 def test_running_a_copy_twice_writes_nothing_the_second_time() -> None:
@@ -52,6 +81,30 @@ def test_running_a_copy_twice_writes_nothing_the_second_time() -> None:
     assert again.messages == 0 and again.complete == 7 and again.mismatched == []
     assert count_records(target, [f"s{n}" for n in range(7)]) == {
         f"s{n}": 5 + n for n in range(7)}
+
+
+def test_a_read_failing_midway_stops_the_copy_after_whole_chunks_and_a_rerun_ends_it(
+) -> None:
+    source, target = filled(), MemoryBackend()
+    original = source.fetch_many_text
+    reads: list[list[str]] = []
+
+    def failing_second_read(session_ids: Sequence[str]) -> dict[str, list[str]]:
+        reads.append(list(session_ids))
+        if len(reads) == 2:
+            raise BackendUnavailableError("the source went away")
+        return original(session_ids)
+
+    source.fetch_many_text = failing_second_read  # type: ignore[method-assign]
+    with pytest.raises(BackendUnavailableError, match="went away"):
+        copy_sessions(source, target, chunk=3)
+    # The first chunk, read before the failure, was written whole; nothing after it.
+    assert target.sessions() == ["s0", "s1", "s2"]
+    source.fetch_many_text = original  # type: ignore[method-assign]
+    report = copy_sessions(source, target, chunk=3)
+    assert report.complete == 3 and report.mismatched == []
+    for number in range(7):
+        assert target.fetch(f"s{number}") == source.fetch(f"s{number}")
 
 
 def test_an_interrupted_copy_is_finished_without_duplicates() -> None:

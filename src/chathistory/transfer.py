@@ -3,7 +3,9 @@
 A copy reads many sessions per round trip from a source that declares
 :class:`~chathistory.capabilities.FetchesInBulk`, writes many per round trip to
 a target that declares :class:`~chathistory.capabilities.CopiesInBulk`, and
-goes one session per round trip otherwise. It is safe to run twice and to interrupt: before
+goes one session per round trip otherwise; between two backends that declare
+:class:`~chathistory.capabilities.CopiesRecordText`, records travel as their
+JSON text, never decoded. It is safe to run twice and to interrupt: before
 writing a chunk of sessions it reads what the target already holds of them,
 and appends only what is missing after it. A session whose stored records are
 not the start of the source's is left alone and reported as a mismatch.
@@ -13,11 +15,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from functools import partial
+from typing import IO, Any, TypeVar
 
 from chathistory.backend import Backend, ensure_collection
-from chathistory.capabilities import CopiesInBulk, FetchesInBulk, ListsSessions, SessionInfo
+from chathistory.capabilities import (
+    CopiesInBulk,
+    CopiesRecordText,
+    FetchesInBulk,
+    ListsSessions,
+    SessionInfo,
+)
 from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
 from chathistory.records import decode_record, encode_record
 
@@ -32,10 +42,14 @@ __all__ = [
 ]
 
 CHUNK = 200  # sessions per round trip
+T = TypeVar("T")
 
 Records = list[dict[str, Any]]
 Progress = Callable[[int, int], None]
 """Called after each chunk with the sessions and the messages it finished."""
+Read = Callable[[Sequence[str]], Mapping[str, list[Any]]]
+Write = Callable[[dict[str, list[Any]]], None]
+"""A copy's read of a chunk of sessions and write of what they lack: records, or texts."""
 
 
 @dataclass
@@ -88,6 +102,13 @@ def _fetch_many(backend: Backend, session_ids: Sequence[str]) -> dict[str, Recor
     return {session_id: records for session_id, records in fetched.items() if records}
 
 
+def _fetch_many_text(backend: Backend, session_ids: Sequence[str]) -> dict[str, list[str]]:
+    if isinstance(backend, CopiesRecordText):
+        return backend.fetch_many_text(session_ids)
+    return {session_id: [encode_record(record) for record in records]
+            for session_id, records in _fetch_many(backend, session_ids).items()}
+
+
 def _append_many(backend: Backend, batches: Mapping[str, Records]) -> None:
     if isinstance(backend, CopiesInBulk):
         backend.append_many(batches)
@@ -101,29 +122,65 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start:start + size]
 
 
-def _write_missing(target: Backend, sources: Mapping[str, Records], report: CopyReport
+def _read_ahead(read: Callable[[Sequence[str]], T], parts: list[Sequence[str]]
+                ) -> Iterator[tuple[Sequence[str], T]]:
+    """Each part with what ``read`` returns for it; the next part is read meanwhile.
+
+    The caller writes one part while a thread reads the next, so a copy's read
+    of the source and write to the target overlap, each mostly waiting on its
+    own store. The source is used from that one thread only.
+    """
+    if not parts:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chathistory-read") as reader:
+        upcoming = reader.submit(read, parts[0])
+        for part, following in zip(parts, [*parts[1:], None], strict=True):
+            done = upcoming.result()
+            if following is not None:
+                upcoming = reader.submit(read, following)
+            yield part, done
+
+
+def _write_missing(target: Backend, sources: Mapping[str, list[Any]], report: CopyReport,
+                   write: Write, *, as_text: bool = False
                    ) -> int:
-    """Append to ``target`` what it lacks of ``sources``; return the records written."""
+    """Append with ``write`` what ``target`` lacks of ``sources``; return the records written.
+
+    ``sources`` holds records, or with ``as_text`` their JSON texts, which are
+    decoded only where the target already holds some of the session.
+    """
     held = _fetch_many(target, list(sources))
-    batches: dict[str, Records] = {}
+    batches: dict[str, list[Any]] = {}
     for session_id, records in sources.items():
         stored = held.get(session_id, [])
-        if stored == records[:len(stored)] and len(stored) <= len(records):
-            if len(stored) == len(records):
-                report.complete += 1
-            else:
-                batches[session_id] = records[len(stored):]
-        else:
+        head = records[:len(stored)]
+        if as_text and stored:
+            head = [decode_record(text) for text in head]
+        if stored != head:  # also when the target holds more than the source
             report.mismatched.append(session_id)
-    _append_many(target, batches)
+        elif len(stored) == len(records):
+            report.complete += 1
+        else:
+            batches[session_id] = records[len(stored):]
+    write(batches)
     written = sum(len(records) for records in batches.values())
     report.messages += written
     return written
 
 
+def _copy_path(source: Backend, target: Backend) -> tuple[Read, Write, bool]:
+    """How a copy reads and writes: as JSON text where both sides can, else as records."""
+    if isinstance(source, CopiesRecordText) and isinstance(target, CopiesRecordText):
+        return source.fetch_many_text, target.append_many_text, True
+    return partial(_fetch_many, source), partial(_append_many, target), False
+
+
 def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] | None = None,
                   *, chunk: int = CHUNK, progress: Progress | None = None) -> CopyReport:
     """Copy sessions from ``source`` to ``target``, appending only what the target lacks.
+
+    Between two backends that declare :class:`~chathistory.capabilities.CopiesRecordText`
+    the records travel as their JSON text, undecoded.
 
     Args:
         source: The backend to read.
@@ -139,9 +196,9 @@ def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] |
     ids = list_session_ids(source) if session_ids is None else list(session_ids)
     ensure_collection(target)
     report = CopyReport(sessions=len(ids))
-    for part in _chunks(ids, chunk):
-        sources = _fetch_many(source, part)
-        written = _write_missing(target, sources, report)
+    read, write, as_text = _copy_path(source, target)
+    for part, sources in _read_ahead(read, list(_chunks(ids, chunk))):
+        written = _write_missing(target, sources, report, write, as_text=as_text)
         if progress is not None:
             progress(len(part), written)
     return report
@@ -172,12 +229,12 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
     """
     ids = list_session_ids(source) if session_ids is None else list(session_ids)
     lines = 0
-    for part in _chunks(ids, chunk):
-        fetched = _fetch_many(source, part)
+    for part, fetched in _read_ahead(partial(_fetch_many_text, source),
+                                     list(_chunks(ids, chunk))):
         for session_id in part:
-            for record in fetched.get(session_id, []):
+            for text in fetched.get(session_id, []):
                 session = json.dumps(session_id, ensure_ascii=False)
-                out.write(f'{{"session_id":{session},"record":{encode_record(record)}}}\n')
+                out.write(f'{{"session_id":{session},"record":{text}}}\n')
                 lines += 1
         if progress is not None:
             progress(len(part), sum(len(records) for records in fetched.values()))
@@ -224,7 +281,7 @@ def import_sessions(target: Backend, lines: Iterable[str], *, chunk: int = CHUNK
     pending: dict[str, Records] = {}
 
     def flush() -> None:
-        written = _write_missing(target, pending, report)
+        written = _write_missing(target, pending, report, partial(_append_many, target))
         if progress is not None:
             progress(len(pending), written)
         pending.clear()

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend
-from chathistory.capabilities import SessionInfo, check_page_limit
+from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
 from chathistory.errors import BackendUnavailableError, RecordError
 from chathistory.hookspecs import hookimpl
 from chathistory.records import decode_record, encode_record
@@ -156,17 +156,33 @@ class MemoryBackend(BaseBackend):
             return len(old)
 
     def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        self._begin("fetch_many")
-        with self._lock:
-            stored = {session: list(self._sessions[session]) for session in session_ids
-                      if self._sessions.get(session)}
         return {session: [decode_record(text) for text in texts]
-                for session, texts in stored.items()}
+                for session, texts in self._stored_texts("fetch_many", session_ids).items()}
 
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        encoded = {session: [self._encode(record) for record in records]
-                   for session, records in batches.items()}
-        self._begin("append_many")
+        self._store_texts("append_many", {
+            session: [self._encode(record) for record in records]
+            for session, records in batches.items()})
+
+    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        return self._stored_texts("fetch_many_text", session_ids)
+
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        check_record_texts(batches)
+        # A fake refuses what a real store would: text that is no JSON object, or NUL.
+        self._store_texts("append_many_text", {
+            session: [self._encode(decode_record(text)) for text in texts]
+            for session, texts in batches.items()})
+
+    def _stored_texts(self, operation: str, session_ids: Sequence[str]
+                      ) -> dict[str, list[str]]:
+        self._begin(operation)
+        with self._lock:
+            return {session: list(self._sessions[session]) for session in session_ids
+                    if self._sessions.get(session)}
+
+    def _store_texts(self, operation: str, encoded: Mapping[str, list[str]]) -> None:
+        self._begin(operation)
         now = datetime.now(UTC)
         with self._lock:
             for session, texts in encoded.items():
@@ -181,6 +197,14 @@ class MemoryBackend(BaseBackend):
     async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         await self._await()
         self.append_many(batches)
+
+    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        await self._await()
+        return self.fetch_many_text(session_ids)
+
+    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        await self._await()
+        self.append_many_text(batches)
 
     async def alist_sessions(self, *, after: str | None = None, limit: int = 100
                              ) -> list[SessionInfo]:

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend, Identifier
-from chathistory.capabilities import SessionInfo, check_page_limit
+from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
 from chathistory.errors import BackendUnavailableError, ChatHistoryError, CollectionMissingError
 from chathistory.hookspecs import hookimpl
 from chathistory.records import decode_record, encode_record
@@ -259,19 +259,30 @@ class SqliteBackend(BaseBackend):
             return count
 
     def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        found: dict[str, list[dict[str, Any]]] = {}
+        return {session: [decode_record(text) for text in texts]
+                for session, texts in self.fetch_many_text(session_ids).items()}
+
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        self._insert_texts({session_id: [encode_record(record) for record in records]
+                            for session_id, records in batches.items()})
+
+    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
         if not session_ids:
             return found
         sql = self._select_many_sql.format(", ".join("?" * len(session_ids)))
         with self._connection() as connection:
             rows = connection.execute(sql, list(session_ids)).fetchall()
         for session_id, message in rows:
-            found.setdefault(session_id, []).append(decode_record(message))
+            found.setdefault(session_id, []).append(message)
         return found
 
-    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        rows = [(session_id, encode_record(record))
-                for session_id, records in batches.items() for record in records]
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        check_record_texts(batches)
+        self._insert_texts(batches)
+
+    def _insert_texts(self, batches: Mapping[str, Sequence[str]]) -> None:
+        rows = [(session_id, text) for session_id, texts in batches.items() for text in texts]
         if not rows:
             return
         with self._connection() as connection, self._transaction(connection):
@@ -292,6 +303,12 @@ class SqliteBackend(BaseBackend):
 
     async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         await asyncio.to_thread(self.append_many, batches)
+
+    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        return await asyncio.to_thread(self.fetch_many_text, session_ids)
+
+    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        await asyncio.to_thread(self.append_many_text, batches)
 
     def close(self) -> None:
         with self._opened_lock:

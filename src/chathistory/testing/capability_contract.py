@@ -6,17 +6,19 @@ skips, saying why, when the backend does not declare its capability.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from langchain_core.messages import message_to_dict
+from langchain_core.messages import HumanMessage, message_to_dict
 
 from chathistory.backend import Backend
 from chathistory.capabilities import (
     CopiesInBulk,
+    CopiesRecordText,
     FetchesInBulk,
     ListsSessions,
     PrunesSessions,
@@ -62,6 +64,17 @@ def _all_pages(backend: ListsSessions, limit: int, sessions: int) -> list[list[s
         pages.append([info.session_id for info in page])
         after = page[-1].session_id
     raise AssertionError(f"paging {sessions} sessions by {limit} did not end")
+
+
+def _awkward_records(holds_nul: bool) -> list[dict[str, Any]]:
+    """Records whose JSON text a store may print differently: big numbers, NUL."""
+    numbers = {"type": "ai", "data": {"content": "numbers", "type": "ai",
+                                      "additional_kwargs": {"big": 2 ** 70, "huge": 1e300,
+                                                            "tiny": 5e-324, "negative": -0.0}}}
+    if not holds_nul:
+        return [numbers]
+    return [numbers, message_to_dict(HumanMessage("before\x00after",
+                                                  additional_kwargs={"k": ["\x00"]}))]
 
 
 class CapabilityContract:
@@ -215,4 +228,49 @@ class CapabilityContract:
         bad = {"type": "human", "data": {"content": "bad", "when": object()}}
         with pytest.raises(RecordError):
             bulk.append_many({a: numbered_records(2), b: [numbered_records(1)[0], bad]})
+        assert backend.fetch(a) == [] and backend.fetch(b) == []
+
+    # -- CopiesRecordText -------------------------------------------------------------------
+
+    def test_fetch_many_text_is_fetch_many_undecoded(
+            self, backend: Backend, make_session_id: MakeSessionId, holds_nul: bool) -> None:
+        text = _require(backend, CopiesRecordText, "records as JSON text")
+        a, b, empty = (make_session_id(name) for name in ("text-a", "text-b", "text-empty"))
+        backend.append(a, numbered_records(3, prefix="a"))
+        backend.append(b, sample_records() + _awkward_records(holds_nul))
+        fetched = text.fetch_many_text([a, empty, b])
+        assert all(isinstance(item, str) for texts in fetched.values() for item in texts)
+        decoded = {session: [json.loads(item) for item in texts]
+                   for session, texts in fetched.items()}
+        assert decoded == {a: backend.fetch(a), b: backend.fetch(b)}
+        assert run_without_blocking(text.afetch_many_text([b, a, empty])) == fetched
+        assert text.fetch_many_text([]) == {}
+
+    def test_append_many_text_appends_what_another_store_fetched(
+            self, backend: Backend, make_session_id: MakeSessionId, holds_nul: bool) -> None:
+        text = _require(backend, CopiesRecordText, "records as JSON text")
+        a, b, c = (make_session_id(name) for name in ("text-many-a", "text-many-b",
+                                                       "text-many-c"))
+        backend.append(a, numbered_records(1, prefix="old"))
+        # Texts as other stores give them back: spaces, keys in another order, escapes.
+        spaced = [json.dumps(record, sort_keys=True) for record in numbered_records(2)]
+        awkward = sample_records() + _awkward_records(holds_nul)
+        escaped = [json.dumps(record, ensure_ascii=True) for record in awkward]
+        text.append_many_text({a: spaced, b: escaped, c: []})
+        run_without_blocking(text.aappend_many_text(
+            {b: [json.dumps(numbered_records(1, prefix="z")[0])]}))
+        assert backend.fetch(a) == numbered_records(1, prefix="old") + numbered_records(2)
+        assert backend.fetch(b) == awkward + numbered_records(1, prefix="z")
+        assert backend.fetch(c) == []
+
+    @pytest.mark.parametrize("bad", ["[1, 2]", "", b'{"type": "human"}', None])
+    def test_append_many_text_refuses_what_is_no_object_and_writes_nothing(
+            self, backend: Backend, make_session_id: MakeSessionId, bad: Any) -> None:
+        text = _require(backend, CopiesRecordText, "records as JSON text")
+        a, b = make_session_id("text-whole-a"), make_session_id("text-whole-b")
+        good = [json.dumps(record) for record in numbered_records(2)]
+        with pytest.raises(RecordError):
+            text.append_many_text({a: good, b: [good[0], bad]})
+        with pytest.raises(RecordError):
+            run_without_blocking(text.aappend_many_text({a: good, b: [bad]}))
         assert backend.fetch(a) == [] and backend.fetch(b) == []

@@ -19,7 +19,7 @@ from chathistory import (
     encode_record,
     retry_transient,
 )
-from chathistory.capabilities import SessionInfo, check_page_limit
+from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
 from chathistory_postgres.config import PostgresConfig
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class PostgresBackend(BaseBackend):
             jsonb_batch,
             jsonb_texts,
             records_from_rows,
+            session_texts_from_rows,
             sessions_from_rows,
         )
 
@@ -119,6 +120,7 @@ class PostgresBackend(BaseBackend):
         self._jsonb_texts = jsonb_texts
         self._records = records_from_rows
         self._sessions = sessions_from_rows
+        self._session_texts = session_texts_from_rows
         self._prepare = config.prepared_statements
         # Only an append may not run twice: a prune run again deletes nothing more.
         self._policies: dict[str, Policy] = {
@@ -195,20 +197,24 @@ class PostgresBackend(BaseBackend):
             raise TypeError("session_ids must be a sequence of session ids, not one str")
         return {self._session(session_id): session_id for session_id in session_ids}
 
-    def _insert_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
+    def _insert_many(self, batches: Mapping[str, Sequence[str]]
                      ) -> tuple[list[str], list[tuple[str, str]]] | None:
         """The sessions to lock and the (session, jsonb text) rows to COPY, in batch order."""
-        # Every record of every session is encoded before any I/O: all or nothing.
         sessions: list[str] = []
         rows: list[tuple[str, str]] = []
-        for session_id, records in batches.items():
-            encoded = [encode_record(record) for record in records]
+        for session_id, texts in batches.items():
             session = self._session(session_id)
-            if encoded:
+            if texts:
                 sessions.append(session)
                 rows.extend([(session, text) for text in
-                             self._jsonb_texts(encoded, self.config.layout)])
+                             self._jsonb_texts(list(texts), self.config.layout)])
         return (sessions, rows) if sessions else None
+
+    @staticmethod
+    def _encoded(batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[str]]:
+        # Every record of every session is encoded before any I/O: all or nothing.
+        return {session_id: [encode_record(record) for record in records]
+                for session_id, records in batches.items()}
 
     @staticmethod
     def _infos(rows: list[tuple[Any, ...]]) -> list[SessionInfo]:
@@ -303,12 +309,28 @@ class PostgresBackend(BaseBackend):
         rows = self._rows("read", (self.statements.select_many, (list(given),)))
         return self._sessions([(row[0], row[1]) for row in rows], given)
 
+    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        """:meth:`fetch_many`, each record as its JSON text (as jsonb prints it)."""
+        given = self._many(session_ids)
+        if not given:
+            return {}
+        rows = self._rows("read", (self.statements.select_many, (list(given),)))
+        return self._session_texts([(row[0], row[1]) for row in rows], given)
+
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Append each session's records after its others: one transaction, all or nothing.
 
         The transaction takes the sessions' locks (those :meth:`append` takes), in
         session order, then writes every row in batch order with one ``COPY``.
         """
+        self._copy_in(self._encoded(batches))
+
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        """:meth:`append_many` of records given as JSON text; jsonb parses each one."""
+        check_record_texts(batches)
+        self._copy_in(batches)
+
+    def _copy_in(self, batches: Mapping[str, Sequence[str]]) -> None:
         insert = self._insert_many(batches)
         if insert is None:
             return
@@ -427,9 +449,23 @@ class PostgresBackend(BaseBackend):
         rows = await self._arows("read", (self.statements.select_many, (list(given),)))
         return self._sessions([(row[0], row[1]) for row in rows], given)
 
+    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        given = self._many(session_ids)
+        if not given:
+            return {}
+        rows = await self._arows("read", (self.statements.select_many, (list(given),)))
+        return self._session_texts([(row[0], row[1]) for row in rows], given)
+
     async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        await self._acopy_in(self._encoded(batches))
+
+    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        check_record_texts(batches)
+        await self._acopy_in(batches)
+
+    async def _acopy_in(self, batches: Mapping[str, Sequence[str]]) -> None:
         if not self.client.has_async:
-            return await asyncio.to_thread(self.append_many, batches)
+            return await asyncio.to_thread(self._copy_in, batches)
         insert = self._insert_many(batches)
         if insert is None:
             return

@@ -26,6 +26,7 @@ __all__ = [
     "jsonb_batch",
     "jsonb_texts",
     "records_from_rows",
+    "session_texts_from_rows",
     "sessions_from_rows",
 ]
 
@@ -132,6 +133,25 @@ def sessions_from_rows(rows: list[tuple[str, str]], given: Mapping[str, str]
     for (session, _), record in zip(rows, records, strict=True):
         found.setdefault(given.get(session, session), []).append(record)
     return found
+
+
+def session_texts_from_rows(rows: list[tuple[str, str]], given: Mapping[str, str]
+                            ) -> dict[str, list[str]]:
+    """:func:`sessions_from_rows`, each record left as its JSON text."""
+    found: dict[str, list[str]] = {}
+    for session, value in rows:
+        found.setdefault(given.get(session, session), []).append(
+            value if value.startswith("{") else _record_text(value))
+    return found
+
+
+def _record_text(value: str) -> str:
+    """The JSON text of a stored value that is not an object: a record kept as a string."""
+    kept = json.loads(value)
+    if not isinstance(kept, str):
+        raise RecordError(f"stored record is a JSON {type(kept).__name__}, not an object")
+    decode_record(kept)  # what fetch would refuse is refused here too
+    return kept
 
 
 def _int4(text: str) -> int:
