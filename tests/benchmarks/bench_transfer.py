@@ -10,8 +10,9 @@ Run: .venv/bin/python tests/benchmarks/bench_transfer.py [--sessions 10000] [--m
    messages per second for both, and the ratio (target >= 10x). For sqlite ->
    postgres, also the raw floor: sqlite3 and psycopg alone doing the same job
    (a SELECT of the JSON text per chunk of sessions, a COPY of it into a bare
-   table of the same columns, no JSON decoding), as msg/s and its ratio to
-   the naive loop: what any copy through the drivers can reach.
+   table of the same columns, no JSON decoding), one chunk after the other
+   and reading the next chunk while writing, as msg/s and their ratio to the
+   naive loop: what any copy through the drivers can reach.
 2. A page of ``list_sessions(limit=100)`` and a ``delete_sessions_before``
    that deletes nothing, on 2,000 sessions of 10 messages and on 2,000
    sessions of 100, on sqlite and postgres (target: the second at most 1.5x
@@ -27,6 +28,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -155,16 +157,47 @@ def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive:
     the records' JSON text, one psycopg COPY of those texts (no JSON decoding or
     re-encoding) into a bare table of the same columns and (session_id, id)
     index, without the sessions table and its triggers, and nothing read back.
+    Run twice: one chunk after the other, and with the next chunk read (by a
+    thread with its own sqlite3 connection) while this one is written, as
+    ``copy_sessions`` does.
     """
     import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
 
     import psycopg
     from psycopg import sql
 
     schema = f"bench_floor_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     table = sql.Identifier(schema, "raw")
-    source = sqlite3.connect(sqlite_path)
     target = psycopg.connect(url, autocommit=True)
+    parts = [ids[start:start + chunk] for start in range(0, len(ids), chunk)]
+    readers = threading.local()
+
+    def read(part: list[str]) -> list[tuple[str, str]]:
+        if not hasattr(readers, "connection"):
+            readers.connection = sqlite3.connect(sqlite_path)
+        return readers.connection.execute(  # type: ignore[no-any-return]
+            "SELECT session_id, message FROM message_store WHERE session_id IN "
+            f"({','.join('?' * len(part))}) ORDER BY session_id, id", part).fetchall()
+
+    def write(rows: list[tuple[str, str]]) -> None:
+        with target.cursor() as cursor, cursor.copy(copy_rows) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def one_after_the_other() -> None:
+        for part in parts:
+            write(read(part))
+
+    def reading_ahead() -> None:
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            upcoming = reader.submit(read, parts[0])
+            for following in [*parts[1:], None]:
+                rows = upcoming.result()
+                if following is not None:
+                    upcoming = reader.submit(read, following)
+                write(rows)
+
     try:
         target.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         target.execute(sql.SQL(
@@ -173,25 +206,16 @@ def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive:
             "created_at timestamptz NOT NULL DEFAULT now())").format(table))
         target.execute(sql.SQL("CREATE INDEX ON {} (session_id, id)").format(table))
         copy_rows = sql.SQL("COPY {} (session_id, message) FROM STDIN").format(table)
-
-        def work() -> None:
-            for start in range(0, len(ids), chunk):
-                part = ids[start:start + chunk]
-                rows = source.execute(
-                    "SELECT session_id, message FROM message_store WHERE session_id IN "
-                    f"({','.join('?' * len(part))}) ORDER BY session_id, id", part).fetchall()
-                with target.cursor() as cursor, cursor.copy(copy_rows) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-
-        seconds = timed(work)
-        row = target.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
-        assert row is not None and row[0] == messages
-        print(f"sqlite -> postgres raw floor (sqlite3 SELECT + psycopg COPY, no JSON decoding, "
-              f"bare table): {messages / seconds:,.0f} msg/s ({seconds:.1f} s): "
-              f"{naive / seconds:.1f}x the naive loop")
+        for label, work in (("one chunk after the other", one_after_the_other),
+                            ("reading the next chunk while writing", reading_ahead)):
+            target.execute(sql.SQL("TRUNCATE {}").format(table))
+            seconds = timed(work)
+            row = target.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+            assert row is not None and row[0] == messages
+            print(f"sqlite -> postgres raw floor, {label} (sqlite3 SELECT + psycopg COPY, no "
+                  f"JSON decoding, bare table): {messages / seconds:,.0f} msg/s "
+                  f"({seconds:.1f} s): {naive / seconds:.1f}x the naive loop")
     finally:
-        source.close()
         target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
             sql.Identifier(schema)))
         target.close()
