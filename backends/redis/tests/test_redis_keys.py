@@ -11,7 +11,13 @@ from urllib.parse import unquote
 import pytest
 import redis
 from chathistory_redis import RedisBackend
-from chathistory_redis.keys import chathistory_key, session_from_chathistory_key
+from chathistory_redis.keys import (
+    chathistory_key,
+    langchain_community_key,
+    session_from_chathistory_key,
+    session_from_key,
+    session_ids_of_keys,
+)
 from redis.crc import key_slot
 
 from chathistory.testing import HOSTILE_SESSION_IDS, numbered_records
@@ -119,3 +125,23 @@ def test_the_documented_key_layout(redis_url: str, raw: redis.Redis) -> None:
 @pytest.mark.parametrize("session_id", SESSION_IDS[:12])
 def test_keys_round_trip(session_id: str) -> None:
     assert session_from_chathistory_key("p", chathistory_key("p", session_id)) == session_id
+
+
+@pytest.mark.parametrize("layout", ["chathistory", "langchain_community"])
+def test_the_ids_of_many_keys_are_those_of_each_key(layout: str) -> None:
+    make = chathistory_key if layout == "chathistory" else langchain_community_key
+    keys = [make("p:", session_id) for session_id in SESSION_IDS]
+    keys += [b"p:{not utf-8 \xff}", b"p:not utf-8 \xff", b"p:{a{b}", b"p:{a}b}", b"q:{x}",
+             b"p:sessions:{p:}:by-id"]
+    expected = set()
+    for key in keys:
+        try:
+            expected.add(session_from_key(layout, "p:", key).encode("utf-8", "surrogatepass"))
+        except ValueError:
+            continue
+    assert session_ids_of_keys(layout, "p:", keys) == expected
+    assert {session_id.encode("utf-8", "surrogatepass") for session_id in SESSION_IDS
+            } <= expected
+    # Without a key that is no UTF-8 or has a brace too much, the quicker path.
+    assert session_ids_of_keys(layout, "p:", keys[:len(SESSION_IDS)]) == {
+        session_id.encode("utf-8", "surrogatepass") for session_id in SESSION_IDS}

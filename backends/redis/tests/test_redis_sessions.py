@@ -1,18 +1,28 @@
 """The sessions index: expiry, the backfill of older keys, pruning, async without blocking,
-and the migration from RedisChatMessageHistory's keys to the chathistory layout."""
+reads (and read-only commands) that write nothing to a store never indexed, and the
+migration from RedisChatMessageHistory's keys to the chathistory layout."""
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from chathistory_redis import RedisBackend
+from chathistory_redis.keys import index_keys
+from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict, messages_from_dict
 
+from chathistory import get_backend
+from chathistory.capabilities import SessionInfo
+from chathistory.cli import main
 from chathistory.testing import numbered_records, run_without_blocking, sample_messages
 from chathistory.transfer import copy_sessions, count_records
 
@@ -36,22 +46,26 @@ def _ids(backend: RedisBackend, **options: object) -> list[str]:
 
 
 @pytest.mark.parametrize("layout", ["chathistory", "langchain_community"])
-def test_an_expired_session_drops_out_of_the_listing_and_the_index(
+def test_an_expired_session_is_not_listed_and_reindex_drops_it_from_the_index(
         make_backend: MakeBackend, raw: redis.Redis, wait_until: WaitUntil, layout: str) -> None:
     backend = make_backend(layout=layout, ttl=3600)
     ids = [f"s{number}" for number in range(6)]
     for session_id in ids:
         backend.append(session_id, numbered_records(1))
     _expire_now(raw, wait_until, *(backend.key(session_id) for session_id in ids[:3]))
+    by_id, by_time = backend.index_keys
+    index_before = (raw.dump(by_id), raw.dump(by_time))
     # A first page whose sessions have all expired is not taken for the end.
     assert _ids(backend, limit=2) == ["s3", "s4"]
     assert _ids(backend, after="s4", limit=2) == ["s5"]
-    by_id, by_time = backend.index_keys
-    assert raw.zrange(by_id, 0, -1) == [b"s3", b"s4", b"s5"]  # dropped from the index
-    assert raw.zcard(by_time) == 3
     assert backend.last_write("s0") is None
     future = datetime.now(UTC) + timedelta(days=1)
     assert backend.delete_sessions_before(future, dry_run=True) == 3
+    assert (raw.dump(by_id), raw.dump(by_time)) == index_before  # reads wrote nothing
+    assert backend.reindex() == 3  # a write command: it drops the entries of expired ones
+    assert raw.zrange(by_id, 0, -1) == [b"s3", b"s4", b"s5"]
+    assert raw.zrange(by_time, 0, -1) == [b"s3", b"s4", b"s5"]
+    assert _ids(backend) == ["s3", "s4", "s5"]
 
 
 def test_a_dry_run_does_not_count_an_expired_session(make_backend: MakeBackend, raw: redis.Redis,
@@ -158,6 +172,196 @@ def test_the_capabilities_async_twins_never_block_the_event_loop(make_backend: M
         await backend.aclose()
 
     run_without_blocking(scenario())
+
+
+# Reads of a store never indexed write nothing ------------------------------------------
+
+# RedisChatMessageHistory's sessions (id: how many of sample_messages()); awkward ids too.
+PEER_SESSIONS = {"user-2": 3, "user-10": 1, "a b": 2, "é:ü 🧵": 8, "x{y}%7B": 2, "0": 4,
+                 "*?[": 1}
+
+Snapshot = dict[bytes, tuple[bytes | None, int]]
+
+
+@dataclass
+class PeerStore:
+    url: str
+    key_prefix: str
+    records: dict[str, list[dict[str, Any]]]  # by session id, in id order
+
+    def options(self) -> dict[str, str]:
+        return {"url": self.url, "layout": "langchain_community", "key_prefix": self.key_prefix}
+
+    def backend(self) -> RedisBackend:
+        """A backend on the store, as a read-only command builds it (no create_collection)."""
+        return RedisBackend.from_options(**self.options())
+
+    def snapshot(self, raw: redis.Redis) -> Snapshot:
+        """Every key under the prefix and the index's three keys: its DUMP and its PTTL
+        (None and -2 for a key that does not exist)."""
+        index = index_keys("langchain_community", self.key_prefix)
+        keys = {*raw.scan_iter(match=f"{self.key_prefix}*", count=1000),
+                index.by_id, index.by_time, index.scanned}
+        return {key: (raw.dump(key), raw.pttl(key)) for key in keys}
+
+    def assert_not_indexed(self, raw: redis.Redis) -> None:
+        index = index_keys("langchain_community", self.key_prefix)
+        assert raw.exists(index.by_id, index.by_time, index.scanned) == 0
+
+
+@pytest.fixture
+def peer_store(redis_url: str, prefix: str, raw: redis.Redis) -> PeerStore:
+    """Sessions written by RedisChatMessageHistory alone: a store without the index."""
+    key_prefix = f"{prefix}:peer:"
+    records: dict[str, list[dict[str, Any]]] = {}
+    for session_id, count in sorted(PEER_SESSIONS.items(), key=lambda item: item[0].encode()):
+        peer = RedisChatMessageHistory(session_id, url=redis_url, key_prefix=key_prefix)
+        for message in sample_messages()[:count]:
+            peer.add_message(message)
+        records[session_id] = [message_to_dict(m) for m in sample_messages()[:count]]
+    raw.set(f"{key_prefix}not-a-list", b"x")  # a key of another type is no session
+    store = PeerStore(redis_url, key_prefix, records)
+    store.assert_not_indexed(raw)
+    return store
+
+
+def _pages(backend: RedisBackend, limit: int) -> list[list[SessionInfo]]:
+    """Every page, following ``after``; a listing that does not move on fails, not hangs."""
+    pages: list[list[SessionInfo]] = []
+    after: str | None = None
+    for _ in range(len(PEER_SESSIONS) + 2):
+        page = backend.list_sessions(after=after, limit=limit)
+        if not page:
+            return pages
+        assert after is None or page[0].session_id.encode() > after.encode()
+        pages.append(page)
+        after = page[-1].session_id
+    raise AssertionError(f"paging by {limit} did not end")
+
+
+def test_reads_of_a_store_never_indexed_answer_from_its_keys_and_write_nothing(
+        peer_store: PeerStore, raw: redis.Redis) -> None:
+    before = peer_store.snapshot(raw)
+    ids = list(peer_store.records)
+    expected = [SessionInfo(session_id, len(records), None)
+                for session_id, records in peer_store.records.items()]
+    backend = peer_store.backend()
+    try:
+        for limit in (1, 2, 3, 100):
+            pages = _pages(backend, limit)
+            assert [info for page in pages for info in page] == expected, limit
+            assert all(len(page) <= limit for page in pages)
+        assert backend.list_sessions(after=ids[2], limit=2) == expected[3:5]
+        assert backend.list_sessions(after=ids[-1]) == []
+        assert all(backend.last_write(session_id) is None for session_id in ids)
+        assert backend.fetch_many([*ids, "missing"]) == peer_store.records
+
+        async def scenario() -> None:
+            assert await backend.alist_sessions(limit=3) == expected[:3]
+            assert await backend.alist_sessions(after=ids[3]) == expected[4:]
+            assert await backend.alast_write(ids[0]) is None
+            assert await backend.afetch_many(ids) == peer_store.records
+
+        run_without_blocking(scenario())
+    finally:
+        backend.close()
+    assert peer_store.snapshot(raw) == before
+    peer_store.assert_not_indexed(raw)
+
+
+def test_a_store_never_indexed_lists_the_write_times_the_index_knows(
+        peer_store: PeerStore, raw: redis.Redis) -> None:
+    backend = peer_store.backend()
+    try:
+        backend.append("new", numbered_records(2))  # indexes itself, not the others
+        before = peer_store.snapshot(raw)
+        written = backend.last_write("new")
+        assert written is not None
+        listed = {info.session_id: info for info in backend.list_sessions(limit=100)}
+        assert list(listed) == sorted([*peer_store.records, "new"], key=str.encode)
+        assert listed["new"] == SessionInfo("new", 2, written)
+        assert all(listed[session_id].last_write is None for session_id in peer_store.records)
+        assert peer_store.snapshot(raw) == before
+        backend.create_collection()  # a write command: the backfill, once
+        assert all(info.last_write is not None for info in backend.list_sessions(limit=100))
+        assert backend.last_write("new") == written
+    finally:
+        backend.close()
+
+
+def _cli(*args: str) -> Result:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def test_the_read_only_commands_on_a_store_never_indexed_write_nothing(
+        peer_store: PeerStore, raw: redis.Redis, tmp_path: Path) -> None:
+    before = peer_store.snapshot(raw)
+    options = [argument for name, value in peer_store.options().items()
+               for argument in ("-o", f"{name}={value}")]
+
+    listed = _cli("sessions", "-b", "redis", *options)
+    assert listed.stdout.splitlines() == [f"{session_id}\t{len(records)}\t-" for
+                                          session_id, records in peer_store.records.items()]
+    as_json = _cli("sessions", "-b", "redis", *options, "--json", "--after", "a b", "-n", "2")
+    after_a_b = list(peer_store.records)[list(peer_store.records).index("a b") + 1:][:2]
+    assert [json.loads(line) for line in as_json.stdout.splitlines()] == [
+        {"session_id": session_id, "messages": len(peer_store.records[session_id]),
+         "last_write": None} for session_id in after_a_b]
+
+    exported = _cli("export", "-b", "redis", *options)
+    assert [json.loads(line) for line in exported.stdout.splitlines()] == [
+        {"session_id": session_id, "record": record}
+        for session_id, records in peer_store.records.items() for record in records]
+
+    target = tmp_path / "copy.sqlite3"
+    _cli("copy", "-b", "redis", *options, "--to", "sqlite", "-O", f"path={target}")
+    copied = get_backend("sqlite", path=str(target))
+    try:
+        assert {session_id: copied.fetch(session_id) for session_id in peer_store.records} == (
+            peer_store.records)
+    finally:
+        copied.close()
+
+    assert peer_store.snapshot(raw) == before
+    peer_store.assert_not_indexed(raw)
+
+
+def test_a_prune_of_a_store_never_indexed_builds_the_index_and_prunes(
+        peer_store: PeerStore, raw: redis.Redis) -> None:
+    index = index_keys("langchain_community", peer_store.key_prefix)
+    backend = peer_store.backend()
+    try:
+        past = datetime.now(UTC) - timedelta(days=1)
+        # The peer's sessions are backfilled as written now: none is older than a day.
+        assert backend.delete_sessions_before(past) == 0
+        assert raw.exists(index.scanned)
+        ids = [session_id.encode() for session_id in peer_store.records]
+        assert raw.zrange(index.by_id, 0, -1) == ids
+        assert sorted(raw.zrange(index.by_time, 0, -1)) == sorted(ids)
+        assert all(backend.last_write(session_id) is not None
+                   for session_id in peer_store.records)
+        future = datetime.now(UTC) + timedelta(days=1)
+        assert backend.delete_sessions_before(future) == len(peer_store.records)
+        assert backend.list_sessions() == []
+        assert raw.exists(*(peer_store.key_prefix.encode() + i for i in ids)) == 0
+        assert raw.get(f"{peer_store.key_prefix}not-a-list") == b"x"  # no session: kept
+    finally:
+        backend.close()
+
+
+def test_a_session_deleted_behind_the_backends_back_is_skipped_until_reindex(
+        make_backend: MakeBackend, raw: redis.Redis) -> None:
+    backend = make_backend()
+    for session_id in ("a", "b", "c"):
+        backend.append(session_id, numbered_records(1))
+    raw.delete(backend.key("b"))  # as RedisChatMessageHistory.clear() does
+    by_id, by_time = backend.index_keys
+    assert _ids(backend, limit=1) == ["a"] and _ids(backend, after="a", limit=1) == ["c"]
+    assert raw.zrange(by_id, 0, -1) == [b"a", b"b", b"c"]  # the listing wrote nothing
+    assert backend.reindex() == 2
+    assert raw.zrange(by_id, 0, -1) == [b"a", b"c"] and raw.zcard(by_time) == 2
 
 
 # Migration: RedisChatMessageHistory's keys -> the chathistory layout ------------------------

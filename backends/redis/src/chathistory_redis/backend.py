@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from bisect import bisect_right
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from chathistory_redis.keys import (
     index_keys,
     langchain_community_key,
     scan_pattern,
-    session_from_key,
+    session_ids_of_keys,
 )
 
 if TYPE_CHECKING:
@@ -102,7 +103,8 @@ class RedisBackend(BaseBackend):
     * ``clear`` deletes the session's key and its index entry, nothing else.
 
     Optional capabilities (``chathistory.capabilities``): ``list_sessions``
-    (pages of ids through the index, with counts and write times),
+    (pages of ids through the index, with counts and write times; by ``SCAN`` of
+    a store never indexed, since reads write nothing),
     ``last_write``, ``delete_sessions_before`` and ``fetch_many``/``append_many``,
     each with its async twin. On a Redis Cluster the index lives in a hash slot
     of its own, so it is written in a separate command from the session (see
@@ -285,7 +287,8 @@ class RedisBackend(BaseBackend):
 
         Sessions written by ``RedisChatMessageHistory`` (or by a version of this
         backend without the index) are found with one ``SCAN`` of the key
-        prefix, the first time a store is used; see :meth:`reindex`.
+        prefix, once per store: here (``ChatHistory`` calls it on its first use),
+        at a prune or at :meth:`reindex`; the reads (``list_sessions``...) never.
         """
         self._drive(lambda cluster: self._index_steps(force=False))
 
@@ -352,30 +355,70 @@ class RedisBackend(BaseBackend):
 
     # Optional capabilities: the sessions index ------------------------------------------
 
-    def _index_steps(self, *, force: bool) -> Steps[int]:
-        """Add the sessions the index lacks (found by SCAN), unless that was done before."""
-        if self._indexed and not force:
-            return 0
-        if not force and (yield Call(("EXISTS", self._index.scanned))):
+    def _indexed_steps(self) -> Steps[bool]:
+        """Whether the index holds every session (its ``scanned`` marker is set); only reads."""
+        if not self._indexed and (yield Call(("EXISTS", self._index.scanned))):
             self._indexed = True
+        return self._indexed
+
+    def _scan_steps(self) -> Steps[list[bytes]]:
+        """The ids of the sessions whose keys exist (one ``SCAN`` of the key prefix), each once,
+        in the index's order (their UTF-8 bytes); only reads."""
+        keys = yield Scan(scan_pattern(self._layout, self._key_prefix))
+        if keys and not isinstance(keys[0], bytes):  # an application's decoding client
+            keys = [_raw(key) for key in keys]
+        # A SCAN may return a key twice; a set keeps each session once.
+        return sorted(session_ids_of_keys(self._layout, self._key_prefix, keys))
+
+    def _index_steps(self, *, force: bool) -> Steps[int]:
+        """Add the sessions the index lacks (found by SCAN), unless that was done before.
+
+        With ``force`` (a reindex) also drop the entries of sessions that no longer exist.
+        """
+        if not force and (yield from self._indexed_steps()):
             return 0
-        found: list[bytes] = []
-        for key in (yield Scan(scan_pattern(self._layout, self._key_prefix))):
-            try:
-                found.append(_raw(session_from_key(self._layout, self._key_prefix, _raw(key))))
-            except ValueError:
-                continue  # matched the pattern, but is no key of a session of ours
+        found = yield from self._scan_steps()
         by_id, by_time = self.index_keys
         for start in range(0, len(found), INDEX_BATCH):
             yield Call(scripts.evalsha(scripts.INDEX, [by_id, by_time],
                                        ["NX", self._ttl, *found[start:start + INDEX_BATCH]]))
         yield Call(("SET", self._index.scanned, datetime.now(UTC).isoformat()))
         self._indexed = True
+        if force:
+            yield from self._sweep_steps()
         return len(found)
 
+    def _sweep_steps(self) -> Steps[None]:
+        """Drop from the index every session that has no messages any more (it expired, or was
+        deleted behind the backend's back) and was not written since it was found so."""
+        by_id, by_time = self.index_keys
+        low = b"-"
+        while True:
+            ids, times = yield Call(scripts.evalsha(scripts.LIST_PAGE, [by_id, by_time],
+                                                    [low, INDEX_BATCH]))
+            if not ids:
+                return
+            # Checked after the times were read: a session written in between has a new
+            # time, and its entry is then kept.
+            exists = yield Batch([("EXISTS", self.key(_text(member))) for member in ids])
+            gone = [value for member, written, found in zip(ids, times, exists, strict=True)
+                    if not found for value in (member, written)]
+            if gone:
+                yield Call(scripts.evalsha(scripts.UNINDEX_IF_UNCHANGED, [by_id, by_time],
+                                           gone))
+            if len(ids) < INDEX_BATCH:
+                return
+            low = b"(" + _raw(ids[-1])
+
     def _list_steps(self, after: str | None, limit: int) -> Steps[list[SessionInfo]]:
+        """A page of sessions; only reads (a listing is what read-only commands do)."""
         limit = check_page_limit(limit)
-        yield from self._index_steps(force=False)
+        if (yield from self._indexed_steps()):
+            return (yield from self._indexed_page_steps(after, limit))
+        return (yield from self._scanned_page_steps(after, limit))
+
+    def _indexed_page_steps(self, after: str | None, limit: int
+                            ) -> Steps[list[SessionInfo]]:
         by_id, by_time = self.index_keys
         found: list[SessionInfo] = []
         low = b"-" if after is None else b"(" + _raw(after)
@@ -385,25 +428,37 @@ class RedisBackend(BaseBackend):
                                                     [low, wanted]))
             if not ids:
                 break
-            # Counted after the times were read: a session written in between has a new
-            # time, and its entry is then not dropped below.
             counts = yield Batch([("LLEN", self.key(_text(member))) for member in ids])
-            gone: list[bytes | str] = []
-            for member, written, count in zip(ids, times, counts, strict=True):
-                if count:
-                    found.append(SessionInfo(_text(member), int(count), _time(written)))
-                else:  # expired (ttl) or deleted behind the backend's back
-                    gone += [member, written]
-            if gone:
-                yield Call(scripts.evalsha(scripts.UNINDEX_IF_UNCHANGED, [by_id, by_time],
-                                           gone))
+            # A session that expired (ttl) or was deleted behind the backend's back is
+            # skipped, and left in the index: appends forget expired ones, reindex the rest.
+            found += [SessionInfo(_text(member), int(count), _time(written))
+                      for member, written, count in zip(ids, times, counts, strict=True)
+                      if count]
             if len(ids) < wanted:
                 break
             low = b"(" + _raw(ids[-1])
         return found
 
+    def _scanned_page_steps(self, after: str | None, limit: int
+                            ) -> Steps[list[SessionInfo]]:
+        """A page of a store whose index was never built: the ids from one SCAN, the counts
+        and the write times the index may know of from one pipeline."""
+        ids = yield from self._scan_steps()
+        start = 0 if after is None else bisect_right(ids, _raw(after))
+        by_time = self._index.by_time
+        found: list[SessionInfo] = []
+        while len(found) < limit and start < len(ids):
+            part = ids[start:start + limit - len(found)]
+            start += len(part)
+            replies = yield Batch([command for member in part for command in (
+                ("LLEN", self.key(_text(member))), ("ZSCORE", by_time, member))])
+            found += [SessionInfo(_text(member), int(count), _time(written))
+                      for member, count, written in zip(part, replies[::2], replies[1::2],
+                                                        strict=True)
+                      if count]  # deleted since the scan
+        return found
+
     def _last_write_steps(self, session_id: str) -> Steps[datetime | None]:
-        yield from self._index_steps(force=False)
         written, exists = yield Batch([("ZSCORE", self._index.by_time, _raw(session_id)),
                                        ("EXISTS", self.key(session_id))])
         return _time(written) if exists else None
@@ -449,12 +504,18 @@ class RedisBackend(BaseBackend):
 
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> list[SessionInfo]:
-        """Up to ``limit`` sessions with messages, by id, after ``after``: one script for the
-        ids and their write times, one pipeline of ``LLEN`` for the counts."""
+        """Up to ``limit`` sessions with messages, by id, after ``after``; writes nothing.
+
+        Through the index: one script for the ids and their write times, one pipeline of
+        ``LLEN`` for the counts. On a store whose index was never built (no ``scanned``
+        marker: keys of ``RedisChatMessageHistory`` or of an older version), each page
+        scans the key prefix once instead, and one pipeline reads the counts and the write
+        times the index knows (``None`` for the others)."""
         return self._drive(lambda cluster: self._list_steps(after, limit))
 
     def last_write(self, session_id: str) -> datetime | None:
-        """When ``session_id`` last had messages appended through this backend (UTC)."""
+        """When ``session_id`` last had messages appended through this backend (UTC): ``None``
+        for a session the index does not know (one of a store never indexed). Writes nothing."""
         return self._drive(lambda cluster: self._last_write_steps(session_id))
 
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
@@ -475,7 +536,8 @@ class RedisBackend(BaseBackend):
 
     def reindex(self) -> int:
         """Add every session of this key prefix that the index lacks; return how many were
-        found (``SCAN`` of the whole keyspace).
+        found (``SCAN`` of the whole keyspace). Then drop the entries of sessions that no
+        longer exist (expired, or deleted behind the backend's back), which listings skip.
 
         Needed only while ``RedisChatMessageHistory`` (which does not maintain the
         index) still writes new sessions beside this backend: its sessions from
