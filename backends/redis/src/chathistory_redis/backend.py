@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from chathistory import (
     BaseBackend,
     ChatHistoryError,
+    RecordError,
     aretry_transient,
     decode_record,
     encode_record,
     retry_transient,
 )
-from chathistory.capabilities import SessionInfo, check_page_limit
+from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
 from chathistory_redis import scripts
 from chathistory_redis.config import RedisConfig
 from chathistory_redis.keys import (
@@ -105,10 +106,11 @@ class RedisBackend(BaseBackend):
     Optional capabilities (``chathistory.capabilities``): ``list_sessions``
     (pages of ids through the index, with counts and write times; by ``SCAN`` of
     a store never indexed, since reads write nothing),
-    ``last_write``, ``delete_sessions_before`` and ``fetch_many``/``append_many``,
-    each with its async twin. On a Redis Cluster the index lives in a hash slot
-    of its own, so it is written in a separate command from the session (see
-    the docs for what is atomic there).
+    ``last_write``, ``delete_sessions_before``, ``fetch_many``/``append_many`` and
+    ``fetch_many_text``/``append_many_text`` (the same, each message as its JSON
+    text: what Redis holds), each with its async twin. On a Redis Cluster the
+    index lives in a hash slot of its own, so it is written in a separate
+    command from the session (see the docs for what is atomic there).
 
     The sync methods use a ``redis.BlockingConnectionPool``, the async ones
     ``redis.asyncio`` natively (a blocking pool per event loop, closed when
@@ -279,6 +281,23 @@ class RedisBackend(BaseBackend):
         encoded = {session_id: [encode_record(record) for record in records]
                    for session_id, records in batches.items()}
         return {session_id: values for session_id, values in encoded.items() if values}
+
+    @staticmethod
+    def _checked(batches: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+        """Each session's JSON texts, checked before any I/O as ``encode_record`` checks what
+        it makes (each a JSON object's text, and UTF-8: a lone surrogate would fail midway
+        on a cluster), empty batches left out."""
+        check_record_texts(batches)
+        for session_id, texts in batches.items():
+            for position, text in enumerate(texts):
+                if not text.isascii():
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise RecordError(
+                            f"record {position} of session {session_id!r} cannot be stored "
+                            "as UTF-8: it holds a lone surrogate") from None
+        return {session_id: list(texts) for session_id, texts in batches.items() if texts}
 
     # Sync -------------------------------------------------------------------------------
 
@@ -493,13 +512,15 @@ class RedisBackend(BaseBackend):
                 break
         return count
 
-    def _fetch_many_steps(self, session_ids: Sequence[str]
-                          ) -> Steps[dict[str, list[dict[str, Any]]]]:
+    def _fetch_many_steps(self, session_ids: Sequence[str],
+                          convert: Callable[[list[bytes | str]], list[T]]
+                          ) -> Steps[dict[str, list[T]]]:
+        """Each session's values in one pipeline, through ``convert`` (to records or texts)."""
         if not session_ids:
             return {}
         lists = yield Batch([("LRANGE", self.key(session_id), 0, -1)
                              for session_id in session_ids])
-        return {session_id: self._decode(values)
+        return {session_id: convert(values)
                 for session_id, values in zip(session_ids, lists, strict=True) if values}
 
     def list_sessions(self, *, after: str | None = None, limit: int = 100
@@ -525,14 +546,33 @@ class RedisBackend(BaseBackend):
 
     def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """Every message of each session that has any, in one pipeline of ``LRANGE``."""
-        return self._drive(lambda cluster: self._fetch_many_steps(session_ids))
+        return self._drive(lambda cluster: self._fetch_many_steps(session_ids, self._decode))
 
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Append to many sessions in one script: all of them or none (not on a cluster,
         where each session is appended on its own node)."""
-        encoded = self._encoded(batches)
-        if encoded:
-            self._drive(partial(self._append_steps, encoded))
+        self._append_texts(self._encoded(batches))
+
+    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        """:meth:`fetch_many` with each message as the JSON text Redis holds, undecoded (the
+        same pipeline). A value that does not start with ``{`` is decoded to be checked: it
+        raises as in :meth:`fetch`, unless it is an object with whitespace around it (given
+        without). One that starts with ``{`` is not parsed."""
+        return self._drive(lambda cluster: self._fetch_many_steps(session_ids, self._texts))
+
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        """:meth:`append_many` of messages given as JSON texts, stored as they are given.
+
+        Raises:
+            chathistory.RecordError: a text is not a ``str`` starting with ``{``, or holds
+                a lone surrogate (nothing is written).
+            TypeError: a session's texts are one ``str``, not a list (nothing is written).
+        """
+        self._append_texts(self._checked(batches))
+
+    def _append_texts(self, batches: dict[str, list[str]]) -> None:
+        if batches:
+            self._drive(partial(self._append_steps, batches))
 
     def reindex(self) -> int:
         """Add every session of this key prefix that the index lacks; return how many were
@@ -565,14 +605,28 @@ class RedisBackend(BaseBackend):
     async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         if self._async_in_thread:
             return await asyncio.to_thread(self.fetch_many, session_ids)
-        return await self._adrive(lambda cluster: self._fetch_many_steps(session_ids))
+        return await self._adrive(lambda cluster: self._fetch_many_steps(session_ids,
+                                                                         self._decode))
 
     async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         if self._async_in_thread:
             return await asyncio.to_thread(self.append_many, batches)
-        encoded = self._encoded(batches)
-        if encoded:
-            await self._adrive(partial(self._append_steps, encoded))
+        await self._aappend_texts(self._encoded(batches))
+
+    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.fetch_many_text, session_ids)
+        return await self._adrive(lambda cluster: self._fetch_many_steps(session_ids,
+                                                                         self._texts))
+
+    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+        if self._async_in_thread:
+            return await asyncio.to_thread(self.append_many_text, batches)
+        await self._aappend_texts(self._checked(batches))
+
+    async def _aappend_texts(self, batches: dict[str, list[str]]) -> None:
+        if batches:
+            await self._adrive(partial(self._append_steps, batches))
 
     async def areindex(self) -> int:
         """:meth:`reindex`, natively async."""
@@ -581,6 +635,25 @@ class RedisBackend(BaseBackend):
         return await self._adrive(lambda cluster: self._index_steps(force=True))
 
     # Records ----------------------------------------------------------------------------
+
+    def _texts(self, values: list[bytes | str]) -> list[str]:
+        """A session's values as text, oldest first, checked cheaply: one that does not start
+        with ``{`` is decoded, and refused as :meth:`_decode` refuses it; the rest are not
+        parsed."""
+        values = list(values)
+        if self._newest_first:
+            values.reverse()
+        try:
+            texts = [_text(value) for value in values]
+        except UnicodeDecodeError:
+            texts = []
+        if len(texts) == len(values) and all(text[:1] == "{" for text in texts):
+            return texts
+        return [self._text_one(position, value) for position, value in enumerate(values)]
+
+    def _text_one(self, position: int, value: bytes | str) -> str:
+        self._decode_one(position, value)  # raises unless it is a JSON object's text
+        return _text(value).strip(" \t\n\r")  # JSON's whitespace: it starts with '{' now
 
     def _decode(self, values: list[bytes | str]) -> list[dict[str, Any]]:
         values = list(values)
