@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,3 +189,33 @@ def test_a_listing_that_ignores_after_is_an_error_not_an_endless_loop() -> None:
         backend.append(f"s{number}", numbered_records(1))
     with pytest.raises(ChatHistoryError, match="does not honour `after`"):
         list_session_ids(backend, page=2)
+
+
+class ListsBackwards(MemoryBackend):
+    """Pages in descending order: each starts past `after`, yet paging never ends."""
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100) -> list[Any]:
+        return [*reversed(super().list_sessions(after=after, limit=limit + 1))]
+
+
+def test_a_listing_out_of_id_order_is_an_error_not_an_endless_loop() -> None:
+    backend = ListsBackwards()
+    for number in range(5):
+        backend.append(f"s{number}", numbered_records(1))
+    with pytest.raises(ChatHistoryError, match="pages are not in id order"):
+        list_session_ids(backend, page=2)
+
+
+def test_an_export_keeps_one_record_per_line_whatever_whitespace_the_store_kept(
+        tmp_path: Path) -> None:
+    source = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "s.sqlite3")))
+    target = MemoryBackend()
+    source.create_collection()
+    record = numbered_records(1)[0]
+    # sqlite keeps the text it is given: here pretty-printed by someone's own code.
+    source.append_many_text({"s": [json.dumps(record, indent=2), json.dumps(record)]})
+    out = io.StringIO()
+    assert export_sessions(source, out) == 2
+    assert len(out.getvalue().splitlines()) == 2
+    import_sessions(target, io.StringIO(out.getvalue()))
+    assert target.fetch("s") == [record, record]

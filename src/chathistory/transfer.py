@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import pairwise
 from typing import IO, Any, TypeVar
 
 from chathistory.backend import Backend, ensure_collection
@@ -74,18 +75,24 @@ def iter_sessions(backend: Backend, *, after: str | None = None, page: int = 100
                   ) -> Iterator[list[SessionInfo]]:
     """Every page of ``backend``'s sessions after ``after`` (it must declare ListsSessions).
 
-    A backend whose next page does not move past the last id is an error,
-    not an endless loop.
+    A backend whose pages are not in id order, or whose next page does not
+    move past the last id, is an error, not an endless loop.
     """
     if not isinstance(backend, ListsSessions):
         raise CapabilityMissingError(
             f"backend {type(backend).__name__} cannot list its sessions; name the sessions "
             "instead")
+    name = type(backend).__name__
     while batch := backend.list_sessions(after=after, limit=page):
         if after is not None and batch[0].session_id <= after:
             raise ChatHistoryError(
-                f"backend {type(backend).__name__} listed {batch[0].session_id!r} after "
-                f"{after!r}: its list_sessions does not honour `after`")
+                f"backend {name} listed {batch[0].session_id!r} after {after!r}: its "
+                "list_sessions does not honour `after`")
+        for earlier, later in pairwise(batch):
+            if later.session_id <= earlier.session_id:
+                raise ChatHistoryError(
+                    f"backend {name} listed {later.session_id!r} after "
+                    f"{earlier.session_id!r}: its list_sessions pages are not in id order")
         yield batch
         after = batch[-1].session_id
 
@@ -233,6 +240,8 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
                                      list(_chunks(ids, chunk))):
         for session_id in part:
             for text in fetched.get(session_id, []):
+                if "\n" in text or "\r" in text:  # JSON whitespace that would split the line
+                    text = encode_record(decode_record(text))
                 session = json.dumps(session_id, ensure_ascii=False)
                 out.write(f'{{"session_id":{session},"record":{text}}}\n')
                 lines += 1
