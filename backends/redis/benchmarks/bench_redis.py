@@ -151,6 +151,44 @@ def socket_round_trip(count: int = 2000) -> float:
     return statistics.median(times)
 
 
+def pool_costs(count: int = 5000) -> tuple[dict[str, float], dict[str, float]]:
+    """Median cost of taking a connection from redis-py's pools and giving it back.
+
+    The blocking pools are the backend's (a burst waits for a connection
+    instead of failing); the plain pools are what the floor's numbers leave out.
+    """
+    def measure(take: Callable[[], Any], give: Callable[[Any], Any]) -> float:
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            give(take())
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    sync: dict[str, float] = {}
+    for pool_class in (redis.BlockingConnectionPool, redis.ConnectionPool):
+        pool = pool_class.from_url(URL, socket_timeout=5)
+        pool.release(pool.get_connection())
+        sync[f"sync {pool_class.__name__}"] = measure(pool.get_connection, pool.release)
+        pool.disconnect()
+
+    async def measure_async() -> dict[str, float]:
+        found: dict[str, float] = {}
+        for pool_class in (redis.asyncio.BlockingConnectionPool, redis.asyncio.ConnectionPool):
+            pool = pool_class.from_url(URL, socket_timeout=5)
+            await pool.release(await pool.get_connection())
+            times = []
+            for _ in range(count):
+                started = time.perf_counter()
+                await pool.release(await pool.get_connection())
+                times.append(time.perf_counter() - started)
+            found[f"async {pool_class.__name__}"] = statistics.median(times)
+            await pool.disconnect()
+        return found
+
+    return sync, asyncio.run(measure_async())
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
@@ -256,9 +294,21 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
                 "RPUSH", key, *[dumps(message) for message in TURN]))
             await aconnection.read_response()
 
+        async def floor_indexed_aturn(session: str) -> None:
+            key = f"{RAW}{session}".encode()
+            await aconnection.send_packed_command(aconnection.pack_command("LRANGE", key, 0, -1))
+            values = await aconnection.read_response()
+            messages_from_dict(json.loads(b"[" + b",".join(values) + b"]"))
+            pushed = [dumps(message) for message in TURN]
+            await aconnection.send_packed_command(aconnection.pack_command(
+                "EVALSHA", append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time, key,
+                "RPUSH", "0", session, len(pushed), *pushed))
+            await aconnection.read_response()
+
         for number in range(rounds + 1):
             for name, call in (("ours async", ours_aturn), ("peer async", peer_aturn),
-                               ("raw async", raw_aturn), ("floor async", floor_aturn)):
+                               ("raw async", raw_aturn), ("floor async", floor_aturn),
+                               ("floor indexed async", floor_indexed_aturn)):
                 sessions = [f"a{number}-{name}-{turn}" for turn in range(turns)]
                 seed(raw, sessions)
                 gc.collect()
@@ -287,7 +337,8 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
     # Every contender read HISTORY messages of its own and added 2, no more.
     for key in (f"{OURS}:{{s1-ours-0}}", f"{PEER}s1-peer-0", f"{RAW}s1-raw-0",
                 f"{RAW}s1-floor-0", f"{OURS}:{{a1-ours async-0}}", f"{PEER}a1-peer async-0",
-                f"{RAW}a1-floor async-0", f"{RAW}s1-floor indexed-0"):
+                f"{RAW}a1-floor async-0", f"{RAW}s1-floor indexed-0",
+                f"{RAW}a1-floor indexed async-0"):
         assert raw.llen(key) == HISTORY + 2, key
 
     # --- add_messages(10) ------------------------------------------------------------------
@@ -340,11 +391,12 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
                         ("peer", "RedisChatMessageHistory, sync"),
                         ("raw", "raw redis-py (LRANGE + RPUSH), sync"),
                         ("floor", "one bare redis-py connection, sync"),
-                        ("floor indexed", "one bare connection, indexed append script, sync"),
+                        ("floor indexed", "bare connection, our append script, sync"),
                         ("ours async", "chathistory redis, async"),
                         ("peer async", "RedisChatMessageHistory, async (executor)"),
                         ("raw async", "raw redis.asyncio (LRANGE + RPUSH)"),
-                        ("floor async", "one bare redis.asyncio connection")):
+                        ("floor async", "one bare redis.asyncio connection"),
+                        ("floor indexed async", "bare connection, our append script, async")):
         print(figures.line(name, label))
     sync_floor = median("ours") / median("floor")
     async_floor = median("ours async") / median("floor async")
@@ -359,8 +411,15 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
     print(f"  -> async: peer / ours = {async_ratio:5.1f}x   "
           f"(target >= 5x: {verdict(async_ratio >= 5)})")
     print(f"  -> the index's own cost: indexed floor / floor = "
-          f"{median('floor indexed') / median('floor'):.2f}x; "
-          f"ours / indexed floor = {median('ours') / median('floor indexed'):.2f}x")
+          f"{median('floor indexed') / median('floor'):.2f}x sync, "
+          f"{median('floor indexed async') / median('floor async'):.2f}x async; "
+          f"ours / indexed floor = {median('ours') / median('floor indexed'):.2f}x sync, "
+          f"{median('ours async') / median('floor indexed async'):.2f}x async")
+    pool_sync, pool_async = pool_costs()
+    print("  -> redis-py's pools, one get_connection + release (median, us): "
+          + ", ".join(f"{name} {cost * 1e6:.1f}" for name, cost in
+                      [*pool_sync.items(), *pool_async.items()])
+          + "; a turn takes two")
     print(f"  -> ours / raw redis-py: sync {median('ours') / median('raw'):.2f}x, "
           f"async {median('ours async') / median('raw async'):.2f}x")
     print(f"  -> peer / one bare connection, sync = {median('peer') / median('floor'):.1f}x "
