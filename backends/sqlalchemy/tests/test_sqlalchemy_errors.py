@@ -1,17 +1,27 @@
-"""Failures reach the application as chathistory errors; only what is safe is repeated."""
+"""Failures reach the application as chathistory errors; only what is safe is repeated.
+
+Reads create nothing: a missing table or SQLite file is CollectionMissingError.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pymysql
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
 from chathistory_sqlalchemy.errors import is_transient, translate
-from sqlalchemy import Engine, exc, text
+from sqlalchemy import Engine, exc, inspect, text
 
-from chathistory import BackendUnavailableError, ChatHistoryError, RecordError
+from chathistory import (
+    BackendUnavailableError,
+    ChatHistoryError,
+    CollectionMissingError,
+    RecordError,
+)
 from chathistory.testing import numbered_records
 
 
@@ -100,4 +110,31 @@ def test_a_missing_table_says_how_to_create_it(mysql_url: str, mysql_table: str)
     backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table)
     with pytest.raises(ChatHistoryError, match=r"create_collection\(\) creates the table"):
         backend.fetch("s")
+    backend.close()
+
+
+def test_a_missing_table_is_collection_missing_and_reading_creates_it_not(
+    mysql_url: str, mysql_table: str, mysql_admin: Engine
+) -> None:
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table)
+    for read in (lambda: backend.fetch("s"), lambda: asyncio.run(backend.afetch("s", limit=2))):
+        with pytest.raises(CollectionMissingError, match="nothing was created"):
+            read()
+    backend.close()
+    assert not inspect(mysql_admin).has_table(mysql_table)
+
+
+def test_a_sqlite_file_that_does_not_exist_is_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    backend = SQLAlchemyBackend.from_options(url=f"sqlite:///{path}")
+    calls = [lambda: backend.fetch("s"), lambda: backend.append("s", numbered_records(1)),
+             lambda: backend.clear("s"), lambda: asyncio.run(backend.afetch("s")),
+             lambda: asyncio.run(backend.aappend("s", numbered_records(1)))]
+    for call in calls:
+        with pytest.raises(CollectionMissingError, match=r"no database at .*typo\.db"):
+            call()
+    assert not path.exists()
+    backend.create_collection()  # the one call that creates it
+    backend.append("s", numbered_records(1))
+    assert asyncio.run(backend.afetch("s")) == numbered_records(1)
     backend.close()

@@ -45,7 +45,10 @@ class SQLAlchemyBackend(BaseBackend):
     :class:`~chathistory.BackendUnavailableError` when the database cannot be
     reached (after retrying what is safe to repeat),
     :class:`~chathistory.PermissionDeniedError` when it refuses the login or a
-    privilege, :class:`~chathistory.RecordError` for a batch the table cannot hold.
+    privilege, :class:`~chathistory.RecordError` for a batch the table cannot hold,
+    :class:`~chathistory.CollectionMissingError` for a read (or write) of a table,
+    or SQLite file, that does not exist (nothing is created but by
+    :meth:`create_collection`).
 
     Attributes:
         client: Builds and lends the engines (:class:`~chathistory_sqlalchemy.client.Client`).
@@ -116,8 +119,10 @@ class SQLAlchemyBackend(BaseBackend):
 
     def _call(self, action: str, work: Callable[[Connection], T], *, transaction: bool) -> T:
         is_transient, translate = self._policies[action]
-        return retry_transient(lambda: self.client.run(work, transaction=transaction),
-                               backend=self.name, is_transient=is_transient, translate=translate)
+        create = action == "create the table"
+        return retry_transient(
+            lambda: self.client.run(work, transaction=transaction, create=create),
+            backend=self.name, is_transient=is_transient, translate=translate)
 
     def create_collection(self) -> None:
         """Create the table and its index if missing; check an existing table's columns."""
@@ -179,9 +184,10 @@ class SQLAlchemyBackend(BaseBackend):
     async def _acall(self, action: str, work: Callable[[AsyncConnection], Awaitable[T]], *,
                      transaction: bool) -> T:
         is_transient, translate = self._policies[action]
-        return await aretry_transient(lambda: self.client.arun(work, transaction=transaction),
-                                      backend=self.name, is_transient=is_transient,
-                                      translate=translate)
+        create = action == "create the table"
+        return await aretry_transient(
+            lambda: self.client.arun(work, transaction=transaction, create=create),
+            backend=self.name, is_transient=is_transient, translate=translate)
 
     async def acreate_collection(self) -> None:
         if not self.client.has_async:

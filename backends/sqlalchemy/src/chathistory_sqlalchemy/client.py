@@ -8,6 +8,10 @@ Everything here is SQLAlchemy's own machinery: ``create_engine`` and
 An async engine's connections belong to the event loop that opened them, so
 the backend keeps one async engine per running loop (built on its first async
 call in that loop); the engines of loops that have ended are dropped.
+
+Connecting to a SQLite file that does not exist creates it, so every call but
+``create_collection`` first checks that the file is there (once: after it has
+been seen, or created, the check costs nothing).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import create_engine
@@ -23,7 +28,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from chathistory import ConfigError
+from chathistory import CollectionMissingError, ConfigError
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 from chathistory_sqlalchemy.sql import MYSQL_DIALECTS
 
@@ -77,6 +82,15 @@ def async_url_for(url: URL) -> URL | None:
         if find_spec(driver) is not None:
             return url.set(drivername=f"{dialect}+{driver}")
     return None
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names, or None: another dialect, in memory, or a ``file:`` URI."""
+    database = url.database
+    if (url.get_backend_name() != "sqlite" or not database or database == ":memory:"
+            or database.startswith("file:") or url.query.get("uri") in ("true", "1")):
+        return None
+    return Path(database)
 
 
 def _check_type(option: str, value: object, expected: type, what: str) -> None:
@@ -133,6 +147,23 @@ class Client:
         self.dialect: Dialect = (self._engine.dialect if self._engine is not None
                                  else config.async_engine.sync_engine.dialect)
         self.has_async = config.async_engine is not None or self.async_url is not None
+        self._database_file = sqlite_file(shown.url)
+        self._database_seen = self._database_file is None
+
+    def require_database(self) -> None:
+        """Refuse a SQLite file that does not exist, before a connection would create it.
+
+        Raises:
+            chathistory.CollectionMissingError: there is no such file (nothing was created).
+        """
+        if self._database_seen:
+            return
+        assert self._database_file is not None
+        if not self._database_file.is_file():
+            raise CollectionMissingError(
+                f"backend 'sqlalchemy': no database at {str(self._database_file)!r} "
+                "(nothing was created; create_collection() creates it; check the path)")
+        self._database_seen = True
 
     def _options(self) -> dict[str, Any]:
         config = self.config
@@ -162,11 +193,19 @@ class Client:
                 "url or engine")
         return self._engine
 
-    def run(self, work: Callable[[Connection], T], *, transaction: bool) -> T:
-        """Run ``work`` on a pooled connection, in a transaction committed at the end if asked."""
+    def run(self, work: Callable[[Connection], T], *, transaction: bool, create: bool = False
+            ) -> T:
+        """Run ``work`` on a pooled connection, in a transaction committed at the end if asked.
+
+        Only with ``create`` may the connection create a SQLite file that is not there.
+        """
         engine = self.engine()
+        if not create:
+            self.require_database()
         with engine.begin() if transaction else engine.connect() as connection:
-            return work(connection)
+            result = work(connection)
+        self._database_seen = True
+        return result
 
     # -- async ----------------------------------------------------------------------------
 
@@ -198,11 +237,15 @@ class Client:
         return engine
 
     async def arun(self, work: Callable[[AsyncConnection], Awaitable[T]], *,
-                   transaction: bool) -> T:
+                   transaction: bool, create: bool = False) -> T:
         """Async :meth:`run`, on the running loop's async engine."""
+        if not create and not self._database_seen:
+            await asyncio.to_thread(self.require_database)
         engine = await self.async_engine()
         async with engine.begin() if transaction else engine.connect() as connection:
-            return await work(connection)
+            result = await work(connection)
+        self._database_seen = True
+        return result
 
     def _forget_ended_loops(self) -> None:
         """Drop the engines of loops that have ended (their connections cannot be closed)."""

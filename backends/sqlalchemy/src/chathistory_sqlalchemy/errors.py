@@ -26,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 from chathistory import (
     BackendUnavailableError,
     ChatHistoryError,
+    CollectionMissingError,
     ConfigError,
     PermissionDeniedError,
     RecordError,
@@ -150,8 +151,10 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
                 "bounds a batch)") if not sqlite else ""
         return RecordError(f"{where}: the database cannot store this batch: {text}{hint}")
     if (not sqlite and code == NO_SUCH_TABLE) or (sqlite and "no such table" in text):
-        return ChatHistoryError(f"{where}: {text} (create_collection() creates the table; "
-                                "ChatHistory calls it on first use)")
+        # Reads never create anything: a missing table is said, in one line.
+        return CollectionMissingError(
+            f"{where}: {text} (nothing was created; create_collection() creates the table; "
+            "ChatHistory calls it on first use)")
     if isinstance(error, sa_exc.OperationalError):
         # Short of something (disk, locks, connections): unavailable, not repeated.
         return BackendUnavailableError(f"{where}: {text}")
