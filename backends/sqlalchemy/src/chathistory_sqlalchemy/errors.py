@@ -4,10 +4,10 @@ A call is repeated only when that is harmless:
 
 - nothing reached the server: no connection could be opened (SQLAlchemy
   raises those with no ``statement``), or the pool lent none;
-- the server rolled the transaction back and said so: a deadlock (MySQL 1213)
-  or a lock wait timeout (1205; every write transaction here is one
-  statement, so its rollback leaves nothing), or SQLite was busy or locked
-  (nothing was written);
+- the server rolled the statement or transaction back and said so: a
+  deadlock (MySQL 1213) or a lock wait timeout (1205, which may undo only the
+  statement: the failed call's transaction is then rolled back whole, so
+  nothing of it stays), or SQLite was busy or locked (nothing was written);
 - creating the table raced another process doing the same (it now exists);
 - or the call does not write (``write=False``: fetch, clear, create, each
   safe to run twice) and the connection was lost.

@@ -27,14 +27,15 @@ table's collation may fold case or ignore trailing spaces.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Delete,
+    Executable,
     Index,
     Insert,
     Integer,
@@ -58,10 +59,23 @@ from sqlalchemy.sql.elements import TextClause
 
 from chathistory_sqlalchemy.config import Layout
 
-__all__ = ["MYSQL_DIALECTS", "Statements", "build_table", "session_hash"]
+__all__ = ["MYSQL_DIALECTS", "Job", "Statements", "build_table", "session_hash"]
+
+T = TypeVar("T")
 
 MYSQL_DIALECTS = ("mysql", "mariadb")
 MAX_CACHED_ROWS = 64
+MAX_INSERT_CHARS = 1_000_000
+"""MySQL/MariaDB: about how many characters of records one INSERT of a bulk write
+carries (a session is never split), well inside ``max_allowed_packet``."""
+IN_LIST = 500
+"""Sessions per ``IN (...)`` list of a bulk read (bound parameters are limited)."""
+
+Job = Generator[tuple[Executable, Mapping[str, Any] | list[dict[str, Any]]],
+                Sequence[Sequence[Any]], T]
+"""Yields (statement, parameters) and receives each one's rows, then returns its result:
+run on one connection by sync and async code alike."""
+
 _LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), *MYSQL_DIALECTS)
 
 
@@ -111,21 +125,30 @@ class Statements:
     layout: Layout
     select_all: Select[tuple[str]]
     select_newest: Select[tuple[str]]
+    select_many: Select[tuple[str, str]]
     delete: Delete
     insert: Insert
     multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
     """The multi-row INSERT of each batch size seen (up to MAX_CACHED_ROWS), built once."""
 
     @classmethod
-    def build(cls, name: str, layout: Layout, dialect: str) -> Statements:
-        """The statements of table ``name`` in ``layout``, for the dialect named ``dialect``."""
+    def build(cls, name: str, layout: Layout, dialect: Dialect) -> Statements:
+        """The statements of table ``name`` in ``layout``, for ``dialect``."""
         table = build_table(name, layout)
         c = table.c
         session_id = bindparam("session_id", type_=Text)
         same_session = c.session_id == session_id
+        # A bulk read finds its sessions as single reads do: by hash, or by id.
         if layout == "chathistory":
             same_session = and_(c.session_hash == bindparam("session_hash"), same_session)
-        elif dialect in MYSQL_DIALECTS:
+            select_many = (select(c.session_id, c.message)
+                           .where(c.session_hash.in_(bindparam("sessions", expanding=True)))
+                           .order_by(c.session_hash, c.id))
+        else:
+            select_many = (select(c.session_id, c.message)
+                           .where(c.session_id.in_(bindparam("sessions", expanding=True)))
+                           .order_by(c.session_id, c.id))
+        if layout == "langchain_community" and dialect.name in MYSQL_DIALECTS:
             # The peer's table compares with its collation: case-insensitive for a
             # *_ci one, and blind to trailing spaces for any PAD SPACE one. The bytes
             # are compared too, so "A", "a" and "a " stay three sessions.
@@ -138,6 +161,7 @@ class Statements:
             layout=layout,
             select_all=select(c.message).where(same_session).order_by(c.id),
             select_newest=select(newest.c.message).order_by(newest.c.id),
+            select_many=select_many,
             delete=delete(table).where(same_session),
             insert=insert(table),
         )
@@ -156,6 +180,50 @@ class Statements:
         if self.layout == "chathistory":
             return {"session_hash": session_hash(session_id), "session_id": session_id}
         return {"session_id": session_id}
+
+    def fetch_many(self, session_ids: Sequence[str]) -> Job[dict[str, list[str]]]:
+        """Every stored JSON text of each of ``session_ids``, oldest first, by session.
+
+        One statement per :data:`IN_LIST` sessions. A row is kept only when its
+        session_id is exactly one asked for (a collation may match more).
+        """
+        wanted = set(session_ids)
+        keys = sorted({session_hash(session) for session in wanted}
+                      if self.layout == "chathistory" else wanted)
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(keys), IN_LIST):
+            rows = yield self.select_many, {"sessions": keys[start:start + IN_LIST]}
+            for row in rows:
+                if row[0] in wanted:
+                    found.setdefault(row[0], []).append(row[1])
+        return found
+
+    def insert_many(self, dialect: Dialect, batches: Sequence[list[dict[str, Any]]]) -> Job[None]:
+        """Insert the rows of each session (each a list from :meth:`rows`), in order.
+
+        Elsewhere than on MySQL/MariaDB, one executemany of every row. On
+        MySQL/MariaDB, :meth:`insert_batch`'s multi-row INSERT of as many whole
+        sessions as fit in about :data:`MAX_INSERT_CHARS` characters of records
+        (one session's rows are never split, so each gets consecutive ids as an
+        append does); the caller's transaction makes them all or nothing.
+        """
+        if dialect.name not in MYSQL_DIALECTS:
+            everything = [row for rows in batches for row in rows]
+            if everything:
+                yield self.insert_batch(dialect, everything)
+            return None
+        group: list[dict[str, Any]] = []
+        size = 0
+        for rows in batches:
+            weight = sum(len(row["message"]) for row in rows)
+            if group and size + weight > MAX_INSERT_CHARS:
+                yield self.insert_batch(dialect, group)
+                group, size = [], 0
+            group.extend(rows)
+            size += weight
+        if group:
+            yield self.insert_batch(dialect, group)
+        return None
 
     def rows(self, session_id: str, messages: Sequence[str]) -> list[dict[str, Any]]:
         """The rows of a batch: one per encoded record, in order."""
