@@ -3,7 +3,10 @@
 SQLite tests use a file in the test's temporary directory. MariaDB/MySQL
 tests use the server of ``CHATHISTORY_MYSQL_URL`` (default: the local one,
 user ``root`` with no password, database ``test``) and touch only tables
-named ``chh_<random>``, which they drop at the end.
+named ``chh_<random>``, which they drop at the end. The few tests of a
+dialect this backend has no listing index for use PostgreSQL, the server of
+``CHATHISTORY_POSTGRES_URL`` (default: the local one, user ``postgres``,
+database ``test``), in the same way.
 
 If the server cannot be reached, the tests that need it skip with the reason,
 unless ``CHATHISTORY_REQUIRE_SERVICES=1``, which makes that a failure.
@@ -18,9 +21,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
-from sqlalchemy import Engine, create_engine, exc, text
+from sqlalchemy import Engine, create_engine, exc, make_url, text
 
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -63,6 +67,31 @@ def mysql_table(mysql_admin: Engine, table_name: str) -> Iterator[str]:
     yield table_name
     with mysql_admin.begin() as connection:
         connection.execute(text(f"DROP TABLE IF EXISTS `{table_name}`"))
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Engine]:
+    """An engine on the PostgreSQL server (psycopg), after checking it answers."""
+    url = make_url(os.environ.get("CHATHISTORY_POSTGRES_URL") or DEFAULT_POSTGRES_URL)
+    engine = create_engine(url.set(drivername="postgresql+psycopg"), pool_size=2,
+                           connect_args={"connect_timeout": 3})
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except exc.DBAPIError as error:
+        engine.dispose()
+        _unavailable(f"PostgreSQL is not reachable at CHATHISTORY_POSTGRES_URL (or "
+                     f"{DEFAULT_POSTGRES_URL}): {str(error.orig).splitlines()[0]}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_table(postgres_admin: Engine, table_name: str) -> Iterator[str]:
+    """``table_name`` on PostgreSQL, dropped after the test."""
+    yield table_name
+    with postgres_admin.begin() as connection:
+        connection.execute(text(f'DROP TABLE IF EXISTS "{table_name}"'))
 
 
 @pytest.fixture

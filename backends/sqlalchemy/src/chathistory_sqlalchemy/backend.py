@@ -17,7 +17,7 @@ from chathistory import (
     encode_record,
     retry_transient,
 )
-from chathistory.capabilities import check_record_texts
+from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 
 if TYPE_CHECKING:
@@ -75,9 +75,10 @@ class SQLAlchemyBackend(BaseBackend):
     or SQLite file, that does not exist (nothing is created but by
     :meth:`create_collection`).
 
-    Besides the four methods it reads and writes many sessions at once, records
-    or their JSON text (the capabilities ``FetchesInBulk``, ``CopiesInBulk`` and
-    ``CopiesRecordText`` of :mod:`chathistory.capabilities`).
+    Besides the four methods it lists sessions in id order, and reads and writes
+    many sessions at once, records or their JSON text (the capabilities
+    ``ListsSessions``, ``FetchesInBulk``, ``CopiesInBulk`` and ``CopiesRecordText``
+    of :mod:`chathistory.capabilities`). It keeps no write times.
 
     Attributes:
         client: Builds and lends the engines (:class:`~chathistory_sqlalchemy.client.Client`).
@@ -99,7 +100,7 @@ class SQLAlchemyBackend(BaseBackend):
     def __init__(self, config: SQLAlchemyConfig) -> None:
         super().__init__(config)
         from chathistory_sqlalchemy.client import Client
-        from chathistory_sqlalchemy.errors import is_transient, translate
+        from chathistory_sqlalchemy.errors import ListingIndexMissing, is_transient, translate
         from chathistory_sqlalchemy.sql import Statements
 
         self.client: Client = Client(config)
@@ -109,8 +110,10 @@ class SQLAlchemyBackend(BaseBackend):
             action: (partial(is_transient, write=action == "append",
                              create=action == "create the table"),
                      partial(translate, action=action, server=self.client.server))
-            for action in ("create the table", "append", "read", "clear")
+            for action in ("create the table", "append", "read", "clear", "list sessions")
         }
+        # Held here: the errors module imports SQLAlchemy, which this module does not.
+        self._index_missing: type[Exception] = ListingIndexMissing
 
     def __repr__(self) -> str:
         return (f"SQLAlchemyBackend(server={self.client.server!r}, "
@@ -152,6 +155,9 @@ class SQLAlchemyBackend(BaseBackend):
         return {session_id: [encode_record(record) for record in records]
                 for session_id, records in batches.items()}
 
+    def _page(self, after: str | None, limit: int) -> tuple[str | None, int]:
+        return (None if after is None else self._checked(after)), check_page_limit(limit)
+
     @staticmethod
     def _decoded(texts: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
         return {session_id: [decode_record(text) for text in session_texts]
@@ -177,17 +183,27 @@ class SQLAlchemyBackend(BaseBackend):
             backend=self.name, is_transient=is_transient, translate=translate)
 
     def create_collection(self) -> None:
-        """Create the table and its index if missing; check an existing table's columns."""
+        """Create the table and its indexes if missing; check an existing table's columns.
+
+        An existing table without the listing index (one a peer or an older version
+        made) gets it: on MySQL/MariaDB the virtual column ``session_key`` and its
+        index, on SQLite an index on session_id in this backend's layout.
+        """
         self._call("create the table", self._create, transaction=True)
 
     def _create(self, connection: Connection) -> None:
-        from sqlalchemy import inspect
+        from sqlalchemy import inspect, text
 
         statements = self.statements
         statements.table.create(connection, checkfirst=True)
         statements.index.create(connection, checkfirst=True)
-        self._check_columns({column["name"] for column in
-                             inspect(connection).get_columns(statements.table.name)})
+        inspector = inspect(connection)
+        columns = {column["name"] for column in inspector.get_columns(statements.table.name)}
+        self._check_columns(columns)
+        indexes = {str(index["name"]) for index in
+                   inspector.get_indexes(statements.table.name)}
+        for statement in statements.listing.upgrade(columns, indexes):
+            connection.execute(text(statement))
 
     def _check_columns(self, found: set[str]) -> None:
         from chathistory import ConfigError
@@ -223,7 +239,29 @@ class SQLAlchemyBackend(BaseBackend):
         statement = self.statements.delete
         self._call("clear", lambda c: c.execute(statement, params), transaction=True)
 
-    # -- optional capabilities: bulk reads and writes -------------------------------------
+    # -- optional capabilities: listing, bulk reads and writes ----------------------------
+
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> list[SessionInfo]:
+        """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``).
+
+        Through the listing index, one probe per session, whatever the sessions
+        hold; from the table itself where create_collection has not added that
+        index yet. ``messages`` and ``last_write`` are None: counting would read
+        every row, and the layouts keep no write times.
+        """
+        after, limit = self._page(after, limit)
+        listing = self.statements.listing
+        if listing.page is not None:
+            try:
+                return _infos(self._call(
+                    "list sessions", lambda c: _run_job(c, listing.pages(after, limit)),
+                    transaction=False))
+            except self._index_missing:
+                pass
+        return _infos(self._call(
+            "read", lambda c: _run_job(c, listing.pages(after, limit, scan=True)),
+            transaction=False))
 
     def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         """Every record of each session that has any, oldest first: :meth:`fetch_many_text`."""
@@ -328,6 +366,21 @@ class SQLAlchemyBackend(BaseBackend):
 
         await self._acall("clear", work, transaction=True)
 
+    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
+                             ) -> list[SessionInfo]:
+        if not self.client.has_async:
+            return await asyncio.to_thread(self.list_sessions, after=after, limit=limit)
+        after, limit = self._page(after, limit)
+        listing = self.statements.listing
+        if listing.page is not None:
+            try:
+                return _infos(await self._ajob(
+                    "list sessions", lambda: listing.pages(after, limit), transaction=False))
+            except self._index_missing:
+                pass
+        return _infos(await self._ajob(
+            "read", lambda: listing.pages(after, limit, scan=True), transaction=False))
+
     async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
         return self._decoded(await self.afetch_many_text(session_ids))
 
@@ -356,3 +409,6 @@ class SQLAlchemyBackend(BaseBackend):
         """Dispose of this loop's own async engine, and of the own sync engine in a thread."""
         await self.client.aclose()
 
+
+def _infos(session_ids: list[str]) -> list[SessionInfo]:
+    return [SessionInfo(session_id) for session_id in session_ids]

@@ -8,7 +8,8 @@ A call is repeated only when that is harmless:
   deadlock (MySQL 1213) or a lock wait timeout (1205, which may undo only the
   statement: the failed call's transaction is then rolled back whole, so
   nothing of it stays), or SQLite was busy or locked (nothing was written);
-- creating the table raced another process doing the same (it now exists);
+- creating the table (or its listing column or index) raced another process
+  doing the same (it now exists);
 - or the call does not write (``write=False``: fetch, clear, create, each
   safe to run twice) and the connection was lost.
 
@@ -32,13 +33,15 @@ from chathistory import (
     RecordError,
 )
 
-__all__ = ["ConnectFailed", "error_code", "is_transient", "reason", "translate"]
+__all__ = ["ConnectFailed", "ListingIndexMissing", "error_code", "is_transient", "reason",
+           "translate"]
 
 # MySQL/MariaDB server and client error numbers.
 ACCESS_DENIED = frozenset({1044, 1045, 1142, 1143, 1227, 1698})
 UNKNOWN_DATABASE = 1049
 ROLLED_BACK = frozenset({1205, 1213})  # lock wait timeout, deadlock
-ALREADY_EXISTS = frozenset({1050, 1061})  # table exists, duplicate key name
+ALREADY_EXISTS = frozenset({1050, 1060, 1061})  # table, column, key name exists
+UNKNOWN_COLUMN = 1054
 CONNECTION_LOST = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080})
 CANNOT_CONNECT = frozenset({2002, 2003, 2005, 2026, 1040, 1129, 1130})
 NO_SUCH_TABLE = 1146
@@ -53,6 +56,14 @@ SQLITE_TOOBIG = 18
 
 class ConnectFailed(BackendUnavailableError):
     """No connection to the database could be opened: nothing was sent, any call may repeat."""
+
+
+class ListingIndexMissing(ChatHistoryError):
+    """A page of sessions could not be read through the listing index: the table lacks it.
+
+    (MySQL's ``session_key`` column, or SQLite's index; ``create_collection``
+    adds them.) The backend then reads the page from the table itself.
+    """
 
 
 def _driver_error(error: BaseException) -> BaseException:
@@ -155,6 +166,9 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
         return CollectionMissingError(
             f"{where}: {text} (nothing was created; create_collection() creates the table; "
             "ChatHistory calls it on first use)")
+    if action == "list sessions" and ((not sqlite and code == UNKNOWN_COLUMN)
+                                      or (sqlite and "no such index" in text)):
+        return ListingIndexMissing(f"{where}: {text}")
     if isinstance(error, sa_exc.OperationalError):
         # Short of something (disk, locks, connections): unavailable, not repeated.
         return BackendUnavailableError(f"{where}: {text}")

@@ -22,6 +22,15 @@ plus an index ``<table>_session_idx`` on (session_id, id) (a 255-character
 prefix of session_id on MySQL/MariaDB), which that class ignores. On
 MySQL/MariaDB the statements also compare the session id's bytes, since the
 table's collation may fold case or ignore trailing spaces.
+
+Listing sessions in id order (code-point order, as Python sorts ``str``)
+needs an index whose order is that one, which each dialect gets its own way
+(:class:`Listing`): on MySQL/MariaDB, where a TEXT column is indexed only by
+a prefix and under its collation, a virtual column ``session_key``
+(VARBINARY: the first :data:`KEY_BYTES` bytes of the id's UTF-8) and an
+index ``<table>_session_key_idx`` on it, in both layouts; on SQLite an index
+on session_id (``<table>_session_id_idx`` in our layout; the langchain
+layout's ``<table>_session_idx`` serves).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -59,12 +68,18 @@ from sqlalchemy.sql.elements import TextClause
 
 from chathistory_sqlalchemy.config import Layout
 
-__all__ = ["MYSQL_DIALECTS", "Job", "Statements", "build_table", "session_hash"]
+__all__ = ["KEY_BYTES", "MYSQL_DIALECTS", "Job", "Listing", "Statements", "build_table",
+           "session_hash"]
 
 T = TypeVar("T")
 
 MYSQL_DIALECTS = ("mysql", "mariadb")
 MAX_CACHED_ROWS = 64
+KEY_BYTES = 1024
+"""MySQL/MariaDB: how many leading bytes of a session id's UTF-8 ``session_key`` holds.
+
+An id that long or longer may share its key with others; a page tells those
+apart by reading their rows (:attr:`Listing.ties`)."""
 MAX_INSERT_CHARS = 1_000_000
 """MySQL/MariaDB: about how many characters of records one INSERT of a bulk write
 carries (a session is never split), well inside ``max_allowed_packet``."""
@@ -113,6 +128,145 @@ def build_table(name: str, layout: Layout) -> Table:
     return table
 
 
+ListingKind = Literal["mysql", "sqlite", "other"]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How one table's sessions are listed, a page at a time, in code-point order.
+
+    ``page`` reads a page through the listing index (or ``None``, on a dialect
+    where there is none); ``scan`` reads the same page from the table, for a
+    table that :meth:`upgrade` has not given its index yet (a peer's table
+    read in place, or one made by an older version). Both take ``start`` (the
+    page's first possible id, inclusive) and ``n`` (how many ids at most).
+
+    - MySQL/MariaDB: ``page`` groups ``session_key`` through its index (a
+      loose index scan, "Using index for group-by", where sessions hold many
+      rows), and gives keys: a key shorter than :data:`KEY_BYTES` is the id's
+      whole UTF-8, a longer one may stand for several ids, which ``ties``
+      reads. ``scan`` and ``scan_ties`` compute the same keys over the whole
+      table. (Keys, not whole ids, are sorted: the server sorts only the
+      first ``max_sort_length`` bytes of a value, 1,024 by default.)
+    - SQLite: ``page`` is a recursive query that steps from one session to
+      the next with ``min(session_id) ... > previous``, one index probe each
+      (``INDEXED BY``, so a missing index fails instead of scanning);
+      ``scan`` is ``SELECT DISTINCT ... ORDER BY``, which walks every row.
+    - other dialects: ``scan`` reads every distinct id, sorted here (their
+      collations need not be code-point order).
+    """
+
+    kind: ListingKind
+    page: TextClause | None
+    scan: TextClause
+    ties: TextClause | None
+    scan_ties: TextClause | None
+    index_name: str | None
+    """The listing index: created by :meth:`upgrade`, or the table's own (SQLite, langchain)."""
+    upgrades: tuple[str, ...]
+    """MySQL: the DDL adding ``session_key`` and its index; SQLite: the index's."""
+
+    @classmethod
+    def build(cls, table: Table, layout: Layout, dialect: Dialect) -> Listing:
+        preparer = dialect.identifier_preparer
+        name, quoted = table.name, preparer.format_table(table)
+        session_id = preparer.quote("session_id")
+        if dialect.name in MYSQL_DIALECTS:
+            index = f"{name}_session_key_idx"
+            utf8 = f"CAST(CONVERT({session_id} USING utf8mb4) AS BINARY)"
+            computed = f"LEFT({utf8}, {KEY_BYTES})"
+            key = preparer.quote("session_key")
+            return cls(
+                kind="mysql",
+                page=text(f"SELECT {key} FROM {quoted} WHERE {key} >= UNHEX(:start) "
+                          f"GROUP BY {key} ORDER BY {key} LIMIT :n"),
+                scan=text(f"SELECT DISTINCT {computed} AS k FROM {quoted} "
+                          f"WHERE {computed} >= UNHEX(:start) ORDER BY k LIMIT :n"),
+                ties=text(f"SELECT DISTINCT {utf8} FROM {quoted} WHERE {key} = UNHEX(:key)"),
+                scan_ties=text(f"SELECT DISTINCT {utf8} FROM {quoted} "
+                               f"WHERE {computed} = UNHEX(:key)"),
+                index_name=index,
+                upgrades=(
+                    f"ALTER TABLE {quoted} ADD COLUMN {key} VARBINARY({KEY_BYTES}) "
+                    f"AS ({computed}) VIRTUAL",
+                    f"CREATE INDEX {preparer.quote(index)} ON {quoted} ({key})",
+                ),
+            )
+        if dialect.name == "sqlite":
+            if layout == "chathistory":
+                index = f"{name}_session_id_idx"
+                upgrades: tuple[str, ...] = (
+                    f"CREATE INDEX IF NOT EXISTS {preparer.quote(index)} "
+                    f"ON {quoted} ({session_id})",)
+            else:
+                index, upgrades = f"{name}_session_idx", ()
+            probe = f"SELECT min({session_id}) FROM {quoted} INDEXED BY {preparer.quote(index)}"
+            return cls(
+                kind="sqlite",
+                page=text(
+                    f"WITH RECURSIVE page(session_id, number) AS ("
+                    f"SELECT ({probe} WHERE {session_id} >= :start), 1 "
+                    f"UNION ALL SELECT ({probe} WHERE {session_id} > page.session_id), "
+                    "number + 1 FROM page WHERE page.session_id IS NOT NULL AND number < :n) "
+                    "SELECT session_id FROM page WHERE session_id IS NOT NULL"),
+                scan=text(f"SELECT DISTINCT {session_id} FROM {quoted} "
+                          f"WHERE {session_id} >= :start ORDER BY {session_id} LIMIT :n"),
+                ties=None,
+                scan_ties=None,
+                index_name=index,
+                upgrades=upgrades,
+            )
+        columns = session_id
+        if layout == "chathistory":  # distinct by hash too, whatever the collation
+            columns = f"{preparer.quote('session_hash')}, {session_id}"
+        return cls(kind="other", page=None, scan=text(f"SELECT DISTINCT {columns} FROM {quoted}"),
+                   ties=None, scan_ties=None, index_name=None, upgrades=())
+
+    def upgrade(self, columns: set[str], indexes: set[str]) -> list[str]:
+        """The DDL that gives a table with ``columns`` and ``indexes`` its listing index."""
+        if self.kind == "mysql":
+            if "session_key" not in columns:
+                return list(self.upgrades)
+            return [] if self.index_name in indexes else list(self.upgrades[1:])
+        return list(self.upgrades)
+
+    def pages(self, after: str | None, limit: int, *, scan: bool = False) -> Job[list[str]]:
+        """The ids of the page of up to ``limit`` sessions after ``after``, in id order.
+
+        One statement, and on MySQL/MariaDB one more for each key that stands for
+        ids of :data:`KEY_BYTES` bytes or longer. ``scan`` reads the table instead
+        of the listing index.
+        """
+        if self.kind == "other":
+            rows = yield self.scan, {}
+            ids = sorted({row[-1] for row in rows if row[-1] is not None})
+            return [session for session in ids if after is None or session > after][:limit]
+        # The page starts at `after` itself, inclusive: one more row covers it.
+        params: dict[str, Any] = {"n": limit + 1}
+        if self.kind == "sqlite":
+            params["start"] = after or ""
+            rows = yield (self.scan if scan or self.page is None else self.page), params
+            found = [row[0] for row in rows]
+            return [session for session in found if after is None or session > after][:limit]
+        # Bytes travel as hex: aiomysql cannot bind bytes with the PyMySQL of today.
+        start = b"" if after is None else after.encode("utf-8")[:KEY_BYTES]
+        params["start"] = start.hex()
+        rows = yield (self.scan if scan or self.page is None else self.page), params
+        ties = self.scan_ties if scan else self.ties
+        assert ties is not None
+        found = []
+        for (key,) in rows:
+            if len(key) < KEY_BYTES:
+                ids = [key.decode("utf-8")]
+            else:
+                tied = yield ties, {"key": key.hex()}
+                ids = sorted(row[0].decode("utf-8") for row in tied)
+            found.extend(session for session in ids if after is None or session > after)
+            if len(found) >= limit:
+                break
+        return found[:limit]
+
+
 @dataclass(frozen=True)
 class Statements:
     """The statements of one table, built once and executed with bound parameters.
@@ -128,6 +282,7 @@ class Statements:
     select_many: Select[tuple[str, str]]
     delete: Delete
     insert: Insert
+    listing: Listing
     multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
     """The multi-row INSERT of each batch size seen (up to MAX_CACHED_ROWS), built once."""
 
@@ -164,6 +319,7 @@ class Statements:
             select_many=select_many,
             delete=delete(table).where(same_session),
             insert=insert(table),
+            listing=Listing.build(table, layout, dialect),
         )
 
     @property
