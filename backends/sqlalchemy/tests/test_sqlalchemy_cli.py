@@ -1,0 +1,126 @@
+"""Out of MariaDB through the command line, as a user runs it: a separate process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chathistory_sqlalchemy import SQLAlchemyBackend
+from chathistory_sqlalchemy.sql import KEY_BYTES
+from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
+from sqlalchemy import Engine, text
+
+from chathistory.backends.sqlite import SqliteBackend
+from chathistory.capabilities import SessionInfo
+from chathistory.testing import numbered_records
+
+# More than a page of the CLI's listing (1,000) and a chunk of its copy (200),
+# with ids MariaDB's collations fold or order otherwise than Python.
+SESSIONS = [f"user-{number:05d}" for number in range(1100)] + [
+    "A", "a", "a ", "É", "é", "e\u0301", "ß", "ss", "😀", "\ue000",
+    "p" * KEY_BYTES + "B", "p" * KEY_BYTES + "a"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chathistory", *args], capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def _records(number: int) -> list[dict[str, object]]:
+    return [message_to_dict(HumanMessage(f"{number}: hi 😀", id=f"h{number}")),
+            message_to_dict(AIMessage(f"{number}: hello", tool_calls=[
+                {"name": "look", "args": {"n": number}, "id": f"t{number}"}])),
+            *numbered_records(number % 4, prefix=f"{number}-")]
+
+
+@pytest.fixture(params=["chathistory", "langchain_community"])
+def source(request: pytest.FixtureRequest, mysql_url: str, mysql_table: str,
+           mysql_admin: Engine) -> Iterator[tuple[list[str], dict[str, list[dict[str, object]]]]]:
+    """The ``-o`` options of a MariaDB table holding SESSIONS, and what each holds.
+
+    The langchain_community table is made as SQLChatMessageHistory makes it, in
+    the server's case-folding collation, and never given our index or column:
+    the copy reads it in place.
+    """
+    layout = request.param
+    if layout == "langchain_community":
+        with mysql_admin.begin() as connection:
+            connection.execute(text(
+                f"CREATE TABLE `{mysql_table}` (id INTEGER NOT NULL AUTO_INCREMENT PRIMARY "
+                "KEY, session_id TEXT, message TEXT) DEFAULT CHARSET=utf8mb4 "
+                "COLLATE=utf8mb4_general_ci"))
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table, layout=layout)
+    if layout == "chathistory":
+        backend.create_collection()
+    stored = {session: _records(number) for number, session in enumerate(SESSIONS)}
+    backend.append_many(stored)
+    backend.close()
+    yield ["-o", f"url={mysql_url}", "-o", f"table={mysql_table}", "-o", f"layout={layout}"], \
+        stored
+
+
+def test_copy_takes_every_session_whole_to_sqlite_and_a_rerun_writes_nothing(
+    source: tuple[list[str], dict[str, list[dict[str, object]]]], tmp_path: Path,
+    mysql_admin: Engine, mysql_table: str
+) -> None:
+    options, stored = source
+    columns_before = _columns(mysql_admin, mysql_table)
+    target = tmp_path / "copy.sqlite3"
+    copy = ["copy", "-b", "sqlalchemy", *options, "--to", "sqlite", "-O", f"path={target}"]
+    first = run(*copy, "--json")
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["sessions"] == len(SESSIONS)
+    assert report["messages_written"] == sum(len(records) for records in stored.values())
+    assert report["sessions_differing"] == []
+
+    copied = SqliteBackend(SqliteBackend.Config(path=str(target)))
+    listed = [info.session_id for page in _pages(copied) for info in page]
+    assert listed == sorted(SESSIONS)
+    assert copied.fetch_many(SESSIONS) == stored
+    assert {info.session_id: info.messages for page in _pages(copied) for info in page} == {
+        session: len(records) for session, records in stored.items()}
+    copied.close()
+
+    again = run(*copy, "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["messages_written"] == 0
+    assert json.loads(again.stdout)["already_complete"] == len(SESSIONS)
+    # Reading the source changed nothing in it.
+    assert _columns(mysql_admin, mysql_table) == columns_before
+
+
+def test_sessions_and_export_list_every_session_in_id_order(
+    source: tuple[list[str], dict[str, list[dict[str, object]]]], tmp_path: Path
+) -> None:
+    options, stored = source
+    listed = run("sessions", "-b", "sqlalchemy", *options, "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [row["session_id"] for row in rows] == sorted(SESSIONS)
+    assert {row["messages"] for row in rows} == {None}
+    exported = tmp_path / "all.jsonl"
+    result = run("export", "-b", "sqlalchemy", *options, "-f", str(exported))
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in exported.read_text(encoding="utf-8").splitlines()]
+    by_session: dict[str, list[dict[str, object]]] = {}
+    for line in lines:
+        by_session.setdefault(line["session_id"], []).append(line["record"])
+    assert list(by_session) == sorted(SESSIONS)
+    assert by_session == stored
+
+
+def _pages(backend: SqliteBackend) -> Iterator[list[SessionInfo]]:
+    after: str | None = None
+    while page := backend.list_sessions(after=after, limit=500):
+        yield list(page)
+        after = page[-1].session_id
+
+
+def _columns(admin: Engine, table: str) -> str:
+    with admin.connect() as connection:
+        return str(connection.execute(text(f"SHOW CREATE TABLE `{table}`")).one()[1])
