@@ -11,8 +11,10 @@ Run: .venv/bin/python tests/benchmarks/bench_transfer.py [--sessions 10000] [--m
    postgres, also the raw floor: sqlite3 and psycopg alone doing the same job
    (a SELECT of the JSON text per chunk of sessions, a COPY of it into a bare
    table of the same columns, no JSON decoding), one chunk after the other
-   and reading the next chunk while writing, as msg/s and their ratio to the
-   naive loop: what any copy through the drivers can reach.
+   and reading the next chunk while writing, and into our own layout, as
+   msg/s and their ratio to the naive loop: what any copy through the drivers
+   can reach. For postgres -> redis, the same with psycopg and a redis-py
+   pipeline of RPUSH.
 2. A page of ``list_sessions(limit=100)`` and a ``delete_sessions_before``
    that deletes nothing, on 2,000 sessions of 10 messages and on 2,000
    sessions of 100, on sqlite and postgres (target: the second at most 1.5x
@@ -150,7 +152,7 @@ def compare_copy(label: str, source: Backend, make_target: Callable[[], Backend]
 
 
 def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive: float,
-              chunk: int = CHUNK) -> None:
+              ours: Backend, chunk: int = CHUNK) -> None:
     """The raw drivers doing the sqlite -> postgres copy without chathistory: the floor.
 
     Per chunk of sessions, as ``copy_sessions`` reads them: one sqlite3 SELECT of
@@ -159,7 +161,9 @@ def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive:
     index, without the sessions table and its triggers, and nothing read back.
     Run twice: one chunk after the other, and with the next chunk read (by a
     thread with its own sqlite3 connection) while this one is written, as
-    ``copy_sessions`` does.
+    ``copy_sessions`` does. Then once more reading ahead into ``ours``, an empty
+    table of the backend's own layout: what the layout itself (its sessions
+    table and triggers) costs the drivers.
     """
     import sqlite3
     from concurrent.futures import ThreadPoolExecutor
@@ -205,20 +209,84 @@ def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive:
             "session_id text NOT NULL, message jsonb NOT NULL, "
             "created_at timestamptz NOT NULL DEFAULT now())").format(table))
         target.execute(sql.SQL("CREATE INDEX ON {} (session_id, id)").format(table))
-        copy_rows = sql.SQL("COPY {} (session_id, message) FROM STDIN").format(table)
-        for label, work in (("one chunk after the other", one_after_the_other),
-                            ("reading the next chunk while writing", reading_ahead)):
-            target.execute(sql.SQL("TRUNCATE {}").format(table))
+        ours.create_collection()
+        our_table = sql.Identifier(ours.config.db_schema, ours.config.table)  # type: ignore[attr-defined]
+        for label, work, into in (
+                ("one chunk after the other, bare table", one_after_the_other, table),
+                ("reading the next chunk while writing, bare table", reading_ahead, table),
+                ("reading the next chunk while writing, our layout", reading_ahead, our_table)):
+            copy_rows = sql.SQL("COPY {} (session_id, message) FROM STDIN").format(into)
             seconds = timed(work)
-            row = target.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+            row = target.execute(sql.SQL("SELECT count(*) FROM {}").format(into)).fetchone()
             assert row is not None and row[0] == messages
+            target.execute(sql.SQL("TRUNCATE {}").format(into))
             print(f"sqlite -> postgres raw floor, {label} (sqlite3 SELECT + psycopg COPY, no "
-                  f"JSON decoding, bare table): {messages / seconds:,.0f} msg/s "
+                  f"JSON decoding): {messages / seconds:,.0f} msg/s "
                   f"({seconds:.1f} s): {naive / seconds:.1f}x the naive loop")
     finally:
         target.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
             sql.Identifier(schema)))
         target.close()
+
+
+def raw_redis_floor(source: Backend, url: str, redis_url: str, ids: list[str], messages: int,
+                    naive: float, chunk: int = CHUNK) -> None:
+    """The raw drivers doing the postgres -> redis copy: the floor for that path.
+
+    Per chunk of sessions: one psycopg SELECT of the records' JSON text from
+    the source's table, one redis-py pipeline of an RPUSH per session (no JSON
+    decoding, no sessions index), the next chunk read while this one is written.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+    import redis as redis_py
+    from psycopg import sql
+
+    prefix = f"bench_floor_{os.getpid()}_{uuid.uuid4().hex[:6]}:"
+    table = sql.Identifier(source.config.db_schema, source.config.table)  # type: ignore[attr-defined]
+    select = sql.SQL("SELECT session_id, message::text FROM {} WHERE session_id = ANY(%s) "
+                     "ORDER BY session_id, id").format(table)
+    reader = psycopg.connect(url, autocommit=True)
+    client = redis_py.Redis.from_url(redis_url)
+    parts = [ids[start:start + chunk] for start in range(0, len(ids), chunk)]
+
+    def read(part: list[str]) -> list[tuple[str, str]]:
+        return reader.execute(select, (part,)).fetchall()
+
+    def write(rows: list[tuple[str, str]]) -> None:
+        sessions: dict[str, list[str]] = {}
+        for session_id, text in rows:
+            sessions.setdefault(session_id, []).append(text)
+        pipe = client.pipeline(transaction=False)
+        for session_id, texts in sessions.items():
+            pipe.rpush(prefix + session_id, *texts)
+        pipe.execute()
+
+    def work() -> None:
+        with ThreadPoolExecutor(max_workers=1) as ahead:
+            upcoming = ahead.submit(read, parts[0])
+            for following in [*parts[1:], None]:
+                rows = upcoming.result()
+                if following is not None:
+                    upcoming = ahead.submit(read, following)
+                write(rows)
+
+    try:
+        seconds = timed(work)
+        pipe = client.pipeline(transaction=False)
+        for session_id in ids:
+            pipe.llen(prefix + session_id)
+        assert sum(pipe.execute()) == messages
+        print(f"postgres -> redis raw floor, reading the next chunk while writing (psycopg "
+              f"SELECT + redis-py pipelined RPUSH, no JSON decoding, no index): "
+              f"{messages / seconds:,.0f} msg/s ({seconds:.1f} s): {naive / seconds:.1f}x "
+              "the naive loop")
+    finally:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+        client.close()
+        reader.close()
 
 
 def listing_costs(label: str, make: Callable[[], Backend], samples: int = 200) -> None:
@@ -268,10 +336,12 @@ def main() -> None:
         sqlite_source = get_backend("sqlite", path=str(Path(directory) / "source.sqlite3"))
         ids = fill(sqlite_source, arguments.sessions, arguments.messages)
         naive = compare_copy("sqlite -> postgres", sqlite_source, make_pg, ids, total)
-        raw_floor(Path(directory) / "source.sqlite3", arguments.postgres, ids, total, naive)
+        raw_floor(Path(directory) / "source.sqlite3", arguments.postgres, ids, total, naive,
+                  make_pg())
         pg_source = make_pg()
         copy_sessions(sqlite_source, pg_source, ids)
-        compare_copy("postgres -> redis", pg_source, make_redis, ids, total)
+        naive = compare_copy("postgres -> redis", pg_source, make_redis, ids, total)
+        raw_redis_floor(pg_source, arguments.postgres, arguments.redis, ids, total, naive)
         sqlite_source.close()
         counter = iter(range(100))
         listing_costs("sqlite", lambda: get_backend(
