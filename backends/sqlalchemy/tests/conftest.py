@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from chathistory_sqlalchemy import SQLAlchemyBackend
 from sqlalchemy import Engine, create_engine, exc, make_url, text
 
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
@@ -67,6 +68,17 @@ def mysql_table(mysql_admin: Engine, table_name: str) -> Iterator[str]:
     yield table_name
     with mysql_admin.begin() as connection:
         connection.execute(text(f"DROP TABLE IF EXISTS `{table_name}`"))
+
+
+@pytest.fixture(params=["chathistory", "langchain_community"])
+def mariadb_backend(request: pytest.FixtureRequest, mysql_url: str, mysql_table: str
+                    ) -> Iterator[SQLAlchemyBackend]:
+    """A backend on a private MariaDB table, in each layout, its table created."""
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table,
+                                             layout=request.param)
+    backend.create_collection()
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
@@ -14,14 +13,9 @@ from chathistory import ConfigError
 from chathistory.testing import HOSTILE_SESSION_IDS, numbered_records
 
 
-@pytest.fixture(params=["chathistory", "langchain_community"])
-def backend(request: pytest.FixtureRequest, mysql_url: str, mysql_table: str
-            ) -> Iterator[SQLAlchemyBackend]:
-    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table,
-                                             layout=request.param)
-    backend.create_collection()
-    yield backend
-    backend.close()
+@pytest.fixture
+def backend(mariadb_backend: SQLAlchemyBackend) -> SQLAlchemyBackend:
+    return mariadb_backend
 
 
 LONG_IDS = [

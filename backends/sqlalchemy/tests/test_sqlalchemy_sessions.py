@@ -115,22 +115,12 @@ def _check_many_sessions(backend: SQLAlchemyBackend) -> None:
 # -- MariaDB ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["chathistory", "langchain_community"])
-def mariadb(request: pytest.FixtureRequest, mysql_url: str, mysql_table: str
-            ) -> Iterator[SQLAlchemyBackend]:
-    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table,
-                                             layout=request.param)
-    backend.create_collection()
-    yield backend
-    backend.close()
-
-
 def test_mariadb_pages_in_code_point_order_whatever_the_collation(
-    mariadb: SQLAlchemyBackend
+    mariadb_backend: SQLAlchemyBackend
 ) -> None:
-    _store(mariadb)
-    _check_listing(mariadb)
-    _check_bulk_reads(mariadb)
+    _store(mariadb_backend)
+    _check_listing(mariadb_backend)
+    _check_bulk_reads(mariadb_backend)
 
 
 def _peer_table(admin: Engine, table: str, collation: str) -> None:
@@ -166,18 +156,18 @@ def test_a_peers_folding_table_pages_correctly_before_and_after_create_collectio
 
 
 def test_a_table_of_an_older_version_lists_and_is_upgraded_by_create_collection(
-    mariadb: SQLAlchemyBackend, mysql_admin: Engine, mysql_table: str
+    mariadb_backend: SQLAlchemyBackend, mysql_admin: Engine, mysql_table: str
 ) -> None:
-    _store(mariadb)
+    _store(mariadb_backend)
     with mysql_admin.begin() as connection:
         connection.execute(text(f"ALTER TABLE `{mysql_table}` DROP INDEX "
                                 f"`{mysql_table}_session_key_idx`, DROP COLUMN session_key"))
-    _check_listing(mariadb)
-    mariadb.create_collection()
-    mariadb.create_collection()
+    _check_listing(mariadb_backend)
+    mariadb_backend.create_collection()
+    mariadb_backend.create_collection()
     indexes = {index["name"] for index in inspect(mysql_admin).get_indexes(mysql_table)}
     assert f"{mysql_table}_session_key_idx" in indexes
-    _check_listing(mariadb)
+    _check_listing(mariadb_backend)
 
 
 def _analyze_page(backend: SQLAlchemyBackend, admin: Engine, limit: int) -> dict[str, str]:
@@ -194,28 +184,28 @@ def _analyze_page(backend: SQLAlchemyBackend, admin: Engine, limit: int) -> dict
 
 
 def test_a_page_reads_one_index_entry_per_session_not_its_messages(
-    mariadb: SQLAlchemyBackend, mysql_admin: Engine, mysql_table: str
+    mariadb_backend: SQLAlchemyBackend, mysql_admin: Engine, mysql_table: str
 ) -> None:
-    mariadb.append_many({f"s{number:03d}": numbered_records(200) for number in range(60)})
+    mariadb_backend.append_many({f"s{number:03d}": numbered_records(200) for number in range(60)})
     with mysql_admin.connect() as connection:
         connection.execute(text(f"ANALYZE TABLE `{mysql_table}`")).all()
-    step = _analyze_page(mariadb, mysql_admin, limit=10)
+    step = _analyze_page(mariadb_backend, mysql_admin, limit=10)
     assert step["key"] == f"{mysql_table}_session_key_idx"
     assert "Using index for group-by" in step["Extra"]
     assert float(step["r_rows"]) <= 11  # of 12,000 index entries
-    assert [info.session_id for info in mariadb.list_sessions(limit=3)] == [
+    assert [info.session_id for info in mariadb_backend.list_sessions(limit=3)] == [
         "s000", "s001", "s002"]
 
 
 def test_append_many_writes_several_inserts_as_one_transaction(
-    mariadb: SQLAlchemyBackend
+    mariadb_backend: SQLAlchemyBackend
 ) -> None:
     big = "x" * (MAX_INSERT_CHARS // 3)
     batches = {f"big-{number}": [message_to_dict(HumanMessage(f"{number}-{part}-{big}"))
                                  for part in range(2)] for number in range(4)}
-    mariadb.append("big-1", numbered_records(1, prefix="before"))
-    mariadb.append_many(batches)  # more than MAX_INSERT_CHARS: one INSERT per ~2 sessions
-    stored = mariadb.fetch_many(list(batches))
+    mariadb_backend.append("big-1", numbered_records(1, prefix="before"))
+    mariadb_backend.append_many(batches)  # more than MAX_INSERT_CHARS: one INSERT per ~2 sessions
+    stored = mariadb_backend.fetch_many(list(batches))
     assert stored == {**batches, "big-1": numbered_records(1, prefix="before")
                       + batches["big-1"]}
 
@@ -256,9 +246,9 @@ def test_reads_of_a_missing_table_raise_and_create_nothing(
 
 
 def test_mariadb_fetch_many_of_more_sessions_than_one_statement_takes(
-    mariadb: SQLAlchemyBackend
+    mariadb_backend: SQLAlchemyBackend
 ) -> None:
-    _check_many_sessions(mariadb)
+    _check_many_sessions(mariadb_backend)
 
 
 # -- SQLite -------------------------------------------------------------------------------
