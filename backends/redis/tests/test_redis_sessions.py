@@ -351,6 +351,28 @@ def test_a_prune_of_a_store_never_indexed_builds_the_index_and_prunes(
         backend.close()
 
 
+def test_a_dry_run_prune_of_a_store_never_indexed_writes_nothing_and_counts_as_a_prune_would(
+        peer_store: PeerStore, raw: redis.Redis) -> None:
+    before = peer_store.snapshot(raw)
+    backend = peer_store.backend()
+    try:
+        past = datetime.now(UTC) - timedelta(days=1)
+        future = datetime.now(UTC) + timedelta(days=1)
+        backend.append("new", numbered_records(1))  # indexed as written now, like a backfill
+        written = peer_store.snapshot(raw)
+        assert backend.delete_sessions_before(past, dry_run=True) == 0
+        assert backend.delete_sessions_before(future, dry_run=True) == len(
+            peer_store.records) + 1
+        assert run_without_blocking(backend.adelete_sessions_before(
+            future, dry_run=True)) == len(peer_store.records) + 1
+        assert peer_store.snapshot(raw) == written
+        assert not raw.exists(index_keys("langchain_community", peer_store.key_prefix).scanned)
+        assert backend.delete_sessions_before(future) == len(peer_store.records) + 1
+    finally:
+        backend.close()
+    assert before != written
+
+
 def test_a_session_deleted_behind_the_backends_back_is_skipped_until_reindex(
         make_backend: MakeBackend, raw: redis.Redis) -> None:
     backend = make_backend()

@@ -484,10 +484,15 @@ class RedisBackend(BaseBackend):
 
     def _prune_steps(self, cutoff: datetime, dry_run: bool, cluster: bool) -> Steps[int]:
         seconds = _seconds(cutoff)
-        yield from self._index_steps(force=False)
+        count = 0
+        if not dry_run:
+            yield from self._index_steps(force=False)
+        elif not (yield from self._indexed_steps()):
+            # A dry run writes nothing, so it does not add the sessions the index lacks;
+            # a prune would, as written now: they count when the cutoff is later than that.
+            count = yield from self._unindexed_written_before_steps(cutoff)
         by_id, by_time = self.index_keys
         older = ("ZRANGEBYSCORE", by_time, "-inf", f"({seconds}", "LIMIT")
-        count = 0
         if dry_run:
             offset = 0
             while ids := (yield Call((*older, offset, PRUNE_BATCH))):
@@ -511,6 +516,16 @@ class RedisBackend(BaseBackend):
             if len(ids) < PRUNE_BATCH:
                 break
         return count
+
+    def _unindexed_written_before_steps(self, cutoff: datetime) -> Steps[int]:
+        """How many sessions the index lacks, if a backfill now would date them before cutoff."""
+        if cutoff <= datetime.now(UTC):
+            return 0
+        ids = yield from self._scan_steps()
+        if not ids:
+            return 0
+        known = yield Batch([("ZSCORE", self._index.by_time, member) for member in ids])
+        return sum(1 for written in known if written is None)
 
     def _fetch_many_steps(self, session_ids: Sequence[str],
                           convert: Callable[[list[bytes | str]], list[T]]
