@@ -22,7 +22,7 @@ from typing import NoReturn
 
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
-from sqlalchemy import Engine, create_engine, exc, make_url, text
+from sqlalchemy import URL, Engine, create_engine, exc, make_url, text
 
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -34,18 +34,24 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def mysql_admin() -> Iterator[Engine]:
-    """An engine on the MariaDB/MySQL server, after checking it answers (skip or fail)."""
-    url = os.environ.get("CHATHISTORY_MYSQL_URL") or DEFAULT_MYSQL_URL
+def _answering_engine(url: URL, server: str, variable: str, default: str) -> Engine:
+    """A small engine on ``url`` once the server has answered; otherwise skip (or fail)."""
     engine = create_engine(url, pool_size=2, connect_args={"connect_timeout": 3})
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except exc.DBAPIError as error:
         engine.dispose()
-        _unavailable(f"MariaDB/MySQL is not reachable at CHATHISTORY_MYSQL_URL (or "
-                     f"{DEFAULT_MYSQL_URL}): {str(error.orig).splitlines()[0]}")
+        _unavailable(f"{server} is not reachable at {variable} (or {default}): "
+                     f"{str(error.orig).splitlines()[0]}")
+    return engine
+
+
+@pytest.fixture(scope="session")
+def mysql_admin() -> Iterator[Engine]:
+    """An engine on the MariaDB/MySQL server, after checking it answers (skip or fail)."""
+    url = make_url(os.environ.get("CHATHISTORY_MYSQL_URL") or DEFAULT_MYSQL_URL)
+    engine = _answering_engine(url, "MariaDB/MySQL", "CHATHISTORY_MYSQL_URL", DEFAULT_MYSQL_URL)
     yield engine
     engine.dispose()
 
@@ -85,15 +91,8 @@ def mariadb_backend(request: pytest.FixtureRequest, mysql_url: str, mysql_table:
 def postgres_admin() -> Iterator[Engine]:
     """An engine on the PostgreSQL server (psycopg), after checking it answers."""
     url = make_url(os.environ.get("CHATHISTORY_POSTGRES_URL") or DEFAULT_POSTGRES_URL)
-    engine = create_engine(url.set(drivername="postgresql+psycopg"), pool_size=2,
-                           connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except exc.DBAPIError as error:
-        engine.dispose()
-        _unavailable(f"PostgreSQL is not reachable at CHATHISTORY_POSTGRES_URL (or "
-                     f"{DEFAULT_POSTGRES_URL}): {str(error.orig).splitlines()[0]}")
+    engine = _answering_engine(url.set(drivername="postgresql+psycopg"), "PostgreSQL",
+                               "CHATHISTORY_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     yield engine
     engine.dispose()
 
