@@ -34,6 +34,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -151,6 +152,19 @@ def compare_copy(label: str, source: Backend, make_target: Callable[[], Backend]
     return naive
 
 
+def read_ahead(read: Callable[[list[str]], list[tuple[str, str]]],
+               write: Callable[[list[tuple[str, str]]], None], parts: list[list[str]]) -> None:
+    """Each part read, then written, the next part read by a thread meanwhile (as
+    ``copy_sessions`` does), with the drivers alone."""
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        upcoming = reader.submit(read, parts[0])
+        for following in [*parts[1:], None]:
+            rows = upcoming.result()
+            if following is not None:
+                upcoming = reader.submit(read, following)
+            write(rows)
+
+
 def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive: float,
               ours: Backend, chunk: int = CHUNK) -> None:
     """The raw drivers doing the sqlite -> postgres copy without chathistory: the floor.
@@ -166,7 +180,6 @@ def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive:
     table and triggers) costs the drivers.
     """
     import sqlite3
-    from concurrent.futures import ThreadPoolExecutor
 
     import psycopg
     from psycopg import sql
@@ -194,13 +207,7 @@ def raw_floor(sqlite_path: Path, url: str, ids: list[str], messages: int, naive:
             write(read(part))
 
     def reading_ahead() -> None:
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            upcoming = reader.submit(read, parts[0])
-            for following in [*parts[1:], None]:
-                rows = upcoming.result()
-                if following is not None:
-                    upcoming = reader.submit(read, following)
-                write(rows)
+        read_ahead(read, write, parts)
 
     try:
         target.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
@@ -237,8 +244,6 @@ def raw_redis_floor(source: Backend, url: str, redis_url: str, ids: list[str], m
     the source's table, one redis-py pipeline of an RPUSH per session (no JSON
     decoding, no sessions index), the next chunk read while this one is written.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     import psycopg
     import redis as redis_py
     from psycopg import sql
@@ -263,17 +268,8 @@ def raw_redis_floor(source: Backend, url: str, redis_url: str, ids: list[str], m
             pipe.rpush(prefix + session_id, *texts)
         pipe.execute()
 
-    def work() -> None:
-        with ThreadPoolExecutor(max_workers=1) as ahead:
-            upcoming = ahead.submit(read, parts[0])
-            for following in [*parts[1:], None]:
-                rows = upcoming.result()
-                if following is not None:
-                    upcoming = ahead.submit(read, following)
-                write(rows)
-
     try:
-        seconds = timed(work)
+        seconds = timed(partial(read_ahead, read, write, parts))
         pipe = client.pipeline(transaction=False)
         for session_id in ids:
             pipe.llen(prefix + session_id)
