@@ -23,9 +23,9 @@ from chathistory.errors import SessionIdError
 from chathistory.history import (
     DEFAULT_BACKEND,
     SessionHistoryFactory,
-    _check_limit,
-    _check_session_id,
-    _resolve_backend,
+    check_limit,
+    check_session_id,
+    resolve_backend,
 )
 from chathistory.records import to_messages, to_records
 from chathistory.registry import NamedBackend, Registry, default_registry
@@ -90,7 +90,7 @@ def _session_id(runtime: Runtime[Any]) -> str:
             "to invoke/stream, or config={'configurable': {'thread_id': '...'}}"
         )
     try:
-        return _check_session_id(session_id)
+        return check_session_id(session_id)
     except ValueError as exc:
         raise SessionIdError(f"ChatHistoryMiddleware: {exc}") from None
 
@@ -154,7 +154,7 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
                  window: int | None = None, registry: Registry = default_registry,
                  **options: Any) -> None:
         super().__init__()
-        self.window = _check_limit(window)
+        self.window = check_limit(window)
         self._backend: NamedBackend | _GivenBackend
         if isinstance(backend, str):
             self._backend = NamedBackend(backend, options, registry)
@@ -163,7 +163,7 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
                 raise TypeError("backend options go with a backend name, not a history_factory")
             self._backend = _GivenBackend(backend.source)
         else:
-            self._backend = _GivenBackend(_resolve_backend(backend, options)[0])
+            self._backend = _GivenBackend(resolve_backend(backend, options)[0])
 
     def __repr__(self) -> str:
         return f"ChatHistoryMiddleware(backend={self._backend!r}, window={self.window})"

@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
 from chathistory.backends.sqlite import default_path
 from chathistory.errors import ChatHistoryError
-from chathistory.history import DEFAULT_BACKEND, _check_session_id
+from chathistory.history import DEFAULT_BACKEND, check_session_id
 from chathistory.records import to_messages
 from chathistory.registry import LoadPluginsWarning, available_backends, default_registry
 from chathistory.session_commands import one_line, open_backend, register
@@ -91,7 +91,7 @@ def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: in
             store = open_backend(backend, option_pairs)
         try:
             # Reading only: no create_collection, so a misspelt path creates nothing.
-            records = store.fetch(_check_session_id(session_id), limit=limit)
+            records = store.fetch(check_session_id(session_id), limit=limit)
             if limit == 0:
                 total = len(store.fetch(session_id))
             messages = to_messages(records)

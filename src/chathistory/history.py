@@ -27,7 +27,8 @@ __all__ = ["DEFAULT_BACKEND", "ChatHistory", "SessionHistoryFactory", "history_f
 DEFAULT_BACKEND = "sqlite"
 
 
-def _check_session_id(session_id: object) -> str:
+def check_session_id(session_id: object) -> str:
+    """``session_id`` if it is a non-empty str without NUL, else a ValueError saying why."""
     if not isinstance(session_id, str):
         raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
     if not session_id:
@@ -37,7 +38,8 @@ def _check_session_id(session_id: object) -> str:
     return session_id
 
 
-def _check_limit(limit: object) -> int | None:
+def check_limit(limit: object) -> int | None:
+    """``limit`` if it is None or an int >= 0, else a ValueError saying why."""
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
@@ -55,7 +57,7 @@ def _records_of(messages: Iterable[BaseMessage], method: str) -> list[dict[str, 
     return to_records(messages)  # which checks each item
 
 
-def _resolve_backend(backend: str | Backend | NamedBackend, options: dict[str, Any]
+def resolve_backend(backend: str | Backend | NamedBackend, options: dict[str, Any]
                      ) -> tuple[Backend | NamedBackend, bool]:
     """The backend, or the :class:`NamedBackend` that builds it, and whether the caller owns it."""
     if isinstance(backend, str):
@@ -100,8 +102,8 @@ class ChatHistory(_HistoryBase):
 
     def __init__(self, session_id: str, backend: str | Backend | NamedBackend = DEFAULT_BACKEND,
                  **options: Any) -> None:
-        self.session_id = _check_session_id(session_id)
-        self._source, self._owns_backend = _resolve_backend(backend, options)
+        self.session_id = check_session_id(session_id)
+        self._source, self._owns_backend = resolve_backend(backend, options)
 
     def __repr__(self) -> str:
         return f"ChatHistory(session_id={self.session_id!r}, backend={self._source!r})"
@@ -144,7 +146,7 @@ class ChatHistory(_HistoryBase):
 
     def get_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """The session's messages, oldest first; with ``limit``, only the newest ``limit``."""
-        limit = _check_limit(limit)
+        limit = check_limit(limit)
         backend = self.backend
         ensure_collection(backend)
         return to_messages(backend.fetch(self.session_id, limit=limit))
@@ -184,7 +186,7 @@ class ChatHistory(_HistoryBase):
 
     async def aget_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """Async :meth:`get_messages`, through the backend's async methods."""
-        limit = _check_limit(limit)
+        limit = check_limit(limit)
         backend = await self._abackend()
         await aensure_collection(backend)
         return to_messages(await backend.afetch(self.session_id, limit=limit))
@@ -267,5 +269,5 @@ def history_factory(backend: str | Backend | NamedBackend = DEFAULT_BACKEND, **o
         chathistory.errors.ConfigError: an option is missing, unknown or invalid.
         chathistory.errors.BackendNotFoundError: no backend of that name is installed.
     """
-    resolved, owns = _resolve_backend(backend, options)
+    resolved, owns = resolve_backend(backend, options)
     return SessionHistoryFactory(resolved, owns)
