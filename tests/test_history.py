@@ -307,3 +307,47 @@ def test_a_single_message_instead_of_a_list_says_to_pass_a_list(single: Any) -> 
     with pytest.raises(TypeError, match="message 1 is a str, not a langchain_core"):
         history.add_messages([HumanMessage("ok"), "not a message"])  # type: ignore[list-item]
     assert history.messages == []
+
+
+@pytest.mark.filterwarnings("ignore:The class `InMemoryChatMessageHistory` was deprecated")
+def test_str_is_what_langchain_cores_own_history_gives() -> None:
+    """Prompts built with str(history) or f"{history}" must not change on upgrade."""
+    from langchain_core.chat_history import InMemoryChatMessageHistory
+    from langchain_core.messages import SystemMessage
+
+    from chathistory.testing.samples import sample_messages
+
+    messages = [SystemMessage("system"), HumanMessage("human 1"), AIMessage("ai"),
+                *sample_messages()]
+    history = ChatHistory("s", backend=MemoryBackend())
+    history.add_messages(messages)
+    theirs = InMemoryChatMessageHistory(messages=messages)
+    assert str(history) == str(theirs) == f"{history}"
+    assert str(history).startswith("System: system\nHuman: human 1\nAI: ai\n")
+
+
+def test_str_does_not_depend_on_base_chat_message_history() -> None:
+    """langchain-core 2.0 removes the base class; __str__ is ChatHistory's own."""
+    assert "__str__" in vars(ChatHistory)
+
+
+def _poisoned(backend: MemoryBackend) -> None:
+    backend.append("ada", [{"type": "human", "data": {"content": "hi"}},
+                           {"type": "bogus", "data": {"content": "?"}},
+                           {"type": "ai", "data": {"content": "hello"}}])
+
+
+def test_a_record_that_is_no_message_is_a_record_error_naming_session_and_position() -> None:
+    backend = MemoryBackend()
+    _poisoned(backend)
+    history = ChatHistory("ada", backend=backend)
+    expected = "session 'ada': record 1 cannot be read as a message: unknown message type 'bogus'"
+    with pytest.raises(RecordError) as caught:
+        history.messages  # noqa: B018
+    assert str(caught.value) == expected
+    with pytest.raises(RecordError, match="record 1 cannot"):
+        asyncio.run(history.aget_messages())
+    # Only the newest two were read: positions count back from the newest (-1).
+    with pytest.raises(RecordError, match="session 'ada': record -2 cannot"):
+        history.get_messages(limit=2)
+    assert history.get_messages(limit=1) == [AIMessage("hello")]

@@ -56,3 +56,35 @@ def test_non_messages_are_a_type_error_naming_the_type() -> None:
 def test_a_stored_value_that_is_not_a_json_object_is_a_record_error(stored: str) -> None:
     with pytest.raises(RecordError):
         decode_record(stored)
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    ({"type": "bogus", "data": {"content": "x"}}, "unknown message type 'bogus'"),
+    ({"type": "human"}, "missing key 'data'"),
+    ({"data": {"content": "x"}}, "missing key 'type'"),
+    ({"type": 3, "data": {}}, "'type' must be a string; this is a number"),
+    ({"type": "human", "data": []}, "'data' must be an object; this is an array"),
+    ({"type": "human", "data": {"content": 5}}, "the data of a 'human' message is refused "
+                                                "(content: Input should be a valid string)"),
+    ([1], "a record must be a JSON object; this is an array"),
+])
+def test_a_record_that_is_no_message_is_a_record_error_saying_why(record: object,
+                                                                  reason: str) -> None:
+    from chathistory.records import to_message
+
+    with pytest.raises(RecordError) as caught:
+        to_message(record)
+    assert str(caught.value) == reason
+    good = to_records([HumanMessage("ok")])
+    with pytest.raises(RecordError) as caught:
+        to_messages([*good, *good, record], session_id="ada")  # type: ignore[list-item]
+    assert str(caught.value) == f"session 'ada': record 2 cannot be read as a message: {reason}"
+    with pytest.raises(RecordError, match=r"^record -1 cannot be read as a message"):
+        to_messages([*good, record], first_position=-2)  # type: ignore[list-item]
+
+
+def test_to_messages_gives_what_langchain_core_gives() -> None:
+    from langchain_core.messages import messages_from_dict
+
+    records = to_records(sample_messages())
+    assert to_messages(records, session_id="s") == messages_from_dict(records)

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, get_buffer_string
 
 from chathistory.backend import Backend, BaseBackend, aensure_collection, ensure_collection
 from chathistory.records import encode_record, to_messages, to_records
@@ -55,6 +55,14 @@ def _records_of(messages: Iterable[BaseMessage], method: str) -> list[dict[str, 
             "pass a list, e.g. [message]"
         )
     return to_records(messages)  # which checks each item
+
+
+def _read(records: list[dict[str, Any]], session_id: str, limit: int | None
+          ) -> list[BaseMessage]:
+    """The messages of fetched records; a record that is no message is a RecordError."""
+    # With a limit only the newest were read: count positions back from the newest.
+    first_position = 0 if limit is None else -len(records)
+    return to_messages(records, session_id=session_id, first_position=first_position)
 
 
 def resolve_backend(backend: str | Backend | NamedBackend, options: dict[str, Any]
@@ -145,11 +153,16 @@ class ChatHistory(_HistoryBase):
             backend.append(self.session_id, records)
 
     def get_messages(self, limit: int | None = None) -> list[BaseMessage]:
-        """The session's messages, oldest first; with ``limit``, only the newest ``limit``."""
+        """The session's messages, oldest first; with ``limit``, only the newest ``limit``.
+
+        Raises:
+            chathistory.errors.RecordError: a stored record is not a message (written
+                by other code); the error names the session and the record's position.
+        """
         limit = check_limit(limit)
         backend = self.backend
         ensure_collection(backend)
-        return to_messages(backend.fetch(self.session_id, limit=limit))
+        return _read(backend.fetch(self.session_id, limit=limit), self.session_id, limit)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Store ``messages`` in one backend call: all of them or, on error, none.
@@ -189,7 +202,7 @@ class ChatHistory(_HistoryBase):
         limit = check_limit(limit)
         backend = await self._abackend()
         await aensure_collection(backend)
-        return to_messages(await backend.afetch(self.session_id, limit=limit))
+        return _read(await backend.afetch(self.session_id, limit=limit), self.session_id, limit)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async :meth:`add_messages`, through the backend's async methods."""
@@ -207,7 +220,8 @@ class ChatHistory(_HistoryBase):
         await backend.aclear(self.session_id)
 
     def __str__(self) -> str:
-        return "\n".join(message.pretty_repr() for message in self.messages)
+        """What ``BaseChatMessageHistory`` gives: one ``Human: hi`` line per message."""
+        return get_buffer_string(self.messages)
 
     def close(self) -> None:
         """Close the backend if this history built it from a name; a shared one stays open."""

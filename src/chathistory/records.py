@@ -11,10 +11,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from pydantic import ValidationError
 
 from chathistory.errors import RecordError
 
-__all__ = ["decode_record", "encode_record", "to_messages", "to_records"]
+__all__ = ["decode_record", "encode_record", "to_message", "to_messages", "to_records"]
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
@@ -32,9 +33,77 @@ def to_records(messages: Iterable[BaseMessage]) -> list[dict[str, Any]]:
     return records
 
 
-def to_messages(records: Sequence[dict[str, Any]]) -> list[BaseMessage]:
-    """Turn records back into messages."""
-    return messages_from_dict(records)
+def to_messages(records: Sequence[dict[str, Any]], *, session_id: str | None = None,
+                first_position: int = 0) -> list[BaseMessage]:
+    """Turn records back into messages, or raise :class:`RecordError` naming the bad one.
+
+    Args:
+        records: Records as a backend's ``fetch`` returns them, oldest first.
+        session_id: The session they belong to, named in the error.
+        first_position: The position of ``records[0]`` in its session, named in
+            the error: 0 for a whole session (the oldest record is 0); for the
+            newest records only (a ``limit``), ``-len(records)``, so positions
+            count back from the newest, which is -1.
+
+    Raises:
+        RecordError: a record is not one ``message_to_dict`` makes, for example
+            ``{"type": "bogus", ...}``: "session 'ada': record 3 cannot be read
+            as a message: unknown message type 'bogus'".
+    """
+    try:
+        return messages_from_dict(records)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        pass  # find which record, and say why, below
+    messages = []
+    for position, record in enumerate(records, start=first_position):
+        try:
+            messages.append(to_message(record))
+        except RecordError as exc:
+            where = "" if session_id is None else f"session {session_id!r}: "
+            raise RecordError(
+                f"{where}record {position} cannot be read as a message: {exc}") from None
+    return messages
+
+
+def to_message(record: object) -> BaseMessage:
+    """The message of one record, or a :class:`RecordError` saying why it has none.
+
+    The reason is short, for a caller to place ("line 7: ...", "record 3 ..."):
+    ``unknown message type 'bogus'``, ``missing key 'data'``, or what the
+    message class refused.
+    """
+    if not isinstance(record, Mapping):
+        raise RecordError(f"a record must be a JSON object; this is {_json_type(record)}")
+    kind = record.get("type")
+    if not isinstance(kind, str):
+        raise RecordError("missing key 'type'" if kind is None
+                          else f"'type' must be a string; this is {_json_type(kind)}")
+    if "data" not in record:
+        raise RecordError("missing key 'data'")
+    if not isinstance(record["data"], Mapping):
+        raise RecordError(f"'data' must be an object; this is {_json_type(record['data'])}")
+    try:
+        (message,) = messages_from_dict([dict(record)])
+    except ValidationError as exc:
+        # A union field reports one error per member; the first says enough.
+        problems = {str(error["loc"][0]) if error["loc"] else "data": error["msg"]
+                    for error in reversed(exc.errors())}
+        reason = "; ".join(f"{field}: {message}" for field, message in reversed(problems.items()))
+        raise RecordError(f"the data of a {kind!r} message is refused ({reason})") from None
+    except ValueError as exc:
+        if str(exc).startswith("Got unexpected message type"):
+            raise RecordError(f"unknown message type {kind!r}") from None
+        raise RecordError(" ".join(str(exc).split())) from None
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise RecordError(f"the data of a {kind!r} message is refused ({exc})") from None
+    return message
+
+
+def _json_type(value: object) -> str:
+    """The JSON name of a decoded value's type: array, string, number..."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), f"a {type(value).__name__}")
 
 
 def encode_record(record: Mapping[str, Any]) -> str:
