@@ -75,7 +75,8 @@ class Bench:
         self.unpinged.close()
         self.shared_engine.dispose()
         with self.raw.begin() as connection:
-            connection.execute(text(f"DROP TABLE IF EXISTS `{OURS}`, `{PEER}`"))
+            connection.execute(text(f"DROP TABLE IF EXISTS `{OURS}`, `{OURS}_migrations`, "
+                                    f"`{PEER}`"))
         self.raw.dispose()
         self.raw_pinged.dispose()
 

@@ -3,7 +3,8 @@
 SQLite tests use a file in the test's temporary directory. MariaDB/MySQL
 tests use the server of ``CHATHISTORY_MYSQL_URL`` (default: the local one,
 user ``root`` with no password, database ``test``) and touch only tables
-named ``chh_<random>``, which they drop at the end. The few tests of a
+named ``chh_<random>`` (and ``chh_<random>_migrations``), which they drop at
+the end. The few tests of a
 dialect this backend has no listing index for use PostgreSQL, the server of
 ``CHATHISTORY_POSTGRES_URL`` (default: the local one, user ``postgres``,
 database ``test``), in the same way.
@@ -70,10 +71,11 @@ def table_name() -> str:
 
 @pytest.fixture
 def mysql_table(mysql_admin: Engine, table_name: str) -> Iterator[str]:
-    """``table_name``, dropped from the server after the test."""
+    """``table_name``, dropped from the server after the test (with its versions' table)."""
     yield table_name
     with mysql_admin.begin() as connection:
-        connection.execute(text(f"DROP TABLE IF EXISTS `{table_name}`"))
+        connection.execute(text(f"DROP TABLE IF EXISTS `{table_name}`, "
+                                f"`{table_name}_migrations`"))
 
 
 @pytest.fixture(params=["chathistory", "langchain_community"])
@@ -99,10 +101,11 @@ def postgres_admin() -> Iterator[Engine]:
 
 @pytest.fixture
 def postgres_table(postgres_admin: Engine, table_name: str) -> Iterator[str]:
-    """``table_name`` on PostgreSQL, dropped after the test."""
+    """``table_name`` on PostgreSQL, dropped after the test (with its versions' table)."""
     yield table_name
     with postgres_admin.begin() as connection:
-        connection.execute(text(f'DROP TABLE IF EXISTS "{table_name}"'))
+        connection.execute(text(f'DROP TABLE IF EXISTS "{table_name}", '
+                                f'"{table_name}_migrations"'))
 
 
 @pytest.fixture

@@ -159,9 +159,10 @@ def test_a_table_of_an_older_version_lists_and_is_upgraded_by_create_collection(
     mariadb_backend: SQLAlchemyBackend, mysql_admin: Engine, mysql_table: str
 ) -> None:
     _store(mariadb_backend)
-    with mysql_admin.begin() as connection:
+    with mysql_admin.begin() as connection:  # as that version left it: no listing, no versions
         connection.execute(text(f"ALTER TABLE `{mysql_table}` DROP INDEX "
                                 f"`{mysql_table}_session_key_idx`, DROP COLUMN session_key"))
+        connection.execute(text(f"DROP TABLE `{mysql_table}_migrations`"))
     _check_listing(mariadb_backend)
     mariadb_backend.create_collection()
     mariadb_backend.create_collection()
@@ -280,8 +281,9 @@ def test_a_sqlite_table_without_the_listing_index_is_read_whole_until_upgraded(
     _store(sqlite)
     index = sqlite.statements.listing.index_name
     admin = create_engine(sqlite_url)
-    with admin.begin() as connection:
+    with admin.begin() as connection:  # as an older version left it: no listing, no versions
         connection.execute(text(f'DROP INDEX "{index}"'))
+        connection.execute(text(f'DROP TABLE "{sqlite.statements.versions.name}"'))
     _check_listing(sqlite)
     sqlite.create_collection()
     assert index in {found["name"] for found in

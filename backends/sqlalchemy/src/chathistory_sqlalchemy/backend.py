@@ -183,37 +183,15 @@ class SQLAlchemyBackend(BaseBackend):
             backend=self.name, is_transient=is_transient, translate=translate)
 
     def create_collection(self) -> None:
-        """Create the table and its indexes if missing; check an existing table's columns.
+        """Create or upgrade the table: the steps of ``sql.MIGRATIONS`` it has not had.
 
-        An existing table without the listing index (one a peer or an older version
-        made) gets it: on MySQL/MariaDB the virtual column ``session_key`` and its
-        index, on SQLite an index on session_id in this backend's layout.
+        An existing table of the other layout is refused; one a peer or an older
+        version made is upgraded in place (it gets the listing index: on
+        MySQL/MariaDB the virtual column ``session_key`` and its index).
         """
-        self._call("create the table", self._create, transaction=True)
+        from chathistory_sqlalchemy.sql import migrate
 
-    def _create(self, connection: Connection) -> None:
-        from sqlalchemy import inspect, text
-
-        statements = self.statements
-        statements.table.create(connection, checkfirst=True)
-        statements.index.create(connection, checkfirst=True)
-        inspector = inspect(connection)
-        columns = {column["name"] for column in inspector.get_columns(statements.table.name)}
-        self._check_columns(columns)
-        indexes = {str(index["name"]) for index in
-                   inspector.get_indexes(statements.table.name)}
-        for statement in statements.listing.upgrade(columns, indexes):
-            connection.execute(text(statement))
-
-    def _check_columns(self, found: set[str]) -> None:
-        from chathistory import ConfigError
-
-        missing = self.statements.columns - found
-        if missing:
-            raise ConfigError(
-                f"backend 'sqlalchemy': table {self.config.table_name!r} exists but is not a "
-                f"{self.config.layout!r} table (it lacks {', '.join(sorted(missing))}); "
-                "choose another table, or the layout that matches it")
+        self._call("create the table", lambda c: migrate(c, self.statements), transaction=True)
 
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
         """Insert ``records`` after the session's others: one statement, all or nothing."""
@@ -324,7 +302,9 @@ class SQLAlchemyBackend(BaseBackend):
             return await super().acreate_collection()
 
         async def work(connection: AsyncConnection) -> None:
-            await connection.run_sync(self._create)
+            from chathistory_sqlalchemy.sql import migrate
+
+            await connection.run_sync(migrate, self.statements)
 
         await self._acall("create the table", work, transaction=True)
 

@@ -8,8 +8,8 @@ A call is repeated only when that is harmless:
   deadlock (MySQL 1213) or a lock wait timeout (1205, which may undo only the
   statement: the failed call's transaction is then rolled back whole, so
   nothing of it stays), or SQLite was busy or locked (nothing was written);
-- creating the table (or its listing column or index) raced another process
-  doing the same (it now exists);
+- creating or upgrading the table (a step of its schema, or the row recording
+  it) raced another process doing the same (it now exists);
 - or the call does not write (``write=False``: fetch, clear, create, each
   safe to run twice) and the connection was lost.
 
@@ -40,7 +40,9 @@ __all__ = ["ConnectFailed", "ListingIndexMissing", "error_code", "is_transient",
 ACCESS_DENIED = frozenset({1044, 1045, 1142, 1143, 1227, 1698})
 UNKNOWN_DATABASE = 1049
 ROLLED_BACK = frozenset({1205, 1213})  # lock wait timeout, deadlock
-ALREADY_EXISTS = frozenset({1050, 1060, 1061})  # table, column, key name exists
+# Creating raced another creator: table, column, key name, version row exists; a table
+# skipped by information_schema while another connection's DDL changes it.
+CREATE_RACES = frozenset({1050, 1060, 1061, 1062, 1684})
 UNKNOWN_COLUMN = 1054
 CONNECTION_LOST = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080})
 CANNOT_CONNECT = frozenset({2002, 2003, 2005, 2026, 1040, 1129, 1130})
@@ -118,8 +120,9 @@ def is_transient(error: BaseException, *, write: bool = False, create: bool = Fa
     if _sqlite(error):
         if code in SQLITE_BUSY:
             return True
-        return create and "already exists" in reason(error)
-    if code in ROLLED_BACK or (create and code in ALREADY_EXISTS):
+        return create and ("already exists" in reason(error)
+                           or "UNIQUE constraint failed" in reason(error))
+    if code in ROLLED_BACK or (create and code in CREATE_RACES):
         return True
     return not write and (error.connection_invalidated or code in CONNECTION_LOST)
 

@@ -36,7 +36,7 @@ layout's ``<table>_session_idx`` serves).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -58,18 +58,21 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    func,
     insert,
+    inspect,
     select,
     text,
 )
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.elements import TextClause
 
+from chathistory import ConfigError
 from chathistory_sqlalchemy.config import Layout
 
-__all__ = ["KEY_BYTES", "MYSQL_DIALECTS", "Job", "Listing", "Statements", "build_table",
-           "session_hash"]
+__all__ = ["KEY_BYTES", "MIGRATIONS", "MYSQL_DIALECTS", "Job", "Listing", "Statements",
+           "build_table", "migrate", "session_hash"]
 
 T = TypeVar("T")
 
@@ -222,13 +225,16 @@ class Listing:
         return cls(kind="other", page=None, scan=text(f"SELECT DISTINCT {columns} FROM {quoted}"),
                    ties=None, scan_ties=None, index_name=None, upgrades=())
 
-    def upgrade(self, columns: set[str], indexes: set[str]) -> list[str]:
-        """The DDL that gives a table with ``columns`` and ``indexes`` its listing index."""
-        if self.kind == "mysql":
-            if "session_key" not in columns:
-                return list(self.upgrades)
-            return [] if self.index_name in indexes else list(self.upgrades[1:])
-        return list(self.upgrades)
+    def upgrade(self, connection: Connection, table: str) -> None:
+        """Give ``table`` its listing index (and on MySQL/MariaDB ``session_key``) if missing."""
+        inspector = inspect(connection)
+        upgrades = list(self.upgrades)
+        if self.kind == "mysql" and "session_key" in {
+                column["name"] for column in inspector.get_columns(table)}:
+            indexes = {index["name"] for index in inspector.get_indexes(table)}
+            upgrades = [] if self.index_name in indexes else upgrades[1:]
+        for statement in upgrades:
+            connection.execute(text(statement))
 
     def pages(self, after: str | None, limit: int, *, scan: bool = False) -> Job[list[str]]:
         """The ids of the page of up to ``limit`` sessions after ``after``, in id order.
@@ -276,6 +282,8 @@ class Statements:
     """
 
     table: Table
+    versions: Table
+    """``<table>_migrations``: one row (``v``) per step of :data:`MIGRATIONS` applied."""
     layout: Layout
     select_all: Select[tuple[str]]
     select_newest: Select[tuple[str]]
@@ -313,6 +321,9 @@ class Statements:
                   .limit(bindparam("limit", type_=Integer)).subquery("newest"))
         return cls(
             table=table,
+            versions=Table(f"{name}_migrations", table.metadata,
+                           Column("v", Integer, primary_key=True, autoincrement=False),
+                           mysql_engine="InnoDB"),
             layout=layout,
             select_all=select(c.message).where(same_session).order_by(c.id),
             select_newest=select(newest.c.message).order_by(newest.c.id),
@@ -330,6 +341,15 @@ class Statements:
     @property
     def columns(self) -> set[str]:
         return {column.name for column in self.table.columns}
+
+    def check_columns(self, found: set[str]) -> None:
+        """Refuse an existing table that is not of this layout."""
+        missing = {column.name for column in self.table.columns} - found
+        if missing:
+            raise ConfigError(
+                f"backend 'sqlalchemy': table {self.table.name!r} exists but is not a "
+                f"{self.layout!r} table (it lacks {', '.join(sorted(missing))}); "
+                "choose another table, or the layout that matches it")
 
     def session(self, session_id: str) -> dict[str, Any]:
         """The bound parameters that select ``session_id``'s rows."""
@@ -416,3 +436,52 @@ class Statements:
                 self.multi_row_inserts[len(rows)] = statement
         return statement, {f"{key}_{number}": value for number, row in enumerate(rows)
                            for key, value in row.items()}
+
+
+Step = Callable[[Connection, Statements], None]
+
+
+def _create_table(connection: Connection, statements: Statements) -> None:
+    """Version 0: the table (of :func:`build_table`) and its session index.
+
+    A peer's table, or one made before versions were kept, gets the index.
+    """
+    statements.table.create(connection, checkfirst=True)
+    statements.index.create(connection, checkfirst=True)
+
+
+def _listing_index(connection: Connection, statements: Statements) -> None:
+    """Version 1: what lists sessions in code-point order (:class:`Listing`), if missing."""
+    statements.listing.upgrade(connection, statements.table.name)
+
+
+MIGRATIONS: list[Step] = [_create_table, _listing_index]
+"""The schema, as the steps that make it, oldest first: a step's index is its version.
+
+Append only: a new column is one new step at the end (an ``ALTER TABLE``), and
+never a change to :func:`build_table`, which is the table of version 0. Steps
+0 and 1 check what exists, since tables made before versions were kept (and
+peers' tables) start from nothing recorded; later steps run once per table.
+"""
+
+
+def migrate(connection: Connection, statements: Statements) -> None:
+    """Apply the steps of :data:`MIGRATIONS` that ``<table>_migrations`` lacks, in order.
+
+    An existing table of the other layout is refused (``ConfigError``) before any.
+    """
+    inspector = inspect(connection)
+    table, versions = statements.table, statements.versions
+    done: int | None = None
+    if inspector.has_table(table.name):
+        statements.check_columns({column["name"] for column in
+                                  inspector.get_columns(table.name)})
+        if inspector.has_table(versions.name):
+            done = connection.execute(select(func.max(versions.c.v))).scalar()
+    versions.create(connection, checkfirst=True)
+    if done is None:  # nothing recorded, or what was recorded of a table since dropped
+        connection.execute(delete(versions))
+        done = -1
+    for version in range(done + 1, len(MIGRATIONS)):
+        MIGRATIONS[version](connection, statements)
+        connection.execute(insert(versions), {"v": version})
