@@ -3,7 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-BACKENDS := $(wildcard backends/*/pyproject.toml)
+# Each backend, and distributions nested in one (backends/rockset/emulator).
+BACKENDS := $(wildcard backends/*/pyproject.toml backends/*/*/pyproject.toml)
 DIST ?= dist
 
 .PHONY: demo test check services clean dist

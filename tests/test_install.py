@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -26,9 +27,10 @@ def test_make_dist_builds_every_wheel_and_the_core_wheel_runs_the_demo_in_a_clea
     dist = tmp_path / "dist"
     run("make", "--no-print-directory", "dist", f"DIST={dist}", f"PYTHON={sys.executable}",
         cwd=ROOT)
-    backends = {path.parent.name for path in ROOT.glob("backends/*/pyproject.toml")}
+    projects = [*ROOT.glob("backends/*/pyproject.toml"), *ROOT.glob("backends/*/*/pyproject.toml")]
+    names = {tomllib.loads(path.read_text())["project"]["name"] for path in projects}
     built = {wheel.name.split("-")[0] for wheel in dist.glob("*.whl")}
-    assert built == {"chathistory"} | {f"chathistory_{name}" for name in backends}
+    assert built == {"chathistory"} | {name.replace("-", "_") for name in names}
 
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv)

@@ -24,8 +24,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from rockset_emulator import RocksetEmulator
 
 from chathistory import history_factory
 

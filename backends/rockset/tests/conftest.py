@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from chathistory_rockset.backend import RocksetBackend
-from chathistory_rockset.emulator import RocksetEmulator
+from rockset_emulator import RocksetEmulator
 
 # Noise from third parties that must not fail a run: urllib3 1.26 (pinned by the rockset
 # SDK) deprecates HTTPResponse.getheader, and langchain-community announces its sunset.
@@ -22,16 +22,6 @@ _WARNING_FILTERS = (
 def pytest_configure(config: pytest.Config) -> None:
     for line in _WARNING_FILTERS:
         config.addinivalue_line("filterwarnings", line)
-
-
-@pytest.fixture
-def rockset_emulator() -> Iterator[RocksetEmulator]:
-    """A running emulator (no delays, no faults) on an ephemeral 127.0.0.1 port.
-
-    Point the real SDK at it with ``rockset_emulator.client()``.
-    """
-    with RocksetEmulator(api_key="test-key") as emulator:
-        yield emulator
 
 
 _collections = itertools.count()

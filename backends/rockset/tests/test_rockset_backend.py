@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from chathistory_rockset.backend import RocksetBackend
-from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import AIMessage, HumanMessage
+from rockset_emulator import RocksetEmulator
 
 from chathistory import (
     BackendUnavailableError,
@@ -67,7 +67,7 @@ def separate_server() -> Iterator[tuple[str, str]]:
         yield host, key
         return
     process = subprocess.Popen(
-        [sys.executable, "-m", "chathistory_rockset.emulator", "--port", "0",
+        [sys.executable, "-m", "rockset_emulator", "--port", "0",
          "--api-key", API_KEY, "--visibility-delay", "0.05"],
         stdout=subprocess.PIPE, text=True)
     try:

@@ -7,8 +7,8 @@ import warnings
 from typing import Any
 
 import pytest
-from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import AIMessage, HumanMessage
+from rockset_emulator import RocksetEmulator
 
 from chathistory import ChatHistory
 from chathistory.testing.samples import sample_messages

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 from chathistory_rockset.backend import RocksetBackend
-from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import HumanMessage
+from rockset_emulator import RocksetEmulator
 
 from chathistory import BackendUnavailableError, ChatHistory, PermissionDeniedError
 from chathistory.testing import numbered_records

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
-from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, messages_to_dict
+from rockset_emulator import RocksetEmulator
 
 from chathistory import Backend, ChatHistory, get_backend
 from chathistory.testing.samples import sample_messages

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 
 import pytest
 from chathistory_rockset.backend import MAX_IDS_PER_QUERY, RocksetBackend
-from chathistory_rockset.emulator import RocksetEmulator
 from langchain_core.messages import HumanMessage, message_to_dict
+from rockset_emulator import RocksetEmulator
 
 from chathistory import (
     BackendUnavailableError,

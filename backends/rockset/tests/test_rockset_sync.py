@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from chathistory_rockset.backend import RocksetBackend
-from chathistory_rockset.emulator import RocksetEmulator
 from chathistory_rockset.errors import RocksetSyncTimeoutError
 from langchain_core.messages import AIMessage, HumanMessage
+from rockset_emulator import RocksetEmulator
 
 from chathistory import BackendUnavailableError, ChatHistory, ChatHistoryError
 from chathistory.testing import numbered_records

@@ -1,4 +1,4 @@
-"""The Rockset backend for chathistory (``backend="rockset"``) and a local Rockset emulator.
+"""The Rockset backend for chathistory (``backend="rockset"``).
 
 Importing this package is cheap: neither the backend nor the ``rockset`` SDK is
 loaded until used. ``from chathistory_rockset import RocksetBackend`` loads the

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 import urllib3  # type: ignore[import-untyped]
-from chathistory_rockset.emulator import RocksetEmulator
 from rockset import exceptions as rs_exc  # type: ignore[import-untyped]
 from rockset.model.patch_document import PatchDocument  # type: ignore[import-untyped]
 from rockset.model.patch_operation import PatchOperation  # type: ignore[import-untyped]
+from rockset_emulator import RocksetEmulator
 
 WS_PATH = "/v1/orgs/self/ws/commons/collections"
 ERROR_KEYS = {"message", "type", "line", "column", "trace_id", "error_id", "query_id"}
@@ -762,11 +762,16 @@ def test_nothing_is_persisted_by_default(tmp_path: Path, monkeypatch: pytest.Mon
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture
-def cli_process() -> Iterator[subprocess.Popen[str]]:
+# The installed console script sits beside the interpreter, in the same bin directory.
+_COMMANDS = {"module": [sys.executable, "-m", "rockset_emulator"],
+             "script": [str(Path(sys.executable).with_name("rockset-emulator"))]}
+
+
+@pytest.fixture(params=sorted(_COMMANDS))
+def cli_process(request: pytest.FixtureRequest) -> Iterator[subprocess.Popen[str]]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     with subprocess.Popen(
-        [sys.executable, "-m", "chathistory_rockset.emulator", "--port", "0", "--api-key", "k"],
+        [*_COMMANDS[request.param], "--port", "0", "--api-key", "k"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

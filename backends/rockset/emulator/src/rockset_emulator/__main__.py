@@ -1,4 +1,4 @@
-"""``python -m chathistory_rockset.emulator``: serve the Rockset emulator until Ctrl-C."""
+"""``rockset-emulator`` (or ``python -m rockset_emulator``): serve the emulator until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .server import RocksetEmulator
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m chathistory_rockset.emulator",
+        prog="rockset-emulator",
         description="A local server speaking the Rockset REST subset that chat histories use.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

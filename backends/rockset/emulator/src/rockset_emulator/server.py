@@ -284,11 +284,17 @@ class RocksetEmulator:
         return f"http://{self._host}:{self.port}"
 
     def client(self, api_key: str | None = None) -> Any:
-        """A ``rockset.RocksetClient`` pointed at this emulator (``api_key`` overrides the key)."""
-        from rockset import RocksetClient  # type: ignore[import-untyped]
+        """A ``rockset.RocksetClient`` pointed at this emulator (``api_key`` overrides the key).
 
-        client = RocksetClient(api_key=api_key if api_key is not None else self.api_key)
-        client.api_client.configuration.host = self.url
+        Needs the ``rockset`` SDK (``pip install chathistory-rockset-emulator[sdk]``).
+        """
+        from rockset import Configuration, RocksetClient  # type: ignore[import-untyped]
+
+        configuration = Configuration(api_key=api_key if api_key is not None else self.api_key)
+        client = RocksetClient(config=configuration)
+        # RocksetClient refuses any host but *.rockset.com; the client keeps this very
+        # Configuration, whose public host setter then points it here.
+        configuration.host = self.url
         return client
 
     # ---- observation ----------------------------------------------------------------
