@@ -75,6 +75,20 @@ def test_an_unknown_name_lists_the_installed_backends() -> None:
         get_backend("nope")
 
 
+def test_a_misspelt_name_suggests_the_closest_installed_ones(
+        make_distribution: MakeDistribution) -> None:
+    make_distribution("chathistory-postgres", {"postgres": GOOD_PLUGIN})
+    make_distribution("chathistory-other", {"redis": GOOD_PLUGIN, "sqlite": GOOD_PLUGIN})
+    registry = Registry(GROUP)
+    with pytest.raises(BackendNotFoundError) as caught:
+        registry.get_backend("postgress")
+    assert str(caught.value) == ("no backend named 'postgress'; did you mean 'postgres'? "
+                                 "(installed backends: postgres, redis, sqlite)")
+    assert "chathistory-postgress" not in str(caught.value)
+    with pytest.raises(BackendNotFoundError, match="did you mean 'sqlite'"):
+        registry.get_backend("sqlit")
+
+
 def test_a_broken_plugin_is_reported_with_its_distribution(make_distribution: MakeDistribution
                                                            ) -> None:
     make_distribution("chathistory-broken", {"broken": "raise RuntimeError('boom at import')\n"})

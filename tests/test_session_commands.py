@@ -91,8 +91,8 @@ def test_copy_copies_everything_checks_counts_and_reruns_as_a_no_op(
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == "copied 15 messages in 5 sessions (0 already complete)"
     second = run(*args, "--json")
-    assert json.loads(second.stdout)["messages_written"] == 0
-    assert json.loads(second.stdout)["sessions_differing"] == []
+    assert json.loads(second.stdout) == {"sessions": 5, "messages_written": 0,
+                                         "already_complete": 5, "mismatched": []}
 
 
 def test_a_copy_killed_midway_is_finished_by_a_rerun_without_duplicates(tmp_path: Path
@@ -117,7 +117,7 @@ def test_a_copy_killed_midway_is_finished_by_a_rerun_without_duplicates(tmp_path
     report = json.loads(rerun.stdout)
     assert report["already_complete"] == done
     assert report["messages_written"] == (total - done) * 2
-    assert report["sessions_differing"] == []
+    assert report["mismatched"] == []
     with sqlite3.connect(target) as connection:
         assert connection.execute('SELECT count(*), count(DISTINCT message || session_id) '
                                   'FROM "message_store"').fetchone() == (total * 2, total * 2)
@@ -128,9 +128,14 @@ def test_a_copy_that_ends_with_different_counts_fails(source: Path, tmp_path: Pa
     store(target, 0).append("s00002", numbered_records(1, prefix="other-"))
     result = run("copy", "-o", f"path={source}", "--to", "sqlite", "-O", f"path={target}")
     assert result.returncode == 1
-    assert "left alone: 1 sessions" in result.stderr
-    assert "1 sessions differ after the copy, e.g. 's00002': 3 messages in the source, 1 in " \
+    assert "left alone: 1 session whose stored messages are not the start of the source's, " \
+           "e.g. 's00002'" in result.stderr
+    assert "1 session differs after the copy, e.g. 's00002': 3 messages in the source, 1 in " \
            "the target" in result.stderr
+    as_json = run("copy", "-o", f"path={source}", "--to", "sqlite", "-O", f"path={target}",
+                  "--json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["mismatched"] == ["s00002"]
 
 
 def test_prune_deletes_sessions_older_than_the_age_and_a_dry_run_deletes_none(
@@ -160,9 +165,110 @@ def test_mistakes_are_one_line_errors(args: list[str], message: str) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_clear_deletes_one_session(source: Path) -> None:
-    assert run("clear", "s00001", "-o", f"path={source}").returncode == 0
+def test_clear_deletes_one_session_and_says_when_there_was_none(source: Path) -> None:
+    cleared = run("clear", "s00001", "-o", f"path={source}")
+    assert cleared.returncode == 0 and cleared.stderr == "cleared session 's00001'\n"
     assert stored_sessions(source) == 4
+    nobody = run("clear", "nobody", "-o", f"path={source}")
+    assert nobody.returncode == 0
+    assert nobody.stderr == "no session 'nobody': it holds no messages, nothing was deleted\n"
+    assert stored_sessions(source) == 4
+
+
+def test_export_names_the_ids_that_hold_nothing(source: Path) -> None:
+    result = run("export", "s00001", "nobody", "-o", f"path={source}")
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 3
+    assert result.stderr.splitlines() == ["no session 'nobody': nothing exported for it",
+                                          "exported 3 messages"]
+    two = run("export", "nobody", "zed", "-o", f"path={source}")
+    assert two.stderr.splitlines() == ["no sessions 'nobody', 'zed': nothing exported for them",
+                                       "exported 0 messages"]
+
+
+def test_export_into_a_reader_that_stops_ends_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "big.sqlite3"
+    store(path, 2000, per_session=5).close()  # far more than a pipe's buffer
+    export = subprocess.Popen([sys.executable, "-m", "chathistory", "export",
+                               "-o", f"path={path}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.run(["head", "-n", "2"], stdin=export.stdout, capture_output=True,
+                          timeout=120, check=True)
+    assert export.stdout is not None and export.stderr is not None
+    export.stdout.close()  # only head holds the pipe's reading end now
+    errors = export.stderr.read().decode()
+    assert export.wait(timeout=120) == 0, errors
+    assert errors == ""
+    assert len(head.stdout.splitlines()) == 2
+
+
+def test_an_empty_listing_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sqlite3"
+    store(path, 0).close()
+    result = run("sessions", "-o", f"path={path}")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "(no sessions)\n")
+    after = run("sessions", "-o", f"path={path}", "--after", "m", "--json")
+    assert (after.stdout, after.stderr) == ("", "(no sessions after 'm')\n")
+
+
+def test_summaries_count_in_the_singular_and_plural(tmp_path: Path) -> None:
+    one = tmp_path / "one.sqlite3"
+    store(one, 1, per_session=1).close()
+    exported = run("export", "-o", f"path={one}")
+    assert exported.stderr == "exported 1 message\n"
+    imported = run("import", "-o", f"path={tmp_path / 'copy.sqlite3'}", stdin=exported.stdout)
+    assert imported.stdout == "imported 1 message in 1 session (0 already complete)\n"
+    pruned = run("prune", "-o", f"path={one}", "--older-than", "0s", "--dry-run")
+    assert pruned.stdout.startswith("would delete 1 session last written before ")
+
+
+BOGUS = '{"session_id":"ada","record":{"type":"bogus","data":{"content":"?"}}}'
+
+
+def test_import_refuses_a_bad_line_anywhere_and_writes_nothing(source: Path,
+                                                              tmp_path: Path) -> None:
+    exported = run("export", "-o", f"path={source}").stdout.splitlines()
+    target = tmp_path / "target.sqlite3"
+    lines = [*exported[:7], BOGUS, *exported[7:]]
+    result = run("import", "-o", f"path={target}", stdin="\n".join(lines))
+    assert result.returncode == 1
+    assert result.stderr == ("Error: line 8: the record is not a LangChain message: unknown "
+                             "message type 'bogus'\n")
+    assert not target.exists()
+    store(target, 0).close()
+    assert run("import", "-o", f"path={target}", stdin="\n".join(lines)).returncode == 1
+    assert stored_sessions(target) == 0
+
+
+def test_import_into_a_session_holding_other_messages_says_what_to_do(
+        source: Path, tmp_path: Path) -> None:
+    one = run("export", "s00001", "-o", f"path={source}").stdout
+    new = one.replace('"1-', '"new-')
+    result = run("import", "-o", f"path={source}", stdin=new)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "left alone: 1 session whose stored messages are not the start of the file's, e.g. "
+        "'s00001' (clear it first, or add the file's records after it with --append)\n")
+    appended = run("import", "-o", f"path={source}", "--append", stdin=new)
+    assert appended.returncode == 0, appended.stderr
+    assert appended.stdout == "imported 3 messages in 1 session (0 already complete)\n"
+    shown = run("show", "s00001", "-o", f"path={source}").stdout.split()
+    assert shown == ["human:", "1-0", "human:", "1-1", "human:", "1-2",
+                     "human:", "new-0", "human:", "new-1", "human:", "new-2"]
+
+
+def test_show_and_export_of_a_session_holding_no_message_fail_with_one_line(
+        source: Path) -> None:
+    backend = SqliteBackend(SqliteBackend.Config(path=str(source)))
+    backend.append("s00001", [{"type": "bogus", "data": {"content": "?"}}])
+    backend.close()
+    expected = ("Error: session 's00001': record 3 cannot be read as a message: unknown "
+                "message type 'bogus'\n")
+    for command in (["show", "s00001"], ["export"], ["export", "s00001"]):
+        result = run(*command, "-o", f"path={source}")
+        assert (result.returncode, result.stderr) == (1, expected), command
+    limited = run("show", "s00001", "-n", "2", "-o", f"path={source}")
+    assert limited.stderr == expected.replace("record 3", "record -1")
 
 
 def test_on_a_terminal_copy_shows_a_progress_bar(source: Path, tmp_path: Path) -> None:

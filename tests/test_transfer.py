@@ -152,7 +152,7 @@ def test_a_copy_of_every_session_needs_a_source_that_can_list_them() -> None:
 
 def test_export_then_import_round_trips_and_import_twice_adds_nothing() -> None:
     source, out = filled(), io.StringIO()
-    lines = export_sessions(source, out, chunk=2)
+    lines = export_sessions(source, out, chunk=2).lines
     assert lines == sum(5 + n for n in range(7))
     text = out.getvalue()
     target = MemoryBackend()
@@ -164,18 +164,86 @@ def test_export_then_import_round_trips_and_import_twice_adds_nothing() -> None:
         assert target.fetch(f"s{number}") == source.fetch(f"s{number}")
 
 
-def test_an_import_names_the_line_it_cannot_read() -> None:
+def line(session_id: object, record: object) -> str:
+    return json.dumps({"session_id": session_id, "record": record})
+
+
+GOOD = {"type": "human", "data": {"content": "x"}}
+
+
+@pytest.mark.parametrize(("bad", "error"), [
+    ("not json", "line 3: not valid JSON (Expecting value: line 1 column 1 (char 0))"),
+    ("[1, 2]", 'line 3: expected {"session_id": "...", "record": {...}}, found no object'),
+    ('{"session": "c", "record": {}}',
+     'line 3: expected {"session_id": "...", "record": {...}}, found keys \'session\', '
+     "'record'"),
+    (line(1, GOOD), "line 3: session_id must be a str, not int"),
+    (line("", GOOD), "line 3: session_id must not be empty"),
+    (line("c", [1]), "line 3: the record must be a JSON object, not list"),
+    (line("c", {"type": "bogus", "data": {"content": "x"}}),
+     "line 3: the record is not a LangChain message: unknown message type 'bogus'"),
+    (line("c", {"type": "human"}),
+     "line 3: the record is not a LangChain message: missing key 'data'"),
+    (line("c", {"type": "human", "data": {"content": 5}}),
+     "line 3: the record is not a LangChain message: the data of a 'human' message is "
+     "refused (content: Input should be a valid string)"),
+    ('{"session_id": "c", "record": {"type": "human", "data": {"content": "\\ud800"}}}',
+     "line 3: message cannot be stored as JSON"),
+    (line("a", GOOD), "line 3: session 'a' appears again after other sessions"),
+])
+@pytest.mark.parametrize("seekable", [True, False], ids=["file", "stream"])
+def test_an_import_checks_every_line_first_and_a_bad_one_writes_nothing(
+        tmp_path: Path, bad: str, error: str, seekable: bool) -> None:
+    good = [line("a", GOOD), line("b", GOOD)]
+    path = tmp_path / "chat.sqlite3"
+    target = SqliteBackend(SqliteBackend.Config(path=str(path)))
+    text = "\n".join([*good, bad, *good[1:] * 600]) + "\n"
+    source = io.StringIO(text) if seekable else iter(text.splitlines(keepends=True))
+    with pytest.raises(RecordError) as caught:
+        import_sessions(target, source, chunk=1)
+    assert str(caught.value).startswith(error)
+    target.close()
+    assert not path.exists(), "a refused import created the database"
+
+
+def test_an_import_from_a_file_rereads_it_after_checking_it(tmp_path: Path) -> None:
+    exported = tmp_path / "all.jsonl"
+    with exported.open("w", encoding="utf-8") as out:
+        export_sessions(filled(), out)
     target = MemoryBackend()
-    with pytest.raises(RecordError, match="line 2: not an exported record"):
-        import_sessions(target, io.StringIO('{"session_id":"a","record":{"type":"human",'
-                                            '"data":{"content":"x"}}}\nnot json\n'))
-    with pytest.raises(RecordError, match="line 1: session_id must be a string"):
-        import_sessions(target, io.StringIO('{"session_id":1,"record":{}}\n'))
-    lines = ['{"session_id":"a","record":{"type":"human","data":{"content":"1"}}}',
-             '{"session_id":"b","record":{"type":"human","data":{"content":"2"}}}',
-             '{"session_id":"a","record":{"type":"human","data":{"content":"3"}}}']
-    with pytest.raises(RecordError, match="line 3: session 'a' appears again"):
-        import_sessions(target, io.StringIO("\n".join(lines)))
+    with exported.open(encoding="utf-8") as source:
+        report = import_sessions(target, source)
+    assert report.messages == sum(5 + n for n in range(7))
+    assert target.fetch("s6") == filled().fetch("s6")
+
+
+def test_by_default_an_import_restores_and_with_append_it_appends() -> None:
+    target = MemoryBackend()
+    target.append("a", [GOOD])
+    target.append("b", [{"type": "ai", "data": {"content": "other"}}])
+    text = "\n".join([line("a", GOOD), line("a", GOOD), line("b", GOOD), line("c", GOOD)])
+    restored = import_sessions(target, io.StringIO(text))
+    assert (restored.sessions, restored.messages, restored.mismatched) == (3, 2, ["b"])
+    assert len(target.fetch("a")) == 2 and len(target.fetch("b")) == 1
+    appended = import_sessions(target, io.StringIO(text), append=True)
+    assert (appended.sessions, appended.messages, appended.mismatched) == (3, 4, [])
+    assert [len(target.fetch(s)) for s in "abc"] == [4, 2, 2]
+
+
+def test_an_export_names_the_session_and_position_of_a_record_that_is_no_message() -> None:
+    source = MemoryBackend()
+    source.append("ada", [GOOD, GOOD, {"type": "bogus", "data": {"content": "?"}}])
+    with pytest.raises(RecordError) as caught:
+        export_sessions(source, io.StringIO())
+    assert str(caught.value) == ("session 'ada': record 2 cannot be read as a message: "
+                                 "unknown message type 'bogus'")
+
+
+def test_an_export_of_named_sessions_reports_those_that_hold_nothing() -> None:
+    out = io.StringIO()
+    report = export_sessions(filled(2), out, ["s1", "nobody", "s0", "zed"])
+    assert report.missing == ["nobody", "zed"]
+    assert report.lines == 5 + 6 == len(out.getvalue().splitlines())
 
 
 class IgnoresAfter(MemoryBackend):
@@ -215,7 +283,7 @@ def test_an_export_keeps_one_record_per_line_whatever_whitespace_the_store_kept(
     # sqlite keeps the text it is given: here pretty-printed by someone's own code.
     source.append_many_text({"s": [json.dumps(record, indent=2), json.dumps(record)]})
     out = io.StringIO()
-    assert export_sessions(source, out) == 2
+    assert export_sessions(source, out).lines == 2
     assert len(out.getvalue().splitlines()) == 2
     import_sessions(target, io.StringIO(out.getvalue()))
     assert target.fetch("s") == [record, record]

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-from chathistory.backends.sqlite import default_path
 from chathistory.errors import ChatHistoryError
 from chathistory.history import DEFAULT_BACKEND, check_session_id
 from chathistory.records import to_messages
@@ -39,7 +40,21 @@ def _warnings_as_lines() -> Iterator[None]:
                                            warning.filename, warning.lineno)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a reader that stops reading (``export | head``) ends it quietly."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Python's own advice: point stdout at devnull, so the flush at exit
+            # does not fail again, and end with success: the reader had enough.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(0)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="chathistory")
 def main() -> None:
     """Chat histories for LangChain, on pluggable storage backends."""
@@ -94,7 +109,8 @@ def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: in
             records = store.fetch(check_session_id(session_id), limit=limit)
             if limit == 0:
                 total = len(store.fetch(session_id))
-            messages = to_messages(records)
+            messages = to_messages(records, session_id=session_id,
+                                   first_position=0 if limit is None else -len(records))
         finally:
             store.close()
     except (ChatHistoryError, ValueError, TypeError) as exc:
@@ -138,7 +154,7 @@ def demo(path: str | None, session_id: str | None) -> None:
     """Run a short agent conversation on SQLite, then read it back from a second process."""
     from chathistory.demo import run_conversation
 
-    path = path or default_path()
+    path = path or _default_path()
     session_id = session_id or f"demo-{uuid.uuid4().hex[:8]}"
     click.echo(f"Conversation {session_id!r}, stored in {path}:")
     try:
@@ -151,6 +167,12 @@ def demo(path: str | None, session_id: str | None) -> None:
     result = subprocess.run(command, check=False)
     if result.returncode != 0:
         raise click.ClickException("the second process could not read the history back")
+
+
+def _default_path() -> str:
+    """The default backend's default ``path``, from its Config: no backend module named here."""
+    config = default_registry.backend_class(DEFAULT_BACKEND).Config
+    return str(config.model_fields["path"].get_default(call_default_factory=True))
 
 
 register(main)

@@ -8,6 +8,7 @@ the others from loading.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 import threading
 import warnings
@@ -143,12 +144,7 @@ class Registry:
         manager = self._scan()
         plugin = self._plugins.get(name)
         if plugin is None:
-            installed = ", ".join(sorted(self._plugins)) or "none"
-            raise BackendNotFoundError(
-                f"no backend named {name!r}; installed backends: {installed}. "
-                f"A backend {name!r} would come from a distribution such as "
-                f"chathistory-{name}."
-            )
+            raise BackendNotFoundError(self._not_found(name))
         with self._lock:
             if plugin.backend_class is not None:
                 return plugin.backend_class
@@ -156,6 +152,18 @@ class Registry:
                 raise plugin.error_class(plugin.info.error)
             plugin.backend_class = self._call_hook(manager, name, plugin.info)
             return plugin.backend_class
+
+    def _not_found(self, name: str) -> str:
+        """No backend ``name``: the closest installed names, or where one would come from."""
+        installed = sorted(self._plugins)
+        listed = ", ".join(installed) or "none"
+        close = difflib.get_close_matches(name, installed, n=3, cutoff=0.6)
+        if close:
+            return (f"no backend named {name!r}; did you mean "
+                    f"{' or '.join(map(repr, close))}? (installed backends: {listed})")
+        return (f"no backend named {name!r}; installed backends: {listed}. A backend "
+                f"{name!r} would come from a distribution of its own, such as "
+                f"chathistory-{name}, once installed.")
 
     def _call_hook(self, manager: pluggy.PluginManager, name: str, info: BackendInfo
                    ) -> type[Any]:

@@ -81,8 +81,15 @@ def failures_as_one_line() -> Iterator[None]:
     """A chathistory error (or a bad value) ends the command with one line, exit status 1."""
     try:
         yield
+    except BrokenPipeError:
+        raise  # the reader stopped reading (`| head`): the command group ends quietly
     except (ChatHistoryError, ValueError, TypeError, OSError) as exc:
         raise click.ClickException(one_line(exc)) from None
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 session``, ``2 sessions``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def parse_age(text: str) -> timedelta:
@@ -128,6 +135,9 @@ def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: 
                     break
         finally:
             store.close()
+    if not shown:
+        where = "" if after is None else f" after {after!r}"
+        click.echo(f"(no sessions{where})", err=True)
 
 
 @click.command()
@@ -138,10 +148,16 @@ def clear(session_id: str, backend: str, option_pairs: tuple[str, ...]) -> None:
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
-            store.clear(session_id)
+            held = store.fetch(session_id, limit=1)
+            if held:
+                store.clear(session_id)
         finally:
             store.close()
-    click.echo(f"cleared session {session_id!r}", err=True)
+    if held:
+        click.echo(f"cleared session {session_id!r}", err=True)
+    else:
+        click.echo(f"no session {session_id!r}: it holds no messages, nothing was deleted",
+                   err=True)
 
 
 @click.command(name="export")
@@ -153,31 +169,60 @@ def export_command(session_ids: tuple[str, ...], backend: str, option_pairs: tup
                    output: IO[str]) -> None:
     """Write sessions (all, or SESSION_IDS) as JSON Lines: one record per line with its session.
 
-    Creates nothing in the store.
+    Creates nothing in the store. An id that holds no messages is named on stderr.
     """
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
-            lines = export_sessions(store, output, list(session_ids) or None)
+            report = export_sessions(store, output, list(session_ids) or None)
         finally:
             store.close()
-    click.echo(f"exported {lines} messages", err=True)
+    if session_ids and report.missing:
+        click.echo(f"no {'session' if len(report.missing) == 1 else 'sessions'} "
+                   f"{', '.join(map(repr, report.missing))}: nothing exported for "
+                   f"{'it' if len(report.missing) == 1 else 'them'}", err=True)
+    click.echo(f"exported {plural(report.lines, 'message')}", err=True)
 
 
 @click.command(name="import")
 @click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
 @backend_options
+@click.option("--append", is_flag=True,
+              help="Append every record after what its session holds, whatever that is "
+                   "(running it twice appends twice).")
 @json_option
 def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
-                   as_json: bool) -> None:
-    """Append what `export` wrote (from SOURCE, default stdin); safe to run twice."""
-    with failures_as_one_line():
-        store = open_backend(backend, option_pairs)
-        try:
-            report = import_sessions(store, source)
-        finally:
-            store.close()
-    _print_report("imported", report, as_json)
+                   append: bool, as_json: bool) -> None:
+    """Restore what `export` wrote (from SOURCE, default stdin).
+
+    Every line is checked first; a bad line means nothing is written. Then a
+    session the store lacks is written whole, and one holding the start of the
+    file's records gets the rest, so importing twice or after an interruption
+    is safe. A session holding anything else is left alone and named (exit
+    status 1): clear it first, or add the file's records after it with --append.
+    """
+    done = 0
+
+    def advance(sessions_done: int, written: int) -> None:
+        nonlocal done
+        done += sessions_done
+
+    try:
+        with failures_as_one_line():
+            store = open_backend(backend, option_pairs)
+            try:
+                report = import_sessions(store, source, append=append, progress=advance)
+            finally:
+                store.close()
+    except click.ClickException as exc:
+        if not done:
+            raise
+        written = (f"{plural(done, 'session')} were appended before this" if append else
+                   f"{plural(done, 'session')} were imported before this; the same import "
+                   "run again writes only what is missing")
+        raise click.ClickException(f"{exc.message} ({written})") from None
+    _print_report("imported", report, as_json, "the file's",
+                  " (clear it first, or add the file's records after it with --append)")
     if report.mismatched:
         sys.exit(1)
 
@@ -196,7 +241,8 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
     """Copy every session (or SESSION_IDS) to another backend, then check the counts.
 
     Safe to rerun and to interrupt: what the target already holds is not written
-    again. Exits with status 1 if a session's counts differ at the end.
+    again. Exits with status 1 if a session was left alone (the target held other
+    messages for it) or its counts differ at the end; `mismatched` lists them.
     """
     with failures_as_one_line():
         source = open_backend(backend, option_pairs)
@@ -212,11 +258,14 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
         finally:
             source.close()
     different = sorted(session for session in ids if expected[session] != found[session])
-    _print_report("copied", report, as_json, {"sessions_differing": different})
+    report.mismatched = sorted({*report.mismatched, *different})
+    _print_report("copied", report, as_json)
     if different:
-        click.echo(f"error: {len(different)} sessions differ after the copy, e.g. "
-                   f"{different[0]!r}: {expected[different[0]]} messages in the source, "
-                   f"{found[different[0]]} in the target", err=True)
+        click.echo(f"error: {plural(len(different), 'session')} "
+                   f"{'differs' if len(different) == 1 else 'differ'} after the copy, e.g. "
+                   f"{different[0]!r}: {plural(expected[different[0]], 'message')} in the "
+                   f"source, {found[different[0]]} in the target", err=True)
+    if report.mismatched:
         sys.exit(1)
 
 
@@ -238,19 +287,19 @@ def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk:
         return copy_sessions(source, target, ids, chunk=chunk, progress=advance)
 
 
-def _print_report(verb: str, report: CopyReport, as_json: bool,
-                  extra: dict[str, Any] | None = None) -> None:
+def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "the source's",
+                  remedy: str = "") -> None:
     summary = {"sessions": report.sessions, "messages_written": report.messages,
-               "already_complete": report.complete, "mismatched": report.mismatched,
-               **(extra or {})}
+               "already_complete": report.complete, "mismatched": report.mismatched}
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
-    click.echo(f"{verb} {report.messages} messages in {report.sessions} sessions "
-               f"({report.complete} already complete)")
+    click.echo(f"{verb} {plural(report.messages, 'message')} in "
+               f"{plural(report.sessions, 'session')} ({report.complete} already complete)")
     if report.mismatched:
-        click.echo(f"left alone: {len(report.mismatched)} sessions whose stored messages "
-                   f"differ from the source's, e.g. {report.mismatched[0]!r}", err=True)
+        click.echo(f"left alone: {plural(len(report.mismatched), 'session')} whose stored "
+                   f"messages are not the start of {source}, e.g. "
+                   f"{report.mismatched[0]!r}{remedy}", err=True)
 
 
 @click.command()
@@ -279,7 +328,7 @@ def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
                                "sessions": count}))
     else:
         verb = "would delete" if dry_run else "deleted"
-        click.echo(f"{verb} {count} sessions last written before "
+        click.echo(f"{verb} {plural(count, 'session')} last written before "
                    f"{cutoff.isoformat(timespec='seconds')}")
 
 

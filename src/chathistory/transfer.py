@@ -13,6 +13,7 @@ not the start of the source's is left alone and reported as a mismatch.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +31,12 @@ from chathistory.capabilities import (
     SessionInfo,
 )
 from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
-from chathistory.records import decode_record, encode_record
+from chathistory.history import check_session_id
+from chathistory.records import decode_record, encode_record, to_message, to_messages
 
 __all__ = [
     "CopyReport",
+    "ExportReport",
     "copy_sessions",
     "count_records",
     "export_sessions",
@@ -228,43 +231,102 @@ def count_records(backend: Backend, session_ids: Sequence[str], *, chunk: int = 
     return {session_id: counts.get(session_id, 0) for session_id in session_ids}
 
 
+@dataclass
+class ExportReport:
+    """What an export wrote.
+
+    Attributes:
+        lines: Records written, one per line.
+        missing: Sessions asked for by id that hold no message, so wrote nothing.
+    """
+
+    lines: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
 def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | None = None,
-                    *, chunk: int = CHUNK, progress: Progress | None = None) -> int:
+                    *, chunk: int = CHUNK, progress: Progress | None = None) -> ExportReport:
     """Write sessions as JSON Lines, ``{"session_id": ..., "record": {...}}`` per line.
 
-    A session's lines are contiguous and oldest first. Returns the lines written.
+    A session's lines are contiguous and oldest first. Each record is checked
+    on the way: one that is not a message is not exported.
+
+    Raises:
+        RecordError: a stored record cannot be read as a message; the error
+            names its session and position (the lines before it were written).
     """
     ids = list_session_ids(source) if session_ids is None else list(session_ids)
-    lines = 0
+    report = ExportReport()
     for part, fetched in _read_ahead(partial(_fetch_many_text, source),
                                      list(_chunks(ids, chunk))):
         for session_id in part:
-            for text in fetched.get(session_id, []):
+            texts = fetched.get(session_id, [])
+            if not texts:
+                report.missing.append(session_id)
+                continue
+            to_messages([decode_record(text) for text in texts], session_id=session_id)
+            session = json.dumps(session_id, ensure_ascii=False)
+            for text in texts:
                 if "\n" in text or "\r" in text:  # JSON whitespace that would split the line
                     text = encode_record(decode_record(text))
-                session = json.dumps(session_id, ensure_ascii=False)
                 out.write(f'{{"session_id":{session},"record":{text}}}\n')
-                lines += 1
+            report.lines += len(texts)
         if progress is not None:
             progress(len(part), sum(len(records) for records in fetched.values()))
-    return lines
+    return report
 
 
-def _read_lines(lines: Iterable[str]) -> Iterator[tuple[str, Records]]:
-    """Sessions from JSON Lines, one (id, records) per contiguous run of a session's lines."""
+_LINE_SHAPE = '{"session_id": "...", "record": {...}}'
+
+
+def _parse_line(number: int, line: str) -> tuple[str, dict[str, Any]]:
+    """The session id and record of one exported line, or a RecordError naming the line."""
+    try:
+        entry = json.loads(line)
+    except ValueError as exc:
+        raise RecordError(f"line {number}: not valid JSON ({exc})") from None
+    if not isinstance(entry, dict) or set(entry) != {"session_id", "record"}:
+        keys = f"keys {', '.join(map(repr, entry))}" if isinstance(entry, dict) else "no object"
+        raise RecordError(f"line {number}: expected {_LINE_SHAPE}, found {keys}")
+    session_id, record = entry["session_id"], entry["record"]
+    try:
+        check_session_id(session_id)
+    except ValueError as exc:
+        raise RecordError(f"line {number}: {exc}") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"line {number}: the record must be a JSON object, not "
+                          f"{type(record).__name__}")
+    return session_id, record
+
+
+def _check_record(number: int, record: dict[str, Any]) -> None:
+    """Refuse, naming the line, a record that could not be stored or read back."""
+    try:
+        to_message(record)
+    except RecordError as exc:
+        raise RecordError(f"line {number}: the record is not a LangChain message: {exc}"
+                          ) from None
+    try:
+        encode_record(record)
+    except RecordError as exc:
+        raise RecordError(f"line {number}: {exc}") from None
+
+
+def _read_lines(lines: Iterable[str], *, check: bool = False
+                ) -> Iterator[tuple[str, Records]]:
+    """Sessions from JSON Lines, one (id, records) per contiguous run of a session's lines.
+
+    With ``check``, each record must also decode to a message and encode again.
+    """
     seen: set[str] = set()
     current: str | None = None
     records: Records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        try:
-            entry = decode_record(line)
-            session_id, record = entry["session_id"], entry["record"]
-        except (RecordError, KeyError) as exc:
-            raise RecordError(f"line {number}: not an exported record ({exc})") from None
-        if not isinstance(session_id, str) or not isinstance(record, dict):
-            raise RecordError(f"line {number}: session_id must be a string and record an object")
+        session_id, record = _parse_line(number, line)
+        if check:
+            _check_record(number, record)
         if session_id != current:
             if current is not None:
                 yield current, records
@@ -279,18 +341,52 @@ def _read_lines(lines: Iterable[str]) -> Iterator[tuple[str, Records]]:
         yield current, records
 
 
-def import_sessions(target: Backend, lines: Iterable[str], *, chunk: int = CHUNK,
-                    progress: Progress | None = None) -> CopyReport:
-    """Import what :func:`export_sessions` wrote, appending only what ``target`` lacks.
+def _validated(lines: Iterable[str]) -> Iterable[str]:
+    """``lines`` once every line was checked: a file is read twice, anything else kept."""
+    if isinstance(lines, io.TextIOBase) and lines.seekable():
+        start = lines.tell()
+        for _ in _read_lines(lines, check=True):
+            pass
+        lines.seek(start)
+        return lines
+    kept = list(lines)
+    for _ in _read_lines(kept, check=True):
+        pass
+    return kept
 
-    Like a copy, an import is safe to run twice and to interrupt.
+
+def import_sessions(target: Backend, lines: Iterable[str], *, append: bool = False,
+                    chunk: int = CHUNK, progress: Progress | None = None) -> CopyReport:
+    """Import what :func:`export_sessions` wrote: each session gets what it lacks.
+
+    Every line is checked before anything is written (or created): it must be
+    ``{"session_id": "...", "record": {...}}``, the record one that
+    ``messages_from_dict`` reads back as a message, and each session's lines
+    must be together. A bad line anywhere is a :class:`RecordError` naming
+    the line, and nothing is written.
+
+    By default an import restores: a session the target lacks is written
+    whole; one whose stored records are the start of the file's gets the rest,
+    so an import is safe to run twice and to resume; one holding anything
+    else is left alone and reported in ``mismatched``. With ``append``, every
+    record of the file is appended after what its session holds, whatever
+    that is (so running it twice adds everything twice).
+
+    Raises:
+        RecordError: a line is not an exported record; nothing was written.
     """
+    lines = _validated(lines)
     ensure_collection(target)
     report = CopyReport()
     pending: dict[str, Records] = {}
 
     def flush() -> None:
-        written = _write_missing(target, pending, report, partial(_append_many, target))
+        if append:
+            _append_many(target, pending)
+            written = sum(len(records) for records in pending.values())
+            report.messages += written
+        else:
+            written = _write_missing(target, pending, report, partial(_append_many, target))
         if progress is not None:
             progress(len(pending), written)
         pending.clear()
