@@ -117,7 +117,7 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
     if isinstance(error, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
         # Reads never create anything: a missing table is said, in one line.
         return CollectionMissingError(
-            f"{where}: {text} (nothing was created; create_collection() creates the "
-            "table, and adds <table>_sessions to a table an older version made; "
-            "ChatHistory calls it on first use)")
+            f"{where}: {text} (nothing was created; check the schema= and table= options; "
+            "a first write, or create_collection(), creates the table, and adds "
+            "<table>_sessions to a table an older version made)")
     return ChatHistoryError(f"{where}: {type(error).__name__}: {text}")
