@@ -1,24 +1,46 @@
 """Conversation memory for LangChain 1.x agents: a ``create_agent`` middleware.
 
 Before the agent runs, :class:`ChatHistoryMiddleware` loads the session's
-stored messages and puts them before the new input; after it, it stores the
-messages that run added, in one ``append``. Every read and write goes to a
-chathistory backend, so the transcript is one record per message in any store.
+stored messages and puts them before the new input. While it runs, it records
+what happened: the input, each message the model returned and each tool
+result, at the moment each is produced. After a run that succeeds, it stores
+that record in one ``append``. What other middleware does to the state in
+between (summaries, edits, removals) changes what the model sees, never what
+is stored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+import uuid
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired
 
 from langchain.agents.middleware import AgentMiddleware, AgentState
-from langchain.agents.middleware.types import PrivateStateAttr
-from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage
+from langchain.agents.middleware.types import (
+    ExtendedModelResponse,
+    ModelRequest,
+    ModelResponse,
+    PrivateStateAttr,
+)
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langgraph.config import get_config
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
+from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.runtime import Runtime
+from langgraph.types import Command, Overwrite
 
 from chathistory.backend import Backend, aensure_collection, ensure_collection
+from chathistory.compaction import Summarizer, Summary, summary_session_id
 from chathistory.errors import SessionIdError
 from chathistory.history import (
     DEFAULT_BACKEND,
@@ -29,48 +51,36 @@ from chathistory.history import (
 )
 from chathistory.records import to_messages, to_records
 from chathistory.registry import NamedBackend, Registry, default_registry
+from chathistory.window import (
+    complete_calls,
+    history_start,
+    safe_suffix,
+    stable_id,
+    whole_turns,
+)
 
-__all__ = ["ChatHistoryMiddleware", "ChatHistoryState", "whole_turns"]
+__all__ = ["ChatHistoryMiddleware", "ChatHistoryState", "safe_suffix", "whole_turns"]
 
 SESSION_ID_KEY = "session_id"
 
 
 class ChatHistoryState(AgentState[Any]):
-    """The agent state, plus the ids of the messages that are already in the store.
+    """The agent state, plus what the middleware keeps between its hooks.
 
-    The ids are private to the middleware (neither input nor output). With a
-    checkpointer they are saved with the thread, which is how a message
-    restored from a checkpoint is known to be stored already.
+    All private to the middleware (neither input nor output). With a
+    checkpointer they are saved with the thread: that is how a run resumed
+    after an interrupt still stores its whole turn, and how a thread reused
+    for another session is noticed.
     """
 
-    chathistory_stored_ids: NotRequired[Annotated[list[str], PrivateStateAttr]]
-
-
-def whole_turns(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """Trim a loaded history so that no tool exchange is split.
-
-    The result starts at a human message (never mid-turn, never with a tool
-    result), and holds an AI message's tool calls only together with every one
-    of their results: an AI message whose calls were never all answered (a run
-    that ended on an unanswered call) is dropped, and so is a tool result
-    whose call is not kept.
-    """
-    start = next((index for index, message in enumerate(messages) if message.type == "human"),
-                 len(messages))
-    turns = messages[start:]
-    answered = {message.tool_call_id for message in turns if isinstance(message, ToolMessage)}
-    kept: list[BaseMessage] = []
-    called: set[str] = set()
-    for message in turns:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            ids = {call["id"] for call in message.tool_calls if call["id"] is not None}
-            if len(ids) < len(message.tool_calls) or not ids <= answered:
-                continue
-            called |= ids
-        elif isinstance(message, ToolMessage) and message.tool_call_id not in called:
-            continue
-        kept.append(message)
-    return kept
+    chathistory_session: NotRequired[Annotated[str, PrivateStateAttr]]
+    """The session whose history the state's messages hold."""
+    chathistory_seen: NotRequired[Annotated[list[str], PrivateStateAttr]]
+    """The ids of the state's messages when the last run ended: not new input."""
+    chathistory_run: NotRequired[Annotated[list[AnyMessage], PrivateStateAttr, operator.add]]
+    """What this run produced so far, in order: the transcript to store."""
+    chathistory_summary: NotRequired[Annotated[str | None, PrivateStateAttr]]
+    """The summary of what is older than the loaded history, for the model's calls."""
 
 
 def _session_id(runtime: Runtime[Any]) -> str:
@@ -116,25 +126,244 @@ class _GivenBackend:
         """A backend given by the application is the application's to close."""
 
 
+# -- loading, written once and driven sync or async ----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Fetch:
+    session_id: str
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class _Append:
+    session_id: str
+    records: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Summarize:
+    previous: str | None
+    messages: list[BaseMessage]
+
+
+_Step = _Fetch | _Append | _Summarize
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    history: list[BaseMessage]
+    summary: str | None
+
+
+def _record_id(record: Mapping[str, Any]) -> str | None:
+    data = record.get("data")
+    return data.get("id") if isinstance(data, Mapping) else None
+
+
+def _messages(records: Sequence[dict[str, Any]], first_position: int) -> list[BaseMessage]:
+    """Records as messages; one stored without an id gets :func:`stable_id` of its place."""
+    messages = to_messages(records)
+    return [message if message.id is not None
+            else message.model_copy(update={"id": stable_id(first_position + offset)})
+            for offset, message in enumerate(messages)]
+
+
+def _load(session_id: str, window: int | None, summarizer: Summarizer | None
+          ) -> Generator[_Step, Any, _Loaded]:
+    """What a run loads: the history the model sees, and the summary of what is older."""
+    if summarizer is None or window is None:
+        records = yield _Fetch(session_id, window)
+        first: int | None = 0 if window is None or len(records) < window else None
+        if first is None:
+            if all(_record_id(record) is not None for record in records):
+                first = 0  # no stable id is needed, so neither is the session's length
+            else:
+                first = len((yield _Fetch(session_id, None))) - len(records)
+        return _Loaded(safe_suffix(_messages(records, first)), None)
+
+    records = yield _Fetch(session_id, window + summarizer.every)
+    whole = len(records) < window + summarizer.every
+    stored = [Summary.from_record(record)
+              for record in (yield _Fetch(summary_session_id(session_id), 1))]
+    summary = stored[0] if stored else None
+    anchor = _anchor(records, summary, whole)
+    if anchor is None and summary is not None and not whole:
+        records = yield _Fetch(session_id, None)  # the summary's end left the fetched part
+        whole = True
+        anchor = _anchor(records, summary, whole)
+    if anchor is None:
+        summary = None  # none yet, or the session was cleared since: start from its start
+        start, first = 0, 0
+    else:
+        start, first = anchor
+    if summary is None and not whole:
+        records = yield _Fetch(session_id, None)
+        start, first = 0, 0
+    window_start = max(len(records) - window, start)
+    if window_start - start >= summarizer.every:
+        cut = window_start + history_start(_messages(records[window_start:], first + window_start))
+        older = _messages(records[start:cut], first + start)
+        text = yield _Summarize(summary.text if summary else None, older)
+        summary = Summary(text=text, covers=first + cut, last_id=older[-1].id or "")
+        yield _Append(summary_session_id(session_id), [summary.to_record()])
+        start = cut
+    history = _messages(records[start:], first + start)
+    return _Loaded(safe_suffix(history) if start == 0 else complete_calls(history),
+                   summary.text if summary else None)
+
+
+def _anchor(records: Sequence[dict[str, Any]], summary: Summary | None, whole: bool
+            ) -> tuple[int, int] | None:
+    """Where the part after ``summary`` starts in ``records``, and the first record's place."""
+    if summary is None:
+        return None
+    for index in range(len(records) - 1, -1, -1):
+        if _record_id(records[index]) == summary.last_id:
+            return index + 1, summary.covers - 1 - index
+    if whole and summary.last_id == stable_id(summary.covers - 1) \
+            and len(records) >= summary.covers:
+        return summary.covers, 0  # the last covered message had no id of its own
+    return None
+
+
+def _drive(steps: Generator[_Step, Any, _Loaded], backend: Backend,
+           summarizer: Summarizer | None) -> _Loaded:
+    reply: Any = None
+    while True:
+        try:
+            step = steps.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if isinstance(step, _Fetch):
+            reply = backend.fetch(step.session_id, limit=step.limit)
+        elif isinstance(step, _Append):
+            backend.append(step.session_id, step.records)
+            reply = None
+        else:
+            assert summarizer is not None
+            reply = summarizer.summarize(step.previous, step.messages)
+
+
+async def _adrive(steps: Generator[_Step, Any, _Loaded], backend: Backend,
+                  summarizer: Summarizer | None) -> _Loaded:
+    reply: Any = None
+    while True:
+        try:
+            step = steps.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if isinstance(step, _Fetch):
+            reply = await backend.afetch(step.session_id, limit=step.limit)
+        elif isinstance(step, _Append):
+            await backend.aappend(step.session_id, step.records)
+            reply = None
+        else:
+            assert summarizer is not None
+            reply = await summarizer.asummarize(step.previous, step.messages)
+
+
+# -- what a run produced ------------------------------------------------------------------
+
+
+def _with_id(message: BaseMessage) -> BaseMessage:
+    """The message with an id: the record of a run tells messages apart by id."""
+    if message.id is None:
+        message.id = str(uuid.uuid4())
+    return message
+
+
+def _answers(run: list[AnyMessage], messages: Sequence[AnyMessage]) -> list[AnyMessage] | None:
+    """``run`` with the answers to its calls that another middleware wrote into ``messages``.
+
+    A human's rejection (``HumanInTheLoopMiddleware``) or a limit's refusal
+    (``ToolCallLimitMiddleware``) answers one of the run's tool calls without a
+    tool running. It is kept right after the call it answers, as in the
+    state, so every stored call has its answer. ``None`` if there are none.
+    """
+    recorded = {message.id for message in run}
+    answered = {message.tool_call_id for message in run if isinstance(message, ToolMessage)}
+    calls = {call["id"]: message.id for message in run if isinstance(message, AIMessage)
+             for call in message.tool_calls}
+    found = [message for message in messages
+             if isinstance(message, ToolMessage) and message.id not in recorded
+             and message.tool_call_id in calls and message.tool_call_id not in answered]
+    if not found:
+        return None
+    merged = list(run)
+    for answer in found:
+        caller = next(index for index, message in enumerate(merged)
+                      if message.id == calls[answer.tool_call_id])
+        merged.insert(caller + 1, answer)
+    return merged
+
+
+def _tool_result(result: ToolMessage | Command[Any]) -> ToolMessage | Command[Any]:
+    """A tool's result, carrying the record of what the tool produced into the state."""
+    if isinstance(result, ToolMessage):
+        message = _with_id(result)
+        return Command(update={"messages": [message], "chathistory_run": [message]})
+    if isinstance(result.update, dict) and result.graph is None:
+        produced = [_with_id(message) for message in result.update.get("messages", [])
+                    if isinstance(message, BaseMessage) and not isinstance(message, RemoveMessage)]
+        if produced:
+            return Command(update={**result.update, "chathistory_run": produced},
+                           goto=result.goto, resume=result.resume)
+    return result
+
+
+def _with_summary(request: ModelRequest[Any]) -> ModelRequest[Any]:
+    summary = request.state.get("chathistory_summary")
+    if not summary:
+        return request
+    text = f"Summary of the earlier conversation:\n{summary}"
+    if request.system_message is not None:
+        text = f"{request.system_message.text}\n\n{text}"
+    return request.override(system_message=SystemMessage(text))
+
+
+def _model_result(response: ModelResponse[Any] | AIMessage) -> ExtendedModelResponse[Any]:
+    """The model's response, carrying the record of what the model produced into the state."""
+    if isinstance(response, AIMessage):
+        response = ModelResponse(result=[response])
+    produced = [_with_id(message) for message in response.result]
+    return ExtendedModelResponse(model_response=response,
+                                 command=Command(update={"chathistory_run": produced}))
+
+
 class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
     """Conversation memory for ``create_agent``, kept by a chathistory backend.
 
-    Before the agent runs, it loads the session's stored messages (the newest
-    ``window`` of them, trimmed to whole turns by :func:`whole_turns`) and
-    puts them before the new input. After the agent, it stores exactly the
-    messages this run added (the input, AI tool calls, tool results, the
-    answer) in one ``append``: all or nothing, in order. A run that raises
-    stores nothing. A message whose id is already stored (loaded this run, or
-    saved with a checkpointer's thread) is not stored again.
+    **What it stores.** After a run that succeeds, one ``append`` (all or
+    nothing, in order) of what happened in that run: the user's input, each
+    message the model returned, and each message a tool produced, recorded as
+    it was produced, plus any answer another middleware gave to one of the
+    run's tool calls (a human's rejection, a limit's refusal). Messages that
+    other middleware synthesizes for the model (a summary, an edited context,
+    a limit's closing notice) are not turns and are not stored. A message
+    removed from the state, by a middleware or a tool's ``Command``, is still
+    stored: it happened. A run that raises stores nothing.
 
-    The session id comes from the run: ``context={"session_id": ...}`` (a dict,
-    or any ``context_schema`` with a ``session_id`` field) wins; otherwise
-    ``config={"configurable": {"thread_id": ...}}``.
+    **What it loads.** Before the agent runs, the session's newest ``window``
+    messages (see :func:`chathistory.window.safe_suffix` for which of them),
+    put before the new input. With ``summarizer``, the model also sees a
+    summary of everything older, kept beside the transcript and recomputed
+    only when ``summarize_every`` more messages have left the window.
+
+    **Sessions never cross.** The session id comes from
+    ``context={"session_id": ...}`` (a dict, or any ``context_schema`` with a
+    ``session_id`` field), else ``config={"configurable": {"thread_id": ...}}``.
+    With a checkpointer, a thread that held another session's messages has
+    them replaced by this session's history before the model is called.
 
     Args:
         backend: A backend name (with its ``**options``), a backend instance,
             or a :func:`~chathistory.history_factory` whose backend to share.
         window: Load at most the newest ``window`` messages; ``None`` loads all.
+        summarizer: A chat model (the application's own) that summarizes what
+            is older than the window. Needs ``window``.
+        summarize_every: Summarize again once this many messages have left the
+            window since the last summary.
         **options: The named backend's options, validated now by its ``Config``.
 
     Raises:
@@ -151,10 +380,15 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
     state_schema = ChatHistoryState
 
     def __init__(self, backend: str | Backend | SessionHistoryFactory = DEFAULT_BACKEND, *,
-                 window: int | None = None, registry: Registry = default_registry,
+                 window: int | None = None, summarizer: BaseChatModel | None = None,
+                 summarize_every: int = 40, registry: Registry = default_registry,
                  **options: Any) -> None:
         super().__init__()
         self.window = check_limit(window)
+        if summarizer is not None and self.window is None:
+            raise ValueError("a summarizer needs a window: it summarizes what is older than it")
+        self.summarizer = (None if summarizer is None
+                           else Summarizer(summarizer, every=summarize_every))
         self._backend: NamedBackend | _GivenBackend
         if isinstance(backend, str):
             self._backend = NamedBackend(backend, options, registry)
@@ -181,70 +415,122 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
         """Async :meth:`close`."""
         await self._backend.aclose()
 
-    # -- the hooks ----------------------------------------------------------------------
+    # -- before the agent: load, and start the run's record --------------------------------
 
     def before_agent(self, state: ChatHistoryState, runtime: Runtime[Any]
                      ) -> dict[str, Any] | None:
-        if state.get("chathistory_stored_ids"):
-            return None  # the thread's checkpoint already holds its history
         session_id = _session_id(runtime)
+        if _holds(state, session_id):
+            return _start_run(state, session_id, None)
         backend = self._backend.get()
         ensure_collection(backend)
-        return _prepend(state, backend.fetch(session_id, limit=self.window))
+        loaded = _drive(_load(session_id, self.window, self.summarizer), backend,
+                        self.summarizer)
+        return _start_run(state, session_id, loaded)
 
     async def abefore_agent(self, state: ChatHistoryState, runtime: Runtime[Any]
                             ) -> dict[str, Any] | None:
-        if state.get("chathistory_stored_ids"):
-            return None
         session_id = _session_id(runtime)
+        if _holds(state, session_id):
+            return _start_run(state, session_id, None)
         backend = await self._backend.aget()
         await aensure_collection(backend)
-        return _prepend(state, await backend.afetch(session_id, limit=self.window))
+        loaded = await _adrive(_load(session_id, self.window, self.summarizer), backend,
+                               self.summarizer)
+        return _start_run(state, session_id, loaded)
+
+    # -- during the run: record what the model and the tools produce ------------------------
+
+    def wrap_model_call(self, request: ModelRequest[Any],
+                        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]
+                        ) -> ExtendedModelResponse[Any]:
+        return _model_result(handler(_with_summary(request)))
+
+    async def awrap_model_call(
+            self, request: ModelRequest[Any],
+            handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
+    ) -> ExtendedModelResponse[Any]:
+        return _model_result(await handler(_with_summary(request)))
+
+    def wrap_tool_call(self, request: ToolCallRequest,
+                       handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]]
+                       ) -> ToolMessage | Command[Any]:
+        return _tool_result(handler(request))
+
+    async def awrap_tool_call(
+            self, request: ToolCallRequest,
+            handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
+    ) -> ToolMessage | Command[Any]:
+        return _tool_result(await handler(request))
+
+    def before_model(self, state: ChatHistoryState, runtime: Runtime[Any]
+                     ) -> dict[str, Any] | None:
+        merged = _answers(state.get("chathistory_run") or [], state["messages"])
+        return None if merged is None else {"chathistory_run": Overwrite(merged)}
+
+    async def abefore_model(self, state: ChatHistoryState, runtime: Runtime[Any]
+                            ) -> dict[str, Any] | None:
+        return self.before_model(state, runtime)
+
+    # -- after the agent: store the run's record in one append -----------------------------
 
     def after_agent(self, state: ChatHistoryState, runtime: Runtime[Any]
                     ) -> dict[str, Any] | None:
-        new, stored_ids = _added(state)
-        if new:
+        transcript = _transcript(state)
+        if transcript:
             backend = self._backend.get()
             ensure_collection(backend)
-            backend.append(_session_id(runtime), to_records(new))
-        return {"chathistory_stored_ids": stored_ids}
+            backend.append(_session_id(runtime), to_records(transcript))
+        return _end_run(state)
 
     async def aafter_agent(self, state: ChatHistoryState, runtime: Runtime[Any]
                            ) -> dict[str, Any] | None:
-        new, stored_ids = _added(state)
-        if new:
+        transcript = _transcript(state)
+        if transcript:
             backend = await self._backend.aget()
             await aensure_collection(backend)
-            await backend.aappend(_session_id(runtime), to_records(new))
-        return {"chathistory_stored_ids": stored_ids}
+            await backend.aappend(_session_id(runtime), to_records(transcript))
+        return _end_run(state)
 
 
-def _prepend(state: ChatHistoryState, records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The state update that puts the loaded history before the run's messages."""
-    current = state["messages"]
-    current_ids = {message.id for message in current}
-    loaded = whole_turns(to_messages(records))
-    # A stored message without an id gets one, so that it is known as stored.
-    for position, message in enumerate(loaded):
-        if message.id is None:
-            loaded[position] = message.model_copy(update={"id": f"chathistory-{position}"})
-    stored_ids = [message.id for message in loaded if message.id is not None]
+def _holds(state: ChatHistoryState, session_id: str) -> bool:
+    """Whether the state already holds this session's history (a checkpointer's thread)."""
+    return state.get("chathistory_session") == session_id
+
+
+def _start_run(state: ChatHistoryState, session_id: str, loaded: _Loaded | None
+               ) -> dict[str, Any]:
+    """The state update that starts a run: its input recorded, the history put before it."""
+    # What the last run left in the state is not input: with a checkpointer it is
+    # this session's history, or another session's, which the history replaces.
+    seen = set(state.get("chathistory_seen") or [])
+    current = [message for message in state["messages"] if message.id not in seen]
+    history = [] if loaded is None else loaded.history
+    history_ids = {message.id for message in history}
     # A message passed again (the same object, or a copy with its id) appears once.
-    history = [message for message in loaded if message.id not in current_ids]
-    if not history:
-        return {"chathistory_stored_ids": stored_ids} if stored_ids else None
-    return {
-        "messages": [RemoveMessage(id=REMOVE_ALL_MESSAGES), *history, *current],
-        "chathistory_stored_ids": stored_ids,
-    }
+    new_input = [message for message in current if message.id not in history_ids]
+    update: dict[str, Any] = {"chathistory_session": session_id,
+                              "chathistory_run": Overwrite(new_input)}
+    if loaded is not None:
+        update["chathistory_summary"] = loaded.summary
+        update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *history, *new_input]
+    return update
 
 
-def _added(state: ChatHistoryState) -> tuple[list[BaseMessage], list[str]]:
-    """The messages not yet stored, and every stored id once they are."""
-    stored_ids = list(state.get("chathistory_stored_ids") or [])
-    known = set(stored_ids)
-    new: list[BaseMessage] = [message for message in state["messages"]
-                              if message.id not in known]
-    stored_ids.extend(message.id for message in new if message.id is not None)
-    return new, stored_ids
+def _transcript(state: ChatHistoryState) -> list[AnyMessage]:
+    """The run's record, each message as it last stood in the state, if it is still there.
+
+    So a note another middleware added to a tool result (``HumanInTheLoopMiddleware``
+    says which call really ran) is stored whatever the order of the middleware;
+    a message that was removed is stored as it was produced.
+    """
+    run = state.get("chathistory_run") or []
+    current = {message.id: message for message in state["messages"]}
+    return [current.get(message.id, message)
+            for message in _answers(run, state["messages"]) or run]
+
+
+def _end_run(state: ChatHistoryState) -> dict[str, Any]:
+    return {"chathistory_seen": [message.id for message in state["messages"]
+                                 if message.id is not None],
+            "chathistory_run": Overwrite([])}

@@ -32,6 +32,20 @@ def weather_model() -> ToolCallingFakeModel:
         "get_weather", lambda text: {"city": text}, lambda result: f"It is {result}."))
 
 
+def watched_model() -> tuple[ToolCallingFakeModel, list[list[BaseMessage]]]:
+    """The weather model, and every list of messages it is sent, in order."""
+    model = weather_model()
+    prompts: list[list[BaseMessage]] = []
+    respond = model.respond
+
+    def watching(messages: list[BaseMessage]) -> Any:
+        prompts.append(list(messages))
+        return respond(messages)
+
+    model.respond = watching
+    return model, prompts
+
+
 def build_agent(middleware: ChatHistoryMiddleware, model: ToolCallingFakeModel | None = None,
                 **options: Any) -> Any:
     """create_agent with the weather tool, the given middleware and create_agent ``options``."""
@@ -56,6 +70,7 @@ class Agents:
     create_agent = staticmethod(create_agent)
     ToolCallingFakeModel = ToolCallingFakeModel
     model = staticmethod(weather_model)
+    watched_model = staticmethod(watched_model)
     ask = staticmethod(ask)
     kinds = staticmethod(kinds)
     ToolFailure = ToolFailure

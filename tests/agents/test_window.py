@@ -1,4 +1,4 @@
-"""The window: the newest N messages, trimmed so that no tool exchange is split."""
+"""The window: the newest N messages, trimmed so that no tool exchange is split, never emptied."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from chathistory import ChatHistory
-from chathistory.agents import ChatHistoryMiddleware, whole_turns
+from chathistory.agents import ChatHistoryMiddleware, safe_suffix, whole_turns
 from chathistory.backends.memory import MemoryBackend
 
 
@@ -22,18 +22,21 @@ def texts(messages: list[BaseMessage]) -> list[str]:
     return [message.text or message.type for message in messages]
 
 
-def test_a_window_never_starts_with_a_tool_result_or_mid_turn() -> None:
+def test_a_window_with_a_human_message_starts_at_the_first_one() -> None:
     history = turn(1) + turn(2)
-    for cut in range(1, len(history)):
-        kept = whole_turns(history[cut:])
-        assert not kept or kept[0].type == "human", cut
-    assert texts(whole_turns(history[2:])) == ["q2", "ai", "r2", "a2"]
-    assert texts(whole_turns(history[4:])) == ["q2", "ai", "r2", "a2"]
+    for cut in range(1, 5):
+        assert texts(safe_suffix(history[cut:])) == ["q2", "ai", "r2", "a2"], cut
 
 
-def test_a_window_smaller_than_one_turn_loads_nothing() -> None:
-    assert whole_turns(turn(1)[1:]) == []
-    assert whole_turns(turn(1)[-1:]) == []
+def test_a_window_inside_one_turn_starts_at_an_answered_ai_message() -> None:
+    assert texts(safe_suffix(turn(1)[1:])) == ["ai", "r1", "a1"]
+    assert texts(safe_suffix(turn(1)[2:])) == ["a1"]
+    assert texts(safe_suffix(turn(1)[-1:])) == ["a1"]
+    assert safe_suffix(turn(1)[2:3]) == []  # a lone tool result has no safe start
+
+
+def test_whole_turns_is_the_same_rule() -> None:
+    assert whole_turns is safe_suffix
 
 
 def test_a_history_that_ended_on_an_unanswered_tool_call_drops_the_call() -> None:
@@ -59,7 +62,8 @@ def test_whole_turns_keep_everything_that_is_complete() -> None:
 def test_the_agent_sees_only_the_window_trimmed_to_whole_turns(agents: Any) -> None:
     memory = MemoryBackend()
     ChatHistory("s", backend=memory).add_messages(turn(1) + turn(2) + turn(3))
-    for window, expected in [(2, 1), (4, 1 + 4), (6, 1 + 4), (8, 1 + 8), (None, 1 + 12)]:
+    for window, expected in [(2, 1 + 1), (3, 1 + 3), (4, 1 + 4), (6, 1 + 4), (8, 1 + 8),
+                             (None, 1 + 12)]:
         model = agents.model()
         agent = agents.build(ChatHistoryMiddleware(memory, window=window), model)
         agent.invoke(agents.ask("Paris"), context={"session_id": "s"})
@@ -77,3 +81,39 @@ def test_a_session_that_ended_on_an_unanswered_call_runs_on(agents: Any) -> None
     sent = result["messages"][:6]
     assert texts(sent) == ["q1", "ai", "r1", "a1", "q2", "Paris"]
     assert model.prompt_sizes[0] == 6
+
+
+def long_turn(calls: int) -> list[BaseMessage]:
+    """One turn of a human message, ``calls`` tool exchanges one after another, an answer."""
+    messages: list[BaseMessage] = [HumanMessage("plan my trip")]
+    for number in range(calls):
+        call = {"name": "get_weather", "args": {"city": f"c{number}"}, "id": f"long-{number}",
+                "type": "tool_call"}
+        messages += [AIMessage("", tool_calls=[call]),
+                     ToolMessage(f"r{number}", tool_call_id=f"long-{number}")]
+    return [*messages, AIMessage("Here is your trip.")]
+
+
+def test_a_turn_longer_than_the_window_never_empties_the_history(agents: Any) -> None:
+    stored = turn(1) + long_turn(12)
+    assert len(long_turn(12)) == 26
+    for window in range(1, 31):
+        memory = MemoryBackend()
+        ChatHistory("s", backend=memory).add_messages(stored)
+        model, prompts = agents.watched_model()
+        agents.build(ChatHistoryMiddleware(memory, window=window), model).invoke(
+            agents.ask("Paris"), context={"session_id": "s"})
+
+        history = prompts[0][:-1]
+        # Inside the long turn: every safe start is an AI message, so the longest
+        # suffix is the window itself when it starts at a call, one shorter otherwise.
+        expected = (window if window % 2 else window - 1) if window <= 25 \
+            else 26 if window < 30 else 30
+        assert len(history) == expected, window
+        assert texts(history) == texts(stored[-expected:]), window
+        assert history[0].type in ("human", "ai"), window
+        called = {call["id"] for message in history if isinstance(message, AIMessage)
+                  for call in message.tool_calls}
+        answered = {message.tool_call_id for message in history
+                    if isinstance(message, ToolMessage)}
+        assert called == answered, window
