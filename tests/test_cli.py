@@ -205,3 +205,28 @@ def test_redis_ttl_from_the_command_line_is_an_int() -> None:
     config = validate_options("redis", backend_class("redis").Config, {"ttl": "600"},
                               from_strings=True)
     assert config.model_dump()["ttl"] == 600
+
+
+def test_the_suite_keeps_out_of_the_users_data(users_data_dir: Path) -> None:
+    """A command run with no path (as `make demo` runs one) stores in this run's data home."""
+    data_home = Path(os.environ["XDG_DATA_HOME"])
+    assert "CHATHISTORY_SQLITE_PATH" not in os.environ
+    assert not data_home.is_relative_to(users_data_dir)
+    assert not users_data_dir.is_relative_to(data_home)
+    result = run("demo", "--session", "kept-out")
+    assert result.returncode == 0, result.stderr
+    stored = data_home / "chathistory" / "chathistory.sqlite3"
+    assert f"stored in {stored}:" in result.stdout
+    assert [m.type for m in ChatHistory("kept-out", path=str(stored)).messages][:2] == [
+        "human", "ai"]
+
+
+def test_the_cli_names_no_backend_module() -> None:
+    """The default backend's path comes from its Config through the registry (issue 18)."""
+    code = ("import sys, chathistory.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith('chathistory.backends.')))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip() == "[]"
+    source = Path(sys.modules["chathistory.cli"].__file__ or "").read_text()
+    assert "chathistory.backends" not in source
