@@ -10,7 +10,6 @@ import pytest
 
 from chathistory.backends.sqlite import SqliteBackend, default_path
 
-
 _USERS_DATA = pytest.StashKey[tuple[Path, tuple[object, ...]]]()
 
 
