@@ -1,4 +1,5 @@
-"""Fixtures of the emulator's own tests."""
+"""Fixtures of the emulator's own tests (the repository's pytest settings filter the
+DeprecationWarnings of urllib3 1.26 and langchain-community)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 from rockset_emulator import RocksetEmulator
-
-# Noise from third parties that must not fail a run: urllib3 1.26 (pinned by the rockset
-# SDK) deprecates HTTPResponse.getheader, and langchain-community announces its sunset.
-_WARNING_FILTERS = (
-    "ignore:.*getheader.*:DeprecationWarning",
-    "ignore:.*langchain-community.*is being sunset:DeprecationWarning",
-)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    for line in _WARNING_FILTERS:
-        config.addinivalue_line("filterwarnings", line)
 
 
 @pytest.fixture

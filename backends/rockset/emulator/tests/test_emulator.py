@@ -706,6 +706,20 @@ def test_in_flight_and_wait_idle(emu: RocksetEmulator, chat: Any) -> None:
     emu.wait_idle()
 
 
+def test_open_connections_counts_kept_alive_connections(emu: RocksetEmulator) -> None:
+    assert emu.open_connections == 0
+    pool = urllib3.PoolManager()
+    headers = {"Authorization": f"apikey {emu.api_key}"}
+    assert pool.request("GET", emu.url + "/v1/orgs/self/collections", headers=headers).status == 200
+    assert pool.request("GET", emu.url + "/v1/orgs/self/collections", headers=headers).status == 200
+    assert emu.open_connections == 1  # kept alive, and reused by the second request
+    pool.clear()
+    deadline = time.monotonic() + 10
+    while emu.open_connections and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert emu.open_connections == 0
+
+
 # ---- concurrency, persistence, CLI -------------------------------------------------------
 
 

@@ -56,6 +56,10 @@ class _Server(ThreadingHTTPServer):
             self._connections.discard(request)
         super().shutdown_request(request)
 
+    def connection_count(self) -> int:
+        with self._connections_lock:
+            return len(self._connections)
+
     def close_connections(self) -> None:
         """Shut down open keep-alive connections so their handler threads end."""
         with self._connections_lock:
@@ -336,6 +340,17 @@ class RocksetEmulator:
         """How many requests are being handled now (received, not yet answered or dropped)."""
         with self._requests_changed:
             return self._in_flight
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open now (kept alive between requests or not).
+
+        A connection counts until the server has seen the client close it, so
+        tests poll this to check that a client let go of its connections.
+        """
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start()")
+        return self._server.connection_count()
 
     def reset_request_count(self) -> None:
         """Empty the request log."""
