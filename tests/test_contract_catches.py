@@ -227,3 +227,87 @@ def test_the_helpers_backend_tests_need_are_public() -> None:
                  "run_without_blocking",
                  "HOSTILE_SESSION_IDS", "fake_backends", "FakeBackends"):
         assert name in testing.__all__ and getattr(testing, name) is not None
+
+
+READS_LEAVE_NO_TRACE = """
+import pytest
+from chathistory import BaseBackend
+from chathistory.backends.memory import MemoryBackend
+from chathistory.testing import BackendContract
+
+
+class LocksOnRead(BaseBackend):
+    \"\"\"Stands for a backend whose reads take a lock file next to the store.\"\"\"
+
+    def __init__(self, directory):
+        super().__init__(BaseBackend.Config())
+        self.directory = directory
+        self.store = MemoryBackend()
+
+    def create_collection(self):
+        pass
+
+    def append(self, session_id, records):
+        self.store.append(session_id, records)
+
+    def fetch(self, session_id, *, limit=None):
+        (self.directory / "reading.lock").touch()
+        return self.store.fetch(session_id, limit=limit)
+
+    def clear(self, session_id):
+        self.store.clear(session_id)
+
+
+class TestLocksOnRead(BackendContract):
+    @pytest.fixture
+    def backend(self, tmp_path):
+        return LocksOnRead(tmp_path)
+"""
+
+
+def run_reads_tests(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
+    pytester.makepyfile(source)
+    return pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", "-k", "reads_")
+
+
+def test_a_read_that_creates_a_file_fails_the_contract(pytester: pytest.Pytester) -> None:
+    result = run_reads_tests(pytester, READS_LEAVE_NO_TRACE)
+    assert result.parseoutcomes().get("failed") == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*fetch created something in the store*"])
+    fixed = run_reads_tests(pytester, READS_LEAVE_NO_TRACE.replace(
+        '(self.directory / "reading.lock").touch()', "pass"))
+    assert fixed.parseoutcomes().get("failed", 0) == 0, fixed.stdout.str()
+
+
+CREATES_ITS_DIRECTORY_ON_READ = """
+import pytest
+from chathistory import get_backend
+from chathistory.testing import BackendContract
+from chathistory_example.backend import JsonLinesBackend
+
+
+class CreatesOnRead(JsonLinesBackend):
+    def fetch(self, session_id, *, limit=None):
+        self.files.create()
+        return super().fetch(session_id, limit=limit)
+
+
+class TestCreatesOnRead(BackendContract):
+    @pytest.fixture
+    def backend(self, tmp_path):
+        backend = CreatesOnRead(CreatesOnRead.Config(directory=tmp_path / "histories"))
+        backend.create_collection()
+        return backend
+
+    @pytest.fixture
+    def uncreated_backend(self, tmp_path):
+        return CreatesOnRead(CreatesOnRead.Config(directory=tmp_path / "never-created"))
+"""
+
+
+def test_a_read_that_creates_a_missing_store_fails_the_contract(pytester: pytest.Pytester
+                                                                ) -> None:
+    result = run_reads_tests(pytester, CREATES_ITS_DIRECTORY_ON_READ)
+    assert result.parseoutcomes().get("failed") == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*test_reads_of_a_store_that_does_not_exist_create_nothing*",
+                                 "*fetch of a store that does not exist created something*"])

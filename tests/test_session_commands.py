@@ -66,6 +66,17 @@ def test_read_only_commands_create_nothing(tmp_path: Path) -> None:
     assert not missing.exists()
 
 
+def test_read_only_commands_on_a_missing_example_directory_create_nothing(tmp_path: Path
+                                                                          ) -> None:
+    missing = tmp_path / "typo"
+    for command in (["export", "ada"], ["show", "ada"]):
+        result = run(*command, "-b", "jsonl", "-o", f"directory={missing}")
+        assert (result.returncode, result.stderr) == (
+            1, f"Error: backend 'jsonl': no directory '{missing}' (nothing was created; "
+               "check the directory option)\n"), command
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_then_import_round_trips_and_a_second_import_adds_nothing(
         source: Path, tmp_path: Path) -> None:
     exported = tmp_path / "all.jsonl"

@@ -18,6 +18,12 @@ A layout that truly cannot hold a NUL character in a string (a peer's
 table the backend reads in place) overrides ``holds_nul`` to return False;
 the suite then checks that such a record is refused with ``RecordError``.
 
+Reads must create nothing (see :mod:`chathistory.testing.reads_contract`):
+the suite compares ``store_snapshot()`` (by default, every path under the
+test's ``tmp_path``) before and after each read. A store kept elsewhere (a
+server) overrides ``store_snapshot``; every backend should also provide
+``uncreated_backend``, one whose store was never created.
+
 The fixture's teardown must not assume the backend is still open: one test
 closes it. Async twins are driven with ``asyncio.run``, so no async pytest
 plugin is needed, and under blockbuster's detector (:func:`run_without_blocking`):
@@ -39,6 +45,7 @@ from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from chathistory import Backend, ChatHistory, RecordError
 from chathistory.testing.blocking import run_without_blocking
 from chathistory.testing.capability_contract import CapabilityContract
+from chathistory.testing.reads_contract import ReadsContract
 from chathistory.testing.samples import HOSTILE_SESSION_IDS, numbered_records, sample_messages
 
 __all__ = ["BackendContract", "MakeSessionId", "run_without_blocking"]
@@ -51,7 +58,7 @@ def _contents(records: list[dict[str, Any]]) -> list[str]:
     return [record["data"]["content"] for record in records]
 
 
-class BackendContract(CapabilityContract):
+class BackendContract(CapabilityContract, ReadsContract):
     """What every backend must do. Override the ``backend`` fixture; inherit the tests."""
 
     @pytest.fixture

@@ -14,3 +14,7 @@ class TestJsonLinesBackend(BackendContract):
         backend = get_backend("jsonl", directory=tmp_path / "histories")
         backend.create_collection()
         return backend
+
+    @pytest.fixture
+    def uncreated_backend(self, tmp_path: Path) -> Backend:
+        return get_backend("jsonl", directory=tmp_path / "never-created")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from chathistory import CollectionMissingError
 from chathistory_example.config import JsonLinesConfig
 
 
@@ -54,12 +55,20 @@ class SessionFiles:
                 raise
 
     def read(self, session_id: str) -> bytes:
-        """The whole file; empty when the session has none."""
+        """The whole file; empty when the session has none.
+
+        Reading creates nothing: a directory that does not exist (a misspelt
+        path) is a CollectionMissingError, not an empty session.
+        """
         try:
             with (self.locked(session_id, os.O_RDONLY, fcntl.LOCK_SH) as descriptor,
                   open(descriptor, "rb", closefd=False) as file):
                 return file.read()
         except FileNotFoundError:
+            if not self.directory.is_dir():
+                raise CollectionMissingError(
+                    f"backend 'jsonl': no directory {str(self.directory)!r} (nothing was "
+                    "created; check the directory option)") from None
             return b""
 
     def remove(self, session_id: str) -> None:
