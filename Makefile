@@ -1,5 +1,6 @@
 # `make demo` and `make test` do their own set-up: a virtualenv in .venv with
-# everything installed, and the local PostgreSQL and Redis started if stopped.
+# everything installed, and (for `make test`) the local PostgreSQL, Redis and
+# MariaDB started if stopped (tests/start-services.sh).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
