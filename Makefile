@@ -1,6 +1,7 @@
-# `make demo` and `make test` do their own set-up: a virtualenv in .venv with
-# everything installed, and (for `make test`) the local PostgreSQL, Redis and
-# MariaDB started if stopped (tests/start-services.sh).
+# `make demo` and `make test` do their own set-up: a virtualenv in .venv with the
+# core installed (for `make test`, also every backend, the test tools and the
+# example backend), and for `make test` the local PostgreSQL, Redis and MariaDB
+# started if stopped (tests/start-services.sh).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

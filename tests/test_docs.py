@@ -204,3 +204,12 @@ backend = get_backend("redis", url="redis://", key_prefx="chat:")
         "no backend named 'rocket'",
         "backend 'redis' has no option 'key_prefx'",
     ]
+
+
+def test_the_readmes_first_screen_says_what_why_and_the_two_commands() -> None:
+    first_screen = "\n".join((ROOT / "README.md").read_text().splitlines()[:40])
+    for needed in ("make demo", "make test", "langchain-community", "sunset",
+                   "Rockset shut down in 2024", "BaseChatMessageHistory",
+                   "RunnableWithMessageHistory", "2.0", "SqliteSaver"):
+        assert needed in first_screen, needed
+    assert first_screen.index("make demo") < first_screen.index("## ")
