@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import pytest
 import redis
 import redis.asyncio
 from chathistory_redis import RedisBackend
+from chathistory_redis.errors import ReplyLostError, is_transient, never_sent
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.retry import Retry
 
+from chathistory import BackendUnavailableError
 from chathistory.testing import HOSTILE_SESSION_IDS, BackendContract, numbered_records
 
 if TYPE_CHECKING:
@@ -124,3 +133,156 @@ def test_native_async_on_an_async_cluster_client(cluster_ports: list[int]) -> No
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+# Failures: each reported as what it is, an append never repeated once sent ------------------
+
+BUSY = """
+local start = redis.call('TIME')
+while true do
+  local now = redis.call('TIME')
+  if (now[1] - start[1]) * 1000000 + now[2] - start[2] > tonumber(ARGV[1]) then return 1 end
+end
+"""
+
+
+@contextmanager
+def busy_node(port: int, seconds: float) -> Iterator[None]:
+    """Keep one node busy (a Lua loop run from another connection) within the block."""
+    with redis.Redis(port=port) as admin:
+        thread = threading.Thread(target=admin.eval, args=(BUSY, 0, int(seconds * 1e6)))
+        thread.start()
+        try:
+            time.sleep(seconds / 4)  # the loop has started
+            yield
+        finally:
+            thread.join()
+
+
+def _session_away_from_the_index(backend: RedisBackend,
+                                 client: redis.RedisCluster | redis.asyncio.RedisCluster
+                                 ) -> str:
+    """A session on another node than the sessions index (written first on a cluster), so
+    that the append itself meets the busy node."""
+    index_node = client.get_node_from_key(backend.index_keys[0])
+    return next(session for session in (f"s{number}" for number in range(100))
+                if client.get_node_from_key(backend.key(session)) != index_node)
+
+
+def test_a_cluster_append_whose_reply_is_lost_is_not_repeated(cluster_ports: list[int]
+                                                               ) -> None:
+    # redis-py's own retry (on by default) would send it again once the node answers.
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0], socket_timeout=0.2)
+    try:
+        backend = RedisBackend.from_options(client=client, key_prefix="lost")
+        session = _session_away_from_the_index(backend, client)
+        backend.append(session, numbered_records(1, prefix="warm"))  # connected, cached
+        node = client.get_node_from_key(backend.key(session))
+        with (busy_node(node.port, 0.8),
+              pytest.raises(ReplyLostError, match="not repeated") as caught):
+            backend.append(session, numbered_records(2))
+        assert f"127.0.0.1:{node.port}" in str(caught.value)  # the node, not a config URL
+        assert backend.fetch(session) == [*numbered_records(1, prefix="warm"),
+                                          *numbered_records(2)]
+        backend.clear(session)
+    finally:
+        client.close()
+
+
+def test_an_async_cluster_append_whose_reply_is_lost_is_not_repeated(
+        cluster_ports: list[int]) -> None:
+    async def scenario() -> None:
+        client = redis.asyncio.RedisCluster(host="127.0.0.1", port=cluster_ports[0],
+                                            socket_timeout=0.2)
+        try:
+            backend = RedisBackend.from_options(async_client=client, key_prefix="lost")
+            await client.initialize()
+            session = _session_away_from_the_index(backend, client)
+            await backend.aappend(session, numbered_records(1, prefix="warm"))
+            node = client.get_node_from_key(backend.key(session))
+            assert node is not None
+            with (busy_node(node.port, 0.8),
+                  pytest.raises(ReplyLostError, match=f"127.0.0.1:{node.port}")):
+                await backend.aappend(session, numbered_records(2))
+            assert await backend.afetch(session) == [*numbered_records(1, prefix="warm"),
+                                                     *numbered_records(2)]
+            await backend.aclear(session)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_reads_on_a_busy_node_are_repeated(cluster_ports: list[int]) -> None:
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0], socket_timeout=0.2)
+    try:
+        backend = RedisBackend.from_options(client=client, key_prefix="lost")
+        backend.append("r", numbered_records(2))
+        node = client.get_node_from_key(backend.key("r"))
+        with busy_node(node.port, 0.3):
+            assert backend.fetch("r") == numbered_records(2)
+        backend.clear("r")
+    finally:
+        client.close()
+
+
+def _refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed again: nothing listens there
+
+
+def test_a_connection_never_made_counts_as_never_sent() -> None:
+    port = _refused_port()
+    with pytest.raises(redis.ConnectionError) as refused:
+        redis.Redis(port=port, retry=Retry(NoBackoff(), 0)).ping()
+
+    async def async_refusal() -> BaseException:
+        client = redis.asyncio.Redis(port=port, retry=AsyncRetry(NoBackoff(), 0))
+        try:
+            await client.ping()
+        except redis.ConnectionError as error:
+            return error
+        finally:
+            await client.aclose()
+        raise AssertionError("connected to a closed port")
+
+    assert never_sent(refused.value)
+    assert never_sent(asyncio.run(async_refusal()))
+    assert is_transient(refused.value)
+
+
+def test_a_reply_lost_counts_as_maybe_run(cluster_ports: list[int]) -> None:
+    with (redis.Redis(port=cluster_ports[0], socket_timeout=0.1,
+                      retry=Retry(NoBackoff(), 0)) as client,
+          busy_node(cluster_ports[0], 0.5), pytest.raises(redis.TimeoutError) as timed_out):
+        client.ping()
+    assert not never_sent(timed_out.value)
+
+
+def test_clusterdown_is_retried_then_unavailable_naming_the_node(
+        cluster_ports: list[int], wait_until: WaitUntil) -> None:
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+    backend = RedisBackend.from_options(client=client, key_prefix="down")
+    node = client.get_node_from_key(backend.key("s"))
+    slot = client.keyslot(backend.key("s"))
+    try:
+        with redis.Redis(port=node.port) as admin:
+            admin.cluster("delslots", slot)  # the node says CLUSTERDOWN to every command
+            try:
+                with pytest.raises(BackendUnavailableError) as caught:
+                    backend.append("s", numbered_records(2))
+            finally:
+                admin.cluster("addslots", slot)
+        message = str(caught.value)
+        assert "after 4 attempts" in message  # retried, as a refused command is not
+        assert "CLUSTERDOWN" in message or "ClusterDown" in message
+        assert f"Redis Cluster node 127.0.0.1:{node.port}" in message
+        assert not isinstance(caught.value, ReplyLostError)
+        wait_until(lambda: all("cluster_state:ok" in _cli(port, "cluster", "info")
+                               for port in cluster_ports), "the cluster is ok again")
+        backend.append("s", numbered_records(1))
+        assert backend.fetch("s") == numbered_records(1)  # the refused one was never run
+        backend.clear("s")
+    finally:
+        client.close()

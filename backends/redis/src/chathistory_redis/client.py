@@ -36,13 +36,13 @@ import redis
 import redis.asyncio
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from chathistory import ConfigError
 from chathistory_redis.config import RedisConfig
-from chathistory_redis.errors import ReplyLostError, may_have_run
+from chathistory_redis.errors import ReplyLostError, may_have_run, name_node, never_sent
 from chathistory_redis.scripts import BODIES
 
 __all__ = ["AsyncCommands", "Clients", "Command", "Commands", "acall", "call"]
@@ -233,8 +233,28 @@ class AsyncPoolCommands:
             await self.pool.disconnect()
 
 
+def _key(command: Command) -> bytes | str | int:
+    """The key a command is routed by: a script's first key, or the command's."""
+    return command[3] if command[0] in ("EVALSHA", "EVAL") else command[1]
+
+
+def _check_cluster_failure(error: RedisError, node: str, *, write: bool) -> None:
+    """Raise :class:`ReplyLostError` for a write whose reply was lost; else note the node
+    on ``error`` (see :func:`~chathistory_redis.errors.translate`), to be raised as it is."""
+    if write and isinstance(error, _LOST) and may_have_run(error) and not never_sent(error):
+        raise ReplyLostError(node, error) from error
+    name_node(error, node)
+
+
 class ClusterCommands:
-    """Commands through an application's ``redis.RedisCluster``, which routes them."""
+    """Commands through an application's ``redis.RedisCluster``, which routes them.
+
+    Each command is sent to the node of its key's slot, named: given a node,
+    redis-py runs it once (following ``MOVED`` and ``ASK``) instead of repeating
+    it after a lost connection, which would store an append twice. The one
+    retry path is then ``chathistory.retry_transient``, which knows what may be
+    repeated.
+    """
 
     cluster = True
 
@@ -251,11 +271,13 @@ class ClusterCommands:
         return list(self.client.scan_iter(match=pattern, count=SCAN_COUNT, _type="list"))
 
     def run(self, command: Command, *, write: bool) -> Any:
+        client = self.client
+        node = client.get_node_from_key(_key(command))  # type: ignore[no-untyped-call]
         try:
-            return self.client.execute_command(*command)  # type: ignore[no-untyped-call]
-        except _LOST as error:
-            if write and may_have_run(error):
-                raise ReplyLostError(self.address, error) from error
+            return client.execute_command(  # type: ignore[no-untyped-call]
+                *command, target_nodes=node)
+        except RedisError as error:
+            _check_cluster_failure(error, node.name, write=write)
             raise
 
     def close(self) -> None:
@@ -281,11 +303,15 @@ class AsyncClusterCommands:
                                                            _type="list")]
 
     async def run(self, command: Command, *, write: bool) -> Any:
+        client = self.client
+        # The slot map, loaded on first use and refreshed when an error asked for it.
+        await client.initialize()
+        node = client.get_node_from_key(_key(command))  # type: ignore[arg-type]
+        assert node is not None  # only a replica may be missing
         try:
-            return await self.client.execute_command(*command)
-        except _LOST as error:
-            if write and may_have_run(error):
-                raise ReplyLostError(self.address, error) from error
+            return await client.execute_command(*command, target_nodes=node)
+        except RedisError as error:
+            _check_cluster_failure(error, node.name, write=write)
             raise
 
     async def close(self) -> None:

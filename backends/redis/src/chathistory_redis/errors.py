@@ -16,18 +16,31 @@ from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    ClusterError,
+    MaxConnectionsError,
     NoPermissionError,
+    RedisClusterUnreachableError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chathistory import BackendUnavailableError, ChatHistoryError, PermissionDeniedError
 
-__all__ = ["ReplyLostError", "is_transient", "may_have_run", "translate"]
+__all__ = ["ReplyLostError", "is_transient", "may_have_run", "name_node", "never_sent",
+           "translate"]
 
 _REFUSED_CREDENTIALS = (AuthenticationError, AuthorizationError, NoPermissionError)
+# A cluster that refused the command (CLUSTERDOWN, TRYAGAIN; redirected more times than
+# redis-py follows, "TTL exhausted") or whose slot map has no node for the key: nothing
+# ran, and a moment later a failover or reshard may be done.
+_CLUSTER_UNAVAILABLE = (ClusterError, TryAgainError, SlotNotCoveredError,
+                        RedisClusterUnreachableError)
+_LOST = (RedisConnectionError, RedisTimeoutError)
+_NODE_NOTE = "on Redis Cluster node "
 
 
 class ReplyLostError(BackendUnavailableError):
@@ -44,6 +57,29 @@ class ReplyLostError(BackendUnavailableError):
         )
 
 
+def name_node(error: BaseException, node: str) -> None:
+    """Note on ``error`` the cluster node (``host:port``) it came from, for :func:`translate`."""
+    error.add_note(_NODE_NOTE + node)
+
+
+def _node(error: BaseException) -> str | None:
+    notes = getattr(error, "__notes__", ())
+    return next((note[len(_NODE_NOTE):] for note in notes if note.startswith(_NODE_NOTE)), None)
+
+
+def never_sent(error: BaseException) -> bool:
+    """Whether redis-py's cluster client failed before sending a command: the connection
+    could not be made (refused, timed out), or the node's pool had none free.
+
+    ``RedisCluster.execute_command`` connects, sends and reads in one call, so
+    only its messages tell a connection that never came from a reply that never
+    came; redis-py words every failure to connect "... connecting to <host>:<port>"
+    or "Timeout connecting to server". The tests check this on real refused
+    connections, so a change of wording fails them rather than an append.
+    """
+    return isinstance(error, MaxConnectionsError) or "connecting to" in str(error)
+
+
 def may_have_run(error: RedisError) -> bool:
     """Whether a command sent whole may have run although reading its reply raised ``error``.
 
@@ -53,27 +89,31 @@ def may_have_run(error: RedisError) -> bool:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether the failed call may be repeated: a lost or refused connection, a timeout, or
-    ``LOADING``, but not refused credentials (a :class:`ReplyLostError` is not repeated)."""
-    return (isinstance(error, (RedisConnectionError, RedisTimeoutError))
-            and not isinstance(error, _REFUSED_CREDENTIALS))
+    """Whether the failed call may be repeated: a lost or refused connection, a timeout,
+    ``LOADING``, or a cluster that refused it for now (``CLUSTERDOWN``, ``TRYAGAIN``, a slot
+    no node serves), but not refused credentials (a :class:`ReplyLostError` is not repeated)."""
+    return ((isinstance(error, _LOST) and not isinstance(error, _REFUSED_CREDENTIALS))
+            or isinstance(error, _CLUSTER_UNAVAILABLE))
 
 
 def translate(error: BaseException, *, address: str) -> BaseException:
-    """redis-py's ``error`` as a chathistory error that names ``address`` (``host:port``).
+    """redis-py's ``error`` as a chathistory error that names the server: the cluster node
+    noted on it (:func:`name_node`), or else ``address`` (``host:port``).
 
     Refused credentials or ACL rights → :class:`~chathistory.PermissionDeniedError`;
-    a lost connection → :class:`~chathistory.BackendUnavailableError`; a command
-    Redis refused (``WRONGTYPE``...) → :class:`~chathistory.ChatHistoryError`.
-    Errors that are not redis-py's come back unchanged.
+    a lost connection or a cluster that refused the command for now →
+    :class:`~chathistory.BackendUnavailableError`; a command Redis refused
+    (``WRONGTYPE``...) → :class:`~chathistory.ChatHistoryError`. Errors that are
+    not redis-py's come back unchanged.
     """
-    if not isinstance(error, RedisError):
+    if not isinstance(error, (RedisError, SlotNotCoveredError, RedisClusterUnreachableError)):
         return error
-    where = f"Redis at {address}"
+    node = _node(error)
+    where = f"Redis at {address}" if node is None else f"Redis Cluster node {node}"
     said = f"{type(error).__name__}: {error}"
     if isinstance(error, _REFUSED_CREDENTIALS):
         return PermissionDeniedError(f"backend 'redis': {where} refused the credentials: {said}")
-    if isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+    if isinstance(error, (*_LOST, *_CLUSTER_UNAVAILABLE)):
         # Read after "backend 'redis' is unavailable after N attempts: ".
         return BackendUnavailableError(f"{where}: {said}")
     if isinstance(error, ResponseError):
