@@ -311,3 +311,16 @@ def test_on_a_terminal_copy_shows_a_progress_bar(source: Path, tmp_path: Path) -
     assert process.returncode == 0
     assert "5/5" in bar and "session/s" in bar and "messages=15" in bar
     assert output.startswith("copied 15 messages")
+
+
+def test_an_import_that_fails_midway_says_what_was_written_and_that_a_rerun_is_safe() -> None:
+    # 200 sessions fill the first chunk; the store refuses the 201st session's record.
+    lines = [json.dumps({"session_id": f"s{number:04d}", "record": {
+        "type": "human", "data": {"content": "x\x00" if number == 200 else "x"}}})
+        for number in range(201)]
+    result = run("import", "-b", "memory", "-o", "refuse_nul=true", stdin="\n".join(lines))
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: backend 'memory'")
+    assert result.stderr.endswith(" (200 sessions were imported before this; the same import "
+                                  "run again writes only what is missing)\n")
+    assert len(result.stderr.splitlines()) == 1
