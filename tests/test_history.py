@@ -326,9 +326,23 @@ def test_str_is_what_langchain_cores_own_history_gives() -> None:
     assert str(history).startswith("System: system\nHuman: human 1\nAI: ai\n")
 
 
-def test_str_does_not_depend_on_base_chat_message_history() -> None:
-    """langchain-core 2.0 removes the base class; __str__ is ChatHistory's own."""
-    assert "__str__" in vars(ChatHistory)
+def test_str_stays_the_same_when_base_chat_message_history_is_gone() -> None:
+    """langchain-core 2.0 removes the base class: a process without it gives the same text."""
+    code = """
+import sys
+sys.modules["langchain_core.chat_history"] = None  # as if langchain-core 2.0 were installed
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from chathistory import ChatHistory
+from chathistory.backends.memory import MemoryBackend
+assert ChatHistory.__mro__[1:] == (object,), ChatHistory.__mro__
+history = ChatHistory("s", backend=MemoryBackend())
+history.add_messages([SystemMessage("system"), HumanMessage("human 1"), AIMessage("ai")])
+print(str(history), end="")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "System: system\nHuman: human 1\nAI: ai"
 
 
 def _poisoned(backend: MemoryBackend) -> None:
