@@ -311,3 +311,60 @@ def test_a_read_that_creates_a_missing_store_fails_the_contract(pytester: pytest
     assert result.parseoutcomes().get("failed") == 1, result.stdout.str()
     result.stdout.fnmatch_lines(["*test_reads_of_a_store_that_does_not_exist_create_nothing*",
                                  "*fetch of a store that does not exist created something*"])
+
+
+INDEXES_ON_READ = """
+import pytest
+from chathistory import BaseBackend
+from chathistory.backends.memory import MemoryBackend
+from chathistory.capabilities import SessionInfo
+from chathistory.testing import BackendContract
+
+
+class IndexesOnRead(BaseBackend):
+    \"\"\"Stands for a store whose reads add the session to its index of sessions.\"\"\"
+
+    def __init__(self):
+        super().__init__(BaseBackend.Config())
+        self.store = MemoryBackend()
+        self.index = set()
+
+    def create_collection(self):
+        pass
+
+    def append(self, session_id, records):
+        self.index.add(session_id)
+        self.store.append(session_id, records)
+
+    def fetch(self, session_id, *, limit=None):
+        self.index.add(session_id)
+        return self.store.fetch(session_id, limit=limit)
+
+    def clear(self, session_id):
+        self.index.discard(session_id)
+        self.store.clear(session_id)
+
+    def list_sessions(self, *, after=None, limit=100):
+        ids = sorted(i for i in self.index if after is None or i > after)[:limit]
+        return [SessionInfo(i, len(self.store.fetch(i))) for i in ids]
+
+    async def alist_sessions(self, *, after=None, limit=100):
+        return self.list_sessions(after=after, limit=limit)
+
+
+class TestIndexesOnRead(BackendContract):
+    @pytest.fixture
+    def backend(self):
+        return IndexesOnRead()
+"""
+
+
+def test_a_read_that_makes_a_session_appear_fails_the_contract(pytester: pytest.Pytester
+                                                               ) -> None:
+    result = run_reads_tests(pytester, INDEXES_ON_READ)
+    assert result.parseoutcomes().get("failed") == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(["*a read of a session that was never written made it*"])
+    fixed = run_reads_tests(pytester, INDEXES_ON_READ.replace(
+        "        self.index.add(session_id)\n        return self.store.fetch",
+        "        return self.store.fetch"))
+    assert fixed.parseoutcomes().get("failed", 0) == 0, fixed.stdout.str()
