@@ -45,7 +45,9 @@ class ConfigError(ChatHistoryError, ValueError):
 
 
 class RecordError(ChatHistoryError, ValueError):
-    """A message cannot be stored as JSON (for example a value that is not serializable)."""
+    """A message cannot be stored as JSON (for example a value that is not serializable),
+    or a stored record cannot be read back as a message (the message names the session
+    and the record's position)."""
 
 
 class BackendUnavailableError(ChatHistoryError, ConnectionError):
