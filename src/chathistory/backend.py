@@ -7,12 +7,15 @@ import threading
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
 from chathistory.errors import ConfigError
+
+if TYPE_CHECKING:
+    from chathistory.driver import Runner
 
 __all__ = [
     "IDENTIFIER_PATTERN",
@@ -121,13 +124,21 @@ def _problem(config_class: type[BackendConfig], error: ErrorDetails) -> str:
 class BaseBackend(ABC):
     """A convenient base for backends.
 
-    Subclasses set ``name`` and ``Config``, implement the four sync methods,
-    and inherit async twins that run them in a worker thread. A backend with a
-    native async driver overrides the twins.
+    Subclasses set ``name`` and ``Config``, and either:
+
+    - write each operation once, as a generator of driver requests declared
+      with :func:`chathistory.driver.operation`, set ``self.runner`` to a
+      :class:`~chathistory.driver.Runner` over their driver, and name the async
+      twins (``aappend = append.async_twin``); ``close``/``aclose`` then close
+      the runner's pools; or
+    - implement the four sync methods, and inherit async twins that run them in
+      a worker thread.
     """
 
     name: ClassVar[str] = "backend"
     Config: ClassVar[type[BackendConfig]] = BackendConfig
+    runner: Runner[Any, Any, Any] | None = None
+    """Runs the operations of a backend with a driver: ``self.runner = Runner(self, driver)``."""
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
@@ -152,8 +163,10 @@ class BaseBackend(ABC):
     @abstractmethod
     def clear(self, session_id: str) -> None: ...
 
-    def close(self) -> None:  # noqa: B027 - a default for backends with nothing to release
-        """Release resources. The default has none to release."""
+    def close(self) -> None:
+        """Release resources: the runner's pools, if the backend has a runner."""
+        if self.runner is not None:
+            self.runner.close()
 
     async def acreate_collection(self) -> None:
         await asyncio.to_thread(self.create_collection)
@@ -168,11 +181,18 @@ class BaseBackend(ABC):
         await asyncio.to_thread(self.clear, session_id)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        if self.runner is not None:
+            await self.runner.aclose()
+        else:
+            await asyncio.to_thread(self.close)
 
 
 class _CreatedCollections:
     """Which backend instances already ran ``create_collection``: once per instance.
+
+    Each instance has its own lock, so a slow create (a Rockset collection
+    that takes seconds to be ready) holds up only the first calls of that
+    backend, never another backend's.
 
     Keyed by ``id()`` with a weak reference to tell a reused id from the same
     object, so a backend need not be hashable (a dataclass satisfying
@@ -181,36 +201,53 @@ class _CreatedCollections:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_id: dict[int, Any] = {}
+        self._lock = threading.Lock()  # guards the tables only, never held during a create
+        self._created: dict[int, Any] = {}
+        self._locks: dict[int, tuple[Any, threading.Lock]] = {}
+
+    @staticmethod
+    def _held(reference: Any) -> object:
+        return reference() if isinstance(reference, weakref.ref) else reference
 
     def __contains__(self, backend: object) -> bool:
-        held = self._by_id.get(id(backend))
-        if isinstance(held, weakref.ref):
-            held = held()
-        return held is backend
+        return self._held(self._created.get(id(backend))) is backend
 
-    def add(self, backend: object) -> None:
+    def _reference(self, backend: object, table: dict[int, Any]) -> Any:
         key = id(backend)
 
         def forget(_: object) -> None:
-            self._by_id.pop(key, None)
+            table.pop(key, None)
 
         try:
-            held: Any = weakref.ref(backend, forget)
+            return weakref.ref(backend, forget)
         except TypeError:
-            held = backend
-        self._by_id[key] = held
+            return backend
+
+    def lock_of(self, backend: object) -> threading.Lock:
+        """The lock that serializes this instance's first create."""
+        with self._lock:
+            entry = self._locks.get(id(backend))
+            if entry is None or self._held(entry[0]) is not backend:
+                entry = (self._reference(backend, self._locks), threading.Lock())
+                self._locks[id(backend)] = entry
+            return entry[1]
+
+    def add(self, backend: object) -> None:
+        with self._lock:
+            self._created[id(backend)] = self._reference(backend, self._created)
 
 
 _created = _CreatedCollections()
 
 
 def ensure_collection(backend: Backend) -> None:
-    """Run ``backend.create_collection()`` the first time this instance is used, only then."""
+    """Run ``backend.create_collection()`` the first time this instance is used, only then.
+
+    Threads using the same instance wait for its first create; other backends do not.
+    """
     if backend in _created:
         return
-    with _created._lock:
+    with _created.lock_of(backend):
         if backend not in _created:
             backend.create_collection()
             _created.add(backend)

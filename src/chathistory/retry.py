@@ -16,6 +16,7 @@ from typing import NoReturn, TypeVar
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception,
@@ -25,24 +26,47 @@ from tenacity import (
 
 from chathistory.errors import BackendUnavailableError
 
-__all__ = ["Translate", "aretry_transient", "retry_transient"]
+__all__ = ["OnRetry", "Translate", "aretry_transient", "retry_transient"]
 
 T = TypeVar("T")
 
 Translate = Callable[[BaseException], BaseException]
 """Turns a driver's error into a chathistory error (or returns it unchanged)."""
 
+OnRetry = Callable[[int, BaseException], None]
+"""Told of each failed try that will be retried: its number (1 for the first) and its error."""
+
 _FIRST_WAIT = 0.05  # seconds before the second attempt; tenacity backs off after that
 
 
-def _policy(is_transient: Callable[[BaseException], bool], attempts: int, max_wait: float
-            ) -> dict[str, object]:
-    return {
+def _policy(is_transient: Callable[[BaseException], bool], attempts: int, max_wait: float,
+            on_retry: OnRetry | None) -> dict[str, object]:
+    policy: dict[str, object] = {
         "stop": stop_after_attempt(attempts),
         "wait": wait_exponential_jitter(multiplier=0.1, max=max_wait, jitter=0.05),
         "retry": retry_if_exception(is_transient),
         "reraise": False,
     }
+    if on_retry is not None:
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            if error is not None:
+                # The bare first try is attempt 1; tenacity counts from the second.
+                on_retry(state.attempt_number + 1, error)
+
+        policy["before_sleep"] = before_sleep
+    return policy
+
+
+def _first_failed(error: Exception, backend: str, is_transient: Callable[[BaseException], bool],
+                  translate: Translate | None, attempts: int, on_retry: OnRetry | None) -> None:
+    """Judge the bare first try's ``error``: raise it, or return to retry it."""
+    if not is_transient(error):
+        _raise_final(error, translate)
+    if attempts <= 1:
+        raise _unavailable(backend, attempts, error, translate) from error
+    if on_retry is not None:
+        on_retry(1, error)
 
 
 def _raise_final(error: BaseException, translate: Translate | None) -> NoReturn:
@@ -66,7 +90,8 @@ def _unavailable(backend: str, attempts: int, cause: BaseException | None,
 def retry_transient(call: Callable[[], T], *, backend: str,
                     is_transient: Callable[[BaseException], bool],
                     translate: Translate | None = None,
-                    attempts: int = 4, max_wait: float = 1.0) -> T:
+                    attempts: int = 4, max_wait: float = 1.0,
+                    on_retry: OnRetry | None = None) -> T:
     """Run ``call``; retry it while it raises a transient error, at most ``attempts`` times.
 
     Args:
@@ -80,6 +105,8 @@ def retry_transient(call: Callable[[], T], *, backend: str,
             "unavailable" message.
         attempts: Tries in all, the first included.
         max_wait: The longest wait between two tries, in seconds.
+        on_retry: Called before each retry's wait with the failed try's number
+            and error (the runner logs it there).
 
     Raises:
         BackendUnavailableError: still transient after the last attempt (the
@@ -91,13 +118,10 @@ def retry_transient(call: Callable[[], T], *, backend: str,
     try:
         return call()
     except Exception as error:
-        if not is_transient(error):
-            _raise_final(error, translate)
-        if attempts <= 1:
-            raise _unavailable(backend, attempts, error, translate) from error
+        _first_failed(error, backend, is_transient, translate, attempts, on_retry)
     time.sleep(_FIRST_WAIT)
     try:
-        for attempt in Retrying(**_policy(is_transient, attempts - 1, max_wait)):  # type: ignore[arg-type]
+        for attempt in Retrying(**_policy(is_transient, attempts - 1, max_wait, on_retry)):  # type: ignore[arg-type]
             with attempt:
                 return call()
     except RetryError as error:
@@ -111,18 +135,17 @@ def retry_transient(call: Callable[[], T], *, backend: str,
 async def aretry_transient(call: Callable[[], Awaitable[T]], *, backend: str,
                            is_transient: Callable[[BaseException], bool],
                            translate: Translate | None = None,
-                           attempts: int = 4, max_wait: float = 1.0) -> T:
+                           attempts: int = 4, max_wait: float = 1.0,
+                           on_retry: OnRetry | None = None) -> T:
     """Async :func:`retry_transient`: ``call`` returns an awaitable, waits do not block."""
     try:
         return await call()
     except Exception as error:
-        if not is_transient(error):
-            _raise_final(error, translate)
-        if attempts <= 1:
-            raise _unavailable(backend, attempts, error, translate) from error
+        _first_failed(error, backend, is_transient, translate, attempts, on_retry)
     await asyncio.sleep(_FIRST_WAIT)
     try:
-        async for attempt in AsyncRetrying(**_policy(is_transient, attempts - 1, max_wait)):  # type: ignore[arg-type]
+        async for attempt in AsyncRetrying(**_policy(is_transient, attempts - 1, max_wait,
+                                                     on_retry)):  # type: ignore[arg-type]
             with attempt:
                 return await call()
     except RetryError as error:

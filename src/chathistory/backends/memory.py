@@ -16,7 +16,8 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.driver import Call, Driver, Operation, Runner, operation
 from chathistory.errors import BackendUnavailableError, RecordError
 from chathistory.hookspecs import hookimpl
 from chathistory.records import decode_record, encode_record
@@ -60,13 +62,15 @@ class MemoryBackend(BaseBackend):
         self._written: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self._failures_left = 0
+        self.runner = Runner(self, MemoryDriver(self))
 
     def fail_next(self, count: int = 1) -> None:
         """Make the next ``count`` calls raise BackendUnavailableError, changing nothing."""
         with self._lock:
             self._failures_left = count
 
-    def _begin(self, operation: str) -> None:
+    def begin(self, operation: str) -> None:
+        """Count a call of ``operation``; raise the next injected failure, if any."""
         with self._lock:
             self.calls[operation] += 1
             if self._failures_left > 0:
@@ -91,163 +95,163 @@ class MemoryBackend(BaseBackend):
         with self._lock:
             return [session for session, stored in self._sessions.items() if stored]
 
-    def create_collection(self) -> None:
-        self._wait()
-        self._begin("create_collection")
+    # Each operation yields one request: a function run under the store's lock.
 
-    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        self._wait()
-        self._append(session_id, records)
+    @operation(write=True)
+    def create_collection(self) -> Operation[None]:
+        yield _nothing
 
-    def _append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+    @operation(write=True)
+    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
         encoded = [self._encode(record) for record in records]
-        self._begin("append")
-        if not encoded:
-            return
-        with self._lock:
-            self._sessions.setdefault(session_id, []).extend(encoded)
-            self._written[session_id] = datetime.now(UTC)
+        yield lambda: self._store({session_id: encoded})
 
-    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        self._wait()
-        return self._fetch(session_id, limit)
-
-    def _fetch(self, session_id: str, limit: int | None) -> list[dict[str, Any]]:
-        self._begin("fetch")
-        with self._lock:
+    @operation()
+    def fetch(self, session_id: str, *, limit: int | None = None
+              ) -> Operation[list[dict[str, Any]]]:
+        def read() -> list[str]:
             stored = self._sessions.get(session_id, [])
-            stored = stored[max(0, len(stored) - limit):] if limit is not None else stored[:]
-        return [decode_record(text) for text in stored]
+            return stored[max(0, len(stored) - limit):] if limit is not None else stored[:]
 
-    def clear(self, session_id: str) -> None:
-        self._wait()
-        self._clear(session_id)
+        return [decode_record(text) for text in (yield read)]
 
-    def _clear(self, session_id: str) -> None:
-        self._begin("clear")
-        with self._lock:
+    @operation(write=True)
+    def clear(self, session_id: str) -> Operation[None]:
+        def clear() -> None:
             self._sessions.pop(session_id, None)
             self._written.pop(session_id, None)
 
-    # -- optional capabilities: listing, write times, pruning ------------------------------
+        yield clear
 
+    acreate_collection = create_collection.async_twin
+    aappend = append.async_twin
+    afetch = fetch.async_twin
+    aclear = clear.async_twin
+
+    # -- optional capabilities: listing, write times, pruning, bulk copies -------------------
+
+    @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
-                      ) -> list[SessionInfo]:
+                      ) -> Operation[list[SessionInfo]]:
         limit = check_page_limit(limit)
-        self._begin("list_sessions")
-        with self._lock:
+
+        def page() -> list[SessionInfo]:
             chosen = sorted(session for session, stored in self._sessions.items()
                             if stored and (after is None or session > after))[:limit]
             return [SessionInfo(session, len(self._sessions[session]), self._written[session])
                     for session in chosen]
 
-    def last_write(self, session_id: str) -> datetime | None:
-        self._begin("last_write")
-        with self._lock:
-            return self._written.get(session_id)
+        listed: list[SessionInfo] = yield page
+        return listed
 
-    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
-        self._begin("delete_sessions_before")
-        with self._lock:
+    @operation()
+    def last_write(self, session_id: str) -> Operation[datetime | None]:
+        written: datetime | None = yield lambda: self._written.get(session_id)
+        return written
+
+    @operation(write=True)
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
+                               ) -> Operation[int]:
+        def prune() -> int:
             old = [session for session, written in self._written.items() if written < cutoff]
             if not dry_run:
                 for session in old:
                     del self._sessions[session], self._written[session]
             return len(old)
 
-    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        pruned: int = yield prune
+        return pruned
+
+    @operation()
+    def fetch_many(self, session_ids: Sequence[str]
+                   ) -> Operation[dict[str, list[dict[str, Any]]]]:
+        stored = yield lambda: self._stored_texts(session_ids)
         return {session: [decode_record(text) for text in texts]
-                for session, texts in self._stored_texts("fetch_many", session_ids).items()}
+                for session, texts in stored.items()}
 
-    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        self._store_texts("append_many", {
-            session: [self._encode(record) for record in records]
-            for session, records in batches.items()})
+    @operation(write=True)
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
+                    ) -> Operation[None]:
+        encoded = {session: [self._encode(record) for record in records]
+                   for session, records in batches.items()}
+        yield lambda: self._store(encoded)
 
-    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
-        return self._stored_texts("fetch_many_text", session_ids)
+    @operation()
+    def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
+        stored: dict[str, list[str]] = yield lambda: self._stored_texts(session_ids)
+        return stored
 
-    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
+    @operation(write=True)
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
         check_record_texts(batches)
         # A fake refuses what a real store would: text that is no JSON object, or NUL.
-        self._store_texts("append_many_text", {
-            session: [self._encode(decode_record(text)) for text in texts]
-            for session, texts in batches.items()})
+        encoded = {session: [self._encode(decode_record(text)) for text in texts]
+                   for session, texts in batches.items()}
+        yield lambda: self._store(encoded)
 
-    def _stored_texts(self, operation: str, session_ids: Sequence[str]
-                      ) -> dict[str, list[str]]:
-        self._begin(operation)
-        with self._lock:
-            return {session: list(self._sessions[session]) for session in session_ids
-                    if self._sessions.get(session)}
+    alist_sessions = list_sessions.async_twin
+    alast_write = last_write.async_twin
+    adelete_sessions_before = delete_sessions_before.async_twin
+    afetch_many = fetch_many.async_twin
+    aappend_many = append_many.async_twin
+    afetch_many_text = fetch_many_text.async_twin
+    aappend_many_text = append_many_text.async_twin
 
-    def _store_texts(self, operation: str, encoded: Mapping[str, list[str]]) -> None:
-        self._begin(operation)
+    def _stored_texts(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+        return {session: list(self._sessions[session]) for session in session_ids
+                if self._sessions.get(session)}
+
+    def _store(self, encoded: Mapping[str, list[str]]) -> None:
         now = datetime.now(UTC)
-        with self._lock:
-            for session, texts in encoded.items():
-                if texts:
-                    self._sessions.setdefault(session, []).extend(texts)
-                    self._written[session] = now
-
-    async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        await self._await()
-        return self.fetch_many(session_ids)
-
-    async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        await self._await()
-        self.append_many(batches)
-
-    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
-        await self._await()
-        return self.fetch_many_text(session_ids)
-
-    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
-        await self._await()
-        self.append_many_text(batches)
-
-    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
-                             ) -> list[SessionInfo]:
-        await self._await()
-        return self.list_sessions(after=after, limit=limit)
-
-    async def alast_write(self, session_id: str) -> datetime | None:
-        await self._await()
-        return self.last_write(session_id)
-
-    async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
-        await self._await()
-        return self.delete_sessions_before(cutoff, dry_run=dry_run)
+        for session, texts in encoded.items():
+            if texts:
+                self._sessions.setdefault(session, []).extend(texts)
+                self._written[session] = now
 
     def close(self) -> None:
         self.calls["close"] += 1
 
-    def _wait(self) -> None:
-        if self.latency:
-            time.sleep(self.latency)
-
-    async def _await(self) -> None:
-        if self.latency:
-            await asyncio.sleep(self.latency)
-
-    async def acreate_collection(self) -> None:
-        await self._await()
-        self._begin("create_collection")
-
-    async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        await self._await()
-        self._append(session_id, records)
-
-    async def afetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        await self._await()
-        return self._fetch(session_id, limit)
-
-    async def aclear(self, session_id: str) -> None:
-        await self._await()
-        self._clear(session_id)
-
     async def aclose(self) -> None:
         self.close()
+
+
+def _nothing() -> None:
+    return None
+
+
+class MemoryDriver(Driver[None, None, None]):
+    """The memory backend's "connection": the call is counted, delayed by ``latency``, and
+    fails if a failure was injected; each request is a function run under the store's lock.
+    """
+
+    native_async = True
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self.backend = backend
+
+    @contextmanager
+    def connection(self, call: Call) -> Iterator[None]:
+        if self.backend.latency:
+            time.sleep(self.backend.latency)
+        self.backend.begin(call.operation)
+        yield None
+
+    def send(self, connection: None, request: Callable[[], Any]) -> Any:
+        with self.backend._lock:
+            return request()
+
+    async def open_pool(self) -> None:
+        return None
+
+    @asynccontextmanager
+    async def async_connection(self, pool: None, call: Call) -> AsyncIterator[None]:
+        if self.backend.latency:
+            await asyncio.sleep(self.backend.latency)
+        self.backend.begin(call.operation)
+        yield None
+
+    async def asend(self, connection: None, request: Callable[[], Any]) -> Any:
+        return self.send(connection, request)
 
 
 def _nul_in(value: Any, where: str) -> str | None:

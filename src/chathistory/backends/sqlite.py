@@ -9,7 +9,6 @@ maintained by triggers, so that writes by that class are counted too.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import threading
@@ -17,19 +16,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend, Identifier
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.driver import Call, Driver, Operation, Runner, operation
 from chathistory.errors import BackendUnavailableError, ChatHistoryError, CollectionMissingError
 from chathistory.hookspecs import hookimpl
 from chathistory.records import decode_record, encode_record
-from chathistory.retry import retry_transient
 
-__all__ = ["MEMORY", "SqliteBackend", "default_path"]
+__all__ = ["MEMORY", "Many", "SqliteBackend", "SqliteDriver", "default_path"]
 
 MEMORY = ":memory:"
 
@@ -47,8 +46,130 @@ def default_path() -> str:
 _NOW = "(julianday('now') - 2440587.5) * 86400.0"
 
 
+class Many(NamedTuple):
+    """A request to run ``sql`` once per row of ``rows`` (``executemany``)."""
+
+    sql: str
+    rows: Sequence[tuple[Any, ...]]
+
+
+Request = tuple[str, tuple[Any, ...]] | Many
+"""What a sqlite operation yields: a statement and its parameters, or :class:`Many`."""
+
+
 def _is_locked(error: BaseException) -> bool:
     return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
+class SqliteDriver(Driver[sqlite3.Connection, None, None]):
+    """One ``sqlite3`` connection per thread (the stdlib has no pool); async runs in threads.
+
+    Only ``create_collection`` may create the file: any other call on a
+    missing file raises :class:`CollectionMissingError` and creates nothing.
+    """
+
+    def __init__(self, config: SqliteBackend.Config) -> None:
+        self.path = config.path
+        self.table = config.table
+        self.timeout = config.timeout
+        self.in_memory = config.path == MEMORY
+        # ':memory:' is one database per connection, so all threads share one, in turn.
+        self._memory_lock = threading.Lock() if self.in_memory else None
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if self.in_memory:
+            target, uri = self.path, False
+        else:
+            if create:
+                self._make_directory()
+            elif not Path(self.path).is_file():
+                raise CollectionMissingError(
+                    f"backend 'sqlite': no database at {self.path!r} "
+                    "(nothing was created; check the path)")
+            mode = "rwc" if create else "rw"
+            target, uri = f"file:{quote(self.path)}?mode={mode}", True
+        try:
+            connection = sqlite3.connect(target, timeout=self.timeout, uri=uri,
+                                         isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            raise BackendUnavailableError(
+                f"backend 'sqlite' cannot open {self.path!r}: {exc}") from exc
+        return connection
+
+    def _make_directory(self) -> None:
+        directory = Path(self.path).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next((parent for parent in (directory, *directory.parents)
+                            if parent.exists() and not parent.is_dir()), None)
+            reason = (f"{str(blocker)!r} is not a directory" if blocker is not None
+                      else f"its directory cannot be created ({exc.strerror or exc})")
+            raise BackendUnavailableError(
+                f"backend 'sqlite' cannot open {self.path!r}: {reason}") from exc
+
+    def _thread_connection(self, create: bool) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            with self._opened_lock:
+                if self.in_memory and self._opened:
+                    connection = self._opened[0]
+                else:
+                    connection = self._connect(create)
+                    self._opened.append(connection)
+            self._local.connection = connection
+        return connection
+
+    @contextmanager
+    def connection(self, call: Call) -> Iterator[sqlite3.Connection]:
+        connection = self._thread_connection(create=call.operation == "create_collection")
+        with self._memory_lock or nullcontext():
+            if call.transaction:
+                # IMMEDIATE: the write lock first, so a writer waits (up to timeout)
+                # for others instead of failing midway.
+                connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                if connection.in_transaction:
+                    connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+    def send(self, connection: sqlite3.Connection, request: Request) -> list[Any]:
+        if type(request) is Many:
+            connection.executemany(request.sql, request.rows)
+            return []
+        sql, params = request
+        return connection.execute(sql, params).fetchall()
+
+    def is_transient(self, error: BaseException, *, write: bool) -> bool:
+        # A locked database ran nothing of the call: BEGIN IMMEDIATE or the lone
+        # statement waited ``timeout`` for the lock and gave up.
+        return _is_locked(error)
+
+    def translate(self, error: BaseException, call: Call) -> BaseException:
+        if isinstance(error, sqlite3.OperationalError):
+            if "no such table" in str(error):
+                return CollectionMissingError(
+                    f"backend 'sqlite': {self.path!r} has no table {self.table!r} "
+                    "(nothing was created)")
+            return BackendUnavailableError(f"backend 'sqlite' failed: {error}")
+        if isinstance(error, sqlite3.Error):
+            return ChatHistoryError(f"backend 'sqlite' failed: {error}")
+        return error
+
+    def close(self) -> None:
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+            self._local = threading.local()
+        for connection in opened:
+            connection.close()
 
 
 class SqliteBackend(BaseBackend):
@@ -71,6 +192,8 @@ class SqliteBackend(BaseBackend):
 
     def __init__(self, config: Config | None = None) -> None:
         super().__init__(config or self.Config())
+        self.driver = SqliteDriver(self.config)
+        self.runner = Runner(self, self.driver)
         table = f'"{self.config.table}"'
         sessions = f'"{self.config.table}_sessions"'
         self._sessions_table = f"{self.config.table}_sessions"
@@ -112,210 +235,118 @@ class SqliteBackend(BaseBackend):
                                 f"(SELECT session_id FROM {sessions} WHERE last_write < ?)")
         self._select_many_sql = (f"SELECT session_id, message FROM {table} "
                                  "WHERE session_id IN ({}) ORDER BY session_id, id")
-        self._in_memory = self.config.path == MEMORY
-        # ':memory:' is one database per connection, so all threads share one, in turn.
-        self._memory_lock = threading.Lock() if self._in_memory else None
-        self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
-        self._opened_lock = threading.Lock()
 
-    def _connect(self, create: bool) -> sqlite3.Connection:
-        """Open the file; only ``create_collection`` may create it (``create``)."""
-        if self._in_memory:
-            target, uri = self.config.path, False
-        else:
-            if create:
-                self._make_directory()
-            elif not Path(self.config.path).is_file():
-                raise CollectionMissingError(
-                    f"backend 'sqlite': no database at {self.config.path!r} "
-                    "(nothing was created; check the path)")
-            mode = "rwc" if create else "rw"
-            target, uri = f"file:{quote(self.config.path)}?mode={mode}", True
-        try:
-            connection = sqlite3.connect(target, timeout=self.config.timeout, uri=uri,
-                                         isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
-            raise BackendUnavailableError(
-                f"backend 'sqlite' cannot open {self.config.path!r}: {exc}"
-            ) from exc
-        return connection
+    # -- the four operations, each written once: the runner drives them sync and async --
 
-    def _make_directory(self) -> None:
-        directory = Path(self.config.path).parent
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            blocker = next((parent for parent in (directory, *directory.parents)
-                            if parent.exists() and not parent.is_dir()), None)
-            reason = (f"{str(blocker)!r} is not a directory" if blocker is not None
-                      else f"its directory cannot be created ({exc.strerror or exc})")
-            raise BackendUnavailableError(
-                f"backend 'sqlite' cannot open {self.config.path!r}: {reason}"
-            ) from exc
+    @operation(write=True)
+    def create_collection(self) -> Operation[None]:
+        if not self.driver.in_memory:
+            # Outside the transaction: SQLite cannot switch to WAL inside one.
+            yield ("PRAGMA journal_mode=WAL", ())
+        yield ("BEGIN IMMEDIATE", ())
+        new = not (yield ("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                          (self._sessions_table,)))
+        for statement in self._create_sql:
+            yield (statement, ())
+        if new:
+            yield (self._backfill_sql, ())
+        yield ("COMMIT", ())
 
-    def _thread_connection(self, create: bool = False) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            with self._opened_lock:
-                if self._in_memory and self._opened:
-                    connection = self._opened[0]
-                else:
-                    connection = self._connect(create)
-                    self._opened.append(connection)
-            self._local.connection = connection
-        return connection
-
-    @contextmanager
-    def _connection(self, create: bool = False) -> Iterator[sqlite3.Connection]:
-        connection = self._thread_connection(create)
-        with self._memory_lock or nullcontext():
-            try:
-                yield connection
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):
-                    raise CollectionMissingError(
-                        f"backend 'sqlite': {self.config.path!r} has no table "
-                        f"{self.config.table!r} (nothing was created)") from exc
-                raise BackendUnavailableError(f"backend 'sqlite' failed: {exc}") from exc
-            except sqlite3.Error as exc:
-                raise ChatHistoryError(f"backend 'sqlite' failed: {exc}") from exc
-
-    def create_collection(self) -> None:
-        def create() -> None:
-            with self._connection(create=True) as connection:
-                if not self._in_memory:
-                    connection.execute("PRAGMA journal_mode=WAL")
-                with self._transaction(connection):
-                    new = connection.execute(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                        (self._sessions_table,)).fetchone() is None
-                    for statement in self._create_sql:
-                        connection.execute(statement)
-                    if new:
-                        connection.execute(self._backfill_sql)
-
-        # Switching a new file to WAL needs a moment alone with it; other
-        # processes starting at once may hold it.
-        retry_transient(create, backend="sqlite",
-                        is_transient=lambda error: _is_locked(error.__cause__ or error))
-
-    @staticmethod
-    @contextmanager
-    def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            connection.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.execute("ROLLBACK")
-            raise
-
-    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
+    @operation(write=True, transaction=True)
+    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
         rows = [(session_id, encode_record(record)) for record in records]
-        with self._connection() as connection, self._transaction(connection):
-            connection.executemany(self._insert_sql, rows)
+        yield Many(self._insert_sql, rows)
 
-    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+    @operation()
+    def fetch(self, session_id: str, *, limit: int | None = None
+              ) -> Operation[list[dict[str, Any]]]:
         if limit == 0:
             return []
-        with self._connection() as connection:
-            if limit is None:
-                rows = connection.execute(self._select_all_sql, (session_id,)).fetchall()
-            else:
-                rows = connection.execute(self._select_newest_sql, (session_id, limit)).fetchall()
+        if limit is None:
+            rows = yield (self._select_all_sql, (session_id,))
+        else:
+            rows = yield (self._select_newest_sql, (session_id, limit))
         return [decode_record(row[0]) for row in rows]
 
-    def clear(self, session_id: str) -> None:
-        with self._connection() as connection:
-            connection.execute(self._delete_sql, (session_id,))
+    @operation(write=True)
+    def clear(self, session_id: str) -> Operation[None]:
+        yield (self._delete_sql, (session_id,))
+
+    acreate_collection = create_collection.async_twin
+    aappend = append.async_twin
+    afetch = fetch.async_twin
+    aclear = clear.async_twin
 
     # -- optional capabilities: listing, write times, pruning, bulk copies ------------------
 
+    @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
-                      ) -> list[SessionInfo]:
+                      ) -> Operation[list[SessionInfo]]:
         limit = check_page_limit(limit)
-        with self._connection() as connection:
-            rows = connection.execute(self._list_sql, (after or "", limit)).fetchall()
+        rows = yield (self._list_sql, (after or "", limit))
         return [SessionInfo(session_id, messages, _time(written))
                 for session_id, messages, written in rows]
 
-    def last_write(self, session_id: str) -> datetime | None:
-        with self._connection() as connection:
-            row = connection.execute(self._last_write_sql, (session_id,)).fetchone()
-        return None if row is None else _time(row[0])
+    @operation()
+    def last_write(self, session_id: str) -> Operation[datetime | None]:
+        rows = yield (self._last_write_sql, (session_id,))
+        return _time(rows[0][0]) if rows else None
 
-    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
+    @operation(write=True)
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
+                               ) -> Operation[int]:
         moment = _seconds(cutoff)
-        with self._connection() as connection:
-            if dry_run:
-                return int(connection.execute(self._count_old_sql, (moment,)).fetchone()[0])
-            with self._transaction(connection):
-                count = int(connection.execute(self._count_old_sql, (moment,)).fetchone()[0])
-                if count:
-                    connection.execute(self._delete_old_sql, (moment,))
-            return count
+        if dry_run:
+            return int((yield (self._count_old_sql, (moment,)))[0][0])
+        yield ("BEGIN IMMEDIATE", ())
+        count = int((yield (self._count_old_sql, (moment,)))[0][0])
+        if count:
+            yield (self._delete_old_sql, (moment,))
+        yield ("COMMIT", ())
+        return count
 
-    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        return {session: [decode_record(text) for text in texts]
-                for session, texts in self.fetch_many_text(session_ids).items()}
+    @operation()
+    def fetch_many(self, session_ids: Sequence[str]
+                   ) -> Operation[dict[str, list[dict[str, Any]]]]:
+        texts = yield from self._select_many(session_ids)
+        return {session: [decode_record(text) for text in stored]
+                for session, stored in texts.items()}
 
-    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        self._insert_texts({session_id: [encode_record(record) for record in records]
-                            for session_id, records in batches.items()})
+    @operation(write=True, transaction=True)
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
+                    ) -> Operation[None]:
+        rows = [(session_id, encode_record(record))
+                for session_id, records in batches.items() for record in records]
+        if rows:
+            yield Many(self._insert_sql, rows)
 
-    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
+    @operation()
+    def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
+        return (yield from self._select_many(session_ids))
+
+    @operation(write=True, transaction=True)
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
+        check_record_texts(batches)
+        rows = [(session_id, text) for session_id, texts in batches.items() for text in texts]
+        if rows:
+            yield Many(self._insert_sql, rows)
+
+    def _select_many(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         found: dict[str, list[str]] = {}
         if not session_ids:
             return found
         sql = self._select_many_sql.format(", ".join("?" * len(session_ids)))
-        with self._connection() as connection:
-            rows = connection.execute(sql, list(session_ids)).fetchall()
-        for session_id, message in rows:
+        for session_id, message in (yield (sql, tuple(session_ids))):
             found.setdefault(session_id, []).append(message)
         return found
 
-    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
-        check_record_texts(batches)
-        self._insert_texts(batches)
-
-    def _insert_texts(self, batches: Mapping[str, Sequence[str]]) -> None:
-        rows = [(session_id, text) for session_id, texts in batches.items() for text in texts]
-        if not rows:
-            return
-        with self._connection() as connection, self._transaction(connection):
-            connection.executemany(self._insert_sql, rows)
-
-    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
-                             ) -> list[SessionInfo]:
-        return await asyncio.to_thread(self.list_sessions, after=after, limit=limit)
-
-    async def alast_write(self, session_id: str) -> datetime | None:
-        return await asyncio.to_thread(self.last_write, session_id)
-
-    async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
-        return await asyncio.to_thread(self.delete_sessions_before, cutoff, dry_run=dry_run)
-
-    async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        return await asyncio.to_thread(self.fetch_many, session_ids)
-
-    async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        await asyncio.to_thread(self.append_many, batches)
-
-    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
-        return await asyncio.to_thread(self.fetch_many_text, session_ids)
-
-    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
-        await asyncio.to_thread(self.append_many_text, batches)
-
-    def close(self) -> None:
-        with self._opened_lock:
-            opened, self._opened = self._opened, []
-            self._local = threading.local()
-        for connection in opened:
-            connection.close()
+    alist_sessions = list_sessions.async_twin
+    alast_write = last_write.async_twin
+    adelete_sessions_before = delete_sessions_before.async_twin
+    afetch_many = fetch_many.async_twin
+    aappend_many = append_many.async_twin
+    afetch_many_text = fetch_many_text.async_twin
+    aappend_many_text = append_many_text.async_twin
 
 
 def _time(seconds: float) -> datetime:

@@ -1,0 +1,325 @@
+"""The core's runner: operations written once, run sync and async, retried, logged, traced."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+
+from chathistory import BackendUnavailableError, ChatHistoryError
+from chathistory.backend import BaseBackend, ensure_collection
+from chathistory.backends.memory import MemoryBackend
+from chathistory.backends.sqlite import SqliteBackend
+from chathistory.driver import Call, Driver, Operation, Runner, operation
+
+SECRET = "the-content-no-log-may-hold"
+
+
+def secret_records(count: int = 2) -> list[dict[str, Any]]:
+    return [{"type": "human", "data": {"content": f"{SECRET} {n}", "type": "human"}}
+            for n in range(count)]
+
+
+# -- a native async driver over aiosqlite: one "pool" (a connection) per event loop --------
+
+
+class AioSqliteDriver(Driver[sqlite3.Connection, aiosqlite.Connection, aiosqlite.Connection]):
+    """A real async driver, small enough to watch the event-loop policy at work."""
+
+    native_async = True
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.opened: list[tuple[asyncio.AbstractEventLoop, aiosqlite.Connection]] = []
+        self.closed: list[aiosqlite.Connection] = []
+        self.sent = 0
+
+    @contextmanager
+    def connection(self, call: Call) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def send(self, connection: sqlite3.Connection, request: Any) -> Any:
+        self.sent += 1
+        return connection.execute(*request).fetchall()
+
+    async def open_pool(self) -> aiosqlite.Connection:
+        connection = await aiosqlite.connect(self.path, isolation_level=None)
+        self.opened.append((asyncio.get_running_loop(), connection))
+        return connection
+
+    @asynccontextmanager
+    async def async_connection(self, pool: aiosqlite.Connection, call: Call
+                               ) -> AsyncIterator[aiosqlite.Connection]:
+        yield pool
+
+    async def asend(self, connection: aiosqlite.Connection, request: Any) -> Any:
+        self.sent += 1
+        async with connection.execute(*request) as cursor:
+            return await cursor.fetchall()
+
+    async def close_pool(self, pool: aiosqlite.Connection) -> None:
+        await pool.close()
+        self.closed.append(pool)
+
+    def translate(self, error: BaseException, call: Call) -> BaseException:
+        if isinstance(error, sqlite3.Error):
+            return ChatHistoryError(f"backend {call.backend!r} failed to {call.operation}: "
+                                    f"{type(error).__name__}")
+        return error
+
+
+class Notes(BaseBackend):
+    """A tiny backend written once over :class:`AioSqliteDriver`."""
+
+    name = "notes"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(BaseBackend.Config())
+        self.driver = AioSqliteDriver(path)
+        self.runner = Runner(self, self.driver)
+
+    @operation(write=True)
+    def create_collection(self) -> Operation[None]:
+        yield ("CREATE TABLE IF NOT EXISTS notes (session_id TEXT, message TEXT)",)
+
+    @operation(write=True)
+    def append(self, session_id: str, records: Any) -> Operation[None]:
+        for record in records:
+            yield ("INSERT INTO notes VALUES (?, ?)", (session_id, record["data"]["content"]))
+
+    @operation()
+    def fetch(self, session_id: str, *, limit: int | None = None) -> Operation[list[Any]]:
+        if limit == 0:
+            return []
+        try:
+            rows = yield ("SELECT message FROM notes WHERE session_id = ?", (session_id,))
+        except sqlite3.OperationalError:  # thrown into the operation: it may answer it
+            return []
+        return [row[0] for row in rows]
+
+    @operation(write=True)
+    def clear(self, session_id: str) -> Operation[None]:
+        yield ("DELETE FROM notes WHERE session_id = ?", (session_id,))
+
+    acreate_collection = create_collection.async_twin
+    aappend = append.async_twin
+    afetch = fetch.async_twin
+    aclear = clear.async_twin
+
+
+@pytest.fixture
+def notes(tmp_path: Path) -> Iterator[Notes]:
+    backend = Notes(str(tmp_path / "notes.sqlite3"))
+    backend.create_collection()
+    yield backend
+    backend.close()
+
+
+def test_one_operation_runs_sync_and_async_alike(notes: Notes) -> None:
+    notes.append("s", secret_records(2))
+
+    async def read() -> list[Any]:
+        try:
+            return await notes.afetch("s")
+        finally:
+            await notes.aclose()
+
+    assert asyncio.run(read()) == notes.fetch("s") == [f"{SECRET} 0", f"{SECRET} 1"]
+
+
+def test_an_operation_that_returns_before_yielding_takes_no_connection(notes: Notes) -> None:
+    sent = notes.driver.sent
+    assert notes.fetch("s", limit=0) == []
+    assert asyncio.run(notes.afetch("s", limit=0)) == []
+    assert notes.driver.sent == sent and notes.driver.opened == []
+
+
+def test_a_driver_error_is_thrown_into_the_operation_which_may_answer_it(tmp_path: Path
+                                                                         ) -> None:
+    backend = Notes(str(tmp_path / "empty.sqlite3"))  # no table: the SELECT fails
+    assert backend.fetch("s") == []
+    with pytest.raises(ChatHistoryError, match="failed to append: OperationalError"):
+        backend.append("s", secret_records(1))  # not answered: translated
+
+
+def test_each_event_loop_gets_its_own_pool_closed_when_the_loop_ends(notes: Notes) -> None:
+    notes.append("s", secret_records(1))
+    for _ in range(2):  # two loops, one after the other, neither calls aclose()
+        assert asyncio.run(notes.afetch("s")) == [f"{SECRET} 0"]
+    (first_loop, first), (second_loop, second) = notes.driver.opened
+    assert first_loop is not second_loop and first is not second
+    # asyncio.run finalized each loop's async generators, which closed its pool in its loop.
+    assert notes.driver.closed == [first, second]
+
+
+def test_two_loops_running_at_once_use_two_pools(notes: Notes) -> None:
+    notes.append("s", secret_records(1))
+    started = threading.Barrier(2)
+    results: list[Any] = []
+
+    async def use() -> None:
+        await notes.afetch("s")
+        await asyncio.to_thread(started.wait)  # both loops now hold a pool
+        results.append(await notes.afetch("s"))
+
+    threads = [threading.Thread(target=asyncio.run, args=(use(),)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [[f"{SECRET} 0"]] * 2
+    loops = {loop for loop, _ in notes.driver.opened}
+    assert len(notes.driver.opened) == 2 and len(loops) == 2
+    assert len(notes.driver.closed) == 2
+
+
+def test_aclose_closes_the_running_loops_pool_at_once(notes: Notes) -> None:
+    async def use() -> None:
+        await notes.afetch("s")
+        await notes.aclose()
+        assert [pool for _, pool in notes.driver.opened] == notes.driver.closed
+        await notes.afetch("s")  # a later call opens a new pool
+
+    asyncio.run(use())
+    assert len(notes.driver.opened) == 2 and len(notes.driver.closed) == 2
+
+
+# -- retries: one path, logged without content ------------------------------------------------
+
+
+@contextmanager
+def locked_for(path: str, seconds: float) -> Iterator[None]:
+    """Hold the database's write lock for ``seconds``, from another connection."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(seconds, lambda: holder.execute("COMMIT"))
+    release.start()
+    try:
+        yield
+    finally:
+        release.join()
+        holder.close()
+
+
+def test_a_retry_is_a_warning_naming_backend_operation_attempt_and_cause(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = str(tmp_path / "chat.sqlite3")
+    backend = SqliteBackend(SqliteBackend.Config(path=path, timeout=0.05))
+    backend.create_collection()
+    caplog.set_level(logging.DEBUG)
+    with locked_for(path, 0.15):
+        backend.append("s", secret_records(2))  # waits out the lock through retries
+    assert [record["data"]["content"] for record in backend.fetch("s")] == [
+        f"{SECRET} 0", f"{SECRET} 1"]
+    retries = [record for record in caplog.records if "retried" in record.getMessage()]
+    assert retries, "the locked append succeeded without a retry"
+    first = retries[0]
+    assert first.name == "chathistory" and first.levelno == logging.WARNING
+    assert first.getMessage() == (
+        "backend 'sqlite': append failed on attempt 1 of 4 and is retried: "
+        "OperationalError: database is locked")
+    assert all(SECRET not in record.getMessage() for record in caplog.records)
+    backend.close()
+
+
+def test_a_write_is_not_retried_when_it_may_have_run(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    class MayHaveRun(AioSqliteDriver):
+        def is_transient(self, error: BaseException, *, write: bool) -> bool:
+            return not write  # a lost reply: only a read may run again
+
+    backend = Notes(str(tmp_path / "missing-table.sqlite3"))
+    backend.driver = MayHaveRun(backend.driver.path)
+    backend.runner = Runner(backend, backend.driver, max_wait=0.01)
+    with pytest.raises(ChatHistoryError, match="failed to clear"):
+        backend.clear("s")
+    assert backend.driver.sent == 1 and "retried" not in caplog.text
+
+    @operation()
+    def read_missing(self: Notes) -> Operation[Any]:
+        return (yield ("SELECT * FROM no_such_table",))
+
+    with pytest.raises(BackendUnavailableError, match="after 4 attempts"):
+        read_missing.__get__(backend)()
+    assert backend.driver.sent == 5
+
+
+def test_a_failed_operation_is_rebuilt_on_each_try(tmp_path: Path) -> None:
+    path = str(tmp_path / "chat.sqlite3")
+    backend = SqliteBackend(SqliteBackend.Config(path=path, timeout=0.05))
+    backend.create_collection()
+    builds = 0
+    runner = backend.runner
+    assert runner is not None
+
+    def append() -> Operation[None]:
+        nonlocal builds
+        builds += 1
+        yield from SqliteBackend.append.steps(backend, "s", secret_records(1))
+
+    with locked_for(path, 0.15):
+        runner.run("append", append, write=True, transaction=True)
+    assert builds >= 2 and len(backend.fetch("s")) == 1
+    backend.close()
+
+
+# -- no lock across backends --------------------------------------------------------------
+
+
+def test_a_slow_first_create_holds_up_only_its_own_backend() -> None:
+    class SlowCreate(MemoryBackend):
+        def __init__(self) -> None:
+            super().__init__()
+            self.creating, self.release = threading.Event(), threading.Event()
+
+        def create_collection(self) -> None:
+            self.creating.set()
+            self.release.wait(timeout=30)
+
+    slow, other = SlowCreate(), MemoryBackend()
+    creator = threading.Thread(target=ensure_collection, args=(slow,))
+    creator.start()
+    try:
+        assert slow.creating.wait(timeout=30)
+        done = threading.Event()
+
+        def use_other() -> None:
+            ensure_collection(other)
+            done.set()
+
+        threading.Thread(target=use_other).start()
+        assert done.wait(timeout=30), "another backend waited for this one's create"
+        assert creator.is_alive()  # the slow create was still running all along
+    finally:
+        slow.release.set()
+        creator.join()
+
+
+def test_threads_of_one_backend_wait_for_its_single_first_create() -> None:
+    class Counting(MemoryBackend):
+        creates = 0
+
+        def create_collection(self) -> None:
+            time.sleep(0.05)  # so the other threads arrive while it runs
+            type(self).creates += 1
+
+    backend = Counting()
+    threads = [threading.Thread(target=ensure_collection, args=(backend,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counting.creates == 1
