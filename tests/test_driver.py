@@ -323,3 +323,86 @@ def test_threads_of_one_backend_wait_for_its_single_first_create() -> None:
     for thread in threads:
         thread.join()
     assert Counting.creates == 1
+
+
+# -- traces: one span per operation, counts and never content -----------------------------
+
+
+@pytest.fixture
+def spans() -> Iterator[Any]:
+    """Spans recorded by opentelemetry-sdk's in-memory exporter during the test."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # the global provider can be set only once
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    yield exporter
+    processor.shutdown()
+
+
+def test_each_operation_is_a_span_with_counts_and_no_content(tmp_path: Path, spans: Any
+                                                             ) -> None:
+    backend = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "chat.sqlite3")))
+    backend.create_collection()
+    backend.append("s", secret_records(3))
+    backend.fetch("s")
+    backend.fetch_many(["s", "t"])
+    asyncio.run(backend.afetch("s", limit=2))
+    with pytest.raises(ValueError, match="limit must be an int"):
+        backend.list_sessions(limit=0)
+    backend.close()
+    finished = spans.get_finished_spans()
+    seen = [(span.name, dict(span.attributes)) for span in finished]
+    assert seen == [
+        ("chathistory create_collection",
+         {"chathistory.backend": "sqlite", "chathistory.operation": "create_collection"}),
+        ("chathistory append", {"chathistory.backend": "sqlite",
+                                "chathistory.operation": "append",
+                                "chathistory.sessions": 1, "chathistory.records": 3}),
+        ("chathistory fetch", {"chathistory.backend": "sqlite",
+                               "chathistory.operation": "fetch",
+                               "chathistory.sessions": 1, "chathistory.records": 3}),
+        ("chathistory fetch_many", {"chathistory.backend": "sqlite",
+                                    "chathistory.operation": "fetch_many",
+                                    "chathistory.sessions": 2, "chathistory.records": 3}),
+        # the async twin is the same operation
+        ("chathistory fetch", {"chathistory.backend": "sqlite",
+                               "chathistory.operation": "fetch",
+                                "chathistory.sessions": 1, "chathistory.records": 2}),
+        ("chathistory list_sessions", {"chathistory.backend": "sqlite",
+                                       "chathistory.operation": "list_sessions",
+                                       "error.type": "ValueError"}),
+    ]
+    failed = finished[-1]
+    assert failed.status.status_code.name == "ERROR"
+    assert failed.status.description == "ValueError" and not failed.events
+    assert SECRET not in repr([(span.attributes, span.events, span.status)
+                               for span in finished])
+
+
+def test_without_opentelemetry_nothing_of_it_is_imported(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
+import chathistory.driver
+from chathistory.backends.sqlite import SqliteBackend
+backend = SqliteBackend(SqliteBackend.Config(path={str(tmp_path / "x.sqlite3")!r}))
+backend.create_collection()
+backend.append("s", [{{"type": "human", "data": {{"content": "hi", "type": "human"}}}}])
+assert len(backend.fetch("s")) == 1
+assert not [name for name in sys.modules if name.startswith("opentelemetry.")], sys.modules
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.stdout.strip() == "ok", done.stderr
