@@ -40,8 +40,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if _state(users_data) != before:
         writer = session.config.get_terminal_writer()
         writer.line()
-        writer.line(f"FAILED: the test run changed {users_data}, the user's own chathistory "
-                    "data", red=True)
+        writer.line(f"FAILED: {users_data}, the user's own chathistory data, changed during "
+                    "the test run (a test wrote there, unless another program did)", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     shutil.rmtree(os.environ["XDG_DATA_HOME"], ignore_errors=True)
 
