@@ -126,3 +126,20 @@ def test_an_interrupted_append_is_not_resent_while_its_fate_is_unknown(
         writer.append("s", numbered_records(1))
     document = emu.documents("commons", writer.config.collection)["s"]
     assert contents(document["messages"]) == ["old0", "m0"]
+
+
+@pytest.mark.parametrize("operation", ["append", "clear"])
+def test_a_failed_fence_poll_waits_again_and_never_writes_again(
+        pair: Callable[..., Any], emu: RocksetEmulator, operation: str) -> None:
+    writer, reader = pair(sync=True)
+    emu.before_next("POST", "/offsets/commit", lambda: emu.fail_next(1, status=503))
+    if operation == "append":
+        writer.append("s", numbered_records(1))
+        assert contents(reader.fetch("s")) == ["old0", "m0"]
+    else:
+        writer.clear("s")
+        assert reader.fetch("s") == []
+    polls = [method for method, path in emu.requests if path.endswith("/offsets/commit")]
+    writes = [method for method, path in emu.requests[:-1] if not path.endswith("/offsets/commit")]
+    assert len(polls) >= 2  # the failed poll, then the wait again
+    assert writes == (["PATCH"] if operation == "append" else ["POST"])

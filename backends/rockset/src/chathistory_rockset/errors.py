@@ -1,9 +1,9 @@
-"""The Rockset backend's errors, and how SDK errors read for :func:`chathistory.retry_transient`.
+"""The Rockset backend's errors, and how the SDK's errors read for the core's runner.
 
-:func:`is_transient` and :func:`translate` are the hooks the backend passes to
-the retry helper; :func:`maybe_applied` tells an append whether a failed write
-must be checked for before it is sent again. The ``rockset`` SDK and ``urllib3``
-are imported inside the functions, so importing this module stays cheap.
+:func:`is_transient` and :func:`translate` are the driver's hooks;
+:func:`maybe_applied` tells an append whether a failed write must be checked
+for before it is sent again. The ``rockset`` SDK and ``urllib3`` are imported
+inside the functions, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -19,13 +19,12 @@ __all__ = [
     "RocksetTransientError",
     "is_transient",
     "maybe_applied",
+    "status_of",
     "translate",
 ]
 
 BACKEND = "rockset"
-
-# Statuses that mean the server refused the request without applying it.
-_REFUSED_STATUSES = frozenset({408, 429, 503})
+_REFUSED_STATUSES = frozenset({408, 429, 503})  # refused without being applied
 
 
 class RocksetApiError(ChatHistoryError):
@@ -56,8 +55,13 @@ class RocksetSyncTimeoutError(ChatHistoryError, TimeoutError):
     """
 
 
-def _status(error: Any) -> int | None:
-    return error.status if isinstance(error.status, int) else None
+def status_of(error: BaseException) -> int | None:
+    """The HTTP status Rockset answered a failed SDK call with; None for other errors."""
+    from rockset import exceptions as sdk  # type: ignore[import-untyped]
+
+    if isinstance(error, sdk.ApiException) and isinstance(error.status, int):
+        return error.status
+    return None
 
 
 def _body_details(body: Any) -> tuple[str | None, str | None]:
@@ -84,12 +88,12 @@ def is_transient(error: BaseException) -> bool:
     the append checks for it before sending it again.
     """
     import urllib3.exceptions  # type: ignore[import-untyped]
-    from rockset import exceptions as sdk  # type: ignore[import-untyped]
+    from rockset import exceptions as sdk
 
     if isinstance(error, sdk.UnauthorizedException | sdk.ForbiddenException):
         return False
     if isinstance(error, sdk.ApiException):
-        status = _status(error)
+        status = status_of(error)
         return status in (None, 0) or status >= 500 or status in _REFUSED_STATUSES
     return isinstance(error, urllib3.exceptions.HTTPError | RocksetTransientError)
 
@@ -101,12 +105,11 @@ def maybe_applied(error: BaseException) -> bool:
     made (refused, or timed out while connecting): then it is simply sent again.
     """
     import urllib3.exceptions
-    from rockset import exceptions as sdk
 
     if not is_transient(error) or isinstance(error, RocksetTransientError):
         return False
-    if isinstance(error, sdk.ApiException):
-        return _status(error) not in _REFUSED_STATUSES
+    if status_of(error) is not None:
+        return status_of(error) not in _REFUSED_STATUSES
     if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
         error = error.reason
     # NewConnectionError is a ConnectTimeoutError.
@@ -125,20 +128,18 @@ def translate(error: BaseException) -> BaseException:
     if isinstance(error, sdk.UnauthorizedException | sdk.ForbiddenException):
         return PermissionDeniedError(
             f"backend {BACKEND!r}: Rockset refused the API key ({error.status}); "
-            "check the key and the role it grants"
-        )
+            "check the key and the role it grants")
     if isinstance(error, sdk.ApiException):
-        status = _status(error)
+        status = status_of(error)
         message, type_ = _body_details(error.body)
-        described = f"{status} {type_}" if type_ else str(status)
-        detail = f"Rockset answered {described}: {message or error.reason}"
+        detail = f"Rockset answered {status} {type_ or ''}".rstrip()
+        detail += f": {message or error.reason}"
         if is_transient(error):
             return RocksetTransientError(detail)
         return RocksetApiError(f"backend {BACKEND!r}: {detail}", status=status, type=type_)
     if isinstance(error, urllib3.exceptions.HTTPError):
-        cause: BaseException = error
-        if isinstance(error, urllib3.exceptions.MaxRetryError) and error.reason is not None:
-            cause = error.reason
+        cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else None
+        cause = cause or error
         return RocksetTransientError(
             f"connection to Rockset failed: {type(cause).__name__}: {cause}")
     if isinstance(error, sdk.RocksetException):
