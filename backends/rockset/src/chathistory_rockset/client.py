@@ -105,6 +105,8 @@ class RocksetDriver(Driver[Any, None, None]):
         return nullcontext(self.client)
 
     def send(self, connection: Any, request: Request) -> Any:
+        """Make the SDK call, bounded by ``request_timeout``: the SDK has no other timeout
+        than the ``_request_timeout`` keyword its methods document (none by default)."""
         api = getattr(connection, request.api)
         return getattr(api, request.method)(**request.arguments,
                                             _request_timeout=self.config.request_timeout)
