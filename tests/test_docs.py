@@ -18,6 +18,7 @@ from chathistory.registry import default_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITING_A_BACKEND = ROOT / "docs" / "writing-a-backend.md"
+BACKEND_REFERENCE = ROOT / "docs" / "backend-reference.md"
 
 # A file's path on a line of its own, then a blank line, then the fenced code block.
 FILE_BLOCK = re.compile(r"^`(?P<path>[^`\n]+)`:\n\n```\w*\n(?P<code>.*?)^```$",
@@ -25,7 +26,7 @@ FILE_BLOCK = re.compile(r"^`(?P<path>[^`\n]+)`:\n\n```\w*\n(?P<code>.*?)^```$",
 
 
 def test_writing_a_backend_shows_every_file_of_the_example_as_it_is() -> None:
-    text = WRITING_A_BACKEND.read_text()
+    text = WRITING_A_BACKEND.read_text() + BACKEND_REFERENCE.read_text()
     shown = {match["path"]: match["code"] for match in FILE_BLOCK.finditer(text)}
     example = ROOT / "tests" / "example_backend"
     files = {str(path.relative_to(ROOT)) for path in example.rglob("*")

@@ -1,8 +1,9 @@
-"""The session files: their directory, their paths, their locks.
+"""The driver: session files in one directory, each under an ``flock`` while in use.
 
-Every call opens the session's file and holds an ``flock`` on it (shared to
-read, exclusive to write), so threads and processes that share the
-directory never see a half-written batch. POSIX only.
+Every request opens the session's file and holds an ``flock`` on it (shared
+to read, exclusive to write), so threads and processes that share the
+directory never see a half-written batch. POSIX only. Files have no native
+async, so the core runs the async methods in worker threads.
 """
 
 from __future__ import annotations
@@ -11,21 +12,45 @@ import fcntl
 import hashlib
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
-from chathistory import CollectionMissingError
+from chathistory import Call, CollectionMissingError, Driver
 from chathistory_example.config import JsonLinesConfig
+from chathistory_example.errors import is_transient, translate
 
 
-class SessionFiles:
-    """One file per session in ``config.directory``."""
+class SessionFiles(Driver[None, None, None]):
+    """One file per session in ``config.directory``. Requests are tuples:
+    ``("create",)``, ``("append", session_id, data)``, ``("read", session_id)``,
+    ``("remove", session_id)``."""
 
     def __init__(self, config: JsonLinesConfig) -> None:
         self.directory = config.directory
 
-    def create(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def connection(self, call: Call) -> AbstractContextManager[None]:
+        return nullcontext()  # each request opens and locks its own file
+
+    def send(self, connection: None, request: tuple[Any, ...]) -> bytes | None:
+        match request:
+            case ("create",):
+                self.directory.mkdir(parents=True, exist_ok=True)
+            case ("append", str() as session_id, bytes() as data):
+                self.append(session_id, data)
+            case ("read", str() as session_id):
+                return self.read(session_id)
+            case ("remove", str() as session_id):
+                self.path(session_id).unlink(missing_ok=True)
+            case _:
+                raise ValueError(f"unknown request {request[0]!r}")
+        return None
+
+    def is_transient(self, error: BaseException, *, write: bool) -> bool:
+        return is_transient(error)  # a failed append is rolled back: safe for writes too
+
+    def translate(self, error: BaseException, call: Call) -> BaseException:
+        return translate(error)
 
     def path(self, session_id: str) -> Path:
         # Session ids are values: hashed, never trusted in a path.
@@ -70,6 +95,3 @@ class SessionFiles:
                     f"backend 'jsonl': no directory {str(self.directory)!r} (nothing was "
                     "created; check the directory option)") from None
             return b""
-
-    def remove(self, session_id: str) -> None:
-        self.path(session_id).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""How file-system errors read as chathistory errors, for ``retry_transient``."""
+"""How file-system errors read as chathistory errors, and which ones may be tried again."""
 
 from __future__ import annotations
 
