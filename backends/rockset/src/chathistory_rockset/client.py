@@ -113,7 +113,7 @@ class RocksetDriver(Driver[Any, None, None]):
 
     def is_transient(self, error: BaseException, *, write: bool) -> bool:
         # Writes too: an append checks for a possibly applied try before sending
-        # it again, and re-sending a clear or a create changes nothing.
+        # it again, and a clear or a create sent again asks for the same end state.
         return errors.is_transient(error)
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
