@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langchain_core.tools import tool
 
 from chathistory.agents import ChatHistoryMiddleware
-from chathistory.testing.chat_models import ToolCallingFakeModel
+from chathistory.fake_chat_model import ToolCallingFakeModel
 
 __all__ = ["QUESTIONS", "run_conversation"]
 
