@@ -161,11 +161,18 @@ def _record_id(record: Mapping[str, Any]) -> str | None:
     return data.get("id") if isinstance(data, Mapping) else None
 
 
-def _messages(records: Sequence[dict[str, Any]], first_position: int) -> list[BaseMessage]:
-    """Records as messages; one stored without an id gets :func:`stable_id` of its place."""
-    messages = to_messages(records)
+def _messages(session_id: str, records: Sequence[dict[str, Any]], first_position: int | None
+              ) -> list[BaseMessage]:
+    """Records as messages; one stored without an id gets :func:`stable_id` of its place.
+
+    ``first_position`` is the place of ``records[0]`` in the session, or None
+    when it is unknown (then every record has an id of its own).
+    """
+    messages = to_messages(records, session_id=session_id,
+                           first_position=-len(records) if first_position is None
+                           else first_position)
     return [message if message.id is not None
-            else message.model_copy(update={"id": stable_id(first_position + offset)})
+            else message.model_copy(update={"id": stable_id((first_position or 0) + offset)})
             for offset, message in enumerate(messages)]
 
 
@@ -175,12 +182,10 @@ def _load(session_id: str, window: int | None, summarizer: Summarizer | None
     if summarizer is None or window is None:
         records = yield _Fetch(session_id, window)
         first: int | None = 0 if window is None or len(records) < window else None
-        if first is None:
-            if all(_record_id(record) is not None for record in records):
-                first = 0  # no stable id is needed, so neither is the session's length
-            else:
-                first = len((yield _Fetch(session_id, None))) - len(records)
-        return _Loaded(safe_suffix(_messages(records, first)), None)
+        if first is None and any(_record_id(record) is None for record in records):
+            # A stable id needs the place in the session, so the session's length.
+            first = len((yield _Fetch(session_id, None))) - len(records)
+        return _Loaded(safe_suffix(_messages(session_id, records, first)), None)
 
     records = yield _Fetch(session_id, window + summarizer.every)
     whole = len(records) < window + summarizer.every
@@ -202,13 +207,14 @@ def _load(session_id: str, window: int | None, summarizer: Summarizer | None
         start, first = 0, 0
     window_start = max(len(records) - window, start)
     if window_start - start >= summarizer.every:
-        cut = window_start + history_start(_messages(records[window_start:], first + window_start))
-        older = _messages(records[start:cut], first + start)
+        cut = window_start + history_start(
+            _messages(session_id, records[window_start:], first + window_start))
+        older = _messages(session_id, records[start:cut], first + start)
         text = yield _Summarize(summary.text if summary else None, older)
         summary = Summary(text=text, covers=first + cut, last_id=older[-1].id or "")
         yield _Append(summary_session_id(session_id), [summary.to_record()])
         start = cut
-    history = _messages(records[start:], first + start)
+    history = _messages(session_id, records[start:], first + start)
     return _Loaded(safe_suffix(history) if start == 0 else complete_calls(history),
                    summary.text if summary else None)
 

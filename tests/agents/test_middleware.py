@@ -256,3 +256,18 @@ def test_a_given_backend_is_left_open(agents: Any) -> None:
     middleware.close()
     assert isinstance(backend, MemoryBackend)
     assert backend.calls["close"] == 0
+
+
+def test_a_record_that_cannot_be_read_is_a_record_error_naming_the_session(
+        memory: MemoryBackend, agents: Any) -> None:
+    from chathistory import RecordError
+
+    ChatHistory("s", backend=memory).add_messages([HumanMessage("hi"), AIMessage("hello")])
+    memory.append("s", [{"type": "bogus", "data": {"content": "?"}}])
+    agent = agents.build(ChatHistoryMiddleware(memory, window=10))
+    with pytest.raises(RecordError, match=r"session 's': record 2 cannot be read"):
+        agent.invoke(agents.ask("Paris"), context={"session_id": "s"})
+    windowed = agents.build(ChatHistoryMiddleware(memory, window=2))
+    with pytest.raises(RecordError, match=r"session 's': record 2 cannot be read"):
+        windowed.invoke(agents.ask("Paris"), context={"session_id": "s"})
+    assert len(memory.fetch("s")) == 3  # nothing stored by the runs that failed
