@@ -50,8 +50,8 @@ from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
-from chathistory_redis import scripts
-from chathistory_redis.keys import index_keys
+from chathistory_redis import keyspace as scripts
+from chathistory_redis.keyspace import index_keys
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,

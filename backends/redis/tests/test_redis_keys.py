@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import pytest
 import redis
 from chathistory_redis import RedisBackend
-from chathistory_redis.keys import (
+from chathistory_redis.keyspace import (
     chathistory_key,
     langchain_community_key,
     session_from_chathistory_key,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 from chathistory_redis import RedisBackend
-from chathistory_redis.keys import index_keys
+from chathistory_redis.keyspace import index_keys
 from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict, messages_from_dict
 

@@ -6,38 +6,27 @@ options can be validated (as the fake swap does) without the driver.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from bisect import bisect_right
-from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from itertools import chain
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from chathistory import (
+    BackendUnavailableError,
     BaseBackend,
     ChatHistoryError,
+    Operation,
     RecordError,
-    aretry_transient,
+    Runner,
     decode_record,
     encode_record,
-    retry_transient,
+    operation,
 )
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
-from chathistory_redis import scripts
+from chathistory_redis import keyspace as ks
 from chathistory_redis.config import RedisConfig
-from chathistory_redis.keys import (
-    chathistory_key,
-    index_keys,
-    langchain_community_key,
-    scan_pattern,
-    session_ids_of_keys,
-)
-
-if TYPE_CHECKING:
-    from chathistory_redis.client import AsyncCommands, Command, Commands
 
 __all__ = ["PRUNE_BATCH", "RedisBackend"]
 
@@ -48,28 +37,6 @@ PRUNE_BATCH = 500
 
 INDEX_BATCH = 1000
 """Sessions a backfill adds to the index per round trip."""
-
-
-# The optional capabilities are written once, as generators of the requests they make
-# (each sent back its reply), and run by a sync and an async driver.
-@dataclass(frozen=True)
-class Call:
-    command: Command
-    write: bool = False  # True: not repeated once sent (see errors.py)
-
-
-@dataclass(frozen=True)
-class Batch:
-    commands: Sequence[Command]  # every one may be repeated
-
-
-@dataclass(frozen=True)
-class Scan:
-    pattern: bytes
-
-
-Request = Call | Batch | Scan
-Steps = Generator[Request, Any, T]
 
 
 def _raw(value: bytes | str) -> bytes:
@@ -105,20 +72,19 @@ class RedisBackend(BaseBackend):
 
     Optional capabilities (``chathistory.capabilities``): ``list_sessions``
     (pages of ids through the index, with counts and write times; by ``SCAN`` of
-    a store never indexed, since reads write nothing),
-    ``last_write``, ``delete_sessions_before``, ``fetch_many``/``append_many`` and
+    a store never indexed, since reads write nothing), ``last_write``,
+    ``delete_sessions_before``, ``fetch_many``/``append_many`` and
     ``fetch_many_text``/``append_many_text`` (the same, each message as its JSON
     text: what Redis holds), each with its async twin. On a Redis Cluster the
     index lives in a hash slot of its own, so it is written in a separate
     command from the session (see the docs for what is atomic there).
 
-    The sync methods use a ``redis.BlockingConnectionPool``, the async ones
-    ``redis.asyncio`` natively (a blocking pool per event loop, closed when
-    that loop shuts down); see :mod:`chathistory_redis.client`. A lost
-    connection is re-established on the next call. Reads and deletes are
-    retried; an append is retried only when it surely did not run (it was not
-    sent, or Redis answered ``LOADING``), since repeating one Redis may have
-    run would store the batch twice.
+    Each operation is written once, as the Redis commands it sends; the core's
+    runner drives it sync (a ``redis.BlockingConnectionPool``) and async
+    (``redis.asyncio``, a blocking pool per event loop), with one retry path:
+    see :mod:`chathistory_redis.client`. Reads and deletes are retried; an
+    append only when it surely did not run (it was not sent, or Redis answered
+    ``LOADING``), since repeating one Redis may have run would store it twice.
 
     Args:
         config: The options (see :class:`~chathistory_redis.config.RedisConfig`).
@@ -143,28 +109,25 @@ class RedisBackend(BaseBackend):
 
     def __init__(self, config: RedisConfig) -> None:
         super().__init__(config)
-        from chathistory_redis import client, errors
+        from chathistory_redis.client import Once, Pipeline, RedisDriver, Scan
 
-        self._clients = client.Clients(config)  # ConfigError for an app client of the wrong kind
-        self._call, self._acall = client.call, client.acall
-        self._is_transient = errors.is_transient
-        self._translate = partial(errors.translate, address=config.address)
+        self.driver = RedisDriver(config)  # ConfigError for an app client of the wrong kind
+        self.runner = Runner(self, self.driver)
+        self._once, self._pipeline, self._scan = Once, Pipeline, Scan
+        self._cluster = self.driver.cluster
         self._layout = config.layout
         self._key_prefix = config.effective_key_prefix
-        self._index = index_keys(self._layout, self._key_prefix)
+        self._index = ks.index_keys(self._layout, self._key_prefix)
         self._newest_first = config.layout == "langchain_community"
-        self._make_key = langchain_community_key if self._newest_first else chathistory_key
+        self._make_key = ks.langchain_community_key if self._newest_first else ks.chathistory_key
         self._push = "LPUSH" if self._newest_first else "RPUSH"
         self._ttl = str(config.ttl or 0)  # '0': no expiry
-        self._address = config.address
-        # The hot path's command, but for the session: EVALSHA APPEND by-id by-time <key> ...
-        self._append_head: Command = ("EVALSHA", scripts.APPEND.sha, 3, self._index.by_id,
-                                      self._index.by_time)
+        self._where = self.driver.where
+        # The hot path's command, but for the session: EVALSHA APPEND 3 by-id by-time <key> ...
+        self._append_head: ks.Command = ("EVALSHA", ks.APPEND.sha, 3, self._index.by_id,
+                                         self._index.by_time)
         # Whether the sessions written before the index existed are known to be in it.
         self._indexed = False
-        # An application's sync client without an async one: the async twins run
-        # the sync methods in a worker thread, so both reach the same server.
-        self._async_in_thread = config.client is not None and config.async_client is None
 
     def key(self, session_id: str) -> bytes:
         """The Redis key that holds ``session_id``'s messages."""
@@ -175,118 +138,151 @@ class RedisBackend(BaseBackend):
         """The sessions index's two sorted sets: ids (score 0) and write times (seconds)."""
         return self._index.by_id, self._index.by_time
 
-    # Drivers ----------------------------------------------------------------------------
+    # The four methods ------------------------------------------------------------------
 
-    def _retry(self, call: Callable[[], T]) -> T:
-        return retry_transient(call, backend=self.name, is_transient=self._is_transient,
-                               translate=self._translate)
+    @operation(write=True)
+    def create_collection(self) -> Operation[None]:
+        """Nothing to create; adds sessions written before the index existed to it, once.
 
-    def _do(self, commands: Commands, request: Request) -> Any:
-        if isinstance(request, Call):
-            return self._retry(lambda: self._call(commands, request.command,
-                                                  write=request.write))
-        if isinstance(request, Batch):
-            return self._retry(lambda: commands.pipeline(request.commands))
-        return self._retry(lambda: commands.scan(request.pattern))
+        Sessions written by ``RedisChatMessageHistory`` (or by a version of this
+        backend without the index) are found with one ``SCAN`` of the key
+        prefix, once per store: here (``ChatHistory`` calls it on its first use),
+        at a prune or at :meth:`reindex`; the reads (``list_sessions``...) never.
+        """
+        yield from self._backfill(force=False)
 
-    async def _ado(self, commands: AsyncCommands, request: Request) -> Any:
-        async def attempt() -> Any:
-            if isinstance(request, Call):
-                return await self._acall(commands, request.command, write=request.write)
-            if isinstance(request, Batch):
-                return await commands.pipeline(request.commands)
-            return await commands.scan(request.pattern)
-
-        return await aretry_transient(attempt, backend=self.name,
-                                      is_transient=self._is_transient,
-                                      translate=self._translate)
-
-    def _drive(self, make: Callable[[bool], Steps[T]]) -> T:
-        commands = self._clients.sync
-        steps = make(commands.cluster)
-        reply: Any = None
-        try:
-            while True:
-                reply = self._do(commands, steps.send(reply))
-        except StopIteration as done:
-            return cast(T, done.value)
-
-    async def _adrive(self, make: Callable[[bool], Steps[T]]) -> T:
-        commands = await self._clients.for_running_loop()
-        steps = make(commands.cluster)
-        reply: Any = None
-        try:
-            while True:
-                reply = await self._ado(commands, steps.send(reply))
-        except StopIteration as done:
-            return cast(T, done.value)
-
-    # The four methods, as steps ---------------------------------------------------------
-
-    def _append_command(self, session_id: str, values: list[str]) -> Command:
-        """One session's append on a single server: the hot path, built directly."""
-        return (*self._append_head, self.key(session_id), self._push, self._ttl,
-                _raw(session_id), len(values), *values)
-
-    def _append_steps(self, batches: Mapping[str, Sequence[str]], cluster: bool
-                      ) -> Steps[None]:
-        by_id, by_time = self.index_keys
-        if not cluster:  # one script: the sessions and the index together
-            keys = [by_id, by_time, *(self.key(session_id) for session_id in batches)]
-            args: list[bytes | str | int] = [self._push, self._ttl, *map(_raw, batches),
-                    *(len(values) for values in batches.values()),
-                    *chain.from_iterable(batches.values())]
-            yield Call(scripts.evalsha(scripts.APPEND, keys, args), write=True)
+    @operation(write=True)
+    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
+        values = [encode_record(record) for record in records]  # before any I/O
+        if not values:
             return
-        # A cluster: the index's slot first (so a session written is always indexed;
-        # an entry whose session was not written is dropped by the next listing).
-        yield Call(scripts.evalsha(scripts.INDEX, [by_id, by_time],
-                                   ["NOW", self._ttl, *map(_raw, batches)]))
-        for session_id, values in batches.items():
-            yield Call(scripts.evalsha(scripts.PUSH, [self.key(session_id)],
-                                       [self._push, self._ttl, *values]), write=True)
-
-    def _clear_steps(self, session_id: str, cluster: bool) -> Steps[None]:
-        by_id, by_time = self.index_keys
-        if not cluster:
-            yield Call(scripts.evalsha(scripts.CLEAR, [self.key(session_id), by_id, by_time],
-                                       [_raw(session_id)]))
+        if self._cluster:
+            yield from self._append_texts({session_id: values})
             return
-        yield Call(("DEL", self.key(session_id)))
-        member = _raw(session_id)
-        yield Batch([("ZREM", by_id, member), ("ZREM", by_time, member)])
+        yield self._once((*self._append_head, self.key(session_id), self._push, self._ttl,
+                          _raw(session_id), len(values), *values))
 
-    def _fetch_command(self, session_id: str, limit: int | None) -> Command:
+    @operation()
+    def fetch(self, session_id: str, *, limit: int | None = None
+              ) -> Operation[list[dict[str, Any]]]:
+        key = self.key(session_id)
         if limit is None:
-            return ("LRANGE", self.key(session_id), 0, -1)
-        if limit < 0:
+            command: ks.Command = ("LRANGE", key, 0, -1)
+        elif limit < 0:
             raise ValueError(f"limit must be None or an int >= 0, not {limit!r}")
-        if self._newest_first:
-            return ("LRANGE", self.key(session_id), 0, limit - 1)
-        return ("LRANGE", self.key(session_id), -limit, -1)
+        elif limit == 0:
+            return []
+        else:
+            command = ("LRANGE", key, 0, limit - 1) if self._newest_first else (
+                "LRANGE", key, -limit, -1)
+        return self._decode((yield command))
 
-    def _run(self, command: Command) -> Any:
-        commands = self._clients.sync
-        return self._retry(lambda: commands.run(command, write=False))
+    @operation(write=True)
+    def clear(self, session_id: str) -> Operation[None]:
+        by_id, by_time = self.index_keys
+        member = _raw(session_id)
+        if not self._cluster:  # the session and its entry go together
+            yield ks.evalsha(ks.CLEAR, [self.key(session_id), by_id, by_time], [member])
+            return
+        yield ("DEL", self.key(session_id))
+        yield self._pipeline([("ZREM", by_id, member), ("ZREM", by_time, member)])
 
-    async def _arun(self, command: Command) -> Any:
-        commands = await self._clients.for_running_loop()
-        return await aretry_transient(lambda: commands.run(command, write=False),
-                                      backend=self.name, is_transient=self._is_transient,
-                                      translate=self._translate)
+    acreate_collection = create_collection.async_twin
+    aappend = append.async_twin
+    afetch = fetch.async_twin
+    aclear = clear.async_twin
 
-    @staticmethod
-    def _encoded(batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[str]]:
-        """Each session's records as JSON (before any I/O), empty batches left out."""
+    # Optional capabilities: the sessions index -----------------------------------------
+
+    @operation()
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> Operation[list[SessionInfo]]:
+        """Up to ``limit`` sessions with messages, by id, after ``after``; writes nothing.
+
+        Through the index: one script for the ids and their write times, one pipeline of
+        ``LLEN`` for the counts. On a store whose index was never built (no ``scanned``
+        marker: keys of ``RedisChatMessageHistory`` or of an older version), each page
+        scans the key prefix once instead, and one pipeline reads the counts and the write
+        times the index knows (``None`` for the others)."""
+        limit = check_page_limit(limit)
+        if (yield from self._is_indexed()):
+            return (yield from self._indexed_page(after, limit))
+        return (yield from self._scanned_page(after, limit))
+
+    @operation()
+    def last_write(self, session_id: str) -> Operation[datetime | None]:
+        """When ``session_id`` last had messages appended through this backend (UTC): ``None``
+        for a session the index does not know (one of a store never indexed). Writes nothing."""
+        written, exists = yield self._pipeline([
+            ("ZSCORE", self._index.by_time, _raw(session_id)), ("EXISTS", self.key(session_id))])
+        return _time(written) if exists else None
+
+    @operation(write=True)
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
+                               ) -> Operation[int]:
+        """Delete the sessions last written before ``cutoff``, :data:`PRUNE_BATCH` per round
+        trip, each with its index entry in one script; return how many held messages."""
+        seconds = _seconds(cutoff)
+        count = 0
+        if not dry_run:
+            yield from self._backfill(force=False)
+        elif not (yield from self._is_indexed()):
+            # A dry run writes nothing, so it does not add the sessions the index lacks;
+            # a prune would, as written now: they count when the cutoff is later than that.
+            count = yield from self._unindexed_written_before(cutoff)
+        by_id, by_time = self.index_keys
+        older = ("ZRANGEBYSCORE", by_time, "-inf", f"({seconds}", "LIMIT")
+        offset = 0
+        while ids := (yield (*older, offset, PRUNE_BATCH)):
+            if dry_run:
+                exists = yield self._pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
+                count += sum(1 for found in exists if found)
+                offset += len(ids)
+            elif not self._cluster:  # each session and its entry deleted together
+                deleted = yield self._pipeline([ks.eval_command(
+                    ks.PRUNE_SESSION, [self.key(_text(id_)), by_id, by_time], [id_, seconds])
+                    for id_ in ids])
+                count += sum(1 for gone in deleted if int(gone) == 1)
+            else:
+                deleted = yield self._pipeline([("DEL", self.key(_text(id_))) for id_ in ids])
+                count += sum(int(gone) for gone in deleted)
+                yield ks.evalsha(ks.UNINDEX_IF_OLD, [by_id, by_time], [seconds, *ids])
+            if len(ids) < PRUNE_BATCH:
+                break
+        return count
+
+    @operation()
+    def fetch_many(self, session_ids: Sequence[str]
+                   ) -> Operation[dict[str, list[dict[str, Any]]]]:
+        """Every message of each session that has any, in one pipeline of ``LRANGE``."""
+        return (yield from self._fetch_lists(session_ids, self._decode))
+
+    @operation(write=True)
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
+                    ) -> Operation[None]:
+        """Append to many sessions in one script: all of them or none (not on a cluster,
+        where each session is appended on its own node)."""
         encoded = {session_id: [encode_record(record) for record in records]
-                   for session_id, records in batches.items()}
-        return {session_id: values for session_id, values in encoded.items() if values}
+                   for session_id, records in batches.items()}  # before any I/O
+        yield from self._append_texts({key: texts for key, texts in encoded.items() if texts})
 
-    @staticmethod
-    def _checked(batches: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-        """Each session's JSON texts, checked before any I/O as ``encode_record`` checks what
-        it makes (each a JSON object's text, and UTF-8: a lone surrogate would fail midway
-        on a cluster), empty batches left out."""
+    @operation()
+    def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
+        """:meth:`fetch_many` with each message as the JSON text Redis holds, undecoded (the
+        same pipeline). A value that does not start with ``{`` is decoded to be checked: it
+        raises as in :meth:`fetch`, unless it is an object with whitespace around it (given
+        without). One that starts with ``{`` is not parsed."""
+        return (yield from self._fetch_lists(session_ids, self._texts))
+
+    @operation(write=True)
+    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
+        """:meth:`append_many` of messages given as JSON texts, stored as they are given.
+
+        Raises:
+            chathistory.RecordError: a text is not a ``str`` starting with ``{``, or holds
+                a lone surrogate (nothing is written; a cluster would fail midway).
+            TypeError: a session's texts are one ``str``, not a list (nothing is written).
+        """
         check_record_texts(batches)
         for session_id, texts in batches.items():
             for position, text in enumerate(texts):
@@ -297,299 +293,11 @@ class RedisBackend(BaseBackend):
                         raise RecordError(
                             f"record {position} of session {session_id!r} cannot be stored "
                             "as UTF-8: it holds a lone surrogate") from None
-        return {session_id: list(texts) for session_id, texts in batches.items() if texts}
+        yield from self._append_texts({key: list(texts) for key, texts in batches.items()
+                                       if texts})
 
-    # Sync -------------------------------------------------------------------------------
-
-    def create_collection(self) -> None:
-        """Nothing to create; adds sessions written before the index existed to it, once.
-
-        Sessions written by ``RedisChatMessageHistory`` (or by a version of this
-        backend without the index) are found with one ``SCAN`` of the key
-        prefix, once per store: here (``ChatHistory`` calls it on its first use),
-        at a prune or at :meth:`reindex`; the reads (``list_sessions``...) never.
-        """
-        self._drive(lambda cluster: self._index_steps(force=False))
-
-    def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        values = [encode_record(record) for record in records]  # before any I/O
-        if not values:
-            return
-        commands = self._clients.sync
-        if commands.cluster:
-            self._drive(partial(self._append_steps, {session_id: values}))
-            return
-        command = self._append_command(session_id, values)
-        self._retry(lambda: self._call(commands, command, write=True))
-
-    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
-        command = self._fetch_command(session_id, limit)
-        return [] if limit == 0 else self._decode(self._run(command))
-
-    def clear(self, session_id: str) -> None:
-        self._drive(partial(self._clear_steps, session_id))
-
-    def close(self) -> None:
-        """Close the connection pools this backend made. An application's clients stay open."""
-        self._clients.close()
-
-    # Async ------------------------------------------------------------------------------
-
-    async def acreate_collection(self) -> None:
-        """:meth:`create_collection`, natively async."""
-        if self._async_in_thread:
-            return await super().acreate_collection()
-        await self._adrive(lambda cluster: self._index_steps(force=False))
-
-    async def aappend(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> None:
-        if self._async_in_thread:
-            return await super().aappend(session_id, records)
-        values = [encode_record(record) for record in records]  # before any I/O
-        if not values:
-            return
-        commands = await self._clients.for_running_loop()
-        if commands.cluster:
-            await self._adrive(partial(self._append_steps, {session_id: values}))
-            return
-        command = self._append_command(session_id, values)
-        await aretry_transient(lambda: self._acall(commands, command, write=True),
-                               backend=self.name, is_transient=self._is_transient,
-                               translate=self._translate)
-
-    async def afetch(self, session_id: str, *, limit: int | None = None
-                     ) -> list[dict[str, Any]]:
-        if self._async_in_thread:
-            return await super().afetch(session_id, limit=limit)
-        command = self._fetch_command(session_id, limit)
-        return [] if limit == 0 else self._decode(await self._arun(command))
-
-    async def aclear(self, session_id: str) -> None:
-        if self._async_in_thread:
-            return await super().aclear(session_id)
-        await self._adrive(partial(self._clear_steps, session_id))
-
-    async def aclose(self) -> None:
-        """Close this event loop's pool at once, and the others as :meth:`close` does."""
-        await self._clients.aclose()
-
-    # Optional capabilities: the sessions index ------------------------------------------
-
-    def _indexed_steps(self) -> Steps[bool]:
-        """Whether the index holds every session (its ``scanned`` marker is set); only reads."""
-        if not self._indexed and (yield Call(("EXISTS", self._index.scanned))):
-            self._indexed = True
-        return self._indexed
-
-    def _scan_steps(self) -> Steps[list[bytes]]:
-        """The ids of the sessions whose keys exist (one ``SCAN`` of the key prefix), each once,
-        in the index's order (their UTF-8 bytes); only reads."""
-        keys = yield Scan(scan_pattern(self._layout, self._key_prefix))
-        if keys and not isinstance(keys[0], bytes):  # an application's decoding client
-            keys = [_raw(key) for key in keys]
-        # A SCAN may return a key twice; a set keeps each session once.
-        return sorted(session_ids_of_keys(self._layout, self._key_prefix, keys))
-
-    def _index_steps(self, *, force: bool) -> Steps[int]:
-        """Add the sessions the index lacks (found by SCAN), unless that was done before.
-
-        With ``force`` (a reindex) also drop the entries of sessions that no longer exist.
-        """
-        if not force and (yield from self._indexed_steps()):
-            return 0
-        found = yield from self._scan_steps()
-        by_id, by_time = self.index_keys
-        for start in range(0, len(found), INDEX_BATCH):
-            yield Call(scripts.evalsha(scripts.INDEX, [by_id, by_time],
-                                       ["NX", self._ttl, *found[start:start + INDEX_BATCH]]))
-        yield Call(("SET", self._index.scanned, datetime.now(UTC).isoformat()))
-        self._indexed = True
-        if force:
-            yield from self._sweep_steps()
-        return len(found)
-
-    def _sweep_steps(self) -> Steps[None]:
-        """Drop from the index every session that has no messages any more (it expired, or was
-        deleted behind the backend's back) and was not written since it was found so."""
-        by_id, by_time = self.index_keys
-        low = b"-"
-        while True:
-            ids, times = yield Call(scripts.evalsha(scripts.LIST_PAGE, [by_id, by_time],
-                                                    [low, INDEX_BATCH]))
-            if not ids:
-                return
-            # Checked after the times were read: a session written in between has a new
-            # time, and its entry is then kept.
-            exists = yield Batch([("EXISTS", self.key(_text(member))) for member in ids])
-            gone = [value for member, written, found in zip(ids, times, exists, strict=True)
-                    if not found for value in (member, written)]
-            if gone:
-                yield Call(scripts.evalsha(scripts.UNINDEX_IF_UNCHANGED, [by_id, by_time],
-                                           gone))
-            if len(ids) < INDEX_BATCH:
-                return
-            low = b"(" + _raw(ids[-1])
-
-    def _list_steps(self, after: str | None, limit: int) -> Steps[list[SessionInfo]]:
-        """A page of sessions; only reads (a listing is what read-only commands do)."""
-        limit = check_page_limit(limit)
-        if (yield from self._indexed_steps()):
-            return (yield from self._indexed_page_steps(after, limit))
-        return (yield from self._scanned_page_steps(after, limit))
-
-    def _indexed_page_steps(self, after: str | None, limit: int
-                            ) -> Steps[list[SessionInfo]]:
-        by_id, by_time = self.index_keys
-        found: list[SessionInfo] = []
-        low = b"-" if after is None else b"(" + _raw(after)
-        while len(found) < limit:
-            wanted = limit - len(found)
-            ids, times = yield Call(scripts.evalsha(scripts.LIST_PAGE, [by_id, by_time],
-                                                    [low, wanted]))
-            if not ids:
-                break
-            counts = yield Batch([("LLEN", self.key(_text(member))) for member in ids])
-            # A session that expired (ttl) or was deleted behind the backend's back is
-            # skipped, and left in the index: appends forget expired ones, reindex the rest.
-            found += [SessionInfo(_text(member), int(count), _time(written))
-                      for member, written, count in zip(ids, times, counts, strict=True)
-                      if count]
-            if len(ids) < wanted:
-                break
-            low = b"(" + _raw(ids[-1])
-        return found
-
-    def _scanned_page_steps(self, after: str | None, limit: int
-                            ) -> Steps[list[SessionInfo]]:
-        """A page of a store whose index was never built: the ids from one SCAN, the counts
-        and the write times the index may know of from one pipeline."""
-        ids = yield from self._scan_steps()
-        start = 0 if after is None else bisect_right(ids, _raw(after))
-        by_time = self._index.by_time
-        found: list[SessionInfo] = []
-        while len(found) < limit and start < len(ids):
-            part = ids[start:start + limit - len(found)]
-            start += len(part)
-            replies = yield Batch([command for member in part for command in (
-                ("LLEN", self.key(_text(member))), ("ZSCORE", by_time, member))])
-            found += [SessionInfo(_text(member), int(count), _time(written))
-                      for member, count, written in zip(part, replies[::2], replies[1::2],
-                                                        strict=True)
-                      if count]  # deleted since the scan
-        return found
-
-    def _last_write_steps(self, session_id: str) -> Steps[datetime | None]:
-        written, exists = yield Batch([("ZSCORE", self._index.by_time, _raw(session_id)),
-                                       ("EXISTS", self.key(session_id))])
-        return _time(written) if exists else None
-
-    def _prune_steps(self, cutoff: datetime, dry_run: bool, cluster: bool) -> Steps[int]:
-        seconds = _seconds(cutoff)
-        count = 0
-        if not dry_run:
-            yield from self._index_steps(force=False)
-        elif not (yield from self._indexed_steps()):
-            # A dry run writes nothing, so it does not add the sessions the index lacks;
-            # a prune would, as written now: they count when the cutoff is later than that.
-            count = yield from self._unindexed_written_before_steps(cutoff)
-        by_id, by_time = self.index_keys
-        older = ("ZRANGEBYSCORE", by_time, "-inf", f"({seconds}", "LIMIT")
-        if dry_run:
-            offset = 0
-            while ids := (yield Call((*older, offset, PRUNE_BATCH))):
-                exists = yield Batch([("EXISTS", self.key(_text(member))) for member in ids])
-                count += sum(1 for found in exists if found)
-                if len(ids) < PRUNE_BATCH:
-                    break
-                offset += len(ids)
-            return count
-        while ids := (yield Call((*older, 0, PRUNE_BATCH))):
-            if not cluster:  # each session and its entry deleted together
-                deleted = yield Batch([scripts.eval_command(
-                    scripts.PRUNE_SESSION, [self.key(_text(member)), by_id, by_time],
-                    [member, seconds]) for member in ids])
-                count += sum(1 for gone in deleted if int(gone) == 1)
-            else:
-                deleted = yield Batch([("DEL", self.key(_text(member))) for member in ids])
-                count += sum(int(gone) for gone in deleted)
-                yield Call(scripts.evalsha(scripts.UNINDEX_IF_OLD, [by_id, by_time],
-                                           [seconds, *ids]))
-            if len(ids) < PRUNE_BATCH:
-                break
-        return count
-
-    def _unindexed_written_before_steps(self, cutoff: datetime) -> Steps[int]:
-        """How many sessions the index lacks, if a backfill now would date them before cutoff."""
-        if cutoff <= datetime.now(UTC):
-            return 0
-        ids = yield from self._scan_steps()
-        if not ids:
-            return 0
-        known = yield Batch([("ZSCORE", self._index.by_time, member) for member in ids])
-        return sum(1 for written in known if written is None)
-
-    def _fetch_many_steps(self, session_ids: Sequence[str],
-                          convert: Callable[[list[bytes | str]], list[T]]
-                          ) -> Steps[dict[str, list[T]]]:
-        """Each session's values in one pipeline, through ``convert`` (to records or texts)."""
-        if not session_ids:
-            return {}
-        lists = yield Batch([("LRANGE", self.key(session_id), 0, -1)
-                             for session_id in session_ids])
-        return {session_id: convert(values)
-                for session_id, values in zip(session_ids, lists, strict=True) if values}
-
-    def list_sessions(self, *, after: str | None = None, limit: int = 100
-                      ) -> list[SessionInfo]:
-        """Up to ``limit`` sessions with messages, by id, after ``after``; writes nothing.
-
-        Through the index: one script for the ids and their write times, one pipeline of
-        ``LLEN`` for the counts. On a store whose index was never built (no ``scanned``
-        marker: keys of ``RedisChatMessageHistory`` or of an older version), each page
-        scans the key prefix once instead, and one pipeline reads the counts and the write
-        times the index knows (``None`` for the others)."""
-        return self._drive(lambda cluster: self._list_steps(after, limit))
-
-    def last_write(self, session_id: str) -> datetime | None:
-        """When ``session_id`` last had messages appended through this backend (UTC): ``None``
-        for a session the index does not know (one of a store never indexed). Writes nothing."""
-        return self._drive(lambda cluster: self._last_write_steps(session_id))
-
-    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
-        """Delete the sessions last written before ``cutoff``, :data:`PRUNE_BATCH` per round
-        trip, each with its index entry in one script; return how many held messages."""
-        return self._drive(partial(self._prune_steps, cutoff, dry_run))
-
-    def fetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        """Every message of each session that has any, in one pipeline of ``LRANGE``."""
-        return self._drive(lambda cluster: self._fetch_many_steps(session_ids, self._decode))
-
-    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        """Append to many sessions in one script: all of them or none (not on a cluster,
-        where each session is appended on its own node)."""
-        self._append_texts(self._encoded(batches))
-
-    def fetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
-        """:meth:`fetch_many` with each message as the JSON text Redis holds, undecoded (the
-        same pipeline). A value that does not start with ``{`` is decoded to be checked: it
-        raises as in :meth:`fetch`, unless it is an object with whitespace around it (given
-        without). One that starts with ``{`` is not parsed."""
-        return self._drive(lambda cluster: self._fetch_many_steps(session_ids, self._texts))
-
-    def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
-        """:meth:`append_many` of messages given as JSON texts, stored as they are given.
-
-        Raises:
-            chathistory.RecordError: a text is not a ``str`` starting with ``{``, or holds
-                a lone surrogate (nothing is written).
-            TypeError: a session's texts are one ``str``, not a list (nothing is written).
-        """
-        self._append_texts(self._checked(batches))
-
-    def _append_texts(self, batches: dict[str, list[str]]) -> None:
-        if batches:
-            self._drive(partial(self._append_steps, batches))
-
-    def reindex(self) -> int:
+    @operation(write=True)
+    def reindex(self) -> Operation[int]:
         """Add every session of this key prefix that the index lacks; return how many were
         found (``SCAN`` of the whole keyspace). Then drop the entries of sessions that no
         longer exist (expired, or deleted behind the backend's back), which listings skip.
@@ -598,82 +306,176 @@ class RedisBackend(BaseBackend):
         index) still writes new sessions beside this backend: its sessions from
         before the first use are indexed by then already.
         """
-        return self._drive(lambda cluster: self._index_steps(force=True))
+        return (yield from self._backfill(force=True))
 
-    async def alist_sessions(self, *, after: str | None = None, limit: int = 100
-                             ) -> list[SessionInfo]:
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.list_sessions, after=after, limit=limit)
-        return await self._adrive(lambda cluster: self._list_steps(after, limit))
+    alist_sessions = list_sessions.async_twin
+    alast_write = last_write.async_twin
+    adelete_sessions_before = delete_sessions_before.async_twin
+    afetch_many = fetch_many.async_twin
+    aappend_many = append_many.async_twin
+    afetch_many_text = fetch_many_text.async_twin
+    aappend_many_text = append_many_text.async_twin
+    areindex = reindex.async_twin
 
-    async def alast_write(self, session_id: str) -> datetime | None:
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.last_write, session_id)
-        return await self._adrive(lambda cluster: self._last_write_steps(session_id))
+    # Steps the operations share ----------------------------------------------------------
 
-    async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False) -> int:
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.delete_sessions_before, cutoff,
-                                           dry_run=dry_run)
-        return await self._adrive(partial(self._prune_steps, cutoff, dry_run))
+    def _append_texts(self, batches: dict[str, list[str]]) -> Operation[None]:
+        if not batches:
+            return
+        by_id, by_time = self.index_keys
+        if not self._cluster:  # one script: the sessions and the index together
+            keys = [by_id, by_time, *(self.key(session_id) for session_id in batches)]
+            yield self._once(ks.evalsha(ks.APPEND, keys, [
+                self._push, self._ttl, *map(_raw, batches),
+                *(len(values) for values in batches.values()),
+                *chain.from_iterable(batches.values())]))
+            return
+        # A cluster: the index's slot first (so a session written is always indexed;
+        # an entry whose session was not written is dropped by the next listing).
+        yield ks.evalsha(ks.INDEX, [by_id, by_time], ["NOW", self._ttl, *map(_raw, batches)])
+        for done, (session_id, values) in enumerate(batches.items()):
+            try:
+                yield self._once(ks.evalsha(ks.PUSH, [self.key(session_id)],
+                                            [self._push, self._ttl, *values]))
+            except Exception as error:
+                if done and self.driver.is_transient(error, write=True):
+                    # Retrying the operation would append the first sessions again.
+                    raise BackendUnavailableError(
+                        f"backend 'redis' ({self._where}): {done} of {len(batches)} sessions "
+                        f"were appended, then {type(error).__name__}: {error}") from error
+                raise
 
-    async def afetch_many(self, session_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.fetch_many, session_ids)
-        return await self._adrive(lambda cluster: self._fetch_many_steps(session_ids,
-                                                                         self._decode))
+    def _fetch_lists(self, session_ids: Sequence[str], convert: Callable[[list[Any]], list[T]]
+                     ) -> Operation[dict[str, list[T]]]:
+        """Each session's values in one pipeline, through ``convert`` (to records or texts)."""
+        if not session_ids:
+            return {}
+        lists = yield self._pipeline([("LRANGE", self.key(session_id), 0, -1)
+                                      for session_id in session_ids])
+        return {session_id: convert(values)
+                for session_id, values in zip(session_ids, lists, strict=True) if values}
 
-    async def aappend_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.append_many, batches)
-        await self._aappend_texts(self._encoded(batches))
+    def _is_indexed(self) -> Operation[bool]:
+        """Whether the index holds every session (its ``scanned`` marker is set); only reads."""
+        if not self._indexed and (yield ("EXISTS", self._index.scanned)):
+            self._indexed = True
+        return self._indexed
 
-    async def afetch_many_text(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.fetch_many_text, session_ids)
-        return await self._adrive(lambda cluster: self._fetch_many_steps(session_ids,
-                                                                         self._texts))
+    def _scan_ids(self) -> Operation[list[bytes]]:
+        """The ids of the sessions whose keys exist (one ``SCAN`` of the key prefix), each once,
+        in the index's order (their UTF-8 bytes); only reads."""
+        keys = yield self._scan(ks.scan_pattern(self._layout, self._key_prefix))
+        if keys and not isinstance(keys[0], bytes):  # an application's decoding client
+            keys = [_raw(key) for key in keys]
+        # A SCAN may return a key twice; a set keeps each session once.
+        return sorted(ks.session_ids_of_keys(self._layout, self._key_prefix, keys))
 
-    async def aappend_many_text(self, batches: Mapping[str, Sequence[str]]) -> None:
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.append_many_text, batches)
-        await self._aappend_texts(self._checked(batches))
+    def _backfill(self, *, force: bool) -> Operation[int]:
+        """Add the sessions the index lacks (found by SCAN), unless that was done before.
 
-    async def _aappend_texts(self, batches: dict[str, list[str]]) -> None:
-        if batches:
-            await self._adrive(partial(self._append_steps, batches))
+        With ``force`` (a reindex) also drop the entries of sessions that no longer exist.
+        """
+        if not force and (yield from self._is_indexed()):
+            return 0
+        found = yield from self._scan_ids()
+        by_id, by_time = self.index_keys
+        for start in range(0, len(found), INDEX_BATCH):
+            yield ks.evalsha(ks.INDEX, [by_id, by_time],
+                             ["NX", self._ttl, *found[start:start + INDEX_BATCH]])
+        yield ("SET", self._index.scanned, datetime.now(UTC).isoformat())
+        self._indexed = True
+        if force:
+            yield from self._sweep()
+        return len(found)
 
-    async def areindex(self) -> int:
-        """:meth:`reindex`, natively async."""
-        if self._async_in_thread:
-            return await asyncio.to_thread(self.reindex)
-        return await self._adrive(lambda cluster: self._index_steps(force=True))
+    def _sweep(self) -> Operation[None]:
+        """Drop from the index every session that has no messages any more (it expired, or was
+        deleted behind the backend's back) and was not written since it was found so."""
+        by_id, by_time = self.index_keys
+        low = b"-"
+        while True:
+            ids, times = yield ks.evalsha(ks.LIST_PAGE, [by_id, by_time], [low, INDEX_BATCH])
+            if not ids:
+                return
+            # Checked after the times were read: a session written in between has a new
+            # time, and its entry is then kept.
+            exists = yield self._pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
+            gone = [value for id_, written, found in zip(ids, times, exists, strict=True)
+                    if not found for value in (id_, written)]
+            if gone:
+                yield ks.evalsha(ks.UNINDEX_IF_UNCHANGED, [by_id, by_time], gone)
+            if len(ids) < INDEX_BATCH:
+                return
+            low = b"(" + _raw(ids[-1])
 
-    # Records ----------------------------------------------------------------------------
+    def _indexed_page(self, after: str | None, limit: int) -> Operation[list[SessionInfo]]:
+        by_id, by_time = self.index_keys
+        found: list[SessionInfo] = []
+        low = b"-" if after is None else b"(" + _raw(after)
+        while len(found) < limit:
+            wanted = limit - len(found)
+            ids, times = yield ks.evalsha(ks.LIST_PAGE, [by_id, by_time], [low, wanted])
+            if not ids:
+                break
+            counts = yield self._pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
+            # A session that expired (ttl) or was deleted behind the backend's back is
+            # skipped, and left in the index: appends forget expired ones, reindex the rest.
+            found += [SessionInfo(_text(id_), int(count), _time(written))
+                      for id_, written, count in zip(ids, times, counts, strict=True) if count]
+            if len(ids) < wanted:
+                break
+            low = b"(" + _raw(ids[-1])
+        return found
+
+    def _scanned_page(self, after: str | None, limit: int) -> Operation[list[SessionInfo]]:
+        """A page of a store whose index was never built: the ids from one SCAN, the counts
+        and the write times the index may know of from one pipeline."""
+        ids = yield from self._scan_ids()
+        start = 0 if after is None else bisect_right(ids, _raw(after))
+        found: list[SessionInfo] = []
+        while len(found) < limit and start < len(ids):
+            part = ids[start:start + limit - len(found)]
+            start += len(part)
+            replies = yield self._pipeline([command for id_ in part for command in (
+                ("LLEN", self.key(_text(id_))), ("ZSCORE", self._index.by_time, id_))])
+            found += [SessionInfo(_text(id_), int(count), _time(written))
+                      for id_, count, written in zip(part, replies[::2], replies[1::2],
+                                                     strict=True)
+                      if count]  # deleted since the scan
+        return found
+
+    def _unindexed_written_before(self, cutoff: datetime) -> Operation[int]:
+        """How many sessions the index lacks, if a backfill now would date them before cutoff."""
+        if cutoff <= datetime.now(UTC):
+            return 0
+        ids = yield from self._scan_ids()
+        if not ids:
+            return 0
+        known = yield self._pipeline([("ZSCORE", self._index.by_time, id_) for id_ in ids])
+        return sum(1 for written in known if written is None)
+
+    # Records -----------------------------------------------------------------------------
 
     def _texts(self, values: list[bytes | str]) -> list[str]:
         """A session's values as text, oldest first, checked cheaply: one that does not start
         with ``{`` is decoded, and refused as :meth:`_decode` refuses it; the rest are not
         parsed."""
-        values = list(values)
-        if self._newest_first:
-            values.reverse()
+        values = values[::-1] if self._newest_first else list(values)
         try:
             texts = [_text(value) for value in values]
         except UnicodeDecodeError:
             texts = []
         if len(texts) == len(values) and all(text[:1] == "{" for text in texts):
             return texts
-        return [self._text_one(position, value) for position, value in enumerate(values)]
-
-    def _text_one(self, position: int, value: bytes | str) -> str:
-        self._decode_one(position, value)  # raises unless it is a JSON object's text
-        return _text(value).strip(" \t\n\r")  # JSON's whitespace: it starts with '{' now
+        checked = []
+        for position, value in enumerate(values):
+            self._decode_one(position, value)  # raises unless it is a JSON object's text
+            checked.append(_text(value).strip(" \t\n\r"))  # JSON's whitespace around it
+        return checked
 
     def _decode(self, values: list[bytes | str]) -> list[dict[str, Any]]:
-        values = list(values)
         if self._newest_first:
-            values.reverse()
+            values = values[::-1]
         if not values:
             return []
         # One json.loads for the whole list is twice as fast as one per value, and
@@ -702,7 +504,6 @@ class RedisBackend(BaseBackend):
                 return record
             problem = f"a JSON {type(record).__name__}, not an object"
         raise ChatHistoryError(
-            f"backend 'redis' ({self._address}): value {position} of this session's list is "
+            f"backend 'redis' ({self._where}): value {position} of this session's list is "
             f"not a JSON message: {problem}"
         )
-

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from chathistory import BackendConfig
-from chathistory_redis.keys import key_prefix_problem
+from chathistory_redis.keyspace import key_prefix_problem
 
 __all__ = [
     "DEFAULT_KEY_PREFIXES",

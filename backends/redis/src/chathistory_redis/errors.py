@@ -1,13 +1,13 @@
 """How redis-py's errors read as chathistory errors, and which calls may be repeated.
 
-Every operation is one Redis command, run through ``chathistory.retry_transient``
-with :func:`is_transient` and :func:`translate`. Reads (``LRANGE``) and
-``DEL`` may be repeated after any lost connection. An append may be repeated
-only when it surely did not run: it was not sent whole (the connection failed
-while connecting or sending), or Redis answered ``LOADING`` (it runs nothing
-while it loads its data after a restart). When the reply to a sent append is
-lost, the client raises :class:`ReplyLostError` instead, which is not
-transient: Redis may have stored the batch, and repeating it could store it twice.
+The core's runner repeats an operation while :func:`is_transient` says so.
+Reads and deletes may be repeated after any lost connection. An append may be
+repeated only when it surely did not run: it was not sent whole (the connection
+failed while connecting or sending), Redis answered ``LOADING`` (it runs nothing
+while it loads its data after a restart), or a cluster refused it for now. When
+the reply to a sent append is lost, the driver raises :class:`ReplyLostError`
+instead, which is not transient: Redis may have stored the batch, and
+repeating it could store it twice.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chathistory import BackendUnavailableError, ChatHistoryError, PermissionDeniedError
 
-__all__ = ["ReplyLostError", "is_transient", "may_have_run", "name_node", "never_sent",
-           "translate"]
+__all__ = ["ReplyLostError", "check_cluster_failure", "is_transient", "may_have_run",
+           "never_sent", "translate"]
 
 _REFUSED_CREDENTIALS = (AuthenticationError, AuthorizationError, NoPermissionError)
 # A cluster that refused the command (CLUSTERDOWN, TRYAGAIN; redirected more times than
@@ -49,22 +49,12 @@ class ReplyLostError(BackendUnavailableError):
     Not repeated, since Redis may have stored it. Its ``__cause__`` is redis-py's error.
     """
 
-    def __init__(self, address: str, error: RedisError) -> None:
+    def __init__(self, where: str, error: RedisError) -> None:
         super().__init__(
-            f"backend 'redis' ({address}): the connection was lost after the append was sent, "
+            f"backend 'redis' ({where}): the connection was lost after the append was sent, "
             f"so it was not repeated; Redis stored the whole batch or none of it: "
             f"{type(error).__name__}: {error}"
         )
-
-
-def name_node(error: BaseException, node: str) -> None:
-    """Note on ``error`` the cluster node (``host:port``) it came from, for :func:`translate`."""
-    error.add_note(_NODE_NOTE + node)
-
-
-def _node(error: BaseException) -> str | None:
-    notes = getattr(error, "__notes__", ())
-    return next((note[len(_NODE_NOTE):] for note in notes if note.startswith(_NODE_NOTE)), None)
 
 
 def never_sent(error: BaseException) -> bool:
@@ -88,6 +78,14 @@ def may_have_run(error: RedisError) -> bool:
     return not isinstance(error, BusyLoadingError)
 
 
+def check_cluster_failure(error: RedisError, node: str, *, once: bool) -> None:
+    """Raise :class:`ReplyLostError` for a write (``once``) whose reply was lost; else note
+    the cluster node on ``error`` for :func:`translate`, to be raised as it is."""
+    if once and isinstance(error, _LOST) and may_have_run(error) and not never_sent(error):
+        raise ReplyLostError(f"Redis Cluster node {node}", error) from error
+    error.add_note(_NODE_NOTE + node)
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether the failed call may be repeated: a lost or refused connection, a timeout,
     ``LOADING``, or a cluster that refused it for now (``CLUSTERDOWN``, ``TRYAGAIN``, a slot
@@ -96,9 +94,9 @@ def is_transient(error: BaseException) -> bool:
             or isinstance(error, _CLUSTER_UNAVAILABLE))
 
 
-def translate(error: BaseException, *, address: str) -> BaseException:
+def translate(error: BaseException, *, where: str) -> BaseException:
     """redis-py's ``error`` as a chathistory error that names the server: the cluster node
-    noted on it (:func:`name_node`), or else ``address`` (``host:port``).
+    noted on it, or else ``where`` (``Redis at host:port``).
 
     Refused credentials or ACL rights → :class:`~chathistory.PermissionDeniedError`;
     a lost connection or a cluster that refused the command for now →
@@ -106,10 +104,11 @@ def translate(error: BaseException, *, address: str) -> BaseException:
     (``WRONGTYPE``...) → :class:`~chathistory.ChatHistoryError`. Errors that are
     not redis-py's come back unchanged.
     """
-    if not isinstance(error, (RedisError, SlotNotCoveredError, RedisClusterUnreachableError)):
+    if not isinstance(error, RedisError | SlotNotCoveredError | RedisClusterUnreachableError):
         return error
-    node = _node(error)
-    where = f"Redis at {address}" if node is None else f"Redis Cluster node {node}"
+    notes = getattr(error, "__notes__", ())
+    where = next((f"Redis Cluster node {note[len(_NODE_NOTE):]}" for note in notes
+                  if note.startswith(_NODE_NOTE)), where)
     said = f"{type(error).__name__}: {error}"
     if isinstance(error, _REFUSED_CREDENTIALS):
         return PermissionDeniedError(f"backend 'redis': {where} refused the credentials: {said}")
