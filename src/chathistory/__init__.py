@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         Identifier,
         validate_options,
     )
-    from chathistory.driver import Call, Driver, Operation, Runner, operation
+    from chathistory.driver import Call, Driver, Operation
     from chathistory.errors import (
         BackendLoadError,
         BackendNotFoundError,
@@ -38,9 +38,11 @@ if TYPE_CHECKING:
     )
     from chathistory.history import ChatHistory, SessionHistoryFactory, history_factory
     from chathistory.hookspecs import hookimpl, hookspec
+    from chathistory.operations import operation
     from chathistory.records import decode_record, encode_record, to_messages, to_records
     from chathistory.registry import BackendInfo, available_backends, backend_class, get_backend
     from chathistory.retry import Translate, aretry_transient, retry_transient
+    from chathistory.runner import Runner
 
 __all__ = [
     "IDENTIFIER_PATTERN",
@@ -90,7 +92,9 @@ _MODULES = {
     "ChatHistoryMiddleware": "agents",
     **dict.fromkeys(["IDENTIFIER_PATTERN", "Backend", "BackendConfig", "BaseBackend",
                      "Identifier", "validate_options"], "backend"),
-    **dict.fromkeys(["Call", "Driver", "Operation", "Runner", "operation"], "driver"),
+    **dict.fromkeys(["Call", "Driver", "Operation"], "driver"),
+    "Runner": "runner",
+    "operation": "operations",
     **dict.fromkeys(["BackendLoadError", "BackendNotFoundError", "BackendUnavailableError",
                      "CapabilityMissingError", "ChatHistoryError", "CollectionMissingError",
                      "CollectionTimeoutError",

@@ -25,10 +25,12 @@ from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
-from chathistory.driver import Call, Driver, Operation, Runner, operation
+from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, RecordError
 from chathistory.hookspecs import hookimpl
+from chathistory.operations import operation
 from chathistory.records import decode_record, encode_record
+from chathistory.runner import Runner
 
 __all__ = ["MemoryBackend", "SharedMemoryBackend", "forget_shared_stores"]
 

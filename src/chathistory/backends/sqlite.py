@@ -23,10 +23,12 @@ from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend, Identifier
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
-from chathistory.driver import Call, Driver, Operation, Runner, operation
+from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, ChatHistoryError, CollectionMissingError
 from chathistory.hookspecs import hookimpl
+from chathistory.operations import operation
 from chathistory.records import decode_record, encode_record
+from chathistory.runner import Runner
 
 __all__ = ["MEMORY", "Many", "SqliteBackend", "SqliteDriver", "default_path"]
 

@@ -1,0 +1,197 @@
+"""Backend methods declared once, as operations: the sync method and its async twin.
+
+See :func:`operation`, and :mod:`chathistory.driver` for what an operation is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar, overload
+
+from chathistory.driver import Operation
+from chathistory.runner import Runner
+
+__all__ = ["AsyncOperationMethod", "BoundAsync", "OperationMethod", "operation"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+P = ParamSpec("P")
+
+
+def _input_counts(signature: inspect.Signature, instance: object, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[int | None, int | None]:
+    """Sessions and records an operation's arguments name, by the protocol's parameter names."""
+    try:
+        bound = signature.bind(instance, *args, **kwargs).arguments
+    except TypeError:
+        return None, None
+    sessions: int | None = None
+    records: int | None = None
+    if "session_id" in bound:
+        sessions = 1
+    if isinstance(bound.get("session_ids"), Sequence):
+        sessions = len(bound["session_ids"])
+    for name in ("records", "texts"):
+        if isinstance(bound.get(name), Sequence):
+            records = len(bound[name])
+    batches = bound.get("batches")
+    if isinstance(batches, Mapping):
+        sessions = len(batches)
+        records = sum(len(batch) for batch in batches.values())
+    return sessions, records
+
+
+def _class_attribute(instance: object, name: str) -> object:
+    """What ``name`` is on ``instance``'s class, found without running any descriptor."""
+    for klass in type(instance).__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    return None
+
+
+def _keep(instance: object, name: str, descriptor: object, method: Callable[..., Any]) -> None:
+    """Keep the bound method on the instance: later lookups find it there, at no cost.
+
+    (The descriptor defines no ``__set__``, so the instance's own attribute wins.)
+    Only when the instance's class has this very descriptor under ``name``: one
+    reached through ``super()`` from a subclass's override must not hide it.
+    """
+    if _class_attribute(instance, name) is not descriptor:
+        return
+    with contextlib.suppress(TypeError):  # an instance without __dict__ binds on each lookup
+        vars(instance)[name] = method
+
+
+class OperationMethod(Generic[P, T]):
+    """A backend method written once as an operation, run by the backend's ``runner``.
+
+    Made by :func:`operation`. On an instance, it is the sync method (``P -> T``);
+    :attr:`async_twin` is its async twin, to assign in the class body. The
+    method is bound once per instance, to the instance's ``runner`` of that
+    moment: set ``self.runner`` in ``__init__``, before any call.
+    """
+
+    def __init__(self, steps: Callable[Concatenate[Any, P], Operation[T]], *,
+                 write: bool, transaction: bool) -> None:
+        self.steps = steps
+        self.write = write
+        self.transaction = transaction
+        self.name = steps.__name__
+        self._signature = inspect.signature(steps)
+        functools.update_wrapper(self, steps)  # type: ignore[arg-type]
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @property
+    def async_twin(self) -> AsyncOperationMethod[P, T]:
+        """The async method that runs the same operation: ``aappend = append.async_twin``."""
+        return AsyncOperationMethod(self)
+
+    def counts(self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+               ) -> tuple[int | None, int | None]:
+        return _input_counts(self._signature, instance, args, kwargs)
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[P, T]: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None
+                ) -> Self | Callable[P, T]:
+        if instance is None:
+            return self
+        runner: Runner[Any, Any, Any] = instance.runner  # type: ignore[attr-defined]
+        steps, name, write, transaction = self.steps, self.name, self.write, self.transaction
+
+        def method(*args: P.args, **kwargs: P.kwargs) -> T:
+            sessions, records = (self.counts(instance, args, kwargs) if runner.tracing
+                                 else (None, None))
+            return runner.run(name, lambda: steps(instance, *args, **kwargs), write=write,
+                              transaction=transaction, sessions=sessions, records=records)
+
+        functools.update_wrapper(method, self.steps)
+        _keep(instance, self.name, self, method)
+        return method
+
+
+class BoundAsync(Protocol[P, T_co]):
+    """An async twin bound to its backend: called like the sync method, awaited for its result.
+
+    (A protocol rather than ``Callable``: mypy would bind a callable class
+    attribute as a method once more, and drop the first parameter.)
+    """
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T_co]: ...
+
+
+class AsyncOperationMethod(Generic[P, T]):
+    """The async twin of an :class:`OperationMethod`: the same operation, through ``arun``.
+
+    It runs the operation, not the sync method: a subclass that overrides the
+    sync method and wants the async one changed too overrides both.
+    """
+
+    def __init__(self, sync: OperationMethod[P, T]) -> None:
+        self.sync = sync
+        self.name = "a" + sync.name
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> BoundAsync[P, T]: ...
+
+    def __get__(self, instance: object | None, owner: type | None = None
+                ) -> Self | BoundAsync[P, T]:
+        if instance is None:
+            return self
+        runner: Runner[Any, Any, Any] = instance.runner  # type: ignore[attr-defined]
+        sync = self.sync
+        steps, name, write, transaction = sync.steps, sync.name, sync.write, sync.transaction
+        async def method(*args: P.args, **kwargs: P.kwargs) -> T:
+            sessions, records = (sync.counts(instance, args, kwargs) if runner.tracing
+                                 else (None, None))
+            return await runner.arun(name, lambda: steps(instance, *args, **kwargs),
+                                     write=write, transaction=transaction,
+                                     sessions=sessions, records=records)
+
+        functools.update_wrapper(method, sync.steps)
+        method.__name__ = method.__qualname__ = self.name
+        _keep(instance, self.name, self, method)
+        return method
+
+
+def operation(*, write: bool = False, transaction: bool = False
+              ) -> Callable[[Callable[Concatenate[Any, P], Operation[T]]], OperationMethod[P, T]]:
+    """Declare a backend method written once as an operation (a generator of requests).
+
+    The decorated generator method becomes the sync method, run by the
+    instance's ``runner`` (a :class:`Runner`); ``its.async_twin`` is the async
+    method::
+
+        @operation()
+        def fetch(self, session_id: str, *, limit: int | None = None
+                  ) -> Operation[list[dict[str, Any]]]:
+            rows = yield ("SELECT ...", (session_id,))
+            return [decode_record(text) for (text,) in rows]
+
+        afetch = fetch.async_twin
+
+    Args:
+        write: The operation changes the store: retried only when the driver
+            says nothing of it ran.
+        transaction: Its requests run in one transaction.
+
+    For spans, the arguments named ``session_id``, ``session_ids``,
+    ``records``, ``texts`` and ``batches`` count the sessions and records.
+    """
+    def decorate(steps: Callable[Concatenate[Any, P], Operation[T]]) -> OperationMethod[P, T]:
+        return OperationMethod(steps, write=write, transaction=transaction)
+
+    return decorate
