@@ -76,7 +76,7 @@ def test_copy_takes_every_session_whole_to_sqlite_and_a_rerun_writes_nothing(
     report = json.loads(first.stdout)
     assert report["sessions"] == len(SESSIONS)
     assert report["messages_written"] == sum(len(records) for records in stored.values())
-    assert report["sessions_differing"] == []
+    assert report["mismatched"] == []
 
     copied = SqliteBackend(SqliteBackend.Config(path=str(target)))
     listed = [info.session_id for page in _pages(copied) for info in page]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pymysql
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
-from chathistory_sqlalchemy.errors import is_transient, translate
-from sqlalchemy import Engine, exc, inspect, text
+from chathistory_sqlalchemy.errors import CommitFailed, NotConnected, is_transient, translate
+from sqlalchemy import Connection, Engine, event, exc, inspect, text
 
 from chathistory import (
     BackendUnavailableError,
@@ -31,27 +31,31 @@ def _mysql(code: int, message: str, statement: str | None = "INSERT ...") -> exc
 
 
 def test_what_may_be_repeated() -> None:
-    refused = _mysql(2003, "Can't connect to MySQL server", statement=None)
-    assert is_transient(refused, write=True)                       # nothing was sent
+    refused = NotConnected(_mysql(2003, "Can't connect to MySQL server", statement=None))
+    assert is_transient(refused, write=True)                        # nothing was sent
     assert is_transient(_mysql(1213, "Deadlock found"), write=True)  # rolled back
     assert is_transient(_mysql(1205, "Lock wait timeout"), write=True)
     lost = _mysql(2013, "Lost connection to server during query")
     assert is_transient(lost, write=False)                          # a read: repeat it
-    assert not is_transient(lost, write=True)                       # may have committed
-    assert not is_transient(_mysql(1045, "Access denied", statement=None))
-    assert is_transient(_mysql(1050, "Table exists"), create=True)  # raced another creator
-    assert not is_transient(_mysql(1050, "Table exists"))
+    assert is_transient(lost, write=True)                           # not committed
+    assert not is_transient(CommitFailed(lost), write=True)         # may have committed
+    assert is_transient(CommitFailed(lost), write=False)
+    assert not is_transient(NotConnected(_mysql(1045, "Access denied", statement=None)),
+                            write=False)
+    assert is_transient(_mysql(1050, "Table exists"), write=False)  # raced another creator
+    assert not is_transient(_mysql(1050, "Table exists"), write=True)
     busy = exc.DBAPIError.instance("INSERT", {}, sqlite3.OperationalError(
         "database is locked"), sqlite3.Error)
     busy.orig.sqlite_errorcode = 5  # type: ignore[union-attr]
     assert is_transient(busy, write=True)
-    assert not is_transient(RecordError("bad"))
+    assert not is_transient(RecordError("bad"), write=False)
 
 
 def test_translations_name_the_server_and_never_the_parameters() -> None:
     error = _mysql(2013, "Lost connection to server during query")
     error.params = {"session_id": "private-session", "message": "private text"}
-    translated = translate(error, action="append", server="mysql+pymysql://u:***@db/chat")
+    translated = translate(CommitFailed(error), action="append",
+                           server="mysql+pymysql://u:***@db/chat")
     assert isinstance(translated, BackendUnavailableError)
     assert "stored entirely or not at all" in str(translated)
     assert "private" not in str(translated)
@@ -85,12 +89,29 @@ def test_a_read_on_a_killed_connection_is_repeated_on_a_new_one(
     assert len(backend.fetch("s")) == 2
 
 
-def test_a_write_on_a_killed_connection_is_not_repeated_and_says_so(
+def test_a_write_whose_connection_is_lost_before_its_commit_is_repeated_once(
     backend: SQLAlchemyBackend, mysql_admin: Engine
 ) -> None:
     _kill_pooled_connection(backend, mysql_admin)
+    backend.append("s", numbered_records(1, prefix="late"))
+    assert [r["data"]["content"] for r in backend.fetch("s")] == ["m0", "m1", "late0"]
+
+
+def test_a_write_whose_commit_is_lost_is_not_repeated_and_says_so(
+    backend: SQLAlchemyBackend, mysql_admin: Engine
+) -> None:
+    killed: list[int] = []
+
+    @event.listens_for(backend.client.engine(), "commit")
+    def kill_before_the_first_commit(connection: Connection) -> None:
+        if not killed:  # a repeat of the append would commit, and store the batch
+            killed.append(connection.connection.dbapi_connection.thread_id())  # type: ignore[union-attr]
+            with mysql_admin.connect() as admin:
+                admin.execute(text(f"KILL CONNECTION {killed[0]}"))
+
     with pytest.raises(BackendUnavailableError, match="stored entirely or not at all"):
         backend.append("s", numbered_records(3, prefix="late"))
+    event.remove(backend.client.engine(), "commit", kill_before_the_first_commit)
     assert [r["data"]["content"] for r in backend.fetch("s")] == ["m0", "m1"]
 
 

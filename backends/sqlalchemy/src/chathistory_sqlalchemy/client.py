@@ -1,13 +1,13 @@
-"""The engines: built from the config (or the application's), lent, and disposed.
+"""The driver of the core's runner: SQLAlchemy engines, built from the config or the application's.
 
 Everything here is SQLAlchemy's own machinery: ``create_engine`` and
 ``create_async_engine`` with their pools (``QueuePool`` and its async twin),
 ``pool_pre_ping`` to replace a connection the server dropped, and
-``pool_recycle`` for MySQL's idle timeout.
+``pool_recycle`` for MySQL's idle timeout. The runner asks for one async
+engine per event loop (:meth:`SQLAlchemyDriver.open_pool`), as for every backend.
 
-An async engine's connections belong to the event loop that opened them, so
-the backend keeps one async engine per running loop (built on its first async
-call in that loop); the engines of loops that have ended are dropped.
+A request is a statement and its parameters (the reply: its rows), or a
+function of a sync ``Connection`` (run through ``run_sync`` on an async one).
 
 Connecting to a SQLite file that does not exist creates it, so every call but
 ``create_collection`` first checks that the file is there (once: after it has
@@ -17,11 +17,11 @@ been seen, or created, the check costs nothing).
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
@@ -29,12 +29,12 @@ from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from chathistory import CollectionMissingError, ConfigError
+from chathistory.driver import Call, Driver
+from chathistory_sqlalchemy import errors
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 from chathistory_sqlalchemy.sql import MYSQL_DIALECTS
 
-__all__ = ["ASYNC_DRIVERS", "Client", "async_url_for"]
-
-T = TypeVar("T")
+__all__ = ["ASYNC_DRIVERS", "SQLAlchemyDriver", "async_url_for"]
 
 ASYNC_DRIVERS: dict[str, tuple[str, ...]] = {
     "mysql": ("aiomysql", "asyncmy"),
@@ -44,18 +44,18 @@ ASYNC_DRIVERS: dict[str, tuple[str, ...]] = {
 }
 """The async drivers SQLAlchemy has for each dialect, in the order they are preferred."""
 
+ACTIONS = {"create_collection": "create the table", "clear": "clear", "append": "append",
+           "append_many": "append", "append_many_text": "append"}
+"""How an operation is named in errors; the others read."""
+
 
 def _parse(secret: str, option: str) -> URL:
     try:
-        return make_url(secret)
+        url = make_url(secret)
     except (sa_exc.ArgumentError, ValueError):
         # SQLAlchemy's message repeats the whole string, password included.
         raise ConfigError(f"backend 'sqlalchemy': option {option!r} is not a SQLAlchemy URL "
                           "(dialect+driver://user:password@host:port/database)") from None
-
-
-def _checked(url: URL, option: str) -> URL:
-    """``url`` made ready: utf8mb4 on MySQL/MariaDB; an in-memory SQLite refused."""
     dialect = url.get_backend_name()
     if dialect in MYSQL_DIALECTS:
         charset = url.query.get("charset")
@@ -99,22 +99,13 @@ def _check_type(option: str, value: object, expected: type, what: str) -> None:
                           f"not {type(value).__name__}")
 
 
-async def _dispose_at_loop_shutdown(engine: AsyncEngine) -> AsyncGenerator[None]:
-    """Started once, and finalized by the loop's ``shutdown_asyncgens`` (or by aclose):
-    disposes of ``engine``'s connections inside their own loop, before it closes."""
-    try:
-        yield
-        yield  # never resumed: only finalized
-    finally:
-        await engine.dispose()
-
-
-class Client:
+class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
     """The backend's engines: its own, built from ``url``, or the application's.
 
     Attributes:
         server: The database's URL with its password hidden, for messages.
         dialect: The SQLAlchemy dialect (``dialect.name`` is "mysql", "sqlite"...).
+        async_url: The URL of the async engines built per event loop, if any.
         has_async: Whether the async methods run natively (an async engine exists or
             can be built), rather than in worker threads.
     """
@@ -124,19 +115,14 @@ class Client:
         _check_type("async_engine", config.async_engine, AsyncEngine,
                     "a sqlalchemy.ext.asyncio.AsyncEngine")
         self.config = config
-        self._lock = threading.Lock()
-        # Per loop: our async engine, and the generator that disposes of it at shutdown.
-        self._async_engines: dict[asyncio.AbstractEventLoop,
-                                  tuple[AsyncEngine, AsyncGenerator[None]]] = {}
         self.owns_engine = config.url is not None
         self._engine: Engine | None = config.engine
         self.async_url: URL | None = None
         if config.async_url is not None:
-            self.async_url = _checked(_parse(config.async_url.get_secret_value(), "async_url"),
-                                      "async_url")
+            self.async_url = _parse(config.async_url.get_secret_value(), "async_url")
         if config.url is not None:
-            url = _checked(_parse(config.url.get_secret_value(), "url"), "url")
-            self._engine = self._build(url)
+            url = _parse(config.url.get_secret_value(), "url")
+            self._engine = self._build(create_engine, url)
             if self.async_url is None and config.async_engine is None and config.native_async:
                 self.async_url = async_url_for(url)
         if not config.native_async and config.async_engine is None:
@@ -146,34 +132,18 @@ class Client:
         self.server: str = shown.url.render_as_string(hide_password=True)
         self.dialect: Dialect = (self._engine.dialect if self._engine is not None
                                  else config.async_engine.sync_engine.dialect)
-        self.has_async = config.async_engine is not None or self.async_url is not None
+        self.has_async = self.native_async = (config.async_engine is not None
+                                              or self.async_url is not None)
         self._database_file = sqlite_file(shown.url)
         self._database_seen = self._database_file is None
 
-    def require_database(self) -> None:
-        """Refuse a SQLite file that does not exist, before a connection would create it.
-
-        Raises:
-            chathistory.CollectionMissingError: there is no such file (nothing was created).
-        """
-        if self._database_seen:
-            return
-        assert self._database_file is not None
-        if not self._database_file.is_file():
-            raise CollectionMissingError(
-                f"backend 'sqlalchemy': no database at {str(self._database_file)!r} "
-                "(nothing was created; create_collection() creates it; check the path)")
-        self._database_seen = True
-
-    def _options(self) -> dict[str, Any]:
+    def _build(self, build: Callable[..., Any], url: URL) -> Any:
         config = self.config
-        return {"pool_size": config.pool_size, "max_overflow": config.max_overflow,
-                "pool_timeout": config.pool_timeout, "pool_recycle": config.pool_recycle,
-                "pool_pre_ping": config.pool_pre_ping, "connect_args": dict(config.connect_args)}
-
-    def _build(self, url: URL) -> Engine:
         try:
-            return create_engine(url, **self._options())
+            return build(url, pool_size=config.pool_size, max_overflow=config.max_overflow,
+                         pool_timeout=config.pool_timeout, pool_recycle=config.pool_recycle,
+                         pool_pre_ping=config.pool_pre_ping,
+                         connect_args=dict(config.connect_args))
         except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
             raise ConfigError(
                 f"backend 'sqlalchemy' cannot load the driver of "
@@ -183,7 +153,18 @@ class Client:
             raise ConfigError(f"backend 'sqlalchemy': {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0]}") from None
 
-    # -- sync -----------------------------------------------------------------------------
+    def require_database(self) -> None:
+        """Refuse a SQLite file that does not exist, before a connection would create it.
+
+        Raises:
+            chathistory.CollectionMissingError: there is no such file (nothing was created).
+        """
+        assert self._database_file is not None
+        if not self._database_file.is_file():
+            raise CollectionMissingError(
+                f"backend 'sqlalchemy': no database at {str(self._database_file)!r} "
+                "(nothing was created; create_collection() creates it; check the path)")
+        self._database_seen = True
 
     def engine(self) -> Engine:
         """The engine of the sync calls."""
@@ -193,82 +174,84 @@ class Client:
                 "url or engine")
         return self._engine
 
-    def run(self, work: Callable[[Connection], T], *, transaction: bool, create: bool = False
-            ) -> T:
-        """Run ``work`` on a pooled connection, in a transaction committed at the end if asked.
+    # -- the runner's side ----------------------------------------------------------------
 
-        Only with ``create`` may the connection create a SQLite file that is not there.
-        """
+    @contextmanager
+    def connection(self, call: Call) -> Iterator[Connection]:
+        """A pooled connection; with ``call.transaction``, committed at the end."""
         engine = self.engine()
-        if not create:
+        if not self._database_seen and call.operation != "create_collection":
             self.require_database()
-        with engine.begin() if transaction else engine.connect() as connection:
-            result = work(connection)
+        try:
+            connection = engine.connect()
+        except sa_exc.DBAPIError as error:
+            raise errors.NotConnected(error) from error
+        with connection:  # closing rolls back what was not committed
+            yield connection
+            if call.transaction:
+                try:
+                    connection.commit()
+                except sa_exc.DBAPIError as error:
+                    raise errors.CommitFailed(error) from error
         self._database_seen = True
-        return result
 
-    # -- async ----------------------------------------------------------------------------
+    def send(self, connection: Connection, request: Any) -> Any:
+        if callable(request):
+            return request(connection)
+        result = connection.execute(*request)
+        return result.all() if result.returns_rows else []
 
-    async def async_engine(self) -> AsyncEngine:
-        """The async engine of the running event loop: the application's, or one of ours.
-
-        Ours is built in a worker thread (building one imports the driver and, for
-        SQLite, resolves the file's path: blocking calls). It is disposed of when the
-        loop shuts down (``asyncio.run`` finalizes async generators, and one of ours
-        holds the engine), by :meth:`aclose`, or dropped once its loop has ended.
-        """
+    async def open_pool(self) -> AsyncEngine:
         if self.config.async_engine is not None:
             return self.config.async_engine  # type: ignore[no-any-return]
-        loop = asyncio.get_running_loop()
-        held = self._async_engines.get(loop)
-        if held is not None:
-            return held[0]
         assert self.async_url is not None
-        engine = await asyncio.to_thread(create_async_engine, self.async_url, **self._options())
-        with self._lock:
-            self._forget_ended_loops()
-            held = self._async_engines.get(loop)
-            if held is not None:
-                engine.sync_engine.dispose(close=False)  # another task built one first
-                return held[0]
-            guard = _dispose_at_loop_shutdown(engine)
-            self._async_engines[loop] = (engine, guard)
-        await anext(guard)  # the loop now finalizes it at shutdown
-        return engine
+        # In a worker thread: building one imports the driver and, for SQLite, resolves
+        # the file's path (blocking calls).
+        return await asyncio.to_thread(
+            self._build, create_async_engine, self.async_url)
 
-    async def arun(self, work: Callable[[AsyncConnection], Awaitable[T]], *,
-                   transaction: bool, create: bool = False) -> T:
-        """Async :meth:`run`, on the running loop's async engine."""
-        if not create and not self._database_seen:
+    @asynccontextmanager
+    async def async_connection(self, pool: AsyncEngine, call: Call
+                               ) -> AsyncIterator[AsyncConnection]:
+        if not self._database_seen and call.operation != "create_collection":
             await asyncio.to_thread(self.require_database)
-        engine = await self.async_engine()
-        async with engine.begin() if transaction else engine.connect() as connection:
-            result = await work(connection)
+        try:
+            connection = await pool.connect()
+        except sa_exc.DBAPIError as error:
+            raise errors.NotConnected(error) from error
+        try:
+            yield connection
+            if call.transaction:
+                try:
+                    await connection.commit()
+                except sa_exc.DBAPIError as error:
+                    raise errors.CommitFailed(error) from error
+        finally:
+            await connection.close()  # rolls back what was not committed
         self._database_seen = True
-        return result
 
-    def _forget_ended_loops(self) -> None:
-        """Drop the engines of loops that have ended (their connections cannot be closed)."""
-        for loop in [loop for loop in self._async_engines if loop.is_closed()]:
-            self._async_engines.pop(loop)[0].sync_engine.dispose(close=False)
+    async def asend(self, connection: AsyncConnection, request: Any) -> Any:
+        if callable(request):
+            return await connection.run_sync(request)
+        result = await connection.execute(*request)
+        return result.all() if result.returns_rows else []
 
-    # -- closing --------------------------------------------------------------------------
+    async def close_pool(self, pool: AsyncEngine) -> None:
+        if pool is not self.config.async_engine:
+            await pool.dispose()
+
+    def forget_pool(self, pool: AsyncEngine) -> None:
+        if pool is not self.config.async_engine:
+            pool.sync_engine.dispose(close=False)  # its loop has ended: drop, do not close
+
+    def is_transient(self, error: BaseException, *, write: bool) -> bool:
+        return errors.is_transient(error, write=write)
+
+    def translate(self, error: BaseException, call: Call) -> BaseException:
+        return errors.translate(error, action=ACTIONS.get(call.operation, "read"),
+                                server=self.server)
 
     def close(self) -> None:
-        """Dispose of the backend's own sync engine's pool, and the async engines of ended
-        loops. The application's engines are left alone; a later call reconnects."""
+        """Dispose of the own sync engine's pool; the application's engines are left alone."""
         if self.owns_engine and self._engine is not None:
             self._engine.dispose()
-        with self._lock:
-            self._forget_ended_loops()
-
-    async def aclose(self) -> None:
-        """:meth:`close`, in a worker thread, and dispose of this loop's own async engine."""
-        if self.owns_engine:
-            await asyncio.to_thread(self.close)
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            self._forget_ended_loops()
-            held = self._async_engines.pop(loop, None)
-        if held is not None:
-            await held[1].aclose()  # disposes of the engine

@@ -1,20 +1,22 @@
-"""SQLAlchemy's errors read as chathistory's, and which of them ``retry_transient`` may repeat.
+"""SQLAlchemy's errors read as chathistory's, and which of them the core's retry may repeat.
 
-A call is repeated only when that is harmless:
+A try is repeated only when that is harmless:
 
-- nothing reached the server: no connection could be opened (SQLAlchemy
-  raises those with no ``statement``), or the pool lent none;
-- the server rolled the statement or transaction back and said so: a
-  deadlock (MySQL 1213) or a lock wait timeout (1205, which may undo only the
-  statement: the failed call's transaction is then rolled back whole, so
-  nothing of it stays), or SQLite was busy or locked (nothing was written);
-- creating or upgrading the table (a step of its schema, or the row recording
-  it) raced another process doing the same (it now exists);
-- or the call does not write (``write=False``: fetch, clear, create, each
-  safe to run twice) and the connection was lost.
+- nothing reached the server: no connection could be opened
+  (:class:`NotConnected`), but not a refused login or an unknown database;
+- nothing was committed: the server rolled the statement or transaction back
+  and said so (a deadlock, MySQL 1213, or a lock wait timeout, 1205: the
+  try's transaction is then rolled back whole), SQLite was busy or locked, or
+  the connection was lost before the commit was sent (the server rolls back
+  what it had not been told to commit);
+- creating or upgrading the table raced another process doing the same (a
+  table, column, index or version row that now exists);
+- or the call does not write (fetch, list, create: each safe to run twice)
+  and the connection was lost.
 
-An append whose connection is lost after the statement was sent is not
-repeated: it may have committed, and a repeat would store the batch twice.
+A write whose connection is lost while its commit is under way
+(:class:`CommitFailed`) is not repeated: it may have committed, and a repeat
+would store the batch twice.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from chathistory import (
     RecordError,
 )
 
-__all__ = ["ConnectFailed", "ListingIndexMissing", "error_code", "is_transient", "reason",
+__all__ = ["CommitFailed", "NotConnected", "error_code", "index_missing", "is_transient",
            "translate"]
 
 # MySQL/MariaDB server and client error numbers.
@@ -45,7 +47,6 @@ ROLLED_BACK = frozenset({1205, 1213})  # lock wait timeout, deadlock
 CREATE_RACES = frozenset({1050, 1060, 1061, 1062, 1684})
 UNKNOWN_COLUMN = 1054
 CONNECTION_LOST = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080})
-CANNOT_CONNECT = frozenset({2002, 2003, 2005, 2026, 1040, 1129, 1130})
 NO_SUCH_TABLE = 1146
 RECORD_REFUSED = frozenset({1366, 1406, 1153, 1301})  # bad string, too long, packet too big
 # SQLite: SQLITE_BUSY, SQLITE_LOCKED; SQLITE_READONLY, SQLITE_PERM, SQLITE_AUTH;
@@ -56,19 +57,28 @@ SQLITE_CANTOPEN = 14
 SQLITE_TOOBIG = 18
 
 
-class ConnectFailed(BackendUnavailableError):
-    """No connection to the database could be opened: nothing was sent, any call may repeat."""
+class NotConnected(Exception):
+    """No connection could be lent or opened: nothing of the try was sent."""
+
+    def __init__(self, error: sa_exc.DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-class ListingIndexMissing(ChatHistoryError):
-    """A page of sessions could not be read through the listing index: the table lacks it.
+class CommitFailed(Exception):
+    """The commit failed: on a lost connection, whether it committed is unknown."""
 
-    (MySQL's ``session_key`` column, or SQLite's index; ``create_collection``
-    adds them.) The backend then reads the page from the table itself.
-    """
+    def __init__(self, error: sa_exc.DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    return error.error if isinstance(error, NotConnected | CommitFailed) else error
 
 
 def _driver_error(error: BaseException) -> BaseException:
+    error = _unwrapped(error)
     return error.orig if isinstance(error, sa_exc.DBAPIError) and error.orig else error
 
 
@@ -89,8 +99,7 @@ def reason(error: BaseException) -> str:
     if len(args) >= 2 and isinstance(args[0], int) and isinstance(args[1], str):
         text = f"({args[0]}) {args[1]}"
     else:
-        text = str(driver) if not isinstance(driver, sa_exc.StatementError) else \
-            str(driver.orig or type(driver).__name__)
+        text = str(driver)
     return (text.strip().split("\n")[0] or type(driver).__name__)[:500]
 
 
@@ -98,33 +107,34 @@ def _sqlite(error: BaseException) -> bool:
     return isinstance(_driver_error(error), sqlite3.Error)
 
 
-def _not_sent(error: sa_exc.DBAPIError) -> bool:
-    """A failure to connect (SQLAlchemy gives no statement then), but not a refused login."""
-    if not isinstance(error, sa_exc.OperationalError) or error.statement is not None:
-        return False
-    code = error_code(error)
-    if _sqlite(error):
-        return code in SQLITE_BUSY
-    return code not in ACCESS_DENIED and code != UNKNOWN_DATABASE
+def _lost(error: BaseException) -> bool:
+    inner = _unwrapped(error)
+    return isinstance(inner, sa_exc.DBAPIError) and (
+        inner.connection_invalidated or (not _sqlite(error)
+                                         and error_code(error) in CONNECTION_LOST))
 
 
-def is_transient(error: BaseException, *, write: bool = False, create: bool = False) -> bool:
-    """Whether the call that raised ``error`` may run again: see the module's docstring."""
-    if isinstance(error, ConnectFailed):
-        return True
+def index_missing(error: BaseException) -> bool:
+    """Whether a listing failed for want of the listing column (MySQL) or index (SQLite)."""
     if not isinstance(error, sa_exc.DBAPIError):
         return False
-    if _not_sent(error):
-        return True
-    code = error_code(error)
     if _sqlite(error):
-        if code in SQLITE_BUSY:
-            return True
-        return create and ("already exists" in reason(error)
-                           or "UNIQUE constraint failed" in reason(error))
-    if code in ROLLED_BACK or (create and code in CREATE_RACES):
+        return "no such index" in reason(error)
+    return error_code(error) == UNKNOWN_COLUMN
+
+
+def is_transient(error: BaseException, *, write: bool) -> bool:
+    """Whether the try that raised ``error`` may run again: see the module's docstring."""
+    code, sqlite = error_code(error), _sqlite(error)
+    if isinstance(error, NotConnected):
+        return code in SQLITE_BUSY if sqlite else code not in ACCESS_DENIED | {UNKNOWN_DATABASE}
+    if sqlite:
+        text = reason(error)
+        return code in SQLITE_BUSY or (not write and ("already exists" in text
+                                                      or "UNIQUE constraint" in text))
+    if code in ROLLED_BACK or (not write and code in CREATE_RACES):
         return True
-    return not write and (error.connection_invalidated or code in CONNECTION_LOST)
+    return _lost(error) and not (write and isinstance(error, CommitFailed))
 
 
 def translate(error: BaseException, *, action: str, server: str) -> BaseException:
@@ -133,13 +143,14 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
     ``server`` is the URL without its password. No message repeats the
     statement's parameters (session ids, messages) or the password.
     """
-    if isinstance(error, sa_exc.TimeoutError):
-        return BackendUnavailableError(
-            f"backend 'sqlalchemy' failed to {action} on {server}: no pooled connection "
-            "became free in time (every connection is busy; raise pool_size or max_overflow)")
-    if not isinstance(error, sa_exc.DBAPIError):
-        return error
     where = f"backend 'sqlalchemy' failed to {action} on {server}"
+    inner = _unwrapped(error)
+    if isinstance(inner, sa_exc.TimeoutError):
+        return BackendUnavailableError(
+            f"{where}: no pooled connection became free in time (every connection is busy; "
+            "raise pool_size or max_overflow)")
+    if not isinstance(inner, sa_exc.DBAPIError):
+        return error
     text, code, sqlite = reason(error), error_code(error), _sqlite(error)
     if (not sqlite and code in ACCESS_DENIED) or (sqlite and code in SQLITE_REFUSED):
         return PermissionDeniedError(f"{where}: the database refused: {text}")
@@ -147,19 +158,18 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
         return ConfigError(f"{where}: {text}")
     if sqlite and code == SQLITE_CANTOPEN:
         return BackendUnavailableError(f"{where}: cannot open the database file: {text}")
-    if error.statement is None and isinstance(error, sa_exc.OperationalError):
-        return ConnectFailed(f"backend 'sqlalchemy' cannot connect to {server}: {text}")
-    lost = error.connection_invalidated or (not sqlite and code in CONNECTION_LOST)
-    if lost and action == "append":
+    if isinstance(error, NotConnected):
+        return BackendUnavailableError(f"backend 'sqlalchemy' cannot connect to {server}: {text}")
+    if _lost(error) and isinstance(error, CommitFailed) and action == "append":
         return BackendUnavailableError(
-            f"{where}: the connection was lost while the batch was being written. "
+            f"{where}: the connection was lost while the batch was being committed. "
             "The batch was stored entirely or not at all (never in part); "
             f"read the session to know which. Cause: {text}")
-    if lost:
+    if _lost(error):
         return BackendUnavailableError(f"{where}: the connection was lost: {text}")
     if action == "append" and ((not sqlite and code in RECORD_REFUSED)
                                or (sqlite and code == SQLITE_TOOBIG)
-                               or isinstance(error, sa_exc.DataError)):
+                               or isinstance(inner, sa_exc.DataError)):
         hint = (" (a MySQL/MariaDB table must be utf8mb4 to hold every character, and its "
                 "message column LONGTEXT for messages over 64 KiB; max_allowed_packet "
                 "bounds a batch)") if not sqlite else ""
@@ -169,10 +179,7 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
         return CollectionMissingError(
             f"{where}: {text} (nothing was created; create_collection() creates the table; "
             "ChatHistory calls it on first use)")
-    if action == "list sessions" and ((not sqlite and code == UNKNOWN_COLUMN)
-                                      or (sqlite and "no such index" in text)):
-        return ListingIndexMissing(f"{where}: {text}")
-    if isinstance(error, sa_exc.OperationalError):
+    if isinstance(inner, sa_exc.OperationalError):
         # Short of something (disk, locks, connections): unavailable, not repeated.
         return BackendUnavailableError(f"{where}: {text}")
     return ChatHistoryError(f"{where}: {type(_driver_error(error)).__name__}: {text}")
