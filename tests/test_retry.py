@@ -3,6 +3,7 @@ import asyncio
 import pytest
 
 from chathistory import BackendUnavailableError, aretry_transient, retry_transient
+from chathistory.retry import retry_after
 
 
 class Flaky:
@@ -139,3 +140,36 @@ def test_the_async_twin_translates_the_same_way() -> None:
 
     assert asyncio.run(aretry_transient(flaky, backend="x", is_transient=driver_transient,
                                         translate=translate)) == "ok"
+
+
+def test_each_retry_is_announced_with_its_try_number_and_error() -> None:
+    call = Flaky(3, ConnectionError("blip"))
+    told: list[tuple[int, str]] = []
+    assert retry_transient(call, backend="x", is_transient=transient, max_wait=0.01,
+                           on_retry=lambda attempt, error: told.append((attempt, str(error)))
+                           ) == "ok"
+    assert told == [(1, "blip"), (2, "blip"), (3, "blip")]
+    down = Flaky(10, ConnectionError("down"))
+    told.clear()
+
+    async def failing() -> str:
+        return down()
+
+    with pytest.raises(BackendUnavailableError, match="after 3 attempts"):
+        asyncio.run(aretry_transient(failing, backend="x", is_transient=transient, attempts=3,
+                                     max_wait=0.01, on_retry=lambda n, e: told.append((n, "")))
+                    )
+    assert [attempt for attempt, _ in told] == [1, 2]  # the last try is not retried
+
+
+def test_retry_after_continues_from_a_first_try_made_by_the_caller() -> None:
+    call = Flaky(10, ConnectionError("down"))
+    call.calls = 1  # the caller's own first try failed
+    with pytest.raises(BackendUnavailableError, match="after 3 attempts: ConnectionError: down"):
+        retry_after(ConnectionError("down"), call, backend="x", is_transient=transient,
+                    attempts=3, max_wait=0.01)
+    assert call.calls == 3
+    refused = Flaky(0, KeyError("bug"))
+    with pytest.raises(KeyError):
+        retry_after(KeyError("bug"), refused, backend="x", is_transient=transient)
+    assert refused.calls == 0  # not transient: no second try

@@ -26,7 +26,14 @@ from tenacity import (
 
 from chathistory.errors import BackendUnavailableError
 
-__all__ = ["OnRetry", "Translate", "aretry_transient", "retry_transient"]
+__all__ = [
+    "OnRetry",
+    "Translate",
+    "aretry_after",
+    "aretry_transient",
+    "retry_after",
+    "retry_transient",
+]
 
 T = TypeVar("T")
 
@@ -118,17 +125,31 @@ def retry_transient(call: Callable[[], T], *, backend: str,
     try:
         return call()
     except Exception as error:
-        _first_failed(error, backend, is_transient, translate, attempts, on_retry)
+        return retry_after(error, call, backend=backend, is_transient=is_transient,
+                           translate=translate, attempts=attempts, max_wait=max_wait,
+                           on_retry=on_retry)
+
+
+def retry_after(error: Exception, call: Callable[[], T], *, backend: str,
+                is_transient: Callable[[BaseException], bool],
+                translate: Translate | None = None, attempts: int = 4,
+                max_wait: float = 1.0, on_retry: OnRetry | None = None) -> T:
+    """The rest of :func:`retry_transient`, once its first try of ``call`` raised ``error``.
+
+    For a caller that makes the first try itself, at no cost when it succeeds
+    (the runner does); the arguments are :func:`retry_transient`'s.
+    """
+    _first_failed(error, backend, is_transient, translate, attempts, on_retry)
     time.sleep(_FIRST_WAIT)
     try:
         for attempt in Retrying(**_policy(is_transient, attempts - 1, max_wait, on_retry)):  # type: ignore[arg-type]
             with attempt:
                 return call()
-    except RetryError as error:
-        cause = error.last_attempt.exception()
+    except RetryError as retried:
+        cause = retried.last_attempt.exception()
         raise _unavailable(backend, attempts, cause, translate) from cause
-    except Exception as error:
-        _raise_final(error, translate)
+    except Exception as final:
+        _raise_final(final, translate)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -141,16 +162,26 @@ async def aretry_transient(call: Callable[[], Awaitable[T]], *, backend: str,
     try:
         return await call()
     except Exception as error:
-        _first_failed(error, backend, is_transient, translate, attempts, on_retry)
+        return await aretry_after(error, call, backend=backend, is_transient=is_transient,
+                                  translate=translate, attempts=attempts, max_wait=max_wait,
+                                  on_retry=on_retry)
+
+
+async def aretry_after(error: Exception, call: Callable[[], Awaitable[T]], *, backend: str,
+                       is_transient: Callable[[BaseException], bool],
+                       translate: Translate | None = None, attempts: int = 4,
+                       max_wait: float = 1.0, on_retry: OnRetry | None = None) -> T:
+    """Async :func:`retry_after`."""
+    _first_failed(error, backend, is_transient, translate, attempts, on_retry)
     await asyncio.sleep(_FIRST_WAIT)
     try:
         async for attempt in AsyncRetrying(**_policy(is_transient, attempts - 1, max_wait,
                                                      on_retry)):  # type: ignore[arg-type]
             with attempt:
                 return await call()
-    except RetryError as error:
-        cause = error.last_attempt.exception()
+    except RetryError as retried:
+        cause = retried.last_attempt.exception()
         raise _unavailable(backend, attempts, cause, translate) from cause
-    except Exception as error:
-        _raise_final(error, translate)
+    except Exception as final:
+        _raise_final(final, translate)
     raise AssertionError("unreachable")  # pragma: no cover

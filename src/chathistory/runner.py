@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from chathistory.driver import AsyncConn, AsyncPool, Call, Conn, Driver, Operation
-from chathistory.retry import aretry_transient, retry_transient
+from chathistory.retry import aretry_after, retry_after
 
 __all__ = ["Runner", "package_logger"]
 
@@ -141,13 +141,21 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
             return result
 
     def _run(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
+        try:
+            return self._once(call, steps)
+        except Exception as error:
+            return retry_after(error, lambda: self._once(call, steps), **self._policy(call))
+
+    def _policy(self, call: Call) -> dict[str, Any]:
+        """The retry settings of ``call``, for its tries after the first failed."""
         driver = self.driver
-        return retry_transient(
-            lambda: self._once(call, steps), backend=self.backend,
-            is_transient=lambda error: driver.is_transient(error, write=call.write),
-            translate=lambda error: driver.translate(error, call),
-            attempts=self.attempts, max_wait=self.max_wait,
-            on_retry=lambda attempt, error: self._log_retry(call, attempt, error))
+        return {
+            "backend": self.backend,
+            "is_transient": lambda error: driver.is_transient(error, write=call.write),
+            "translate": lambda error: driver.translate(error, call),
+            "attempts": self.attempts, "max_wait": self.max_wait,
+            "on_retry": lambda attempt, error: self._log_retry(call, attempt, error),
+        }
 
     def _once(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         operation = steps()
@@ -194,13 +202,11 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
     async def _arun(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         if not self.driver.native_async:
             return await asyncio.to_thread(self._run, call, steps)
-        driver = self.driver
-        return await aretry_transient(
-            lambda: self._aonce(call, steps), backend=self.backend,
-            is_transient=lambda error: driver.is_transient(error, write=call.write),
-            translate=lambda error: driver.translate(error, call),
-            attempts=self.attempts, max_wait=self.max_wait,
-            on_retry=lambda attempt, error: self._log_retry(call, attempt, error))
+        try:
+            return await self._aonce(call, steps)
+        except Exception as error:
+            return await aretry_after(error, lambda: self._aonce(call, steps),
+                                      **self._policy(call))
 
     async def _aonce(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         operation = steps()
