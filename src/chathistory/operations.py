@@ -108,10 +108,9 @@ class OperationMethod(Generic[P, T]):
         steps, name, write, transaction = self.steps, self.name, self.write, self.transaction
 
         def method(*args: P.args, **kwargs: P.kwargs) -> T:
-            sessions, records = (self.counts(instance, args, kwargs) if runner.tracing
-                                 else (None, None))
             return runner.run(name, lambda: steps(instance, *args, **kwargs), write=write,
-                              transaction=transaction, sessions=sessions, records=records)
+                              transaction=transaction,
+                              counts=lambda: self.counts(instance, args, kwargs))
 
         functools.update_wrapper(method, self.steps)
         _keep(instance, self.name, self, method)
@@ -155,11 +154,9 @@ class AsyncOperationMethod(Generic[P, T]):
         sync = self.sync
         steps, name, write, transaction = sync.steps, sync.name, sync.write, sync.transaction
         async def method(*args: P.args, **kwargs: P.kwargs) -> T:
-            sessions, records = (sync.counts(instance, args, kwargs) if runner.tracing
-                                 else (None, None))
             return await runner.arun(name, lambda: steps(instance, *args, **kwargs),
                                      write=write, transaction=transaction,
-                                     sessions=sessions, records=records)
+                                     counts=lambda: sync.counts(instance, args, kwargs))
 
         functools.update_wrapper(method, sync.steps)
         method.__name__ = method.__qualname__ = self.name

@@ -16,9 +16,12 @@ from typing import Any, Generic, TypeVar
 from chathistory.driver import AsyncConn, AsyncPool, Call, Conn, Driver, Operation
 from chathistory.retry import aretry_after, retry_after
 
-__all__ = ["Runner", "package_logger"]
+__all__ = ["Counts", "Runner", "package_logger"]
 
 T = TypeVar("T")
+
+Counts = Callable[[], tuple[int | None, int | None]]
+"""Gives the sessions and records an operation touches, for its span."""
 
 
 def package_logger(backend: object) -> logging.Logger:
@@ -38,14 +41,14 @@ class _Tracing:
     """OpenTelemetry, when opentelemetry-api is installed; looked up on the first operation.
 
     Without it nothing is imported. With it but no tracer provider set (or a
-    no-op one), an operation makes no span at all: a check of one global.
+    no-op one), an operation makes no span at all. A provider, once set, is
+    final (OpenTelemetry refuses to replace it), so it is looked up only until then.
     """
 
     def __init__(self) -> None:
         self.loaded = False
         self.trace: Any = None
-        self._idle: tuple[type, ...] = ()
-        self._provider: Any = None
+        self._final = False
         self._tracer: Any = None
 
     def load(self) -> bool:
@@ -56,17 +59,19 @@ class _Tracing:
                 pass
             else:
                 self.trace = trace
-                self._idle = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
             self.loaded = True
         return self.trace is not None
 
     def tracer(self) -> Any:
-        """The tracer of the provider set now, or None when none records spans."""
+        """The tracer of the provider set, or None while none is (or a no-op one is)."""
+        if self._final:
+            return self._tracer
         provider = self.trace.get_tracer_provider()
-        if isinstance(provider, self._idle):
-            return None
-        if provider is not self._provider:
-            self._provider, self._tracer = provider, provider.get_tracer("chathistory")
+        if isinstance(provider, self.trace.ProxyTracerProvider):
+            return None  # none set yet
+        if not isinstance(provider, self.trace.NoOpTracerProvider):
+            self._tracer = provider.get_tracer("chathistory")
+        self._final = True
         return self._tracer
 
 
@@ -120,7 +125,7 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
 
     def run(self, operation: str, steps: Callable[[], Operation[T]], *, write: bool = False,
             transaction: bool = False, sessions: int | None = None,
-            records: int | None = None) -> T:
+            records: int | None = None, counts: Counts | None = None) -> T:
         """Run the operation ``steps()`` builds (again on each retry); return its result.
 
         Args:
@@ -130,11 +135,14 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
             transaction: Its requests run in one transaction.
             sessions: How many sessions it touches, for its span (when known up front).
             records: How many records it writes, for its span.
+            counts: Or a function giving both, called only when a span records.
         """
         call = self.call(operation, write, transaction)
         tracer = _tracing.tracer() if self._otel else None
         if tracer is None:
             return self._run(call, steps)
+        if counts is not None:
+            sessions, records = counts()
         with self._span(tracer, call, sessions, records) as span:
             result = self._run(call, steps)
             _count_result(span, result, sessions, records)
@@ -184,7 +192,8 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
 
     async def arun(self, operation: str, steps: Callable[[], Operation[T]], *,
                    write: bool = False, transaction: bool = False,
-                   sessions: int | None = None, records: int | None = None) -> T:
+                   sessions: int | None = None, records: int | None = None,
+                   counts: Counts | None = None) -> T:
         """Async :meth:`run`: on the running loop's pool, or in a worker thread.
 
         Without native async, the sync path runs in a worker thread (retries
@@ -194,6 +203,8 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         tracer = _tracing.tracer() if self._otel else None
         if tracer is None:
             return await self._arun(call, steps)
+        if counts is not None:
+            sessions, records = counts()
         with self._span(tracer, call, sessions, records) as span:
             result = await self._arun(call, steps)
             _count_result(span, result, sessions, records)
