@@ -8,21 +8,23 @@ Run from the repository root, with Redis on CHATHISTORY_REDIS_URL
 Everything is measured side by side in one run, on the same server, in
 interleaved rounds. Each figure is the median time of one operation over all
 rounds (the spread of the per-round medians is shown after it). The targets
-(issue 10, re-based):
+(issue 18):
 
 * a turn (build the history for a session, read it, append 2 messages), sync
-  and async: at most 1.3x the floor, one bare redis-py connection held open
-  doing the same two round trips (no pool, no timeouts, no error handling,
-  the same JSON work), and at least 5x faster than the peer. The peer builds a
-  client for every history, as its users do; its async methods are
-  langchain-core's executor fallbacks, measured as they are.
+  and async: at most 1.3x the raw redis-py client on its default pool doing
+  the same two round trips with our append script (LRANGE, EVALSHA), the same
+  JSON work included. The ratio to the peer is reported, not a target: the
+  peer builds a client for every history, as its users do, and its async
+  methods are langchain-core's executor fallbacks, measured as they are.
 * ``add_messages`` of 10 messages: within 1.3x of raw redis-py doing one RPUSH
   (serializing the messages included, as an application must).
 * ``get_messages(limit=20)`` on a 100,000-message session: within 2x of the same
   call on a 100-message session.
 
 Raw redis-py (a client on its default pool: one LRANGE, one RPUSH) is printed
-for reference. So is "one bare connection, indexed": the floor whose append is
+for reference, and so is "one bare connection": one redis-py connection held
+open doing the same round trips (no pool, no timeouts, no error handling).
+So is "one bare connection, indexed": the floor whose append is
 the backend's own append script (the push and the sessions index, one
 EVALSHA), which is what the index costs before any of the backend's code runs.
 The backend's connections come from redis-py's blocking pools with its
@@ -265,6 +267,13 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
             "RPUSH", "0", session, len(pushed), *pushed))
         connection.read_response()
 
+    def raw_indexed_turn(session: str) -> None:
+        key = f"{RAW}{session}"
+        messages_from_dict([json.loads(value) for value in raw.lrange(key, 0, -1)])
+        pushed = [dumps(message) for message in TURN]
+        raw.evalsha(append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time, key,
+                    "RPUSH", "0", session, len(pushed), *pushed)
+
     async def ours_aturn(session: str) -> None:
         history = factory(session)
         await history.aget_messages()
@@ -282,6 +291,13 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
             key = f"{RAW}{session}"
             messages_from_dict([json.loads(value) for value in await araw.lrange(key, 0, -1)])
             await araw.rpush(key, *[dumps(message) for message in TURN])
+
+        async def raw_indexed_aturn(session: str) -> None:
+            key = f"{RAW}{session}"
+            messages_from_dict([json.loads(value) for value in await araw.lrange(key, 0, -1)])
+            pushed = [dumps(message) for message in TURN]
+            await araw.evalsha(append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time,
+                               key, "RPUSH", "0", session, len(pushed), *pushed)
 
         aconnection = await araw.connection_pool.get_connection()
 
@@ -307,7 +323,9 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
 
         for number in range(rounds + 1):
             for name, call in (("ours async", ours_aturn), ("peer async", peer_aturn),
-                               ("raw async", raw_aturn), ("floor async", floor_aturn),
+                               ("raw async", raw_aturn),
+                               ("raw indexed async", raw_indexed_aturn),
+                               ("floor async", floor_aturn),
                                ("floor indexed async", floor_indexed_aturn)):
                 sessions = [f"a{number}-{name}-{turn}" for turn in range(turns)]
                 seed(raw, sessions)
@@ -320,7 +338,8 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
 
     for number in range(rounds + 1):
         for name, sync_call in (("ours", ours_turn), ("peer", peer_turn), ("raw", raw_turn),
-                                ("floor", floor_turn), ("floor indexed", floor_indexed_turn)):
+                                ("raw indexed", raw_indexed_turn), ("floor", floor_turn),
+                                ("floor indexed", floor_indexed_turn)):
             sessions = [f"s{number}-{name}-{turn}" for turn in range(turns)]
             seed(raw, sessions)
             gc.collect()
@@ -336,6 +355,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
     asyncio.run(async_rounds())
     # Every contender read HISTORY messages of its own and added 2, no more.
     for key in (f"{OURS}:{{s1-ours-0}}", f"{PEER}s1-peer-0", f"{RAW}s1-raw-0",
+                f"{RAW}s1-raw indexed-0", f"{RAW}a1-raw indexed async-0",
                 f"{RAW}s1-floor-0", f"{OURS}:{{a1-ours async-0}}", f"{PEER}a1-peer async-0",
                 f"{RAW}a1-floor async-0", f"{RAW}s1-floor indexed-0",
                 f"{RAW}a1-floor indexed async-0"):
@@ -390,26 +410,27 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
     for name, label in (("ours", "chathistory redis, sync"),
                         ("peer", "RedisChatMessageHistory, sync"),
                         ("raw", "raw redis-py (LRANGE + RPUSH), sync"),
+                        ("raw indexed", "raw redis-py, our append script, sync"),
                         ("floor", "one bare redis-py connection, sync"),
                         ("floor indexed", "bare connection, our append script, sync"),
                         ("ours async", "chathistory redis, async"),
                         ("peer async", "RedisChatMessageHistory, async (executor)"),
                         ("raw async", "raw redis.asyncio (LRANGE + RPUSH)"),
+                        ("raw indexed async", "raw redis.asyncio, our append script"),
                         ("floor async", "one bare redis.asyncio connection"),
                         ("floor indexed async", "bare connection, our append script, async")):
         print(figures.line(name, label))
-    sync_floor = median("ours") / median("floor")
-    async_floor = median("ours async") / median("floor async")
+    sync_raw = median("ours") / median("raw indexed")
+    async_raw = median("ours async") / median("raw indexed async")
     sync_ratio = median("peer") / median("ours")
     async_ratio = median("peer async") / median("ours async")
-    print(f"  -> sync:  ours / one bare connection = {sync_floor:4.2f}x   "
-          f"(target <= 1.3x: {verdict(sync_floor <= 1.3)})")
-    print(f"  -> async: ours / one bare connection = {async_floor:4.2f}x   "
-          f"(target <= 1.3x: {verdict(async_floor <= 1.3)})")
-    print(f"  -> sync:  peer / ours = {sync_ratio:5.1f}x   "
-          f"(target >= 5x: {verdict(sync_ratio >= 5)})")
-    print(f"  -> async: peer / ours = {async_ratio:5.1f}x   "
-          f"(target >= 5x: {verdict(async_ratio >= 5)})")
+    print(f"  -> sync:  ours / raw redis-py with our append script = {sync_raw:4.2f}x   "
+          f"(target <= 1.3x: {verdict(sync_raw <= 1.3)})")
+    print(f"  -> async: ours / raw redis.asyncio with our append script = {async_raw:4.2f}x   "
+          f"(target <= 1.3x: {verdict(async_raw <= 1.3)})")
+    print(f"  -> ours / one bare connection = {median('ours') / median('floor'):4.2f}x sync, "
+          f"{median('ours async') / median('floor async'):4.2f}x async")
+    print(f"  -> peer / ours = {sync_ratio:5.1f}x sync, {async_ratio:5.1f}x async")
     print(f"  -> the index's own cost: indexed floor / floor = "
           f"{median('floor indexed') / median('floor'):.2f}x sync, "
           f"{median('floor indexed async') / median('floor async'):.2f}x async; "
@@ -443,8 +464,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
           f"(target <= 2x: {verdict(limit_ratio <= 2)})")
     print(f"  (the peer has no limit: reading the 100,000-message session takes it "
           f"{peer_big * 1e3:.0f} ms, once)")
-    met = (sync_floor <= 1.3 and async_floor <= 1.3 and sync_ratio >= 5 and async_ratio >= 5
-           and add_ratio <= 1.3 and limit_ratio <= 2)
+    met = sync_raw <= 1.3 and async_raw <= 1.3 and add_ratio <= 1.3 and limit_ratio <= 2
     print(f"\nall targets {'met' if met else 'NOT met'}")
     return 0
 

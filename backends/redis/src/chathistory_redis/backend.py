@@ -1,7 +1,6 @@
 """The redis backend: one Redis list per session, with an expiry that follows the last write.
 
-redis-py is imported when a backend is built, not with this module, so the
-options can be validated (as the fake swap does) without the driver.
+redis-py is imported when a backend is built, so options validate without it (the fake swap).
 """
 
 from __future__ import annotations
@@ -62,29 +61,17 @@ def _seconds(moment: datetime) -> str:
 class RedisBackend(BaseBackend):
     """Chat histories in Redis: each session is one list, appended to in one round trip.
 
-    * ``append`` is one Lua script: it pushes the whole batch, sets the expiry
-      with ``ttl`` (so every write restarts the session's expiry) and records the
-      session and its write time in the sessions index, atomically, so a batch
-      and its index entry are stored whole or not at all.
-    * ``fetch(limit=n)`` is ``LRANGE key -n -1``: it reads ``n`` values however
-      long the session is.
-    * ``clear`` deletes the session's key and its index entry, nothing else.
-
-    Optional capabilities (``chathistory.capabilities``): ``list_sessions``
-    (pages of ids through the index, with counts and write times; by ``SCAN`` of
-    a store never indexed, since reads write nothing), ``last_write``,
-    ``delete_sessions_before``, ``fetch_many``/``append_many`` and
-    ``fetch_many_text``/``append_many_text`` (the same, each message as its JSON
-    text: what Redis holds), each with its async twin. On a Redis Cluster the
-    index lives in a hash slot of its own, so it is written in a separate
-    command from the session (see the docs for what is atomic there).
+    ``append`` is one Lua script: it pushes the whole batch, restarts the expiry
+    (``ttl``) and records the session's write time in the sessions index,
+    atomically. ``fetch(limit=n)`` is ``LRANGE key -n -1``; ``clear`` deletes
+    the session's key and its index entry. The optional capabilities (listing,
+    write times, prune, bulk reads and writes, as records or JSON texts) go
+    through the index; on a store never indexed, reads ``SCAN`` instead, since
+    reads write nothing. On a Redis Cluster the index has a hash slot of its
+    own, so it is written apart from the session (see the docs).
 
     Each operation is written once, as the Redis commands it sends; the core's
-    runner drives it sync (a ``redis.BlockingConnectionPool``) and async
-    (``redis.asyncio``, a blocking pool per event loop), with one retry path:
-    see :mod:`chathistory_redis.client`. Reads and deletes are retried; an
-    append only when it surely did not run (it was not sent, or Redis answered
-    ``LOADING``), since repeating one Redis may have run would store it twice.
+    runner drives it sync and async (see :mod:`chathistory_redis.client`).
 
     Args:
         config: The options (see :class:`~chathistory_redis.config.RedisConfig`).
@@ -123,9 +110,6 @@ class RedisBackend(BaseBackend):
         self._push = "LPUSH" if self._newest_first else "RPUSH"
         self._ttl = str(config.ttl or 0)  # '0': no expiry
         self._where = self.driver.where
-        # The hot path's command, but for the session: EVALSHA APPEND 3 by-id by-time <key> ...
-        self._append_head: ks.Command = ("EVALSHA", ks.APPEND.sha, 3, self._index.by_id,
-                                         self._index.by_time)
         # Whether the sessions written before the index existed are known to be in it.
         self._indexed = False
 
@@ -153,14 +137,8 @@ class RedisBackend(BaseBackend):
 
     @operation(write=True)
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
-        values = [encode_record(record) for record in records]  # before any I/O
-        if not values:
-            return
-        if self._cluster:
-            yield from self._append_texts({session_id: values})
-            return
-        yield self._once((*self._append_head, self.key(session_id), self._push, self._ttl,
-                          _raw(session_id), len(values), *values))
+        yield from self._append_texts({session_id: [encode_record(record)
+                                                    for record in records]})
 
     @operation()
     def fetch(self, session_id: str, *, limit: int | None = None
@@ -262,9 +240,8 @@ class RedisBackend(BaseBackend):
                     ) -> Operation[None]:
         """Append to many sessions in one script: all of them or none (not on a cluster,
         where each session is appended on its own node)."""
-        encoded = {session_id: [encode_record(record) for record in records]
-                   for session_id, records in batches.items()}  # before any I/O
-        yield from self._append_texts({key: texts for key, texts in encoded.items() if texts})
+        yield from self._append_texts({session_id: [encode_record(record) for record in records]
+                                       for session_id, records in batches.items()})
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
@@ -293,8 +270,7 @@ class RedisBackend(BaseBackend):
                         raise RecordError(
                             f"record {position} of session {session_id!r} cannot be stored "
                             "as UTF-8: it holds a lone surrogate") from None
-        yield from self._append_texts({key: list(texts) for key, texts in batches.items()
-                                       if texts})
+        yield from self._append_texts(batches)
 
     @operation(write=True)
     def reindex(self) -> Operation[int]:
@@ -319,7 +295,9 @@ class RedisBackend(BaseBackend):
 
     # Steps the operations share ----------------------------------------------------------
 
-    def _append_texts(self, batches: dict[str, list[str]]) -> Operation[None]:
+    def _append_texts(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
+        """Append each session's JSON texts (checked or encoded before any I/O)."""
+        batches = {session_id: texts for session_id, texts in batches.items() if texts}
         if not batches:
             return
         by_id, by_time = self.index_keys

@@ -1,25 +1,15 @@
 """The backend's driver: redis-py's own pools (or the application's clients), run by the core.
 
-Without ``client``, the sync methods use one ``redis.BlockingConnectionPool``;
-without ``async_client``, the async methods use one
-``redis.asyncio.BlockingConnectionPool`` per event loop (the core's
-:class:`~chathistory.driver.Runner` opens it on the loop's first call and
-closes it with the loop). A blocking pool makes a burst of calls wait for a
-free connection instead of failing. The pools do the rest: they check a
-connection before lending it (one the server closed is reconnected), PING one
-idle for ``health_check_interval``, and start afresh in a forked child.
+Without ``client``, sync calls take connections from one ``redis.BlockingConnectionPool``;
+without ``async_client``, async calls from a ``redis.asyncio.BlockingConnectionPool``
+per event loop (opened and closed by the core's runner). The pools check a
+connection before lending it, PING one idle for ``health_check_interval``, and
+start afresh in a forked child. An operation holds one connection for its
+commands, so a failure is known to come before a command was sent whole (it did
+not run) or after (it may have run: for a :class:`Once` command, ``ReplyLostError``).
 
-An operation takes one connection for all its requests, so a failure is known
-to come before a command was sent whole (taking or connecting, sending: it did
-not run) or after (reading the reply: it may have run). Only a :class:`Once`
-command whose reply was lost is :class:`~chathistory_redis.errors.ReplyLostError`;
-the rest may be repeated. An async write that timed out while sending counts
-as sent, since asyncio still flushes what it had buffered.
-
-A ``RedisCluster`` is its own connection: each command goes to the node of its
-key's slot, named (``target_nodes``), so redis-py follows ``MOVED``/``ASK`` but
-does not repeat it after a lost connection. Pipelines and scans, which may be
-repeated, run as redis-py routes them.
+A ``RedisCluster`` is its own connection: each command goes to its slot's node by
+name (``target_nodes``), so redis-py follows ``MOVED``/``ASK`` but never repeats it.
 """
 
 from __future__ import annotations
@@ -28,7 +18,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -58,8 +48,8 @@ class Once:
 
 @dataclass(frozen=True, slots=True)
 class Pipeline:
-    """Commands that may be repeated, sent together: their replies, in order (every reply
-    is read, then the first error reply raised). A cluster routes each to its node."""
+    """Commands that may be repeated, sent together: their replies in order, or the first
+    error reply once all are read. A cluster routes each to its node."""
 
     commands: Sequence[Command]
 
@@ -71,9 +61,18 @@ class Scan:
     pattern: bytes
 
 
-def _as_eval(command: Command) -> Command:
+def _as_eval(request: Command | Once) -> Command | Once:
     """An ``EVALSHA`` the server answered ``NOSCRIPT`` (it ran nothing), as an ``EVAL``."""
-    return ("EVAL", BODIES[str(command[1])], *command[2:])
+    if isinstance(request, Once):
+        return Once(cast(Command, _as_eval(request.command)))
+    return ("EVAL", BODIES[str(request[1])], *request[2:])
+
+
+def _cluster_pipeline(client: Any, request: Pipeline) -> Any:
+    pipe = client.pipeline(transaction=False)
+    for command in request.commands:
+        pipe.execute_command(*command)
+    return pipe
 
 
 def _key(command: Command) -> bytes | str | int:
@@ -202,12 +201,37 @@ class RedisDriver(Driver[Any, Any, Any]):
         return _Lease(self.pool)
 
     def send(self, connection: Any, request: Any) -> Any:
+        try:
+            return self._send(connection, request)
+        except NoScriptError:  # the server has not cached the script: it ran nothing
+            return self._send(connection, _as_eval(request))
+
+    def _send(self, connection: Any, request: Any) -> Any:
+        once = isinstance(request, Once)
+        if not (once or type(request) is tuple):
+            return self._many(connection, request)
+        command = request.command if once else request
         if self.cluster:
-            return self._cluster_send(connection, request)
-        if type(request) is tuple:
-            return self._run(connection, request, once=False)
-        if isinstance(request, Once):
-            return self._run(connection, request.command, once=True)
+            node = connection.get_node_from_key(_key(command))
+            try:
+                return connection.execute_command(*command, target_nodes=node)
+            except RedisError as error:
+                errors.check_cluster_failure(error, node.name, once=once)
+                raise
+        connection.send_command(*command)  # one cut short is not run: "not sent"
+        try:
+            return connection.read_response()
+        except _LOST as error:  # redis-py has disconnected it
+            if once and errors.may_have_run(error):
+                raise errors.ReplyLostError(self.where, error) from error
+            raise
+
+    def _many(self, connection: Any, request: Pipeline | Scan) -> Any:
+        if self.cluster and isinstance(request, Pipeline):
+            return _cluster_pipeline(connection, request).execute(raise_on_error=True)
+        if isinstance(request, Scan) and self.cluster:
+            return list(connection.scan_iter(match=request.pattern, count=SCAN_COUNT,
+                                             _type="list"))
         if isinstance(request, Pipeline):
             connection.send_packed_command(connection.pack_commands(request.commands))
             replies = []
@@ -220,44 +244,10 @@ class RedisDriver(Driver[Any, Any, Any]):
         keys: list[bytes] = []
         cursor: int | bytes = 0
         while True:
-            cursor, found = self._run(connection, _scan(cursor, request.pattern), once=False)
+            cursor, found = self._send(connection, _scan(cursor, request.pattern))
             keys += found
-            if int(cursor) == 0:
+            if int(cursor) == 0:  # bytes, or str from a decoding client
                 return keys
-
-    def _run(self, connection: Any, command: Command, *, once: bool) -> Any:
-        connection.send_command(*command)  # one cut short is not run: "not sent"
-        try:
-            return connection.read_response()
-        except NoScriptError:
-            if command[0] != "EVALSHA":
-                raise
-        except _LOST as error:  # redis-py has disconnected it
-            if once and errors.may_have_run(error):
-                raise errors.ReplyLostError(self.where, error) from error
-            raise
-        return self._run(connection, _as_eval(command), once=once)
-
-    def _cluster_send(self, client: Any, request: Any) -> Any:
-        if isinstance(request, Pipeline):
-            pipe = client.pipeline(transaction=False)
-            for command in request.commands:
-                pipe.execute_command(*command)
-            return list(pipe.execute(raise_on_error=True))
-        if isinstance(request, Scan):
-            return list(client.scan_iter(match=request.pattern, count=SCAN_COUNT, _type="list"))
-        once = isinstance(request, Once)
-        command = request.command if once else request
-        node = client.get_node_from_key(_key(command))
-        try:
-            return client.execute_command(*command, target_nodes=node)
-        except NoScriptError:
-            if command[0] != "EVALSHA":
-                raise
-        except RedisError as error:
-            errors.check_cluster_failure(error, node.name, once=once)
-            raise
-        return self._cluster_send(client, Once(_as_eval(command)) if once else _as_eval(command))
 
     # -- async -----------------------------------------------------------------------------
 
@@ -272,12 +262,45 @@ class RedisDriver(Driver[Any, Any, Any]):
         return nullcontext(pool) if self.cluster else _AsyncLease(pool)
 
     async def asend(self, connection: Any, request: Any) -> Any:
+        try:
+            return await self._asend(connection, request)
+        except NoScriptError:
+            return await self._asend(connection, _as_eval(request))
+
+    async def _asend(self, connection: Any, request: Any) -> Any:
+        once = isinstance(request, Once)
+        if not (once or type(request) is tuple):
+            return await self._amany(connection, request)
+        command = request.command if once else request
         if self.cluster:
-            return await self._acluster_send(connection, request)
-        if type(request) is tuple:
-            return await self._arun(connection, request, once=False)
-        if isinstance(request, Once):
-            return await self._arun(connection, request.command, once=True)
+            await connection.initialize()  # the slot map: loaded once, refreshed on demand
+            node = connection.get_node_from_key(_key(command))
+            try:
+                return await connection.execute_command(*command, target_nodes=node)
+            except RedisError as error:
+                errors.check_cluster_failure(error, node.name, once=once)
+                raise
+        try:
+            await connection.send_command(*command)
+        except RedisTimeoutError as error:
+            # Unlike a socket's sendall, an asyncio transport still writes out what it
+            # buffered after the sender gave up: a write that timed out may yet arrive.
+            if once:
+                raise errors.ReplyLostError(self.where, error) from error
+            raise
+        try:
+            return await connection.read_response()
+        except _LOST as error:
+            if once and errors.may_have_run(error):
+                raise errors.ReplyLostError(self.where, error) from error
+            raise
+
+    async def _amany(self, connection: Any, request: Pipeline | Scan) -> Any:
+        if self.cluster and isinstance(request, Pipeline):
+            return await _cluster_pipeline(connection, request).execute(raise_on_error=True)
+        if isinstance(request, Scan) and self.cluster:
+            return [key async for key in connection.scan_iter(
+                match=request.pattern, count=SCAN_COUNT, _type="list")]
         if isinstance(request, Pipeline):
             await connection.send_packed_command(connection.pack_commands(request.commands))
             replies = []
@@ -290,55 +313,10 @@ class RedisDriver(Driver[Any, Any, Any]):
         keys: list[bytes] = []
         cursor: int | bytes = 0
         while True:
-            cursor, found = await self._arun(connection, _scan(cursor, request.pattern),
-                                             once=False)
+            cursor, found = await self._asend(connection, _scan(cursor, request.pattern))
             keys += found
-            if int(cursor) == 0:
+            if int(cursor) == 0:  # bytes, or str from a decoding client
                 return keys
-
-    async def _arun(self, connection: Any, command: Command, *, once: bool) -> Any:
-        try:
-            await connection.send_command(*command)
-        except RedisTimeoutError as error:
-            # Unlike a socket's sendall, an asyncio transport still writes out what it
-            # buffered after the sender gave up: a write that timed out may yet arrive.
-            if once:
-                raise errors.ReplyLostError(self.where, error) from error
-            raise
-        try:
-            return await connection.read_response()
-        except NoScriptError:
-            if command[0] != "EVALSHA":
-                raise
-        except _LOST as error:
-            if once and errors.may_have_run(error):
-                raise errors.ReplyLostError(self.where, error) from error
-            raise
-        return await self._arun(connection, _as_eval(command), once=once)
-
-    async def _acluster_send(self, client: Any, request: Any) -> Any:
-        if isinstance(request, Pipeline):
-            pipe = client.pipeline(transaction=False)
-            for command in request.commands:
-                pipe.execute_command(*command)
-            return await pipe.execute(raise_on_error=True)
-        if isinstance(request, Scan):
-            return [key async for key in client.scan_iter(match=request.pattern,
-                                                          count=SCAN_COUNT, _type="list")]
-        once = isinstance(request, Once)
-        command = request.command if once else request
-        await client.initialize()  # the slot map: loaded once, refreshed when an error asks
-        node = client.get_node_from_key(_key(command))
-        try:
-            return await client.execute_command(*command, target_nodes=node)
-        except NoScriptError:
-            if command[0] != "EVALSHA":
-                raise
-        except RedisError as error:
-            errors.check_cluster_failure(error, node.name, once=once)
-            raise
-        return await self._acluster_send(client, Once(_as_eval(command)) if once
-                                         else _as_eval(command))
 
     async def close_pool(self, pool: Any) -> None:
         if self.config.async_client is None:

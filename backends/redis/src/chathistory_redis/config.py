@@ -10,25 +10,10 @@ from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validat
 from chathistory import BackendConfig
 from chathistory_redis.keyspace import key_prefix_problem
 
-__all__ = [
-    "DEFAULT_KEY_PREFIXES",
-    "DEFAULT_URL",
-    "Layout",
-    "RedisConfig",
-    "server_address",
-]
+__all__ = ["DEFAULT_KEY_PREFIXES", "RedisConfig", "server_address"]
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
-
-Layout = Literal["chathistory", "langchain_community"]
-
-DEFAULT_KEY_PREFIXES: dict[str, str] = {
-    "chathistory": "chathistory",
-    # RedisChatMessageHistory's default: its key is this prefix + the session id.
-    "langchain_community": "message_store:",
-}
-
-_URL_SCHEMES = ("redis", "rediss", "unix")
+# RedisChatMessageHistory's default: its key is this prefix + the session id.
+DEFAULT_KEY_PREFIXES = {"chathistory": "chathistory", "langchain_community": "message_store:"}
 
 
 def server_address(url: str) -> str:
@@ -37,13 +22,7 @@ def server_address(url: str) -> str:
     if parts.scheme == "unix":
         return f"unix:{parts.path}"
     host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        port = 6379
-    return f"{host}:{port}"
+    return f"[{host}]:{parts.port or 6379}" if ":" in host else f"{host}:{parts.port or 6379}"
 
 
 class RedisConfig(BackendConfig):
@@ -58,23 +37,20 @@ class RedisConfig(BackendConfig):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     url: SecretStr = Field(
-        SecretStr(DEFAULT_URL),
-        description="redis://, rediss:// or unix:// URL; a password in it stays secret.",
-    )
-    layout: Layout = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="redis://, rediss:// or unix:// URL; a password in it stays secret.")
+    layout: Literal["chathistory", "langchain_community"] = Field(
         "chathistory",
         description="'chathistory': one list per session under a hash-tagged key, oldest "
         "first. 'langchain_community': the layout of langchain_community's "
         "RedisChatMessageHistory (key prefix + session id, newest first), read and "
-        "written in place.",
-    )
+        "written in place.")
     key_prefix: str | None = Field(
         None,
         description="Keeps applications apart: every key starts with it. Default: "
         "'chathistory' (keys 'chathistory:{<session>}'; 'myapp' and 'myapp:' both give "
         "'myapp:{<session>}'), or 'message_store:' with the langchain_community layout "
-        "(keys '<key_prefix><session>').",
-    )
+        "(keys '<key_prefix><session>').")
     ttl: int | None = Field(
         None, ge=0, strict=True,
         description="Seconds after its last write that a whole session expires; "
@@ -118,7 +94,7 @@ class RedisConfig(BackendConfig):
     def _check_url(cls, url: SecretStr) -> SecretStr:
         text = url.get_secret_value()
         scheme = text.partition("://")[0].lower() if "://" in text else ""
-        if scheme not in _URL_SCHEMES:
+        if scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         try:
             urlsplit(text).port  # noqa: B018 - parses the port, raising if it is not a number

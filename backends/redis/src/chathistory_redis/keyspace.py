@@ -1,37 +1,25 @@
 """The keyspace: where a session lives in each layout, the sessions index, and the Lua scripts.
 
-``chathistory`` layout: ``<key_prefix>:{<session>}`` (a prefix that already ends
-with ``:``, such as ``myapp:``, gets no second one: ``myapp:{<session>}``), where
-``<session>`` is the session id with ``%``, ``{`` and ``}`` percent-encoded
-(``%25``, ``%7B``, ``%7D``). The braces are a Redis Cluster hash tag: a cluster
-hashes only what lies between the first ``{`` and the first ``}`` after it, and
-with those three characters encoded (and none in the prefix) that is exactly
-the whole session id. Distinct ids give distinct keys, since the encoding can
-be undone. ``user-42`` with the default prefix is ``chathistory:{user-42}``.
-
+``chathistory`` layout: ``<key_prefix>:{<session>}`` (``myapp:`` gets no second
+``:``), the session id with ``%``, ``{`` and ``}`` percent-encoded, so that the
+Redis Cluster hash tag (what lies between the first ``{`` and the next ``}``) is
+exactly the whole session id, and distinct ids give distinct keys.
 ``langchain_community`` layout: ``<key_prefix><session>``, byte for byte what
-langchain_community's ``RedisChatMessageHistory`` uses (``message_store:user-42``).
+``RedisChatMessageHistory`` uses (``message_store:user-42``). Keys are UTF-8; a
+lone surrogate in an id is kept (``surrogatepass``).
 
-The sessions index (:func:`index_keys`) is two sorted sets and a marker, in one
-hash slot of their own: ``by-id`` (every session id, score 0, so that it pages
-in id order with ``ZRANGEBYLEX``) and ``by-time`` (score = last write, in
-seconds), and ``scanned``, set once the keys written before the index existed
-(or by the peer class) have been added to it. They never look like a session's
-key: in the chathistory layout they start with ``<key_prefix>:sessions:`` and
-end after the braces; in the langchain_community layout (where any key that
-starts with the prefix is a session's) they live under ``chathistory-index:``.
+The sessions index (:func:`index_keys`), in one hash slot of its own: ``by-id``
+(every id, score 0, paged in id order with ``ZRANGEBYLEX``), ``by-time`` (score:
+the last write, in seconds), and ``scanned``, set once the keys written before the
+index existed (or by the peer class) were added. They never look like a
+session's key (``<key_prefix>:sessions:{...}``, or ``chathistory-index:{...}``
+in the langchain_community layout, where any key under the prefix is a session's).
 
-Keys are UTF-8. A lone surrogate in a session id is kept (``surrogatepass``),
-so even such ids map to keys of their own.
-
-The scripts (:class:`Script`) are sent with ``EVALSHA`` (``EVAL`` once, when the
-server has not cached them). Each is atomic and one round trip. Times are the
-server's own clock (``TIME``), in seconds with microseconds, so every
-application server writes the same clock into the index. On a single server,
-:data:`APPEND` writes the sessions' messages and the index together; a Redis
-Cluster cannot run a script over keys of several hash slots, so there the index
-(one slot of its own) and each session (its own slot) are updated by separate
-scripts: :data:`INDEX` first, then :data:`PUSH`.
+The scripts are sent with ``EVALSHA`` (``EVAL`` when the server has not cached
+them), each atomic and one round trip, with the server's clock (``TIME``) for
+write times. A Redis Cluster runs a script only over keys of one hash slot, so
+there the index and each session are updated apart: :data:`INDEX`, then
+:data:`PUSH`; on one server, :data:`APPEND` does both.
 """
 
 from __future__ import annotations
@@ -46,7 +34,7 @@ __all__ = [
     "UNINDEX_IF_OLD", "UNINDEX_IF_UNCHANGED", "Command", "IndexKeys", "Script",
     "chathistory_key", "eval_command", "evalsha", "index_keys", "key_prefix_problem",
     "langchain_community_key", "scan_pattern", "session_from_chathistory_key",
-    "session_from_key", "session_ids_of_keys",
+    "session_ids_of_keys",
 ]
 
 Command = tuple[bytes | str | int, ...]
@@ -88,22 +76,11 @@ def session_from_chathistory_key(key_prefix: str, key: bytes) -> str:
     return _decode(tag).replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
 
 
-def session_from_key(layout: str, key_prefix: str, key: bytes) -> str:
-    """The session id of ``key`` in ``layout``; ValueError if it is not one of its keys."""
-    if layout == "chathistory":
-        return session_from_chathistory_key(key_prefix, key)
-    head = _encode(key_prefix)
-    if not key.startswith(head):
-        raise ValueError("not a key of this key prefix")
-    return _decode(key[len(head):])
-
-
 def session_ids_of_keys(layout: str, key_prefix: str, keys: Iterable[bytes]) -> set[bytes]:
     """The ids (UTF-8, as the sessions index holds them) of the sessions ``keys`` belong to.
 
-    :func:`session_from_key` for many keys at once, on bytes (a scan of 10,000
-    keys costs a few milliseconds): a key that is no session's key of ``layout``
-    and ``key_prefix``, or whose id would not be UTF-8, is left out.
+    On bytes, so a scan of 10,000 keys costs a few milliseconds. A key that is no
+    session's key of ``layout`` and ``key_prefix``, or whose id is not UTF-8, is left out.
     """
     if layout == "chathistory":
         head = _encode(f"{chathistory_base(key_prefix)}{{")
