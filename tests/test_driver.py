@@ -20,6 +20,8 @@ from chathistory.backend import BaseBackend, ensure_collection
 from chathistory.backends.memory import MemoryBackend
 from chathistory.backends.sqlite import SqliteBackend
 from chathistory.driver import Call, Driver, Operation, Runner, operation
+from chathistory.records import decode_record, encode_record
+from chathistory.testing import BackendContract
 
 SECRET = "the-content-no-log-may-hold"
 
@@ -406,3 +408,44 @@ print("ok")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+# -- a backend of four sync methods, with no driver, still works everywhere -----------------
+
+
+class FourMethods(BaseBackend):
+    """What a third party may still write: the four sync methods, nothing more."""
+
+    name = "four"
+
+    def __init__(self) -> None:
+        super().__init__(BaseBackend.Config())
+        self.sessions: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+
+    def create_collection(self) -> None:
+        pass
+
+    def append(self, session_id: str, records: Any) -> None:
+        texts = [encode_record(record) for record in records]
+        with self.lock:
+            self.sessions.setdefault(session_id, []).extend(texts)
+
+    def fetch(self, session_id: str, *, limit: int | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            texts = list(self.sessions.get(session_id, []))
+        if limit is not None:
+            texts = texts[max(0, len(texts) - limit):]
+        return [decode_record(text) for text in texts]
+
+    def clear(self, session_id: str) -> None:
+        with self.lock:
+            self.sessions.pop(session_id, None)
+
+
+class TestFourSyncMethodsOnly(BackendContract):
+    """BaseBackend's async twins run the sync methods in a worker thread: the contract holds."""
+
+    @pytest.fixture
+    def backend(self) -> FourMethods:
+        return FourMethods()
