@@ -449,3 +449,13 @@ class TestFourSyncMethodsOnly(BackendContract):
     @pytest.fixture
     def backend(self) -> FourMethods:
         return FourMethods()
+
+
+def test_each_backend_logs_on_its_own_package_logger(tmp_path: Path) -> None:
+    from chathistory_example import JsonLinesBackend
+
+    example = JsonLinesBackend.from_options(directory=tmp_path)
+    sqlite = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "chat.sqlite3")))
+    assert example.runner is not None and sqlite.runner is not None
+    assert example.runner.logger.name == "chathistory_example"
+    assert sqlite.runner.logger.name == "chathistory"

@@ -212,9 +212,11 @@ class MemoryBackend(BaseBackend):
 
     def close(self) -> None:
         self.calls["close"] += 1
+        super().close()
 
     async def aclose(self) -> None:
-        self.close()
+        self.calls["close"] += 1
+        await super().aclose()
 
 
 def _nothing() -> None:
