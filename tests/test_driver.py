@@ -459,3 +459,17 @@ def test_each_backend_logs_on_its_own_package_logger(tmp_path: Path) -> None:
     assert example.runner is not None and sqlite.runner is not None
     assert example.runner.logger.name == "chathistory_example"
     assert sqlite.runner.logger.name == "chathistory"
+
+
+def test_close_called_inside_a_coroutine_closes_that_loops_pool_soon(notes: Notes) -> None:
+    async def use() -> None:
+        await notes.afetch("s")
+        notes.close()  # sync close, in the loop: the pool is closed by a task of the loop
+        for _ in range(1000):  # until that task has run (seconds at most, on a busy machine)
+            if notes.driver.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert [pool for _, pool in notes.driver.opened] == notes.driver.closed
+
+    asyncio.run(use())
+    assert len(notes.driver.closed) == 1

@@ -104,6 +104,7 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         self._otel = _tracing.load()
         self._calls: dict[tuple[str, bool, bool], Call] = {}
         self._lock = threading.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
         # Each event loop's pool, with the suspended generator that closes it at loop shutdown.
         self._pools: dict[asyncio.AbstractEventLoop,
                           tuple[AsyncPool, AsyncGenerator[None, None]]] = {}
@@ -294,8 +295,10 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         for loop, (pool, closer) in pools.items():
             if loop.is_closed():
                 self.driver.forget_pool(pool)
-            elif loop is running:
-                loop.create_task(closer.aclose())
+            elif loop is running:  # close() called in a coroutine: close it soon, in this loop
+                task = loop.create_task(closer.aclose())
+                self._closing.add(task)  # the loop keeps only a weak reference to a task
+                task.add_done_callback(self._closing.discard)
             elif loop.is_running():
                 asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
             else:
