@@ -160,7 +160,8 @@ class RedisBackend(BaseBackend):
         by_id, by_time = self.index_keys
         member = _raw(session_id)
         if not self._cluster:  # the session and its entry go together
-            yield ks.evalsha(ks.CLEAR, [self.key(session_id), by_id, by_time], [member])
+            yield ks.evalsha(ks.DELETE_SESSION, [self.key(session_id), by_id, by_time],
+                             [member, ""])
             return
         yield ("DEL", self.key(session_id))
         yield self._pipeline([("ZREM", by_id, member), ("ZREM", by_time, member)])
@@ -218,7 +219,7 @@ class RedisBackend(BaseBackend):
                 offset += len(ids)
             elif not self._cluster:  # each session and its entry deleted together
                 deleted = yield self._pipeline([ks.eval_command(
-                    ks.PRUNE_SESSION, [self.key(_text(id_)), by_id, by_time], [id_, seconds])
+                    ks.DELETE_SESSION, [self.key(_text(id_)), by_id, by_time], [id_, seconds])
                     for id_ in ids])
                 count += sum(1 for gone in deleted if int(gone) == 1)
             else:
@@ -310,7 +311,7 @@ class RedisBackend(BaseBackend):
             return
         # A cluster: the index's slot first (so a session written is always indexed;
         # an entry whose session was not written is dropped by the next listing).
-        yield ks.evalsha(ks.INDEX, [by_id, by_time], ["NOW", self._ttl, *map(_raw, batches)])
+        yield ks.evalsha(ks.INDEX, [by_id, by_time], ["CH", self._ttl, *map(_raw, batches)])
         for done, (session_id, values) in enumerate(batches.items()):
             try:
                 yield self._once(ks.evalsha(ks.PUSH, [self.key(session_id)],

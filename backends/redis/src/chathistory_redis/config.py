@@ -55,39 +55,31 @@ class RedisConfig(BackendConfig):
         None, ge=0, strict=True,
         description="Seconds after its last write that a whole session expires; "
         "None keeps sessions forever (so does 0 with the langchain_community layout, "
-        "as in RedisChatMessageHistory).",
-    )
+        "as in RedisChatMessageHistory).")
     socket_timeout: float | None = Field(
-        5.0, gt=0, description="Seconds to wait for a reply; None waits forever."
-    )
+        5.0, gt=0, description="Seconds to wait for a reply; None waits forever.")
     socket_connect_timeout: float | None = Field(
-        5.0, gt=0, description="Seconds to wait for a connection; None waits forever."
-    )
+        5.0, gt=0, description="Seconds to wait for a connection; None waits forever.")
     max_connections: int = Field(
         50, gt=0, strict=True,
         description="Connections the backend opens at most: for the sync methods, and for "
-        "each event loop that uses the async ones. Past it, a call waits for a free one.",
-    )
+        "each event loop that uses the async ones. Past it, a call waits for a free one.")
     pool_timeout: float | None = Field(
         20.0, gt=0,
         description="Seconds a call waits for a free connection when all max_connections "
-        "are busy; None waits as long as it takes.",
-    )
+        "are busy; None waits as long as it takes.")
     health_check_interval: float = Field(
         30.0, ge=0,
         description="A connection idle for longer than this many seconds is checked with a "
-        "PING before a command is sent on it; 0 never checks.",
-    )
+        "PING before a command is sent on it; 0 never checks.")
     client: Any = Field(
         None, repr=False, exclude=True,
         description="Your own redis.Redis (or RedisCluster) for the sync methods; the "
-        "connection options above are then its own, and it is not closed by the backend.",
-    )
+        "connection options above are then its own, and it is not closed by the backend.")
     async_client: Any = Field(
         None, repr=False, exclude=True,
         description="Your own redis.asyncio.Redis (or RedisCluster) for the async methods; "
-        "not closed by the backend.",
-    )
+        "not closed by the backend.")
 
     @field_validator("url")
     @classmethod

@@ -1,13 +1,9 @@
-"""How redis-py's errors read as chathistory errors, and which calls may be repeated.
+"""How redis-py's errors read as chathistory errors, and which may be tried again.
 
-The core's runner repeats an operation while :func:`is_transient` says so.
-Reads and deletes may be repeated after any lost connection. An append may be
-repeated only when it surely did not run: it was not sent whole (the connection
-failed while connecting or sending), Redis answered ``LOADING`` (it runs nothing
-while it loads its data after a restart), or a cluster refused it for now. When
-the reply to a sent append is lost, the driver raises :class:`ReplyLostError`
-instead, which is not transient: Redis may have stored the batch, and
-repeating it could store it twice.
+The core's runner repeats an operation while :func:`is_transient` says so: after
+a lost connection, a timeout, ``LOADING``, or a cluster refusing for now. An
+append whose reply was lost is :class:`ReplyLostError` instead (the driver
+raises it), which is not transient: Redis may have stored it.
 """
 
 from __future__ import annotations
@@ -58,14 +54,12 @@ class ReplyLostError(BackendUnavailableError):
 
 
 def never_sent(error: BaseException) -> bool:
-    """Whether redis-py's cluster client failed before sending a command: the connection
-    could not be made (refused, timed out), or the node's pool had none free.
+    """Whether redis-py's cluster client failed before sending: no connection could be made
+    (refused, timed out) or taken from the node's pool.
 
-    ``RedisCluster.execute_command`` connects, sends and reads in one call, so
-    only its messages tell a connection that never came from a reply that never
-    came; redis-py words every failure to connect "... connecting to <host>:<port>"
-    or "Timeout connecting to server". The tests check this on real refused
-    connections, so a change of wording fails them rather than an append.
+    ``RedisCluster.execute_command`` connects, sends and reads in one call, so only its
+    wording tells them apart: "... connecting to <host>:<port>", "Timeout connecting to
+    server". The tests check it on real refused connections.
     """
     return isinstance(error, MaxConnectionsError) or "connecting to" in str(error)
 
@@ -88,22 +82,17 @@ def check_cluster_failure(error: RedisError, node: str, *, once: bool) -> None:
 
 def is_transient(error: BaseException) -> bool:
     """Whether the failed call may be repeated: a lost or refused connection, a timeout,
-    ``LOADING``, or a cluster that refused it for now (``CLUSTERDOWN``, ``TRYAGAIN``, a slot
-    no node serves), but not refused credentials (a :class:`ReplyLostError` is not repeated)."""
+    ``LOADING``, a cluster that refused it for now (``CLUSTERDOWN``, ``TRYAGAIN``, a slot no
+    node serves); not refused credentials, nor :class:`ReplyLostError`."""
     return ((isinstance(error, _LOST) and not isinstance(error, _REFUSED_CREDENTIALS))
             or isinstance(error, _CLUSTER_UNAVAILABLE))
 
 
 def translate(error: BaseException, *, where: str) -> BaseException:
-    """redis-py's ``error`` as a chathistory error that names the server: the cluster node
-    noted on it, or else ``where`` (``Redis at host:port``).
-
-    Refused credentials or ACL rights → :class:`~chathistory.PermissionDeniedError`;
-    a lost connection or a cluster that refused the command for now →
-    :class:`~chathistory.BackendUnavailableError`; a command Redis refused
-    (``WRONGTYPE``...) → :class:`~chathistory.ChatHistoryError`. Errors that are
-    not redis-py's come back unchanged.
-    """
+    """redis-py's ``error`` as a chathistory error naming the cluster node noted on it, or
+    ``where``: refused credentials or ACL rights → ``PermissionDeniedError``, a transient
+    failure → ``BackendUnavailableError``, a command Redis refused (``WRONGTYPE``...) →
+    ``ChatHistoryError``. Errors that are not redis-py's come back unchanged."""
     if not isinstance(error, RedisError | SlotNotCoveredError | RedisClusterUnreachableError):
         return error
     notes = getattr(error, "__notes__", ())

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
-    "APPEND", "BODIES", "CLEAR", "INDEX", "LIST_PAGE", "PRUNE_SESSION", "PUSH",
+    "APPEND", "BODIES", "DELETE_SESSION", "INDEX", "LIST_PAGE", "PUSH",
     "UNINDEX_IF_OLD", "UNINDEX_IF_UNCHANGED", "Command", "IndexKeys", "Script",
     "chathistory_key", "eval_command", "evalsha", "index_keys", "key_prefix_problem",
     "langchain_community_key", "scan_pattern", "session_from_chathistory_key",
@@ -242,26 +242,14 @@ return 1
 """)
 
 # The index's slot. KEYS: by-id, by-time. ARGV: 'NX' (keep the times already known: a
-# backfill) or 'NOW' (the sessions are written now), ttl ('0': none), then session ids.
+# backfill) or 'CH' (the sessions are written now), ttl ('0': none), then session ids.
 INDEX = Script(_NOW + _FORGET_EXPIRED + """
 forget_expired(KEYS[1], KEYS[2], ARGV[2])
 for i = 3, #ARGV do
-  if ARGV[1] == 'NX' then
-    redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i])
-  else
-    redis.call('ZADD', KEYS[2], now, ARGV[i])
-  end
+  redis.call('ZADD', KEYS[2], ARGV[1], now, ARGV[i])
   redis.call('ZADD', KEYS[1], 0, ARGV[i])
 end
 return #ARGV - 2
-""")
-
-# KEYS: session key, by-id, by-time. ARGV: session id. The session and its entry go together.
-CLEAR = Script("""
-local gone = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return gone
 """)
 
 # The index's slot. KEYS: by-id, by-time. ARGV: the lowest id ('-' or '(' .. after), the
@@ -291,12 +279,14 @@ end
 return dropped
 """)
 
-# KEYS: session key, by-id, by-time. ARGV: session id, cutoff (seconds). Deletes the
-# session and its entry if it was last written before the cutoff: 1 if it held
-# messages, 0 if it had expired, -1 if it was written since (nothing done).
-PRUNE_SESSION = Script("""
-local time = redis.call('ZSCORE', KEYS[3], ARGV[1])
-if not time or tonumber(time) >= tonumber(ARGV[2]) then return -1 end
+# KEYS: session key, by-id, by-time. ARGV: session id, and a cutoff (seconds) or '' (none).
+# Deletes the session and its entry (with a cutoff, only if last written before it): 1 if
+# it held messages, 0 if not, -1 if it was written since the cutoff (nothing done).
+DELETE_SESSION = Script("""
+if ARGV[2] ~= '' then
+  local time = redis.call('ZSCORE', KEYS[3], ARGV[1])
+  if not time or tonumber(time) >= tonumber(ARGV[2]) then return -1 end
+end
 local gone = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -318,8 +308,8 @@ end
 return dropped
 """)
 
-ALL = (APPEND, PUSH, INDEX, CLEAR, LIST_PAGE, UNINDEX_IF_UNCHANGED, PRUNE_SESSION, UNINDEX_IF_OLD)
-BODIES = {script.sha: script.body for script in ALL}
+BODIES = {script.sha: script.body for script in (
+    APPEND, PUSH, INDEX, DELETE_SESSION, LIST_PAGE, UNINDEX_IF_UNCHANGED, UNINDEX_IF_OLD)}
 """Each script's body by its SHA1, for the ``EVAL`` sent when ``EVALSHA`` finds none cached."""
 
 
