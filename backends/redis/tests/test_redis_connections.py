@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import multiprocessing.synchronize
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 from chathistory_redis import RedisBackend
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from chathistory import BackendUnavailableError
 from chathistory.testing import numbered_records
@@ -241,3 +244,15 @@ def test_connections_that_failed_to_connect_do_not_use_up_max_connections(
     finally:
         backend.close()
         server.remove()
+
+
+def test_errors_name_the_applications_server_not_the_default_url() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    client = redis.Redis(port=port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    backend = RedisBackend.from_options(client=client)
+    with pytest.raises(BackendUnavailableError, match=f"Redis at localhost:{port}") as caught:
+        backend.fetch("s")
+    assert "6379" not in str(caught.value)
+    client.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, cast
 
 import redis
@@ -111,36 +110,25 @@ def pool_options(config: RedisConfig) -> dict[str, Any]:
 
 
 class _Lease:
-    """A connection of a sync pool for one operation, given back on exit."""
+    """A pool's connection for one operation (sync or asyncio pool), given back on exit."""
 
     __slots__ = ("connection", "pool")
 
-    def __init__(self, pool: redis.ConnectionPool) -> None:
+    def __init__(self, pool: Any) -> None:
         self.pool = pool
 
     def __enter__(self) -> Any:
         self.connection = self.pool.get_connection()  # connected and checked: nothing sent
         return self.connection
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.pool.release(self.connection)
 
-
-class _AsyncLease:
-    """:class:`_Lease` of an asyncio pool."""
-
-    __slots__ = ("connection", "pool")
-
-    def __init__(self, pool: redis.asyncio.ConnectionPool) -> None:
-        self.pool = pool
-
     async def __aenter__(self) -> Any:
-        self.connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
+        self.connection = await self.pool.get_connection()
         return self.connection
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.pool.release(self.connection)
 
 
@@ -259,7 +247,7 @@ class RedisDriver(Driver[Any, Any, Any]):
             self.config.url.get_secret_value(), **pool_options(self.config))
 
     def async_connection(self, pool: Any, call: Call) -> AbstractAsyncContextManager[Any]:
-        return nullcontext(pool) if self.cluster else _AsyncLease(pool)
+        return nullcontext(pool) if self.cluster else _Lease(pool)
 
     async def asend(self, connection: Any, request: Any) -> Any:
         try:
