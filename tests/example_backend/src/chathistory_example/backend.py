@@ -24,7 +24,8 @@ class JsonLinesBackend(BaseBackend):
 
     def __init__(self, config: JsonLinesConfig) -> None:
         super().__init__(config)
-        self.runner = Runner(self, SessionFiles(config))
+        self.files = SessionFiles(config)
+        self.runner = Runner(self, self.files)
 
     @operation(write=True)
     def create_collection(self) -> Operation[None]:

@@ -35,7 +35,7 @@ class SessionFiles(Driver[None, None, None]):
     def send(self, connection: None, request: tuple[Any, ...]) -> bytes | None:
         match request:
             case ("create",):
-                self.directory.mkdir(parents=True, exist_ok=True)
+                self.create()
             case ("append", str() as session_id, bytes() as data):
                 self.append(session_id, data)
             case ("read", str() as session_id):
@@ -51,6 +51,9 @@ class SessionFiles(Driver[None, None, None]):
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
         return translate(error)
+
+    def create(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
 
     def path(self, session_id: str) -> Path:
         # Session ids are values: hashed, never trusted in a path.
