@@ -154,7 +154,7 @@ class Tally:
     def failed(self, error: BaseException) -> None:
         text = str(error)
         if "stored entirely or not at all" in text:
-            kind = "append: connection lost after sending"
+            kind = "append: commit lost (stored entirely or not at all)"
         elif "unavailable after" in text:
             kind = "unavailable after retries: " + text.split(":")[-1].strip()[:50]
         else:

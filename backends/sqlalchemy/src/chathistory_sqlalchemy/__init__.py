@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from chathistory_sqlalchemy.config import SQLAlchemyConfig
 
 __all__ = ["SQLAlchemyBackend", "SQLAlchemyConfig"]
-
 _MODULES = {"SQLAlchemyBackend": "backend", "SQLAlchemyConfig": "config"}
 
 
@@ -25,7 +24,3 @@ def __getattr__(name: str) -> Any:
     if name not in _MODULES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)

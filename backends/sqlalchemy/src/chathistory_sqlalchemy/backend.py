@@ -32,32 +32,22 @@ class SQLAlchemyBackend(BaseBackend):
         chathistory.ConfigError: a bad option or URL, a missing driver, or an
             application object of the wrong type.
 
-    Connections are opened on first use, not here. Errors of later calls:
-    :class:`~chathistory.BackendUnavailableError` when the database cannot be
-    reached (after retrying what is safe to repeat),
-    :class:`~chathistory.PermissionDeniedError` when it refuses the login or a
-    privilege, :class:`~chathistory.RecordError` for a batch the table cannot hold,
-    :class:`~chathistory.CollectionMissingError` for a read (or write) of a table,
-    or SQLite file, that does not exist (nothing is created but by
-    :meth:`create_collection`).
-
-    Besides the four methods it lists sessions in id order, and reads and writes
-    many sessions at once, records or their JSON text (the capabilities
-    ``ListsSessions``, ``FetchesInBulk``, ``CopiesInBulk`` and ``CopiesRecordText``
-    of :mod:`chathistory.capabilities`). It keeps no write times.
+    Connections open on first use. Later calls raise ``BackendUnavailableError``
+    (unreachable, after retrying what is safe), ``PermissionDeniedError``,
+    ``RecordError`` (a batch the table cannot hold) or ``CollectionMissingError``
+    (no table, or no SQLite file: only :meth:`create_collection` creates them).
+    Besides the four methods it has the capabilities ``ListsSessions`` (in id
+    order), ``FetchesInBulk``, ``CopiesInBulk`` and ``CopiesRecordText``; it keeps
+    no write times.
 
     Attributes:
-        client: The driver: builds and lends the engines
-            (:class:`~chathistory_sqlalchemy.client.SQLAlchemyDriver`).
-        statements: The table and the SQL this backend runs
-            (:class:`~chathistory_sqlalchemy.sql.Statements`).
+        client: The engines (:class:`~chathistory_sqlalchemy.client.SQLAlchemyDriver`).
+        statements: The table and its SQL (:class:`~chathistory_sqlalchemy.sql.Statements`).
 
     Example::
 
         backend = SQLAlchemyBackend.from_options(url="mysql+pymysql://app:secret@db/chat")
         history = ChatHistory("user-42", backend=backend)
-        # or, by name, through the entry point:
-        history = ChatHistory("user-42", backend="sqlalchemy", url="sqlite:///chat.db")
     """
 
     name = "sqlalchemy"

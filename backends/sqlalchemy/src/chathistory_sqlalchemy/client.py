@@ -1,17 +1,10 @@
-"""The driver of the core's runner: SQLAlchemy engines, built from the config or the application's.
+"""The driver the core's runner uses: SQLAlchemy engines, from the config or the application.
 
-Everything here is SQLAlchemy's own machinery: ``create_engine`` and
-``create_async_engine`` with their pools (``QueuePool`` and its async twin),
-``pool_pre_ping`` to replace a connection the server dropped, and
-``pool_recycle`` for MySQL's idle timeout. The runner asks for one async
-engine per event loop (:meth:`SQLAlchemyDriver.open_pool`), as for every backend.
-
-A request is a statement and its parameters (the reply: its rows), or a
-function of a sync ``Connection`` (run through ``run_sync`` on an async one).
-
-Connecting to a SQLite file that does not exist creates it, so every call but
-``create_collection`` first checks that the file is there (once: after it has
-been seen, or created, the check costs nothing).
+SQLAlchemy's own machinery does the work: ``create_engine``/``create_async_engine``
+and their pools, ``pool_pre_ping`` (a connection the server dropped is replaced)
+and ``pool_recycle``. The runner asks for one async engine per event loop. A
+request is a statement and its parameters (the reply: its rows), or a function
+of a sync ``Connection`` (run through ``run_sync`` on an async one).
 """
 
 from __future__ import annotations
@@ -42,11 +35,8 @@ ASYNC_DRIVERS: dict[str, tuple[str, ...]] = {
     "sqlite": ("aiosqlite",),
     "postgresql": ("psycopg", "asyncpg"),
 }
-"""The async drivers SQLAlchemy has for each dialect, in the order they are preferred."""
-
 ACTIONS = {"create_collection": "create the table", "clear": "clear", "append": "append",
-           "append_many": "append", "append_many_text": "append"}
-"""How an operation is named in errors; the others read."""
+           "append_many": "append", "append_many_text": "append"}  # in errors; others "read"
 
 
 def _parse(secret: str, option: str) -> URL:
@@ -93,27 +83,24 @@ def sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def _check_type(option: str, value: object, expected: type, what: str) -> None:
-    if value is not None and not isinstance(value, expected):
-        raise ConfigError(f"backend 'sqlalchemy': option {option!r} must be {what}, "
-                          f"not {type(value).__name__}")
-
-
 class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
     """The backend's engines: its own, built from ``url``, or the application's.
 
-    Attributes:
-        server: The database's URL with its password hidden, for messages.
-        dialect: The SQLAlchemy dialect (``dialect.name`` is "mysql", "sqlite"...).
-        async_url: The URL of the async engines built per event loop, if any.
-        has_async: Whether the async methods run natively (an async engine exists or
-            can be built), rather than in worker threads.
+    ``server`` is the URL with its password hidden; ``has_async`` says whether the
+    async methods run natively (an async engine exists or can be built per loop,
+    from ``async_url``) rather than in worker threads.
+
+    Connecting to a SQLite file that does not exist creates it, so every call but
+    ``create_collection`` first checks that the file is there (until it is seen).
     """
 
     def __init__(self, config: SQLAlchemyConfig) -> None:
-        _check_type("engine", config.engine, Engine, "a sqlalchemy.engine.Engine")
-        _check_type("async_engine", config.async_engine, AsyncEngine,
-                    "a sqlalchemy.ext.asyncio.AsyncEngine")
+        for option, expected, what in (("engine", Engine, "sqlalchemy.engine.Engine"), (
+                "async_engine", AsyncEngine, "sqlalchemy.ext.asyncio.AsyncEngine")):
+            value = getattr(config, option)
+            if value is not None and not isinstance(value, expected):
+                raise ConfigError(f"backend 'sqlalchemy': option {option!r} must be a {what}, "
+                                  f"not {type(value).__name__}")
         self.config = config
         self.owns_engine = config.url is not None
         self._engine: Engine | None = config.engine
@@ -154,11 +141,7 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
                               f"{str(exc).splitlines()[0]}") from None
 
     def require_database(self) -> None:
-        """Refuse a SQLite file that does not exist, before a connection would create it.
-
-        Raises:
-            chathistory.CollectionMissingError: there is no such file (nothing was created).
-        """
+        """Raise ``CollectionMissingError`` for a SQLite file that does not exist."""
         assert self._database_file is not None
         if not self._database_file.is_file():
             raise CollectionMissingError(
@@ -167,14 +150,11 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         self._database_seen = True
 
     def engine(self) -> Engine:
-        """The engine of the sync calls."""
         if self._engine is None:
             raise ConfigError(
                 "backend 'sqlalchemy' was given only an async_engine: its sync methods need "
                 "url or engine")
         return self._engine
-
-    # -- the runner's side ----------------------------------------------------------------
 
     @contextmanager
     def connection(self, call: Call) -> Iterator[Connection]:

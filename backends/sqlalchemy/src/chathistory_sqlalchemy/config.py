@@ -13,33 +13,23 @@ from pydantic import Field, SecretStr, StringConstraints, model_validator
 
 from chathistory import BackendConfig
 
-__all__ = ["DEFAULT_TABLES", "LAYOUTS", "TABLE_PATTERN", "Layout", "SQLAlchemyConfig",
-           "TableName"]
+__all__ = ["DEFAULT_TABLES", "TABLE_PATTERN", "Layout", "SQLAlchemyConfig"]
 
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,47}$"
-"""A table name: letters, digits and ``_``, at most 48 characters.
-
-Stricter than :data:`chathistory.IDENTIFIER_PATTERN` (63) so that the index
-named after it, ``<table>_session_idx``, fits MySQL's 64 characters too.
-"""
-
-TableName = Annotated[str, StringConstraints(pattern=TABLE_PATTERN)]
+"""Letters, digits and ``_``, at most 48 characters (stricter than
+:data:`chathistory.IDENTIFIER_PATTERN`), so that ``<table>_session_key_idx`` and
+``<table>_migrations`` fit MySQL's 64 characters too."""
 
 Layout = Literal["chathistory", "langchain_community"]
-LAYOUTS: tuple[Layout, ...] = ("chathistory", "langchain_community")
-DEFAULT_TABLES: dict[Layout, str] = {
-    "chathistory": "chathistory_messages",
-    "langchain_community": "message_store",
-}
+DEFAULT_TABLES: dict[Layout, str] = {"chathistory": "chathistory_messages",
+                                     "langchain_community": "message_store"}
 
 
 class SQLAlchemyConfig(BackendConfig):
     """Options of the ``sqlalchemy`` backend. See docs/backends/sqlalchemy.md for each one.
 
-    Give a ``url`` and the backend builds its own engines (a sync one, and an
-    async one where the dialect has an async driver installed), or give the
-    application's own ``engine`` and/or ``async_engine``: ``close()`` leaves
-    those alone.
+    Give a ``url`` (the backend builds its engines), or the application's own
+    ``engine`` and/or ``async_engine`` (``close()`` leaves those alone).
     """
 
     url: SecretStr | None = Field(
@@ -54,7 +44,7 @@ class SQLAlchemyConfig(BackendConfig):
     native_async: bool = Field(
         True, description="Use the dialect's async driver for the async methods when one "
                           "is installed; False runs the sync methods in worker threads.")
-    table: TableName | None = Field(
+    table: Annotated[str, StringConstraints(pattern=TABLE_PATTERN)] | None = Field(
         None, description="The table's name; default chathistory_messages, or message_store "
                           "with layout='langchain_community'.")
     layout: Layout = Field(

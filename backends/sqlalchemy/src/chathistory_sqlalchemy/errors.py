@@ -1,22 +1,13 @@
 """SQLAlchemy's errors read as chathistory's, and which of them the core's retry may repeat.
 
-A try is repeated only when that is harmless:
-
-- nothing reached the server: no connection could be opened
-  (:class:`NotConnected`), but not a refused login or an unknown database;
-- nothing was committed: the server rolled the statement or transaction back
-  and said so (a deadlock, MySQL 1213, or a lock wait timeout, 1205: the
-  try's transaction is then rolled back whole), SQLite was busy or locked, or
-  the connection was lost before the commit was sent (the server rolls back
-  what it had not been told to commit);
-- creating or upgrading the table raced another process doing the same (a
-  table, column, index or version row that now exists);
-- or the call does not write (fetch, list, create: each safe to run twice)
-  and the connection was lost.
-
-A write whose connection is lost while its commit is under way
-(:class:`CommitFailed`) is not repeated: it may have committed, and a repeat
-would store the batch twice.
+A try is repeated only when nothing of it can have been committed: no
+connection could be opened (:class:`NotConnected`; not a refused login or an
+unknown database); the server rolled it back and said so (deadlock, lock wait
+timeout, SQLite busy); or the connection was lost before the commit was sent
+(the server rolls back what it was not told to commit). A call that does not
+write (a read, or creating the table) is also repeated after a lost connection
+or a race with another creator. A write whose connection is lost during its
+commit (:class:`CommitFailed`) may have committed: it is never repeated.
 """
 
 from __future__ import annotations
@@ -38,43 +29,38 @@ from chathistory import (
 __all__ = ["CommitFailed", "NotConnected", "error_code", "index_missing", "is_transient",
            "translate"]
 
-# MySQL/MariaDB server and client error numbers.
-ACCESS_DENIED = frozenset({1044, 1045, 1142, 1143, 1227, 1698})
-UNKNOWN_DATABASE = 1049
+# MySQL/MariaDB error numbers.
+ACCESS_DENIED, UNKNOWN_DATABASE = frozenset({1044, 1045, 1142, 1143, 1227, 1698}), 1049
 ROLLED_BACK = frozenset({1205, 1213})  # lock wait timeout, deadlock
-# Creating raced another creator: table, column, key name, version row exists; a table
-# skipped by information_schema while another connection's DDL changes it.
+# A creator raced another: the table, column, key or version row exists, or
+# information_schema skipped a table while another connection's DDL changed it.
 CREATE_RACES = frozenset({1050, 1060, 1061, 1062, 1684})
-UNKNOWN_COLUMN = 1054
+UNKNOWN_COLUMN, NO_SUCH_TABLE = 1054, 1146
 CONNECTION_LOST = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080})
-NO_SUCH_TABLE = 1146
 RECORD_REFUSED = frozenset({1366, 1406, 1153, 1301})  # bad string, too long, packet too big
-# SQLite: SQLITE_BUSY, SQLITE_LOCKED; SQLITE_READONLY, SQLITE_PERM, SQLITE_AUTH;
-# SQLITE_CANTOPEN; SQLITE_TOOBIG.
-SQLITE_BUSY = frozenset({5, 6})
-SQLITE_REFUSED = frozenset({8, 3, 23})
-SQLITE_CANTOPEN = 14
-SQLITE_TOOBIG = 18
+# SQLite result codes: busy or locked; read-only, no permission, refused; can't open; too big.
+SQLITE_BUSY, SQLITE_REFUSED = frozenset({5, 6}), frozenset({8, 3, 23})
+SQLITE_CANTOPEN, SQLITE_TOOBIG = 14, 18
 
 
-class NotConnected(Exception):
+class Failed(Exception):
+    """SQLAlchemy's ``error``, and where in a try it happened."""
+
+    def __init__(self, error: sa_exc.DBAPIError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class NotConnected(Failed):
     """No connection could be lent or opened: nothing of the try was sent."""
 
-    def __init__(self, error: sa_exc.DBAPIError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
-
-class CommitFailed(Exception):
+class CommitFailed(Failed):
     """The commit failed: on a lost connection, whether it committed is unknown."""
-
-    def __init__(self, error: sa_exc.DBAPIError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 def _unwrapped(error: BaseException) -> BaseException:
-    return error.error if isinstance(error, NotConnected | CommitFailed) else error
+    return error.error if isinstance(error, Failed) else error
 
 
 def _driver_error(error: BaseException) -> BaseException:
