@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 BACKENDS := $(wildcard backends/*/pyproject.toml backends/*/*/pyproject.toml)
 DIST ?= dist
 
-.PHONY: demo test check services clean dist
+.PHONY: demo test test-lowest check services clean dist
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ services:
 test: $(VENV)/.all services
 	$(BIN)/pytest
 
+# The oldest versions every pyproject allows (uv's lowest-direct resolution), in a
+# virtualenv of their own, and the suite on them, so that the lower bounds stay true.
+LOWEST := .venv-lowest
+test-lowest: $(VENV)/.all services
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv --quiet --seed --python $(PYTHON) $(LOWEST)
+	VIRTUAL_ENV=$(LOWEST) $(BIN)/uv pip install --quiet --resolution lowest-direct -e ".[test]" \
+		$(foreach b,$(dir $(BACKENDS)),-e "$(b)[test]") -e ./tests/example_backend
+	$(LOWEST)/bin/pytest --ignore=tests/test_install.py
+
 check: $(VENV)/.all
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict src $(foreach b,$(dir $(BACKENDS)),$(b)src)
@@ -42,4 +52,4 @@ dist:
 		. $(dir $(BACKENDS))
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LOWEST)
