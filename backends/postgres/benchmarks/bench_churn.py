@@ -6,8 +6,9 @@ runs three phases, each on a table of its own:
 
 - ``steady``: 4 processes x (4 threads + 2 async tasks) append ``--batches``
   numbered batches of 2 messages each, to one session per writer;
-- ``kills``: the same, while an admin connection terminates every connection
-  of the backends every 20-100 ms (``pg_terminate_backend``);
+- ``kills``: the same, while an admin connection terminates a share of the
+  writers' connections (``--kill-share``, 10% by default, at least one; 1 for
+  all of them) every 20-100 ms (``pg_terminate_backend``);
 - ``restart``: the same without kills, while the server is stopped with
   ``pg_ctl stop -m immediate`` (a crash) one second in, and started again 3 s
   later.
@@ -19,7 +20,10 @@ is timed; a call that took the pool's ``timeout`` or longer while the server
 was up is counted as a stall. Afterwards every session must hold exactly its
 batches, each whole, once, in order.
 
-    .venv/bin/python backends/postgres/benchmarks/bench_churn.py [--batches 1000]
+    .venv/bin/python backends/postgres/benchmarks/bench_churn.py [--batches 1000] [--raw]
+
+``--raw`` runs each phase a second time with the floor: psycopg alone, one
+connection per writer, reopened at once when it fails.
 
 Bounded: each phase gives up after ``--deadline`` seconds (and says so).
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import glob
+import json
 import logging
 import multiprocessing
 import os
@@ -196,18 +201,90 @@ async def async_writer(backend: Any, session: str, batches: int, deadline: float
     tally.done = number
 
 
+class RawWriters:
+    """The floor: psycopg alone, a connection per writer, reopened at once when it fails.
+
+    The same statements' shape as the backend's append and fetch, the same
+    error as the backend's for a lost connection, and no pool, no retry wait.
+    """
+
+    INSERT = ("INSERT INTO {} (session_id, message) SELECT %s, m.message "
+              "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS m(message, position) "
+              "ORDER BY m.position")
+    NEWEST = ("SELECT message::text FROM (SELECT id, message FROM {} WHERE session_id = %s "
+              "ORDER BY id DESC LIMIT %s) AS newest ORDER BY id")
+
+    def __init__(self, url: str, table: str) -> None:
+        self.url, self.table = url, f'"{table}"'
+        self.connections: dict[str, psycopg.Connection[Any]] = {}
+        self.aconnections: dict[str, psycopg.AsyncConnection[Any]] = {}
+
+    def _run(self, session: str, query: str, params: tuple[Any, ...]) -> list[Any]:
+        from chathistory import BackendUnavailableError
+
+        try:
+            connection = self.connections.get(session)
+            if connection is None or connection.closed:
+                connection = self.connections[session] = psycopg.connect(
+                    self.url, autocommit=True, application_name="chathistory-postgres")
+            cursor = connection.execute(query.format(self.table), params)
+            return cursor.fetchall() if cursor.description else []
+        except psycopg.OperationalError as error:
+            self.connections.pop(session, None)
+            raise BackendUnavailableError(str(error).strip()) from error
+
+    async def _arun(self, session: str, query: str, params: tuple[Any, ...]) -> list[Any]:
+        from chathistory import BackendUnavailableError
+
+        try:
+            connection = self.aconnections.get(session)
+            if connection is None or connection.closed:
+                connection = self.aconnections[session] = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, application_name="chathistory-postgres")
+            cursor = await connection.execute(query.format(self.table), params)
+            return await cursor.fetchall() if cursor.description else []
+        except psycopg.OperationalError as error:
+            self.aconnections.pop(session, None)
+            raise BackendUnavailableError(str(error).strip()) from error
+
+    @staticmethod
+    def _records(rows: list[Any]) -> list[dict[str, Any]]:
+        return [json.loads(row[0]) for row in rows]
+
+    def append(self, session: str, records: list[dict[str, Any]]) -> None:
+        self._run(session, self.INSERT, (session, json.dumps(records)))
+
+    def fetch(self, session: str, *, limit: int) -> list[dict[str, Any]]:
+        return self._records(self._run(session, self.NEWEST, (session, limit)))
+
+    async def aappend(self, session: str, records: list[dict[str, Any]]) -> None:
+        await self._arun(session, self.INSERT, (session, json.dumps(records)))
+
+    async def afetch(self, session: str, *, limit: int) -> list[dict[str, Any]]:
+        return self._records(await self._arun(session, self.NEWEST, (session, limit)))
+
+    def close(self) -> None:
+        for connection in self.connections.values():
+            connection.close()
+
+    async def aclose(self) -> None:
+        for connection in self.aconnections.values():
+            await connection.close()
+
+
 def writer_process(url: str, table: str, process: int, batches: int, ready: Any, go: Any,
-                   results: Any, deadline_after: float) -> None:
+                   results: Any, deadline_after: float, raw: bool) -> None:
     from chathistory import get_backend
 
-    # The pools' reconnection warnings are expected here, thousands of them.
+    # The pools' reconnection warnings and the retries' are expected here, thousands.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
-
-    backend = get_backend("postgres", conninfo=url, table=table, timeout=TIMEOUT)
+    logging.getLogger("chathistory_postgres").setLevel(logging.ERROR)
+    backend: Any = RawWriters(url, table) if raw else get_backend(
+        "postgres", conninfo=url, table=table, timeout=TIMEOUT)
     tallies: dict[str, Tally] = {}
 
     async def warm_and_run(start: threading.Event) -> None:
-        await backend.afetch("warm-up")  # opens the async pool before the clock starts
+        await backend.afetch("warm-up", limit=1)  # opens the async pool before the clock starts
         ready.put(f"async{process}")
         await asyncio.to_thread(start.wait)
         deadline = time.time() + deadline_after
@@ -219,7 +296,7 @@ def writer_process(url: str, table: str, process: int, batches: int, ready: Any,
         await backend.aclose()
 
     start = threading.Event()
-    backend.fetch("warm-up")  # opens the sync pool
+    backend.fetch("warm-up", limit=1)  # opens the sync pool
     loop_thread = threading.Thread(target=asyncio.run, args=(warm_and_run(start),))
     loop_thread.start()
     go.wait()
@@ -242,14 +319,21 @@ def writer_process(url: str, table: str, process: int, batches: int, ready: Any,
 # -- the phases ----------------------------------------------------------------------------
 
 
-def killer(url: str, stop: threading.Event, kills: list[int]) -> None:
-    """Terminate every connection of the backends every 20-100 ms."""
-    admin = psycopg.connect(url, autocommit=True, application_name="bench-admin")
+def killer(url: str, share: float, stop: threading.Event, kills: list[int]) -> None:
+    """Terminate ``share`` of the writers' connections (at least one) every 20-100 ms."""
+    admin: psycopg.Connection[Any] | None = None
     while not stop.wait(random.uniform(0.02, 0.1)):
-        kills[0] += len(admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'chathistory-postgres'").fetchall())
-    admin.close()
+        try:
+            admin = admin or psycopg.connect(url, autocommit=True, application_name="bench-admin")
+            kills[0] += sum(killed for (killed,) in admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM (SELECT pid, random() AS draw, "
+                "row_number() OVER (ORDER BY random()) AS position FROM pg_stat_activity "
+                "WHERE application_name = 'chathistory-postgres') AS c "
+                "WHERE draw < %s OR position = 1", (share,)).fetchall())
+        except psycopg.OperationalError:
+            admin = None
+    if admin is not None:
+        admin.close()
 
 
 def verify(url: str, table: str, batches: dict[str, int]) -> list[str]:
@@ -267,17 +351,21 @@ def verify(url: str, table: str, batches: dict[str, int]) -> list[str]:
         found = stored.get(session, [])
         # A batch past `done` may be stored when the deadline cut a writer's check short.
         if found[:len(expected)] != expected or len(found) > len(expected) + 2:
+            differs = next((position for position, (got, wanted)
+                            in enumerate(zip(found, expected, strict=False)) if got != wanted),
+                           min(len(found), len(expected)))
             problems.append(f"{session}: {len(found)} records, expected {len(expected)}; "
-                            f"first difference at {next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b), min(len(found), len(expected)))}")
+                            f"first difference at {differs}")
     return problems
 
 
-def run_phase(server: PrivateServer, phase: str, batches: int, deadline: float) -> None:
-    table = f"churn_{phase}"
+def run_phase(server: PrivateServer, phase: str, batches: int, deadline: float, raw: bool,
+              kill_share: float) -> None:
+    table = f"churn_{phase}{'_raw' if raw else ''}"
     context = multiprocessing.get_context("spawn")
     ready, results, go = context.Queue(), context.Queue(), context.Event()
     processes = [context.Process(target=writer_process, args=(
-        server.url, table, process, batches, ready, go, results, deadline))
+        server.url, table, process, batches, ready, go, results, deadline, raw))
         for process in range(PROCESSES)]
     from chathistory import get_backend
 
@@ -287,7 +375,7 @@ def run_phase(server: PrivateServer, phase: str, batches: int, deadline: float) 
     for process in processes:
         process.start()
     for _ in processes:
-        ready.get(timeout=120)
+        ready.get(timeout=60)
     stop = threading.Event()
     kills = [0]
     helper: threading.Thread | None = None
@@ -295,7 +383,7 @@ def run_phase(server: PrivateServer, phase: str, batches: int, deadline: float) 
     started = time.time()
     go.set()
     if phase == "kills":
-        helper = threading.Thread(target=killer, args=(server.url, stop, kills))
+        helper = threading.Thread(target=killer, args=(server.url, kill_share, stop, kills))
         helper.start()
     if phase == "restart":
         time.sleep(RESTART_AFTER)
@@ -325,10 +413,11 @@ def run_phase(server: PrivateServer, phase: str, batches: int, deadline: float) 
               if down is None or start + took < down[0] or start > down[1]]
     total, wanted = sum(done.values()), batches * len(done)
     finished = "finished" if total == wanted else f"NOT finished ({total:,} of {wanted:,})"
-    print(f"{phase:8s} {total:7,} batches in {elapsed:6.2f} s ({finished}); "
+    name = phase + (" raw" if raw else "")
+    print(f"{name:12s} {total:7,} batches in {elapsed:6.2f} s ({finished}); "
           f"longest call {max(t['longest'] for t in tallies.values()):.2f} s; "
           f"calls >= {TIMEOUT * 0.9:g} s while the server was up: {len(stalls)}"
-          + (f"; kills {kills[0]}" if phase == "kills" else "")
+          + (f"; {kills[0]} connections killed" if phase == "kills" else "")
           + (f"; down {down[1] - down[0]:.1f} s" if down else ""))
     if errors:
         print("         unavailable errors: " + "; ".join(
@@ -343,12 +432,22 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=1000, help="per writer (24 writers)")
     parser.add_argument("--deadline", type=float, default=90.0, help="seconds per phase")
     parser.add_argument("--phases", default="steady,kills,restart")
+    parser.add_argument("--kill-share", type=float, default=0.1,
+                        help="share of the writers' connections terminated each time "
+                             "(at least one); 1 terminates them all")
+    parser.add_argument("--raw", action="store_true",
+                        help="also run each phase with the floor: psycopg alone, a connection "
+                             "per writer, reopened at once")
     options = parser.parse_args()
     with private_server() as server:
         print(f"private server on port {server.port}; {PROCESSES} processes x ({THREADS} "
               f"threads + {TASKS} async tasks), {options.batches} batches of 2 each")
         for phase in options.phases.split(","):
-            run_phase(server, phase, options.batches, options.deadline)
+            run_phase(server, phase, options.batches, options.deadline, False,
+                      options.kill_share)
+            if options.raw:
+                run_phase(server, phase, options.batches, options.deadline, True,
+                          options.kill_share)
 
 
 if __name__ == "__main__":
