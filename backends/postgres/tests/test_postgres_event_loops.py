@@ -1,9 +1,8 @@
-"""The async twins and event loops: the backend's async pool belongs to one loop at a time.
+"""The async twins and event loops, by the core's policy: one async pool per event loop.
 
-The rule (docs/backends/postgres.md): the first async call binds the backend's
-async pool to its event loop; a call from another loop raises ChatHistoryError
-while that loop is open, until ``aclose()`` in that loop releases it. Once the
-loop has been closed, the next async call drops its pool and opens its own.
+Each loop gets its own pool on its first async call; ``aclose()`` closes it in
+its loop, and so does the loop's end (``asyncio.run`` finalizes the runner's
+async generator that holds it). A pool whose loop ended otherwise is dropped.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ import psycopg
 import pytest
 from chathistory_postgres import PostgresBackend
 
-from chathistory import ChatHistoryError
 from chathistory.testing import numbered_records
 
 
@@ -62,36 +60,34 @@ def test_loops_that_end_without_aclose_do_not_hang(backend: PostgresBackend) -> 
 
     for round_number in range(12):
         asyncio.run(burst(round_number))
-        backend.close()  # the loop has ended: its pool is dropped; the next loop may go on
     assert len(backend.fetch("s")) == 12 * 8
 
 
-def test_another_loop_is_refused_while_the_first_is_open(backend: PostgresBackend) -> None:
+def test_two_open_loops_each_use_their_own_pool(backend: PostgresBackend) -> None:
     first = asyncio.new_event_loop()
     try:
         first.run_until_complete(backend.aappend("s", numbered_records(1)))
+        first_pool = first.run_until_complete(backend.runner.pool())
 
         async def from_another_loop() -> None:
-            with pytest.raises(ChatHistoryError, match="one backend per event loop"):
-                await backend.afetch("s")
-            with pytest.raises(ChatHistoryError, match="one backend per event loop"):
-                await backend.aclose()
+            assert await backend.runner.pool() is not first_pool
+            await backend.aappend("s", numbered_records(1, prefix="other"))
+            assert len(await backend.afetch("s")) == 2
 
         asyncio.run(from_another_loop())
-        backend.close()  # leaves the pool of a loop that is still open alone
-        assert first.run_until_complete(backend.afetch("s")) == numbered_records(1)
+        assert not first_pool.closed  # the other loop's end closed its own pool only
+        assert len(first.run_until_complete(backend.afetch("s"))) == 2
         first.run_until_complete(backend.aclose())
+        assert first_pool.closed
     finally:
         first.close()
-    # Released by aclose(): any loop may use the backend now.
-    assert len(asyncio.run(backend.afetch("s"))) == 1
 
 
 def test_the_pool_of_a_loop_that_ended_is_replaced_by_the_next_loop(
     backend: PostgresBackend, admin: psycopg.Connection[Any]
 ) -> None:
-    # asyncio.run per call without aclose(): each ended loop's pool is dropped by the
-    # next loop's first call, and its connections go with it (none pile up).
+    # asyncio.run per call without aclose(): each loop's pool is closed at the loop's
+    # end, and its connections go with it (none pile up).
     def ours() -> int:
         row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
                             (pids,)).fetchone()
@@ -99,7 +95,7 @@ def test_the_pool_of_a_loop_that_ended_is_replaced_by_the_next_loop(
 
     async def append_and_name(round_number: int) -> list[int]:
         await backend.aappend("s", numbered_records(1, prefix=f"r{round_number}-"))
-        pool = await backend.client.apool()
+        pool = await backend.runner.pool()
         named: list[int] = []
         for _ in range(pool.max_size):
             async with pool.connection() as connection:
@@ -111,10 +107,10 @@ def test_the_pool_of_a_loop_that_ended_is_replaced_by_the_next_loop(
         pids += asyncio.run(append_and_name(round_number))
     assert len(backend.fetch("s")) == 6
     deadline = time.monotonic() + 10
-    while ours() > 2 and time.monotonic() < deadline:  # the last loop's pool, at most
+    while ours() > 0 and time.monotonic() < deadline:
         gc.collect()
         time.sleep(0.05)
-    assert ours() <= 2
+    assert ours() == 0
 
 
 def test_one_backend_per_loop_in_several_threads(options: dict[str, object]) -> None:
@@ -150,17 +146,17 @@ def test_one_backend_per_loop_in_several_threads(options: dict[str, object]) -> 
 
 def test_one_long_lived_loop_keeps_one_pool(backend: PostgresBackend) -> None:
     async def scenario() -> None:
-        pool = await backend.client.apool()
+        pool = await backend.runner.pool()
         assert pool.min_size == pool.max_size == 2  # fixed: async_pool_size
         for _ in range(20):
             await backend.aappend("s", numbered_records(1))
             await backend.afetch("s", limit=1)
-        assert await backend.client.apool() is pool
+        assert await backend.runner.pool() is pool
         await backend.aclose()
         assert pool.closed
         # After aclose, the next call opens a new pool.
         assert len(await backend.afetch("s")) == 20
-        assert await backend.client.apool() is not pool
+        assert await backend.runner.pool() is not pool
         await backend.aclose()
 
     asyncio.run(scenario())

@@ -53,7 +53,7 @@ def test_connections_the_server_closed_are_replaced_before_an_append_is_sent(
         assert await append_async("async-before") == ["before0", "async-before0"]
         # Every pooled connection, sync and async, is now closed by the server.
         await asyncio.to_thread(private_postgres.restart)
-        # Not "lost while the batch was being written": the check callback found the
+        # Not "lost while the batch was being written": taking a connection found the
         # closed connections before anything was sent, so each append ran once.
         backend.append("s", numbered_records(1, prefix="after"))
         assert await append_async("async-after") == [
@@ -62,6 +62,40 @@ def test_connections_the_server_closed_are_replaced_before_an_append_is_sent(
 
     backend.append("s", numbered_records(1, prefix="before"))
     asyncio.run(scenario())
+    backend.close()
+
+
+def test_connections_killed_while_idle_are_replaced_without_waiting_for_the_pool(
+    private_postgres: PrivateCluster
+) -> None:
+    """psycopg_pool sleeps 1 s after a failed ``check`` before lending another connection:
+    with a timeout below that, a call after a kill would fail. It must not."""
+    import psycopg
+
+    backend = PostgresBackend.from_options(conninfo=private_postgres.url, min_size=2,
+                                           max_size=2, async_pool_size=2, timeout=0.8)
+    backend.create_collection()
+
+    async def scenario(prefix: str) -> list[str]:
+        await backend.aappend("s", numbered_records(1, prefix=prefix))
+        return _contents(await backend.afetch("s"))
+
+    backend.append("s", numbered_records(1, prefix="before"))
+    asyncio.run(scenario("async-before"))
+    with psycopg.connect(private_postgres.url, autocommit=True) as admin:
+        for _ in range(3):
+            pids = [pid for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE application_name = 'chathistory-postgres'").fetchall()]
+            assert pids, "the backend's connections should have been there to kill"
+            admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                          (pids,))
+            _wait_for(lambda killed=pids: not admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (killed,)).fetchall(),
+                "the killed connections closed")
+            backend.append("s", numbered_records(1, prefix="sync"))
+            assert asyncio.run(scenario("async"))[-2:] == ["sync0", "async0"]
+    assert len(backend.fetch("s")) == 8
     backend.close()
 
 

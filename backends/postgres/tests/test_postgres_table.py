@@ -181,7 +181,7 @@ def test_own_connections_are_named_and_take_the_commit_setting(
                           table=table_name, synchronous_commit="off")
     backend.create_collection()
     assert isinstance(backend, PostgresBackend)
-    with backend.client.pool().connection() as connection:
+    with backend.driver.connection(backend.runner.call("look")) as connection:
         assert connection.execute("SHOW synchronous_commit").fetchone() == ("off",)
         assert connection.autocommit
     names = {row[0] for row in admin.execute(

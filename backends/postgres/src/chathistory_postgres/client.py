@@ -1,24 +1,16 @@
-"""The backend's connections: its own psycopg_pool pools, or the application's.
+"""The driver of the core's runner: psycopg_pool's pools, or the application's connections.
 
-Given ``conninfo``, the backend opens one ``ConnectionPool`` on the first sync
-call and one ``AsyncConnectionPool`` on the first async call; ``close()`` and
-``aclose()`` close them, and a later call opens new ones. Their connections are
-autocommit: one statement is one transaction, with no BEGIN or COMMIT round trip.
+Given ``conninfo``, the backend opens one ``ConnectionPool`` on its first sync
+call and, by the core's event-loop policy, one ``AsyncConnectionPool`` per
+event loop on that loop's first async call. Their connections are autocommit:
+one statement is one transaction, with no BEGIN or COMMIT round trip. The
+async pools have a fixed size (``async_pool_size``, all opened before the
+first call uses them), so none is opening a connection in a background task
+when its loop ends: psycopg_pool's tasks can swallow the cancellation that
+``asyncio.run`` sends, and the loop would wait for them forever.
 
-The async pool belongs to the event loop of the first async call: an async call
-from any other loop raises :class:`~chathistory.ChatHistoryError` while that loop
-is open, until ``aclose()`` (in that loop) releases it. Once that loop has been
-closed, the next async call drops its pool and opens one in its own loop. Make
-one backend per event loop, and ``aclose()`` it before the loop ends. The pool
-has a fixed size (``async_pool_size`` connections, all opened before the first
-call uses it), so it is never opening a connection in the
-background when its loop ends: psycopg_pool cannot stop such a task, and
-``asyncio.run`` would wait for it forever.
-
-Both pools check a connection before lending it, with the pool's ``check``
-callback, at no round trip: an idle connection whose socket is readable was
-closed by the server (a restart, an idle timeout, a terminated backend), so it
-is closed and replaced before anything is sent on it, and even an append is safe.
+A request is a statement and its parameters (the reply: its rows), or a
+:class:`Copy` of rows into the table.
 """
 
 from __future__ import annotations
@@ -27,67 +19,98 @@ import asyncio
 import math
 import select
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from chathistory import BackendUnavailableError, ChatHistoryError, ConfigError
+from chathistory import BackendUnavailableError, ConfigError
+from chathistory.driver import Call, Driver
+from chathistory_postgres import errors
 from chathistory_postgres.config import PostgresConfig
-from chathistory_postgres.errors import connect_error
 
-__all__ = ["AsyncConnection", "Client", "Connection"]
+__all__ = ["AsyncConnection", "Connection", "Copy", "PostgresDriver"]
 
-T = TypeVar("T")
 Connection = psycopg.Connection[Any]
 AsyncConnection = psycopg.AsyncConnection[Any]
+AsyncSource = AsyncConnectionPool[Any] | AsyncConnection
+
+RECONNECT_TIMEOUT = 1.0
+"""Seconds psycopg_pool keeps reconnecting in the background before it gives up.
+
+Its backoff starts at 1 s and doubles (1, 2, 4 s...), so after a 3 s outage a
+pool would come back 4 s late. With this, each attempt to reconnect gives up
+after two tries 1 s apart, and ``reconnect_failed`` starts a new one at once if
+calls are waiting (``pool.check()`` grows an empty pool).
+"""
+
+ACTIONS = {"create_collection": "create the table", "append": "append",
+           "append_many": "append", "append_many_text": "append", "clear": "clear",
+           "delete_sessions_before": "delete sessions"}
+"""How an operation is named in errors; the others read."""
+
+
+class Copy(NamedTuple):
+    """A request: ``COPY ... FROM STDIN`` of ``rows``."""
+
+    statement: str
+    rows: list[tuple[str, str]]
 
 
 def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
     """True for an idle connection the server has closed, found without a round trip.
 
-    An idle connection is sent nothing unprompted, except when the server
-    shuts it down: then it is sent an error message and EOF, and its socket
-    becomes readable.
+    An idle connection is sent nothing unprompted, except when the server shuts
+    it down (a restart, an idle timeout, a terminated backend): then it is sent
+    an error and EOF, and its socket becomes readable.
     """
-    if connection.closed:  # (the pool discards a broken connection when it is returned)
+    if connection.closed:
         return True
     poller = select.poll()
     poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
     return bool(poller.poll(0))
 
 
-def check(connection: Connection) -> None:
-    """The sync pool's ``check`` callback: a connection the server closed is discarded."""
-    if _closed_by_server(connection):
-        connection.close()  # so the pool replaces it instead of keeping it
-        raise psycopg.OperationalError("the server closed this idle connection")
+def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
+    """A connection from ``pool`` that the server has not closed, within ``timeout``.
+
+    Not the pool's ``check`` callback: after a failed check psycopg_pool sleeps
+    1 s, then 2, then 4, before it lends another connection, so while connections
+    are being killed every call waits seconds, and then the pool's timeout. A
+    closed one is given back instead (the pool replaces it in the background) and
+    the next taken at once; nothing was sent on it, so even an append is safe.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        connection: Connection = pool.getconn(max(0.0, deadline - time.monotonic()))
+        if not _closed_by_server(connection):
+            return connection
+        connection.close()
+        pool.putconn(connection)
 
 
-async def acheck(connection: AsyncConnection) -> None:
-    """The async pool's ``check`` callback."""
-    if _closed_by_server(connection):
+async def _agetconn(pool: AsyncConnectionPool[Any], timeout: float) -> AsyncConnection:
+    deadline = time.monotonic() + timeout
+    while True:
+        connection: AsyncConnection = await pool.getconn(max(0.0, deadline - time.monotonic()))
+        if not _closed_by_server(connection):
+            return connection
         await connection.close()
-        raise psycopg.OperationalError("the server closed this idle connection")
+        await pool.putconn(connection)
 
 
-def _work(connection: Connection, work: Callable[[Connection], T], transaction: bool) -> T:
-    """``work(connection)``, in a transaction if asked or if the connection is not autocommit
-    (an app's connection: outside a transaction of the app's, the call commits by itself)."""
-    if transaction or not connection.autocommit:
-        with connection.transaction():
-            return work(connection)
-    return work(connection)
+def _regrow(pool: ConnectionPool[Any]) -> None:
+    if pool.get_stats().get("requests_waiting"):
+        pool.check()
 
 
-async def _awork(connection: AsyncConnection, work: Callable[[AsyncConnection], Awaitable[T]],
-                 transaction: bool) -> T:
-    if transaction or not connection.autocommit:
-        async with connection.transaction():
-            return await work(connection)
-    return await work(connection)
+async def _aregrow(pool: AsyncConnectionPool[Any]) -> None:
+    if pool.get_stats().get("requests_waiting"):
+        await pool.check()
 
 
 def _check_type(name: str, value: object, expected: type[Any], hint: str) -> None:
@@ -104,9 +127,9 @@ def _describe(params: dict[str, Any]) -> str:
 
 
 def _server(config: PostgresConfig) -> str:
-    app_object = config.connection or config.async_connection
-    if config.conninfo is None and app_object is not None:
-        info = app_object.info
+    app_connection = config.connection or config.async_connection
+    if config.conninfo is None and app_connection is not None:
+        info = app_connection.info
         return _describe({"host": info.host, "port": info.port, "dbname": info.dbname})
     pool = config.pool or config.async_pool
     conninfo = config.conninfo.get_secret_value() if config.conninfo is not None \
@@ -120,8 +143,16 @@ def _server(config: PostgresConfig) -> str:
             "(postgresql://user:password@host:port/dbname) or key=value string") from None
 
 
-class Client:
-    """Lends connections for the backend's calls, sync and async, from one configuration."""
+class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
+    """The backend's connections: its own pools (from ``conninfo``), or the application's.
+
+    A connection the application lends that is not in autocommit mode is used
+    inside ``connection.transaction()``: outside a transaction of the
+    application's each call commits by itself, inside one it is a savepoint.
+
+    Attributes:
+        server: host:port/dbname, as errors name the server.
+    """
 
     def __init__(self, config: PostgresConfig) -> None:
         _check_type("connection", config.connection, psycopg.Connection,
@@ -144,61 +175,62 @@ class Client:
             self.kwargs["application_name"] = "chathistory-postgres"
         self.setup = (f"SET synchronous_commit = {config.synchronous_commit}"
                       if config.synchronous_commit else None)
-        self.has_async = (self.conninfo is not None or config.async_connection is not None
-                          or config.async_pool is not None)
-        self._lock = threading.Lock()  # binding the async pool: never held across I/O
-        self._sync_lock = threading.Lock()  # opening and closing the sync pool
+        self.native_async = (self.conninfo is not None or config.async_connection is not None
+                             or config.async_pool is not None)
+        self._pool: ConnectionPool[Any] | None = config.pool
+        self._pool_lock = threading.Lock()  # opening and closing the own sync pool
         self._connection_lock = threading.Lock()  # one call at a time on an app connection
         self._aconnection_lock = asyncio.Lock()
-        self._pool: ConnectionPool[Any] | None = config.pool
-        self._apool: AsyncConnectionPool[Any] | None = None
-        self._aloop: asyncio.AbstractEventLoop | None = None
-        self._aopening: asyncio.Lock | None = None
 
-    # -- sync ----------------------------------------------------------------------------
+    def _transaction(self, connection: Connection, call: Call
+                     ) -> AbstractContextManager[Any]:
+        if call.transaction or not connection.autocommit:
+            return connection.transaction()
+        return nullcontext()
 
-    def run(self, work: Callable[[Connection], T], *, transaction: bool = False) -> T:
-        """Run ``work`` on a connection; in a transaction if asked, or if not autocommit.
-
-        Raises:
-            psycopg.Error: ``work`` failed, or no pooled connection came in time.
-            chathistory.ChatHistoryError: the backend could not connect.
-        """
-        connection = self.config.connection
-        if connection is not None:
+    @contextmanager
+    def connection(self, call: Call) -> Iterator[Connection]:
+        lent = self.config.connection
+        if lent is not None:
             with self._connection_lock:
-                if connection.closed:
-                    raise self._app_connection_closed()
-                return _work(connection, work, transaction)
-        # getconn/putconn rather than pool.connection(): that context manager also
-        # enters the connection's own, whose commit on exit is an extra locked call
-        # that autocommit connections do not need (a measurable share of a turn).
-        pool = self._pool or self.pool()
-        connection = pool.getconn()
+                if lent.closed:
+                    raise self._lent_connection_closed()
+                with self._transaction(lent, call):
+                    yield lent
+            return
+        # getconn/putconn rather than pool.connection(): that also enters the
+        # connection's own context, whose commit on exit autocommit does not need.
+        pool = self._pool or self._open_pool()
+        connection = _getconn(pool, self.config.timeout)
         try:
-            return _work(connection, work, transaction)
+            with self._transaction(connection, call):
+                yield connection
         finally:
             pool.putconn(connection)
 
-    def pool(self) -> ConnectionPool[Any]:
-        """The pool of the sync calls: the application's, or the backend's (opened if needed)."""
-        with self._sync_lock:
+    def send(self, connection: Connection, request: Any) -> Any:
+        if isinstance(request, Copy):
+            with connection.cursor() as cursor, cursor.copy(request.statement) as copy:
+                for row in request.rows:
+                    copy.write_row(row)
+            return []
+        cursor = connection.execute(*request)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def _open_pool(self) -> ConnectionPool[Any]:
+        with self._pool_lock:
             if self._pool is not None:
                 return self._pool
             if self.conninfo is None:
                 raise ConfigError(
                     "backend 'postgres' was given only async connections (async_connection "
                     "or async_pool): its sync methods need conninfo, connection or pool")
-            # One direct connection first: it says why a server refuses us (a
-            # pool would only retry in the background until its timeout).
-            try:
-                psycopg.Connection.connect(self.conninfo, **self.kwargs).close()
-            except psycopg.Error as exc:
-                raise connect_error(exc, self.server) from exc
+            self._connect_once()
             pool: ConnectionPool[Any] = ConnectionPool(
-                self.conninfo, kwargs=self.kwargs, configure=self._configure, check=check,
+                self.conninfo, kwargs=self.kwargs, configure=self._configure,
                 min_size=self.config.min_size, max_size=self.config.max_size,
-                timeout=self.config.timeout, name="chathistory-postgres", open=False)
+                timeout=self.config.timeout, reconnect_timeout=RECONNECT_TIMEOUT,
+                reconnect_failed=_regrow, name="chathistory-postgres", open=False)
             try:
                 pool.open(wait=self.config.min_size > 0, timeout=self.config.connect_timeout)
             except PoolTimeout as exc:
@@ -207,64 +239,25 @@ class Client:
             self._pool = pool
             return pool
 
+    def _connect_once(self) -> None:
+        """One direct connection: it says why a server refuses us (a pool would only retry)."""
+        assert self.conninfo is not None
+        try:
+            psycopg.Connection.connect(self.conninfo, **self.kwargs).close()
+        except psycopg.Error as exc:
+            raise errors.connect_error(exc, self.server) from exc
+
     def _configure(self, connection: Connection) -> None:
         if self.setup:
             connection.execute(self.setup)
 
-    # -- async ---------------------------------------------------------------------------
+    # -- async -----------------------------------------------------------------------------
 
-    async def arun(self, work: Callable[[AsyncConnection], Awaitable[T]], *,
-                   transaction: bool = False) -> T:
-        """Async :meth:`run`, on the async connection or pool."""
-        connection = self.config.async_connection
-        if connection is not None:
-            async with self._aconnection_lock:
-                if connection.closed:
-                    raise self._app_connection_closed()
-                return await _awork(connection, work, transaction)
-        pool = self.config.async_pool
-        if pool is None:
-            pool = self._apool if self._aloop is asyncio.get_running_loop() else None
-            pool = pool or await self.apool()
-        connection = await pool.getconn()
-        try:
-            return await _awork(connection, work, transaction)
-        finally:
-            await pool.putconn(connection)
-
-    async def apool(self) -> AsyncConnectionPool[Any]:
-        """The backend's own async pool, opened in (and bound to) the running loop if needed."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._aloop is not None and self._aloop is not loop and self._aloop.is_closed():
-                # Its loop has ended (asyncio.run returned without aclose): nothing can
-                # close that pool any more, and nothing else can use it. Drop it (the
-                # garbage collector closes its sockets) and open one in this loop.
-                self._aloop = self._aopening = self._apool = None
-            if self._aloop is None:
-                self._aloop, self._aopening = loop, asyncio.Lock()
-            elif self._aloop is not loop:
-                raise self._other_loop()
-            opening = self._aopening
-        assert opening is not None
-        async with opening:
-            if self._apool is not None:
-                return self._apool
-            try:
-                self._apool = await self._open_async_pool()
-            except BaseException:
-                with self._lock:  # nothing open: nothing bound
-                    if self._aopening is opening:
-                        self._aloop = self._aopening = None
-                raise
-            return self._apool
-
-    async def _open_async_pool(self) -> AsyncConnectionPool[Any]:
-        assert self.conninfo is not None
-        try:
-            await (await psycopg.AsyncConnection.connect(self.conninfo, **self.kwargs)).close()
-        except psycopg.Error as exc:
-            raise connect_error(exc, self.server) from exc
+    async def open_pool(self) -> AsyncSource:
+        lent: AsyncSource | None = self.config.async_pool or self.config.async_connection
+        if lent is not None:
+            return lent
+        await asyncio.to_thread(self._connect_once)  # resolving the host may block
         setup = self.setup
 
         async def configure(connection: AsyncConnection) -> None:
@@ -273,9 +266,9 @@ class Client:
 
         size = self.config.async_pool_size
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self.conninfo, kwargs=self.kwargs, configure=configure, check=acheck,
-            min_size=size, max_size=size, timeout=self.config.timeout,
-            name="chathistory-postgres-async", open=False)
+            self.conninfo or "", kwargs=self.kwargs, configure=configure, min_size=size,
+            max_size=size, timeout=self.config.timeout, reconnect_timeout=RECONNECT_TIMEOUT,
+            reconnect_failed=_aregrow, name="chathistory-postgres-async", open=False)
         try:
             await pool.open(wait=True, timeout=self.config.connect_timeout)
         except PoolTimeout as exc:
@@ -283,69 +276,64 @@ class Client:
             raise self._open_timeout() from exc
         return pool
 
-    def _release_async_pool(self, running: asyncio.AbstractEventLoop | None
-                            ) -> AsyncConnectionPool[Any] | None:
-        """Unbind the async pool and return it if ``running`` is its loop.
+    @asynccontextmanager
+    async def async_connection(self, pool: AsyncSource, call: Call
+                               ) -> AsyncIterator[AsyncConnection]:
+        if isinstance(pool, psycopg.AsyncConnection):
+            async with self._aconnection_lock:
+                if pool.closed:
+                    raise self._lent_connection_closed()
+                if call.transaction or not pool.autocommit:
+                    async with pool.transaction():
+                        yield pool
+                else:
+                    yield pool
+            return
+        connection = await _agetconn(pool, self.config.timeout)
+        try:
+            if call.transaction or not connection.autocommit:
+                async with connection.transaction():
+                    yield connection
+            else:
+                yield connection
+        finally:
+            await pool.putconn(connection)
 
-        A pool whose loop has ended is dropped: nothing can close it any more
-        (the garbage collector closes its sockets). One whose loop is still open
-        stays, unless that loop is ``running``.
-        """
-        with self._lock:
-            loop, pool = self._aloop, self._apool
-            if loop is None or (loop is not running and not loop.is_closed()):
-                return None
-            self._aloop = self._aopening = self._apool = None
-        return pool if loop is running else None
+    async def asend(self, connection: AsyncConnection, request: Any) -> Any:
+        if isinstance(request, Copy):
+            async with connection.cursor() as cursor, cursor.copy(request.statement) as copy:
+                for row in request.rows:
+                    await copy.write_row(row)
+            return []
+        cursor = await connection.execute(*request)
+        return await cursor.fetchall() if cursor.description is not None else []
 
-    # -- closing -------------------------------------------------------------------------
+    async def close_pool(self, pool: AsyncSource) -> None:
+        if pool is not self.config.async_pool and pool is not self.config.async_connection:
+            await pool.close()
 
     def close(self) -> None:
-        """Close the backend's own sync pool; drop an async pool whose loop has ended.
-
-        An async pool whose loop is still open is closed by ``aclose()`` in that loop.
-        Connections and pools the application gave are left open.
-        """
-        with self._sync_lock:
+        with self._pool_lock:
             pool = self._pool if self._pool is not self.config.pool else None
             self._pool = self.config.pool
         if pool is not None:
             pool.close()
-        self._release_async_pool(None)
 
-    async def aclose(self) -> None:
-        """Close the backend's own pools (the sync one in a worker thread).
+    # -- errors ----------------------------------------------------------------------------
 
-        Raises:
-            chathistory.ChatHistoryError: the async pool belongs to another event
-                loop, which has not ended.
-        """
-        loop = asyncio.get_running_loop()
-        if self._aloop is not None and self._aloop is not loop and not self._aloop.is_closed():
-            raise self._other_loop()
-        if self._pool is not None and self._pool is not self.config.pool:
-            await asyncio.to_thread(self.close)
-        pool = self._release_async_pool(loop)
-        if pool is not None:
-            await pool.close()
+    def is_transient(self, error: BaseException, *, write: bool) -> bool:
+        return errors.is_transient(error, write=write)
 
-    # -- errors --------------------------------------------------------------------------
-
-    def _other_loop(self) -> ChatHistoryError:
-        state = "has ended" if self._aloop is not None and self._aloop.is_closed() \
-            else "is another one"
-        return ChatHistoryError(
-            "backend 'postgres': its async pool belongs to the event loop of its first "
-            f"async call, which {state}. Make one backend per event loop, and await "
-            "backend.aclose() in a loop before it ends (or call backend.close() once "
-            "it has ended) to use the backend from another loop")
+    def translate(self, error: BaseException, call: Call) -> BaseException:
+        return errors.translate(error, action=ACTIONS.get(call.operation, "read"),
+                                server=self.server)
 
     def _open_timeout(self) -> BackendUnavailableError:
         return BackendUnavailableError(
             f"backend 'postgres' could not open its pool to {self.server} within "
             f"{self.config.connect_timeout:g} s")
 
-    def _app_connection_closed(self) -> BackendUnavailableError:
+    def _lent_connection_closed(self) -> BackendUnavailableError:
         return BackendUnavailableError(
             f"backend 'postgres': the application's connection to {self.server} is "
             "closed; open a new one (or pass a pool, which reconnects by itself)")

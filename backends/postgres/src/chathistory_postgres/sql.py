@@ -1,7 +1,8 @@
-"""The table: every statement the backend runs, and how create_collection builds and checks it.
+"""The table: its layout as a list of versioned steps, and every statement the backend runs.
 
-Statements are built once per backend, with identifiers quoted by
-``psycopg.sql``. Session ids and records are always bound parameters.
+Statements are templates whose ``{names}`` are quoted identifiers (or a
+layout's cast), formatted once per backend by ``psycopg.sql``. Session ids
+and records are always bound parameters.
 """
 
 from __future__ import annotations
@@ -9,46 +10,275 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from psycopg import sql
 
 from chathistory import ChatHistoryError, ConfigError, RecordError, decode_record
+from chathistory.driver import Operation
 from chathistory_postgres.config import Layout
 
-__all__ = [
-    "SCHEMA_VERSION",
-    "Job",
-    "Statements",
-    "jsonb_batch",
-    "jsonb_texts",
-    "records_from_rows",
-    "session_texts_from_rows",
-    "sessions_from_rows",
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Statements", "jsonb_batch", "jsonb_texts",
+           "records_from_rows", "session_texts_from_rows", "sessions_from_rows"]
+
+Step = str | dict[Layout, str]
+"""A statement of a migration: the same for both layouts, or per layout (none if absent)."""
+
+MIGRATIONS: list[tuple[Step, ...]] = [
+    # 0: the table that records the version (``schema_version`` = the last step applied).
+    ("CREATE TABLE IF NOT EXISTS {meta} (key text PRIMARY KEY, value text NOT NULL)",),
+    # 1: the messages, in id order, and the index every read uses. A langchain_postgres
+    # table is made exactly as PostgresChatMessageHistory.create_tables makes it.
+    ({"chathistory": "CREATE TABLE IF NOT EXISTS {table} ("
+                     "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                     "session_id text NOT NULL, message jsonb NOT NULL, "
+                     "created_at timestamptz NOT NULL DEFAULT now())",
+      "langchain_postgres": "CREATE TABLE IF NOT EXISTS {table} (id SERIAL PRIMARY KEY, "
+                            "session_id UUID NOT NULL, message JSONB NOT NULL, "
+                            "created_at TIMESTAMPTZ NOT NULL DEFAULT NOW())"},
+     {"langchain_postgres": "CREATE INDEX IF NOT EXISTS {their_index} ON {table} (session_id)"},
+     "CREATE INDEX IF NOT EXISTS {index} ON {table} (session_id, id)"),
+    # 2: <table>_sessions, a row per session (its count and last write), kept by
+    # statement-level triggers with transition tables (one upsert per statement, for
+    # every writer of the table, langchain-postgres's included), filled from the
+    # messages under a lock that keeps writers out meanwhile. The function runs as its
+    # owner with a fixed search_path, so writers need no privilege on the sessions table.
+    # An adopted table without created_at gets it, set to the time of the upgrade.
+    ("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
+     "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL "
+     "DEFAULT now()",
+     "CREATE TABLE IF NOT EXISTS {sessions} (session_id {session_type} PRIMARY KEY, "
+     "messages bigint NOT NULL, last_write timestamptz NOT NULL)",
+     "CREATE INDEX IF NOT EXISTS {last_write_index} ON {sessions} (last_write)",
+     "CREATE OR REPLACE FUNCTION {count_rows}() RETURNS trigger LANGUAGE plpgsql "
+     "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$ BEGIN "
+     "IF TG_OP = 'TRUNCATE' THEN DELETE FROM {sessions}; RETURN NULL; END IF; "
+     "IF TG_OP <> 'INSERT' THEN "
+     "UPDATE {sessions} AS s SET messages = s.messages - d.n FROM (SELECT "
+     "o.session_id{to_c} AS session_id, count(*) AS n FROM old_rows AS o GROUP BY 1) AS d "
+     "WHERE s.session_id = d.session_id; "
+     "DELETE FROM {sessions} AS s WHERE s.messages <= 0 "
+     "AND s.session_id IN (SELECT o.session_id{to_c} FROM old_rows AS o); END IF; "
+     "IF TG_OP <> 'DELETE' THEN "
+     "INSERT INTO {sessions} AS s (session_id, messages, last_write) "
+     "SELECT n.session_id{to_c}, count(*), now() FROM new_rows AS n GROUP BY 1 ORDER BY 1 "
+     "ON CONFLICT (session_id) DO UPDATE SET messages = s.messages + excluded.messages, "
+     "last_write = greatest(s.last_write, excluded.last_write); END IF; "
+     "RETURN NULL; END $body$",
+     *(f"DROP TRIGGER IF EXISTS {{count_{event}}} ON {{table}}" for event in
+       ("insert", "delete", "update", "truncate")),
+     "CREATE TRIGGER {count_insert} AFTER INSERT ON {table} REFERENCING NEW TABLE AS new_rows "
+     "FOR EACH STATEMENT EXECUTE FUNCTION {count_rows}()",
+     "CREATE TRIGGER {count_delete} AFTER DELETE ON {table} REFERENCING OLD TABLE AS old_rows "
+     "FOR EACH STATEMENT EXECUTE FUNCTION {count_rows}()",
+     "CREATE TRIGGER {count_update} AFTER UPDATE ON {table} REFERENCING OLD TABLE AS old_rows "
+     "NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {count_rows}()",
+     "CREATE TRIGGER {count_truncate} AFTER TRUNCATE ON {table} "
+     "FOR EACH STATEMENT EXECUTE FUNCTION {count_rows}()",
+     "DELETE FROM {sessions}",
+     "INSERT INTO {sessions} (session_id, messages, last_write) "
+     "SELECT session_id{to_c}, count(*), coalesce(max(created_at), now()) FROM {table} "
+     "GROUP BY 1"),
 ]
+"""The table's layout, as steps: append a step to change it, never edit one.
 
-SCHEMA_VERSION = 2
-"""The version of the table layout this code reads and writes, kept in ``<table>_meta``.
-
-1. the message table, its ``(session_id, id)`` index and ``<table>_meta``;
-2. adds ``<table>_sessions`` (a row per session: its message count and last
-   write time), kept by statement-level triggers on the message table, and
-   filled once from the messages already there.
+The list index is the version; ``<table>_meta`` records the last one applied,
+and ``create_collection`` applies the ones after it, in one transaction.
 """
 
-Job = Generator[tuple[str, Sequence[Any]], list[tuple[Any, ...]], None]
-"""Yields (statement, parameters), receives each one's rows: driven by sync and async code."""
+SCHEMA_VERSION = len(MIGRATIONS) - 1
+"""The version of the layout this code reads and writes."""
+
+STATEMENTS = {
+    # One statement, one round trip, one transaction. The advisory lock serializes the
+    # writers of one session (only of that session) until commit, so each batch gets
+    # consecutive ids; WITH ORDINALITY + ORDER BY make the identity follow batch order.
+    "insert": "INSERT INTO {table} (session_id, message) SELECT s.session_id, m.message "
+              "FROM (SELECT {session} AS session_id, "
+              "pg_advisory_xact_lock({lock_space}, hashtext({session}::text))) AS s, "
+              "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS m(message, position) "
+              "ORDER BY m.position",
+    # Many sessions: their locks in session order (so two such transactions never wait
+    # for each other in a cycle), then one COPY of every row in batch order.
+    "lock_sessions": "SELECT pg_advisory_xact_lock({lock_space}, hashtext(u.session_id::text)) "
+                     "FROM unnest({sessions_param}) AS u(session_id) ORDER BY u.session_id",
+    "copy_rows": "COPY {table} (session_id, message) FROM STDIN",
+    # message::text, decoded here: the same whatever jsonb loader an application
+    # registered on a connection it lends.
+    "select_all": "SELECT message::text FROM {table} WHERE session_id = {session} ORDER BY id",
+    # The newest N backward through the (session_id, id) index, the session matched
+    # as a range: with "= x ORDER BY id DESC" the planner may walk the primary key
+    # instead, and read the whole table after an old session's rows.
+    "select_newest": "SELECT message FROM (SELECT id, message::text AS message FROM {table} "
+                     "WHERE session_id >= {session} AND session_id <= {session} "
+                     "ORDER BY session_id DESC, id DESC LIMIT %s) AS newest ORDER BY id",
+    "select_many": "SELECT session_id::text, message::text FROM {table} "
+                   "WHERE session_id = ANY({sessions_param}) ORDER BY session_id, id",
+    "delete": "DELETE FROM {table} WHERE session_id = {session}",
+    # Text ids sort in the "C" collation (code point order, as Python sorts str).
+    "list_first": "SELECT session_id::text, messages, last_write FROM {sessions} "
+                  "ORDER BY session_id LIMIT %s",
+    "list_after": "SELECT session_id::text, messages, last_write FROM {sessions} "
+                  "WHERE session_id > {session} ORDER BY session_id LIMIT %s",
+    "last_write": "SELECT last_write FROM {sessions} WHERE session_id = {session}",
+    "count_before": "SELECT count(*) FROM {sessions} WHERE last_write < %s",
+    # The old sessions through the last_write index, locked (a session written meanwhile
+    # is checked again and kept), their rows through the (session_id, id) index.
+    "delete_before": "WITH gone AS (DELETE FROM {table} WHERE session_id = ANY(ARRAY("
+                     "SELECT session_id{to_default} FROM {sessions} WHERE last_write < %s "
+                     "ORDER BY session_id FOR UPDATE)) RETURNING session_id) "
+                     "SELECT count(DISTINCT session_id) FROM gone",
+    # A table without its sessions table (langchain-postgres's, or version 1) is read
+    # from the messages themselves: reading creates nothing.
+    "has_sessions": "SELECT to_regclass({sessions_name}) IS NOT NULL",
+    "scan_first": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
+                  "AS s, created_at FROM {table}) AS x GROUP BY s ORDER BY s LIMIT %s",
+    "scan_after": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
+                  "AS s, created_at FROM {table}) AS x WHERE s > {session} "
+                  "GROUP BY s ORDER BY s LIMIT %s",
+    "scan_last_write": "SELECT max(created_at) FROM {table} WHERE session_id = {session} "
+                       "HAVING count(*) > 0",
+    "exists": "SELECT to_regnamespace({schema_name}) IS NOT NULL, "
+              "to_regclass({table_name}) IS NOT NULL, to_regclass({meta_name}) IS NOT NULL",
+    "read_meta": "SELECT json_object_agg(key, value)::text FROM {meta}",
+    "columns": "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+               "WHERE a.attrelid = to_regclass({table_name}) AND a.attnum > 0 "
+               "AND NOT a.attisdropped",
+    "lock_schema": "SELECT pg_advisory_xact_lock({create_space}, {schema_key})",
+    "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
+    "write_meta": "INSERT INTO {meta} (key, value) VALUES ('schema_version', %s), "
+                  "('layout', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+}
 
 # The part of the advisory-lock key space this backend uses: pg_advisory_xact_lock(int, int).
-_LOCK_CLASS_CREATE = 0x43480001  # "CH" 1: creating a schema's tables
-
-_COLUMN_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
+_CREATE_SPACE = 0x43480001  # "CH" 1: creating a schema's tables
+_COLUMN_TYPES: dict[Layout, dict[str, tuple[str, ...]]] = {
     "chathistory": {"session_id": ("text", "character varying"), "message": ("jsonb",)},
     "langchain_postgres": {"session_id": ("uuid",), "message": ("jsonb",)},
 }
+
+
+def _int4(text: str) -> int:
+    """A stable signed 32-bit number for ``text``, for advisory-lock keys."""
+    value = zlib.crc32(text.encode())
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+class Statements(SimpleNamespace):
+    """The SQL for one (schema, table, layout): each of :data:`STATEMENTS` as an attribute."""
+
+    schema: str
+    layout: Layout
+    qualified_table: str
+    qualified_meta: str
+    qualified_sessions: str
+
+    def __init__(self, schema: str, table: str, layout: Layout) -> None:
+        uuids = layout == "langchain_postgres"
+        table_id = sql.Identifier(schema, table)
+        names: dict[str, sql.Composable] = {
+            "schema": sql.Identifier(schema), "table": table_id,
+            "meta": sql.Identifier(schema, f"{table}_meta"),
+            "sessions": sql.Identifier(schema, f"{table}_sessions"),
+            "index": sql.Identifier(f"{table}_sid_id_idx"),
+            "their_index": sql.Identifier(f"idx_{table}_session_id"),
+            "last_write_index": sql.Identifier(f"{table}_last_write_idx"),
+            "count_rows": sql.Identifier(schema, f"{table}_count_rows"),
+            "session": sql.SQL("%s::uuid" if uuids else "%s::text"),
+            "sessions_param": sql.SQL("%s::uuid[]" if uuids else "%s::text[]"),
+            "session_type": sql.SQL("uuid" if uuids else 'text COLLATE "C"'),
+            # Where the sessions table meets the message table's column, name a collation.
+            "to_c": sql.SQL("" if uuids else ' COLLATE "C"'),
+            "to_default": sql.SQL("" if uuids else ' COLLATE "default"'),
+            "lock_space": sql.Literal(_int4(f"{schema}.{table}")),
+            "create_space": sql.Literal(_CREATE_SPACE),
+            "schema_key": sql.Literal(_int4(schema)),
+        }
+        names.update({f"count_{event}": sql.Identifier(f"{table}_count_{event}")
+                      for event in ("insert", "delete", "update", "truncate")})
+        for name in ("schema", "table", "meta", "sessions"):
+            names[f"{name}_name"] = sql.Literal(names[name].as_string())
+        super().__init__(**{name: sql.SQL(template).format(**names).as_string()
+                            for name, template in STATEMENTS.items()})
+        self.schema, self.layout = schema, layout
+        self.qualified_table = table_id.as_string()
+        self.qualified_meta = names["meta"].as_string()
+        self.qualified_sessions = names["sessions"].as_string()
+        self.migrations = [
+            [sql.SQL(text).format(**names).as_string() for step in steps
+             if (text := step if isinstance(step, str) else step.get(layout))]
+            for steps in MIGRATIONS]
+
+    def create(self) -> Operation[None]:
+        """Create what is missing, or upgrade it, under a lock; check layout and version.
+
+        One transaction. When everything exists at this version it only reads
+        (no DDL, no lock), so a role without CREATE privilege can use a table
+        prepared by another.
+        """
+        (_, table_exists, meta_exists), = yield self.exists, ()
+        if table_exists and meta_exists:
+            version = self._version((yield self.read_meta, ()))
+            if version == SCHEMA_VERSION:
+                return
+        yield self.lock_schema, ()
+        (schema_exists, table_exists, meta_exists), = yield self.exists, ()
+        if not schema_exists:
+            yield self.create_schema, ()
+        version = -1  # a new table gets every step; so does an adopted one
+        if table_exists and meta_exists:
+            version = self._version((yield self.read_meta, ()))
+        elif table_exists:  # made by langchain-postgres or by hand: adopted if it fits
+            self._check_columns(dict((yield self.columns, ())))
+        for steps in self.migrations[version + 1:]:
+            for step in steps:
+                yield step, ()
+        if version < SCHEMA_VERSION:
+            yield self.write_meta, (str(SCHEMA_VERSION), self.layout)
+
+    def _version(self, rows: list[tuple[str | None]]) -> int:
+        """The table's schema version, after checking its layout and that we know it."""
+        meta = json.loads(rows[0][0] or "{}")
+        where = f"backend 'postgres': table {self.qualified_table}"
+        if meta.get("layout") != self.layout:
+            raise ConfigError(
+                f"{where} has layout {meta.get('layout')!r} (recorded in "
+                f"{self.qualified_meta}), but the backend was configured with "
+                f"layout={self.layout!r}")
+        version = meta.get("schema_version", "")
+        if not version.isdigit() or int(version) < 1:
+            raise ChatHistoryError(f"{where}: {self.qualified_meta} holds no valid schema_version")
+        if int(version) > SCHEMA_VERSION:
+            raise ChatHistoryError(
+                f"{where} has schema version {version}, written by a newer "
+                f"chathistory-postgres; this one knows version {SCHEMA_VERSION}: upgrade it")
+        return int(version)
+
+    def _check_columns(self, columns: dict[str, str]) -> None:
+        where = f"backend 'postgres': table {self.qualified_table} exists"
+        session_type = columns.get("session_id")
+        if session_type == "uuid" and self.layout == "chathistory":
+            raise ConfigError(
+                f"{where} with a UUID session_id column, as langchain-postgres makes it: "
+                "use layout='langchain_postgres' to read and append to it in place")
+        if session_type in ("text", "character varying") and self.layout == "langchain_postgres":
+            raise ConfigError(f"{where} with a text session_id column: use layout='chathistory'")
+        expected = {**_COLUMN_TYPES[self.layout],
+                    "created_at": ("timestamp with time zone", "timestamp without time zone")}
+        for column, allowed in expected.items():
+            if columns.get(column, "missing" if column != "created_at" else allowed[0]) \
+                    not in allowed:
+                raise ConfigError(
+                    f"{where} but is not a {self.layout} table: column {column!r} is "
+                    f"{columns.get(column) or 'missing'}, expected {' or '.join(allowed)}")
+        if "id" not in columns:
+            raise ConfigError(f"{where} but has no id column to order messages by")
+
+
+# -- records as jsonb ----------------------------------------------------------------------
 
 # A JSON string, or a number in exponent form with a positive exponent.
 _STRING_OR_BIG_EXPONENT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+(?:\.\d+)?e\+\d+)')
@@ -57,19 +287,18 @@ _STRING_OR_BIG_EXPONENT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+(?:\.\d+)?
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def _positional_floats(batch: str) -> str:
+def _positional_floats(text: str) -> str:
     """Write floats like ``1e+300`` as ``1000...0.0``, so jsonb gives back a float.
 
     jsonb keeps numbers as ``numeric``, which prints ``1e+300`` without its
-    exponent and without a fraction: it would come back as the int 10**300.
-    Python's JSON uses a positive exponent only from 1e16 up, so this runs only
-    for such numbers (or a string containing "e+").
+    exponent and fraction: it would come back as the int 10**300. Python's JSON
+    uses a positive exponent only from 1e16 up, so this rarely runs.
     """
     def positional(match: re.Match[str]) -> str:
         number = match.group(1)
         return match.group(0) if number is None else format(Decimal(number), "f") + ".0"
 
-    return _STRING_OR_BIG_EXPONENT.sub(positional, batch)
+    return _STRING_OR_BIG_EXPONENT.sub(positional, text)
 
 
 def _nul_safe(text: str, layout: Layout) -> str:
@@ -88,16 +317,8 @@ def _nul_safe(text: str, layout: Layout) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def jsonb_batch(texts: list[str], layout: Layout) -> str:
-    """The insert's batch parameter: a JSON array of the records' JSON texts, for jsonb."""
-    batch = "[" + ",".join(texts) + "]"
-    if "\\u0000" in batch:
-        batch = "[" + ",".join([_nul_safe(text, layout) for text in texts]) + "]"
-    return _positional_floats(batch) if "e+" in batch else batch
-
-
 def jsonb_texts(texts: list[str], layout: Layout) -> list[str]:
-    """Each record's JSON text as a jsonb value, for COPY: :func:`jsonb_batch`, row by row."""
+    """Each record's JSON text as a jsonb value: NUL made safe, big floats positional."""
     values = []
     for text in texts:
         if "\\u0000" in text:
@@ -106,11 +327,19 @@ def jsonb_texts(texts: list[str], layout: Layout) -> list[str]:
     return values
 
 
-def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:
-    """The records of ``rows`` (jsonb as text, one JSON value each), decoded in one go.
+def jsonb_batch(texts: list[str], layout: Layout) -> str:
+    """The insert's batch parameter: a JSON array of the records' JSON texts, for jsonb."""
+    batch = "[" + ",".join(texts) + "]"
+    if "\\u0000" in batch or "e+" in batch:
+        batch = "[" + ",".join(jsonb_texts(texts, layout)) + "]"
+    return batch
 
-    One ``json.loads`` of the joined rows costs about half as much as one per row.
-    A string is a record kept as its JSON text (see :func:`jsonb_batch`).
+
+def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:
+    """The records of ``rows`` (jsonb as text), decoded with one ``json.loads``.
+
+    One call on the joined rows costs about half as much as one per row. A
+    string is a record kept as its JSON text (see :func:`_nul_safe`).
     """
     records: list[Any] = json.loads("[" + ",".join([row[0] for row in rows]) + "]")
     for position, record in enumerate(records):
@@ -152,340 +381,3 @@ def _record_text(value: str) -> str:
         raise RecordError(f"stored record is a JSON {type(kept).__name__}, not an object")
     decode_record(kept)  # what fetch would refuse is refused here too
     return kept
-
-
-def _int4(text: str) -> int:
-    """A stable signed 32-bit number for ``text``, for advisory-lock keys."""
-    value = zlib.crc32(text.encode())
-    return value - (1 << 32) if value >= (1 << 31) else value
-
-
-def _text(statement: sql.Composable) -> str:
-    return statement.as_string()
-
-
-@dataclass(frozen=True)
-class Statements:
-    """The SQL for one (schema, table, layout)."""
-
-    schema: str
-    layout: Layout
-    qualified_table: str
-    qualified_meta: str
-    qualified_sessions: str
-    insert: str
-    lock_sessions: str
-    copy_rows: str
-    select_all: str
-    select_newest: str
-    select_many: str
-    delete: str
-    list_first: str
-    list_after: str
-    last_write: str
-    count_before: str
-    delete_before: str
-    # Reads of a table not yet given its sessions table (made by langchain-postgres or
-    # an older version, and not written through create_collection since): from the
-    # messages themselves, last_write being max(created_at).
-    scan_first: str
-    scan_after: str
-    scan_last_write: str
-    create_table: str
-    create_indexes: tuple[tuple[str, str], ...]  # (qualified index name, CREATE INDEX)
-    add_sessions: tuple[str, ...]  # schema version 1 -> 2, before the backfill
-    backfill: str  # {written} is the last write time of a backfilled session
-
-    @classmethod
-    def build(cls, schema: str, table: str, layout: Layout) -> Statements:
-        t = sql.Identifier(schema, table)
-        s = sql.Identifier(schema, f"{table}_sessions")
-        uuids = layout == "langchain_postgres"
-        session = sql.SQL("%s::uuid" if uuids else "%s::text")
-        sessions = sql.SQL("%s::uuid[]" if uuids else "%s::text[]")
-        lock_space = sql.Literal(_int4(f"{schema}.{table}"))
-        # One statement, one round trip, one transaction. The lock serializes
-        # the writers of one session (and only of that session) until commit, so
-        # each batch gets consecutive ids and a session's commits follow id order.
-        # WITH ORDINALITY + ORDER BY make the identity follow the batch order.
-        insert = sql.SQL(
-            "INSERT INTO {t} (session_id, message) "
-            "SELECT s.session_id, m.message "
-            "FROM (SELECT {session} AS session_id, "
-            "pg_advisory_xact_lock({ns}, hashtext({session}::text))) AS s, "
-            "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS m(message, position) "
-            "ORDER BY m.position"
-        ).format(t=t, session=session, ns=lock_space)
-        # Many sessions in one transaction: the same per-session locks first, taken
-        # in session order (the volatile output is computed after the sort), so two
-        # such transactions never wait for each other in a cycle; then one COPY of
-        # every row in batch order (the identity follows the order rows arrive).
-        lock_sessions = sql.SQL(
-            "SELECT pg_advisory_xact_lock({ns}, hashtext(u.session_id::text)) "
-            "FROM unnest({sessions}) AS u(session_id) ORDER BY u.session_id"
-        ).format(sessions=sessions, ns=lock_space)
-        copy_rows = sql.SQL("COPY {t} (session_id, message) FROM STDIN").format(t=t)
-        # message::text, decoded by the backend: the same whatever jsonb loader
-        # an application registered on a connection it lends us.
-        select_all = sql.SQL(
-            "SELECT message::text FROM {t} WHERE session_id = {session} ORDER BY id"
-        ).format(t=t, session=session)
-        # The newest N, backward through the (session_id, id) index. Not written
-        # "session_id = x ORDER BY id DESC": for that, the planner may walk the
-        # primary key backward and filter, expecting the session's rows spread
-        # evenly; for a session whose rows are old it then reads the whole table
-        # after them. As a range, session_id stays in the ORDER BY, and only the
-        # (session_id, id) index gives that order.
-        select_newest = sql.SQL(
-            "SELECT message FROM (SELECT id, message::text AS message FROM {t} "
-            "WHERE session_id >= {session} AND session_id <= {session} "
-            "ORDER BY session_id DESC, id DESC LIMIT %s) AS newest ORDER BY id"
-        ).format(t=t, session=session)
-        select_many = sql.SQL(
-            "SELECT session_id::text, message::text FROM {t} "
-            "WHERE session_id = ANY({sessions}) ORDER BY session_id, id"
-        ).format(t=t, sessions=sessions)
-
-        # The sessions table. Text ids sort in the "C" collation: code point
-        # order, as Python sorts str, whatever the database's collation. Where it
-        # meets the message table's column, the comparison names a collation.
-        to_c = sql.SQL("") if uuids else sql.SQL(' COLLATE "C"')
-        to_default = sql.SQL("") if uuids else sql.SQL(' COLLATE "default"')
-        page = "SELECT session_id::text, messages, last_write FROM {s} "
-        list_first = sql.SQL(page + "ORDER BY session_id LIMIT %s").format(s=s)
-        list_after = sql.SQL(page + "WHERE session_id > {session} ORDER BY session_id LIMIT %s"
-                             ).format(s=s, session=session)
-        last_write = sql.SQL("SELECT last_write FROM {s} WHERE session_id = {session}").format(
-            s=s, session=session)
-        count_before = sql.SQL("SELECT count(*) FROM {s} WHERE last_write < %s").format(s=s)
-        # The old sessions through the last_write index, locked in id order (a
-        # session written meanwhile is re-checked and kept), their rows through
-        # the (session_id, id) index: an empty prune costs one index probe.
-        delete_before = sql.SQL(
-            "WITH gone AS (DELETE FROM {t} WHERE session_id = ANY(ARRAY("
-            "SELECT session_id{to_default} FROM {s} WHERE last_write < %s "
-            "ORDER BY session_id FOR UPDATE)) RETURNING session_id) "
-            "SELECT count(DISTINCT session_id) FROM gone"
-        ).format(t=t, s=s, to_default=to_default)
-
-        scan = ("SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} AS s, "
-                "created_at FROM {t}) AS x ")
-        scan_first = sql.SQL(scan + "GROUP BY s ORDER BY s LIMIT %s").format(t=t, to_c=to_c)
-        scan_after = sql.SQL(scan + "WHERE s > {session} GROUP BY s ORDER BY s LIMIT %s").format(
-            t=t, to_c=to_c, session=session)
-        scan_last_write = sql.SQL(
-            "SELECT max(created_at) FROM {t} WHERE session_id = {session} HAVING count(*) > 0"
-        ).format(t=t, session=session)
-
-        ours = f"{table}_sid_id_idx"  # the index every read uses
-        indexes: list[tuple[str, sql.SQL]] = []
-        if uuids:
-            # Exactly langchain-postgres's create_tables, so that package keeps working.
-            create_table = sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {t} (id SERIAL PRIMARY KEY, "
-                "session_id UUID NOT NULL, message JSONB NOT NULL, "
-                "created_at TIMESTAMPTZ NOT NULL DEFAULT NOW())")
-            theirs = f"idx_{table}_session_id"
-            indexes.append((theirs, sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (session_id)")))
-        else:
-            create_table = sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {t} ("
-                "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                "session_id text NOT NULL, message jsonb NOT NULL, "
-                "created_at timestamptz NOT NULL DEFAULT now())")
-        indexes.append((ours, sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (session_id, id)")))
-        return cls(
-            schema=schema,
-            layout=layout,
-            qualified_table=_text(t),
-            qualified_meta=_text(sql.Identifier(schema, f"{table}_meta")),
-            qualified_sessions=_text(s),
-            insert=_text(insert),
-            lock_sessions=_text(lock_sessions),
-            copy_rows=_text(copy_rows),
-            select_all=_text(select_all),
-            select_newest=_text(select_newest),
-            select_many=_text(select_many),
-            delete=_text(sql.SQL("DELETE FROM {t} WHERE session_id = {session}").format(
-                t=t, session=session)),
-            list_first=_text(list_first),
-            list_after=_text(list_after),
-            last_write=_text(last_write),
-            count_before=_text(count_before),
-            delete_before=_text(delete_before),
-            scan_first=_text(scan_first),
-            scan_after=_text(scan_after),
-            scan_last_write=_text(scan_last_write),
-            create_table=_text(create_table.format(t=t)),
-            create_indexes=tuple(
-                (_text(sql.Identifier(schema, name)),
-                 _text(statement.format(i=sql.Identifier(name), t=t)))
-                for name, statement in indexes),
-            add_sessions=_sessions_ddl(schema, table, t, s, uuids, to_c),
-            backfill=_text(sql.SQL(
-                "INSERT INTO {s} (session_id, messages, last_write) "
-                "SELECT session_id{to_c}, count(*), {{written}} FROM {t} GROUP BY 1"
-            ).format(s=s, t=t, to_c=to_c)),
-        )
-
-    def create(self) -> Job:
-        """Create what is missing, under a lock, upgrade an older layout, check the version.
-
-        Runs in one transaction. When everything exists at this version it only
-        reads (no DDL, no lock), so a role without CREATE privilege can use a
-        prepared table.
-        """
-        meta = sql.SQL(self.qualified_meta)
-        read_meta = _text(sql.SQL("SELECT json_object_agg(key, value)::text FROM {}").format(meta))
-        exists = ("SELECT to_regnamespace(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL, "
-                  "to_regclass(%s) IS NOT NULL")
-        names = (_text(sql.Identifier(self.schema)), self.qualified_table, self.qualified_meta)
-        rows = yield exists, names
-        if rows[0][1] and rows[0][2]:
-            rows = yield read_meta, ()
-            if self._check_meta(json.loads(rows[0][0] or "{}")) == SCHEMA_VERSION:
-                return
-        lock = sql.SQL("SELECT pg_advisory_xact_lock({c}, {k})").format(
-            c=sql.Literal(_LOCK_CLASS_CREATE), k=sql.Literal(_int4(self.schema)))
-        yield _text(lock), ()
-        rows = yield exists, names
-        schema_exists, table_exists, meta_exists = rows[0]
-        if not schema_exists:
-            yield _text(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-                sql.Identifier(self.schema))), ()
-        if table_exists and not meta_exists:
-            columns = yield (
-                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
-                "FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
-                "AND a.attnum > 0 AND NOT a.attisdropped"), (self.qualified_table,)
-            self._check_columns(dict(columns))
-        if not table_exists:
-            yield self.create_table, ()
-        for index, create_index in self.create_indexes:
-            rows = yield "SELECT to_regclass(%s) IS NOT NULL", (index,)
-            if not rows[0][0]:
-                yield create_index, ()
-        yield _text(sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)"
-        ).format(meta)), ()
-        # A table new or adopted here starts at version 1, and is upgraded below.
-        yield _text(sql.SQL(
-            "INSERT INTO {} (key, value) VALUES ('schema_version', '1'), ('layout', %s) "
-            "ON CONFLICT (key) DO NOTHING").format(meta)), (self.layout,)
-        rows = yield read_meta, ()
-        if self._check_meta(json.loads(rows[0][0] or "{}")) < 2:
-            yield from self._add_sessions()
-            yield _text(sql.SQL(
-                "UPDATE {} SET value = {} WHERE key = 'schema_version'").format(
-                    meta, sql.Literal(str(SCHEMA_VERSION)))), ()
-
-    def _add_sessions(self) -> Job:
-        """Version 1 -> 2: the sessions table and its triggers, filled from the messages.
-
-        The table is locked against writers first, so no message lands between
-        the count and the triggers. A backfilled session's last write is its
-        newest ``created_at`` (both layouts have the column, set by the server
-        on insert); on an adopted table without it, the time of the upgrade.
-        """
-        yield _text(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
-            sql.SQL(self.qualified_table))), ()
-        for statement in self.add_sessions:
-            yield statement, ()
-        rows = yield (
-            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-            "WHERE a.attrelid = to_regclass(%s) AND a.attname = 'created_at' "
-            "AND NOT a.attisdropped"), (self.qualified_table,)
-        stamped = bool(rows) and rows[0][0] == "timestamp with time zone"
-        yield _text(sql.SQL("DELETE FROM {}").format(sql.SQL(self.qualified_sessions))), ()
-        yield self.backfill.replace(
-            "{written}", "coalesce(max(created_at), now())" if stamped else "now()"), ()
-
-    def _check_columns(self, columns: dict[str, str]) -> None:
-        where = f"backend 'postgres': table {self.qualified_table} exists"
-        session_type = columns.get("session_id")
-        if session_type == "uuid" and self.layout == "chathistory":
-            raise ConfigError(
-                f"{where} with a UUID session_id column, as langchain-postgres makes it: "
-                "use layout='langchain_postgres' to read and append to it in place")
-        if session_type in ("text", "character varying") and self.layout == "langchain_postgres":
-            raise ConfigError(f"{where} with a text session_id column: use layout='chathistory'")
-        for column, allowed in _COLUMN_TYPES[self.layout].items():
-            if columns.get(column) not in allowed:
-                raise ConfigError(
-                    f"{where} but is not a {self.layout} table: column {column!r} is "
-                    f"{columns.get(column) or 'missing'}, expected {' or '.join(allowed)}")
-        if "id" not in columns:
-            raise ConfigError(f"{where} but has no id column to order messages by")
-
-    def _check_meta(self, meta: dict[str, str]) -> int:
-        """The table's schema version, after checking its layout and that we know it."""
-        where = f"backend 'postgres': table {self.qualified_table}"
-        if meta.get("layout") != self.layout:
-            raise ConfigError(
-                f"{where} has layout {meta.get('layout')!r} (recorded in "
-                f"{self.qualified_meta}), but the backend was configured with "
-                f"layout={self.layout!r}")
-        version = meta.get("schema_version", "")
-        if not version.isdigit() or int(version) < 1:
-            raise ChatHistoryError(f"{where}: {self.qualified_meta} holds no valid schema_version")
-        if int(version) > SCHEMA_VERSION:
-            raise ChatHistoryError(
-                f"{where} has schema version {version}, written by a newer "
-                f"chathistory-postgres; this one knows version {SCHEMA_VERSION}: upgrade it")
-        return int(version)
-
-
-def _sessions_ddl(schema: str, table: str, t: sql.Identifier, s: sql.Identifier, uuids: bool,
-                  to_c: sql.Composable) -> tuple[str, ...]:
-    """The sessions table, its last_write index, the counting function and its triggers.
-
-    Statement-level triggers with transition tables: one upsert per statement,
-    whatever its number of rows, for every writer of the table (langchain-postgres's
-    ``PostgresChatMessageHistory`` included). The function runs as its owner
-    (SECURITY DEFINER, with a fixed search_path), so a role that may write the
-    message table needs no privilege on the sessions table.
-    """
-    function = sql.Identifier(schema, f"{table}_count_rows")
-    session_type = sql.SQL("uuid" if uuids else 'text COLLATE "C"')
-    body = sql.SQL(
-        "BEGIN "
-        "IF TG_OP = 'TRUNCATE' THEN DELETE FROM {s}; RETURN NULL; END IF; "
-        "IF TG_OP <> 'INSERT' THEN "
-        "UPDATE {s} AS s SET messages = s.messages - d.n "
-        "FROM (SELECT o.session_id{to_c} AS session_id, count(*) AS n "
-        "FROM old_rows AS o GROUP BY 1) AS d WHERE s.session_id = d.session_id; "
-        "DELETE FROM {s} AS s WHERE s.messages <= 0 "
-        "AND s.session_id IN (SELECT o.session_id{to_c} FROM old_rows AS o); "
-        "END IF; "
-        "IF TG_OP <> 'DELETE' THEN "
-        "INSERT INTO {s} AS s (session_id, messages, last_write) "
-        "SELECT n.session_id{to_c}, count(*), now() FROM new_rows AS n GROUP BY 1 ORDER BY 1 "
-        "ON CONFLICT (session_id) DO UPDATE SET messages = s.messages + excluded.messages, "
-        "last_write = greatest(s.last_write, excluded.last_write); "
-        "END IF; "
-        "RETURN NULL; "
-        "END"
-    ).format(s=s, to_c=to_c)
-    statements: list[sql.Composable] = [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {s} (session_id {type} PRIMARY KEY, "
-                "messages bigint NOT NULL, last_write timestamptz NOT NULL)").format(
-            s=s, type=session_type),
-        sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {s} (last_write)").format(
-            i=sql.Identifier(f"{table}_last_write_idx"), s=s),
-        sql.SQL("CREATE OR REPLACE FUNCTION {f}() RETURNS trigger LANGUAGE plpgsql "
-                "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {body}").format(
-            f=function, body=sql.Literal(_text(body))),
-    ]
-    events = {
-        "insert": "AFTER INSERT ON {t} REFERENCING NEW TABLE AS new_rows",
-        "delete": "AFTER DELETE ON {t} REFERENCING OLD TABLE AS old_rows",
-        "update": "AFTER UPDATE ON {t} REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
-        "truncate": "AFTER TRUNCATE ON {t}",
-    }
-    for event, when in events.items():
-        trigger = sql.Identifier(f"{table}_count_{event}")
-        statements.append(sql.SQL("DROP TRIGGER IF EXISTS {g} ON {t}").format(g=trigger, t=t))
-        statements.append(sql.SQL(
-            "CREATE TRIGGER {g} " + when + " FOR EACH STATEMENT EXECUTE FUNCTION {f}()"
-        ).format(g=trigger, t=t, f=function))
-    return tuple(_text(statement) for statement in statements)
