@@ -6,6 +6,7 @@ redis-py is imported when a backend is built, so options validate without it (th
 from __future__ import annotations
 
 import json
+import re
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -38,18 +39,12 @@ INDEX_BATCH = 1000
 """Sessions a backfill adds to the index per round trip."""
 
 
-def _raw(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_raw, _text = ks.utf8, ks.text
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
-
-
-def _time(score: bytes | str | float | None) -> datetime | None:
-    if score is None or score in (b"", ""):
-        return None
-    return datetime.fromtimestamp(float(score), UTC)
+def _time(score: bytes | str | None) -> datetime | None:
+    return datetime.fromtimestamp(float(score), UTC) if score else None
 
 
 def _seconds(moment: datetime) -> str:
@@ -126,13 +121,8 @@ class RedisBackend(BaseBackend):
 
     @operation(write=True)
     def create_collection(self) -> Operation[None]:
-        """Nothing to create; adds sessions written before the index existed to it, once.
-
-        Sessions written by ``RedisChatMessageHistory`` (or by a version of this
-        backend without the index) are found with one ``SCAN`` of the key
-        prefix, once per store: here (``ChatHistory`` calls it on its first use),
-        at a prune or at :meth:`reindex`; the reads (``list_sessions``...) never.
-        """
+        """Nothing to create; adds the sessions the index lacks (written by
+        ``RedisChatMessageHistory`` or an older version) to it: one ``SCAN``, once per store."""
         yield from self._backfill(force=False)
 
     @operation(write=True)
@@ -178,11 +168,8 @@ class RedisBackend(BaseBackend):
                       ) -> Operation[list[SessionInfo]]:
         """Up to ``limit`` sessions with messages, by id, after ``after``; writes nothing.
 
-        Through the index: one script for the ids and their write times, one pipeline of
-        ``LLEN`` for the counts. On a store whose index was never built (no ``scanned``
-        marker: keys of ``RedisChatMessageHistory`` or of an older version), each page
-        scans the key prefix once instead, and one pipeline reads the counts and the write
-        times the index knows (``None`` for the others)."""
+        Through the index (one script, one pipeline of ``LLEN``), or on a store never
+        indexed by one ``SCAN`` of the key prefix per page (write times ``None`` there)."""
         limit = check_page_limit(limit)
         if (yield from self._is_indexed()):
             return (yield from self._indexed_page(after, limit))
@@ -246,10 +233,8 @@ class RedisBackend(BaseBackend):
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
-        """:meth:`fetch_many` with each message as the JSON text Redis holds, undecoded (the
-        same pipeline). A value that does not start with ``{`` is decoded to be checked: it
-        raises as in :meth:`fetch`, unless it is an object with whitespace around it (given
-        without). One that starts with ``{`` is not parsed."""
+        """:meth:`fetch_many` with each message as the JSON text Redis holds; only a value
+        not starting with ``{`` is parsed, to be refused as :meth:`fetch` would, or trimmed."""
         return (yield from self._fetch_lists(session_ids, self._texts))
 
     @operation(write=True)
@@ -264,25 +249,16 @@ class RedisBackend(BaseBackend):
         check_record_texts(batches)
         for session_id, texts in batches.items():
             for position, text in enumerate(texts):
-                if not text.isascii():
-                    try:
-                        text.encode("utf-8")
-                    except UnicodeEncodeError:
-                        raise RecordError(
-                            f"record {position} of session {session_id!r} cannot be stored "
-                            "as UTF-8: it holds a lone surrogate") from None
+                if not text.isascii() and _SURROGATE.search(text):
+                    raise RecordError(f"record {position} of session {session_id!r} cannot be "
+                                      "stored as UTF-8: it holds a lone surrogate")
         yield from self._append_texts(batches)
 
     @operation(write=True)
     def reindex(self) -> Operation[int]:
-        """Add every session of this key prefix that the index lacks; return how many were
-        found (``SCAN`` of the whole keyspace). Then drop the entries of sessions that no
-        longer exist (expired, or deleted behind the backend's back), which listings skip.
-
-        Needed only while ``RedisChatMessageHistory`` (which does not maintain the
-        index) still writes new sessions beside this backend: its sessions from
-        before the first use are indexed by then already.
-        """
+        """Add every session of the key prefix that the index lacks (one ``SCAN``; needed
+        only while ``RedisChatMessageHistory`` writes beside this backend), and drop the
+        entries of sessions that no longer exist; return how many sessions were found."""
         return (yield from self._backfill(force=True))
 
     alist_sessions = list_sessions.async_twin
@@ -341,8 +317,7 @@ class RedisBackend(BaseBackend):
         return self._indexed
 
     def _scan_ids(self) -> Operation[list[bytes]]:
-        """The ids of the sessions whose keys exist (one ``SCAN`` of the key prefix), each once,
-        in the index's order (their UTF-8 bytes); only reads."""
+        """The ids (UTF-8) of the sessions whose keys exist, each once, in the index's order."""
         keys = yield self._scan(ks.scan_pattern(self._layout, self._key_prefix))
         if keys and not isinstance(keys[0], bytes):  # an application's decoding client
             keys = [_raw(key) for key in keys]
@@ -350,10 +325,8 @@ class RedisBackend(BaseBackend):
         return sorted(ks.session_ids_of_keys(self._layout, self._key_prefix, keys))
 
     def _backfill(self, *, force: bool) -> Operation[int]:
-        """Add the sessions the index lacks (found by SCAN), unless that was done before.
-
-        With ``force`` (a reindex) also drop the entries of sessions that no longer exist.
-        """
+        """Add the sessions the index lacks (found by SCAN), unless that was done before;
+        with ``force`` (a reindex) also drop the entries of sessions that no longer exist."""
         if not force and (yield from self._is_indexed()):
             return 0
         found = yield from self._scan_ids()
@@ -407,8 +380,7 @@ class RedisBackend(BaseBackend):
         return found
 
     def _scanned_page(self, after: str | None, limit: int) -> Operation[list[SessionInfo]]:
-        """A page of a store whose index was never built: the ids from one SCAN, the counts
-        and the write times the index may know of from one pipeline."""
+        """A page of a store never indexed: ids from one SCAN, counts and times in a pipeline."""
         ids = yield from self._scan_ids()
         start = 0 if after is None else bisect_right(ids, _raw(after))
         found: list[SessionInfo] = []
@@ -436,9 +408,8 @@ class RedisBackend(BaseBackend):
     # Records -----------------------------------------------------------------------------
 
     def _texts(self, values: list[bytes | str]) -> list[str]:
-        """A session's values as text, oldest first, checked cheaply: one that does not start
-        with ``{`` is decoded, and refused as :meth:`_decode` refuses it; the rest are not
-        parsed."""
+        """A session's values as text, oldest first; only one not starting with ``{`` is
+        parsed (refused as :meth:`_decode` refuses it)."""
         values = values[::-1] if self._newest_first else list(values)
         try:
             texts = [_text(value) for value in values]
@@ -457,10 +428,8 @@ class RedisBackend(BaseBackend):
             values = values[::-1]
         if not values:
             return []
-        # One json.loads for the whole list is twice as fast as one per value, and
-        # gives the same records when every value is a JSON object, as this backend
-        # and RedisChatMessageHistory write them. If the list does not decode to
-        # one object per value, each value is decoded alone, to name the bad one.
+        # One json.loads for the whole list is twice as fast as one per value; if the
+        # list is not one object per value, each is decoded alone, to name the bad one.
         try:
             if isinstance(values[0], bytes):
                 records = json.loads(b"[" + b",".join(cast(list[bytes], values)) + b"]")

@@ -1,15 +1,16 @@
-"""The backend's driver: redis-py's own pools (or the application's clients), run by the core.
+"""The backend's driver: redis-py's own clients and pools (or the application's), run by the core.
 
-Without ``client``, sync calls take connections from one ``redis.BlockingConnectionPool``;
-without ``async_client``, async calls from a ``redis.asyncio.BlockingConnectionPool``
+Without ``client``, sync calls use a ``redis.Redis`` on one ``redis.BlockingConnectionPool``;
+without ``async_client``, async calls a ``redis.asyncio.Redis`` on a blocking pool
 per event loop (opened and closed by the core's runner). The pools check a
 connection before lending it, PING one idle for ``health_check_interval``, and
-start afresh in a forked child. An operation holds one connection for its
-commands, so a failure is known to come before a command was sent whole (it did
+start afresh in a forked child. A command takes a connection from the pool and
+gives it back, so a failure is known to come before it was sent whole (it did
 not run) or after (it may have run: for a :class:`Once` command, ``ReplyLostError``).
+Pipelines and scans, which may be repeated, run through the client itself.
 
-A ``RedisCluster`` is its own connection: each command goes to its slot's node by
-name (``target_nodes``), so redis-py follows ``MOVED``/``ASK`` but never repeats it.
+A ``RedisCluster`` sends each command to its slot's node by name
+(``target_nodes``), so redis-py follows ``MOVED``/``ASK`` but never repeats it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import redis
 import redis.asyncio
 from redis.driver_info import DriverInfo
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
@@ -35,7 +36,6 @@ from chathistory_redis.keyspace import BODIES, Command
 __all__ = ["Once", "Pipeline", "RedisDriver", "Scan"]
 
 _LOST = (RedisConnectionError, RedisTimeoutError)
-SCAN_COUNT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,27 +67,9 @@ def _as_eval(request: Command | Once) -> Command | Once:
     return ("EVAL", BODIES[str(request[1])], *request[2:])
 
 
-def _cluster_pipeline(client: Any, request: Pipeline) -> Any:
-    pipe = client.pipeline(transaction=False)
-    for command in request.commands:
-        pipe.execute_command(*command)
-    return pipe
-
-
 def _key(command: Command) -> bytes | str | int:
     """The key a command is routed by: a script's first key, or the command's."""
     return command[3] if command[0] in ("EVALSHA", "EVAL") else command[1]
-
-
-def _scan(cursor: int | bytes, pattern: bytes) -> Command:
-    return ("SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT, "TYPE", "list")
-
-
-def _replies(replies: list[Any]) -> list[Any]:
-    error = next((reply for reply in replies if isinstance(reply, ResponseError)), None)
-    if error is not None:
-        raise error
-    return replies
 
 
 def pool_options(config: RedisConfig) -> dict[str, Any]:
@@ -107,29 +89,6 @@ def pool_options(config: RedisConfig) -> dict[str, Any]:
         # sends no maintenance notifications (Redis itself does not).
         "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
-
-
-class _Lease:
-    """A pool's connection for one operation (sync or asyncio pool), given back on exit."""
-
-    __slots__ = ("connection", "pool")
-
-    def __init__(self, pool: Any) -> None:
-        self.pool = pool
-
-    def __enter__(self) -> Any:
-        self.connection = self.pool.get_connection()  # connected and checked: nothing sent
-        return self.connection
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.pool.release(self.connection)
-
-    async def __aenter__(self) -> Any:
-        self.connection = await self.pool.get_connection()
-        return self.connection
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.pool.release(self.connection)
 
 
 def _client_address(client: Any) -> str:
@@ -170,12 +129,9 @@ class RedisDriver(Driver[Any, Any, Any]):
         # An application's sync client without an async one: async calls run the sync
         # path in a worker thread, so both reach the same server.
         self.native_async = client is None or async_client is not None
-        self.pool: redis.ConnectionPool | None = None
-        if client is None:  # a pool connects on first use, not here
-            self.pool = redis.BlockingConnectionPool.from_url(config.url.get_secret_value(),
-                                                              **pool_options(config))
-        elif isinstance(client, redis.Redis):
-            self.pool = client.connection_pool
+        self.client: Any = client if client is not None else redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(  # connects on first use
+                config.url.get_secret_value(), **pool_options(config)))
         app = client if client is not None else async_client
         self.where = (f"Redis at {config.address}" if app is None
                       else "Redis Cluster" if self.cluster
@@ -184,131 +140,103 @@ class RedisDriver(Driver[Any, Any, Any]):
     # -- sync ------------------------------------------------------------------------------
 
     def connection(self, call: Call) -> AbstractContextManager[Any]:
-        if self.pool is None:
-            return nullcontext(self.config.client)  # a RedisCluster routes each command
-        return _Lease(self.pool)
+        return nullcontext(self.client)  # each command takes a connection of its own
 
-    def send(self, connection: Any, request: Any) -> Any:
+    def send(self, client: Any, request: Any) -> Any:
         try:
-            return self._send(connection, request)
+            return self._send(client, request)
         except NoScriptError:  # the server has not cached the script: it ran nothing
-            return self._send(connection, _as_eval(request))
+            return self._send(client, _as_eval(request))
 
-    def _send(self, connection: Any, request: Any) -> Any:
+    def _send(self, client: Any, request: Any) -> Any:
+        if isinstance(request, Pipeline):
+            pipe = client.pipeline(transaction=False)
+            for command in request.commands:
+                pipe.execute_command(*command)
+            return pipe.execute(raise_on_error=True)
+        if isinstance(request, Scan):
+            return list(client.scan_iter(match=request.pattern, count=1000, _type="list"))
         once = isinstance(request, Once)
-        if not (once or type(request) is tuple):
-            return self._many(connection, request)
         command = request.command if once else request
         if self.cluster:
-            node = connection.get_node_from_key(_key(command))
+            node = client.get_node_from_key(_key(command))
             try:
-                return connection.execute_command(*command, target_nodes=node)
+                return client.execute_command(*command, target_nodes=node)
             except RedisError as error:
                 errors.check_cluster_failure(error, node.name, once=once)
                 raise
-        connection.send_command(*command)  # one cut short is not run: "not sent"
+        pool = client.connection_pool
+        connection = pool.get_connection()  # connected and checked: nothing is sent yet
         try:
-            return connection.read_response()
-        except _LOST as error:  # redis-py has disconnected it
-            if once and errors.may_have_run(error):
-                raise errors.ReplyLostError(self.where, error) from error
-            raise
-
-    def _many(self, connection: Any, request: Pipeline | Scan) -> Any:
-        if self.cluster and isinstance(request, Pipeline):
-            return _cluster_pipeline(connection, request).execute(raise_on_error=True)
-        if isinstance(request, Scan) and self.cluster:
-            return list(connection.scan_iter(match=request.pattern, count=SCAN_COUNT,
-                                             _type="list"))
-        if isinstance(request, Pipeline):
-            connection.send_packed_command(connection.pack_commands(request.commands))
-            replies = []
-            for _ in request.commands:  # every reply is read, so the connection stays in step
-                try:
-                    replies.append(connection.read_response())
-                except ResponseError as refused:
-                    replies.append(refused)
-            return _replies(replies)
-        keys: list[bytes] = []
-        cursor: int | bytes = 0
-        while True:
-            cursor, found = self._send(connection, _scan(cursor, request.pattern))
-            keys += found
-            if int(cursor) == 0:  # bytes, or str from a decoding client
-                return keys
+            connection.send_command(*command)  # one cut short is not run: "not sent"
+            try:
+                return connection.read_response()
+            except _LOST as error:  # redis-py has disconnected it
+                if once and errors.may_have_run(error):
+                    raise errors.ReplyLostError(self.where, error) from error
+                raise
+        finally:
+            pool.release(connection)
 
     # -- async -----------------------------------------------------------------------------
 
     async def open_pool(self) -> Any:
-        app = self.config.async_client
-        if app is not None:
-            return app if self.cluster else app.connection_pool
-        return redis.asyncio.BlockingConnectionPool.from_url(
-            self.config.url.get_secret_value(), **pool_options(self.config))
+        if self.config.async_client is not None:
+            return self.config.async_client
+        return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
+            self.config.url.get_secret_value(), **pool_options(self.config)))
 
-    def async_connection(self, pool: Any, call: Call) -> AbstractAsyncContextManager[Any]:
-        return nullcontext(pool) if self.cluster else _Lease(pool)
+    def async_connection(self, client: Any, call: Call) -> AbstractAsyncContextManager[Any]:
+        return nullcontext(client)
 
-    async def asend(self, connection: Any, request: Any) -> Any:
+    async def asend(self, client: Any, request: Any) -> Any:
         try:
-            return await self._asend(connection, request)
+            return await self._asend(client, request)
         except NoScriptError:
-            return await self._asend(connection, _as_eval(request))
+            return await self._asend(client, _as_eval(request))
 
-    async def _asend(self, connection: Any, request: Any) -> Any:
+    async def _asend(self, client: Any, request: Any) -> Any:
+        if isinstance(request, Pipeline):
+            pipe = client.pipeline(transaction=False)
+            for command in request.commands:
+                pipe.execute_command(*command)
+            return await pipe.execute(raise_on_error=True)
+        if isinstance(request, Scan):
+            return [key async for key in client.scan_iter(match=request.pattern, count=1000,
+                                                          _type="list")]
         once = isinstance(request, Once)
-        if not (once or type(request) is tuple):
-            return await self._amany(connection, request)
         command = request.command if once else request
         if self.cluster:
-            await connection.initialize()  # the slot map: loaded once, refreshed on demand
-            node = connection.get_node_from_key(_key(command))
+            await client.initialize()  # the slot map: loaded once, refreshed on demand
+            node = client.get_node_from_key(_key(command))
             try:
-                return await connection.execute_command(*command, target_nodes=node)
+                return await client.execute_command(*command, target_nodes=node)
             except RedisError as error:
                 errors.check_cluster_failure(error, node.name, once=once)
                 raise
+        pool = client.connection_pool
+        connection = await pool.get_connection()
         try:
-            await connection.send_command(*command)
-        except RedisTimeoutError as error:
-            # Unlike a socket's sendall, an asyncio transport still writes out what it
-            # buffered after the sender gave up: a write that timed out may yet arrive.
-            if once:
-                raise errors.ReplyLostError(self.where, error) from error
-            raise
-        try:
-            return await connection.read_response()
-        except _LOST as error:
-            if once and errors.may_have_run(error):
-                raise errors.ReplyLostError(self.where, error) from error
-            raise
+            try:
+                await connection.send_command(*command)
+            except RedisTimeoutError as error:
+                # Unlike a socket's sendall, an asyncio transport still writes out what it
+                # buffered after the sender gave up: a write that timed out may yet arrive.
+                if once:
+                    raise errors.ReplyLostError(self.where, error) from error
+                raise
+            try:
+                return await connection.read_response()
+            except _LOST as error:
+                if once and errors.may_have_run(error):
+                    raise errors.ReplyLostError(self.where, error) from error
+                raise
+        finally:
+            await pool.release(connection)
 
-    async def _amany(self, connection: Any, request: Pipeline | Scan) -> Any:
-        if self.cluster and isinstance(request, Pipeline):
-            return await _cluster_pipeline(connection, request).execute(raise_on_error=True)
-        if isinstance(request, Scan) and self.cluster:
-            return [key async for key in connection.scan_iter(
-                match=request.pattern, count=SCAN_COUNT, _type="list")]
-        if isinstance(request, Pipeline):
-            await connection.send_packed_command(connection.pack_commands(request.commands))
-            replies = []
-            for _ in request.commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as refused:
-                    replies.append(refused)
-            return _replies(replies)
-        keys: list[bytes] = []
-        cursor: int | bytes = 0
-        while True:
-            cursor, found = await self._asend(connection, _scan(cursor, request.pattern))
-            keys += found
-            if int(cursor) == 0:  # bytes, or str from a decoding client
-                return keys
-
-    async def close_pool(self, pool: Any) -> None:
+    async def close_pool(self, client: Any) -> None:
         if self.config.async_client is None:
-            await pool.disconnect()
+            await client.connection_pool.disconnect()
 
     # -- errors and closing ----------------------------------------------------------------
 
@@ -320,5 +248,5 @@ class RedisDriver(Driver[Any, Any, Any]):
         return errors.translate(error, where=self.where)
 
     def close(self) -> None:
-        if self.config.client is None and self.pool is not None:
-            self.pool.disconnect()
+        if self.config.client is None:
+            self.client.connection_pool.disconnect()

@@ -34,21 +34,20 @@ __all__ = [
     "UNINDEX_IF_OLD", "UNINDEX_IF_UNCHANGED", "Command", "IndexKeys", "Script",
     "chathistory_key", "eval_command", "evalsha", "index_keys", "key_prefix_problem",
     "langchain_community_key", "scan_pattern", "session_from_chathistory_key",
-    "session_ids_of_keys",
+    "session_ids_of_keys", "text", "utf8",
 ]
 
 Command = tuple[bytes | str | int, ...]
 """A Redis command and its arguments."""
 
-LANGCHAIN_INDEX_HEAD = "chathistory-index:"
+def utf8(value: bytes | str) -> bytes:
+    """``value`` as bytes: a key, or an id as the index holds it (lone surrogates kept)."""
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogatepass")
 
 
-def _encode(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogatepass")
+def text(value: bytes | str) -> str:
+    """:func:`utf8` undone."""
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
 
 
 def chathistory_base(key_prefix: str) -> str:
@@ -59,21 +58,21 @@ def chathistory_base(key_prefix: str) -> str:
 def chathistory_key(key_prefix: str, session_id: str) -> bytes:
     """The key of ``session_id`` in the ``chathistory`` layout."""
     tag = session_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
-    return _encode(f"{chathistory_base(key_prefix)}{{{tag}}}")
+    return utf8(f"{chathistory_base(key_prefix)}{{{tag}}}")
 
 
 def langchain_community_key(key_prefix: str, session_id: str) -> bytes:
     """The key of ``session_id`` in the ``langchain_community`` layout."""
-    return _encode(key_prefix + session_id)
+    return utf8(key_prefix + session_id)
 
 
 def session_from_chathistory_key(key_prefix: str, key: bytes) -> str:
     """The session id a ``chathistory``-layout key belongs to (for tools that scan keys)."""
-    head = _encode(f"{chathistory_base(key_prefix)}{{")
+    head = utf8(f"{chathistory_base(key_prefix)}{{")
     tag = key[len(head):-1]
     if not (key.startswith(head) and key.endswith(b"}")) or b"{" in tag or b"}" in tag:
         raise ValueError("not a key of this key prefix")
-    return _decode(tag).replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+    return text(tag).replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
 
 
 def session_ids_of_keys(layout: str, key_prefix: str, keys: Iterable[bytes]) -> set[bytes]:
@@ -83,20 +82,20 @@ def session_ids_of_keys(layout: str, key_prefix: str, keys: Iterable[bytes]) -> 
     session's key of ``layout`` and ``key_prefix``, or whose id is not UTF-8, is left out.
     """
     if layout == "chathistory":
-        head = _encode(f"{chathistory_base(key_prefix)}{{")
+        head = utf8(f"{chathistory_base(key_prefix)}{{")
         tags = [key[len(head):-1] for key in keys if key.startswith(head) and key.endswith(b"}")]
-        text = b"\n".join(tags)  # each test below done once for all, where it can be
-        if b"{" in text or b"}" in text:
+        joined = b"\n".join(tags)  # each test below done once for all, where it can be
+        if b"{" in joined or b"}" in joined:
             tags = [tag for tag in tags if b"{" not in tag and b"}" not in tag]
-        if b"%" in text:
+        if b"%" in joined:
             tags = [tag.replace(b"%7D", b"}").replace(b"%7B", b"{").replace(b"%25", b"%")
                     for tag in tags]
     else:
-        head = _encode(key_prefix)
+        head = utf8(key_prefix)
         tags = [key[len(head):] for key in keys if key.startswith(head)]
-        text = b"\n".join(tags)
+        joined = b"\n".join(tags)
     try:  # pieces of UTF-8 joined by a newline are UTF-8, and only they are
-        _decode(text)
+        text(joined)
     except UnicodeDecodeError:
         return {tag for tag in tags if _is_text(tag)}
     return set(tags)
@@ -104,7 +103,7 @@ def session_ids_of_keys(layout: str, key_prefix: str, keys: Iterable[bytes]) -> 
 
 def _is_text(raw: bytes) -> bool:
     try:
-        _decode(raw)
+        text(raw)
     except UnicodeDecodeError:
         return False
     return True
@@ -120,37 +119,26 @@ class IndexKeys:
 
 
 def index_keys(layout: str, key_prefix: str) -> IndexKeys:
-    """The index keys: ``<base>sessions:{<base>}:by-id`` (chathistory layout, ``<base>`` the
-    prefix with its ``:``) or ``chathistory-index:{<key_prefix>}:by-id`` (langchain_community);
-    likewise ``:by-time`` and ``:scanned``."""
+    """The index keys: ``<prefix>:sessions:{<prefix>:}:by-id`` (chathistory layout) or
+    ``chathistory-index:{<key_prefix>}:by-id``; likewise ``:by-time`` and ``:scanned``."""
     if layout == "chathistory":
         base = chathistory_base(key_prefix)
         head = f"{base}sessions:{{{base}}}"
     else:
-        head = f"{LANGCHAIN_INDEX_HEAD}{{{key_prefix}}}"
-    return IndexKeys(_encode(f"{head}:by-id"), _encode(f"{head}:by-time"),
-                     _encode(f"{head}:scanned"))
+        head = f"chathistory-index:{{{key_prefix}}}"
+    return IndexKeys(utf8(f"{head}:by-id"), utf8(f"{head}:by-time"),
+                     utf8(f"{head}:scanned"))
 
 
 def scan_pattern(layout: str, key_prefix: str) -> bytes:
     """A ``SCAN MATCH`` pattern for the sessions' keys (the prefix's glob characters escaped)."""
-    if layout == "chathistory":
-        return _encode(_glob_escape(chathistory_base(key_prefix)) + "{*}")
-    return _encode(_glob_escape(key_prefix) + "*")
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+    base = chathistory_base(key_prefix) if layout == "chathistory" else key_prefix
+    escaped = re.sub(r"([*?\[\]\\])", r"\\\1", base)
+    return utf8(escaped + ("{*}" if layout == "chathistory" else "*"))
 
 
 def key_prefix_problem(layout: str, key_prefix: str) -> str | None:
-    """Why ``key_prefix`` cannot be used with ``layout``, or ``None`` when it can.
-
-    Refused are only prefixes that would break the keys: in the chathistory layout
-    a brace (it would move the Redis Cluster hash tag off the session id); in the
-    langchain_community layout one that is the start of the index's own keys (the
-    empty prefix among them), which would make them a session's key too.
-    """
+    """Why ``key_prefix`` would break the keys of ``layout``, or ``None`` when it would not."""
     if layout == "chathistory":
         if "{" in key_prefix or "}" in key_prefix:
             return ("must not contain '{' or '}': Redis Cluster hashes what lies between a "
@@ -161,8 +149,8 @@ def key_prefix_problem(layout: str, key_prefix: str) -> str | None:
         return ("must not be empty: every key in the database would then be a session's key, "
                 "the sessions index's own included")
     for key in vars(index_keys(layout, key_prefix)).values():
-        if key.startswith(_encode(key_prefix)):
-            return (f"is the start of the sessions index's key {_decode(key)!r}, which would "
+        if key.startswith(utf8(key_prefix)):
+            return (f"is the start of the sessions index's key {text(key)!r}, which would "
                     "then also be the key of a session; choose another prefix")
     return None
 
