@@ -229,8 +229,8 @@ async def async_writer(backend: Any, session: str, batches: int, deadline: float
 
 
 def build_backend(url: str, table: str, tls_probe: bool) -> Any:
-    """The backend of one writer process: from ``url``, or, without PyMySQL's TLS probe,
-    on an application's engine whose connections skip it (``ssl_disabled``)."""
+    """The backend of one writer process: built from ``url`` (the defaults), or on an
+    application's engine whose connections never try TLS (``ssl_disabled``)."""
     from sqlalchemy import create_engine, make_url
 
     from chathistory import get_backend
@@ -402,13 +402,14 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=90.0, help="seconds per phase")
     parser.add_argument("--phases", default="steady,kills,restart")
     parser.add_argument("--no-tls-probe", action="store_true",
-                        help="connect with PyMySQL's ssl_disabled (it otherwise builds an SSL "
-                             "context for every new connection, to try TLS)")
+                        help="writers on an application's engine with PyMySQL's ssl_disabled "
+                             "instead of the backend's own engines")
     options = parser.parse_args()
     with private_server() as server:
         print(f"private MariaDB on port {server.port}; {PROCESSES} processes x ({THREADS} "
               f"threads + {TASKS} async tasks), {options.batches} batches of 2 each; "
-              f"PyMySQL's TLS probe {'off' if options.no_tls_probe else 'on'}", flush=True)
+              f"{'an engine with ssl_disabled' if options.no_tls_probe else 'own engines'}",
+              flush=True)
         times = {phase: run_phase(server, phase, options.batches, options.deadline,
                                   not options.no_tls_probe)
                  for phase in options.phases.split(",")}

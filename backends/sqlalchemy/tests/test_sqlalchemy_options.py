@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend, SQLAlchemyConfig
 from chathistory_sqlalchemy.client import async_url_for
-from sqlalchemy import create_engine, make_url
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chathistory import (
@@ -150,3 +151,26 @@ def test_importing_the_package_and_plugin_loads_no_sqlalchemy() -> None:
     output = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                             text=True).stdout.strip()
     assert output == "[]"
+
+
+def test_new_pymysql_connections_do_not_each_build_an_ssl_context(
+    mysql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyMySQL's default builds one per connection (about 50 ms here); reconnects reuse
+    what the first connection learnt (this server offers no TLS: ssl_disabled)."""
+    built: list[object] = []
+    create_default_context = ssl.create_default_context
+
+    def counted(*args: object, **kwargs: object) -> ssl.SSLContext:
+        built.append(args)
+        return create_default_context(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, native_async=False)
+    engine = backend.client.engine()
+    for _ in range(4):
+        engine.dispose()  # the next call opens a new connection
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar_one() == 1
+    assert len(built) == 1  # PyMySQL's own, for the first connection
+    backend.close()
