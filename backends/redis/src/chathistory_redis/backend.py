@@ -32,11 +32,8 @@ __all__ = ["PRUNE_BATCH", "RedisBackend"]
 
 T = TypeVar("T")
 
-PRUNE_BATCH = 500
-"""Sessions a prune reads, and deletes, per round trip."""
-
-INDEX_BATCH = 1000
-"""Sessions a backfill adds to the index per round trip."""
+PRUNE_BATCH = 500  # sessions a prune reads, and deletes, per round trip
+INDEX_BATCH = 1000  # sessions a backfill adds to the index per round trip
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

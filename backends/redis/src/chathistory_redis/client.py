@@ -91,14 +91,6 @@ def pool_options(config: RedisConfig) -> dict[str, Any]:
     }
 
 
-def _client_address(client: Any) -> str:
-    """``host:port`` (or the socket path) of an application's ``redis.Redis``."""
-    options = client.connection_pool.connection_kwargs
-    if "path" in options:
-        return f"unix:{options['path']}"
-    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
-
-
 class RedisDriver(Driver[Any, Any, Any]):
     """Sends the backend's requests: a command (``tuple``), :class:`Once`,
     :class:`Pipeline` or :class:`Scan`.
@@ -133,9 +125,15 @@ class RedisDriver(Driver[Any, Any, Any]):
             connection_pool=redis.BlockingConnectionPool.from_url(  # connects on first use
                 config.url.get_secret_value(), **pool_options(config)))
         app = client if client is not None else async_client
-        self.where = (f"Redis at {config.address}" if app is None
-                      else "Redis Cluster" if self.cluster
-                      else f"Redis at {_client_address(app)}")
+        if self.cluster:  # errors name the node
+            self.where = "Redis Cluster"
+        elif app is None:
+            self.where = f"Redis at {config.address}"
+        else:  # the application's server, not the URL's
+            found = app.get_connection_kwargs()
+            host, port = found.get("host", "localhost"), found.get("port", 6379)
+            self.where = f"Redis at unix:{found['path']}" if "path" in found else (
+                f"Redis at {host}:{port}")
 
     # -- sync ------------------------------------------------------------------------------
 

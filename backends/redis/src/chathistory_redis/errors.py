@@ -41,9 +41,7 @@ _NODE_NOTE = "on Redis Cluster node "
 
 class ReplyLostError(BackendUnavailableError):
     """The connection failed after an append was sent: Redis stored all of it or none of it.
-
-    Not repeated, since Redis may have stored it. Its ``__cause__`` is redis-py's error.
-    """
+    Not repeated, since Redis may have stored it. Its ``__cause__`` is redis-py's error."""
 
     def __init__(self, where: str, error: RedisError) -> None:
         super().__init__(
