@@ -12,15 +12,34 @@ from chathistory.driver import AsyncOperationMethod
 from chathistory.testing import BackendContract
 
 MakeBackend = Callable[..., RedisBackend]
+Snapshot = list[tuple[bytes, bytes | None, bool]]
 
 
-class TestRedisBackend(BackendContract):
+class RedisContract(BackendContract):
+    """The suite, with reads watched on the keys under the test's prefix and its index."""
+
+    @pytest.fixture
+    def store_snapshot(self, raw: redis.Redis, prefix: str) -> Callable[[], Snapshot]:
+        def keys() -> Snapshot:
+            found = [*raw.scan_iter(match=f"{prefix}*", count=1000),
+                     *raw.scan_iter(match=f"chathistory-index:{{{prefix}*", count=1000)]
+            return sorted((key, raw.dump(key), raw.ttl(key) >= 0) for key in found)
+
+        return keys
+
+    @pytest.fixture
+    def uncreated_backend(self, backend: RedisBackend, prefix: str) -> RedisBackend:
+        """``backend``'s options under a key prefix nothing was written to."""
+        return RedisBackend(backend.config.model_copy(update={"key_prefix": f"{prefix}-new:"}))
+
+
+class TestRedisBackend(RedisContract):
     @pytest.fixture
     def backend(self, make_backend: MakeBackend) -> RedisBackend:
         return make_backend()
 
 
-class TestRedisBackendWithTtl(BackendContract):
+class TestRedisBackendWithTtl(RedisContract):
     """Appends are MULTI/RPUSH/EXPIRE/EXEC here."""
 
     @pytest.fixture
@@ -28,7 +47,7 @@ class TestRedisBackendWithTtl(BackendContract):
         return make_backend(ttl=3600)
 
 
-class TestRedisBackendLangchainLayout(BackendContract):
+class TestRedisBackendLangchainLayout(RedisContract):
     """RedisChatMessageHistory's keys and newest-first order, read and written in place."""
 
     @pytest.fixture
@@ -36,7 +55,7 @@ class TestRedisBackendLangchainLayout(BackendContract):
         return make_backend(layout="langchain_community", ttl=3600)
 
 
-class TestRedisBackendOnApplicationClient(BackendContract):
+class TestRedisBackendOnApplicationClient(RedisContract):
     """An application's own redis.Redis; the async twins then run it in a worker thread."""
 
     @pytest.fixture
