@@ -7,6 +7,7 @@ or build it: ``PostgresBackend.from_options(conninfo=...)``. Importing the packa
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,15 +15,10 @@ if TYPE_CHECKING:
     from chathistory_postgres.config import PostgresConfig
 
 __all__ = ["PostgresBackend", "PostgresConfig"]
+_MODULES = {"PostgresBackend": "backend", "PostgresConfig": "config"}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "PostgresBackend":
-        from chathistory_postgres.backend import PostgresBackend
-
-        return PostgresBackend
-    if name == "PostgresConfig":
-        from chathistory_postgres.config import PostgresConfig
-
-        return PostgresConfig
-    raise AttributeError(f"module 'chathistory_postgres' has no attribute {name!r}")
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)

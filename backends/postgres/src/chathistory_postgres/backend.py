@@ -1,16 +1,13 @@
-"""The ``postgres`` backend: chat histories in a PostgreSQL table, sync and native async.
-
-Each operation is written once, as the statements it yields; the core's
-runner drives it sync and async (:mod:`chathistory.driver`). Importing this
-module does not import psycopg; building a backend does.
-"""
+"""The ``postgres`` backend: each operation written once, as the statements it yields,
+and run sync and async by the core's runner. Importing this module does not import
+psycopg; building a backend does."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chathistory import BaseBackend, encode_record
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
@@ -22,6 +19,8 @@ if TYPE_CHECKING:
     from chathistory_postgres.sql import Statements
 
 __all__ = ["PostgresBackend"]
+
+T = TypeVar("T")
 
 
 def _cutoff(moment: datetime) -> datetime:
@@ -35,27 +34,16 @@ def _cutoff(moment: datetime) -> datetime:
 class PostgresBackend(BaseBackend):
     """Stores each message as a jsonb row; reads the newest N through an index on (session, id).
 
-    Args:
-        config: A :class:`PostgresConfig`; :meth:`from_options` builds one from keywords.
-
-    Raises:
-        chathistory.ConfigError: a bad option, or an application object of the wrong type.
-
-    Connections are opened on first use, not here. Errors of later calls:
-    :class:`~chathistory.BackendUnavailableError` when the server cannot be
-    reached (after retrying what is safe to repeat),
+    Build it with :meth:`from_options` (``conninfo=...`` or an application's
+    connection or pool; see docs/backends/postgres.md for every option).
+    Connections open on first use. A bad option is :class:`~chathistory.ConfigError`;
+    later calls raise :class:`~chathistory.BackendUnavailableError` when the server
+    cannot be reached (after retrying what is safe to repeat),
     :class:`~chathistory.PermissionDeniedError` when it refuses the login or a
     privilege, :class:`~chathistory.RecordError` for a message jsonb cannot hold.
 
-    Attributes:
-        driver: The connections (:class:`~chathistory_postgres.client.PostgresDriver`).
-        statements: The SQL this backend runs (:class:`~chathistory_postgres.sql.Statements`).
-
     Example::
 
-        backend = PostgresBackend.from_options(conninfo="postgresql://app@db:5432/chat")
-        history = ChatHistory("user-42", backend=backend)
-        # or, by name, through the entry point:
         history = ChatHistory("user-42", backend="postgres", conninfo="postgresql://...")
     """
 
@@ -102,20 +90,12 @@ class PostgresBackend(BaseBackend):
             raise ValueError("session_id is not valid Unicode (it has a lone surrogate)") from None
         return session_id
 
-    def _many(self, session_ids: Sequence[str]) -> dict[str, str]:
-        """Each bound session id, mapped to the one the caller gave."""
-        if isinstance(session_ids, str):
-            raise TypeError("session_ids must be a sequence of session ids, not one str")
-        return {self._session(session_id): session_id for session_id in session_ids}
-
     def _has_sessions_table(self) -> Operation[bool]:
         """Whether ``<table>_sessions`` exists (looked up until it is seen once)."""
         if not self._sessions_table:
             (found,), = yield self.statements.has_sessions, ()
             self._sessions_table = bool(found)
         return self._sessions_table
-
-    # -- the protocol ------------------------------------------------------------------------
 
     # Safe to run twice, so retried when the connection is lost (not a "write").
     @operation(transaction=True)
@@ -150,24 +130,16 @@ class PostgresBackend(BaseBackend):
         """Delete this session's rows."""
         yield self.statements.delete, (self._session(session_id),)
 
-    # -- optional capabilities: listing, write times, pruning, bulk reads and writes ----------
-
     @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> Operation[list[SessionInfo]]:
-        """Up to ``limit`` sessions after ``after``, in id order, from ``<table>_sessions``.
-
-        One index range read of the sessions table: its cost does not depend on
-        how many messages the sessions hold. A table without it (langchain-postgres's,
-        or an older version's) is read from the messages themselves.
-        """
-        page, statements = check_page_limit(limit), self.statements
-        counted = yield from self._has_sessions_table()
-        if after is None:
-            rows = yield (statements.list_first if counted else statements.scan_first), (page,)
-        else:
-            rows = yield ((statements.list_after if counted else statements.scan_after),
-                          (self._session(after), page))
+        """Up to ``limit`` sessions after ``after``, in id order: one index range read of
+        ``<table>_sessions`` (of the messages themselves on a table without it)."""
+        page, start = check_page_limit(limit), None if after is None else self._session(after)
+        s = self.statements
+        first, rest = (s.list_first, s.list_after) if (yield from self._has_sessions_table()) \
+            else (s.scan_first, s.scan_after)
+        rows = yield (first, (page,)) if start is None else (rest, (start, page))
         return [SessionInfo(session_id, int(messages), written.astimezone(UTC))
                 for session_id, messages, written in rows]
 
@@ -184,10 +156,7 @@ class PostgresBackend(BaseBackend):
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
                                ) -> Operation[int]:
         """Delete every session last written before ``cutoff`` (aware); return how many.
-
-        One statement: the old sessions through the ``last_write`` index, their
-        rows through the ``(session_id, id)`` index.
-        """
+        One statement, through the ``last_write`` and ``(session_id, id)`` indexes."""
         statement = self.statements.count_before if dry_run else self.statements.delete_before
         (count,), = yield statement, (_cutoff(cutoff),)
         return int(count)
@@ -196,29 +165,27 @@ class PostgresBackend(BaseBackend):
     def fetch_many(self, session_ids: Sequence[str]
                    ) -> Operation[dict[str, list[dict[str, Any]]]]:
         """Every record of each session that has any, oldest first: one statement."""
-        given = self._many(session_ids)
-        if not given:
-            return {}
-        rows = yield self.statements.select_many, (list(given),)
-        return self._sql.sessions_from_rows(rows, given)
+        return (yield from self._select_many(session_ids, self._sql.sessions_from_rows))
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         """:meth:`fetch_many`, each record as its JSON text (as jsonb prints it)."""
-        given = self._many(session_ids)
-        if not given:
-            return {}
-        rows = yield self.statements.select_many, (list(given),)
-        return self._sql.session_texts_from_rows(rows, given)
+        return (yield from self._select_many(session_ids, self._sql.session_texts_from_rows))
+
+    def _select_many(self, session_ids: Sequence[str],
+                     per_session: Callable[[list[Any], dict[str, str]], T]) -> Operation[T]:
+        if isinstance(session_ids, str):
+            raise TypeError("session_ids must be a sequence of session ids, not one str")
+        # Each bound session id, mapped to the one the caller gave (UUIDs have spellings).
+        given = {self._session(session_id): session_id for session_id in session_ids}
+        rows = (yield self.statements.select_many, (list(given),)) if given else []
+        return per_session(rows, given)
 
     @operation(write=True, transaction=True)
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
                     ) -> Operation[None]:
-        """Append each session's records after its others: one transaction, all or nothing.
-
-        The transaction takes the sessions' locks (those :meth:`append` takes), in
-        session order, then writes every row in batch order with one ``COPY``.
-        """
+        """Append each session's records after its others: one transaction, all or nothing,
+        taking :meth:`append`'s locks in session order, then one ``COPY`` in batch order."""
         # Every record of every session is encoded before any I/O: all or nothing.
         yield from self._copy_in({session_id: [encode_record(record) for record in records]
                                   for session_id, records in batches.items()})

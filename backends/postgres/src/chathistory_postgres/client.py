@@ -1,16 +1,10 @@
 """The driver of the core's runner: psycopg_pool's pools, or the application's connections.
 
-Given ``conninfo``, the backend opens one ``ConnectionPool`` on its first sync
-call and, by the core's event-loop policy, one ``AsyncConnectionPool`` per
-event loop on that loop's first async call. Their connections are autocommit:
-one statement is one transaction, with no BEGIN or COMMIT round trip. The
-async pools have a fixed size (``async_pool_size``, all opened before the
-first call uses them), so none is opening a connection in a background task
-when its loop ends: psycopg_pool's tasks can swallow the cancellation that
-``asyncio.run`` sends, and the loop would wait for them forever.
-
-A request is a statement and its parameters (the reply: its rows), or a
-:class:`Copy` of rows into the table.
+One ``ConnectionPool``, and one ``AsyncConnectionPool`` per event loop (the core's
+policy), of autocommit connections. The async pools have a fixed size: a task of
+psycopg_pool opening a connection can swallow the cancellation ``asyncio.run``
+sends at a loop's end, which then hangs. A request is a statement and its
+parameters (the reply: its rows), or a :class:`Copy` of rows into the table.
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ import select
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from typing import Any, NamedTuple
 
 import psycopg
@@ -40,13 +34,9 @@ AsyncConnection = psycopg.AsyncConnection[Any]
 AsyncSource = AsyncConnectionPool[Any] | AsyncConnection
 
 RECONNECT_TIMEOUT = 1.0
-"""Seconds psycopg_pool keeps reconnecting in the background before it gives up.
-
-Its backoff starts at 1 s and doubles (1, 2, 4 s...), so after a 3 s outage a
-pool would come back 4 s late. With this, each attempt to reconnect gives up
-after two tries 1 s apart, and ``reconnect_failed`` starts a new one at once if
-calls are waiting (``pool.check()`` grows an empty pool).
-"""
+"""Seconds a pool's reconnection lasts: two tries, 1 s apart, then ``reconnect_failed``
+starts a new one at once if calls wait (psycopg_pool's own backoff, 1, 2, 4 s..., came
+back 4 s late after a 3 s outage)."""
 
 ACTIONS = {"create_collection": "create the table", "append": "append",
            "append_many": "append", "append_many_text": "append", "clear": "clear",
@@ -62,12 +52,8 @@ class Copy(NamedTuple):
 
 
 def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
-    """True for an idle connection the server has closed, found without a round trip.
-
-    An idle connection is sent nothing unprompted, except when the server shuts
-    it down (a restart, an idle timeout, a terminated backend): then it is sent
-    an error and EOF, and its socket becomes readable.
-    """
+    """Whether the server closed this idle connection: then, and only then, it sent
+    something unprompted (an error and EOF), so its socket is readable. No round trip."""
     if connection.closed:
         return True
     poller = select.poll()
@@ -76,14 +62,10 @@ def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
 
 
 def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
-    """A connection from ``pool`` that the server has not closed, within ``timeout``.
-
-    Not the pool's ``check`` callback: after a failed check psycopg_pool sleeps
-    1 s, then 2, then 4, before it lends another connection, so while connections
-    are being killed every call waits seconds, and then the pool's timeout. A
-    closed one is given back instead (the pool replaces it in the background) and
-    the next taken at once; nothing was sent on it, so even an append is safe.
-    """
+    """A connection from ``pool`` that the server has not closed, within ``timeout``: a
+    closed one is given back (the pool replaces it) and the next taken at once. (After
+    a failed ``check`` callback psycopg_pool sleeps 1, 2, 4 s: under connection churn,
+    calls waited out the pool's timeout.) Nothing was sent: even an append is safe."""
     deadline = time.monotonic() + timeout
     while True:
         connection: Connection = pool.getconn(max(0.0, deadline - time.monotonic()))
@@ -113,55 +95,45 @@ async def _aregrow(pool: AsyncConnectionPool[Any]) -> None:
         await pool.check()
 
 
-def _check_type(name: str, value: object, expected: type[Any], hint: str) -> None:
-    if value is not None and not isinstance(value, expected):
-        raise ConfigError(
-            f"backend 'postgres': option {name!r} must be {hint}, not {type(value).__name__}")
-
-
-def _describe(params: dict[str, Any]) -> str:
+def _server(config: PostgresConfig) -> str:
     """host:port/dbname, as errors name the server (never the password)."""
+    lent = config.connection or config.async_connection
+    pool = config.pool or config.async_pool
+    if config.conninfo is not None:
+        try:
+            params = conninfo_to_dict(config.conninfo.get_secret_value())
+        except psycopg.Error:  # its message quotes the string, password included
+            raise ConfigError(
+                "backend 'postgres': option 'conninfo' is not a valid libpq URL "
+                "(postgresql://user:password@host:port/dbname) or key=value string") from None
+    elif lent is not None:
+        params = {"host": lent.info.host, "port": lent.info.port, "dbname": lent.info.dbname}
+    elif isinstance(pool.conninfo, str):
+        params = conninfo_to_dict(pool.conninfo)
+    else:
+        return "(app pool)"
     host = params.get("host") or params.get("hostaddr") or "localhost"
     dbname = params.get("dbname") or params.get("user") or "(default database)"
     return f"{host}:{params.get('port') or 5432}/{dbname}"
 
 
-def _server(config: PostgresConfig) -> str:
-    app_connection = config.connection or config.async_connection
-    if config.conninfo is None and app_connection is not None:
-        info = app_connection.info
-        return _describe({"host": info.host, "port": info.port, "dbname": info.dbname})
-    pool = config.pool or config.async_pool
-    conninfo = config.conninfo.get_secret_value() if config.conninfo is not None \
-        else pool.conninfo if pool is not None and isinstance(pool.conninfo, str) else None
-    try:
-        return _describe(conninfo_to_dict(conninfo)) if conninfo is not None else "(app pool)"
-    except psycopg.Error:
-        # psycopg's message quotes the string, password included.
-        raise ConfigError(
-            "backend 'postgres': option 'conninfo' is not a valid libpq URL "
-            "(postgresql://user:password@host:port/dbname) or key=value string") from None
-
-
 class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
-    """The backend's connections: its own pools (from ``conninfo``), or the application's.
+    """The backend's own pools (from ``conninfo``), or the application's connections.
 
-    A connection the application lends that is not in autocommit mode is used
-    inside ``connection.transaction()``: outside a transaction of the
-    application's each call commits by itself, inside one it is a savepoint.
-
-    Attributes:
-        server: host:port/dbname, as errors name the server.
+    A lent connection not in autocommit mode is used in ``connection.transaction()``:
+    each call commits by itself, or is a savepoint in a transaction of the app's.
+    ``server`` is host:port/dbname, as errors name it.
     """
 
     def __init__(self, config: PostgresConfig) -> None:
-        _check_type("connection", config.connection, psycopg.Connection,
-                    "an open psycopg.Connection (psycopg 3)")
-        _check_type("async_connection", config.async_connection, psycopg.AsyncConnection,
-                    "an open psycopg.AsyncConnection (psycopg 3)")
-        _check_type("pool", config.pool, ConnectionPool, "a psycopg_pool.ConnectionPool")
-        _check_type("async_pool", config.async_pool, AsyncConnectionPool,
-                    "a psycopg_pool.AsyncConnectionPool")
+        for name, kind in (("connection", psycopg.Connection), ("pool", ConnectionPool),
+                           ("async_connection", psycopg.AsyncConnection),
+                           ("async_pool", AsyncConnectionPool)):
+            value = getattr(config, name)
+            if value is not None and not isinstance(value, kind):
+                raise ConfigError(f"backend 'postgres': option {name!r} must be an open "
+                                  f"{kind.__module__.split('.')[0]}.{kind.__name__}, "
+                                  f"not {type(value).__name__}")
         self.config = config
         self.server = _server(config)
         self.conninfo = config.conninfo.get_secret_value() if config.conninfo else None
@@ -177,16 +149,19 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
                       if config.synchronous_commit else None)
         self.native_async = (self.conninfo is not None or config.async_connection is not None
                              or config.async_pool is not None)
+        self._options: dict[str, Any] = {
+            "kwargs": self.kwargs, "timeout": config.timeout, "open": False,
+            "reconnect_timeout": RECONNECT_TIMEOUT, "name": "chathistory-postgres"}
         self._pool: ConnectionPool[Any] | None = config.pool
         self._pool_lock = threading.Lock()  # opening and closing the own sync pool
         self._connection_lock = threading.Lock()  # one call at a time on an app connection
         self._aconnection_lock = asyncio.Lock()
 
-    def _transaction(self, connection: Connection, call: Call
-                     ) -> AbstractContextManager[Any]:
+    @staticmethod
+    def _transaction(connection: Connection | AsyncConnection, call: Call) -> Any:
         if call.transaction or not connection.autocommit:
             return connection.transaction()
-        return nullcontext()
+        return nullcontext()  # (an async context manager too)
 
     @contextmanager
     def connection(self, call: Call) -> Iterator[Connection]:
@@ -227,10 +202,8 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
                     "or async_pool): its sync methods need conninfo, connection or pool")
             self._connect_once()
             pool: ConnectionPool[Any] = ConnectionPool(
-                self.conninfo, kwargs=self.kwargs, configure=self._configure,
-                min_size=self.config.min_size, max_size=self.config.max_size,
-                timeout=self.config.timeout, reconnect_timeout=RECONNECT_TIMEOUT,
-                reconnect_failed=_regrow, name="chathistory-postgres", open=False)
+                self.conninfo, configure=self._configure, min_size=self.config.min_size,
+                max_size=self.config.max_size, reconnect_failed=_regrow, **self._options)
             try:
                 pool.open(wait=self.config.min_size > 0, timeout=self.config.connect_timeout)
             except PoolTimeout as exc:
@@ -251,8 +224,6 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
         if self.setup:
             connection.execute(self.setup)
 
-    # -- async -----------------------------------------------------------------------------
-
     async def open_pool(self) -> AsyncSource:
         lent: AsyncSource | None = self.config.async_pool or self.config.async_connection
         if lent is not None:
@@ -266,9 +237,8 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
 
         size = self.config.async_pool_size
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self.conninfo or "", kwargs=self.kwargs, configure=configure, min_size=size,
-            max_size=size, timeout=self.config.timeout, reconnect_timeout=RECONNECT_TIMEOUT,
-            reconnect_failed=_aregrow, name="chathistory-postgres-async", open=False)
+            self.conninfo or "", configure=configure, min_size=size, max_size=size,
+            reconnect_failed=_aregrow, **self._options)
         try:
             await pool.open(wait=True, timeout=self.config.connect_timeout)
         except PoolTimeout as exc:
@@ -283,18 +253,12 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             async with self._aconnection_lock:
                 if pool.closed:
                     raise self._lent_connection_closed()
-                if call.transaction or not pool.autocommit:
-                    async with pool.transaction():
-                        yield pool
-                else:
+                async with self._transaction(pool, call):
                     yield pool
             return
         connection = await _agetconn(pool, self.config.timeout)
         try:
-            if call.transaction or not connection.autocommit:
-                async with connection.transaction():
-                    yield connection
-            else:
+            async with self._transaction(connection, call):
                 yield connection
         finally:
             await pool.putconn(connection)
@@ -318,8 +282,6 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             self._pool = self.config.pool
         if pool is not None:
             pool.close()
-
-    # -- errors ----------------------------------------------------------------------------
 
     def is_transient(self, error: BaseException, *, write: bool) -> bool:
         return errors.is_transient(error, write=write)

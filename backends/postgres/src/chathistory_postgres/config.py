@@ -15,12 +15,9 @@ from chathistory import BackendConfig, Identifier
 __all__ = ["LAYOUTS", "TABLE_PATTERN", "Layout", "PostgresConfig", "TableName"]
 
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,47}$"
-"""A table name: letters, digits and ``_``, at most 48 characters.
-
-Shorter than PostgreSQL's 63 so that the names derived from it (the index
-``<table>_sid_id_idx``, the version table ``<table>_meta``, langchain-postgres's
-``idx_<table>_session_id``) fit too, instead of being silently truncated.
-"""
+"""A table name: letters, digits and ``_``, at most 48 characters, so that the names
+derived from it (``<table>_sid_id_idx``, ``<table>_sessions``, langchain-postgres's
+``idx_<table>_session_id``) fit PostgreSQL's 63 instead of being silently truncated."""
 
 TableName = Annotated[str, StringConstraints(pattern=TABLE_PATTERN)]
 
@@ -33,11 +30,9 @@ SynchronousCommit = Literal["on", "off", "local", "remote_write", "remote_apply"
 class PostgresConfig(BackendConfig):
     """Options of the ``postgres`` backend. See docs/backends/postgres.md for each one.
 
-    Give ``conninfo`` and the backend opens its own pools (a sync one on the
-    first sync call, an async one, bound to its event loop, on the first async
-    call), or give an open
+    Give ``conninfo`` and the backend opens its own pools, or lend it open
     ``connection``/``pool`` (sync) and/or ``async_connection``/``async_pool``
-    that the application owns: ``close()`` leaves those open.
+    of the application's: ``close()`` leaves those open.
     """
 
     model_config = ConfigDict(validate_by_name=True)
@@ -47,10 +42,8 @@ class PostgresConfig(BackendConfig):
                           "'' means libpq's defaults and PG* environment variables.")
     connection: Any = Field(None, description="An open psycopg.Connection the app owns.")
     pool: Any = Field(None, description="An open psycopg_pool.ConnectionPool the app owns.")
-    async_connection: Any = Field(
-        None, description="An open psycopg.AsyncConnection the app owns.")
-    async_pool: Any = Field(
-        None, description="An open psycopg_pool.AsyncConnectionPool the app owns.")
+    async_connection: Any = Field(None, description="An open psycopg.AsyncConnection.")
+    async_pool: Any = Field(None, description="An open psycopg_pool.AsyncConnectionPool.")
     db_schema: Identifier = Field(
         "public", alias="schema", description="The schema holding the table (created if missing).")
     table: TableName = Field("chathistory_messages", description="The table's name.")
@@ -60,9 +53,8 @@ class PostgresConfig(BackendConfig):
     min_size: int = Field(1, ge=0, description="Connections the own sync pool keeps open.")
     max_size: int = Field(10, ge=1, description="Connections the own sync pool may open.")
     async_pool_size: int = Field(
-        4, ge=1, description="Connections of the own async pool, all opened by the first "
-                             "async call: a fixed size, so no connection is being opened "
-                             "in the background when its event loop ends.")
+        4, ge=1, description="Connections of each own async pool (one per event loop), "
+                             "all opened by the loop's first async call.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
     timeout: float = Field(
         10.0, gt=0, description="Seconds a call waits for a connection from a pool, "
@@ -82,14 +74,11 @@ class PostgresConfig(BackendConfig):
             raise ValueError("give either connection or pool, not both")
         if self.async_connection is not None and self.async_pool is not None:
             raise ValueError("give either async_connection or async_pool, not both")
-        if self.conninfo is None and all(
-            source is None for source in
-            (self.connection, self.pool, self.async_connection, self.async_pool)
-        ):
+        lent = (self.connection, self.pool, self.async_connection, self.async_pool)
+        if self.conninfo is None and all(source is None for source in lent):
             # The core puts "backend 'postgres': " in front: the one wording every
             # backend uses for a missing option, with what else would do.
             raise ValueError(
                 "option 'conninfo' is required (a postgresql:// URL or a key=value string), "
-                "unless an open connection, pool, async_connection or async_pool is given"
-            )
+                "unless an open connection, pool, async_connection or async_pool is given")
         return self

@@ -1,15 +1,10 @@
-"""psycopg's errors read as chathistory's, and which of them ``retry_transient`` may repeat.
+"""psycopg's errors read as chathistory's, and which of them the runner may repeat.
 
-A call is repeated only when that is harmless:
-
-- nothing reached the server (no connection could be opened: :class:`ConnectFailed`);
-- the server rolled the statement back and said so (a serialization failure or a
-  deadlock: an error reply to an autocommit statement means nothing of it stayed);
-- or the call only reads (``write=False``: fetch, clear, create_collection, all of
-  them safe to run twice) and the connection was lost.
-
-An append whose connection is lost after the statement was sent is not repeated:
-it may have committed, and a repeat would store the batch twice.
+A call is repeated only when harmless: nothing reached the server (no
+connection: :class:`ConnectFailed`); the server rolled the statement back and
+said so (a serialization failure, a deadlock); or the call is safe to run
+twice (``write=False``: not an append) and the connection was lost. An append
+whose connection is lost after it was sent may have committed: never repeated.
 """
 
 from __future__ import annotations

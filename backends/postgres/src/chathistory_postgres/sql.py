@@ -1,8 +1,7 @@
 """The table: its layout as a list of versioned steps, and every statement the backend runs.
 
-Statements are templates whose ``{names}`` are quoted identifiers (or a
-layout's cast), formatted once per backend by ``psycopg.sql``. Session ids
-and records are always bound parameters.
+Statements are templates whose ``{names}`` are quoted identifiers (or a layout's cast),
+formatted once per backend by ``psycopg.sql``; session ids and records are bound parameters.
 """
 
 from __future__ import annotations
@@ -83,14 +82,10 @@ MIGRATIONS: list[tuple[Step, ...]] = [
      "SELECT session_id{to_c}, count(*), coalesce(max(created_at), now()) FROM {table} "
      "GROUP BY 1"),
 ]
-"""The table's layout, as steps: append a step to change it, never edit one.
+"""The table's layout: append a step to change it, never edit one. The index is the version;
+``<table>_meta`` records the last applied, and ``create_collection`` applies those after it."""
 
-The list index is the version; ``<table>_meta`` records the last one applied,
-and ``create_collection`` applies the ones after it, in one transaction.
-"""
-
-SCHEMA_VERSION = len(MIGRATIONS) - 1
-"""The version of the layout this code reads and writes."""
+SCHEMA_VERSION = len(MIGRATIONS) - 1  # the version this code reads and writes
 
 STATEMENTS = {
     # One statement, one round trip, one transaction. The advisory lock serializes the
@@ -101,13 +96,11 @@ STATEMENTS = {
               "pg_advisory_xact_lock({lock_space}, hashtext({session}::text))) AS s, "
               "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS m(message, position) "
               "ORDER BY m.position",
-    # Many sessions: their locks in session order (so two such transactions never wait
-    # for each other in a cycle), then one COPY of every row in batch order.
+    # Many sessions: their locks in session order (never a cycle of two such writers).
     "lock_sessions": "SELECT pg_advisory_xact_lock({lock_space}, hashtext(u.session_id::text)) "
                      "FROM unnest({sessions_param}) AS u(session_id) ORDER BY u.session_id",
     "copy_rows": "COPY {table} (session_id, message) FROM STDIN",
-    # message::text, decoded here: the same whatever jsonb loader an application
-    # registered on a connection it lends.
+    # message::text, decoded here, whatever jsonb loader a lent connection has.
     "select_all": "SELECT message::text FROM {table} WHERE session_id = {session} ORDER BY id",
     # The newest N backward through the (session_id, id) index, the session matched
     # as a range: with "= x ORDER BY id DESC" the planner may walk the primary key
@@ -131,8 +124,7 @@ STATEMENTS = {
                      "SELECT session_id{to_default} FROM {sessions} WHERE last_write < %s "
                      "ORDER BY session_id FOR UPDATE)) RETURNING session_id) "
                      "SELECT count(DISTINCT session_id) FROM gone",
-    # A table without its sessions table (langchain-postgres's, or version 1) is read
-    # from the messages themselves: reading creates nothing.
+    # A table without <table>_sessions (langchain's, version 1) is read from the messages.
     "has_sessions": "SELECT to_regclass({sessions_name}) IS NOT NULL",
     "scan_first": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
                   "AS s, created_at FROM {table}) AS x GROUP BY s ORDER BY s LIMIT %s",
@@ -169,12 +161,6 @@ def _int4(text: str) -> int:
 
 class Statements(SimpleNamespace):
     """The SQL for one (schema, table, layout): each of :data:`STATEMENTS` as an attribute."""
-
-    schema: str
-    layout: Layout
-    qualified_table: str
-    qualified_meta: str
-    qualified_sessions: str
 
     def __init__(self, schema: str, table: str, layout: Layout) -> None:
         uuids = layout == "langchain_postgres"
@@ -215,9 +201,8 @@ class Statements(SimpleNamespace):
     def create(self) -> Operation[None]:
         """Create what is missing, or upgrade it, under a lock; check layout and version.
 
-        One transaction. When everything exists at this version it only reads
-        (no DDL, no lock), so a role without CREATE privilege can use a table
-        prepared by another.
+        When everything exists at this version it only reads (no DDL, no lock), so
+        a role without CREATE privilege can use a table prepared by another.
         """
         (_, table_exists, meta_exists), = yield self.exists, ()
         if table_exists and meta_exists:
@@ -288,13 +273,9 @@ _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _positional_floats(text: str) -> str:
-    """Write floats like ``1e+300`` as ``1000...0.0``, so jsonb gives back a float.
-
-    jsonb keeps numbers as ``numeric``, which prints ``1e+300`` without its
-    exponent and fraction: it would come back as the int 10**300. Python's JSON
-    uses a positive exponent only from 1e16 up, so this rarely runs.
-    """
-    def positional(match: re.Match[str]) -> str:
+    """Write floats like ``1e+300`` as ``1000...0.0``: jsonb's ``numeric`` prints ``1e+300``
+    without exponent or fraction, which would come back as the int 10**300."""
+    def positional(match: re.Match[str]) -> str:  # (group 1: a number)
         number = match.group(1)
         return match.group(0) if number is None else format(Decimal(number), "f") + ".0"
 
@@ -302,12 +283,9 @@ def _positional_floats(text: str) -> str:
 
 
 def _nul_safe(text: str, layout: Layout) -> str:
-    """A record's JSON text as jsonb can take it: jsonb refuses NUL in a string.
-
-    Our layout then keeps the record as a jsonb *string* of its JSON text (where
-    NUL is the six characters ``\\u0000``); no record is a string, so a reader
-    tells the two apart. A langchain_postgres table must hold the object itself.
-    """
+    """A record's JSON text as jsonb can take it: jsonb refuses NUL in a string, so our
+    layout keeps such a record as a jsonb *string* of its JSON text (no record is a
+    string: reads tell them apart). A langchain_postgres table must hold the object."""
     if not _NUL.search(text):
         return text
     if layout == "langchain_postgres":
@@ -336,11 +314,8 @@ def jsonb_batch(texts: list[str], layout: Layout) -> str:
 
 
 def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:
-    """The records of ``rows`` (jsonb as text), decoded with one ``json.loads``.
-
-    One call on the joined rows costs about half as much as one per row. A
-    string is a record kept as its JSON text (see :func:`_nul_safe`).
-    """
+    """The records of ``rows`` (jsonb as text), decoded with one ``json.loads`` (half the
+    cost of one per row); a string is a record kept as its JSON text (:func:`_nul_safe`)."""
     records: list[Any] = json.loads("[" + ",".join([row[0] for row in rows]) + "]")
     for position, record in enumerate(records):
         if isinstance(record, str):
@@ -352,11 +327,8 @@ def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:
 
 def sessions_from_rows(rows: list[tuple[str, str]], given: Mapping[str, str]
                        ) -> dict[str, list[dict[str, Any]]]:
-    """(session, record JSON) rows, in session then id order, as records per session.
-
-    ``given`` maps each bound session id to the id the caller asked for (they
-    differ when a UUID was spelt another way).
-    """
+    """(session, record JSON) rows as records per session, named as ``given`` maps the
+    bound ids to the caller's (a UUID may be spelt another way)."""
     records = records_from_rows([(row[1],) for row in rows])
     found: dict[str, list[dict[str, Any]]] = {}
     for (session, _), record in zip(rows, records, strict=True):
@@ -369,15 +341,8 @@ def session_texts_from_rows(rows: list[tuple[str, str]], given: Mapping[str, str
     """:func:`sessions_from_rows`, each record left as its JSON text."""
     found: dict[str, list[str]] = {}
     for session, value in rows:
-        found.setdefault(given.get(session, session), []).append(
-            value if value.startswith("{") else _record_text(value))
+        if not value.startswith("{"):  # a record kept as a string (or what fetch refuses)
+            value = json.loads(value)
+            decode_record(value if isinstance(value, str) else json.dumps(value))
+        found.setdefault(given.get(session, session), []).append(value)
     return found
-
-
-def _record_text(value: str) -> str:
-    """The JSON text of a stored value that is not an object: a record kept as a string."""
-    kept = json.loads(value)
-    if not isinstance(kept, str):
-        raise RecordError(f"stored record is a JSON {type(kept).__name__}, not an object")
-    decode_record(kept)  # what fetch would refuse is refused here too
-    return kept
