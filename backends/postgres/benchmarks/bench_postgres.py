@@ -18,6 +18,9 @@ Targets (issue 10, re-based on the raw driver):
   3. add_messages of 10 messages: within 1.3x of raw psycopg's one-round-trip insert
   4. get_messages(limit=20) on a 100,000-message session: within 2x of a 100-message one
 
+1b (issue 18) runs target 1 as a new user's turns would go: 20 fresh sessions per
+round, the round's turns going round them.
+
 What the sessions table's triggers cost (counts and write times, issue 12): raw
 psycopg runs the same statements on our schema (triggers included) and on a bare
 table of the same columns and index without them ("bare"); the report gives
@@ -297,6 +300,31 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
     return collect(rounds, one_round)
 
 
+def new_user_scenario(bench: Contenders, rounds: int, turns: int, asynchronous: bool,
+                      loop: asyncio.AbstractEventLoop) -> dict[str, list[float]]:
+    """Turns as a new user's would go: 20 fresh (empty) sessions per round, turns going
+    round them, so each session's first turn adds its row to the sessions table."""
+    def one_round(round_number: int) -> dict[str, float]:
+        tag = f"{round_number}-{secrets.token_hex(3)}"
+        ours_ids, raw_ids = sessions(f"new-{tag}", 20, False), sessions(f"newraw-{tag}", 20, False)
+        bare_ids, peer_ids = sessions(f"newbare-{tag}", 20, False), sessions("", 20, True)
+        if asynchronous:
+            return loop.run_until_complete(ameasure({
+                "ours": lambda i: bench.aours_turn(ours_ids[i % 20], None),
+                "peer": lambda i: bench.apeer_turn(peer_ids[i % 20], None),
+                "raw": lambda i: bench.araw_turn(raw_ids[i % 20], None),
+                "bare": lambda i: bench.araw_turn(bare_ids[i % 20], None, True),
+            }, turns, round_number))
+        return measure({
+            "ours": lambda i: bench.ours_turn(ours_ids[i % 20], None),
+            "peer": lambda i: bench.peer_turn(peer_ids[i % 20], None),
+            "raw": lambda i: bench.raw_turn(raw_ids[i % 20], None),
+            "bare": lambda i: bench.raw_turn(bare_ids[i % 20], None, True),
+        }, turns, round_number)
+
+    return collect(rounds, one_round)
+
+
 def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, list[float]]:
     """add_messages of 10 messages to a session, against raw psycopg and the peer."""
     peer_id = str(uuid.uuid4())
@@ -373,6 +401,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--turns", type=int, default=200, help="operations per round")
+    parser.add_argument("--synchronous-commit", choices=["on", "off"], default=None,
+                        help="for every contender (off: a commit does not wait for the "
+                             "disk, so a busy disk's noise leaves the ratios)")
     args = parser.parse_args()
     rounds, turns = args.rounds, args.turns
     loop = asyncio.new_event_loop()
@@ -388,27 +419,35 @@ def main() -> None:
               f"synchronous_commit={sync_commit[0] if sync_commit else '?'}; "
               f"{rounds} rounds x {turns} operations; times are medians per operation")
 
-        bench = Contenders(admin)
+        shared = {"synchronous_commit": args.synchronous_commit} \
+            if args.synchronous_commit else {}
+        bench = Contenders(admin, **shared)
         select_us, commit_us = commit_cost(bench, turns)
         print(f"round trip (SELECT 1): {select_us:.0f} us; one-row INSERT with its commit "
               f"(WAL flush): {commit_us:.0f} us. Every turn of every contender commits once.")
         loop.run_until_complete(bench.open_async())
 
-        for asynchronous in (False, True):
-            kind = "async" if asynchronous else "sync"
-            summary = show_rounds(
-                f"1. turn, 20-message session, {kind} (us)",
-                turn_scenario(bench, 20, None, rounds, turns, asynchronous, loop))
-            verdicts.append(verdict(f"1. turn on 20 messages, {kind}: ours / raw psycopg",
-                                    ratio(summary, "ours", "raw"), 1.15, False))
-            faster = ratio(summary, "peer", "ours")
-            met = "MET" if faster > 1 else "MISSED"
-            verdicts.append(f"  1. turn on 20 messages, {kind}: peer / ours: {faster:.2f}x "
-                            f"(target > 1x, faster than the peer) {met}"
-                            f"  (peer / raw: {ratio(summary, 'peer', 'raw'):.2f}x)")
-            verdicts.append(f"  triggers, turn on 20 messages, {kind}: raw on our schema / raw "
-                            f"on a bare table {ratio(summary, 'raw', 'bare'):.2f}x; ours / bare "
-                            f"{ratio(summary, 'ours', 'bare'):.2f}x (informational)")
+        scenarios: dict[str, tuple[str, Callable[[bool], dict[str, list[float]]]]] = {
+            "1": ("turn on 20 messages", lambda asynchronous: turn_scenario(
+                bench, 20, None, rounds, turns, asynchronous, loop)),
+            "1b": ("new user's turn, 20 fresh sessions per round", lambda asynchronous:
+                   new_user_scenario(bench, rounds, turns, asynchronous, loop)),
+        }
+        for number, (label, scenario) in scenarios.items():
+            for asynchronous in (False, True):
+                kind = "async" if asynchronous else "sync"
+                summary = show_rounds(f"{number}. {label}, {kind} (us)", scenario(asynchronous))
+                verdicts.append(verdict(f"{number}. {label}, {kind}: ours / raw psycopg",
+                                        ratio(summary, "ours", "raw"), 1.15, False))
+                faster = ratio(summary, "peer", "ours")
+                verdicts.append(
+                    f"  {number}. {label}, {kind}: peer / ours: {faster:.2f}x (target > 1x, "
+                    f"faster than the peer) {'MET' if faster > 1 else 'MISSED'}"
+                    f"  (peer / raw: {ratio(summary, 'peer', 'raw'):.2f}x)")
+                verdicts.append(
+                    f"  triggers, {label}, {kind}: raw on our schema / raw on a bare table "
+                    f"{ratio(summary, 'raw', 'bare'):.2f}x; ours / bare "
+                    f"{ratio(summary, 'ours', 'bare'):.2f}x (informational)")
 
         for asynchronous in (False, True):
             kind = "async" if asynchronous else "sync"
