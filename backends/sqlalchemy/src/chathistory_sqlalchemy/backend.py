@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from chathistory import BaseBackend, decode_record, encode_record
+from chathistory import BaseBackend, Operation, Runner, decode_record, encode_record, operation
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
-from chathistory.driver import Operation, Runner, operation
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 
 if TYPE_CHECKING:

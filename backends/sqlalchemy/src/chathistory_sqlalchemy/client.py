@@ -22,8 +22,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from chathistory import CollectionMissingError, ConfigError
-from chathistory.driver import Call, Driver
+from chathistory import Call, CollectionMissingError, ConfigError, Driver
 from chathistory_sqlalchemy import errors
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 from chathistory_sqlalchemy.sql import MYSQL_DIALECTS

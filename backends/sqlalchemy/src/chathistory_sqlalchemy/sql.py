@@ -16,8 +16,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.elements import TextClause
 
-from chathistory import ConfigError
-from chathistory.driver import Operation
+from chathistory import ConfigError, Operation
 from chathistory_sqlalchemy.config import Layout
 
 __all__ = ["KEY_BYTES", "MIGRATIONS", "MYSQL_DIALECTS", "Listing", "Statements", "build_table",
