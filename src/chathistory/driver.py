@@ -21,8 +21,8 @@ the same way for every backend: the one retry path (:func:`~chathistory.retry.re
 rebuilding the operation on each try), one async pool per event loop, a
 WARNING log line per retry and, with ``opentelemetry-api`` installed, one
 span per operation. A backend class declares its public methods with
-:func:`~chathistory.operations.operation`, and their async twins in one line
-each (all these names can be imported from this module)::
+:func:`~chathistory.operations.operation`, which adds their async twins (all
+these names can be imported from this module)::
 
     class JsonBackend(BaseBackend):
         def __init__(self, config: Config) -> None:
@@ -35,7 +35,7 @@ each (all these names can be imported from this module)::
             texts = [encode_record(record) for record in records]  # before any I/O
             yield ("append", session_id, texts)
 
-        aappend = append.async_twin
+        # ... and ``await backend.aappend(...)`` runs the same operation.
 
 The event-loop policy: each event loop that makes an async call gets its own
 async pool (:meth:`Driver.open_pool`), on its first call. The pool is closed

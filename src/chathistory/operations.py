@@ -68,10 +68,12 @@ def _keep(instance: object, name: str, descriptor: object, method: Callable[...,
 class OperationMethod(Generic[P, T]):
     """A backend method written once as an operation, run by the backend's ``runner``.
 
-    Made by :func:`operation`. On an instance, it is the sync method (``P -> T``);
-    :attr:`async_twin` is its async twin, to assign in the class body. The
-    method is bound once per instance, to the instance's ``runner`` of that
-    moment: set ``self.runner`` in ``__init__``, before any call.
+    Made by :func:`operation`. On an instance, it is the sync method (``P -> T``).
+    Its async twin, ``a`` + its name, is added to the class unless the class
+    body names one (``aappend = append.async_twin`` declares it explicitly; a
+    name starting with ``_`` gets no twin). The method is bound once per
+    instance, to the instance's ``runner`` of that moment: set ``self.runner``
+    in ``__init__``, before any call.
     """
 
     def __init__(self, steps: Callable[Concatenate[Any, P], Operation[T]], *,
@@ -85,6 +87,8 @@ class OperationMethod(Generic[P, T]):
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        if not name.startswith("_") and "a" + name not in vars(owner):
+            setattr(owner, "a" + name, AsyncOperationMethod(self))
 
     @property
     def async_twin(self) -> AsyncOperationMethod[P, T]:
@@ -169,8 +173,8 @@ def operation(*, write: bool = False, transaction: bool = False
     """Declare a backend method written once as an operation (a generator of requests).
 
     The decorated generator method becomes the sync method, run by the
-    instance's ``runner`` (a :class:`Runner`); ``its.async_twin`` is the async
-    method::
+    instance's ``runner`` (a :class:`Runner`), and the class gets its async
+    twin, ``a`` + its name, running the same operation through ``arun``::
 
         @operation()
         def fetch(self, session_id: str, *, limit: int | None = None
@@ -178,7 +182,10 @@ def operation(*, write: bool = False, transaction: bool = False
             rows = yield ("SELECT ...", (session_id,))
             return [decode_record(text) for (text,) in rows]
 
-        afetch = fetch.async_twin
+        # backend.fetch("s") and await backend.afetch("s") both run it.
+
+    ``afetch = fetch.async_twin`` in the class body names the twin explicitly
+    (the type checker then sees a twin that no base class declares).
 
     Args:
         write: The operation changes the store: retried only when the driver

@@ -274,11 +274,6 @@ class SqliteBackend(BaseBackend):
     def clear(self, session_id: str) -> Operation[None]:
         yield (self._delete_sql, (session_id,))
 
-    acreate_collection = create_collection.async_twin
-    aappend = append.async_twin
-    afetch = fetch.async_twin
-    aclear = clear.async_twin
-
     # -- optional capabilities: listing, write times, pruning, bulk copies ------------------
 
     @operation()
@@ -341,14 +336,6 @@ class SqliteBackend(BaseBackend):
         for session_id, message in (yield (sql, tuple(session_ids))):
             found.setdefault(session_id, []).append(message)
         return found
-
-    alist_sessions = list_sessions.async_twin
-    alast_write = last_write.async_twin
-    adelete_sessions_before = delete_sessions_before.async_twin
-    afetch_many = fetch_many.async_twin
-    aappend_many = append_many.async_twin
-    afetch_many_text = fetch_many_text.async_twin
-    aappend_many_text = append_many_text.async_twin
 
 
 def _time(seconds: float) -> datetime:

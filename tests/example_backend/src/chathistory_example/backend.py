@@ -51,8 +51,3 @@ class JsonLinesBackend(BaseBackend):
     @operation(write=True)
     def clear(self, session_id: str) -> Operation[None]:
         yield ("remove", session_id)
-
-    acreate_collection = create_collection.async_twin
-    aappend = append.async_twin
-    afetch = fetch.async_twin
-    aclear = clear.async_twin
