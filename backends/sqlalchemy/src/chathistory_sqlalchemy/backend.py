@@ -1,8 +1,5 @@
-"""The ``sqlalchemy`` backend: chat histories in a SQL table through SQLAlchemy Core.
-
-Each operation is written once, as statements yielded to the core's runner,
-which drives it sync and async. Importing this module does not import
-SQLAlchemy; building a backend does.
+"""The ``sqlalchemy`` backend: each operation written once, as the statements it yields to
+the core's runner. Importing this module does not import SQLAlchemy; building a backend does.
 """
 
 from __future__ import annotations
@@ -67,16 +64,10 @@ class SQLAlchemyBackend(BaseBackend):
         return (f"SQLAlchemyBackend(server={self.client.server!r}, "
                 f"table={self.config.table_name!r}, layout={self.config.layout!r})")
 
-    # -- the four operations, each written once: the runner drives them sync and async --
-
     @operation(transaction=True)
     def create_collection(self) -> Operation[None]:
-        """Create or upgrade the table: the steps of ``sql.MIGRATIONS`` it has not had.
-
-        An existing table of the other layout is refused; one a peer or an older
-        version made is upgraded in place (it gets the listing index: on
-        MySQL/MariaDB the virtual column ``session_key`` and its index).
-        """
+        """Create or upgrade the table in place: the steps of ``sql.MIGRATIONS`` it lacks.
+        A table of the other layout is refused."""
         from chathistory_sqlalchemy.sql import migrate
 
         statements = self.statements
@@ -116,18 +107,14 @@ class SQLAlchemyBackend(BaseBackend):
     afetch = fetch.async_twin
     aclear = clear.async_twin
 
-    # -- optional capabilities: listing, bulk reads and writes ----------------------------
+    # Optional capabilities: listing, bulk reads and writes.
 
     @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> Operation[list[SessionInfo]]:
-        """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``).
-
-        Through the listing index, one probe per session, whatever the sessions
-        hold; from the table itself where create_collection has not added that
-        index yet. ``messages`` and ``last_write`` are None: counting would read
-        every row, and the layouts keep no write times.
-        """
+        """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``):
+        through the listing index, or the table where it has none yet. ``messages`` and
+        ``last_write`` are None (counting would read every row; no write times kept)."""
         from chathistory_sqlalchemy.errors import index_missing
 
         after = None if after is None else _checked(after)
@@ -151,10 +138,7 @@ class SQLAlchemyBackend(BaseBackend):
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
-        """:meth:`fetch_many`, each record as the JSON text stored.
-
-        One statement per 500 sessions, on one connection, through the session index.
-        """
+        """:meth:`fetch_many`, each record as the JSON text stored: a statement per 500."""
         return (yield from self._fetch_texts(session_ids))
 
     def _fetch_texts(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
@@ -175,11 +159,7 @@ class SQLAlchemyBackend(BaseBackend):
 
     @operation(write=True, transaction=True)
     def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
-        """:meth:`append_many` of records given as JSON text (stored as given).
-
-        One transaction: on MySQL/MariaDB a multi-row INSERT per about 1 MB of
-        records (a session's rows always in one), elsewhere one executemany.
-        """
+        """:meth:`append_many` of records given as JSON text (stored as given)."""
         check_record_texts(batches)
         yield from self._append_texts(batches)
 

@@ -84,14 +84,11 @@ def sqlite_file(url: URL) -> Path | None:
 
 
 def _one_tls_context(engine: Engine) -> None:
-    """Connect as PyMySQL's default TLS mode does, without an SSL context per connection.
+    """Connect as PyMySQL's default TLS mode (PREFERRED) does, with one SSL context.
 
-    PyMySQL tries TLS on every new connection when told nothing (PREFERRED: TLS
-    without verification if the server offers it) and builds a new SSL context
-    for each, loading the system's CA certificates: about 50 ms of CPU here, so
-    reconnecting after killed connections or a restart costs mostly that. The
-    first connection says whether the server offers TLS; the later ones then
-    get one context built once, with PREFERRED's settings, or ``ssl_disabled``.
+    PyMySQL builds a context per new connection to try TLS (about 50 ms of CPU
+    here: most of a reconnect). The first connection shows whether the server
+    offers TLS; later ones get one context with PREFERRED's settings, or none.
     """
     from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 
@@ -116,12 +113,9 @@ def _one_tls_context(engine: Engine) -> None:
 class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
     """The backend's engines: its own, built from ``url``, or the application's.
 
-    ``server`` is the URL with its password hidden; ``has_async`` says whether the
-    async methods run natively (an async engine exists or can be built per loop,
-    from ``async_url``) rather than in worker threads.
-
-    Connecting to a SQLite file that does not exist creates it, so every call but
-    ``create_collection`` first checks that the file is there (until it is seen).
+    ``server`` is the URL with its password hidden; ``has_async``: the async methods
+    run natively. Connecting to a SQLite file that does not exist creates it, so every
+    call but ``create_collection`` first checks that the file is there (until seen).
     """
 
     def __init__(self, config: SQLAlchemyConfig) -> None:
