@@ -17,7 +17,7 @@ pytest_plugins = ["pytester"]
 def test_capabilities_are_detected_from_what_a_backend_implements() -> None:
     assert capabilities_of(MemoryBackend()) == {"list_sessions", "last_write",
                                                 "delete_sessions_before", "fetch_many",
-                                                "append_many", "record_text"}
+                                                "append_many", "record_text", "catalog"}
     assert capabilities_of(object()) == frozenset()
 
 
@@ -47,7 +47,7 @@ def test_the_memory_fake_reports_counts_and_write_times() -> None:
     assert a.last_write is not None and a.last_write >= before
 
 
-CAPABILITY_TESTS = "sessions or write or dry_run or many"
+CAPABILITY_TESTS = "sessions or write or dry_run or many or catalog"
 
 BROKEN = {
     "pages_skip_one": """
@@ -111,6 +111,93 @@ BROKEN = {
         async def adelete_sessions_before(self, cutoff, *, dry_run=False):
             return 0
     """,
+    # -- the catalog --
+    "listing_ignores_the_owner": """
+        def list_summaries(self, *, owner=None, **listing):
+            return super().list_summaries(**listing)
+    """,
+    "listing_ignores_the_order": """
+        def list_summaries(self, *, newest_first=True, **listing):
+            return super().list_summaries(**listing)
+    """,
+    "listing_ignores_where": """
+        def list_summaries(self, *, where=None, **listing):
+            return super().list_summaries(**listing)
+    """,
+    "cursor_repeats_a_session": """
+        def list_summaries(self, *, cursor=None, **listing):
+            from chathistory.catalog import SummaryPage
+            page = super().list_summaries(cursor=cursor, **listing)
+            if cursor is not None and getattr(self, "last", None) is not None:
+                page = SummaryPage([self.last, *page.summaries], page.cursor)
+            self.last = page.summaries[-1] if page.summaries else None
+            return page
+    """,
+    "cursor_skips_a_session": """
+        def list_summaries(self, *, cursor=None, **listing):
+            from chathistory.catalog import SummaryPage
+            page = super().list_summaries(cursor=cursor, **listing)
+            return SummaryPage(page.summaries[1:] if cursor else page.summaries, page.cursor)
+    """,
+    "erase_leaves_the_catalog_entry": """
+        def erase_sessions(self, session_ids, *, dry_run=False):
+            receipt = super().erase_sessions(session_ids, dry_run=True)
+            receipt.dry_run = dry_run
+            if not dry_run:
+                for session in session_ids:
+                    self._sessions.pop(session, None)
+            return receipt
+    """,
+    "erase_reaches_the_neighbours": """
+        def erase_sessions(self, session_ids, *, dry_run=False):
+            return super().erase_sessions([*session_ids, *self._catalog][:len(session_ids) + 1],
+                                          dry_run=dry_run)
+    """,
+    "receipt_counts_no_messages": """
+        def erase_sessions(self, session_ids, *, dry_run=False):
+            receipt = super().erase_sessions(session_ids, dry_run=dry_run)
+            receipt.messages = 0
+            return receipt
+    """,
+    "count_not_kept_with_append": """
+        def _summary(self, session_id):
+            import dataclasses
+            summary = super()._summary(session_id)
+            self.counts = getattr(self, "counts", {})
+            return dataclasses.replace(
+                summary, messages=self.counts.setdefault(session_id, summary.messages))
+    """,
+    "append_does_not_move_updated_at": """
+        def _store(self, encoded):
+            kept = {s: self._catalog[s].updated_at for s in encoded if s in self._catalog}
+            super()._store(encoded)
+            for session, moment in kept.items():
+                self._catalog[session].updated_at = moment
+    """,
+    "clear_leaves_the_catalog_entry": """
+        def clear(self, session_id):
+            self._sessions.pop(session_id, None)
+    """,
+    "metadata_always_replaced": """
+        def update_session(self, session_id, **changes):
+            changes["replace_metadata"] = True
+            return super().update_session(session_id, **changes)
+    """,
+    "only_if_unset_ignored": """
+        def update_session(self, session_id, *, only_if_unset=False, **changes):
+            return super().update_session(session_id, **changes)
+    """,
+    "restore_drops_the_times": """
+        def restore_summaries(self, summaries):
+            import dataclasses, datetime
+            now = datetime.datetime.now(datetime.UTC)
+            super().restore_summaries([dataclasses.replace(s, created_at=now, updated_at=now)
+                                       for s in summaries])
+    """,
+    "prune_ignores_the_owner": """
+        def delete_sessions_before(self, cutoff, *, dry_run=False, owner=None):
+            return super().delete_sessions_before(cutoff, dry_run=dry_run)
+    """,
 }
 
 
@@ -145,7 +232,8 @@ from chathistory.testing import BackendContract
 
 class FourMethodsOnly(MemoryBackend):
     list_sessions = last_write = delete_sessions_before = fetch_many = append_many = None
-    fetch_many_text = append_many_text = None
+    fetch_many_text = append_many_text = list_summaries = session_summaries = None
+    update_session = erase_sessions = restore_summaries = None
 
 class TestPlain(BackendContract):
     @pytest.fixture
@@ -155,6 +243,6 @@ class TestPlain(BackendContract):
     result = pytester.runpytest_subprocess("-q", "-rs", "-p", "no:cacheprovider", timeout=120)
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes["skipped"] >= 11, outcomes
-    for capability in ("CopiesInBulk", "CopiesRecordText", "FetchesInBulk", "ListsSessions",
-                       "PrunesSessions", "TracksWriteTimes"):
+    for capability in ("CopiesInBulk", "CopiesRecordText", "FetchesInBulk", "KeepsCatalog",
+                       "ListsSessions", "PrunesSessions", "TracksWriteTimes"):
         assert f"does not declare {capability}" in result.stdout.str()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from chathistory import CollectionMissingError
-from chathistory.backends.sqlite import SqliteBackend
+from chathistory.backends.sqlite import SqliteBackend, migrations
 from chathistory.testing import numbered_records
 
 
@@ -82,8 +83,9 @@ def test_listing_and_a_prune_that_deletes_nothing_use_the_sessions_indexes(
 
         prune = plan('SELECT count(*) FROM "message_store_sessions" WHERE last_write < ?', 0.0)
         listing = plan('SELECT session_id, messages, last_write FROM "message_store_sessions" '
-                       "WHERE session_id > ? ORDER BY session_id LIMIT ?", "", 100)
-    assert "USING COVERING INDEX message_store_sessions_last_write (last_write<?)" in prune
+                       "WHERE session_id > ? AND messages > 0 ORDER BY session_id LIMIT ?",
+                       "", 100)
+    assert "USING COVERING INDEX message_store_sessions_updated (last_write<?)" in prune
     assert "USING INDEX sqlite_autoindex_message_store_sessions_1 (session_id>?)" in listing
     assert "TEMP B-TREE" not in listing
 
@@ -91,3 +93,86 @@ def test_listing_and_a_prune_that_deletes_nothing_use_the_sessions_indexes(
 def test_a_naive_cutoff_is_refused(sqlite_backend: SqliteBackend) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         sqlite_backend.delete_sessions_before(datetime.now())
+
+
+# The layout the release before the catalog made (its create_collection, statement by statement).
+PREVIOUS_RELEASE_DDL = [
+    "CREATE TABLE message_store (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, "
+    "message TEXT NOT NULL)",
+    'CREATE INDEX "message_store_session_id_id" ON message_store (session_id, id)',
+    'CREATE TABLE "message_store_sessions" (session_id TEXT PRIMARY KEY, '
+    "messages INTEGER NOT NULL, last_write REAL NOT NULL)",
+    'CREATE INDEX "message_store_sessions_last_write" ON "message_store_sessions" (last_write)',
+    'CREATE TRIGGER "message_store_count_insert" AFTER INSERT ON message_store BEGIN '
+    'INSERT INTO "message_store_sessions" (session_id, messages, last_write) '
+    "VALUES (NEW.session_id, 1, (julianday('now') - 2440587.5) * 86400.0) "
+    "ON CONFLICT (session_id) DO UPDATE SET messages = messages + 1, "
+    "last_write = excluded.last_write; END",
+    'CREATE TRIGGER "message_store_count_delete" AFTER DELETE ON message_store BEGIN '
+    'UPDATE "message_store_sessions" SET messages = messages - 1 '
+    'WHERE session_id = OLD.session_id; DELETE FROM "message_store_sessions" '
+    "WHERE session_id = OLD.session_id AND messages <= 0; END",
+]
+
+
+def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "previous.sqlite3"
+    old_write = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with sqlite3.connect(path) as connection:
+        for statement in PREVIOUS_RELEASE_DDL:
+            connection.execute(statement)
+        connection.executemany("INSERT INTO message_store (session_id, message) VALUES (?, ?)",
+                               [("a", '{"type":"human","data":{"content":"x"}}')] * 3)
+        connection.execute('UPDATE "message_store_sessions" SET last_write = ?',
+                           (old_write.timestamp(),))
+    backend = open_backend(path)
+    with pytest.raises(CollectionMissingError, match="create_collection"):
+        backend.list_summaries()  # a read creates nothing, not even an upgrade
+    backend.create_collection()
+    (summary,) = backend.list_summaries().summaries
+    assert (summary.session_id, summary.messages) == ("a", 3)
+    assert summary.created_at == summary.updated_at == old_write  # its age is kept
+    backend.update_session("a", owner="ada", title="Kept")
+    backend.append("a", numbered_records(1))
+    (summary,) = backend.list_summaries(owner="ada").summaries
+    assert summary.messages == 4 and summary.created_at == old_write
+    backend.close()
+    with sqlite3.connect(path) as connection:
+        versions = connection.execute("SELECT version FROM message_store_migrations").fetchall()
+    assert versions == [(version,) for version in range(len(migrations("message_store")))]
+    again = open_backend(path)
+    again.create_collection()  # nothing left to run
+    assert again.list_summaries(owner="ada").summaries[0].title == "Kept"
+    again.close()
+
+
+def test_migrations_only_grow(tmp_path: Path) -> None:
+    steps = migrations("t")
+    assert "created_at" in " ".join(steps[1]) and "owner" in " ".join(steps[1])
+    assert steps[0][0].startswith('CREATE TABLE IF NOT EXISTS "t"')
+
+
+def test_one_owners_newest_page_is_an_index_range(sqlite_backend: SqliteBackend) -> None:
+    for number in range(30):
+        sqlite_backend.append(f"s{number}", numbered_records(1))
+        sqlite_backend.update_session(f"s{number}", owner=f"user-{number % 3}")
+    plans: list[str] = []
+    send = sqlite_backend.driver.send
+
+    def explaining(connection: sqlite3.Connection, request: Any) -> list[Any]:
+        if "ORDER BY last_write" in request[0]:
+            plans.append(" | ".join(row[3] for row in connection.execute(
+                f"EXPLAIN QUERY PLAN {request[0]}", request[1])))
+        return send(connection, request)
+
+    sqlite_backend.driver.send = explaining  # type: ignore[method-assign]
+    first = sqlite_backend.list_summaries(owner="user-1", limit=4)
+    sqlite_backend.list_summaries(owner="user-1", limit=4, cursor=first.cursor)
+    sqlite_backend.list_summaries(limit=4, newest_first=False)
+    assert all("TEMP B-TREE" not in plan for plan in plans), plans
+    assert plans[0] == ("SEARCH message_store_sessions USING INDEX "
+                        "message_store_sessions_owner_updated (owner=?)")
+    assert plans[1].startswith("SEARCH message_store_sessions USING INDEX "
+                               "message_store_sessions_owner_updated (owner=? AND "), plans[1]
+    # All sessions, oldest first: the index read in order, stopped after the page.
+    assert plans[2] == "SCAN message_store_sessions USING INDEX message_store_sessions_updated"

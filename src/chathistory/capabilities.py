@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from chathistory.catalog import KeepsCatalog
 from chathistory.errors import RecordError
 
 __all__ = [
     "CopiesInBulk",
     "CopiesRecordText",
     "FetchesInBulk",
+    "KeepsCatalog",
     "ListsSessions",
     "PrunesSessions",
     "SessionInfo",
@@ -83,6 +85,9 @@ class PrunesSessions(Protocol):
 
         With ``dry_run``, count them and delete nothing. Sessions written at or
         after ``cutoff`` are untouched. Costs what the sessions it deletes cost.
+        A backend that also declares :class:`~chathistory.catalog.KeepsCatalog`
+        takes ``owner=`` too: then only that owner's sessions are considered
+       .
         """
 
     async def adelete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
@@ -148,6 +153,7 @@ _CAPABILITIES: dict[str, type] = {
     "fetch_many": FetchesInBulk,
     "append_many": CopiesInBulk,
     "record_text": CopiesRecordText,
+    "catalog": KeepsCatalog,
 }
 
 

@@ -13,11 +13,13 @@ store of its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,21 @@ from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.catalog import (
+    UNCHANGED,
+    ErasureReceipt,
+    MetadataValue,
+    SessionSummary,
+    SummaryPage,
+    Unchanged,
+    check_limit,
+    check_metadata,
+    check_text,
+    check_where,
+    merge_metadata,
+    read_cursor,
+    write_cursor,
+)
 from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, RecordError
 from chathistory.hookspecs import hookimpl
@@ -33,6 +50,17 @@ from chathistory.records import decode_record, encode_record
 from chathistory.runner import Runner
 
 __all__ = ["MemoryBackend", "SharedMemoryBackend", "forget_shared_stores"]
+
+
+@dataclass
+class _Entry:
+    """A session's catalog entry; ``updated_at`` is its last append (or ``created_at``)."""
+
+    created_at: datetime
+    updated_at: datetime
+    owner: str | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class MemoryBackend(BaseBackend):
@@ -61,7 +89,7 @@ class MemoryBackend(BaseBackend):
         self.latency = self.config.latency
         self.calls: Counter[str] = Counter()
         self._sessions: dict[str, list[str]] = {}
-        self._written: dict[str, datetime] = {}
+        self._catalog: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._failures_left = 0
         self.runner = Runner(self, MemoryDriver(self))
@@ -121,9 +149,14 @@ class MemoryBackend(BaseBackend):
     def clear(self, session_id: str) -> Operation[None]:
         def clear() -> None:
             self._sessions.pop(session_id, None)
-            self._written.pop(session_id, None)
+            self._catalog.pop(session_id, None)
 
         yield clear
+
+    acreate_collection = create_collection.async_twin
+    aappend = append.async_twin
+    afetch = fetch.async_twin
+    aclear = clear.async_twin
 
     # -- optional capabilities: listing, write times, pruning, bulk copies -------------------
 
@@ -135,25 +168,33 @@ class MemoryBackend(BaseBackend):
         def page() -> list[SessionInfo]:
             chosen = sorted(session for session, stored in self._sessions.items()
                             if stored and (after is None or session > after))[:limit]
-            return [SessionInfo(session, len(self._sessions[session]), self._written[session])
-                    for session in chosen]
+            return [SessionInfo(session, len(self._sessions[session]),
+                                self._catalog[session].updated_at) for session in chosen]
 
         listed: list[SessionInfo] = yield page
         return listed
 
     @operation()
     def last_write(self, session_id: str) -> Operation[datetime | None]:
-        written: datetime | None = yield lambda: self._written.get(session_id)
+        def read() -> datetime | None:
+            return self._catalog[session_id].updated_at if self._sessions.get(session_id) \
+                else None
+
+        written: datetime | None = yield read
         return written
 
     @operation(write=True)
-    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
-                               ) -> Operation[int]:
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
+                               owner: str | None = None) -> Operation[int]:
+        check_text("owner", owner)
+
         def prune() -> int:
-            old = [session for session, written in self._written.items() if written < cutoff]
+            old = [session for session, entry in self._catalog.items()
+                   if entry.updated_at < cutoff and (owner is None or entry.owner == owner)]
             if not dry_run:
                 for session in old:
-                    del self._sessions[session], self._written[session]
+                    self._sessions.pop(session, None)
+                    del self._catalog[session]
             return len(old)
 
         pruned: int = yield prune
@@ -186,6 +227,14 @@ class MemoryBackend(BaseBackend):
                    for session, texts in batches.items()}
         yield lambda: self._store(encoded)
 
+    alist_sessions = list_sessions.async_twin
+    alast_write = last_write.async_twin
+    adelete_sessions_before = delete_sessions_before.async_twin
+    afetch_many = fetch_many.async_twin
+    aappend_many = append_many.async_twin
+    afetch_many_text = fetch_many_text.async_twin
+    aappend_many_text = append_many_text.async_twin
+
     def _stored_texts(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
         return {session: list(self._sessions[session]) for session in session_ids
                 if self._sessions.get(session)}
@@ -195,7 +244,124 @@ class MemoryBackend(BaseBackend):
         for session, texts in encoded.items():
             if texts:
                 self._sessions.setdefault(session, []).extend(texts)
-                self._written[session] = now
+                entry = self._catalog.get(session)
+                if entry is None:
+                    self._catalog[session] = _Entry(created_at=now, updated_at=now)
+                else:
+                    entry.updated_at = now
+
+    # -- the session catalog ------------------------------------------------------------------
+
+    def _summary(self, session_id: str) -> SessionSummary:
+        entry = self._catalog[session_id]
+        return SessionSummary(session_id, entry.owner, entry.title, dict(entry.metadata),
+                              entry.created_at, entry.updated_at,
+                              len(self._sessions.get(session_id, [])))
+
+    @operation()
+    def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> Operation[SummaryPage]:
+        check_text("owner", owner)
+        wanted = check_where(where)
+        limit = check_limit(limit)
+        after = read_cursor(cursor, newest_first)
+        position = None if after is None else (datetime.fromisoformat(after[0]), after[1])
+
+        def page() -> list[SessionSummary]:
+            keyed = sorted(((entry.updated_at, session) for session, entry in
+                            self._catalog.items()
+                            if (owner is None or entry.owner == owner)
+                            and all(key in entry.metadata and _same(entry.metadata[key], value)
+                                    for key, value in wanted.items())),
+                           reverse=newest_first)
+            if position is not None:
+                keyed = [key for key in keyed
+                         if (key < position if newest_first else key > position)]
+            return [self._summary(session) for _, session in keyed[:limit + 1]]
+
+        summaries: list[SessionSummary] = yield page
+        if len(summaries) <= limit:
+            return SummaryPage(summaries, None)
+        last = summaries[limit - 1]
+        return SummaryPage(summaries[:limit], write_cursor(
+            [last.updated_at.isoformat(), last.session_id], newest_first))
+
+    @operation()
+    def session_summaries(self, session_ids: Sequence[str]
+                          ) -> Operation[dict[str, SessionSummary]]:
+        found: dict[str, SessionSummary] = yield lambda: {
+            session: self._summary(session) for session in session_ids
+            if session in self._catalog}
+        return found
+
+    @operation(write=True)
+    def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
+                       title: str | Unchanged | None = UNCHANGED,
+                       metadata: Mapping[str, Any] | None = None,
+                       replace_metadata: bool = False,
+                       only_if_unset: bool = False) -> Operation[SessionSummary]:
+        if owner is not UNCHANGED:
+            check_text("owner", owner)
+        if title is not UNCHANGED:
+            check_text("title", title)
+        if metadata is not None:
+            check_metadata(metadata)
+
+        def update() -> SessionSummary:
+            entry = self._catalog.get(session_id)
+            if entry is None:
+                now = datetime.now(UTC)
+                entry = self._catalog[session_id] = _Entry(created_at=now, updated_at=now)
+            if not isinstance(owner, Unchanged) and not (only_if_unset and entry.owner):
+                entry.owner = owner
+            if not isinstance(title, Unchanged) and not (only_if_unset and entry.title):
+                entry.title = title
+            if metadata is not None:
+                merged = merge_metadata(entry.metadata, metadata, replace_metadata)
+                check_metadata(merged)
+                entry.metadata = json.loads(json.dumps(merged))
+            return self._summary(session_id)
+
+        summary: SessionSummary = yield update
+        return summary
+
+    @operation(write=True)
+    def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
+                       ) -> Operation[ErasureReceipt]:
+        ids = list(dict.fromkeys(session_ids))
+
+        def erase() -> ErasureReceipt:
+            receipt = ErasureReceipt(dry_run=dry_run)
+            for session in ids:
+                if session in self._catalog or self._sessions.get(session):
+                    receipt.sessions += 1
+                    receipt.messages += len(self._sessions.get(session, []))
+                    if not dry_run:
+                        self._sessions.pop(session, None)
+                        self._catalog.pop(session, None)
+            return receipt
+
+        receipt: ErasureReceipt = yield erase
+        return receipt
+
+    @operation(write=True)
+    def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
+        for summary in summaries:
+            check_text("owner", summary.owner)
+            check_text("title", summary.title)
+            check_metadata(summary.metadata)
+            if summary.created_at.tzinfo is None or summary.updated_at.tzinfo is None:
+                raise ValueError("a summary's times must be timezone-aware")
+
+        def restore() -> None:
+            for summary in summaries:
+                self._catalog[summary.session_id] = _Entry(
+                    created_at=summary.created_at.astimezone(UTC),
+                    updated_at=summary.updated_at.astimezone(UTC), owner=summary.owner,
+                    title=summary.title, metadata=json.loads(json.dumps(summary.metadata)))
+
+        yield restore
 
     def close(self) -> None:
         self.calls["close"] += 1
@@ -208,6 +374,11 @@ class MemoryBackend(BaseBackend):
 
 def _nothing() -> None:
     return None
+
+
+def _same(stored: Any, wanted: MetadataValue) -> bool:
+    """JSON equality of a stored metadata value and a filter's: ``True`` is not ``1``."""
+    return type(stored) is type(wanted) and bool(stored == wanted)
 
 
 class MemoryDriver(Driver[None, None, None]):
@@ -269,7 +440,7 @@ class _Store:
 
     def __init__(self) -> None:
         self.sessions: dict[str, list[str]] = {}
-        self.written: dict[str, datetime] = {}
+        self.catalog: dict[str, _Entry] = {}
         self.lock = threading.Lock()
 
 
@@ -292,7 +463,7 @@ class SharedMemoryBackend(MemoryBackend):
         super().__init__(config)
         with _shared_stores_lock:
             store = _shared_stores.setdefault(self.config, _Store())
-        self._sessions, self._written, self._lock = store.sessions, store.written, store.lock
+        self._sessions, self._catalog, self._lock = store.sessions, store.catalog, store.lock
 
 
 def forget_shared_stores() -> None:

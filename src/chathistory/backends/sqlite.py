@@ -3,12 +3,18 @@
 The table layout is langchain_community's ``SQLChatMessageHistory`` one
 (``id``, ``session_id``, ``message`` as JSON text), so a file written by that
 class is read here unchanged and the other way round. Beside it, a table
-``<table>_sessions`` keeps each session's message count and last write time,
-maintained by triggers, so that writes by that class are counted too.
+``<table>_sessions`` is the session catalog: each session's message count,
+created and last write times (maintained by triggers, so that writes by that
+class are counted too, in the same transaction), owner, title and metadata.
+
+The schema is an append-only list of versioned steps (:func:`migrations`);
+``<table>_migrations`` records which ran, and ``create_collection`` runs the
+rest, so a file made by an earlier release is upgraded in place.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -23,6 +29,21 @@ from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend, Identifier
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.catalog import (
+    UNCHANGED,
+    ErasureReceipt,
+    MetadataValue,
+    SessionSummary,
+    SummaryPage,
+    Unchanged,
+    check_limit,
+    check_metadata,
+    check_text,
+    check_where,
+    merge_metadata,
+    read_cursor,
+    write_cursor,
+)
 from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, ChatHistoryError, CollectionMissingError
 from chathistory.hookspecs import hookimpl
@@ -30,7 +51,7 @@ from chathistory.operations import operation
 from chathistory.records import decode_record, encode_record
 from chathistory.runner import Runner
 
-__all__ = ["MEMORY", "Many", "SqliteBackend", "SqliteDriver", "default_path"]
+__all__ = ["MEMORY", "Many", "SqliteBackend", "SqliteDriver", "default_path", "migrations"]
 
 MEMORY = ":memory:"
 
@@ -46,6 +67,57 @@ def default_path() -> str:
 
 # Seconds since the epoch, to the millisecond, in SQLite 3.37 and later.
 _NOW = "(julianday('now') - 2440587.5) * 86400.0"
+
+
+def migrations(table: str) -> list[list[str]]:
+    """The schema of ``table`` as versioned steps: step ``n`` is version ``n``. Append only.
+
+    Step 0 is the layout of the release before the catalog, every statement
+    idempotent, so a file made by it (which recorded no version) takes it again
+    harmlessly; it counts what a table made before the sessions table holds.
+    """
+    messages, sessions, name = f'"{table}"', f'"{table}_sessions"', table
+    count_insert = (
+        f'CREATE TRIGGER IF NOT EXISTS "{name}_count_insert" AFTER INSERT ON {messages} '
+        f"BEGIN INSERT INTO {sessions} (session_id, messages, last_write) "
+        f"VALUES (NEW.session_id, 1, {_NOW}) ON CONFLICT (session_id) DO UPDATE SET "
+        "messages = messages + 1, last_write = excluded.last_write; END")
+    return [
+        [
+            f"CREATE TABLE IF NOT EXISTS {messages} (id INTEGER PRIMARY KEY, "
+            "session_id TEXT NOT NULL, message TEXT NOT NULL)",
+            f'CREATE INDEX IF NOT EXISTS "{name}_session_id_id" ON {messages} (session_id, id)',
+            f"CREATE TABLE IF NOT EXISTS {sessions} (session_id TEXT PRIMARY KEY, "
+            "messages INTEGER NOT NULL, last_write REAL NOT NULL)",
+            f'CREATE INDEX IF NOT EXISTS "{name}_sessions_last_write" ON {sessions} (last_write)',
+            count_insert,
+            f'CREATE TRIGGER IF NOT EXISTS "{name}_count_delete" AFTER DELETE ON {messages} '
+            f"BEGIN UPDATE {sessions} SET messages = messages - 1 "
+            f"WHERE session_id = OLD.session_id; DELETE FROM {sessions} "
+            "WHERE session_id = OLD.session_id AND messages <= 0; END",
+            f"INSERT OR IGNORE INTO {sessions} (session_id, messages, last_write) "
+            f"SELECT session_id, count(*), {_NOW} FROM {messages} GROUP BY session_id",
+        ],
+        [  # 1: the catalog. Times keep their column; "newest first" is an index range.
+            f"ALTER TABLE {sessions} ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
+            f"UPDATE {sessions} SET created_at = last_write",
+            f"ALTER TABLE {sessions} ADD COLUMN owner TEXT",
+            f"ALTER TABLE {sessions} ADD COLUMN title TEXT",
+            f"ALTER TABLE {sessions} ADD COLUMN metadata TEXT NOT NULL DEFAULT '{{}}'",
+            f'DROP INDEX IF EXISTS "{name}_sessions_last_write"',
+            f'CREATE INDEX "{name}_sessions_updated" ON {sessions} (last_write, session_id)',
+            f'CREATE INDEX "{name}_sessions_owner_updated" '
+            f"ON {sessions} (owner, last_write, session_id)",
+            f'DROP TRIGGER IF EXISTS "{name}_count_insert"',
+            count_insert.replace("(session_id, messages, last_write)",
+                                 "(session_id, messages, last_write, created_at)")
+                        .replace(f"1, {_NOW})", f"1, {_NOW}, {_NOW})"),
+        ],
+    ]
+
+
+_SUMMARY_COLUMNS = "session_id, owner, title, metadata, created_at, last_write, messages"
+_IDS_PER_STATEMENT = 500  # well under SQLite's limit of bound parameters
 
 
 class Many(NamedTuple):
@@ -161,6 +233,11 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
                 return CollectionMissingError(
                     f"backend 'sqlite': {self.path!r} has no table {self.table!r} "
                     "(nothing was created)")
+            if "no such column" in str(error):
+                return CollectionMissingError(
+                    f"backend 'sqlite': the table {self.table!r} in {self.path!r} was made by "
+                    "an earlier release; create_collection (any write through ChatHistory) "
+                    "upgrades it in place")
             return BackendUnavailableError(f"backend 'sqlite' failed: {error}")
         if isinstance(error, sqlite3.Error):
             return ChatHistoryError(f"backend 'sqlite' failed: {error}")
@@ -198,30 +275,7 @@ class SqliteBackend(BaseBackend):
         self.runner = Runner(self, self.driver)
         table = f'"{self.config.table}"'
         sessions = f'"{self.config.table}_sessions"'
-        self._sessions_table = f"{self.config.table}_sessions"
-        self._create_sql = [
-            f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, "
-            "session_id TEXT NOT NULL, message TEXT NOT NULL)",
-            f'CREATE INDEX IF NOT EXISTS "{self.config.table}_session_id_id" '
-            f"ON {table} (session_id, id)",
-            f"CREATE TABLE IF NOT EXISTS {sessions} (session_id TEXT PRIMARY KEY, "
-            "messages INTEGER NOT NULL, last_write REAL NOT NULL)",
-            f'CREATE INDEX IF NOT EXISTS "{self.config.table}_sessions_last_write" '
-            f"ON {sessions} (last_write)",
-            f'CREATE TRIGGER IF NOT EXISTS "{self.config.table}_count_insert" AFTER INSERT '
-            f"ON {table} BEGIN INSERT INTO {sessions} (session_id, messages, last_write) "
-            f"VALUES (NEW.session_id, 1, {_NOW}) ON CONFLICT (session_id) DO UPDATE SET "
-            "messages = messages + 1, last_write = excluded.last_write; END",
-            f'CREATE TRIGGER IF NOT EXISTS "{self.config.table}_count_delete" AFTER DELETE '
-            f"ON {table} BEGIN UPDATE {sessions} SET messages = messages - 1 "
-            f"WHERE session_id = OLD.session_id; DELETE FROM {sessions} "
-            "WHERE session_id = OLD.session_id AND messages <= 0; END",
-        ]
-        # A table written before the sessions table existed: count what it holds.
-        self._backfill_sql = (
-            f"INSERT INTO {sessions} (session_id, messages, last_write) "
-            f"SELECT session_id, count(*), {_NOW} FROM {table} GROUP BY session_id"
-        )
+        self._versions = f'"{self.config.table}_migrations"'
         self._insert_sql = f"INSERT INTO {table} (session_id, message) VALUES (?, ?)"
         self._select_all_sql = f"SELECT message FROM {table} WHERE session_id = ? ORDER BY id"
         self._select_newest_sql = (
@@ -230,11 +284,11 @@ class SqliteBackend(BaseBackend):
         )
         self._delete_sql = f"DELETE FROM {table} WHERE session_id = ?"
         self._list_sql = (f"SELECT session_id, messages, last_write FROM {sessions} "
-                          "WHERE session_id > ? ORDER BY session_id LIMIT ?")
-        self._last_write_sql = f"SELECT last_write FROM {sessions} WHERE session_id = ?"
-        self._count_old_sql = f"SELECT count(*) FROM {sessions} WHERE last_write < ?"
-        self._delete_old_sql = (f"DELETE FROM {table} WHERE session_id IN "
-                                f"(SELECT session_id FROM {sessions} WHERE last_write < ?)")
+                          "WHERE session_id > ? AND messages > 0 ORDER BY session_id LIMIT ?")
+        self._last_write_sql = (f"SELECT last_write FROM {sessions} "
+                                "WHERE session_id = ? AND messages > 0")
+        self._sessions = sessions
+        self._table = table
         self._select_many_sql = (f"SELECT session_id, message FROM {table} "
                                  "WHERE session_id IN ({}) ORDER BY session_id, id")
 
@@ -246,12 +300,14 @@ class SqliteBackend(BaseBackend):
             # Outside the transaction: SQLite cannot switch to WAL inside one.
             yield ("PRAGMA journal_mode=WAL", ())
         yield ("BEGIN IMMEDIATE", ())
-        new = not (yield ("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                          (self._sessions_table,)))
-        for statement in self._create_sql:
-            yield (statement, ())
-        if new:
-            yield (self._backfill_sql, ())
+        yield (f"CREATE TABLE IF NOT EXISTS {self._versions} (version INTEGER PRIMARY KEY)",
+               ())
+        ((done,),) = yield (f"SELECT coalesce(max(version), -1) FROM {self._versions}", ())
+        for version, statements in enumerate(migrations(self.config.table)):
+            if version > done:
+                for statement in statements:
+                    yield (statement, ())
+                yield (f"INSERT INTO {self._versions} (version) VALUES (?)", (version,))
         yield ("COMMIT", ())
 
     @operation(write=True, transaction=True)
@@ -270,9 +326,16 @@ class SqliteBackend(BaseBackend):
             rows = yield (self._select_newest_sql, (session_id, limit))
         return [decode_record(row[0]) for row in rows]
 
-    @operation(write=True)
+    @operation(write=True, transaction=True)
     def clear(self, session_id: str) -> Operation[None]:
         yield (self._delete_sql, (session_id,))
+        # A summary without messages (a title set first) goes too.
+        yield (f"DELETE FROM {self._sessions} WHERE session_id = ?", (session_id,))
+
+    acreate_collection = create_collection.async_twin
+    aappend = append.async_twin
+    afetch = fetch.async_twin
+    aclear = clear.async_twin
 
     # -- optional capabilities: listing, write times, pruning, bulk copies ------------------
 
@@ -290,15 +353,21 @@ class SqliteBackend(BaseBackend):
         return _time(rows[0][0]) if rows else None
 
     @operation(write=True)
-    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
-                               ) -> Operation[int]:
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
+                               owner: str | None = None) -> Operation[int]:
         moment = _seconds(cutoff)
+        old = f"{self._sessions} WHERE last_write < ?"
+        parameters: tuple[Any, ...] = (moment,)
+        if check_text("owner", owner) is not None:
+            old, parameters = f"{old} AND owner = ?", (moment, owner)
         if dry_run:
-            return int((yield (self._count_old_sql, (moment,)))[0][0])
+            return int((yield (f"SELECT count(*) FROM {old}", parameters))[0][0])
         yield ("BEGIN IMMEDIATE", ())
-        count = int((yield (self._count_old_sql, (moment,)))[0][0])
+        count = int((yield (f"SELECT count(*) FROM {old}", parameters))[0][0])
         if count:
-            yield (self._delete_old_sql, (moment,))
+            yield (f"DELETE FROM {self._table} WHERE session_id IN "
+                   f"(SELECT session_id FROM {old})", parameters)
+            yield (f"DELETE FROM {old}", parameters)  # the summaries without messages
         yield ("COMMIT", ())
         return count
 
@@ -338,13 +407,147 @@ class SqliteBackend(BaseBackend):
         return found
 
 
+    alist_sessions = list_sessions.async_twin
+    alast_write = last_write.async_twin
+    adelete_sessions_before = delete_sessions_before.async_twin
+    afetch_many = fetch_many.async_twin
+    aappend_many = append_many.async_twin
+    afetch_many_text = fetch_many_text.async_twin
+    aappend_many_text = append_many_text.async_twin
+
+    # -- the session catalog: the sessions table, kept by the triggers ----------------------
+
+    @operation()
+    def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> Operation[SummaryPage]:
+        conditions: list[str] = []
+        parameters: list[Any] = []
+        if check_text("owner", owner) is not None:
+            conditions.append("owner = ?")
+            parameters.append(owner)
+        for key, value in check_where(where).items():
+            # `->` gives the value's JSON text, so "1", 1 and true stay apart.
+            conditions.append("metadata -> ? = ?")
+            parameters += [f'$."{key}"', json.dumps(value, ensure_ascii=False)]
+        limit = check_limit(limit)
+        after = read_cursor(cursor, newest_first)
+        if after is not None:
+            if len(after) != 2 or not isinstance(after[0], int | float) \
+                    or not isinstance(after[1], str):
+                raise ValueError(f"not a listing cursor: {cursor!r}")
+            conditions.append(f"(last_write, session_id) {'<' if newest_first else '>'} (?, ?)")
+            parameters += after
+        order = "DESC" if newest_first else "ASC"
+        sql = (f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
+               f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} "
+               f"ORDER BY last_write {order}, session_id {order} LIMIT ?")
+        rows = yield (sql, (*parameters, limit + 1))
+        summaries = [_summary(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return SummaryPage(summaries, None)
+        last = rows[limit - 1]
+        return SummaryPage(summaries, write_cursor([last[5], last[0]], newest_first))
+
+    @operation()
+    def session_summaries(self, session_ids: Sequence[str]
+                          ) -> Operation[dict[str, SessionSummary]]:
+        found: dict[str, SessionSummary] = {}
+        for part in _parts(session_ids):
+            rows = yield (f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
+                          f"WHERE session_id IN ({', '.join('?' * len(part))})", tuple(part))
+            found.update((row[0], _summary(row)) for row in rows)
+        return found
+
+    @operation(write=True, transaction=True)
+    def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
+                       title: str | Unchanged | None = UNCHANGED,
+                       metadata: Mapping[str, Any] | None = None,
+                       replace_metadata: bool = False,
+                       only_if_unset: bool = False) -> Operation[SessionSummary]:
+        if not isinstance(owner, Unchanged):
+            check_text("owner", owner)
+        if not isinstance(title, Unchanged):
+            check_text("title", title)
+        if metadata is not None:
+            check_metadata(metadata)
+        rows = yield (f"SELECT owner, title, metadata FROM {self._sessions} "
+                      "WHERE session_id = ?", (session_id,))
+        stored_owner, stored_title, stored_metadata = rows[0] if rows else (None, None, "{}")
+        if not isinstance(owner, Unchanged) and not (only_if_unset and stored_owner):
+            stored_owner = owner
+        if not isinstance(title, Unchanged) and not (only_if_unset and stored_title):
+            stored_title = title
+        if metadata is not None:
+            stored_metadata = check_metadata(
+                merge_metadata(json.loads(stored_metadata), metadata, replace_metadata))
+        yield (f"INSERT INTO {self._sessions} (session_id, messages, last_write, created_at, "
+               f"owner, title, metadata) VALUES (?, 0, {_NOW}, {_NOW}, ?, ?, ?) "
+               "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, "
+               "title = excluded.title, metadata = excluded.metadata",
+               (session_id, stored_owner, stored_title, stored_metadata))
+        (row,) = yield (f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
+                        "WHERE session_id = ?", (session_id,))
+        return _summary(row)
+
+    @operation(write=True, transaction=True)
+    def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
+                       ) -> Operation[ErasureReceipt]:
+        receipt = ErasureReceipt(dry_run=dry_run)
+        for part in _parts(session_ids):
+            among = f"session_id IN ({', '.join('?' * len(part))})"
+            ((sessions, messages),) = yield (
+                f"SELECT count(*), coalesce(sum(messages), 0) FROM {self._sessions} "
+                f"WHERE {among}", tuple(part))
+            receipt.add(ErasureReceipt(sessions, messages))
+            if not dry_run and sessions:
+                yield (f"DELETE FROM {self._table} WHERE {among}", tuple(part))
+                yield (f"DELETE FROM {self._sessions} WHERE {among}", tuple(part))
+        return receipt
+
+    @operation(write=True, transaction=True)
+    def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
+        rows = [(summary.session_id, _seconds(summary.updated_at),
+                 _seconds(summary.created_at), check_text("owner", summary.owner),
+                 check_text("title", summary.title), check_metadata(summary.metadata))
+                for summary in summaries]
+        if rows:
+            yield Many(f"INSERT INTO {self._sessions} (session_id, messages, last_write, "
+                       "created_at, owner, title, metadata) VALUES (?, 0, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (session_id) DO UPDATE SET "
+                       "last_write = excluded.last_write, created_at = excluded.created_at, "
+                       "owner = excluded.owner, title = excluded.title, "
+                       "metadata = excluded.metadata", rows)
+
+    alist_summaries = list_summaries.async_twin
+    asession_summaries = session_summaries.async_twin
+    aupdate_session = update_session.async_twin
+    aerase_sessions = erase_sessions.async_twin
+    arestore_summaries = restore_summaries.async_twin
+
+
 def _time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def _summary(row: Sequence[Any]) -> SessionSummary:
+    session_id, owner, title, metadata, created_at, updated_at, messages = row
+    return SessionSummary(session_id, owner, title, json.loads(metadata), _time(created_at),
+                          _time(updated_at), messages)
+
+
+def _parts(session_ids: Sequence[str]) -> Iterator[list[str]]:
+    if isinstance(session_ids, str):
+        raise TypeError("session_ids must be a list of ids, not one str")
+    ids = list(dict.fromkeys(session_ids))
+    for start in range(0, len(ids), _IDS_PER_STATEMENT):
+        yield ids[start:start + _IDS_PER_STATEMENT]
+
+
 def _seconds(moment: datetime) -> float:
     if moment.tzinfo is None:
-        raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
+        raise ValueError("times must be timezone-aware (for example datetime.now(UTC)), "
+                         f"not {moment!r}")
     return moment.timestamp()
 
 

@@ -26,6 +26,7 @@ from chathistory.capabilities import (
 )
 from chathistory.errors import RecordError
 from chathistory.testing.blocking import run_without_blocking
+from chathistory.testing.catalog_contract import CatalogContract
 from chathistory.testing.samples import numbered_records, sample_messages
 
 MakeSessionId = Callable[[str], str]
@@ -77,7 +78,7 @@ def _awkward_records(holds_nul: bool) -> list[dict[str, Any]]:
                                                   additional_kwargs={"k": ["\x00"]}))]
 
 
-class CapabilityContract:
+class CapabilityContract(CatalogContract):
     """The capability tests; mixed into BackendContract, which provides the fixtures."""
 
     # -- ListsSessions ---------------------------------------------------------------------

@@ -1,0 +1,456 @@
+"""The session catalog: owners, titles, metadata, times and counts, as an optional capability.
+
+A backend that declares :class:`KeepsCatalog` keeps, beside each session's
+messages, a *summary*: who owns it, its title, a small JSON metadata object,
+when it was created and last written, and how many messages it holds. The
+times and the count change in the same transaction (or server-side script)
+as the append or the clear that changes them, so they never drift.
+
+A summary exists while its session holds messages, or once an owner, title
+or metadata was set on it; ``clear`` removes it with the messages. The
+last-updated time moves when messages are appended (setting a title does not
+reorder a listing). Listings are keyset-paged on ``(updated_at, session_id)``:
+a session that is not written while the pages are read appears exactly once.
+
+The module-level functions are what applications call (``chathistory``
+exports them): :func:`list_conversations`, :func:`erase`, and
+:func:`require_catalog` for the error a backend without the capability gives.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+from chathistory.errors import CapabilityMissingError, ChatHistoryError
+
+__all__ = [
+    "UNCHANGED",
+    "ErasureReceipt",
+    "KeepsCatalog",
+    "MetadataValue",
+    "SessionSummary",
+    "SummaryPage",
+    "Unchanged",
+    "aerase",
+    "alist_conversations",
+    "check_metadata",
+    "check_where",
+    "erase",
+    "list_conversations",
+    "merge_metadata",
+    "read_cursor",
+    "require_catalog",
+    "write_cursor",
+]
+
+MAX_METADATA_CHARS = 16_384
+"""The largest metadata object, as compact JSON text: a catalog entry is not a document store."""
+
+MetadataValue: TypeAlias = str | int | bool | None
+"""What a ``where`` filter compares a metadata key with (JSON scalars; floats are not exact)."""
+
+
+class Unchanged(enum.Enum):
+    """The type of :data:`UNCHANGED`."""
+
+    UNCHANGED = "UNCHANGED"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+"""Leave this field as it is (``None`` clears an owner or a title)."""
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One session as the catalog describes it: never its messages.
+
+    Attributes:
+        session_id: The session's id.
+        owner: Whose it is (an application's user id), or ``None``.
+        title: Its title, or ``None``.
+        metadata: A small JSON object (``{}`` if none was set).
+        created_at: When it was first written or described (timezone-aware, UTC).
+        updated_at: When messages were last appended (UTC); ``created_at`` until then.
+        messages: How many messages it holds.
+    """
+
+    session_id: str
+    owner: str | None
+    title: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    messages: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON object (times as ISO 8601 text)."""
+        return {"session_id": self.session_id, "owner": self.owner, "title": self.title,
+                "metadata": self.metadata, "created_at": self.created_at.isoformat(),
+                "updated_at": self.updated_at.isoformat(), "messages": self.messages}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> SessionSummary:
+        """The summary :meth:`to_json` wrote; a ValueError names what is wrong."""
+        try:
+            created = datetime.fromisoformat(entry["created_at"])
+            updated = datetime.fromisoformat(entry["updated_at"])
+            summary = cls(session_id=entry["session_id"], owner=entry.get("owner"),
+                          title=entry.get("title"), metadata=dict(entry.get("metadata") or {}),
+                          created_at=created, updated_at=updated,
+                          messages=int(entry.get("messages", 0)))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a session summary: {exc!r} is missing or wrong") from None
+        if created.tzinfo is None or updated.tzinfo is None:
+            raise ValueError("a session summary's times must carry their time zone")
+        check_text("owner", summary.owner)
+        check_text("title", summary.title)
+        check_metadata(summary.metadata)
+        return summary
+
+
+@dataclass(frozen=True)
+class SummaryPage:
+    """One page of a listing.
+
+    Attributes:
+        summaries: Up to ``limit`` summaries, in the listing's order.
+        cursor: Pass it back for the next page; ``None`` when this is the last one.
+    """
+
+    summaries: list[SessionSummary]
+    cursor: str | None
+
+
+@dataclass
+class ErasureReceipt:
+    """What an erasure deleted.
+
+    Attributes:
+        sessions: Sessions deleted (with their catalog entries).
+        messages: Messages deleted.
+        dry_run: Nothing was deleted; the counts are what would have been.
+    """
+
+    sessions: int = 0
+    messages: int = 0
+    dry_run: bool = False
+
+    def add(self, other: ErasureReceipt) -> None:
+        self.sessions += other.sessions
+        self.messages += other.messages
+
+
+@runtime_checkable
+class KeepsCatalog(Protocol):
+    """The backend keeps a summary of each session (see the module's docstring).
+
+    A backend that declares it also accepts ``owner=`` in
+    :meth:`~chathistory.capabilities.PrunesSessions.delete_sessions_before`.
+    """
+
+    def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> SummaryPage:
+        """A page of summaries, ordered by ``(updated_at, session_id)``.
+
+        Args:
+            owner: Only this owner's sessions; ``None`` lists every session.
+            newest_first: Most recently updated first (else oldest first).
+            where: Only sessions whose metadata holds each key with that value.
+            limit: At most this many summaries (>= 1).
+            cursor: The previous page's cursor, given with the same arguments.
+
+        Costs what the page costs, not what the store holds (where the filter
+        is the owner).
+        """
+
+    def session_summaries(self, session_ids: Sequence[str]) -> dict[str, SessionSummary]:
+        """The summaries of those of ``session_ids`` that have one, in one read."""
+
+    def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
+                       title: str | Unchanged | None = UNCHANGED,
+                       metadata: Mapping[str, Any] | None = None, replace_metadata: bool = False,
+                       only_if_unset: bool = False) -> SessionSummary:
+        """Set a session's owner, title or metadata; return its summary.
+
+        ``metadata`` is merged key by key into what is stored, or replaces it
+        with ``replace_metadata``. With ``only_if_unset``, an owner or title is
+        set only where none is (what a middleware does on each run). A session
+        without messages gets a summary with a count of 0. Its times do not move.
+        """
+
+    def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
+                       ) -> ErasureReceipt:
+        """Delete these sessions' messages and summaries, all in one transaction.
+
+        Ids without a session are ignored, so erasing twice is harmless.
+        """
+
+    def restore_summaries(self, summaries: Sequence[SessionSummary]) -> None:
+        """Give sessions the owner, title, metadata and both times of ``summaries``.
+
+        For copies and imports, so that a migrated session keeps its age. The
+        count is the store's own and is not taken from the summary.
+        """
+
+    async def alist_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                              where: Mapping[str, MetadataValue] | None = None,
+                              limit: int = 20, cursor: str | None = None) -> SummaryPage: ...
+
+    async def asession_summaries(self, session_ids: Sequence[str]
+                                 ) -> dict[str, SessionSummary]: ...
+
+    async def aupdate_session(self, session_id: str, *,
+                              owner: str | Unchanged | None = UNCHANGED,
+                              title: str | Unchanged | None = UNCHANGED,
+                              metadata: Mapping[str, Any] | None = None,
+                              replace_metadata: bool = False,
+                              only_if_unset: bool = False) -> SessionSummary: ...
+
+    async def aerase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
+                              ) -> ErasureReceipt: ...
+
+    async def arestore_summaries(self, summaries: Sequence[SessionSummary]) -> None: ...
+
+
+# -- checks shared by the backends --------------------------------------------------------
+
+def check_text(field_name: str, value: object) -> str | None:
+    """An owner or a title: ``None`` or a non-empty str without NUL, else a ValueError."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise ValueError(f"{field_name} must be None or a non-empty str without NUL, "
+                         f"not {value!r}")
+    return value
+
+
+def check_metadata(metadata: object) -> str:
+    """The metadata object as compact JSON text; a ValueError if it cannot be one."""
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"metadata must be a JSON object (a dict), not "
+                         f"{type(metadata).__name__}")
+    if not all(isinstance(key, str) for key in metadata):
+        raise ValueError("metadata keys must be str")
+    try:
+        text = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON: {exc}") from None
+    if "\x00" in text:
+        raise ValueError("metadata must not contain NUL characters")
+    if len(text) > MAX_METADATA_CHARS:
+        raise ValueError(f"metadata is {len(text)} characters as JSON; at most "
+                         f"{MAX_METADATA_CHARS} are kept in the catalog")
+    return text
+
+
+def merge_metadata(stored: Mapping[str, Any], update: Mapping[str, Any], replace: bool
+                   ) -> dict[str, Any]:
+    """What :meth:`KeepsCatalog.update_session` stores: ``update`` over ``stored``, key by key."""
+    return dict(update) if replace else {**stored, **update}
+
+
+def check_where(where: Mapping[str, MetadataValue] | None) -> dict[str, MetadataValue]:
+    """A metadata filter: str keys without ``"``, scalar values; else a ValueError."""
+    if where is None:
+        return {}
+    if not isinstance(where, Mapping):
+        raise ValueError(f"where must be a dict of metadata key to value, not {where!r}")
+    for key, value in where.items():
+        if not isinstance(key, str) or not key or '"' in key or "\x00" in key:
+            raise ValueError(f"a where key must be a non-empty str without '\"', not {key!r}")
+        if value is not None and not isinstance(value, str | int | bool):
+            raise ValueError(f"where[{key!r}] must be a str, int, bool or None, not {value!r}")
+    return dict(where)
+
+
+def check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an int >= 1, not {limit!r}")
+    return limit
+
+
+def write_cursor(position: Sequence[Any], newest_first: bool) -> str:
+    """An opaque cursor holding a backend's position (JSON values) and the listing's order."""
+    text = json.dumps([list(position), newest_first], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def read_cursor(cursor: str | None, newest_first: bool) -> list[Any] | None:
+    """The position :func:`write_cursor` stored, or a ValueError for a cursor not made so."""
+    if cursor is None:
+        return None
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        position, order = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError, binascii.Error):
+        raise ValueError(f"not a listing cursor: {cursor[:40]!r}") from None
+    if order is not newest_first:
+        raise ValueError("this cursor belongs to a listing in the other order")
+    if not isinstance(position, list):
+        raise ValueError(f"not a listing cursor: {cursor[:40]!r}")
+    return position
+
+
+# -- the application's API ----------------------------------------------------------------
+
+def require_catalog(backend: object, what: str = "keep a session catalog") -> KeepsCatalog:
+    """``backend`` as a catalog, or a CapabilityMissingError naming the capability."""
+    if not isinstance(backend, KeepsCatalog):
+        name = getattr(backend, "name", type(backend).__name__)
+        raise CapabilityMissingError(
+            f"backend {name!r} does not {what}: it lacks the KeepsCatalog capability "
+            "(owners, titles, metadata, listings, erasure)")
+    return backend
+
+
+def list_conversations(backend: object, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> SummaryPage:
+    """A page of ``backend``'s conversations, newest first: a chat app's sidebar.
+
+    Example::
+
+        page = list_conversations(backend, owner="user-42", limit=20)
+        for summary in page.summaries:
+            print(summary.title, summary.updated_at)
+        more = list_conversations(backend, owner="user-42", cursor=page.cursor)
+
+    Raises:
+        CapabilityMissingError: the backend keeps no catalog.
+        ValueError: a bad limit, filter or cursor.
+    """
+    return require_catalog(backend, "list conversations").list_summaries(
+        owner=owner, newest_first=newest_first, where=where, limit=limit, cursor=cursor)
+
+
+async def alist_conversations(backend: object, *, owner: str | None = None,
+                              newest_first: bool = True,
+                              where: Mapping[str, MetadataValue] | None = None,
+                              limit: int = 20, cursor: str | None = None) -> SummaryPage:
+    """Async :func:`list_conversations`."""
+    return await require_catalog(backend, "list conversations").alist_summaries(
+        owner=owner, newest_first=newest_first, where=where, limit=limit, cursor=cursor)
+
+
+ERASE_CHUNK = 100
+"""Sessions erased per transaction: a run killed between two leaves whole sessions only."""
+
+Progress = Callable[[ErasureReceipt], None]
+
+
+def erase(backend: object, *, owner: str | None = None,
+          session_ids: Sequence[str] | None = None, dry_run: bool = False,
+          chunk: int = ERASE_CHUNK, progress: Progress | None = None) -> ErasureReceipt:
+    """Delete every session of ``owner`` (or ``session_ids``), messages and catalog entries.
+
+    Sessions go ``chunk`` at a time, each chunk in one transaction; a run
+    killed partway and run again finishes the job, and running it twice is
+    harmless. Other owners' sessions are untouched.
+
+    Args:
+        backend: A backend that keeps a catalog.
+        owner: Erase all of this owner's sessions...
+        session_ids: ...or exactly these (one of the two).
+        dry_run: Count what would be deleted; delete nothing.
+        chunk: Sessions per transaction.
+        progress: Called with each chunk's receipt.
+
+    Returns:
+        The receipt: sessions and messages deleted.
+
+    Raises:
+        CapabilityMissingError: the backend keeps no catalog.
+        ValueError: neither or both of ``owner`` and ``session_ids``.
+
+    Example::
+
+        receipt = erase(backend, owner="user-42")
+        print(receipt.sessions, receipt.messages)
+    """
+    _erase_arguments(owner, session_ids, chunk)
+    catalog = require_catalog(backend, "erase sessions")
+    total = ErasureReceipt(dry_run=dry_run)
+    if session_ids is not None:
+        for ids in _chunks(session_ids, chunk):
+            _count(total, catalog.erase_sessions(ids, dry_run=dry_run), progress)
+        return total
+    cursor: str | None = None
+    erased: set[str] = set()
+    while True:
+        # Erased sessions leave the listing, so the next chunk is its head again.
+        page = catalog.list_summaries(owner=owner, newest_first=False, limit=chunk,
+                                      cursor=cursor if dry_run else None)
+        if page.summaries:
+            ids = _listed_once(page, erased)
+            _count(total, catalog.erase_sessions(ids, dry_run=dry_run), progress)
+        if not page.summaries or (dry_run and page.cursor is None):
+            return total
+        cursor = page.cursor
+
+
+async def aerase(backend: object, *, owner: str | None = None,
+                 session_ids: Sequence[str] | None = None, dry_run: bool = False,
+                 chunk: int = ERASE_CHUNK, progress: Progress | None = None
+                 ) -> ErasureReceipt:
+    """Async :func:`erase`."""
+    _erase_arguments(owner, session_ids, chunk)
+    catalog = require_catalog(backend, "erase sessions")
+    total = ErasureReceipt(dry_run=dry_run)
+    if session_ids is not None:
+        for ids in _chunks(session_ids, chunk):
+            _count(total, await catalog.aerase_sessions(ids, dry_run=dry_run), progress)
+        return total
+    cursor: str | None = None
+    erased: set[str] = set()
+    while True:
+        page = await catalog.alist_summaries(owner=owner, newest_first=False, limit=chunk,
+                                             cursor=cursor if dry_run else None)
+        if page.summaries:
+            ids = _listed_once(page, erased)
+            _count(total, await catalog.aerase_sessions(ids, dry_run=dry_run), progress)
+        if not page.summaries or (dry_run and page.cursor is None):
+            return total
+        cursor = page.cursor
+
+
+def _erase_arguments(owner: str | None, session_ids: Sequence[str] | None, chunk: int
+                     ) -> None:
+    if (owner is None) == (session_ids is None):
+        raise ValueError("erase takes an owner or a list of session ids (one of them)")
+    if owner is not None:
+        check_text("owner", owner)
+    if isinstance(session_ids, str):
+        raise TypeError("session_ids must be a list of ids, not one str")
+    check_limit(chunk)
+
+
+def _chunks(session_ids: Sequence[str], size: int) -> Iterator[list[str]]:
+    ids = list(dict.fromkeys(session_ids))
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def _listed_once(page: SummaryPage, erased: set[str]) -> list[str]:
+    """The page's ids; one listed again after it was erased is an error, not an endless loop."""
+    ids = [summary.session_id for summary in page.summaries]
+    again = erased.intersection(ids)
+    if again:
+        raise ChatHistoryError(f"session {sorted(again)[0]!r} is still listed after it was "
+                               "erased: the backend's erase_sessions left its catalog entry")
+    erased.update(ids)
+    return ids
+
+
+def _count(total: ErasureReceipt, done: ErasureReceipt, progress: Progress | None) -> None:
+    total.add(done)
+    if progress is not None:
+        progress(done)
