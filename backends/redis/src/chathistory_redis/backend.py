@@ -130,17 +130,14 @@ class RedisBackend(BaseBackend):
     @operation()
     def fetch(self, session_id: str, *, limit: int | None = None
               ) -> Operation[list[dict[str, Any]]]:
-        key = self.key(session_id)
-        if limit is None:
-            command: ks.Command = ("LRANGE", key, 0, -1)
-        elif limit < 0:
+        if limit is not None and limit < 0:
             raise ValueError(f"limit must be None or an int >= 0, not {limit!r}")
-        elif limit == 0:
+        if limit == 0:
             return []
-        else:
-            command = ("LRANGE", key, 0, limit - 1) if self._newest_first else (
-                "LRANGE", key, -limit, -1)
-        return self._decode((yield command))
+        # The newest `limit` values: at the list's head in the langchain layout, else its tail.
+        first, last = (0, -1) if limit is None else (0, limit - 1) if self._newest_first else (
+            -limit, -1)
+        return self._decode((yield ("LRANGE", self.key(session_id), first, last)))
 
     @operation(write=True)
     def clear(self, session_id: str) -> Operation[None]:
