@@ -5,7 +5,6 @@ See :func:`operation`, and :mod:`chathistory.driver` for what an operation is.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -44,25 +43,11 @@ def _input_counts(signature: inspect.Signature, instance: object, args: tuple[An
     return sessions, records
 
 
-def _class_attribute(instance: object, name: str) -> object:
-    """What ``name`` is on ``instance``'s class, found without running any descriptor."""
-    for klass in type(instance).__mro__:
-        if name in vars(klass):
-            return vars(klass)[name]
-    return None
-
-
-def _keep(instance: object, name: str, descriptor: object, method: Callable[..., Any]) -> None:
-    """Keep the bound method on the instance: later lookups find it there, at no cost.
-
-    (The descriptor defines no ``__set__``, so the instance's own attribute wins.)
-    Only when the instance's class has this very descriptor under ``name``: one
-    reached through ``super()`` from a subclass's override must not hide it.
-    """
-    if _class_attribute(instance, name) is not descriptor:
-        return
-    with contextlib.suppress(TypeError):  # an instance without __dict__ binds on each lookup
-        vars(instance)[name] = method
+def _named(method: Callable[..., Any], steps: Callable[..., Any], name: str) -> None:
+    """Give a bound method the operation's name and docstring (cheaply: it is bound per call)."""
+    method.__name__ = name
+    method.__qualname__ = f"{steps.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
+    method.__doc__ = steps.__doc__
 
 
 class OperationMethod(Generic[P, T]):
@@ -71,9 +56,8 @@ class OperationMethod(Generic[P, T]):
     Made by :func:`operation`. On an instance, it is the sync method (``P -> T``).
     Its async twin, ``a`` + its name, is added to the class unless the class
     body names one (``aappend = append.async_twin`` declares it explicitly; a
-    name starting with ``_`` gets no twin). The method is bound once per
-    instance, to the instance's ``runner`` of that moment: set ``self.runner``
-    in ``__init__``, before any call.
+    name starting with ``_`` gets no twin). The method is bound on each lookup,
+    to the instance's ``runner``: set ``self.runner`` in ``__init__``.
     """
 
     def __init__(self, steps: Callable[Concatenate[Any, P], Operation[T]], *,
@@ -116,8 +100,7 @@ class OperationMethod(Generic[P, T]):
                               transaction=transaction,
                               counts=lambda: self.counts(instance, args, kwargs))
 
-        functools.update_wrapper(method, self.steps)
-        _keep(instance, self.name, self, method)
+        _named(method, steps, self.name)
         return method
 
 
@@ -157,14 +140,13 @@ class AsyncOperationMethod(Generic[P, T]):
         runner: Runner[Any, Any, Any] = instance.runner  # type: ignore[attr-defined]
         sync = self.sync
         steps, name, write, transaction = sync.steps, sync.name, sync.write, sync.transaction
+
         async def method(*args: P.args, **kwargs: P.kwargs) -> T:
             return await runner.arun(name, lambda: steps(instance, *args, **kwargs),
                                      write=write, transaction=transaction,
                                      counts=lambda: sync.counts(instance, args, kwargs))
 
-        functools.update_wrapper(method, sync.steps)
-        method.__name__ = method.__qualname__ = self.name
-        _keep(instance, self.name, self, method)
+        _named(method, steps, self.name)
         return method
 
 
