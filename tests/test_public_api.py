@@ -19,6 +19,9 @@ PUBLIC = {
     "aretry_transient", "available_backends", "backend_class", "decode_record",
     "encode_record", "get_backend", "history_factory", "hookimpl", "hookspec",
     "retry_transient", "to_messages", "to_records", "validate_options",
+    # the session catalog (issue 19)
+    "ErasureReceipt", "KeepsCatalog", "SessionSummary", "SummaryPage", "aerase",
+    "alist_conversations", "erase", "list_conversations",
 }
 
 

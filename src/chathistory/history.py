@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, get_buffer_string
 
 from chathistory.backend import Backend, BaseBackend, aensure_collection, ensure_collection
+from chathistory.catalog import UNCHANGED, SessionSummary, Unchanged, require_catalog
 from chathistory.records import encode_record, to_messages, to_records
 from chathistory.registry import NamedBackend
 
@@ -218,6 +219,87 @@ class ChatHistory(_HistoryBase):
         backend = await self._abackend()
         await aensure_collection(backend)
         await backend.aclear(self.session_id)
+
+    # -- the session catalog (backends that declare KeepsCatalog) ---------------------------
+
+    def update_session(self, *, owner: str | Unchanged | None = UNCHANGED,
+                       title: str | Unchanged | None = UNCHANGED,
+                       metadata: Mapping[str, Any] | None = None, replace_metadata: bool = False,
+                       only_if_unset: bool = False) -> SessionSummary:
+        """Set this session's owner, title or metadata; return its summary.
+
+        ``metadata`` is merged key by key into the stored object, or replaces it
+        with ``replace_metadata``. With ``only_if_unset`` an owner or a title is
+        set only where none is, which is what a middleware does on every run::
+
+            history.update_session(owner=user_id, title=first_line, only_if_unset=True)
+
+        Raises:
+            chathistory.errors.CapabilityMissingError: the backend keeps no catalog.
+            ValueError: a value the catalog cannot keep (nothing is changed).
+        """
+        backend = self.backend
+        ensure_collection(backend)
+        return require_catalog(backend, "keep owners, titles or metadata").update_session(
+            self.session_id, owner=owner, title=title, metadata=metadata,
+            replace_metadata=replace_metadata, only_if_unset=only_if_unset)
+
+    def set_owner(self, owner: str | None, *, only_if_unset: bool = False) -> SessionSummary:
+        """Set whose session this is (an application's user id); ``None`` clears it."""
+        return self.update_session(owner=owner, only_if_unset=only_if_unset)
+
+    def set_title(self, title: str | None, *, only_if_unset: bool = False) -> SessionSummary:
+        """Set this session's title; ``None`` clears it."""
+        return self.update_session(title=title, only_if_unset=only_if_unset)
+
+    def update_metadata(self, metadata: Mapping[str, Any], *, replace: bool = False
+                        ) -> SessionSummary:
+        """Merge ``metadata`` into this session's (a small JSON object), or replace it."""
+        return self.update_session(metadata=metadata, replace_metadata=replace)
+
+    def summary(self) -> SessionSummary | None:
+        """This session's summary (owner, title, metadata, times, count), or ``None``."""
+        backend = self.backend
+        ensure_collection(backend)
+        found = require_catalog(backend, "keep session summaries").session_summaries(
+            [self.session_id])
+        return found.get(self.session_id)
+
+    async def aupdate_session(self, *, owner: str | Unchanged | None = UNCHANGED,
+                              title: str | Unchanged | None = UNCHANGED,
+                              metadata: Mapping[str, Any] | None = None,
+                              replace_metadata: bool = False,
+                              only_if_unset: bool = False) -> SessionSummary:
+        """Async :meth:`update_session`."""
+        backend = await self._abackend()
+        await aensure_collection(backend)
+        catalog = require_catalog(backend, "keep owners, titles or metadata")
+        return await catalog.aupdate_session(
+            self.session_id, owner=owner, title=title, metadata=metadata,
+            replace_metadata=replace_metadata, only_if_unset=only_if_unset)
+
+    async def aset_owner(self, owner: str | None, *, only_if_unset: bool = False
+                         ) -> SessionSummary:
+        """Async :meth:`set_owner`."""
+        return await self.aupdate_session(owner=owner, only_if_unset=only_if_unset)
+
+    async def aset_title(self, title: str | None, *, only_if_unset: bool = False
+                         ) -> SessionSummary:
+        """Async :meth:`set_title`."""
+        return await self.aupdate_session(title=title, only_if_unset=only_if_unset)
+
+    async def aupdate_metadata(self, metadata: Mapping[str, Any], *, replace: bool = False
+                               ) -> SessionSummary:
+        """Async :meth:`update_metadata`."""
+        return await self.aupdate_session(metadata=metadata, replace_metadata=replace)
+
+    async def asummary(self) -> SessionSummary | None:
+        """Async :meth:`summary`."""
+        backend = await self._abackend()
+        await aensure_collection(backend)
+        found = await require_catalog(backend, "keep session summaries").asession_summaries(
+            [self.session_id])
+        return found.get(self.session_id)
 
     def __str__(self) -> str:
         """What ``BaseChatMessageHistory`` gives: one ``Human: hi`` line per message."""
