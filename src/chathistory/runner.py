@@ -78,6 +78,21 @@ class _Tracing:
 _tracing = _Tracing()
 
 
+def _advance(operation: Operation[Any], reply: Any = None, error: Exception | None = None
+             ) -> tuple[bool, Any]:
+    """Resume ``operation`` with the driver's reply, or throw the driver's error into it.
+
+    Returns ``(True, result)`` once it has returned, else ``(False, next request)``.
+    (A StopIteration must not escape: in a connection's context it would read as a
+    failure, and roll back what the operation wrote.)
+    """
+    try:
+        request = operation.throw(error) if error is not None else operation.send(reply)
+    except StopIteration as returned:
+        return True, returned.value
+    return False, request
+
+
 class Runner(Generic[Conn, AsyncPool, AsyncConn]):
     """Runs a backend's operations through its :class:`Driver`, sync and async.
 
@@ -168,26 +183,19 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
 
     def _once(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         operation = steps()
-        try:
-            request = next(operation)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        done, value = _advance(operation)
+        if done:
+            return value  # type: ignore[no-any-return]
         send = self.driver.send
         with self.driver.connection(call) as connection:
-            while True:
-                # StopIteration is caught here, inside the context: it must see a clean exit.
+            while not done:
                 try:
-                    reply = send(connection, request)
+                    reply = send(connection, value)
                 except Exception as error:
-                    try:
-                        request = operation.throw(error)
-                    except StopIteration as done:
-                        return done.value  # type: ignore[no-any-return]
-                    continue
-                try:
-                    request = operation.send(reply)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    done, value = _advance(operation, error=error)
+                else:
+                    done, value = _advance(operation, reply)
+        return value  # type: ignore[no-any-return]
 
     # -- async --------------------------------------------------------------------------
 
@@ -222,26 +230,20 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
 
     async def _aonce(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         operation = steps()
-        try:
-            request = next(operation)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        done, value = _advance(operation)
+        if done:
+            return value  # type: ignore[no-any-return]
         pool = await self.pool()
         asend = self.driver.asend
         async with self.driver.async_connection(pool, call) as connection:
-            while True:
+            while not done:
                 try:
-                    reply = await asend(connection, request)
+                    reply = await asend(connection, value)
                 except Exception as error:
-                    try:
-                        request = operation.throw(error)
-                    except StopIteration as done:
-                        return done.value  # type: ignore[no-any-return]
-                    continue
-                try:
-                    request = operation.send(reply)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
+                    done, value = _advance(operation, error=error)
+                else:
+                    done, value = _advance(operation, reply)
+        return value  # type: ignore[no-any-return]
 
     async def pool(self) -> AsyncPool:
         """The running event loop's async pool, opened on the loop's first call."""
