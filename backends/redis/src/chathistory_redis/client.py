@@ -15,10 +15,8 @@ A ``RedisCluster`` sends each command to its slot's node by name
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -38,33 +36,27 @@ __all__ = ["Once", "Pipeline", "RedisDriver", "Scan"]
 _LOST = (RedisConnectionError, RedisTimeoutError)
 
 
-@dataclass(frozen=True, slots=True)
-class Once:
-    """A write that must not run twice: if its reply is lost, ``ReplyLostError``."""
+class Once(tuple[bytes | str | int, ...]):
+    """A write command that must not run twice: if its reply is lost, ``ReplyLostError``."""
 
-    command: Command
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Pipeline:
+class Pipeline(list[Command]):
     """Commands that may be repeated, sent together: their replies in order, or the first
     error reply once all are read. A cluster routes each to its node."""
 
-    commands: Sequence[Command]
+
+class Scan(bytes):
+    """A pattern: every list key matching it (``SCAN ... TYPE list``, on every node)."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Scan:
-    """Every list key matching ``pattern`` (``SCAN ... TYPE list``, on every node)."""
-
-    pattern: bytes
-
-
-def _as_eval(request: Command | Once) -> Command | Once:
+def _as_eval(request: Command) -> Command:
     """An ``EVALSHA`` the server answered ``NOSCRIPT`` (it ran nothing), as an ``EVAL``."""
-    if isinstance(request, Once):
-        return Once(cast(Command, _as_eval(request.command)))
-    return ("EVAL", BODIES[str(request[1])], *request[2:])
+    command = ("EVAL", BODIES[str(request[1])], *request[2:])
+    return Once(command) if isinstance(request, Once) else command
 
 
 def _key(command: Command) -> bytes | str | int:
@@ -149,13 +141,12 @@ class RedisDriver(Driver[Any, Any, Any]):
     def _send(self, client: Any, request: Any) -> Any:
         if isinstance(request, Pipeline):
             pipe = client.pipeline(transaction=False)
-            for command in request.commands:
+            for command in request:
                 pipe.execute_command(*command)
             return pipe.execute(raise_on_error=True)
         if isinstance(request, Scan):
-            return list(client.scan_iter(match=request.pattern, count=1000, _type="list"))
-        once = isinstance(request, Once)
-        command = request.command if once else request
+            return list(client.scan_iter(match=request, count=1000, _type="list"))
+        command, once = request, isinstance(request, Once)
         if self.cluster:
             node = client.get_node_from_key(_key(command))
             try:
@@ -196,14 +187,13 @@ class RedisDriver(Driver[Any, Any, Any]):
     async def _asend(self, client: Any, request: Any) -> Any:
         if isinstance(request, Pipeline):
             pipe = client.pipeline(transaction=False)
-            for command in request.commands:
+            for command in request:
                 pipe.execute_command(*command)
             return await pipe.execute(raise_on_error=True)
         if isinstance(request, Scan):
-            return [key async for key in client.scan_iter(match=request.pattern, count=1000,
+            return [key async for key in client.scan_iter(match=request, count=1000,
                                                           _type="list")]
-        once = isinstance(request, Once)
-        command = request.command if once else request
+        command, once = request, isinstance(request, Once)
         if self.cluster:
             await client.initialize()  # the slot map: loaded once, refreshed on demand
             node = client.get_node_from_key(_key(command))
