@@ -2,16 +2,20 @@
 
 The classes with native async run every test under blockbuster: a call that
 blocks the event loop (a socket read, a file write, a sleep) fails the test.
+Reads must create nothing: on MariaDB the store is the test's tables (its
+table's name and the never-created one's, and their versions' tables); on
+SQLite, the files under the test's directory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from blockbuster import blockbuster_ctx
 from chathistory_sqlalchemy import SQLAlchemyBackend
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from chathistory.testing import BackendContract
 
@@ -27,7 +31,36 @@ def _created(backend: SQLAlchemyBackend) -> SQLAlchemyBackend:
     return backend
 
 
-class TestOnMariaDB(BackendContract):
+class OnMariaDB(BackendContract):
+    """Where reads could create something on the server: the tables named after the test's."""
+
+    layout = "chathistory"
+
+    @pytest.fixture
+    def store_snapshot(self, mysql_admin: Engine, mysql_table: str) -> Callable[[], object]:
+        return lambda: sorted(name for name in inspect(mysql_admin).get_table_names()
+                              if name.startswith(mysql_table))
+
+    @pytest.fixture
+    def uncreated_backend(self, mysql_url: str, mysql_table: str, mysql_admin: Engine
+                          ) -> Iterator[SQLAlchemyBackend]:
+        yield SQLAlchemyBackend.from_options(url=mysql_url, table=f"{mysql_table}_never",
+                                             layout=self.layout)
+        with mysql_admin.begin() as connection:  # were it made after all
+            connection.execute(text(f"DROP TABLE IF EXISTS `{mysql_table}_never`, "
+                                    f"`{mysql_table}_never_migrations`"))
+
+
+class OnSQLite(BackendContract):
+    layout = "chathistory"
+
+    @pytest.fixture
+    def uncreated_backend(self, tmp_path: Path) -> SQLAlchemyBackend:
+        return SQLAlchemyBackend.from_options(url=f"sqlite:///{tmp_path / 'never.db'}",
+                                              layout=self.layout)
+
+
+class TestOnMariaDB(OnMariaDB):
     @pytest.fixture
     def backend(self, mysql_url: str, mysql_table: str, loop_never_blocks: None
                 ) -> Iterator[SQLAlchemyBackend]:
@@ -37,7 +70,9 @@ class TestOnMariaDB(BackendContract):
         backend.close()
 
 
-class TestOnMariaDBLangchainLayout(BackendContract):
+class TestOnMariaDBLangchainLayout(OnMariaDB):
+    layout = "langchain_community"
+
     @pytest.fixture
     def backend(self, mysql_url: str, mysql_table: str, loop_never_blocks: None
                 ) -> Iterator[SQLAlchemyBackend]:
@@ -47,7 +82,7 @@ class TestOnMariaDBLangchainLayout(BackendContract):
         backend.close()
 
 
-class TestOnMariaDBWithTheApplicationsEngine(BackendContract):
+class TestOnMariaDBWithTheApplicationsEngine(OnMariaDB):
     """An app's own Engine: used as given, never disposed; async twins run in threads."""
 
     @pytest.fixture
@@ -60,7 +95,7 @@ class TestOnMariaDBWithTheApplicationsEngine(BackendContract):
         engine.dispose()
 
 
-class TestOnSQLite(BackendContract):
+class TestOnSQLite(OnSQLite):
     @pytest.fixture
     def backend(self, sqlite_url: str, loop_never_blocks: None) -> Iterator[SQLAlchemyBackend]:
         backend = _created(SQLAlchemyBackend.from_options(url=sqlite_url))
@@ -69,7 +104,9 @@ class TestOnSQLite(BackendContract):
         backend.close()
 
 
-class TestOnSQLiteLangchainLayout(BackendContract):
+class TestOnSQLiteLangchainLayout(OnSQLite):
+    layout = "langchain_community"
+
     @pytest.fixture
     def backend(self, sqlite_url: str, loop_never_blocks: None) -> Iterator[SQLAlchemyBackend]:
         backend = _created(SQLAlchemyBackend.from_options(url=sqlite_url,
@@ -78,7 +115,7 @@ class TestOnSQLiteLangchainLayout(BackendContract):
         backend.close()
 
 
-class TestOnSQLiteWithThreadsForAsync(BackendContract):
+class TestOnSQLiteWithThreadsForAsync(OnSQLite):
     """native_async=False: the async twins are BaseBackend's, in worker threads."""
 
     @pytest.fixture
