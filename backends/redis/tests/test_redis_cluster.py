@@ -286,3 +286,34 @@ def test_clusterdown_is_retried_then_unavailable_naming_the_node(
         backend.clear("s")
     finally:
         client.close()
+
+
+def test_a_cluster_append_many_failing_midway_is_not_repeated(
+        cluster_ports: list[int], wait_until: WaitUntil) -> None:
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+    backend = RedisBackend.from_options(client=client, key_prefix="many")
+    index_node = client.get_node_from_key(backend.index_keys[0])
+    down = next(node for node in client.get_primaries() if node != index_node)
+    sessions = [f"s{number}" for number in range(100)]
+    first = next(session for session in sessions
+                 if client.get_node_from_key(backend.key(session)) != down)
+    second = next(session for session in sessions
+                  if client.get_node_from_key(backend.key(session)) == down)
+    slot = client.keyslot(backend.key(second))
+    try:
+        with redis.Redis(port=down.port) as admin:
+            admin.cluster("delslots", slot)  # that node now says CLUSTERDOWN
+            try:
+                with pytest.raises(BackendUnavailableError,
+                                   match="1 of 2 sessions were appended"):
+                    backend.append_many({first: numbered_records(2),
+                                         second: numbered_records(1)})
+            finally:
+                admin.cluster("addslots", slot)
+        wait_until(lambda: all("cluster_state:ok" in _cli(port, "cluster", "info")
+                               for port in cluster_ports), "the cluster is ok again")
+        assert backend.fetch(first) == numbered_records(2)  # once: the rest was not retried
+        assert backend.fetch(second) == []
+        backend.clear(first)
+    finally:
+        client.close()
