@@ -31,7 +31,7 @@ def test_the_plugin_adds_no_import_of_its_own() -> None:
 def test_the_plugin_imports_no_langchain_and_no_chathistory_module() -> None:
     modules = modules_after("import chathistory.testing.pytest_plugin")
     assert {module for module in modules if module.startswith("chathistory")} == {
-        "chathistory", "chathistory._lazy", "chathistory.testing",
+        "chathistory", "chathistory.lazy", "chathistory.testing",
         "chathistory.testing.pytest_plugin"}
     assert heavy(modules) == set()
 

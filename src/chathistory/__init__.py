@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chathistory._lazy import lazy_exports
+from chathistory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chathistory.agents import ChatHistoryMiddleware

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chathistory._lazy import lazy_exports
+from chathistory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chathistory.testing.blocking import run_without_blocking

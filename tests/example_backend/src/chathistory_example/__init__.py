@@ -7,8 +7,9 @@ plugin module does) imports nothing else.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chathistory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chathistory_example.backend import JsonLinesBackend
@@ -16,10 +17,5 @@ if TYPE_CHECKING:
 
 __all__ = ["JsonLinesBackend", "JsonLinesConfig"]
 
-_MODULES = {"JsonLinesBackend": "backend", "JsonLinesConfig": "config"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"JsonLinesBackend": "backend", "JsonLinesConfig": "config"})

@@ -1,4 +1,21 @@
-"""Public names that load their module on first use (PEP 562 module ``__getattr__``)."""
+"""Public names that load their module on first use (PEP 562 module ``__getattr__``).
+
+The core uses it, and so may a backend package, so that importing the package
+(as the plugin loader does) imports neither the backend nor its driver::
+
+    # chathistory_mystore/__init__.py
+    from typing import TYPE_CHECKING
+
+    from chathistory.lazy import lazy_exports
+
+    if TYPE_CHECKING:
+        from chathistory_mystore.backend import MyStoreBackend
+        from chathistory_mystore.config import MyStoreConfig
+
+    __all__ = ["MyStoreBackend", "MyStoreConfig"]
+    __getattr__, __dir__ = lazy_exports(
+        __name__, {"MyStoreBackend": "backend", "MyStoreConfig": "config"})
+"""
 
 from __future__ import annotations
 
@@ -6,6 +23,8 @@ import sys
 from collections.abc import Callable, Mapping
 from importlib import import_module
 from typing import Any
+
+__all__ = ["lazy_exports"]
 
 
 def lazy_exports(package: str, modules: Mapping[str, str]
