@@ -21,7 +21,7 @@ from chathistory.backends.memory import MemoryBackend
 from chathistory.backends.sqlite import SqliteBackend
 from chathistory.driver import Call, Driver, Operation, Runner, operation
 from chathistory.records import decode_record, encode_record
-from chathistory.testing import BackendContract
+from chathistory.testing import BackendContract, await_until, wait_until
 
 SECRET = "the-content-no-log-may-hold"
 
@@ -465,11 +465,23 @@ def test_close_called_inside_a_coroutine_closes_that_loops_pool_soon(notes: Note
     async def use() -> None:
         await notes.afetch("s")
         notes.close()  # sync close, in the loop: the pool is closed by a task of the loop
-        for _ in range(1000):  # until that task has run (seconds at most, on a busy machine)
-            if notes.driver.closed:
-                break
-            await asyncio.sleep(0.01)
+        await await_until(lambda: notes.driver.closed, "the loop's task closed its pool")
         assert [pool for _, pool in notes.driver.opened] == notes.driver.closed
 
     asyncio.run(use())
     assert len(notes.driver.closed) == 1
+
+
+def test_waiting_fails_naming_what_it_waited_for() -> None:
+    ticks: list[int] = []
+
+    def third_tick() -> bool:
+        ticks.append(1)
+        return len(ticks) >= 3
+
+    wait_until(third_tick, "three ticks", every=0)
+    assert len(ticks) == 3
+    with pytest.raises(AssertionError, match=r"after 0\.05 s waiting until the moon is blue"):
+        wait_until(lambda: False, "the moon is blue", seconds=0.05)
+    with pytest.raises(AssertionError, match="waiting until never"):
+        asyncio.run(await_until(lambda: False, "never", seconds=0.05))

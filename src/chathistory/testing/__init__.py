@@ -7,6 +7,8 @@
   the data the suite uses, for a backend's own tests.
 - :func:`fake_backends`: run code that names real backends against the memory
   fake (the ``chathistory_fake`` pytest fixture does the same).
+- :func:`wait_until`, :func:`await_until`: poll until another thread, process
+  or server has done something, failing with what was awaited.
 
 Names load on first use, so the pytest plugin that imports this package
 imports neither langchain-core nor the backends.
@@ -27,16 +29,19 @@ if TYPE_CHECKING:
         numbered_records,
         sample_messages,
     )
+    from chathistory.testing.waiting import await_until, wait_until
 
 __all__ = [
     "HOSTILE_SESSION_IDS",
     "BackendContract",
     "FakeBackends",
     "MakeSessionId",
+    "await_until",
     "fake_backends",
     "numbered_records",
     "run_without_blocking",
     "sample_messages",
+    "wait_until",
 ]
 
 _MODULES = {
@@ -48,6 +53,8 @@ _MODULES = {
     "HOSTILE_SESSION_IDS": "samples",
     "numbered_records": "samples",
     "sample_messages": "samples",
+    "await_until": "waiting",
+    "wait_until": "waiting",
 }
 
 
