@@ -201,6 +201,10 @@ def test_client_of_the_wrong_kind_is_a_config_error() -> None:
         RedisBackend.from_options(client="redis://localhost")
     with pytest.raises(ConfigError, match="'async_client'"):
         RedisBackend.from_options(async_client=redis.Redis())
+    # One path a cluster, the other not: an operation would not know which keys to touch.
+    cluster = redis.asyncio.RedisCluster(host="127.0.0.1", port=7000)  # connects on first use
+    with pytest.raises(ConfigError, match="both be Redis Cluster clients, or neither"):
+        RedisBackend.from_options(client=redis.Redis(), async_client=cluster)
 
 
 def test_application_async_client_is_used_and_left_open(make_backend: MakeBackend,
