@@ -82,16 +82,21 @@ def test_export_then_import_round_trips_and_a_second_import_adds_nothing(
     exported = tmp_path / "all.jsonl"
     assert run("export", "-o", f"path={source}", "-f", str(exported)).returncode == 0
     lines = exported.read_text().splitlines()
-    assert len(lines) == 15 and json.loads(lines[0])["session_id"] == "s00000"
+    # Each session's summary line, then its records.
+    assert len(lines) == 15 + 5 and json.loads(lines[0])["session_id"] == "s00000"
+    assert set(json.loads(lines[0])) == {"session_id", "summary"}
     target = tmp_path / "target.sqlite3"
     first = run("import", str(exported), "-o", f"path={target}", "--json")
     assert json.loads(first.stdout)["messages_written"] == 15, first.stderr
     again = run("import", "-o", f"path={target}", "--json", stdin=exported.read_text())
     assert json.loads(again.stdout) == {"sessions": 5, "messages_written": 0,
                                         "already_complete": 5, "mismatched": []}
-    one = run("export", "s00001", "-o", f"path={target}")
-    assert [json.loads(line)["record"]["data"]["content"] for line in one.stdout.splitlines()
-            ] == ["1-0", "1-1", "1-2"]
+    one = [json.loads(line) for line in
+           run("export", "s00001", "-o", f"path={target}").stdout.splitlines()]
+    assert [line["record"]["data"]["content"] for line in one[1:]] == ["1-0", "1-1", "1-2"]
+    # The summary (owner, title, metadata, both times) came back as it went out.
+    assert one[0] == next(json.loads(line) for line in lines
+                          if line.startswith('{"session_id":"s00001","summary":'))
 
 
 def test_copy_copies_everything_checks_counts_and_reruns_as_a_no_op(
@@ -189,7 +194,7 @@ def test_clear_deletes_one_session_and_says_when_there_was_none(source: Path) ->
 def test_export_names_the_ids_that_hold_nothing(source: Path) -> None:
     result = run("export", "s00001", "nobody", "-o", f"path={source}")
     assert result.returncode == 0
-    assert len(result.stdout.splitlines()) == 3
+    assert len(result.stdout.splitlines()) == 1 + 3
     assert result.stderr.splitlines() == ["no session 'nobody': nothing exported for it",
                                           "exported 3 messages"]
     two = run("export", "nobody", "zed", "-o", f"path={source}")

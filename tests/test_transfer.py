@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,8 @@ def test_an_export_of_named_sessions_reports_those_that_hold_nothing() -> None:
     out = io.StringIO()
     report = export_sessions(filled(2), out, ["s1", "nobody", "s0", "zed"])
     assert report.missing == ["nobody", "zed"]
-    assert report.lines == 5 + 6 == len(out.getvalue().splitlines())
+    assert report.lines == 5 + 6 and report.summaries == 2
+    assert len(out.getvalue().splitlines()) == 5 + 6 + 2
 
 
 class IgnoresAfter(MemoryBackend):
@@ -284,6 +286,94 @@ def test_an_export_keeps_one_record_per_line_whatever_whitespace_the_store_kept(
     source.append_many_text({"s": [json.dumps(record, indent=2), json.dumps(record)]})
     out = io.StringIO()
     assert export_sessions(source, out).lines == 2
-    assert len(out.getvalue().splitlines()) == 2
+    assert len(out.getvalue().splitlines()) == 1 + 2  # its summary, its records
     import_sessions(target, io.StringIO(out.getvalue()))
     assert target.fetch("s") == [record, record]
+
+
+# -- the session catalog travels with the records ------------------------------------------
+
+def described(base: datetime) -> MemoryBackend:
+    """Three sessions: an old one of ada's (40 days), a fresh one of hers, one of bob's."""
+    from chathistory.catalog import SessionSummary
+
+    source = filled(3, 2)
+    source.restore_summaries([SessionSummary(
+        "s0", "ada", "Old plans", {"plan": "pro"}, base - timedelta(days=50),
+        base - timedelta(days=40), 0)])
+    source.update_session("s1", owner="ada", title="Fresh")
+    source.update_session("s2", owner="bob", metadata={"n": 1})
+    return source
+
+
+def test_a_copy_carries_owners_titles_metadata_and_both_times(tmp_path: Path) -> None:
+    base = datetime.now(UTC)
+    source = described(base)
+    target = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "t.sqlite3")))
+    report = copy_sessions(source, target, chunk=2)
+    assert report.summaries == 3 and report.summaries_dropped == 0
+    expected = source.session_summaries(["s0", "s1", "s2"])
+    copied = target.session_summaries(["s0", "s1", "s2"])
+    for session_id, summary in expected.items():
+        got = copied[session_id]
+        assert (got.owner, got.title, got.metadata, got.messages) == (
+            summary.owner, summary.title, summary.metadata, summary.messages)
+        assert abs(got.updated_at - summary.updated_at) < timedelta(milliseconds=1)
+        assert abs(got.created_at - summary.created_at) < timedelta(milliseconds=1)
+    # A prune after the copy sees the source's age, not the day of the copy.
+    assert target.delete_sessions_before(base - timedelta(days=30)) == 1
+    assert target.fetch("s0") == [] and len(target.fetch("s1")) == 3
+    again = copy_sessions(source, target, ["s1", "s2"])  # a rerun changes nothing
+    assert again.messages == 0 and target.session_summaries(["s1"])["s1"] == copied["s1"]
+    target.close()
+
+
+def test_a_copy_to_a_backend_without_a_catalog_says_what_it_dropped() -> None:
+    class Plain(MemoryBackend):
+        restore_summaries = None  # type: ignore[assignment]
+
+    report = copy_sessions(described(datetime.now(UTC)), Plain())
+    assert (report.summaries, report.summaries_dropped) == (0, 3)
+
+
+def test_export_writes_each_summary_before_its_records_and_import_restores_it(
+        tmp_path: Path) -> None:
+    base = datetime.now(UTC)
+    source = described(base)
+    out = io.StringIO()
+    export_sessions(source, out)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0] == {"session_id": "s0", "summary": {
+        "owner": "ada", "title": "Old plans", "metadata": {"plan": "pro"},
+        "created_at": (base - timedelta(days=50)).isoformat(),
+        "updated_at": (base - timedelta(days=40)).isoformat()}}
+    assert [set(line) for line in lines[1:3]] == [{"session_id", "record"}] * 2
+    target = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "t.sqlite3")))
+    report = import_sessions(target, io.StringIO(out.getvalue()))
+    assert report.summaries == 3
+    summary = target.session_summaries(["s0"])["s0"]
+    assert (summary.owner, summary.title, summary.messages) == ("ada", "Old plans", 2)
+    assert abs(summary.updated_at - (base - timedelta(days=40))) < timedelta(milliseconds=1)
+    assert import_sessions(target, io.StringIO(out.getvalue())).messages == 0
+    target.close()
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    ('{"session_id": "s", "summary": []}', "line 1: the summary must be a JSON object"),
+    ('{"session_id": "s", "summary": {"owner": "a"}}', "line 1: not a session summary"),
+    ('{"session_id": "s", "summary": {"created_at": "2026-01-01T00:00:00", '
+     '"updated_at": "2026-01-01T00:00:00"}}', "line 1: .*time zone"),
+])
+def test_a_bad_summary_line_is_refused_and_nothing_is_written(line: str, error: str) -> None:
+    target = MemoryBackend()
+    with pytest.raises(RecordError, match=error):
+        import_sessions(target, io.StringIO(line + "\n"))
+    assert target.sessions() == []
+
+
+def test_a_summary_after_its_records_is_refused() -> None:
+    record = json.dumps({"session_id": "s", "record": numbered_records(1)[0]})
+    summary = json.dumps({"session_id": "s", "summary": {
+        "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"}})
+    with pytest.raises(RecordError, match="line 2: a session's summary comes once, before"):
+        import_sessions(MemoryBackend(), io.StringIO(f"{record}\n{summary}\n"))

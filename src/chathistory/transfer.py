@@ -9,6 +9,13 @@ JSON text, never decoded. It is safe to run twice and to interrupt: before
 writing a chunk of sessions it reads what the target already holds of them,
 and appends only what is missing after it. A session whose stored records are
 not the start of the source's is left alone and reported as a mismatch.
+
+Where both sides keep a session catalog (:class:`~chathistory.catalog.KeepsCatalog`),
+each session's owner, title, metadata and both times travel too, after its
+records, so a migrated session keeps its age (``prune`` sees the source's
+``updated_at``, not the day of the copy). An export writes them as a line of
+their own, ``{"session_id": "...", "summary": {...}}``, before the session's
+records.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from chathistory.capabilities import (
     ListsSessions,
     SessionInfo,
 )
+from chathistory.catalog import KeepsCatalog, SessionSummary
 from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
 from chathistory.history import check_session_id
 from chathistory.records import decode_record, encode_record, to_message, to_messages
@@ -66,12 +74,17 @@ class CopyReport:
         complete: Sessions the target already held whole, so nothing was written.
         mismatched: Sessions whose target records are not the start of the
             source's (or more than the source's): left untouched.
+        summaries: Catalog entries (owner, title, metadata, times) given to the target.
+        summaries_dropped: Catalog entries the source had but the target
+            cannot keep (it does not declare KeepsCatalog).
     """
 
     sessions: int = 0
     messages: int = 0
     complete: int = 0
     mismatched: list[str] = field(default_factory=list)
+    summaries: int = 0
+    summaries_dropped: int = 0
 
 
 def iter_sessions(backend: Backend, *, after: str | None = None, page: int = 1000
@@ -185,6 +198,30 @@ def _copy_path(source: Backend, target: Backend) -> tuple[Read, Write, bool]:
     return partial(_fetch_many, source), partial(_append_many, target), False
 
 
+def _summaries(backend: Backend, session_ids: Sequence[str]) -> dict[str, SessionSummary]:
+    if isinstance(backend, KeepsCatalog):
+        return backend.session_summaries(session_ids)
+    return {}
+
+
+def _restore(target: Backend, summaries: Mapping[str, SessionSummary], report: CopyReport
+             ) -> None:
+    """Give ``target`` the summaries of the sessions it now holds whole or in part.
+
+    After their records: the append's triggers set the time of the copy,
+    which the source's times then replace. Sessions left alone keep theirs.
+    """
+    kept = [summary for session_id, summary in summaries.items()
+            if session_id not in report.mismatched]
+    if not kept:
+        return
+    if isinstance(target, KeepsCatalog):
+        target.restore_summaries(kept)
+        report.summaries += len(kept)
+    else:
+        report.summaries_dropped += len(kept)
+
+
 def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] | None = None,
                   *, chunk: int = CHUNK, progress: Progress | None = None) -> CopyReport:
     """Copy sessions from ``source`` to ``target``, appending only what the target lacks.
@@ -207,8 +244,15 @@ def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] |
     ensure_collection(target)
     report = CopyReport(sessions=len(ids))
     read, write, as_text = _copy_path(source, target)
-    for part, sources in _read_ahead(read, list(_chunks(ids, chunk))):
+
+    def read_with_summaries(part: Sequence[str]
+                            ) -> tuple[Mapping[str, list[Any]], dict[str, SessionSummary]]:
+        return read(part), _summaries(source, part)
+
+    for part, (sources, summaries) in _read_ahead(read_with_summaries,
+                                                 list(_chunks(ids, chunk))):
         written = _write_missing(target, sources, report, write, as_text=as_text)
+        _restore(target, summaries, report)
         if progress is not None:
             progress(len(part), written)
     return report
@@ -238,10 +282,12 @@ class ExportReport:
     Attributes:
         lines: Records written, one per line.
         missing: Sessions asked for by id that hold no message, so wrote nothing.
+        summaries: Sessions' summary lines written (before their records).
     """
 
     lines: int = 0
     missing: list[str] = field(default_factory=list)
+    summaries: int = 0
 
 
 def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | None = None,
@@ -249,7 +295,10 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
     """Write sessions as JSON Lines, ``{"session_id": ..., "record": {...}}`` per line.
 
     A session's lines are contiguous and oldest first. Each record is checked
-    on the way: one that is not a message is not exported.
+    on the way: one that is not a message is not exported. Where the source
+    keeps a catalog, a session's lines start with its summary,
+    ``{"session_id": ..., "summary": {"owner", "title", "metadata",
+    "created_at", "updated_at"}}`` (times in ISO 8601).
 
     Raises:
         RecordError: a stored record cannot be read as a message; the error
@@ -257,8 +306,11 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
     """
     ids = list_session_ids(source) if session_ids is None else list(session_ids)
     report = ExportReport()
-    for part, fetched in _read_ahead(partial(_fetch_many_text, source),
-                                     list(_chunks(ids, chunk))):
+
+    def read(part: Sequence[str]) -> tuple[dict[str, list[str]], dict[str, SessionSummary]]:
+        return _fetch_many_text(source, part), _summaries(source, part)
+
+    for part, (fetched, summaries) in _read_ahead(read, list(_chunks(ids, chunk))):
         for session_id in part:
             texts = fetched.get(session_id, [])
             if not texts:
@@ -266,6 +318,12 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
                 continue
             to_messages([decode_record(text) for text in texts], session_id=session_id)
             session = json.dumps(session_id, ensure_ascii=False)
+            if session_id in summaries:
+                entry = summaries[session_id].to_json()
+                del entry["session_id"], entry["messages"]  # the records count themselves
+                summary = json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+                out.write(f'{{"session_id":{session},"summary":{summary}}}\n')
+                report.summaries += 1
             for text in texts:
                 if "\n" in text or "\r" in text:  # JSON whitespace that would split the line
                     text = encode_record(decode_record(text))
@@ -279,20 +337,30 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
 _LINE_SHAPE = '{"session_id": "...", "record": {...}}'
 
 
-def _parse_line(number: int, line: str) -> tuple[str, dict[str, Any]]:
-    """The session id and record of one exported line, or a RecordError naming the line."""
+def _parse_line(number: int, line: str) -> tuple[str, dict[str, Any] | SessionSummary]:
+    """The session id and record (or summary) of one exported line, or a RecordError."""
     try:
         entry = json.loads(line)
     except ValueError as exc:
         raise RecordError(f"line {number}: not valid JSON ({exc})") from None
-    if not isinstance(entry, dict) or set(entry) != {"session_id", "record"}:
+    if not isinstance(entry, dict) or (set(entry) != {"session_id", "record"}
+                                       and set(entry) != {"session_id", "summary"}):
         keys = f"keys {', '.join(map(repr, entry))}" if isinstance(entry, dict) else "no object"
         raise RecordError(f"line {number}: expected {_LINE_SHAPE}, found {keys}")
-    session_id, record = entry["session_id"], entry["record"]
+    session_id = entry["session_id"]
     try:
         check_session_id(session_id)
     except ValueError as exc:
         raise RecordError(f"line {number}: {exc}") from None
+    if "summary" in entry:
+        if not isinstance(entry["summary"], dict):
+            raise RecordError(f"line {number}: the summary must be a JSON object")
+        try:
+            return session_id, SessionSummary.from_json(
+                {**entry["summary"], "session_id": session_id, "messages": 0})
+        except ValueError as exc:
+            raise RecordError(f"line {number}: {exc}") from None
+    record = entry["record"]
     if not isinstance(record, dict):
         raise RecordError(f"line {number}: the record must be a JSON object, not "
                           f"{type(record).__name__}")
@@ -313,32 +381,39 @@ def _check_record(number: int, record: dict[str, Any]) -> None:
 
 
 def _read_lines(lines: Iterable[str], *, check: bool = False
-                ) -> Iterator[tuple[str, Records]]:
-    """Sessions from JSON Lines, one (id, records) per contiguous run of a session's lines.
+                ) -> Iterator[tuple[str, Records, SessionSummary | None]]:
+    """Sessions from JSON Lines: (id, records, summary) per contiguous run of a session's lines.
 
     With ``check``, each record must also decode to a message and encode again.
     """
     seen: set[str] = set()
     current: str | None = None
     records: Records = []
+    summary: SessionSummary | None = None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        session_id, record = _parse_line(number, line)
-        if check:
-            _check_record(number, record)
+        session_id, item = _parse_line(number, line)
         if session_id != current:
             if current is not None:
-                yield current, records
+                yield current, records, summary
             if session_id in seen:
                 raise RecordError(
                     f"line {number}: session {session_id!r} appears again after other sessions; "
                     "an export keeps each session's lines together")
             seen.add(session_id)
-            current, records = session_id, []
-        records.append(record)
+            current, records, summary = session_id, [], None
+        if isinstance(item, SessionSummary):
+            if summary is not None or records:
+                raise RecordError(f"line {number}: a session's summary comes once, before "
+                                  "its records")
+            summary = item
+            continue
+        if check:
+            _check_record(number, item)
+        records.append(item)
     if current is not None:
-        yield current, records
+        yield current, records, summary
 
 
 def _validated(lines: Iterable[str]) -> Iterable[str]:
@@ -379,6 +454,7 @@ def import_sessions(target: Backend, lines: Iterable[str], *, append: bool = Fal
     ensure_collection(target)
     report = CopyReport()
     pending: dict[str, Records] = {}
+    summaries: dict[str, SessionSummary] = {}
 
     def flush() -> None:
         if append:
@@ -387,13 +463,17 @@ def import_sessions(target: Backend, lines: Iterable[str], *, append: bool = Fal
             report.messages += written
         else:
             written = _write_missing(target, pending, report, partial(_append_many, target))
+            _restore(target, summaries, report)  # appended to, a session keeps its own
         if progress is not None:
             progress(len(pending), written)
         pending.clear()
+        summaries.clear()
 
-    for session_id, records in _read_lines(lines):
+    for session_id, records, summary in _read_lines(lines):
         report.sessions += 1
         pending[session_id] = records
+        if summary is not None:
+            summaries[session_id] = summary
         if len(pending) >= chunk:
             flush()
     if pending:
