@@ -15,7 +15,7 @@ import operator
 import uuid
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, NotRequired
+from typing import Annotated, Any, NotRequired, cast
 
 from langchain.agents.middleware import AgentMiddleware, AgentState
 from langchain.agents.middleware.types import (
@@ -40,6 +40,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
 from chathistory.backend import Backend, aensure_collection, ensure_collection
+from chathistory.catalog import KeepsCatalog
 from chathistory.compaction import Summarizer, Summary, summary_session_id
 from chathistory.errors import SessionIdError
 from chathistory.history import (
@@ -59,9 +60,30 @@ from chathistory.window import (
     whole_turns,
 )
 
-__all__ = ["ChatHistoryMiddleware", "ChatHistoryState", "safe_suffix", "whole_turns"]
+__all__ = [
+    "ChatHistoryMiddleware",
+    "ChatHistoryState",
+    "first_human_title",
+    "safe_suffix",
+    "whole_turns",
+]
 
 SESSION_ID_KEY = "session_id"
+OWNER_KEY = "user_id"
+TITLE_CHARS = 80
+
+Titler = Callable[[Sequence[BaseMessage]], str | None]
+"""Makes a new session's title from its first run's messages (None: no title)."""
+
+
+def first_human_title(messages: Sequence[BaseMessage]) -> str | None:
+    """The first human message's text, on one line, cut at a word within 80 characters."""
+    text = next((" ".join(message.text.split()) for message in messages
+                 if message.type == "human" and message.text.strip()), None)
+    if text is None or len(text) <= TITLE_CHARS:
+        return text
+    cut = text[:TITLE_CHARS - 1].rsplit(" ", 1)[0] or text[:TITLE_CHARS - 1]
+    return cut + "\u2026"
 
 
 class ChatHistoryState(AgentState[Any]):
@@ -81,15 +103,21 @@ class ChatHistoryState(AgentState[Any]):
     """What this run produced so far, in order: the transcript to store."""
     chathistory_summary: NotRequired[Annotated[str | None, PrivateStateAttr]]
     """The summary of what is older than the loaded history, for the model's calls."""
+    chathistory_new_session: NotRequired[Annotated[bool, PrivateStateAttr]]
+    """The session held no message when the run started: its append is the first write."""
+
+
+def _from_context(runtime: Runtime[Any], key: str) -> Any:
+    """A field of the run's ``context``: a dict's key, or any context_schema's attribute."""
+    context = runtime.context
+    if isinstance(context, Mapping):
+        return context.get(key)
+    return getattr(context, key, None)
 
 
 def _session_id(runtime: Runtime[Any]) -> str:
     """The run's session: ``context`` ``session_id`` first, else ``configurable.thread_id``."""
-    context = runtime.context
-    if isinstance(context, Mapping):
-        session_id = context.get(SESSION_ID_KEY)
-    else:
-        session_id = getattr(context, SESSION_ID_KEY, None)
+    session_id = _from_context(runtime, SESSION_ID_KEY)
     if session_id is None:
         thread_id = get_config().get("configurable", {}).get("thread_id")
         session_id = None if thread_id is None else str(thread_id)
@@ -154,6 +182,8 @@ _Step = _Fetch | _Append | _Summarize
 class _Loaded:
     history: list[BaseMessage]
     summary: str | None
+    empty: bool
+    """The session held no message: this run's append is its first write."""
 
 
 def _record_id(record: Mapping[str, Any]) -> str | None:
@@ -185,7 +215,8 @@ def _load(session_id: str, window: int | None, summarizer: Summarizer | None
         if first is None and any(_record_id(record) is None for record in records):
             # A stable id needs the place in the session, so the session's length.
             first = len((yield _Fetch(session_id, None))) - len(records)
-        return _Loaded(safe_suffix(_messages(session_id, records, first)), None)
+        return _Loaded(safe_suffix(_messages(session_id, records, first)), None,
+                       empty=not records)
 
     records = yield _Fetch(session_id, window + summarizer.every)
     whole = len(records) < window + summarizer.every
@@ -216,7 +247,7 @@ def _load(session_id: str, window: int | None, summarizer: Summarizer | None
         start = cut
     history = _messages(session_id, records[start:], first + start)
     return _Loaded(safe_suffix(history) if start == 0 else complete_calls(history),
-                   summary.text if summary else None)
+                   summary.text if summary else None, empty=not records)
 
 
 def _anchor(records: Sequence[dict[str, Any]], summary: Summary | None, whole: bool
@@ -356,6 +387,11 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
     summary of everything older, kept beside the transcript and recomputed
     only when ``summarize_every`` more messages have left the window.
 
+    **Owners and titles.** On a backend that keeps a session catalog
+    (:class:`~chathistory.catalog.KeepsCatalog`), the first write of a session
+    sets its owner from the run's ``context`` ``user_id`` (a dict key or a
+    ``context_schema`` field), and its title if ``title`` is given.
+
     **Sessions never cross.** The session id comes from
     ``context={"session_id": ...}`` (a dict, or any ``context_schema`` with a
     ``session_id`` field), else ``config={"configurable": {"thread_id": ...}}``.
@@ -370,6 +406,9 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
             is older than the window. Needs ``window``.
         summarize_every: Summarize again once this many messages have left the
             window since the last summary.
+        title: On a backend that keeps a session catalog, give a new session a
+            title: ``True`` takes its first human message (cut to 80
+            characters), or pass a function of the first run's messages.
         **options: The named backend's options, validated now by its ``Config``.
 
     Raises:
@@ -387,9 +426,11 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
 
     def __init__(self, backend: str | Backend | SessionHistoryFactory = DEFAULT_BACKEND, *,
                  window: int | None = None, summarizer: BaseChatModel | None = None,
-                 summarize_every: int = 40, registry: Registry = default_registry,
-                 **options: Any) -> None:
+                 summarize_every: int = 40, title: bool | Titler = False,
+                 registry: Registry = default_registry, **options: Any) -> None:
         super().__init__()
+        self.titler: Titler | None = (first_human_title if title is True
+                                      else title if callable(title) else None)
         self.window = check_limit(window)
         if summarizer is not None and self.window is None:
             raise ValueError("a summarizer needs a window: it summarizes what is older than it")
@@ -484,19 +525,42 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
                     ) -> dict[str, Any] | None:
         transcript = _transcript(state)
         if transcript:
+            session_id = _session_id(runtime)
             backend = self._backend.get()
             ensure_collection(backend)
-            backend.append(_session_id(runtime), to_records(transcript))
+            described = self._description(state, runtime, backend, transcript)
+            if described:
+                # Before the append: a crash between the two leaves an empty entry
+                # with its owner, never messages without one.
+                cast("KeepsCatalog", backend).update_session(session_id, **described)
+            backend.append(session_id, to_records(transcript))
         return _end_run(state)
 
     async def aafter_agent(self, state: ChatHistoryState, runtime: Runtime[Any]
                            ) -> dict[str, Any] | None:
         transcript = _transcript(state)
         if transcript:
+            session_id = _session_id(runtime)
             backend = await self._backend.aget()
             await aensure_collection(backend)
-            await backend.aappend(_session_id(runtime), to_records(transcript))
+            described = self._description(state, runtime, backend, transcript)
+            if described:
+                await cast("KeepsCatalog", backend).aupdate_session(session_id, **described)
+            await backend.aappend(session_id, to_records(transcript))
         return _end_run(state)
+
+    def _description(self, state: ChatHistoryState, runtime: Runtime[Any], backend: Backend,
+                     transcript: Sequence[BaseMessage]) -> dict[str, Any]:
+        """The owner and title a new session gets, where the backend keeps a catalog."""
+        if not state.get("chathistory_new_session") or not isinstance(backend, KeepsCatalog):
+            return {}
+        described: dict[str, Any] = {}
+        owner = _from_context(runtime, OWNER_KEY)
+        if owner is not None:
+            described["owner"] = str(owner)
+        if self.titler is not None and (title := self.titler(transcript)):
+            described["title"] = title
+        return {**described, "only_if_unset": True} if described else {}
 
 
 def _holds(state: ChatHistoryState, session_id: str) -> bool:
@@ -519,6 +583,7 @@ def _start_run(state: ChatHistoryState, session_id: str, loaded: _Loaded | None
                               "chathistory_run": Overwrite(new_input)}
     if loaded is not None:
         update["chathistory_summary"] = loaded.summary
+        update["chathistory_new_session"] = loaded.empty
         update["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES), *history, *new_input]
     return update
 
@@ -539,4 +604,4 @@ def _transcript(state: ChatHistoryState) -> list[AnyMessage]:
 def _end_run(state: ChatHistoryState) -> dict[str, Any]:
     return {"chathistory_seen": [message.id for message in state["messages"]
                                  if message.id is not None],
-            "chathistory_run": Overwrite([])}
+            "chathistory_run": Overwrite([]), "chathistory_new_session": False}
