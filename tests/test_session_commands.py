@@ -90,7 +90,8 @@ def test_export_then_import_round_trips_and_a_second_import_adds_nothing(
     assert json.loads(first.stdout)["messages_written"] == 15, first.stderr
     again = run("import", "-o", f"path={target}", "--json", stdin=exported.read_text())
     assert json.loads(again.stdout) == {"sessions": 5, "messages_written": 0,
-                                        "already_complete": 5, "mismatched": []}
+                                        "already_complete": 5, "mismatched": [],
+                                        "summaries": 5, "summaries_dropped": 0}
     one = [json.loads(line) for line in
            run("export", "s00001", "-o", f"path={target}").stdout.splitlines()]
     assert [line["record"]["data"]["content"] for line in one[1:]] == ["1-0", "1-1", "1-2"]
@@ -108,7 +109,8 @@ def test_copy_copies_everything_checks_counts_and_reruns_as_a_no_op(
     assert first.stdout.strip() == "copied 15 messages in 5 sessions (0 already complete)"
     second = run(*args, "--json")
     assert json.loads(second.stdout) == {"sessions": 5, "messages_written": 0,
-                                         "already_complete": 5, "mismatched": []}
+                                         "already_complete": 5, "mismatched": [],
+                                         "summaries": 5, "summaries_dropped": 0}
 
 
 def test_a_copy_killed_midway_is_finished_by_a_rerun_without_duplicates(tmp_path: Path

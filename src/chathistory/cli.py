@@ -15,11 +15,12 @@ from typing import Any
 import click
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
+from chathistory.catalog_commands import register as register_catalog_commands
 from chathistory.errors import ChatHistoryError
 from chathistory.history import DEFAULT_BACKEND, check_session_id
 from chathistory.records import to_messages
 from chathistory.registry import LoadPluginsWarning, available_backends, default_registry
-from chathistory.session_commands import one_line, open_backend, register
+from chathistory.session_commands import json_option, one_line, open_backend, register
 
 __all__ = ["main"]
 
@@ -61,7 +62,8 @@ def main() -> None:
 
 
 @main.command()
-def backends() -> None:
+@json_option
+def backends(as_json: bool) -> None:
     """List the installed backends, their distributions, and whether each can be used.
 
     A backend whose plugin or driver fails to import is marked broken, with the reason.
@@ -69,6 +71,12 @@ def backends() -> None:
     with _warnings_as_lines():
         rows = available_backends()
         statuses = [_status(row.name, row.error) for row in rows]
+    if as_json:
+        for row, status in zip(rows, statuses, strict=True):
+            click.echo(json.dumps({"backend": row.name, "distribution": row.distribution,
+                                   "version": row.version, "ok": status == "ok",
+                                   "status": status}, ensure_ascii=False))
+        return
     width = max([len(row.name) for row in rows] + [7])
     sources = [f"{row.distribution} {row.version}".strip() for row in rows]
     source_width = max([len(source) for source in sources] + [12])
@@ -97,9 +105,13 @@ def _status(name: str, load_error: str | None) -> str:
                    "the option's type). Repeatable.")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=None,
               help="Show only the newest N messages.")
-def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: int | None
-         ) -> None:
-    """Print the messages of SESSION_ID, oldest first. Creates nothing."""
+@json_option
+def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: int | None,
+         as_json: bool) -> None:
+    """Print the messages of SESSION_ID, oldest first. Creates nothing.
+
+    With --json, one stored record (a JSON object) per line.
+    """
     total: int | None = None
     try:
         with _warnings_as_lines():
@@ -120,8 +132,11 @@ def show(session_id: str, backend: str, option_pairs: tuple[str, ...], limit: in
                    "--limit 0)", err=True)
     elif not messages:
         click.echo(f"(no messages in session {session_id!r})", err=True)
-    for message in messages:
-        click.echo(f"{message.type:>6}: {describe(message)}")
+    for message, record in zip(messages, records, strict=True):
+        if as_json:
+            click.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            click.echo(f"{message.type:>6}: {describe(message)}")
 
 
 def describe(message: BaseMessage) -> str:
@@ -176,3 +191,4 @@ def _default_path() -> str:
 
 
 register(main)
+register_catalog_commands(main)

@@ -3,7 +3,8 @@
 Each takes the backend as ``-b NAME -o NAME=VALUE`` (``copy`` names its target
 with ``--to NAME -O NAME=VALUE``), prints data as text or, with ``--json``, as
 JSON, and reports a failure as one line on stderr with exit status 1.
-The read-only ones (``sessions``, ``export``) create nothing.
+The read-only ones (``sessions``, ``export``) create nothing. The long ones
+show a progress bar on a terminal (:func:`progress_bar`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -20,6 +21,7 @@ import click
 
 from chathistory.backend import Backend, ensure_collection, validate_options
 from chathistory.capabilities import ListsSessions, PrunesSessions, SessionInfo
+from chathistory.catalog import SessionSummary, list_conversations, require_catalog
 from chathistory.errors import CapabilityMissingError, ChatHistoryError
 from chathistory.history import DEFAULT_BACKEND
 from chathistory.registry import default_registry
@@ -34,7 +36,7 @@ from chathistory.transfer import (
     list_session_ids,
 )
 
-__all__ = ["register"]
+__all__ = ["progress_bar", "quiet_option", "register"]
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -53,6 +55,21 @@ def backend_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON instead of text.")(function)
+
+
+def quiet_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--quiet", "-q", is_flag=True,
+                        help="No progress bar (there is none when stderr is not a "
+                             "terminal).")(function)
+
+
+def progress_bar(total: int | None, unit: str, quiet: bool = False
+                 ) -> AbstractContextManager[Any]:
+    """A tqdm bar on stderr; off with ``--quiet`` and when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, disable=quiet or not sys.stderr.isatty(),
+                file=sys.stderr, dynamic_ncols=True)
 
 
 def parse_options(pairs: tuple[str, ...], hint: str = "--option") -> dict[str, str]:
@@ -106,18 +123,85 @@ def _session_row(info: SessionInfo) -> dict[str, Any]:
             "last_write": info.last_write.isoformat() if info.last_write else None}
 
 
+def _summary_row(summary: SessionSummary) -> str:
+    updated = summary.updated_at.isoformat(timespec="seconds")
+    return (f"{summary.session_id}\t{summary.messages}\t{updated}\t{summary.owner or '-'}\t"
+            f"{summary.title or '-'}")
+
+
+def _where(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--where key=value``: the value read as JSON (``n=1``, ``vip=true``), else as text."""
+    where: dict[str, Any] = {}
+    for pair in pairs:
+        key, separator, text = pair.partition("=")
+        if not separator or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--where")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        where[key] = value if value is None or isinstance(value, str | int | bool) else text
+    return where
+
+
+def _list_catalog(store: Backend, owner: str | None, newest_first: bool,
+                  where: dict[str, Any], limit: int | None, cursor: str | None,
+                  as_json: bool) -> int:
+    """Print the catalog's listing (all pages, or ``limit`` rows); return the rows shown."""
+    require_catalog(store, "list sessions by owner, time or metadata")
+    shown = 0
+    while True:
+        page_size = 100 if limit is None else min(100, limit - shown)
+        page = list_conversations(store, owner=owner, newest_first=newest_first, where=where,
+                                  limit=page_size, cursor=cursor)
+        for summary in page.summaries:
+            click.echo(json.dumps(summary.to_json(), ensure_ascii=False) if as_json
+                       else _summary_row(summary))
+        shown += len(page.summaries)
+        cursor = page.cursor
+        if cursor is None:
+            return shown
+        if limit is not None and shown >= limit:
+            click.echo(f"(more: --cursor {cursor})", err=True)
+            return shown
+
+
 @click.command()
 @backend_options
 @json_option
 @click.option("--after", default=None, help="Start after this session id (ids are sorted).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=None,
               help="Show at most N sessions.")
+@click.option("--owner", default=None, help="Only this owner's sessions (catalog).")
+@click.option("--newest", "order", flag_value="newest", default=None,
+              help="Most recently updated first (catalog).")
+@click.option("--oldest", "order", flag_value="oldest", help="Least recently updated first "
+                                                              "(catalog).")
+@click.option("--where", "where_pairs", multiple=True, metavar="KEY=VALUE",
+              help="Only sessions whose metadata holds KEY=VALUE (catalog). Repeatable.")
+@click.option("--cursor", default=None,
+              help="Continue a listing where a limited one stopped (catalog).")
 def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: str | None,
-             limit: int | None) -> None:
-    """List the stored sessions: id, message count and last write time. Creates nothing."""
+             limit: int | None, owner: str | None, order: str | None,
+             where_pairs: tuple[str, ...], cursor: str | None) -> None:
+    """List the stored sessions: id, message count and last write time. Creates nothing.
+
+    With --owner, --newest, --oldest, --where or --cursor it lists the session
+    catalog, by last update (newest first unless --oldest): id, messages,
+    updated, owner, title. A limited listing ends with the --cursor of the next page.
+    """
+    catalog = any((owner, order, where_pairs, cursor))
+    if catalog and after is not None:
+        raise click.UsageError("--after pages by id; the catalog's listing pages with --cursor")
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
+            if catalog:
+                shown = _list_catalog(store, owner, order != "oldest", _where(where_pairs),
+                                      limit, cursor, as_json)
+                if not shown:
+                    click.echo("(no sessions)", err=True)
+                return
             if not isinstance(store, ListsSessions):
                 raise CapabilityMissingError(f"backend {backend!r} cannot list its sessions")
             shown = 0
@@ -165,18 +249,29 @@ def clear(session_id: str, backend: str, option_pairs: tuple[str, ...]) -> None:
 @backend_options
 @click.option("--output", "-f", type=click.File("w", encoding="utf-8"), default="-",
               help="Write to this file instead of stdout.")
+@json_option
+@quiet_option
 def export_command(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ...],
-                   output: IO[str]) -> None:
+                   output: IO[str], as_json: bool, quiet: bool) -> None:
     """Write sessions (all, or SESSION_IDS) as JSON Lines: one record per line with its session.
 
     Creates nothing in the store. An id that holds no messages is named on stderr.
+    With --json, the summary is a JSON object (on stdout with -f, else on stderr).
     """
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
-            report = export_sessions(store, output, list(session_ids) or None)
+            ids = list(session_ids) or list_session_ids(store)
+            with progress_bar(len(ids), "session", quiet) as bar:
+                report = export_sessions(store, output, ids,
+                                         progress=lambda done, _: bar.update(done))
         finally:
             store.close()
+    if as_json:
+        click.echo(json.dumps({"messages": report.lines, "summaries": report.summaries,
+                               "missing": report.missing}, ensure_ascii=False),
+                   err=output.name == "<stdout>")
+        return
     if session_ids and report.missing:
         click.echo(f"no {'session' if len(report.missing) == 1 else 'sessions'} "
                    f"{', '.join(map(repr, report.missing))}: nothing exported for "
@@ -191,8 +286,9 @@ def export_command(session_ids: tuple[str, ...], backend: str, option_pairs: tup
               help="Append every record after what its session holds, whatever that is "
                    "(running it twice appends twice).")
 @json_option
+@quiet_option
 def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
-                   append: bool, as_json: bool) -> None:
+                   append: bool, as_json: bool, quiet: bool) -> None:
     """Restore what `export` wrote (from SOURCE, default stdin).
 
     Every line is checked first; a bad line means nothing is written. Then a
@@ -203,12 +299,13 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
     """
     done = 0
 
-    def advance(sessions_done: int, written: int) -> None:
-        nonlocal done
-        done += sessions_done
-
     try:
-        with failures_as_one_line():
+        with failures_as_one_line(), progress_bar(None, "session", quiet) as bar:
+            def advance(sessions_done: int, written: int) -> None:
+                nonlocal done
+                done += sessions_done
+                bar.update(sessions_done)
+
             store = open_backend(backend, option_pairs)
             try:
                 report = import_sessions(store, source, append=append, progress=advance)
@@ -236,8 +333,10 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
 @click.option("--chunk", type=click.IntRange(min=1), default=CHUNK, show_default=True,
               help="Sessions read and written per round trip.")
 @json_option
+@quiet_option
 def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ...],
-         target_name: str, target_pairs: tuple[str, ...], chunk: int, as_json: bool) -> None:
+         target_name: str, target_pairs: tuple[str, ...], chunk: int, as_json: bool,
+         quiet: bool) -> None:
     """Copy every session (or SESSION_IDS) to another backend, then check the counts.
 
     Safe to rerun and to interrupt: what the target already holds is not written
@@ -250,7 +349,7 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
             target = open_backend(target_name, target_pairs, "--to-option")
             try:
                 ids = list(session_ids) or list_session_ids(source)
-                report = _copy_with_progress(source, target, ids, chunk)
+                report = _copy_with_progress(source, target, ids, chunk, quiet)
                 expected = count_records(source, ids)
                 found = count_records(target, ids)
             finally:
@@ -269,13 +368,9 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
         sys.exit(1)
 
 
-def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk: int
-                        ) -> CopyReport:
-    from tqdm import tqdm
-
-    terminal = sys.stderr.isatty()
-    with tqdm(total=len(ids), unit="session", disable=not terminal, file=sys.stderr,
-              dynamic_ncols=True) as bar:
+def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk: int,
+                        quiet: bool) -> CopyReport:
+    with progress_bar(len(ids), "session", quiet) as bar:
         messages = 0
 
         def advance(sessions_done: int, written: int) -> None:
@@ -290,10 +385,15 @@ def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk:
 def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "the source's",
                   remedy: str = "") -> None:
     summary = {"sessions": report.sessions, "messages_written": report.messages,
-               "already_complete": report.complete, "mismatched": report.mismatched}
+               "already_complete": report.complete, "mismatched": report.mismatched,
+               "summaries": report.summaries, "summaries_dropped": report.summaries_dropped}
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return
+    if report.summaries_dropped:
+        click.echo(f"note: the target keeps no session catalog; the owners, titles, metadata "
+                   f"and times of {plural(report.summaries_dropped, 'session')} were not "
+                   "kept", err=True)
     click.echo(f"{verb} {plural(report.messages, 'message')} in "
                f"{plural(report.sessions, 'session')} ({report.complete} already complete)")
     if report.mismatched:
@@ -307,10 +407,12 @@ def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "t
 @click.option("--older-than", "age", required=True, metavar="AGE",
               help="Delete sessions not written for this long: 30d, 12h, 90m, 2w.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--owner", default=None, help="Only this owner's sessions (catalog).")
 @json_option
+@quiet_option
 def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
-          as_json: bool) -> None:
-    """Delete the sessions whose last write is older than AGE."""
+          owner: str | None, as_json: bool, quiet: bool) -> None:
+    """Delete the sessions whose last write is older than AGE (all, or one --owner's)."""
     cutoff = datetime.now(UTC) - parse_age(age)
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
@@ -318,17 +420,27 @@ def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
             if not isinstance(store, PrunesSessions):
                 raise CapabilityMissingError(
                     f"backend {backend!r} keeps no write times, so it cannot prune by age")
+            by_owner: dict[str, str] = {}
+            if owner is not None:
+                require_catalog(store, "know owners, so it cannot prune by --owner")
+                by_owner["owner"] = owner
             if not dry_run:
                 ensure_collection(store)
-            count = store.delete_sessions_before(cutoff, dry_run=dry_run)
+            prune_many: Any = store.delete_sessions_before  # owner= on a catalog backend
+            count = prune_many(cutoff, dry_run=True, **by_owner)
+            if not dry_run and count:
+                with progress_bar(count, "session", quiet) as bar:
+                    count = prune_many(cutoff, **by_owner)
+                    bar.update(count)
         finally:
             store.close()
     if as_json:
         click.echo(json.dumps({"cutoff": cutoff.isoformat(), "dry_run": dry_run,
-                               "sessions": count}))
+                               "owner": owner, "sessions": count}))
     else:
         verb = "would delete" if dry_run else "deleted"
-        click.echo(f"{verb} {plural(count, 'session')} last written before "
+        whose = "" if owner is None else f" of owner {owner!r}"
+        click.echo(f"{verb} {plural(count, 'session')}{whose} last written before "
                    f"{cutoff.isoformat(timespec='seconds')}")
 
 

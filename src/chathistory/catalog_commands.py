@@ -1,0 +1,125 @@
+"""The commands on the session catalog: title, owner and erase.
+
+Listing is ``sessions --owner ... --newest``, pruning one owner's sessions is
+``prune --owner ...`` (both in :mod:`chathistory.session_commands`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from chathistory.backend import ensure_collection
+from chathistory.catalog import ErasureReceipt, SessionSummary, erase, require_catalog
+from chathistory.history import check_session_id
+from chathistory.session_commands import (
+    backend_options,
+    failures_as_one_line,
+    json_option,
+    open_backend,
+    plural,
+    progress_bar,
+    quiet_option,
+)
+
+__all__ = ["register"]
+
+
+def _describe(session_id: str, backend: str, option_pairs: tuple[str, ...], as_json: bool,
+              **change: Any) -> None:
+    with failures_as_one_line():
+        store = open_backend(backend, option_pairs)
+        try:
+            catalog = require_catalog(store, "keep owners or titles")
+            ensure_collection(store)
+            summary = catalog.update_session(check_session_id(session_id), **change)
+        finally:
+            store.close()
+    _print_summary(summary, as_json)
+
+
+def _print_summary(summary: SessionSummary, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.to_json(), ensure_ascii=False))
+        return
+    click.echo(f"{summary.session_id}: owner {summary.owner or '-'}, title "
+               f"{summary.title or '-'}, {plural(summary.messages, 'message')}")
+
+
+@click.command()
+@click.argument("session_id")
+@click.argument("title")
+@backend_options
+@json_option
+def title(session_id: str, title: str, backend: str, option_pairs: tuple[str, ...],
+          as_json: bool) -> None:
+    """Set the title of SESSION_ID ("" clears it)."""
+    _describe(session_id, backend, option_pairs, as_json, title=title or None)
+
+
+@click.command()
+@click.argument("session_id")
+@click.argument("owner")
+@backend_options
+@json_option
+def owner(session_id: str, owner: str, backend: str, option_pairs: tuple[str, ...],
+          as_json: bool) -> None:
+    """Set the owner of SESSION_ID: your application's user id ("" clears it)."""
+    _describe(session_id, backend, option_pairs, as_json, owner=owner or None)
+
+
+@click.command(name="erase")
+@click.argument("session_ids", nargs=-1)
+@backend_options
+@click.option("--owner", default=None, help="Erase every session of this owner.")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@quiet_option
+def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ...],
+                  owner: str | None, dry_run: bool, yes: bool, as_json: bool, quiet: bool
+                  ) -> None:
+    """Delete every session of --owner, or SESSION_IDS, with their catalog entries.
+
+    Counts first and asks before deleting (--yes does not ask). Sessions go
+    100 per transaction: a run interrupted midway leaves whole sessions, and
+    the same command run again finishes the job. Prints the receipt: the
+    sessions and messages deleted.
+    """
+    if (owner is None) == (not session_ids):
+        raise click.UsageError("name an --owner or SESSION_IDS (one of them)")
+    target: dict[str, Any] = ({"owner": owner} if owner is not None
+                              else {"session_ids": list(session_ids)})
+    whose = f"of owner {owner!r}" if owner is not None else "named"
+    with failures_as_one_line():
+        store = open_backend(backend, option_pairs)
+        try:
+            counted = erase(store, dry_run=True, **target)
+            receipt = counted
+            if not dry_run and counted.sessions:
+                if not yes:
+                    click.confirm(f"Erase {plural(counted.sessions, 'session')} {whose} "
+                                  f"({plural(counted.messages, 'message')})?", abort=True,
+                                  err=True)
+                with progress_bar(counted.sessions, "session", quiet) as bar:
+                    def advance(done: ErasureReceipt) -> None:
+                        bar.update(done.sessions)
+
+                    receipt = erase(store, progress=advance, **target)
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps({"owner": owner, "dry_run": dry_run,
+                               "sessions": receipt.sessions, "messages": receipt.messages}))
+        return
+    verb = "would erase" if dry_run else "erased"
+    click.echo(f"{verb} {plural(receipt.sessions, 'session')} {whose} "
+               f"({plural(receipt.messages, 'message')})")
+
+
+def register(group: click.Group) -> None:
+    """Add the catalog commands to the ``chathistory`` command group."""
+    for command in (title, owner, erase_command):
+        group.add_command(command)

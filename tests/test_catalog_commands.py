@@ -1,0 +1,180 @@
+"""The catalog on the command line: sessions --owner, title, owner, erase, prune --owner, --json."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from chathistory.backends.sqlite import SqliteBackend
+from chathistory.catalog import SessionSummary
+from chathistory.testing import numbered_records
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "chathistory", *args], capture_output=True,
+                          text=True, input=stdin, timeout=300, check=False)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    """Six sessions: ada's a0..a3 (a0 the oldest, by 40 days), bob's b0, b1; a2 is a 'pro'."""
+    file = str(tmp_path / "chat.sqlite3")
+    backend = SqliteBackend(SqliteBackend.Config(path=file))
+    backend.create_collection()
+    now = datetime.now(UTC)
+    for number, session_id in enumerate(["a0", "a1", "a2", "a3", "b0", "b1"]):
+        backend.append(session_id, numbered_records(number + 1))
+        backend.restore_summaries([SessionSummary(
+            session_id, "ada" if session_id.startswith("a") else "bob", f"Title {session_id}",
+            {"plan": "pro"} if session_id == "a2" else {},
+            now - timedelta(days=60), now - timedelta(days=40 - number), 0)])
+    backend.close()
+    return file
+
+
+def ids(output: str) -> list[str]:
+    return [line.split("\t")[0] for line in output.splitlines()]
+
+
+def test_sessions_lists_one_owners_newest_first_with_a_cursor_for_more(path: str) -> None:
+    first = run("sessions", "--owner", "ada", "--newest", "--limit", "2", "-o", f"path={path}")
+    assert first.returncode == 0, first.stderr
+    assert ids(first.stdout) == ["a3", "a2"]
+    assert first.stdout.splitlines()[0].split("\t")[1:] == [
+        "4", first.stdout.split("\t")[2], "ada", "Title a3"]
+    cursor = first.stderr.strip().removeprefix("(more: --cursor ").removesuffix(")")
+    rest = run("sessions", "--owner", "ada", "--cursor", cursor, "-o", f"path={path}")
+    assert ids(rest.stdout) == ["a1", "a0"] and rest.stderr == ""
+    oldest = run("sessions", "--oldest", "-n", "3", "-o", f"path={path}", "--json")
+    assert [json.loads(line)["session_id"] for line in oldest.stdout.splitlines()] == [
+        "a0", "a1", "a2"]
+    assert json.loads(oldest.stdout.splitlines()[0])["owner"] == "ada"
+    pro = run("sessions", "--where", "plan=pro", "-o", f"path={path}")
+    assert ids(pro.stdout) == ["a2"]
+    nobody = run("sessions", "--owner", "carol", "-o", f"path={path}")
+    assert (nobody.stdout, nobody.stderr) == ("", "(no sessions)\n")
+
+
+def test_title_and_owner_set_a_sessions_catalog_entry(path: str) -> None:
+    titled = run("title", "b0", "Budget 2027", "-o", f"path={path}")
+    assert titled.stdout == "b0: owner bob, title Budget 2027, 5 messages\n", titled.stderr
+    moved = json.loads(run("owner", "b0", "ada", "-o", f"path={path}", "--json").stdout)
+    assert (moved["owner"], moved["title"], moved["messages"]) == ("ada", "Budget 2027", 5)
+    assert "b0" in ids(run("sessions", "--owner", "ada", "-o", f"path={path}").stdout)
+
+
+def test_erase_counts_asks_and_deletes_one_owners_sessions_only(path: str) -> None:
+    dry = run("erase", "--owner", "ada", "--dry-run", "-o", f"path={path}")
+    assert dry.stdout == "would erase 4 sessions of owner 'ada' (10 messages)\n"
+    refused = run("erase", "--owner", "ada", "-o", f"path={path}", stdin="n\n")
+    assert refused.returncode == 1
+    assert "Erase 4 sessions of owner 'ada' (10 messages)?" in refused.stderr
+    assert len(ids(run("sessions", "--owner", "ada", "-o", f"path={path}").stdout)) == 4
+    done = run("erase", "--owner", "ada", "--yes", "-o", f"path={path}", "--json")
+    assert json.loads(done.stdout) == {"owner": "ada", "dry_run": False, "sessions": 4,
+                                       "messages": 10}
+    assert run("sessions", "--owner", "ada", "-o", f"path={path}").stdout == ""
+    assert ids(run("sessions", "--owner", "bob", "-o", f"path={path}").stdout) == ["b1", "b0"]
+    again = run("erase", "--owner", "ada", "-o", f"path={path}")  # nothing to ask about
+    assert again.stdout == "erased 0 sessions of owner 'ada' (0 messages)\n"
+    named = run("erase", "b0", "nobody", "-y", "-o", f"path={path}")
+    assert named.stdout == "erased 1 session named (5 messages)\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["erase"], "name an --owner or SESSION_IDS"),
+    (["erase", "s", "--owner", "ada"], "name an --owner or SESSION_IDS"),
+    (["sessions", "--owner", "ada", "--after", "x"], "pages with --cursor"),
+    (["sessions", "--cursor", "garbage"], "not a listing cursor"),
+    (["sessions", "--where", "plan"], "is not KEY=VALUE"),
+    (["title", "s", "t", "-b", "memory", "-o", "latency=0"], None),
+])
+def test_catalog_mistakes_are_one_line_errors(path: str, args: list[str],
+                                              message: str | None) -> None:
+    result = run(*args, *([] if "-b" in args else ["-o", f"path={path}"]))
+    if message is None:
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode in (1, 2) and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_backend_without_the_catalog_says_so(tmp_path: Path) -> None:
+    directory = tmp_path / "jsonl"
+    result = run("sessions", "--owner", "ada", "-b", "jsonl", "-o", f"directory={directory}")
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("lacks the KeepsCatalog capability (owners, titles, "
+                                          "metadata, listings, erasure)")
+
+
+def test_prune_by_owner_keeps_the_other_owners_old_sessions(path: str) -> None:
+    dry = run("prune", "--older-than", "890h", "--owner", "ada", "--dry-run", "-o",
+              f"path={path}", "--json")
+    assert json.loads(dry.stdout)["sessions"] == 3  # a0, a1, a2: 40, 39 and 38 days
+    done = run("prune", "--older-than", "890h", "--owner", "ada", "-o", f"path={path}")
+    assert done.stdout.startswith("deleted 3 sessions of owner 'ada' last written before")
+    assert ids(run("sessions", "--oldest", "-o", f"path={path}").stdout) == [
+        "a3", "b0", "b1"]
+
+
+def test_show_export_and_backends_take_json(path: str, tmp_path: Path) -> None:
+    shown = run("show", "a1", "--json", "-o", f"path={path}")
+    assert [json.loads(line)["data"]["content"] for line in shown.stdout.splitlines()] == [
+        "m0", "m1"]
+    exported = tmp_path / "out.jsonl"
+    report = run("export", "--json", "-f", str(exported), "-o", f"path={path}")
+    assert json.loads(report.stdout) == {"messages": 21, "summaries": 6, "missing": []}
+    to_stdout = run("export", "a0", "--json", "-o", f"path={path}")
+    assert json.loads(to_stdout.stderr) == {"messages": 1, "summaries": 1, "missing": []}
+    rows = [json.loads(line) for line in run("backends", "--json").stdout.splitlines()]
+    sqlite = next(row for row in rows if row["backend"] == "sqlite")
+    assert (sqlite["distribution"], sqlite["ok"], sqlite["status"]) == ("chathistory", True,
+                                                                        "ok")
+
+
+def on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run the command with stderr on a pseudo-terminal: its exit status, stdout, stderr."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", "chathistory", *args],
+                               stdout=subprocess.PIPE, stderr=terminal, text=True)
+    os.close(terminal)
+    output, _ = process.communicate(timeout=120)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    return process.returncode, output, shown.decode(errors="replace")
+
+
+def test_long_commands_show_a_progress_bar_on_a_terminal_unless_quiet(path: str,
+                                                                     tmp_path: Path) -> None:
+    exported = tmp_path / "all.jsonl"
+    status, _, bar = on_a_terminal("export", "-f", str(exported), "-o", f"path={path}")
+    assert status == 0 and "6/6" in bar and "session/s" in bar
+    target = tmp_path / "target.sqlite3"
+    status, _, bar = on_a_terminal("import", str(exported), "-o", f"path={target}")
+    assert status == 0 and "6session" in bar.replace(" ", "")
+    status, output, bar = on_a_terminal("erase", "--owner", "bob", "-y", "-o",
+                                        f"path={target}")
+    assert status == 0 and "2/2" in bar and output.startswith("erased 2 sessions")
+    status, _, bar = on_a_terminal("prune", "--older-than", "1d", "-o", f"path={target}")
+    assert status == 0 and "4/4" in bar
+    status, _, bar = on_a_terminal("export", "-q", "-f", str(exported), "-o", f"path={path}")
+    assert status == 0 and "session/s" not in bar
