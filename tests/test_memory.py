@@ -124,3 +124,29 @@ def test_forget_shared_stores_starts_new_backends_empty() -> None:
     ChatHistory("forgotten", backend="memory").add_user_message("x")
     forget_shared_stores()
     assert ChatHistory("forgotten", backend="memory").messages == []
+
+
+def test_the_catalogs_owner_index_follows_every_change() -> None:
+    from chathistory import erase, list_conversations
+    from chathistory.catalog import SessionSummary
+    from chathistory.testing import numbered_records
+
+    backend = MemoryBackend()
+    for session in ("a", "b", "c"):
+        backend.append(session, numbered_records(1))
+        backend.update_session(session, owner="ada")
+
+    def owned(owner: str) -> set[str]:
+        return {summary.session_id for summary in
+                list_conversations(backend, owner=owner, limit=100).summaries}
+
+    backend.update_session("a", owner="bob")
+    backend.update_session("b", owner=None)
+    moved = backend.session_summaries(["c"])["c"]
+    backend.restore_summaries([SessionSummary("c", "carol", None, {}, moved.created_at,
+                                              moved.updated_at, 0)])
+    assert (owned("ada"), owned("bob"), owned("carol")) == (set(), {"a"}, {"c"})
+    backend.clear("a")
+    assert owned("bob") == set() and backend._catalog.owned == {"carol": {"c"}}
+    erase(backend, owner="carol")
+    assert backend._catalog.owned == {}

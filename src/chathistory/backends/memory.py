@@ -63,6 +63,46 @@ class _Entry:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
+class _Catalog(dict[str, _Entry]):
+    """The entries by session, and each owner's sessions: one owner's page costs theirs only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owned: dict[str, set[str]] = {}
+
+    def _unindex(self, session: str) -> None:
+        entry = super().get(session)
+        if entry is None or entry.owner is None:
+            return
+        owned = self.owned.get(entry.owner, set())
+        owned.discard(session)
+        if not owned:
+            self.owned.pop(entry.owner, None)
+
+    def __setitem__(self, session: str, entry: _Entry) -> None:
+        self._unindex(session)
+        super().__setitem__(session, entry)
+        if entry.owner is not None:
+            self.owned.setdefault(entry.owner, set()).add(session)
+
+    def __delitem__(self, session: str) -> None:
+        self._unindex(session)
+        super().__delitem__(session)
+
+    def pop(self, session: str, default: Any = None) -> Any:
+        if session not in self:
+            return default
+        entry = self[session]
+        del self[session]
+        return entry
+
+    def set_owner(self, session: str, owner: str | None) -> None:
+        self._unindex(session)
+        self[session].owner = owner
+        if owner is not None:
+            self.owned.setdefault(owner, set()).add(session)
+
+
 class MemoryBackend(BaseBackend):
     """Keeps every session in a dict of JSON strings, guarded by a lock.
 
@@ -89,7 +129,7 @@ class MemoryBackend(BaseBackend):
         self.latency = self.config.latency
         self.calls: Counter[str] = Counter()
         self._sessions: dict[str, list[str]] = {}
-        self._catalog: dict[str, _Entry] = {}
+        self._catalog = _Catalog()
         self._lock = threading.Lock()
         self._failures_left = 0
         self.runner = Runner(self, MemoryDriver(self))
@@ -269,11 +309,12 @@ class MemoryBackend(BaseBackend):
         position = None if after is None else (datetime.fromisoformat(after[0]), after[1])
 
         def page() -> list[SessionSummary]:
-            keyed = sorted(((entry.updated_at, session) for session, entry in
-                            self._catalog.items()
-                            if (owner is None or entry.owner == owner)
-                            and all(key in entry.metadata and _same(entry.metadata[key], value)
-                                    for key, value in wanted.items())),
+            candidates = self._catalog if owner is None else self._catalog.owned.get(owner, ())
+            keyed = sorted(((self._catalog[session].updated_at, session)
+                            for session in candidates
+                            if all(key in self._catalog[session].metadata
+                                   and _same(self._catalog[session].metadata[key], value)
+                                   for key, value in wanted.items())),
                            reverse=newest_first)
             if position is not None:
                 keyed = [key for key in keyed
@@ -313,14 +354,14 @@ class MemoryBackend(BaseBackend):
             if entry is None:
                 now = datetime.now(UTC)
                 entry = self._catalog[session_id] = _Entry(created_at=now, updated_at=now)
-            if not isinstance(owner, Unchanged) and not (only_if_unset and entry.owner):
-                entry.owner = owner
-            if not isinstance(title, Unchanged) and not (only_if_unset and entry.title):
-                entry.title = title
             if metadata is not None:
                 merged = merge_metadata(entry.metadata, metadata, replace_metadata)
                 check_metadata(merged)
                 entry.metadata = json.loads(json.dumps(merged))
+            if not isinstance(owner, Unchanged) and not (only_if_unset and entry.owner):
+                self._catalog.set_owner(session_id, owner)
+            if not isinstance(title, Unchanged) and not (only_if_unset and entry.title):
+                entry.title = title
             return self._summary(session_id)
 
         summary: SessionSummary = yield update
@@ -440,7 +481,7 @@ class _Store:
 
     def __init__(self) -> None:
         self.sessions: dict[str, list[str]] = {}
-        self.catalog: dict[str, _Entry] = {}
+        self.catalog = _Catalog()
         self.lock = threading.Lock()
 
 
