@@ -302,7 +302,10 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
                 self._closing.add(task)  # the loop keeps only a weak reference to a task
                 task.add_done_callback(self._closing.discard)
             elif loop.is_running():
-                asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
+                try:
+                    asyncio.run_coroutine_threadsafe(closer.aclose(), loop)
+                except RuntimeError:  # the loop closed meanwhile
+                    self.driver.forget_pool(pool)
             else:
                 # Stopped but not closed: its shutdown_asyncgens will close the pool.
                 with self._lock:
