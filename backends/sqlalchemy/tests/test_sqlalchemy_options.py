@@ -174,3 +174,23 @@ def test_new_pymysql_connections_do_not_each_build_an_ssl_context(
             assert connection.execute(text("SELECT 1")).scalar_one() == 1
     assert len(built) == 1  # PyMySQL's own, for the first connection
     backend.close()
+
+
+def test_a_write_costs_no_rollback_after_its_commit(mysql_url: str, mysql_table: str) -> None:
+    """The pool sends no ROLLBACK when a write's connection comes back committed."""
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table, pool_size=1,
+                                             max_overflow=0, pool_pre_ping=False)
+    backend.create_collection()
+
+    def rollbacks() -> int:  # of the one pooled connection; this read's close adds one
+        with backend.client.engine().connect() as connection:
+            return int(connection.execute(
+                text("SHOW SESSION STATUS LIKE 'Com_rollback'")).one()[1])
+
+    before = rollbacks()
+    for number in range(5):
+        backend.append("s", numbered_records(1, prefix=f"{number}-"))
+    backend.clear("other")
+    assert rollbacks() == before + 1
+    assert len(backend.fetch("s")) == 5
+    backend.close()

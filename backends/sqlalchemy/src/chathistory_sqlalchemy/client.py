@@ -151,9 +151,11 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
     def _build(self, build: Callable[..., Any], url: URL) -> Any:
         config = self.config
         try:
+            # No reset on return: every try ends its transaction itself (a commit, or the
+            # rollback of closing), so the pool's ROLLBACK after a commit is a wasted trip.
             engine = build(url, pool_size=config.pool_size, max_overflow=config.max_overflow,
                            pool_timeout=config.pool_timeout, pool_recycle=config.pool_recycle,
-                           pool_pre_ping=config.pool_pre_ping,
+                           pool_pre_ping=config.pool_pre_ping, pool_reset_on_return=None,
                            connect_args=dict(config.connect_args))
             if url.get_driver_name() == "pymysql" and not any(
                     option.startswith("ssl") for option in config.connect_args):
