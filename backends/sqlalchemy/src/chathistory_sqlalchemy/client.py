@@ -89,6 +89,7 @@ def _one_tls_context(engine: Engine) -> None:
     PyMySQL builds a context per new connection to try TLS (about 50 ms of CPU
     here: most of a reconnect). The first connection shows whether the server
     offers TLS; later ones get one context with PREFERRED's settings, or none.
+    Connections given any TLS option (or an option file) are left as they are.
     """
     from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 
@@ -107,7 +108,8 @@ def _one_tls_context(engine: Engine) -> None:
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect: Any, record: Any, args: Any, options: dict[str, Any]) -> None:
-        options.update(learned.get("connect_args", {}))
+        if not any(option.startswith(("ssl", "read_default")) for option in options):
+            options.update(learned.get("connect_args", {}))
 
 
 class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
@@ -157,8 +159,7 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
                            pool_timeout=config.pool_timeout, pool_recycle=config.pool_recycle,
                            pool_pre_ping=config.pool_pre_ping, pool_reset_on_return=None,
                            connect_args=dict(config.connect_args))
-            if url.get_driver_name() == "pymysql" and not any(
-                    option.startswith("ssl") for option in config.connect_args):
+            if url.get_driver_name() == "pymysql":
                 _one_tls_context(engine)
             return engine
         except (sa_exc.NoSuchModuleError, ModuleNotFoundError) as exc:
