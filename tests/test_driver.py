@@ -169,7 +169,7 @@ def test_each_event_loop_gets_its_own_pool_closed_when_the_loop_ends(notes: Note
 
 def test_two_loops_running_at_once_use_two_pools(notes: Notes) -> None:
     notes.append("s", secret_records(1))
-    started = threading.Barrier(2)
+    started = threading.Barrier(2, timeout=60)
     results: list[Any] = []
 
     async def use() -> None:
@@ -202,27 +202,55 @@ def test_aclose_closes_the_running_loops_pool_at_once(notes: Notes) -> None:
 # -- retries: one path, logged without content ------------------------------------------------
 
 
+class RetrySeen(logging.Handler):
+    """Set when the runner logs a retry."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retried" in record.getMessage():
+            self.seen.set()
+
+
 @contextmanager
-def locked_for(path: str, seconds: float) -> Iterator[None]:
-    """Hold the database's write lock for ``seconds``, from another connection."""
+def locked_until_retried(path: str) -> Iterator[None]:
+    """Hold the database's write lock, from another connection, until a call retries."""
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
-    release = threading.Timer(seconds, lambda: holder.execute("COMMIT"))
-    release.start()
+    retried = RetrySeen()
+    logger = logging.getLogger("chathistory")
+    logger.addHandler(retried)
+
+    def release() -> None:
+        retried.seen.wait(timeout=60)
+        holder.execute("COMMIT")
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
     try:
         yield
     finally:
-        release.join()
+        retried.seen.set()
+        releaser.join()
+        logger.removeHandler(retried)
         holder.close()
+
+
+def patient(backend: SqliteBackend) -> SqliteBackend:
+    """The backend with a runner that tries long enough for a loaded machine's threads."""
+    backend.runner = Runner(backend, backend.driver, attempts=30, max_wait=0.2)
+    return backend
 
 
 def test_a_retry_is_a_warning_naming_backend_operation_attempt_and_cause(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = str(tmp_path / "chat.sqlite3")
-    backend = SqliteBackend(SqliteBackend.Config(path=path, timeout=0.05))
+    backend = patient(SqliteBackend(SqliteBackend.Config(path=path, timeout=0.05)))
     backend.create_collection()
     caplog.set_level(logging.DEBUG)
-    with locked_for(path, 0.15):
+    with locked_until_retried(path):
         backend.append("s", secret_records(2))  # waits out the lock through retries
     assert [record["data"]["content"] for record in backend.fetch("s")] == [
         f"{SECRET} 0", f"{SECRET} 1"]
@@ -231,7 +259,7 @@ def test_a_retry_is_a_warning_naming_backend_operation_attempt_and_cause(
     first = retries[0]
     assert first.name == "chathistory" and first.levelno == logging.WARNING
     assert first.getMessage() == (
-        "backend 'sqlite': append failed on attempt 1 of 4 and is retried: "
+        "backend 'sqlite': append failed on attempt 1 of 30 and is retried: "
         "OperationalError: database is locked")
     assert all(SECRET not in record.getMessage() for record in caplog.records)
     backend.close()
@@ -261,7 +289,7 @@ def test_a_write_is_not_retried_when_it_may_have_run(tmp_path: Path,
 
 def test_a_failed_operation_is_rebuilt_on_each_try(tmp_path: Path) -> None:
     path = str(tmp_path / "chat.sqlite3")
-    backend = SqliteBackend(SqliteBackend.Config(path=path, timeout=0.05))
+    backend = patient(SqliteBackend(SqliteBackend.Config(path=path, timeout=0.05)))
     backend.create_collection()
     builds = 0
     runner = backend.runner
@@ -272,7 +300,7 @@ def test_a_failed_operation_is_rebuilt_on_each_try(tmp_path: Path) -> None:
         builds += 1
         yield from SqliteBackend.append.steps(backend, "s", secret_records(1))
 
-    with locked_for(path, 0.15):
+    with locked_until_retried(path):
         runner.run("append", append, write=True, transaction=True)
     assert builds >= 2 and len(backend.fetch("s")) == 1
     backend.close()
