@@ -5,7 +5,9 @@ driver: it yields a request (a SQL statement and its parameters, a Redis
 command, an HTTP call...), receives the driver's reply, and returns its
 result. Work done before the first ``yield`` (checking and encoding the
 input) runs before any connection is taken, and an operation that returns
-before yielding (``fetch(limit=0)``) takes none::
+before yielding (``fetch(limit=0)``) takes none. An error the driver raises
+is thrown into the operation at its ``yield``: it may answer it (a fallback
+request) or let it end the try::
 
     def _append(self, session_id: str, texts: list[str]) -> Operation[None]:
         yield ("INSERT INTO t (session_id, message) VALUES (?, ?)",
@@ -17,10 +19,11 @@ driver's own sync pool, one from the async pool of the running event loop
 are transient and how an error reads as a chathistory error.
 
 A :class:`~chathistory.runner.Runner` runs the operations, sync and async,
-the same way for every backend: the one retry path (:func:`~chathistory.retry.retry_transient`,
-rebuilding the operation on each try), one async pool per event loop, a
-WARNING log line per retry and, with ``opentelemetry-api`` installed, one
-span per operation. A backend class declares its public methods with
+the same way for every backend: the one retry path
+(:func:`~chathistory.retry.retry_transient`, rebuilding the operation on each
+try), one async pool per event loop, a WARNING log line per retry and, with
+``opentelemetry-api`` installed and a tracer provider set, one span per
+operation. A backend class declares its public methods with
 :func:`~chathistory.operations.operation`, which adds their async twins (all
 these names can be imported from this module)::
 
