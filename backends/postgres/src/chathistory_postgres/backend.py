@@ -65,9 +65,8 @@ class PostgresBackend(BaseBackend):
         self._sessions_table = False
 
     def __repr__(self) -> str:
-        return (f"PostgresBackend(server={self.driver.server!r}, "
-                f"schema={self.config.db_schema!r}, table={self.config.table!r}, "
-                f"layout={self.config.layout!r})")
+        return (f"PostgresBackend(server={self.driver.server!r}, schema={self.config.db_schema!r}"
+                f", table={self.config.table!r}, layout={self.config.layout!r})")
 
     def _session(self, session_id: str) -> str:
         """The session id as bound: checked, and for the langchain layout, a canonical UUID."""

@@ -54,7 +54,7 @@ class Copy(NamedTuple):
 def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
     """Whether the server closed this idle connection: then, and only then, it sent
     something unprompted (an error and EOF), so its socket is readable. No round trip."""
-    if connection.closed:
+    if connection.closed:  # (the pool discards a broken one when it is given back)
         return True
     poller = select.poll()
     poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
@@ -142,6 +142,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             "connect_timeout": max(2, math.ceil(config.connect_timeout)),
             "prepare_threshold": 5 if config.prepared_statements else None,
         }
+        self.prepare = config.prepared_statements
         if self.conninfo is not None and "application_name" not in conninfo_to_dict(
                 self.conninfo):
             self.kwargs["application_name"] = "chathistory-postgres"
@@ -189,7 +190,8 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
                 for row in request.rows:
                     copy.write_row(row)
             return []
-        cursor = connection.execute(*request)
+        query, params = request  # those with parameters are the hot ones, prepared
+        cursor = connection.execute(query, params, prepare=self.prepare and bool(params))
         return cursor.fetchall() if cursor.description is not None else []
 
     def _open_pool(self) -> ConnectionPool[Any]:
@@ -269,7 +271,8 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
                 for row in request.rows:
                     await copy.write_row(row)
             return []
-        cursor = await connection.execute(*request)
+        query, params = request
+        cursor = await connection.execute(query, params, prepare=self.prepare and bool(params))
         return await cursor.fetchall() if cursor.description is not None else []
 
     async def close_pool(self, pool: AsyncSource) -> None:
