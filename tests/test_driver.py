@@ -390,25 +390,19 @@ def test_each_operation_is_a_span_with_counts_and_no_content(tmp_path: Path, spa
     backend.close()
     finished = spans.get_finished_spans()
     seen = [(span.name, dict(span.attributes)) for span in finished]
+
+    def span(operation: str, **attributes: str | int) -> tuple[str, dict[str, str | int]]:
+        return (f"chathistory {operation}",
+                {"chathistory.backend": "sqlite", "chathistory.operation": operation,
+                 **{name.replace("_", "."): value for name, value in attributes.items()}})
+
     assert seen == [
-        ("chathistory create_collection",
-         {"chathistory.backend": "sqlite", "chathistory.operation": "create_collection"}),
-        ("chathistory append", {"chathistory.backend": "sqlite",
-                                "chathistory.operation": "append",
-                                "chathistory.sessions": 1, "chathistory.records": 3}),
-        ("chathistory fetch", {"chathistory.backend": "sqlite",
-                               "chathistory.operation": "fetch",
-                               "chathistory.sessions": 1, "chathistory.records": 3}),
-        ("chathistory fetch_many", {"chathistory.backend": "sqlite",
-                                    "chathistory.operation": "fetch_many",
-                                    "chathistory.sessions": 2, "chathistory.records": 3}),
-        # the async twin is the same operation
-        ("chathistory fetch", {"chathistory.backend": "sqlite",
-                               "chathistory.operation": "fetch",
-                                "chathistory.sessions": 1, "chathistory.records": 2}),
-        ("chathistory list_sessions", {"chathistory.backend": "sqlite",
-                                       "chathistory.operation": "list_sessions",
-                                       "error.type": "ValueError"}),
+        span("create_collection"),
+        span("append", chathistory_sessions=1, chathistory_records=3),
+        span("fetch", chathistory_sessions=1, chathistory_records=3),
+        span("fetch_many", chathistory_sessions=2, chathistory_records=3),
+        span("fetch", chathistory_sessions=1, chathistory_records=2),  # the async twin's
+        span("list_sessions", error_type="ValueError"),
     ]
     failed = finished[-1]
     assert failed.status.status_code.name == "ERROR"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import NoReturn, TypeVar
 
 from tenacity import (
@@ -74,6 +75,18 @@ def _first_failed(error: Exception, backend: str, is_transient: Callable[[BaseEx
         raise _unavailable(backend, attempts, error, translate) from error
     if on_retry is not None:
         on_retry(1, error)
+
+
+@contextmanager
+def _final_errors(backend: str, attempts: int, translate: Translate | None) -> Iterator[None]:
+    """How the retried tries end: still transient after the last, or an error not to retry."""
+    try:
+        yield
+    except RetryError as retried:
+        cause = retried.last_attempt.exception()
+        raise _unavailable(backend, attempts, cause, translate) from cause
+    except Exception as final:
+        _raise_final(final, translate)
 
 
 def _raise_final(error: BaseException, translate: Translate | None) -> NoReturn:
@@ -141,15 +154,10 @@ def retry_after(error: Exception, call: Callable[[], T], *, backend: str,
     """
     _first_failed(error, backend, is_transient, translate, attempts, on_retry)
     time.sleep(_FIRST_WAIT)
-    try:
+    with _final_errors(backend, attempts, translate):
         for attempt in Retrying(**_policy(is_transient, attempts - 1, max_wait, on_retry)):  # type: ignore[arg-type]
             with attempt:
                 return call()
-    except RetryError as retried:
-        cause = retried.last_attempt.exception()
-        raise _unavailable(backend, attempts, cause, translate) from cause
-    except Exception as final:
-        _raise_final(final, translate)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -174,14 +182,9 @@ async def aretry_after(error: Exception, call: Callable[[], Awaitable[T]], *, ba
     """Async :func:`retry_after`."""
     _first_failed(error, backend, is_transient, translate, attempts, on_retry)
     await asyncio.sleep(_FIRST_WAIT)
-    try:
+    with _final_errors(backend, attempts, translate):
         async for attempt in AsyncRetrying(**_policy(is_transient, attempts - 1, max_wait,
                                                      on_retry)):  # type: ignore[arg-type]
             with attempt:
                 return await call()
-    except RetryError as retried:
-        cause = retried.last_attempt.exception()
-        raise _unavailable(backend, attempts, cause, translate) from cause
-    except Exception as final:
-        _raise_final(final, translate)
     raise AssertionError("unreachable")  # pragma: no cover
