@@ -10,6 +10,10 @@ alternates). A ratio is the median over the rounds of the ratio within each
 round. A turn is what a chat server does per request: build the session's
 history, read it, append the user's and the model's messages.
 
+"same" is raw psycopg running this backend's own statements (its read, its insert
+with the session's advisory lock) on the same schema: the floor of issue 18's
+target (<= 1.15x); "raw" runs plain statements (a SELECT, an INSERT ... VALUES).
+
 Targets (issue 10, re-based on the raw driver):
   1. turn on a 20-message session, sync and async: <= 1.15x raw psycopg on one
      autocommit connection doing the same two round trips (one read, one
@@ -43,6 +47,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from chathistory_postgres.sql import Statements
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -133,6 +138,7 @@ class Contenders:
         admin.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (session_id, id)").format(
             i=sql.Identifier(f"{BARE}_sid_id_idx"), t=bare))
         self.raw_read, self.raw_insert = self._raw_statements(sql.Identifier(SCHEMA, OURS))
+        self.statements = Statements(SCHEMA, OURS, "chathistory")  # what "same" runs
         self.bare_read, self.bare_insert = self._raw_statements(bare)
         self.aconnection: psycopg.AsyncConnection[Any] | None = None
         self.araw: psycopg.AsyncConnection[Any] | None = None
@@ -184,6 +190,26 @@ class Contenders:
         rows = self.raw.execute(read, (session_id,), prepare=True).fetchall()
         messages_from_dict([row[0] for row in rows])
         self.raw_add(session_id, TURN, bare)
+
+    def same_turn(self, session_id: str, limit: int | None) -> None:
+        """Raw psycopg running this backend's own statements: its read, its insert."""
+        rows = self.raw.execute(self.statements.select_all, (session_id,), prepare=True)
+        messages_from_dict(json.loads("[" + ",".join([row[0] for row in rows]) + "]"))
+        self.same_add(session_id, TURN)
+
+    def same_add(self, session_id: str, messages: Sequence[BaseMessage]) -> None:
+        batch = json.dumps([message_to_dict(message) for message in messages])
+        self.raw.execute(self.statements.insert, (session_id, session_id, batch), prepare=True)
+
+    async def asame_turn(self, session_id: str, limit: int | None) -> None:
+        assert self.araw is not None
+        cursor = await self.araw.execute(self.statements.select_all, (session_id,),
+                                         prepare=True)
+        rows = await cursor.fetchall()
+        messages_from_dict(json.loads("[" + ",".join([row[0] for row in rows]) + "]"))
+        batch = json.dumps([message_to_dict(message) for message in TURN])
+        await self.araw.execute(self.statements.insert, (session_id, session_id, batch),
+                                prepare=True)
 
     def raw_add(self, session_id: str, messages: Sequence[BaseMessage], bare: bool = False
                 ) -> None:
@@ -273,9 +299,10 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
     count = rounds * turns
     ours_ids = sessions(f"turn-{tag}", count, False)
     raw_ids = sessions(f"raw-{tag}", count, False)
+    same_ids = sessions(f"same-{tag}", count, False) if limit is None else []
     bare_ids = sessions(f"bare-{tag}", count, False)
     peer_ids = sessions("", count, True)
-    fill(bench.admin, OURS, ours_ids + raw_ids, size, False)
+    fill(bench.admin, OURS, ours_ids + raw_ids + same_ids, size, False)
     fill(bench.admin, BARE, bare_ids, size, False)
     fill(bench.admin, PEER, peer_ids, size, True)
     bench.admin.execute(sql.SQL("ANALYZE {}, {}, {}").format(
@@ -284,18 +311,24 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
     def one_round(round_number: int) -> dict[str, float]:
         first = round_number * turns
         if asynchronous:
-            return loop.run_until_complete(ameasure({
+            operations: dict[str, AsyncOperation] = {
                 "ours": lambda i: bench.aours_turn(ours_ids[first + i], limit),
                 "peer": lambda i: bench.apeer_turn(peer_ids[first + i], limit),
                 "raw": lambda i: bench.araw_turn(raw_ids[first + i], limit),
                 "bare": lambda i: bench.araw_turn(bare_ids[first + i], limit, True),
-            }, turns, round_number))
-        return measure({
+            }
+            if same_ids:
+                operations["same"] = lambda i: bench.asame_turn(same_ids[first + i], limit)
+            return loop.run_until_complete(ameasure(operations, turns, round_number))
+        sync_operations: dict[str, Operation] = {
             "ours": lambda i: bench.ours_turn(ours_ids[first + i], limit),
             "peer": lambda i: bench.peer_turn(peer_ids[first + i], limit),
             "raw": lambda i: bench.raw_turn(raw_ids[first + i], limit),
             "bare": lambda i: bench.raw_turn(bare_ids[first + i], limit, True),
-        }, turns, round_number)
+        }
+        if same_ids:
+            sync_operations["same"] = lambda i: bench.same_turn(same_ids[first + i], limit)
+        return measure(sync_operations, turns, round_number)
 
     return collect(rounds, one_round)
 
@@ -308,18 +341,21 @@ def new_user_scenario(bench: Contenders, rounds: int, turns: int, asynchronous: 
         tag = f"{round_number}-{secrets.token_hex(3)}"
         ours_ids, raw_ids = sessions(f"new-{tag}", 20, False), sessions(f"newraw-{tag}", 20, False)
         bare_ids, peer_ids = sessions(f"newbare-{tag}", 20, False), sessions("", 20, True)
+        same_ids = sessions(f"newsame-{tag}", 20, False)
         if asynchronous:
             return loop.run_until_complete(ameasure({
                 "ours": lambda i: bench.aours_turn(ours_ids[i % 20], None),
                 "peer": lambda i: bench.apeer_turn(peer_ids[i % 20], None),
                 "raw": lambda i: bench.araw_turn(raw_ids[i % 20], None),
                 "bare": lambda i: bench.araw_turn(bare_ids[i % 20], None, True),
+                "same": lambda i: bench.asame_turn(same_ids[i % 20], None),
             }, turns, round_number))
         return measure({
             "ours": lambda i: bench.ours_turn(ours_ids[i % 20], None),
             "peer": lambda i: bench.peer_turn(peer_ids[i % 20], None),
             "raw": lambda i: bench.raw_turn(raw_ids[i % 20], None),
             "bare": lambda i: bench.raw_turn(bare_ids[i % 20], None, True),
+            "same": lambda i: bench.same_turn(same_ids[i % 20], None),
         }, turns, round_number)
 
     return collect(rounds, one_round)
@@ -331,6 +367,7 @@ def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, li
     operations: dict[str, Operation] = {
         "ours": lambda i: bench.factory("ten-ours").add_messages(TEN),
         "raw": lambda i: bench.raw_add("ten-raw", TEN),
+        "same": lambda i: bench.same_add("ten-same", TEN),
         "bare": lambda i: bench.raw_add("ten-bare", TEN, True),
         "peer": lambda i: PostgresChatMessageHistory(
             PEER, peer_id, sync_connection=bench.peer_connection).add_messages(TEN),
@@ -437,8 +474,11 @@ def main() -> None:
             for asynchronous in (False, True):
                 kind = "async" if asynchronous else "sync"
                 summary = show_rounds(f"{number}. {label}, {kind} (us)", scenario(asynchronous))
-                verdicts.append(verdict(f"{number}. {label}, {kind}: ours / raw psycopg",
-                                        ratio(summary, "ours", "raw"), 1.15, False))
+                verdicts.append(verdict(
+                    f"{number}. {label}, {kind}: ours / raw psycopg, our statements",
+                    ratio(summary, "ours", "same"), 1.15, False))
+                verdicts.append(f"  {number}. {label}, {kind}: ours / raw psycopg, plain "
+                                f"statements: {ratio(summary, 'ours', 'raw'):.2f}x")
                 faster = ratio(summary, "peer", "ours")
                 verdicts.append(
                     f"  {number}. {label}, {kind}: peer / ours: {faster:.2f}x (target > 1x, "
@@ -461,6 +501,8 @@ def main() -> None:
                               add_ten_scenario(bench, rounds, turns))
         verdicts.append(verdict("3. add_messages(10): ours / raw psycopg one round trip",
                                 ratio(summary, "ours", "raw"), 1.3, False))
+        verdicts.append(f"  3. add_messages(10): ours / raw psycopg, our insert: "
+                        f"{ratio(summary, 'ours', 'same'):.2f}x")
         verdicts.append(f"  triggers, insert of 10: raw on our schema / raw on a bare table "
                         f"{ratio(summary, 'raw', 'bare'):.2f}x; ours / bare "
                         f"{ratio(summary, 'ours', 'bare'):.2f}x (informational)")
