@@ -47,7 +47,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from chathistory_postgres.sql import Statements
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -138,7 +137,8 @@ class Contenders:
         admin.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (session_id, id)").format(
             i=sql.Identifier(f"{BARE}_sid_id_idx"), t=bare))
         self.raw_read, self.raw_insert = self._raw_statements(sql.Identifier(SCHEMA, OURS))
-        self.statements = Statements(SCHEMA, OURS, "chathistory")  # what "same" runs
+        # What "same" runs: the backend's own statements (its documented attribute).
+        self.statements: Any = getattr(self.factory.backend, "statements")  # noqa: B009
         self.bare_read, self.bare_insert = self._raw_statements(bare)
         self.aconnection: psycopg.AsyncConnection[Any] | None = None
         self.araw: psycopg.AsyncConnection[Any] | None = None
