@@ -117,8 +117,6 @@ class Node:
              "--dir", str(self.directory), "--save", "", "--appendonly", "no",
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-             # A replica whose link was slow on a loaded machine still takes over.
-             "--cluster-replica-validity-factor", "0",
              "--logfile", "log"])
         wait_until(self.answers, f"redis-server on port {self.port} answers")
 
@@ -169,25 +167,45 @@ class Cluster:
         return [node for node in self.nodes if node.process is not None]
 
     def wait_ok(self) -> None:
-        """Until every live node says the cluster is ok and knows 3 primaries, 3 replicas."""
+        """Until every live node says the cluster is ok, knows 3 primaries and 3 replicas in
+        sync (a primary killed before its replica's first sync would take its data along),
+        and all agree on the current epoch.
+
+        The last is needed before a crash: a reshard raises its target's config epoch
+        without an election, and a primary killed before the others heard of it can come
+        back with the epoch its replica was promoted with; Redis may then settle the tie in
+        favour of the restarted primary, which has lost its data, and its replica empties
+        itself to follow it.
+        """
         def settled() -> bool:
             try:
+                epochs = set()
                 for node in self.alive():
-                    if "cluster_state:ok" not in node.run("CLUSTER", "INFO"):
+                    info = node.run("CLUSTER", "INFO")
+                    if "cluster_state:ok" not in info:
                         return False
+                    epochs.add(next(line for line in info.splitlines()
+                                    if line.startswith("cluster_current_epoch:")))
                     roles = Counter(line.split()[2].replace("myself,", "")
                                     for line in node.run("CLUSTER", "NODES").splitlines()
                                     if "fail" not in line.split()[2])
                     if roles != Counter({"master": 3, "slave": 3}):
                         return False
-                    replication = node.run("INFO", "replication")
-                    if "role:slave" in replication and "master_link_status:up" not in replication:
+                    replication = node.run("INFO", "replication")  # a dict
+                    if (replication.get("role") == "slave"
+                            and replication.get("master_link_status") != "up"):
                         return False
             except redis.RedisError:
                 return False
-            return True
+            return len(epochs) == 1
 
         wait_until(settled, "the cluster is ok, with 3 primaries and 3 replicas in sync", 60)
+
+    def keys(self) -> int:
+        """How many keys the primaries hold (a session whose data vanished would show)."""
+        return sum(int(node.run("DBSIZE")) for row in self.table()
+                   if row["role"] == "primary" and "fail" not in row.get("flags", "")
+                   for node in [self.node(row["port"])] if node.process is not None)
 
     def table(self) -> list[dict[str, Any]]:
         """Each node's id, port, role and primary (from a live node's CLUSTER NODES)."""
@@ -371,6 +389,12 @@ def crash_primary(cluster: Cluster, slots: list[int]) -> str:
         print((cluster.node(replica["port"]).directory / "log").read_text()[-3000:],
               file=sys.stderr)
         raise TimeoutError("the crashed primary's replica never took over")
+    # Every live node knows the promotion before the old primary comes back (empty).
+    wait_until(lambda: len({node.run("CLUSTER", "INFO").split("cluster_current_epoch:")[1]
+                            .split()[0] for node in cluster.alive()}) == 1
+               and all(row["port"] != victim.port for slot in slots
+                       for row in [cluster.owner(slot)]),
+               "the live nodes agree on the promotion", 60)
     victim.start()
     cluster.wait_ok()
     return how
@@ -492,10 +516,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cluster, time.monotonic() + options.seconds)
             run.phase = "reshard"
             events["slots_migrated"] = reshard(cluster, slots, time.monotonic() + options.seconds)
+            events["keys_after_reshard"] = cluster.keys()
+            cluster.wait_ok()
             run.phase = "crash"
             events["crash_failover"] = crash_primary(cluster, slots)
+            events["keys_after_crash"] = cluster.keys()
             run.phase = "handover"
             events["promoted_replica"] = hand_over(cluster, slots)
+            events["keys_after_handover"] = cluster.keys()
             time.sleep(0.5)
         finally:
             run.stop.set()
@@ -504,6 +532,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         events["seconds"] = round(time.monotonic() - started, 1)
         result = {"counts": count(run, read_back(port, sessions)), "events": events,
                   "errors": dict(run.errors.most_common(30))}
+        if result["counts"]["all"]["lost"]:  # what the nodes did, to tell why
+            for node in cluster.nodes:
+                print(f"--- node {node.port}", file=sys.stderr)
+                print((node.directory / "log").read_text()[-6000:], file=sys.stderr)
     return result
 
 
