@@ -39,8 +39,9 @@ class AioSqliteDriver(Driver[sqlite3.Connection, aiosqlite.Connection, aiosqlite
 
     native_async = True
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, timeout: float = 5.0) -> None:
         self.path = path
+        self.timeout = timeout
         self.opened: list[tuple[asyncio.AbstractEventLoop, aiosqlite.Connection]] = []
         self.closed: list[aiosqlite.Connection] = []
         self.sent = 0
@@ -58,7 +59,8 @@ class AioSqliteDriver(Driver[sqlite3.Connection, aiosqlite.Connection, aiosqlite
         return connection.execute(*request).fetchall()
 
     async def open_pool(self) -> aiosqlite.Connection:
-        connection = await aiosqlite.connect(self.path, isolation_level=None)
+        connection = await aiosqlite.connect(self.path, isolation_level=None,
+                                             timeout=self.timeout)
         self.opened.append((asyncio.get_running_loop(), connection))
         return connection
 
@@ -215,13 +217,13 @@ class RetrySeen(logging.Handler):
 
 
 @contextmanager
-def locked_until_retried(path: str) -> Iterator[None]:
-    """Hold the database's write lock, from another connection, until a call retries."""
+def locked_until_retried(path: str, logger: str = "chathistory") -> Iterator[None]:
+    """Hold the database's write lock, from another connection, until ``logger`` logs a retry."""
     holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN IMMEDIATE")
     retried = RetrySeen()
-    logger = logging.getLogger("chathistory")
-    logger.addHandler(retried)
+    retries = logging.getLogger(logger)
+    retries.addHandler(retried)
 
     def release() -> None:
         retried.seen.wait(timeout=60)
@@ -234,7 +236,7 @@ def locked_until_retried(path: str) -> Iterator[None]:
     finally:
         retried.seen.set()
         releaser.join()
-        logger.removeHandler(retried)
+        retries.removeHandler(retried)
         holder.close()
 
 
@@ -285,6 +287,27 @@ def test_a_write_is_not_retried_when_it_may_have_run(tmp_path: Path,
     with pytest.raises(BackendUnavailableError, match="after 4 attempts"):
         read_missing.__get__(backend)()
     assert backend.driver.sent == 5
+
+
+def test_a_native_async_call_retries_on_the_same_path(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    class LockedIsTransient(AioSqliteDriver):
+        def is_transient(self, error: BaseException, *, write: bool) -> bool:
+            return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+    path = str(tmp_path / "notes.sqlite3")
+    backend = Notes(path)
+    backend.create_collection()
+    backend.driver = LockedIsTransient(path, timeout=0.05)
+    backend.runner = Runner(backend, backend.driver, attempts=30, max_wait=0.2)
+    assert backend.runner is not None
+    with locked_until_retried(path, backend.runner.logger.name):
+        asyncio.run(backend.aappend("s", secret_records(1)))
+    assert backend.fetch("s") == [f"{SECRET} 0"]
+    retried = [record.getMessage() for record in caplog.records if "retried" in record.getMessage()]
+    assert retried[0] == ("backend 'notes': append failed on attempt 1 of 30 and is retried: "
+                          "OperationalError: database is locked")
+    assert len(backend.driver.opened) == 1  # every try used the loop's one pool
 
 
 def test_a_failed_operation_is_rebuilt_on_each_try(tmp_path: Path) -> None:
