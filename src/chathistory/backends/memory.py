@@ -193,11 +193,6 @@ class MemoryBackend(BaseBackend):
 
         yield clear
 
-    acreate_collection = create_collection.async_twin
-    aappend = append.async_twin
-    afetch = fetch.async_twin
-    aclear = clear.async_twin
-
     # -- optional capabilities: listing, write times, pruning, bulk copies -------------------
 
     @operation()
@@ -266,14 +261,6 @@ class MemoryBackend(BaseBackend):
         encoded = {session: [self._encode(decode_record(text)) for text in texts]
                    for session, texts in batches.items()}
         yield lambda: self._store(encoded)
-
-    alist_sessions = list_sessions.async_twin
-    alast_write = last_write.async_twin
-    adelete_sessions_before = delete_sessions_before.async_twin
-    afetch_many = fetch_many.async_twin
-    aappend_many = append_many.async_twin
-    afetch_many_text = fetch_many_text.async_twin
-    aappend_many_text = append_many_text.async_twin
 
     def _stored_texts(self, session_ids: Sequence[str]) -> dict[str, list[str]]:
         return {session: list(self._sessions[session]) for session in session_ids

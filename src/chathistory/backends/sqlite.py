@@ -332,11 +332,6 @@ class SqliteBackend(BaseBackend):
         # A summary without messages (a title set first) goes too.
         yield (f"DELETE FROM {self._sessions} WHERE session_id = ?", (session_id,))
 
-    acreate_collection = create_collection.async_twin
-    aappend = append.async_twin
-    afetch = fetch.async_twin
-    aclear = clear.async_twin
-
     # -- optional capabilities: listing, write times, pruning, bulk copies ------------------
 
     @operation()
@@ -405,15 +400,6 @@ class SqliteBackend(BaseBackend):
         for session_id, message in (yield (sql, tuple(session_ids))):
             found.setdefault(session_id, []).append(message)
         return found
-
-
-    alist_sessions = list_sessions.async_twin
-    alast_write = last_write.async_twin
-    adelete_sessions_before = delete_sessions_before.async_twin
-    afetch_many = fetch_many.async_twin
-    aappend_many = append_many.async_twin
-    afetch_many_text = fetch_many_text.async_twin
-    aappend_many_text = append_many_text.async_twin
 
     # -- the session catalog: the sessions table, kept by the triggers ----------------------
 
@@ -518,12 +504,6 @@ class SqliteBackend(BaseBackend):
                        "last_write = excluded.last_write, created_at = excluded.created_at, "
                        "owner = excluded.owner, title = excluded.title, "
                        "metadata = excluded.metadata", rows)
-
-    alist_summaries = list_summaries.async_twin
-    asession_summaries = session_summaries.async_twin
-    aupdate_session = update_session.async_twin
-    aerase_sessions = erase_sessions.async_twin
-    arestore_summaries = restore_summaries.async_twin
 
 
 def _time(seconds: float) -> datetime:
