@@ -530,3 +530,23 @@ def test_waiting_fails_naming_what_it_waited_for() -> None:
         wait_until(lambda: False, "the moon is blue", seconds=0.05)
     with pytest.raises(AssertionError, match="waiting until never"):
         asyncio.run(await_until(lambda: False, "never", seconds=0.05))
+
+
+def test_aclose_runs_the_backends_own_close_too(tmp_path: Path) -> None:
+    class ClosesMore(Notes):
+        released = 0
+
+        def close(self) -> None:
+            super().close()
+            self.released += 1  # something of its own, besides the runner's pools
+
+    backend = ClosesMore(str(tmp_path / "notes.sqlite3"))
+    backend.create_collection()
+
+    async def use() -> None:
+        await backend.afetch("s")
+        await backend.aclose()
+
+    asyncio.run(use())
+    assert backend.released == 1
+    assert [pool for _, pool in backend.driver.opened] == backend.driver.closed

@@ -181,9 +181,11 @@ class BaseBackend(ABC):
         await asyncio.to_thread(self.clear, session_id)
 
     async def aclose(self) -> None:
-        if self.runner is not None:
-            await self.runner.aclose()
-        else:
+        """:meth:`close` in a worker thread, after closing this event loop's pool now."""
+        try:
+            if self.runner is not None:
+                await self.runner.aclose_loop()
+        finally:
             await asyncio.to_thread(self.close)
 
 

@@ -314,13 +314,17 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
     async def aclose(self) -> None:
         """Close the running loop's pool now, the sync pool in a worker thread, and the
         other loops' pools as :meth:`close` does."""
-        with self._lock:
-            held = self._pools.pop(asyncio.get_running_loop(), None)
         try:
-            if held is not None:
-                await held[1].aclose()
+            await self.aclose_loop()
         finally:
             await asyncio.to_thread(self.close)
+
+    async def aclose_loop(self) -> None:
+        """Close the running loop's pool now (a later call in this loop opens a new one)."""
+        with self._lock:
+            held = self._pools.pop(asyncio.get_running_loop(), None)
+        if held is not None:
+            await held[1].aclose()
 
     # -- logs and traces ----------------------------------------------------------------
 

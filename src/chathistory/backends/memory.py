@@ -395,10 +395,6 @@ class MemoryBackend(BaseBackend):
         self.calls["close"] += 1
         super().close()
 
-    async def aclose(self) -> None:
-        self.calls["close"] += 1
-        await super().aclose()
-
 
 def _nothing() -> None:
     return None
