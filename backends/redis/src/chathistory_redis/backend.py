@@ -11,7 +11,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import chain
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, TypeVar
 
 from chathistory import (
     BackendUnavailableError,
@@ -425,10 +425,7 @@ class RedisBackend(BaseBackend):
         # One json.loads for the whole list is twice as fast as one per value; if the
         # list is not one object per value, each is decoded alone, to name the bad one.
         try:
-            if isinstance(values[0], bytes):
-                records = json.loads(b"[" + b",".join(cast(list[bytes], values)) + b"]")
-            else:
-                records = json.loads("[" + ",".join(cast(list[str], values)) + "]")
+            records = json.loads(b"[" + b",".join(map(_raw, values)) + b"]")
         except ValueError:
             records = None
         if (isinstance(records, list) and len(records) == len(values)
