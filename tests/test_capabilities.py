@@ -17,8 +17,19 @@ pytest_plugins = ["pytester"]
 def test_capabilities_are_detected_from_what_a_backend_implements() -> None:
     assert capabilities_of(MemoryBackend()) == {"list_sessions", "last_write",
                                                 "delete_sessions_before", "fetch_many",
-                                                "append_many", "record_text", "catalog"}
+                                                "append_many", "record_text", "catalog",
+                                                "summaries"}
     assert capabilities_of(object()) == frozenset()
+
+
+def test_a_read_only_catalog_declares_summaries_and_not_the_catalog() -> None:
+    class ReadsSummaries:
+        def list_summaries(self, **listing: Any) -> Any: ...
+        def session_summaries(self, session_ids: Any) -> Any: ...
+        async def alist_summaries(self, **listing: Any) -> Any: ...
+        async def asession_summaries(self, session_ids: Any) -> Any: ...
+
+    assert capabilities_of(ReadsSummaries()) == {"summaries"}
 
 
 def test_a_capability_needs_its_async_twin_too() -> None:

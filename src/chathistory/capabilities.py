@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from chathistory.catalog import KeepsCatalog
+from chathistory.catalog import KeepsCatalog, ListsSummaries
 from chathistory.errors import RecordError
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "FetchesInBulk",
     "KeepsCatalog",
     "ListsSessions",
+    "ListsSummaries",
     "PrunesSessions",
     "SessionInfo",
     "TracksWriteTimes",
@@ -154,6 +155,7 @@ _CAPABILITIES: dict[str, type] = {
     "append_many": CopiesInBulk,
     "record_text": CopiesRecordText,
     "catalog": KeepsCatalog,
+    "summaries": ListsSummaries,
 }
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "UNCHANGED",
     "ErasureReceipt",
     "KeepsCatalog",
+    "ListsSummaries",
     "MetadataValue",
     "SessionSummary",
     "SummaryPage",
@@ -148,11 +149,14 @@ class ErasureReceipt:
 
 
 @runtime_checkable
-class KeepsCatalog(Protocol):
-    """The backend keeps a summary of each session (see the module's docstring).
+class ListsSummaries(Protocol):
+    """The backend lists summaries of its sessions: the read side of the catalog.
 
-    A backend that declares it also accepts ``owner=`` in
-    :meth:`~chathistory.capabilities.PrunesSessions.delete_sessions_before`.
+    :class:`KeepsCatalog` extends it. A backend that can only read (one whose
+    store takes no owners, titles or metadata, such as Rockset's) declares this
+    alone: its summaries have ``owner=None``, ``title=None`` and ``metadata={}``,
+    and a listing filtered by owner or metadata raises
+    :class:`~chathistory.errors.CapabilityMissingError` saying so.
     """
 
     def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
@@ -173,6 +177,22 @@ class KeepsCatalog(Protocol):
 
     def session_summaries(self, session_ids: Sequence[str]) -> dict[str, SessionSummary]:
         """The summaries of those of ``session_ids`` that have one, in one read."""
+
+    async def alist_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                              where: Mapping[str, MetadataValue] | None = None,
+                              limit: int = 20, cursor: str | None = None) -> SummaryPage: ...
+
+    async def asession_summaries(self, session_ids: Sequence[str]
+                                 ) -> dict[str, SessionSummary]: ...
+
+
+@runtime_checkable
+class KeepsCatalog(ListsSummaries, Protocol):
+    """The backend keeps a summary of each session (see the module's docstring).
+
+    A backend that declares it also accepts ``owner=`` in
+    :meth:`~chathistory.capabilities.PrunesSessions.delete_sessions_before`.
+    """
 
     def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
                        title: str | Unchanged | None = UNCHANGED,
@@ -199,13 +219,6 @@ class KeepsCatalog(Protocol):
         For copies and imports, so that a migrated session keeps its age. The
         count is the store's own and is not taken from the summary.
         """
-
-    async def alist_summaries(self, *, owner: str | None = None, newest_first: bool = True,
-                              where: Mapping[str, MetadataValue] | None = None,
-                              limit: int = 20, cursor: str | None = None) -> SummaryPage: ...
-
-    async def asession_summaries(self, session_ids: Sequence[str]
-                                 ) -> dict[str, SessionSummary]: ...
 
     async def aupdate_session(self, session_id: str, *,
                               owner: str | Unchanged | None = UNCHANGED,
@@ -312,6 +325,12 @@ def require_catalog(backend: object, what: str = "keep a session catalog") -> Ke
     return backend
 
 
+def _require_summaries(backend: object) -> ListsSummaries:
+    if isinstance(backend, ListsSummaries):
+        return backend
+    return require_catalog(backend, "list conversations")
+
+
 def list_conversations(backend: object, *, owner: str | None = None, newest_first: bool = True,
                        where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
                        cursor: str | None = None) -> SummaryPage:
@@ -328,7 +347,7 @@ def list_conversations(backend: object, *, owner: str | None = None, newest_firs
         CapabilityMissingError: the backend keeps no catalog.
         ValueError: a bad limit, filter or cursor.
     """
-    return require_catalog(backend, "list conversations").list_summaries(
+    return _require_summaries(backend).list_summaries(
         owner=owner, newest_first=newest_first, where=where, limit=limit, cursor=cursor)
 
 
@@ -337,7 +356,7 @@ async def alist_conversations(backend: object, *, owner: str | None = None,
                               where: Mapping[str, MetadataValue] | None = None,
                               limit: int = 20, cursor: str | None = None) -> SummaryPage:
     """Async :func:`list_conversations`."""
-    return await require_catalog(backend, "list conversations").alist_summaries(
+    return await _require_summaries(backend).alist_summaries(
         owner=owner, newest_first=newest_first, where=where, limit=limit, cursor=cursor)
 
 
