@@ -96,6 +96,8 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
+            if not dry_run:
+                ensure_collection(store)  # a file of an earlier release is upgraded first
             counted = erase(store, dry_run=True, **target)
             receipt = counted
             if not dry_run and counted.sessions:
