@@ -191,7 +191,9 @@ def test_add_upserts_whole_documents_and_generates_ids(emu: RocksetEmulator, rs:
 
     second = rs.Documents.add_documents(collection="chat", data=[{"_id": "s1", "c": 3}])
     assert second.last_offset == "f1:0:0:0:2"
-    assert emu.documents("commons", "chat") == {
+    stored = emu.documents("commons", "chat")
+    assert all(isinstance(document.pop("_event_time"), str) for document in stored.values())
+    assert stored == {
         "s1": {"_id": "s1", "c": 3},
         generated: {"_id": generated, "x": True},
     }
@@ -226,7 +228,9 @@ def test_patch_add_replace_remove(emu: RocksetEmulator, rs: Any) -> None:
         ],
     )
     assert [s.status for s in response.data] == ["PATCHED"]
-    assert emu.documents("commons", "chat")["s1"] == {
+    patched = emu.documents("commons", "chat")["s1"]
+    assert patched.pop("_event_time")  # the add's, untouched by the patch
+    assert patched == {
         "_id": "s1",
         "messages": [{"n": 0}, {"n": 1}, {"n": 2}],
         "title": "new",
@@ -445,6 +449,80 @@ def test_sql_many_sessions_in_one_query(chat: Any) -> None:
                     {"s": "s3"}]
     assert sql(chat, 'SELECT _id AS "s", messages AS "r" FROM commons.chat WHERE _id IN (:a)',
                a="s1") == rows[:1]
+
+
+def test_documents_carry_their_event_time_given_or_stamped_at_ingest(emu: RocksetEmulator,
+                                                                     chat: Any) -> None:
+    given = "2020-01-02T03:04:05.000006Z"
+    chat.Documents.add_documents(collection="chat", data=[{"_id": "old", "_event_time": given}])
+    chat.Documents.patch_documents(collection="chat", data=[PatchDocument(
+        id="old", patch=[PatchOperation(op="ADD", path="/x", value={"n": 1})])])
+    stamped = emu.documents("commons", "chat")["s1"]["_event_time"]
+    assert emu.documents("commons", "chat")["old"] == {"_id": "old", "_event_time": given,
+                                                       "x": {"n": 1}}
+    assert len(stamped) == len(given) and stamped.endswith("Z") and stamped > given
+    with pytest.raises(rs_exc.BadRequestException) as exc:
+        chat.Documents.add_documents(collection="chat", data=[{"_id": "x", "_event_time": 5}])
+    assert "_event_time" in error_of(exc)["message"]
+
+
+SUMMARIES = (
+    'SELECT _id AS "s", ARRAY_LENGTH("messages") AS "n", "written" AS "w", _event_time AS "c" '
+    'FROM "commons"."chat" WHERE ARRAY_LENGTH("messages") > 0 {keyset}'
+    "ORDER BY COALESCE(\"written\", '') {order}, _id {order} LIMIT {limit}"
+)
+KEYSET = ("AND (COALESCE(\"written\", '') {op} :k OR (COALESCE(\"written\", '') = :k "
+          "AND _id {op} :after)) ")
+
+
+def summaries(chat: Any, *, newest_first: bool, limit: int,
+              position: tuple[str, str] | None = None) -> list[str]:
+    order, op = ("DESC", "<") if newest_first else ("ASC", ">")
+    keyset = "" if position is None else KEYSET.format(op=op)
+    query = SUMMARIES.format(keyset=keyset, order=order, limit=limit)
+    values = {} if position is None else {"k": position[0], "after": position[1]}
+    return [row["s"] for row in sql(chat, query, **values)]
+
+
+def test_sql_summaries_are_keyset_pages_by_write_time_then_id(chat: Any) -> None:
+    chat.Documents.add_documents(collection="chat", data=[
+        {"_id": "a", "messages": [1], "written": "t2",
+         "_event_time": "2020-01-01T00:00:00.000000Z"},
+        {"_id": "b", "messages": [1, 2], "written": "t2"},
+        {"_id": "c", "messages": [1], "written": "t9"},
+        {"_id": "d", "messages": []},  # empty: not listed
+    ])  # s1 (three messages) has no write time: it sorts as ''
+    assert summaries(chat, newest_first=True, limit=10) == ["c", "b", "a", "s1"]
+    assert summaries(chat, newest_first=False, limit=10) == ["s1", "a", "b", "c"]
+    assert summaries(chat, newest_first=True, limit=2) == ["c", "b"]
+    assert summaries(chat, newest_first=True, limit=10, position=("t2", "b")) == ["a", "s1"]
+    assert summaries(chat, newest_first=False, limit=1, position=("t2", "a")) == ["b"]
+    assert summaries(chat, newest_first=False, limit=10, position=("", "s1")) == ["a", "b", "c"]
+    row = sql(chat, SUMMARIES.format(keyset="", order="ASC", limit=2))[1]
+    assert row == {"s": "a", "n": 1, "w": "t2", "c": "2020-01-01T00:00:00.000000Z"}
+    named = ('SELECT _id AS "s", ARRAY_LENGTH("messages") AS "n", "written" AS "w", '
+             '_event_time AS "c" FROM "commons"."chat" WHERE _id IN (:x, :y, :z)')
+    assert sql(chat, named, x="d", y="a", z="nobody") == [row, {"s": "d", "n": 0, "c": ANY_TIME}]
+
+
+class _AnyTime:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and other.endswith("Z") and len(other) == 27
+
+
+ANY_TIME: Any = _AnyTime()
+
+
+@pytest.mark.parametrize("query", [
+    SUMMARIES.format(keyset=KEYSET.format(op=">"), order="DESC", limit=3),  # > with DESC
+    SUMMARIES.format(keyset="", order="DESC", limit=3).replace("_id DESC", "_id ASC"),
+    SUMMARIES.format(keyset="", order="ASC", limit=3).replace("COALESCE(\"written\"",
+                                                              "COALESCE(\"other\""),
+])
+def test_sql_summaries_refuse_mixed_shapes(chat: Any, query: str) -> None:
+    with pytest.raises(rs_exc.BadRequestException) as exc:
+        sql(chat, query, k="", after="")
+    assert "Unsupported SQL" in error_of(exc)["message"]
 
 
 @pytest.mark.parametrize("query", [
@@ -833,7 +911,9 @@ def test_langchain_history_round_trip(emu: RocksetEmulator) -> None:
 
     history.clear()
     assert history.messages == []
-    assert emu.documents("commons", "lc")["s1"] == {"_id": "s1", "messages": []}
+    cleared = emu.documents("commons", "lc")["s1"]
+    assert cleared.pop("_event_time")
+    assert cleared == {"_id": "s1", "messages": []}
 
 
 def test_langchain_history_sync_with_visibility_delay() -> None:

@@ -6,6 +6,7 @@ and a raw body into a status and a JSON object, raising nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -19,7 +20,7 @@ from urllib.parse import unquote
 from . import sql
 from .errors import ApiError, CollectionNotFound, error_body, invalid_input, query_error
 from .patch import InvalidPatch, Operation, parse_operation
-from .state import Store, WriteResult
+from .state import EVENT_TIME_FORMAT, Store, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,21 @@ def _add(store: Store, args: Mapping[str, str], body: bytes) -> dict[str, Any]:
             raise invalid_input("Each document in 'data' must be a JSON object")
         if "_id" in document and (not isinstance(document["_id"], str) or not document["_id"]):
             raise invalid_input("A document's '_id' must be a non-empty string")
+        if "_event_time" in document:
+            _check_event_time(document["_event_time"])
     return _write_response(store.add_documents(args["ws"], args["c"], documents))
+
+
+def _check_event_time(value: Any) -> None:
+    """Rockset also takes other forms (microseconds, other offsets); the emulator only this one."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        dt.datetime.strptime(value, EVENT_TIME_FORMAT)
+    except ValueError:
+        raise invalid_input(
+            "The emulator takes a document's '_event_time' only as UTC ISO 8601 text with "
+            f"microseconds ('2024-01-31T12:00:00.000000Z'), not {value!r:.40}") from None
 
 
 def _patch(store: Store, args: Mapping[str, str], body: bytes) -> dict[str, Any]:

@@ -108,6 +108,21 @@ _SHAPES: dict[str, str] = {
         "SELECT ARRAY_LENGTH ( {ident:field} ) AS {ident:count_alias} ,"
         " {ident:time} AS {ident:time_alias} " + _BY_ID
     ),
+    # A keyset page of sessions by last-write time (missing: ''), then _id, either way.
+    "summaries": (
+        "SELECT {id} AS {ident:id_alias} , ARRAY_LENGTH ( {ident:field} ) AS {ident:count_alias} ,"
+        " {ident:time} AS {ident:time_alias} , {ident:created} AS {ident:created_alias}"
+        " FROM {table} WHERE ARRAY_LENGTH ( {ident:field2} ) > 0"
+        " [AND ( COALESCE ( {ident:time2} , '' ) {cmp:op} {param:key} OR"
+        " ( COALESCE ( {ident:time3} , '' ) = {param:key2} AND {id} {cmp:op2} {param:after} ) )]"
+        " ORDER BY COALESCE ( {ident:time4} , '' ) {dir:dir} , {id} {dir:dir2} LIMIT {int:limit}"
+    ),
+    # The same columns for the sessions named.
+    "summaries_of": (
+        "SELECT {id} AS {ident:id_alias} , ARRAY_LENGTH ( {ident:field} ) AS {ident:count_alias} ,"
+        " {ident:time} AS {ident:time_alias} , {ident:created} AS {ident:created_alias}"
+        " FROM {table} WHERE {id} IN ( {params:ids} )"
+    ),
     # Many sessions' fields in one query.
     "many": (
         "SELECT {id} AS {ident:id_alias} , {ident:field} AS {ident:alias} FROM {table}"
@@ -127,7 +142,11 @@ SUPPORTED_SHAPES = (
     "SELECT _id AS a, ARRAY_LENGTH(field) AS b, field2 AS c FROM ws.coll "
     "WHERE _id > :p AND ARRAY_LENGTH(field) > 0 ORDER BY _id LIMIT n; "
     "SELECT ARRAY_LENGTH(field) AS a, field2 AS b FROM ws.coll WHERE _id = :p; "
-    "SELECT _id AS a, field AS b FROM ws.coll WHERE _id IN (:p1, :p2, ...)"
+    "SELECT _id AS a, field AS b FROM ws.coll WHERE _id IN (:p1, :p2, ...); "
+    "SELECT _id AS a, ARRAY_LENGTH(field) AS b, time AS c, _event_time AS d FROM ws.coll "
+    "WHERE ARRAY_LENGTH(field) > 0 [AND (COALESCE(time, '') < :k OR (COALESCE(time, '') = :k "
+    "AND _id < :p))] ORDER BY COALESCE(time, '') DESC, _id DESC LIMIT n (or >, ASC); "
+    "the same select list FROM ws.coll WHERE _id IN (:p1, :p2, ...)"
 )
 
 
@@ -242,6 +261,12 @@ def _match(elements: list[_Element], tokens: Sequence[Token]) -> tuple[dict[str,
             ok = value is not None
         elif kind == "param":
             ok, value = token.kind == "param", token.text
+        elif kind == "cmp":
+            ok = token.kind == "punct" and token.text in ("<", ">")
+            value = token.text
+        elif kind == "dir":
+            ok = token.kind == "word" and token.text.upper() in ("ASC", "DESC")
+            value = token.text.upper() if ok else None
         elif kind == "int":
             ok = token.kind == "number" and token.text.isdigit()
             value = int(token.text) if ok else None
@@ -269,7 +294,9 @@ class Statement:
     @property
     def parameters(self) -> tuple[str, ...]:
         single = tuple(
-            self.slots[name] for name in ("session", "value", "n", "after") if name in self.slots
+            self.slots[name]
+            for name in ("session", "value", "n", "after", "key", "key2")
+            if name in self.slots
         )
         return single + tuple(self.slots.get("ids", ()))
 
@@ -313,6 +340,8 @@ def _statement(kind: str, captures: dict[str, Any]) -> Statement:
             "Unsupported SQL for the Rockset emulator: "
             "the selected and the filtered ARRAY_LENGTH must name the same field"
         )
+    if kind == "summaries":
+        _check_summaries(captures)
     aliases = [value for name, value in captures.items() if name.endswith("alias")]
     if len(set(aliases)) != len(aliases):
         raise query_error(f"Duplicate column aliases in the select list: {aliases}")
@@ -321,6 +350,25 @@ def _statement(kind: str, captures: dict[str, Any]) -> Statement:
             f"Unknown identifier '{captures['path'][0]}': the UNNEST alias is '{captures['alias']}'"
         )
     return Statement(kind, workspace, collection, captures)
+
+
+def _check_summaries(captures: Mapping[str, Any]) -> None:
+    """One field, one key and one direction throughout: the shapes the emulator can answer."""
+    same = [
+        ("field", "field2"), ("time", "time2"), ("time", "time3"), ("time", "time4"),
+        ("key", "key2"), ("op", "op2"), ("dir", "dir2"),
+    ]
+    for first, second in same:
+        if second in captures and captures[first] != captures[second]:
+            raise query_error(
+                "Unsupported SQL for the Rockset emulator: a page of summaries names one field, "
+                "one key parameter, one comparison and one direction throughout"
+            )
+    if "op" in captures and (captures["op"] == "<") != (captures["dir"] == "DESC"):
+        raise query_error(
+            "Unsupported SQL for the Rockset emulator: a keyset page compares with '<' when "
+            "it orders DESC and with '>' when it orders ASC"
+        )
 
 
 # ---- parameters ----------------------------------------------------------------------------
@@ -384,6 +432,12 @@ def execute(
         return _page(slots, params[slots["after"]], documents)
     if kind == "many":
         return _many(slots, [params[name] for name in slots["ids"]], documents)
+    if kind == "summaries":
+        return _summaries(slots, params, documents)
+    if kind == "summaries_of":
+        wanted = {params[name] for name in slots["ids"] if isinstance(params[name], str)}
+        return [_summary_row(slots, doc_id, documents[doc_id])
+                for doc_id in sorted(wanted & documents.keys())]
     session = params[slots["session"]]
     document = documents.get(session) if isinstance(session, str) else None
     if document is None:
@@ -442,6 +496,39 @@ def _page(slots: Mapping[str, Any], after: Any, documents: Mapping[str, dict[str
                                        (slots["time_alias"], slots["time"], False))))
         rows.append(row)
     return rows
+
+
+def _summary_row(slots: Mapping[str, Any], doc_id: str, document: Mapping[str, Any]
+                 ) -> dict[str, Any]:
+    row = {slots["id_alias"]: doc_id}
+    row.update(_columns(document, ((slots["count_alias"], slots["field"], True),
+                                   (slots["time_alias"], slots["time"], False),
+                                   (slots["created_alias"], slots["created"], False))))
+    return row
+
+
+def _summaries(slots: Mapping[str, Any], params: Mapping[str, Any],
+               documents: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Documents with records, ordered by (COALESCE(time, ''), _id), after the keyset if given."""
+
+    def key(doc_id: str) -> tuple[str, str]:
+        written = documents[doc_id].get(slots["time"])
+        if written is not None and not isinstance(written, str):
+            raise query_error(f"COALESCE({slots['time']}, '') compares strings; "
+                              f"document {doc_id!r} holds a {type(written).__name__}")
+        return (written or "", doc_id)
+
+    newest_first = slots["dir"] == "DESC"
+    keys = {doc_id: key(doc_id) for doc_id in documents
+            if _array(documents[doc_id].get(slots["field"]), "ARRAY_LENGTH")}
+    if "key" in slots:
+        position = (params[slots["key"]], params[slots["after"]])
+        if not all(isinstance(value, str) for value in position):
+            raise query_error("a keyset page compares strings; its parameters are not")
+        keys = {doc_id: value for doc_id, value in keys.items()
+                if (value < position if newest_first else value > position)}
+    ordered = sorted(keys, key=keys.__getitem__, reverse=newest_first)[: slots["limit"]]
+    return [_summary_row(slots, doc_id, documents[doc_id]) for doc_id in ordered]
 
 
 def _many(slots: Mapping[str, Any], ids: Sequence[Any], documents: Mapping[str, dict[str, Any]]

@@ -38,6 +38,14 @@ Doc = dict[str, Any]
 T = TypeVar("T")
 
 
+EVENT_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""How a document's ``_event_time`` reads in query results: UTC, microseconds."""
+
+
+def event_time() -> str:
+    return dt.datetime.now(dt.UTC).strftime(EVENT_TIME_FORMAT)
+
+
 def offset_string(seq: int) -> str:
     return f"f1:0:0:0:{seq}"
 
@@ -199,6 +207,8 @@ class Store:
             changes: list[tuple[str, Doc | None]] = []
             for document in documents:
                 doc_id = document.setdefault("_id", str(uuid.uuid4()))
+                # Rockset stamps each added document with its ingest time unless given one.
+                document.setdefault("_event_time", event_time())
                 collection.latest[doc_id] = document
                 changes.append((doc_id, document))
                 statuses.append(_status(name, doc_id, "ADDED"))
