@@ -46,8 +46,13 @@ def _input_counts(signature: inspect.Signature, instance: object, args: tuple[An
 def _named(method: Callable[..., Any], steps: Callable[..., Any], name: str) -> None:
     """Give a bound method the operation's name and docstring (cheaply: it is bound per call)."""
     method.__name__ = name
-    method.__qualname__ = f"{steps.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
+    method.__qualname__ = _qualified(steps, name)
     method.__doc__ = steps.__doc__
+
+
+@functools.cache
+def _qualified(steps: Callable[..., Any], name: str) -> str:
+    return f"{steps.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
 
 
 class OperationMethod(Generic[P, T]):

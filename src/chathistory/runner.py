@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
@@ -42,7 +43,9 @@ class _Tracing:
 
     Without it nothing is imported. With it but no tracer provider set (or a
     no-op one), an operation makes no span at all. A provider, once set, is
-    final (OpenTelemetry refuses to replace it), so it is looked up only until then.
+    final (OpenTelemetry refuses to replace it), so it is looked up only until
+    then: when a runner is made, and at most once a second in between (the
+    lookup reads the environment, a microsecond an operation need not pay).
     """
 
     def __init__(self) -> None:
@@ -50,6 +53,7 @@ class _Tracing:
         self.trace: Any = None
         self._final = False
         self._tracer: Any = None
+        self._next_lookup = 0.0
 
     def load(self) -> bool:
         if not self.loaded:
@@ -60,12 +64,17 @@ class _Tracing:
             else:
                 self.trace = trace
             self.loaded = True
+        self._next_lookup = 0.0  # a new runner looks the provider up on its first call
         return self.trace is not None
 
     def tracer(self) -> Any:
         """The tracer of the provider set, or None while none is (or a no-op one is)."""
         if self._final:
             return self._tracer
+        now = time.monotonic()
+        if now < self._next_lookup:
+            return None
+        self._next_lookup = now + 1.0
         provider = self.trace.get_tracer_provider()
         if isinstance(provider, self.trace.ProxyTracerProvider):
             return None  # none set yet
