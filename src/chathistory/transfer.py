@@ -10,8 +10,9 @@ writing a chunk of sessions it reads what the target already holds of them,
 and appends only what is missing after it. A session whose stored records are
 not the start of the source's is left alone and reported as a mismatch.
 
-Where both sides keep a session catalog (:class:`~chathistory.catalog.KeepsCatalog`),
-each session's owner, title, metadata and both times travel too, after its
+Where both sides keep a session catalog (:class:`~chathistory.catalog.KeepsCatalog`;
+a source that only lists summaries, :class:`~chathistory.catalog.ListsSummaries`,
+will do), each session's owner, title, metadata and both times travel too, after its
 records, so a migrated session keeps its age (``prune`` sees the source's
 ``updated_at``, not the day of the copy). An export writes them as a line of
 their own, ``{"session_id": "...", "summary": {...}}``, before the session's
@@ -37,7 +38,7 @@ from chathistory.capabilities import (
     ListsSessions,
     SessionInfo,
 )
-from chathistory.catalog import KeepsCatalog, SessionSummary
+from chathistory.catalog import KeepsCatalog, ListsSummaries, SessionSummary
 from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
 from chathistory.history import check_session_id
 from chathistory.records import decode_record, encode_record, to_message, to_messages
@@ -199,7 +200,8 @@ def _copy_path(source: Backend, target: Backend) -> tuple[Read, Write, bool]:
 
 
 def _summaries(backend: Backend, session_ids: Sequence[str]) -> dict[str, SessionSummary]:
-    if isinstance(backend, KeepsCatalog):
+    # A read-only listing (Rockset's) has times to carry too, so a copy keeps their age.
+    if isinstance(backend, ListsSummaries):
         return backend.session_summaries(session_ids)
     return {}
 
