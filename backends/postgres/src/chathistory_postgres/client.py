@@ -1,10 +1,8 @@
 """The driver of the core's runner: psycopg_pool's pools, or the application's connections.
 
-One ``ConnectionPool``, and one ``AsyncConnectionPool`` per event loop (the core's
-policy), of autocommit connections. The async pools have a fixed size: a task of
-psycopg_pool opening a connection can swallow the cancellation ``asyncio.run``
-sends at a loop's end, which then hangs. A request is a statement and its
-parameters (the reply: its rows), or a :class:`Copy` of rows into the table.
+One ``ConnectionPool``, and one fixed-size ``AsyncConnectionPool`` per event loop (the
+core's policy), of autocommit connections. A request is a statement and its parameters
+(the reply: its rows), or a :class:`Copy` of rows into the table.
 """
 
 from __future__ import annotations
@@ -34,9 +32,8 @@ AsyncConnection = psycopg.AsyncConnection[Any]
 AsyncSource = AsyncConnectionPool[Any] | AsyncConnection
 
 RECONNECT_TIMEOUT = 1.0
-"""Seconds a pool's reconnection lasts: two tries, 1 s apart, then ``reconnect_failed``
-starts a new one at once if calls wait (psycopg_pool's own backoff, 1, 2, 4 s..., came
-back 4 s late after a 3 s outage)."""
+"""A pool's reconnection: two tries 1 s apart, then ``reconnect_failed`` starts another if
+calls wait (with psycopg_pool's backoff, 1, 2, 4 s, a pool came back 4 s late)."""
 
 ACTIONS = {"create_collection": "create the table", "append": "append",
            "append_many": "append", "append_many_text": "append", "clear": "clear",
@@ -66,23 +63,27 @@ def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
     closed one is given back (the pool replaces it) and the next taken at once. (After
     a failed ``check`` callback psycopg_pool sleeps 1, 2, 4 s: under connection churn,
     calls waited out the pool's timeout.) Nothing was sent: even an append is safe."""
+    connection: Connection = pool.getconn(timeout)
     deadline = time.monotonic() + timeout
-    while True:
-        connection: Connection = pool.getconn(max(0.0, deadline - time.monotonic()))
-        if not _closed_by_server(connection):
-            return connection
+    while _closed_by_server(connection):
         connection.close()
         pool.putconn(connection)
+        connection = pool.getconn(max(0.0, deadline - time.monotonic()))
+    return connection
 
 
 async def _agetconn(pool: AsyncConnectionPool[Any], timeout: float) -> AsyncConnection:
+    connection: AsyncConnection = await pool.getconn(timeout)
     deadline = time.monotonic() + timeout
-    while True:
-        connection: AsyncConnection = await pool.getconn(max(0.0, deadline - time.monotonic()))
-        if not _closed_by_server(connection):
-            return connection
+    while _closed_by_server(connection):
         await connection.close()
         await pool.putconn(connection)
+        connection = await pool.getconn(max(0.0, deadline - time.monotonic()))
+    return connection
+
+
+def _has_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    return cursor.pgresult is not None and cursor.pgresult.status == psycopg.pq.ExecStatus.TUPLES_OK
 
 
 def _regrow(pool: ConnectionPool[Any]) -> None:
@@ -192,7 +193,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             return []
         query, params = request  # those with parameters are the hot ones, prepared
         cursor = connection.execute(query, params, prepare=self.prepare and bool(params))
-        return cursor.fetchall() if cursor.description is not None else []
+        return cursor.fetchall() if _has_rows(cursor) else []
 
     def _open_pool(self) -> ConnectionPool[Any]:
         with self._pool_lock:
@@ -273,7 +274,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             return []
         query, params = request
         cursor = await connection.execute(query, params, prepare=self.prepare and bool(params))
-        return await cursor.fetchall() if cursor.description is not None else []
+        return await cursor.fetchall() if _has_rows(cursor) else []
 
     async def close_pool(self, pool: AsyncSource) -> None:
         if pool is not self.config.async_pool and pool is not self.config.async_connection:

@@ -26,11 +26,10 @@ from chathistory import (
 
 __all__ = ["ConnectFailed", "connect_error", "is_transient", "translate"]
 
-# An error reply to the statement, and the server rolled its transaction back.
-_ROLLED_BACK = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+# An error reply, the transaction rolled back: serialization_failure, deadlock_detected.
+_ROLLED_BACK = frozenset({"40001", "40P01"})
 _POOL_ERRORS = (PoolTimeout, PoolClosed, TooManyRequests)
-# What a refused login looks like in libpq's message: at connect time psycopg
-# gives no SQLSTATE, only the server's FATAL text.
+# A refused login in libpq's message: at connect time there is no SQLSTATE, only text.
 _REFUSED_LOGIN = re.compile(
     r"authentication failed|role \".*\" does not exist|no pg_hba\.conf entry|"
     r"permission denied|password is required|no password supplied", re.IGNORECASE)
