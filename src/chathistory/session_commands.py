@@ -148,7 +148,6 @@ def _list_catalog(store: Backend, owner: str | None, newest_first: bool,
                   where: dict[str, Any], limit: int | None, cursor: str | None,
                   as_json: bool) -> int:
     """Print the catalog's listing (all pages, or ``limit`` rows); return the rows shown."""
-    require_catalog(store, "list sessions by owner, time or metadata")
     shown = 0
     while True:
         page_size = 100 if limit is None else min(100, limit - shown)
