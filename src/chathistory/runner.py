@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Generic, TypeVar
 
 from chathistory.driver import AsyncConn, AsyncPool, Call, Conn, Driver, Operation
@@ -85,6 +85,7 @@ class _Tracing:
 
 
 _tracing = _Tracing()
+_NO_SPAN: AbstractContextManager[None] = nullcontext()
 
 
 def _advance(operation: Operation[Any], reply: Any = None, error: Exception | None = None
@@ -219,30 +220,30 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         """
         call = self.call(operation, write, transaction)
         tracer = _tracing.tracer() if self._otel else None
-        if tracer is None:
-            return await self._arun(call, steps)
-        if counts is not None:
+        if tracer is not None and counts is not None:
             sessions, records = counts()
-        with self._span(tracer, call, sessions, records) as span:
-            result = await self._arun(call, steps)
-            _count_result(span, result, sessions, records)
+        # One body for both (an awaited helper coroutine would cost a frame per call).
+        with (_NO_SPAN if tracer is None
+              else self._span(tracer, call, sessions, records)) as span:
+            if not self.driver.native_async:
+                result = await asyncio.to_thread(self._run, call, steps)
+            else:
+                try:
+                    result = await self._aonce(call, steps)
+                except Exception as error:
+                    result = await aretry_after(error, lambda: self._aonce(call, steps),
+                                                **self._policy(call))
+            if span is not None:
+                _count_result(span, result, sessions, records)
             return result
-
-    async def _arun(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
-        if not self.driver.native_async:
-            return await asyncio.to_thread(self._run, call, steps)
-        try:
-            return await self._aonce(call, steps)
-        except Exception as error:
-            return await aretry_after(error, lambda: self._aonce(call, steps),
-                                      **self._policy(call))
 
     async def _aonce(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         operation = steps()
         done, value = _advance(operation)
         if done:
             return value  # type: ignore[no-any-return]
-        pool = await self.pool()
+        held = self._pools.get(asyncio.get_running_loop())
+        pool = held[0] if held is not None else await self.pool()
         asend = self.driver.asend
         async with self.driver.async_connection(pool, call) as connection:
             while not done:
