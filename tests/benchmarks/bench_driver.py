@@ -17,7 +17,7 @@ and an append of 2 messages:
   same driver through the runner.
 
 Every figure is the median over rounds of the mean time per call; in each
-round the contenders take turns, ten slices of calls each, in this one process.
+round the contenders take turns, thirty slices of calls each, in this one process.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from chathistory.records import decode_record, encode_record
 RECORDS = [{"type": "human", "data": {"content": f"message {n} of a benchmark session",
                                       "type": "human"}} for n in range(10)]
 PAIR = RECORDS[:2]
-SLICES = 10
+SLICES = 30
 
 
 def mean_time(call: Callable[[int], object], calls: int) -> float:
