@@ -16,8 +16,9 @@ and an append of 2 messages:
   async), and a native async driver (aiosqlite) called directly against the
   same driver through the runner.
 
-Every figure is the median over rounds of the mean time per call; in each
-round the contenders take turns, thirty slices of calls each, in this one process.
+In each round the contenders take turns, thirty slices of calls each; every
+figure is the median, over all slices of all rounds, of a slice's mean time
+per call, all in this one process.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class AioNotes(BaseBackend):
     aappend_op = _append.async_twin
 
 
-def one_round(directory: Path, number: int, calls: int) -> dict[str, float]:
+def one_round(directory: Path, number: int, calls: int) -> dict[str, list[float]]:
     path = str(directory / f"bench-{number}.sqlite3")
     backend = SqliteBackend(SqliteBackend.Config(path=path))
     backend.create_collection()
@@ -190,15 +191,15 @@ def one_round(directory: Path, number: int, calls: int) -> dict[str, float]:
     if number % 2:
         order.reverse()
     # In slices, taken in turn: a burst of load on the shared machine falls on all alike.
-    results = dict.fromkeys(sync, 0.0)
+    results: dict[str, list[float]] = {name: [] for name in sync}
     for _ in range(SLICES):
         for name, call in order:
-            results[name] += mean_time(call, max(calls // SLICES, 1)) / SLICES
+            results[name].append(mean_time(call, max(calls // SLICES, 1)))
 
     notes = AioNotes(path)
     acalls = max(calls // 3, 1)
 
-    async def asynchronous() -> dict[str, float]:
+    async def asynchronous() -> dict[str, list[float]]:
         assert notes.runner is not None
         pool = await notes.runner.pool()
 
@@ -233,10 +234,10 @@ def one_round(directory: Path, number: int, calls: int) -> dict[str, float]:
         items = list(contenders.items())
         if number % 2:
             items.reverse()
-        timed = dict.fromkeys(contenders, 0.0)
+        timed: dict[str, list[float]] = {name: [] for name in contenders}
         for _ in range(SLICES):
             for name, call in items:
-                timed[name] += await amean_time(call, max(acalls // SLICES, 1)) / SLICES
+                timed[name].append(await amean_time(call, max(acalls // SLICES, 1)))
         await notes.aclose()
         return timed
 
@@ -255,9 +256,11 @@ def main() -> None:
         rounds = [one_round(Path(name), n, arguments.calls) for n in range(arguments.rounds)]
 
     def median(key: str) -> float:
-        return statistics.median(row[key] for row in rounds)
+        # Over every slice of every round: a burst of load spoils a few slices, not the figure.
+        return statistics.median(time for row in rounds for time in row[key])
 
-    print(f"per call, median of {arguments.rounds} rounds ({arguments.calls} sync calls each)")
+    print(f"per call: median over {arguments.rounds} rounds x {SLICES} slices "
+          f"({arguments.calls} sync calls a round)")
     for name in rounds[0]:
         print(f"  {name:24} {median(name) * 1e6:9.1f} us")
     print("ratios")
