@@ -284,6 +284,9 @@ def test_data_layout_is_one_document_per_session(make_backend: Callable[..., Roc
     backend.append("bob", numbered_records(1))
     documents = emu.documents("layout", backend.config.collection)
     written = {session: document.pop("last_write") for session, document in documents.items()}
+    created = {session: document.pop("_event_time") for session, document in documents.items()}
+    assert created["bob"] == written["bob"]  # made by its first append, at that time
+    assert created["alice"] < written["alice"]
     assert documents == {
         "alice": {"_id": "alice", "turns": numbered_records(2) + numbered_records(1, prefix="x")},
         "bob": {"_id": "bob", "turns": numbered_records(1)},
@@ -291,8 +294,9 @@ def test_data_layout_is_one_document_per_session(make_backend: Callable[..., Roc
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", time)
                for time in written.values())  # the write time: UTC, fixed width
     backend.clear("alice")
-    assert emu.documents("layout", backend.config.collection)["alice"] == {"_id": "alice",
-                                                                         "turns": []}
+    cleared = emu.documents("layout", backend.config.collection)["alice"]
+    assert cleared.pop("_event_time") > created["alice"]  # Rockset stamps the new document
+    assert cleared == {"_id": "alice", "turns": []}
 
 
 def test_first_appends_of_one_session_from_many_threads(make_backend: Callable[..., Any]

@@ -46,8 +46,10 @@ def theirs(emu: RocksetEmulator, backend: RocksetBackend, session_id: str
 
 def test_rockset_declares_listing_write_times_and_bulk_reads_only(make_backend: MakeBackend
                                                                   ) -> None:
-    # No bulk writes (a write request is answered per document) and no pruning (see the docs).
-    assert capabilities_of(make_backend()) == {"list_sessions", "last_write", "fetch_many"}
+    # No bulk writes (a write request is answered per document), no pruning and no catalog
+    # writes (owners, titles, metadata): the catalog's read side only (see the docs).
+    assert capabilities_of(make_backend()) == {"list_sessions", "last_write", "fetch_many",
+                                               "summaries"}
 
 
 def test_a_page_of_sessions_is_one_query(emu: RocksetEmulator, make_backend: MakeBackend
@@ -70,7 +72,8 @@ def test_each_append_sets_the_write_time_in_the_same_request(
     backend.append("s", numbered_records(1, prefix="b"))  # patches it
     assert [method for method, _ in emu.requests] == ["PATCH"]
     document = emu.documents("commons", backend.config.collection)["s"]
-    assert set(document) == {"_id", "messages", "last_write"}
+    assert set(document) == {"_id", "messages", "last_write", "_event_time"}
+    assert document["_event_time"] < document["last_write"]  # set by the first append
     written = datetime.strptime(document["last_write"], "%Y-%m-%dT%H:%M:%S.%fZ")
     assert written.replace(tzinfo=UTC) == backend.last_write("s")
     assert before <= written.replace(tzinfo=UTC) <= datetime.now(UTC)
@@ -81,7 +84,7 @@ def test_the_write_time_field_is_an_option(emu: RocksetEmulator, make_backend: M
     backend = make_backend(last_write_key="updated_at")
     backend.append("s", numbered_records(2))
     assert set(emu.documents("commons", backend.config.collection)["s"]) == {
-        "_id", "messages", "updated_at"}
+        "_id", "messages", "updated_at", "_event_time"}
     (info,) = backend.list_sessions()
     assert info.messages == 2 and info.last_write == backend.last_write("s") is not None
     with pytest.raises(ConfigError, match="'last_write_key' must differ"):

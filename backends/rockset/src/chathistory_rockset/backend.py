@@ -4,7 +4,10 @@ One document per session: ``_id`` is the session id and the records are an
 array under ``messages_key``, exactly as ``RocksetChatMessageHistory`` keeps
 them, so either reads what the other wrote. Each append also sets the
 document's ``last_write_key`` field to the time of the write, a field that
-class neither reads nor needs. The ``rockset`` SDK is imported when a backend
+class neither reads nor needs; the append that creates a document gives it
+that time as its ``_event_time`` too. The session catalog is read-only here
+(``ListsSummaries``): summaries come from those fields, and Rockset keeps no
+owners, titles or metadata. The ``rockset`` SDK is imported when a backend
 is built, never when this module is imported.
 """
 
@@ -26,7 +29,16 @@ from chathistory import (
     encode_record,
 )
 from chathistory.capabilities import SessionInfo, check_page_limit
+from chathistory.catalog import (
+    MetadataValue,
+    SessionSummary,
+    SummaryPage,
+    check_where,
+    read_cursor,
+    write_cursor,
+)
 from chathistory.driver import Operation, Runner, operation
+from chathistory.errors import CapabilityMissingError
 from chathistory_rockset import errors
 from chathistory_rockset.client import Request, RocksetDriver, set_field
 from chathistory_rockset.config import RocksetConfig
@@ -35,7 +47,8 @@ from chathistory_rockset.errors import RocksetApiError, RocksetSyncTimeoutError
 __all__ = ["RocksetBackend"]
 
 _ALIAS = "records"
-_SESSION, _COUNT, _WRITTEN = "session", "count", "written"  # column aliases of session queries
+# column aliases of session queries
+_SESSION, _COUNT, _WRITTEN, _CREATED = "session", "count", "written", "created"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width: string order is time order
 MAX_IDS_PER_QUERY = 1000
 """fetch_many asks for at most this many sessions per query (one query for up to 1000)."""
@@ -131,6 +144,19 @@ class RocksetBackend(BaseBackend):
         )
         self._written_sql = (f'SELECT ARRAY_LENGTH({field}) AS "{_COUNT}", {written} AS '
                              f'"{_WRITTEN}" {where_session}')
+        summary_columns = (f'SELECT _id AS "{_SESSION}", ARRAY_LENGTH({field}) AS "{_COUNT}", '
+                           f'{written} AS "{_WRITTEN}", _event_time AS "{_CREATED}" '
+                           f"FROM {location} ")
+        # Sessions only RocksetChatMessageHistory wrote have no write time: they sort as ''.
+        key = f"COALESCE({written}, '')"
+        self._summaries_sql = {
+            newest_first: (summary_columns + f"WHERE ARRAY_LENGTH({field}) > 0 {{keyset}}"
+                           f"ORDER BY {key} {order}, _id {order} LIMIT {{limit}}")
+            for newest_first, order in ((True, "DESC"), (False, "ASC"))}
+        self._keyset_sql = {
+            newest_first: (f"AND ({key} {op} :key OR ({key} = :key AND _id {op} :after)) ")
+            for newest_first, op in ((True, "<"), (False, ">"))}
+        self._summaries_of_sql = summary_columns + "WHERE _id IN ({ids})"
         self._many_sql = (f'SELECT _id AS "{_SESSION}", {field} AS "{_ALIAS}" FROM {location} '
                           "WHERE _id IN ({ids})")
         # Documents this process is creating: one at a time, and a waiting
@@ -325,9 +351,10 @@ class RocksetBackend(BaseBackend):
                 offset, missing = yield from self._patch(append)
                 if not missing:
                     return offset
+            now = _now()  # its _event_time too: the session's creation is its first write
             response = yield self._documents("add_documents", [{
                 "_id": append.session_id, self.config.messages_key: append.batch,
-                self.config.last_write_key: _now()}])
+                self.config.last_write_key: now, "_event_time": now}])
             self._documents_created += 1
         # From here on the batch may be stored: a failed try is checked before a re-send.
         append.maybe_applied = True
@@ -506,7 +533,105 @@ class RocksetBackend(BaseBackend):
                     found[session_id] = records
         return {session_id: found[session_id] for session_id in wanted if session_id in found}
 
+    # ---- optional capability: ListsSummaries (the catalog's read side) -------------------
+
+    def _summary(self, row: Any) -> SessionSummary:
+        """A row of a summaries query: times from the document, no owner, title or metadata.
+
+        ``updated_at`` is the last write this backend made; ``created_at`` the
+        document's ``_event_time`` (set when its document was made: its first
+        append, or its last clear). A session only ``RocksetChatMessageHistory``
+        wrote has no write time: both are its ``_event_time``.
+        """
+        info = self._session_info(row, row.get(_SESSION))
+        created = row.get(_CREATED)
+        created_at = self._event_time(created) if created is not None else None
+        updated_at = info.last_write or created_at
+        if updated_at is None:
+            raise RocksetApiError(f"backend {self.name!r}: session {info.session_id!r} has "
+                                  "neither a write time nor an _event_time")
+        return SessionSummary(info.session_id, None, None, {}, created_at or updated_at,
+                              updated_at, info.messages or 0)
+
+    def _event_time(self, value: Any) -> datetime:
+        try:
+            return datetime.fromisoformat(value).astimezone(UTC)
+        except (TypeError, ValueError):
+            raise RocksetApiError(f"backend {self.name!r}: a document's _event_time is not a "
+                                  f"time ({value!r:.40})") from None
+
+    def _cannot_filter(self, owner: str | None, where: Mapping[str, MetadataValue]
+                       ) -> CapabilityMissingError:
+        asked = "an owner" if owner is not None else "metadata"
+        return CapabilityMissingError(
+            f"backend {self.name!r} cannot list sessions by {asked}: Rockset shut down in "
+            "2024 and this backend only reads what its collections hold, which has no owners, "
+            "titles or metadata. Copy the sessions to a backend that keeps a catalog "
+            f"(chathistory copy -b {self.name} -o collection={self.config.collection} ... "
+            "--to sqlite, or --to postgres) and list them there")
+
+    @operation()
+    def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> Operation[SummaryPage]:
+        """A page of the sessions holding records, by last write then id, with a cursor.
+
+        One query, keyset-paged on (write time, ``_id``): a session not written
+        during the listing appears exactly once. Owners, titles and metadata
+        are not kept in Rockset, so summaries carry ``None``, ``None`` and ``{}``.
+
+        Raises:
+            CapabilityMissingError: ``owner`` or ``where`` was given (see the message's
+                way out: copy to a backend that keeps a catalog).
+            ValueError: a bad limit, filter or cursor.
+            CollectionMissingError: the collection does not exist (nothing is created).
+        """
+        check_page_limit(limit)
+        wanted = check_where(where)
+        position = read_cursor(cursor, newest_first)
+        if owner is not None or wanted:
+            raise self._cannot_filter(owner, wanted)
+        values: dict[str, str | int] = {}
+        keyset = ""
+        if position is not None:
+            if len(position) != 2 or not all(isinstance(value, str) for value in position):
+                raise ValueError(f"not a listing cursor of backend {self.name!r}")
+            values = {"key": position[0], "after": position[1]}
+            keyset = self._keyset_sql[newest_first]
+        sql = self._summaries_sql[newest_first].format(keyset=keyset, limit=limit + 1)
+        rows = yield from self._rows(sql, **values)
+        summaries = [self._summary(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return SummaryPage(summaries, None)
+        last = rows[limit - 1]
+        return SummaryPage(summaries, write_cursor(
+            [last.get(_WRITTEN) or "", summaries[-1].session_id], newest_first))
+
+    @operation()
+    def session_summaries(self, session_ids: Sequence[str]
+                          ) -> Operation[dict[str, SessionSummary]]:
+        """The summaries of those of ``session_ids`` holding records: one query per 1000 ids.
+
+        Raises:
+            CollectionMissingError: the collection does not exist (nothing is created).
+        """
+        if isinstance(session_ids, str):
+            raise TypeError("session_ids must be a list of ids, not one str")
+        wanted = list(dict.fromkeys(session_ids))
+        found: dict[str, SessionSummary] = {}
+        for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
+            part = wanted[start:start + MAX_IDS_PER_QUERY]
+            values = {f"s{number}": session_id for number, session_id in enumerate(part)}
+            sql = self._summaries_of_sql.format(ids=", ".join(f":{name}" for name in values))
+            for row in (yield from self._rows(sql, **values)):
+                if row.get(_SESSION) in values.values() and row.get(_COUNT):
+                    summary = self._summary(row)
+                    found[summary.session_id] = summary
+        return {session_id: found[session_id] for session_id in wanted if session_id in found}
+
     afetch = fetch.async_twin
     alist_sessions = list_sessions.async_twin
     alast_write = last_write.async_twin
     afetch_many = fetch_many.async_twin
+    alist_summaries = list_summaries.async_twin
+    asession_summaries = session_summaries.async_twin
