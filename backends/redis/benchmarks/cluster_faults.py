@@ -25,12 +25,18 @@ append numbered batches of 2 messages to sessions of their own, through the
 * ``handover``: ``CLUSTER FAILOVER`` on a replica (a manual failover, which
   waits until the replica has every write of its primary).
 
+Each writer owns its sessions: it sets itself as their owner in the session
+catalog before its first append.
+
 Then every session is read back, and each batch counted by what its append
 returned: acknowledged (no error), ``ReplyLostError`` (Redis may or may not
 have stored it), or unavailable (not stored: the append was never run). The
 report says, per phase: batches written, acknowledged ones lost, batches stored
 twice, sessions whose batches are out of order, and where the lost-reply
-batches ended up.
+batches ended up. The catalog is then listed owner by owner, page after page:
+``catalog`` counts the sessions holding messages that are not listed under
+their owner, listed more than once, or listed with a count other than the
+messages they hold (each must be 0).
 
 What an acknowledged append survives: Redis replicates asynchronously, so a
 primary killed at once after acknowledging an append may not have passed it to
@@ -271,11 +277,18 @@ def _sessions(writer: str, count: int) -> list[str]:
     return [f"{writer}-s{number}" for number in range(count)]
 
 
+def own(backend: RedisBackend, writer: str, sessions: int) -> None:
+    """The writer's sessions are its own in the catalog (set before the faults begin)."""
+    for session in _sessions(writer, sessions):
+        backend.update_session(session, owner=writer)
+
+
 def sync_writer(run: Run, port: int, writer: str, sessions: int) -> None:
     client = redis.RedisCluster(host="127.0.0.1", port=port, socket_timeout=2,
                                 socket_connect_timeout=1)
     backend = RedisBackend.from_options(client=client, key_prefix="faults")
     try:
+        own(backend, writer, sessions)
         number = 0
         while not run.stop.is_set():
             for session in _sessions(writer, sessions):
@@ -310,6 +323,9 @@ def async_writers(run: Run, port: int, writers: list[str], sessions: int) -> Non
                                             socket_connect_timeout=1)
         backend = RedisBackend.from_options(async_client=client, key_prefix="faults")
         try:
+            for writer in writers:
+                for session in _sessions(writer, sessions):
+                    await backend.aupdate_session(session, owner=writer)
             await asyncio.gather(*(write(backend, writer) for writer in writers))
         finally:
             await client.aclose()
@@ -465,6 +481,37 @@ def read_back(port: int, sessions: list[str]) -> dict[str, list[int]]:
                 for session in sessions}
 
 
+def check_catalog(port: int, owners: list[str], stored: dict[str, list[int]]
+                  ) -> dict[str, int]:
+    """Each owner's listing, page after page, against the sessions' messages."""
+    listed: Counter[str] = Counter()
+    under: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    with redis.RedisCluster(host="127.0.0.1", port=port) as client:
+        backend = RedisBackend.from_options(client=client, key_prefix="faults")
+        for owner in owners:
+            cursor = None
+            while True:
+                page = backend.list_summaries(owner=owner, limit=3, cursor=cursor)
+                for summary in page.summaries:
+                    listed[summary.session_id] += 1
+                    under[summary.session_id] = owner
+                    counts[summary.session_id] = summary.messages
+                if page.cursor is None:
+                    break
+                cursor = page.cursor
+    held = {session: numbers for session, numbers in stored.items() if numbers}
+    return {
+        "sessions_with_messages": len(held),
+        "unlisted": sum(1 for session in held if session not in listed),
+        "listed_twice": sum(1 for times in listed.values() if times > 1),
+        "wrong_owner": sum(1 for session in held
+                           if session in under and not session.startswith(under[session] + "-")),
+        "count_mismatch": sum(1 for session, numbers in held.items()
+                              if session in counts and counts[session] != 2 * len(numbers)),
+    }
+
+
 @contextmanager
 def private_cluster() -> Iterator[Cluster]:
     if not (shutil.which("redis-server") and shutil.which("redis-cli")):
@@ -530,7 +577,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for thread in writers:
                 thread.join(60)
         events["seconds"] = round(time.monotonic() - started, 1)
-        result = {"counts": count(run, read_back(port, sessions)), "events": events,
+        stored = read_back(port, sessions)
+        result = {"counts": count(run, stored), "events": events,
+                  "catalog": check_catalog(port, [*sync_names, *async_names], stored),
                   "errors": dict(run.errors.most_common(30))}
         if result["counts"]["all"]["lost"]:  # what the nodes did, to tell why
             for node in cluster.nodes:
@@ -546,6 +595,7 @@ def _print(result: dict[str, Any]) -> None:
     for phase, tally in counts.items():
         print(f"{phase:<10}" + "".join(f"{tally.get(column, ''):>12}" for column in columns))
     print("events:", result["events"])
+    print("catalog:", result["catalog"])
     for error, times in result["errors"].items():
         print(f"{times:6} x {error}")
 

@@ -110,6 +110,17 @@ def test_sessions_spread_over_the_nodes_each_whole_on_one(cluster: redis.RedisCl
     listed = backend.list_sessions(limit=1000)
     assert [info.session_id for info in listed] == sorted(sessions)
     assert {info.messages for info in listed} == {2}
+    # The catalog, every owner's set included, is in the index's slot: its scripts are
+    # atomic there, while the sessions stay spread.
+    for number, session_id in enumerate(sessions):
+        backend.update_session(session_id, owner=f"owner-{number % 3}")
+    catalog_keys = {key for key in cluster.scan_iter(count=1000, target_nodes=cluster.ALL_NODES)
+                    if not key.startswith(b"app:{")}
+    assert {cluster.keyslot(key) for key in catalog_keys} == {cluster.keyslot(by_id)}
+    assert sum(1 for key in catalog_keys if b"by-owner:" in key) == 3
+    owned = [summary.session_id for owner in ("owner-0", "owner-1", "owner-2")
+             for summary in backend.list_summaries(owner=owner, limit=1000).summaries]
+    assert sorted(owned) == sorted(sessions)
 
 
 def test_native_async_on_an_async_cluster_client(cluster_ports: list[int]) -> None:

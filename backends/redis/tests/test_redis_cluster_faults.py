@@ -1,4 +1,5 @@
-"""Appends under faults on a private Redis Cluster: none acknowledged is stored twice or lost.
+"""Appends under faults on a private Redis Cluster: none acknowledged is stored twice or lost,
+and every session holding messages is listed under its owner once, with its count.
 
 Runs ``benchmarks/cluster_faults.py`` (three primaries, each with a replica;
 connection kills, a reshard with ASK and MOVED, a crashed primary and a manual
@@ -39,3 +40,7 @@ def test_no_append_is_stored_twice_or_lost_under_cluster_faults() -> None:
             # appends (Redis replicates asynchronously); nothing else loses one.
             assert tally["lost"] == 0, (phase, tally)
     assert counts["all"]["sessions_out_of_order"] == 0
+    catalog = result["catalog"]
+    assert catalog["sessions_with_messages"] > 0
+    assert catalog["unlisted"] == catalog["listed_twice"] == 0, catalog
+    assert catalog["wrong_owner"] == catalog["count_mismatch"] == 0, catalog

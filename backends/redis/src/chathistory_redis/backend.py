@@ -25,15 +25,31 @@ from chathistory import (
     operation,
 )
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.catalog import (
+    UNCHANGED,
+    ErasureReceipt,
+    MetadataValue,
+    SessionSummary,
+    SummaryPage,
+    Unchanged,
+    check_limit,
+    check_metadata,
+    check_text,
+    check_where,
+    merge_metadata,
+    read_cursor,
+    write_cursor,
+)
 from chathistory_redis import keyspace as ks
 from chathistory_redis.config import RedisConfig
 
-__all__ = ["PRUNE_BATCH", "RedisBackend"]
+__all__ = ["FILTERED_BATCH", "PRUNE_BATCH", "RedisBackend"]
 
 T = TypeVar("T")
 
 PRUNE_BATCH = 500  # sessions a prune reads, and deletes, per round trip
 INDEX_BATCH = 1000  # sessions a backfill adds to the index per round trip
+FILTERED_BATCH = 200  # sessions a listing filtered by metadata reads per round trip
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -42,6 +58,26 @@ _raw, _text = ks.utf8, ks.text
 
 def _time(score: bytes | str | None) -> datetime | None:
     return datetime.fromtimestamp(float(score), UTC) if score else None
+
+
+def _same(stored: Any, wanted: MetadataValue) -> bool:
+    """JSON equality of a stored metadata value and a filter's: ``True`` is not ``1``."""
+    return type(stored) is type(wanted) and bool(stored == wanted)
+
+
+def _action(value: str | Unchanged | None) -> tuple[str, bytes | str]:
+    """An owner or title as the UPDATE script takes it: what to do, and the value."""
+    if isinstance(value, Unchanged):
+        return "keep", ""
+    return ("clear", "") if value is None else ("set", _raw(value))
+
+
+def _is_seconds(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _seconds(moment: datetime) -> str:
@@ -97,6 +133,7 @@ class RedisBackend(BaseBackend):
         self._layout = config.layout
         self._key_prefix = config.effective_key_prefix
         self._index = ks.index_keys(self._layout, self._key_prefix)
+        self._catalog, self._owned = self._index.catalog, self._index.owned
         self._newest_first = config.layout == "langchain_community"
         self._make_key = ks.langchain_community_key if self._newest_first else ks.chathistory_key
         self._push = "LPUSH" if self._newest_first else "RPUSH"
@@ -141,14 +178,15 @@ class RedisBackend(BaseBackend):
 
     @operation(write=True)
     def clear(self, session_id: str) -> Operation[None]:
-        by_id, by_time = self.index_keys
         member = _raw(session_id)
-        if not self._cluster:  # the session and its entry go together
-            yield ks.evalsha(ks.DELETE_SESSION, [self.key(session_id), by_id, by_time],
-                             [member, ""])
+        if not self._cluster:  # the session and its catalog entry go together
+            yield ks.evalsha(ks.DELETE_SESSION, [*self._catalog, self.key(session_id)],
+                             [self._owned, member, ""])
             return
+        # The messages first: a run killed between the two leaves an entry without
+        # messages, which the next clear, erase or prune removes, never messages unlisted.
         yield ("DEL", self.key(session_id))
-        yield self._pipeline([("ZREM", by_id, member), ("ZREM", by_time, member)])
+        yield ks.evalsha(ks.FORGET, self._catalog, [self._owned, member])
 
     acreate_collection = create_collection.async_twin
     aappend = append.async_twin
@@ -178,11 +216,13 @@ class RedisBackend(BaseBackend):
         return _time(written) if exists else None
 
     @operation(write=True)
-    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
-                               ) -> Operation[int]:
-        """Delete the sessions last written before ``cutoff``, :data:`PRUNE_BATCH` per round
-        trip, each with its index entry in one script; return how many held messages."""
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
+                               owner: str | None = None) -> Operation[int]:
+        """Delete the sessions last updated before ``cutoff`` (of ``owner`` only, if given),
+        :data:`PRUNE_BATCH` per round trip, each with its catalog entry in one script;
+        return how many held messages."""
         seconds = _seconds(cutoff)
+        check_text("owner", owner)
         count = 0
         if not dry_run:
             yield from self._backfill(force=False)
@@ -190,7 +230,7 @@ class RedisBackend(BaseBackend):
             # A dry run writes nothing, so it does not add the sessions the index lacks;
             # a prune would, as written now: they count when the cutoff is later than that.
             count = yield from self._unindexed_written_before(cutoff)
-        by_id, by_time = self.index_keys
+        by_time = self._index.by_time if owner is None else self._index.owned + _raw(owner)
         older = ("ZRANGEBYSCORE", by_time, "-inf", f"({seconds}", "LIMIT")
         offset = 0
         while ids := (yield (*older, offset, PRUNE_BATCH)):
@@ -200,13 +240,13 @@ class RedisBackend(BaseBackend):
                 offset += len(ids)
             elif not self._cluster:  # each session and its entry deleted together
                 deleted = yield self._pipeline([ks.eval_command(
-                    ks.DELETE_SESSION, [self.key(_text(id_)), by_id, by_time], [id_, seconds])
-                    for id_ in ids])
+                    ks.DELETE_SESSION, [*self._catalog, self.key(_text(id_))],
+                    [self._owned, id_, seconds]) for id_ in ids])
                 count += sum(1 for gone in deleted if int(gone) == 1)
             else:
                 deleted = yield self._pipeline([("DEL", self.key(_text(id_))) for id_ in ids])
                 count += sum(int(gone) for gone in deleted)
-                yield ks.evalsha(ks.UNINDEX_IF_OLD, [by_id, by_time], [seconds, *ids])
+                yield ks.evalsha(ks.UNINDEX_IF_OLD, self._catalog, [self._owned, seconds, *ids])
             if len(ids) < PRUNE_BATCH:
                 break
         return count
@@ -264,6 +304,176 @@ class RedisBackend(BaseBackend):
     aappend_many_text = append_many_text.async_twin
     areindex = reindex.async_twin
 
+    # Optional capability: the session catalog -------------------------------------------
+
+    @operation()
+    def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> Operation[SummaryPage]:
+        """A page of summaries by ``(updated_at, session_id)``: a rank range of the owner's
+        sorted set (or the index's), one script, then one pipeline of ``LLEN``. A metadata
+        filter is applied to what the range returns, :data:`FILTERED_BATCH` at a time."""
+        check_text("owner", owner)
+        wanted = check_where(where)
+        limit = check_limit(limit)
+        position = self._position(read_cursor(cursor, newest_first))
+        found: list[tuple[SessionSummary, list[str]]] = []
+        while len(found) <= limit:
+            batch = limit + 1 - len(found)
+            if wanted:
+                batch = max(batch, FILTERED_BATCH)
+            reply = yield ks.evalsha(ks.CATALOG_PAGE, self._catalog, [
+                self._owned, "" if owner is None else _raw(owner),
+                "desc" if newest_first else "asc", batch, *position])
+            summaries = yield from self._summaries(reply)
+            for summary, seconds in summaries:
+                if summary is not None and all(
+                        key in summary.metadata and _same(summary.metadata[key], value)
+                        for key, value in wanted.items()):
+                    found.append((summary, [seconds, summary.session_id]))
+                    if len(found) > limit:
+                        break
+            if len(summaries) < batch:
+                break
+            position = [summaries[-1][1], _text(reply[0][-1])]
+        if len(found) <= limit:
+            return SummaryPage([summary for summary, _ in found], None)
+        return SummaryPage([summary for summary, _ in found[:limit]],
+                           write_cursor(found[limit - 1][1], newest_first))
+
+    @operation()
+    def session_summaries(self, session_ids: Sequence[str]
+                          ) -> Operation[dict[str, SessionSummary]]:
+        """The summaries of those of ``session_ids`` the catalog knows: one script, one
+        pipeline of ``LLEN``."""
+        return (yield from self._read_summaries(session_ids))
+
+    @operation(write=True)
+    def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
+                       title: str | Unchanged | None = UNCHANGED,
+                       metadata: Mapping[str, Any] | None = None,
+                       replace_metadata: bool = False,
+                       only_if_unset: bool = False) -> Operation[SessionSummary]:
+        """One script in the index's slot; merged metadata is written only if what it was
+        merged from is still stored (else read and merged again)."""
+        if not isinstance(owner, Unchanged):
+            check_text("owner", owner)
+        if not isinstance(title, Unchanged):
+            check_text("title", title)
+        if metadata is not None:
+            check_metadata(metadata)
+        member = _raw(session_id)
+        while True:
+            stored_text, merged_text = "", ""
+            if metadata is not None:
+                if not replace_metadata:
+                    stored_text = _text((yield ("HGET", self._index.metadata, member)) or b"")
+                stored = json.loads(stored_text) if stored_text else {}
+                merged = merge_metadata(stored, metadata, replace_metadata)
+                merged_text = check_metadata(merged) if merged else ""
+            done = yield ks.evalsha(ks.UPDATE, self._catalog, [
+                self._owned, member, *_action(owner), *_action(title),
+                "keep" if metadata is None else "set" if replace_metadata else "merged",
+                merged_text, stored_text,
+                "1" if only_if_unset else "0"])
+            if int(done):
+                break
+        summaries = yield from self._read_summaries([session_id])
+        return summaries[session_id]
+
+    @operation(write=True)
+    def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
+                       ) -> Operation[ErasureReceipt]:
+        """On one server, one script deletes the messages and entries of all of them. On a
+        cluster, each session's messages go in its own slot (a pipeline of scripts), then
+        the entries in the index's: a run killed between leaves entries without messages,
+        which are erased when it is run again."""
+        if isinstance(session_ids, str | bytes):
+            raise TypeError("session_ids must be a list of ids, not one str")
+        ids = [_raw(session_id) for session_id in dict.fromkeys(session_ids)]
+        receipt = ErasureReceipt(dry_run=dry_run)
+        if not ids:
+            return receipt
+        dry = "1" if dry_run else "0"
+        if not self._cluster:
+            sessions, messages = yield ks.evalsha(
+                ks.ERASE, [*self._catalog, *(self.key(_text(id_)) for id_ in ids)],
+                [self._owned, dry, *ids])
+            receipt.sessions, receipt.messages = int(sessions), int(messages)
+            return receipt
+        counts = yield self._pipeline([ks.eval_command(ks.ERASE_MESSAGES, [self.key(
+            _text(id_))], [dry]) for id_ in ids])
+        kept = yield ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, dry, *ids])
+        for count, is_kept in zip(counts, kept, strict=True):
+            if int(count) or int(is_kept):
+                receipt.sessions += 1
+                receipt.messages += int(count)
+        return receipt
+
+    @operation(write=True)
+    def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
+        """Each summary's owner, title, metadata and both times, whole, one script per
+        :data:`INDEX_BATCH`; the count stays the list's own length."""
+        entries: list[bytes | str] = []
+        for summary in summaries:
+            check_text("owner", summary.owner)
+            check_text("title", summary.title)
+            text = check_metadata(summary.metadata)
+            if summary.created_at.tzinfo is None or summary.updated_at.tzinfo is None:
+                raise ValueError("a summary's times must be timezone-aware")
+            entries += [_raw(summary.session_id), repr(summary.created_at.timestamp()),
+                        repr(summary.updated_at.timestamp()), _raw(summary.owner or ""),
+                        _raw(summary.title or ""), "" if text == "{}" else text]
+        for start in range(0, len(entries), 6 * INDEX_BATCH):
+            yield ks.evalsha(ks.RESTORE, self._catalog,
+                             [self._owned, *entries[start:start + 6 * INDEX_BATCH]])
+
+    alist_summaries = list_summaries.async_twin
+    asession_summaries = session_summaries.async_twin
+    aupdate_session = update_session.async_twin
+    aerase_sessions = erase_sessions.async_twin
+    arestore_summaries = restore_summaries.async_twin
+
+    def _read_summaries(self, session_ids: Sequence[str]
+                        ) -> Operation[dict[str, SessionSummary]]:
+        ids = list(dict.fromkeys(session_ids))
+        if not ids:
+            return {}
+        reply = yield ks.evalsha(ks.SUMMARIES, self._catalog,
+                                 [self._owned, *map(_raw, ids)])
+        return {summary.session_id: summary
+                for summary, _ in (yield from self._summaries(reply)) if summary is not None}
+
+    def _position(self, cursor: list[Any] | None) -> list[bytes | str]:
+        if cursor is None:
+            return ["", ""]
+        if (len(cursor) != 2 or not all(isinstance(part, str) for part in cursor)
+                or not _is_seconds(cursor[0])):
+            raise ValueError("not a cursor of this backend's listings")
+        return [cursor[0], _raw(cursor[1])]
+
+    def _summaries(self, reply: list[list[Any]]
+                   ) -> Operation[list[tuple[SessionSummary | None, str]]]:
+        """What ``describe`` returned, with each list's length: a summary (``None`` for a
+        session without messages that the catalog does not keep, or does not know) and
+        its time as Redis wrote it."""
+        ids, times, owners, titles, metadata, created, kept = reply
+        counts = yield self._pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
+        found: list[tuple[SessionSummary | None, str]] = []
+        for id_, at, owner, title, meta, made, is_kept, count in zip(
+                ids, times, owners, titles, metadata, created, kept, counts, strict=True):
+            seconds = _text(at)
+            if not seconds or not (int(count) or int(is_kept)):
+                found.append((None, seconds))
+                continue
+            updated = _time(seconds)
+            assert updated is not None
+            found.append((SessionSummary(
+                _text(id_), _text(owner) or None, _text(title) or None,
+                json.loads(meta) if meta else {}, _time(made) or updated, updated,
+                int(count)), seconds))
+        return found
+
     # Steps the operations share ----------------------------------------------------------
 
     def _append_texts(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
@@ -271,17 +481,18 @@ class RedisBackend(BaseBackend):
         batches = {session_id: texts for session_id, texts in batches.items() if texts}
         if not batches:
             return
-        by_id, by_time = self.index_keys
-        if not self._cluster:  # one script: the sessions and the index together
-            keys = [by_id, by_time, *(self.key(session_id) for session_id in batches)]
+        if not self._cluster:  # one script: the sessions, the index and the catalog together
+            keys = [*self._catalog, *(self.key(session_id) for session_id in batches)]
             yield self._once(ks.evalsha(ks.APPEND, keys, [
-                self._push, self._ttl, *map(_raw, batches),
+                self._owned, self._push, self._ttl, *map(_raw, batches),
                 *(len(values) for values in batches.values()),
                 *chain.from_iterable(batches.values())]))
             return
-        # A cluster: the index's slot first (so a session written is always indexed;
-        # an entry whose session was not written is dropped by the next listing).
-        yield ks.evalsha(ks.INDEX, [by_id, by_time], ["CH", self._ttl, *map(_raw, batches)])
+        # A cluster: the index's slot first, so a session written is always indexed and
+        # listed under its owner; an entry whose messages were then not written is not
+        # listed (no messages, nothing kept) and goes at expiry or the next reindex.
+        yield ks.evalsha(ks.INDEX, self._catalog,
+                         [self._owned, "CH", self._ttl, *map(_raw, batches)])
         for done, (session_id, values) in enumerate(batches.items()):
             try:
                 yield self._once(ks.evalsha(ks.PUSH, [self.key(session_id)],
@@ -324,10 +535,9 @@ class RedisBackend(BaseBackend):
         if not force and (yield from self._is_indexed()):
             return 0
         found = yield from self._scan_ids()
-        by_id, by_time = self.index_keys
         for start in range(0, len(found), INDEX_BATCH):
-            yield ks.evalsha(ks.INDEX, [by_id, by_time],
-                             ["NX", self._ttl, *found[start:start + INDEX_BATCH]])
+            yield ks.evalsha(ks.INDEX, self._catalog,
+                             [self._owned, "NX", self._ttl, *found[start:start + INDEX_BATCH]])
         yield ("SET", self._index.scanned, datetime.now(UTC).isoformat())
         self._indexed = True
         if force:
@@ -349,7 +559,7 @@ class RedisBackend(BaseBackend):
             gone = [value for id_, written, found in zip(ids, times, exists, strict=True)
                     if not found for value in (id_, written)]
             if gone:
-                yield ks.evalsha(ks.UNINDEX_IF_UNCHANGED, [by_id, by_time], gone)
+                yield ks.evalsha(ks.UNINDEX_IF_UNCHANGED, self._catalog, [self._owned, *gone])
             if len(ids) < INDEX_BATCH:
                 return
             low = b"(" + _raw(ids[-1])

@@ -30,8 +30,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
-    "APPEND", "BODIES", "DELETE_SESSION", "INDEX", "LIST_PAGE", "PUSH",
-    "UNINDEX_IF_OLD", "UNINDEX_IF_UNCHANGED", "Command", "IndexKeys", "Script",
+    "APPEND", "BODIES", "CATALOG_PAGE", "DELETE_SESSION", "ERASE", "ERASE_ENTRIES",
+    "ERASE_MESSAGES", "FORGET", "INDEX", "LIST_PAGE", "PUSH", "RESTORE", "SUMMARIES",
+    "UNINDEX_IF_OLD", "UNINDEX_IF_UNCHANGED", "UPDATE", "Command", "IndexKeys", "Script",
     "chathistory_key", "eval_command", "evalsha", "index_keys", "key_prefix_problem",
     "langchain_community_key", "scan_pattern", "session_from_chathistory_key",
     "session_ids_of_keys", "text", "utf8",
@@ -111,11 +112,27 @@ def _is_text(raw: bytes) -> bool:
 
 @dataclass(frozen=True)
 class IndexKeys:
-    """The sessions index of one layout and key prefix (all three in one hash slot)."""
+    """The sessions index and the catalog of one layout and key prefix, all in one hash slot.
+
+    ``owned`` is no key but the start of one: ``owned + owner`` is that owner's sorted
+    set of sessions (score: the last write), in the same slot (its hash tag comes first).
+    """
 
     by_id: bytes
     by_time: bytes
     scanned: bytes
+    owners: bytes = b""
+    titles: bytes = b""
+    metadata: bytes = b""
+    created: bytes = b""
+    kept: bytes = b""
+    owned: bytes = b""
+
+    @property
+    def catalog(self) -> list[bytes]:
+        """The keys every catalog script takes first, in the order they name them."""
+        return [self.by_id, self.by_time, self.owners, self.titles, self.metadata,
+                self.created, self.kept]
 
 
 def index_keys(layout: str, key_prefix: str) -> IndexKeys:
@@ -126,8 +143,9 @@ def index_keys(layout: str, key_prefix: str) -> IndexKeys:
         head = f"{base}sessions:{{{base}}}"
     else:
         head = f"chathistory-index:{{{key_prefix}}}"
-    return IndexKeys(utf8(f"{head}:by-id"), utf8(f"{head}:by-time"),
-                     utf8(f"{head}:scanned"))
+    return IndexKeys(*(utf8(f"{head}:{name}") for name in (
+        "by-id", "by-time", "scanned", "owners", "titles", "metadata", "created", "kept",
+        "by-owner:")))
 
 
 def scan_pattern(layout: str, key_prefix: str) -> bytes:
@@ -175,47 +193,92 @@ local clock = redis.call('TIME')
 local now = clock[1] .. '.' .. string.format('%06d', clock[2])
 """
 
-# With a ttl, drop from the index up to 10 sessions last written more than ttl ago:
-# they have expired, and an index of a ttl'd store does not grow without end.
+# Every catalog script takes the index's keys first (KEYS[1..7], IndexKeys.catalog) and
+# the start of the owners' keys as ARGV[1]: an owner's sorted set is OWNED .. owner, a key
+# the script names itself (it is in the same slot: the hash tag comes before the owner).
+_CATALOG = """
+local BY_ID, BY_TIME, OWNERS, TITLES, METADATA, CREATED, KEPT =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local OWNED = ARGV[1]
+-- A write at `at`: the session's time in the index and in its owner's set, created once.
+local function touch(id, at, flag)
+  redis.call('ZADD', BY_TIME, flag, at, id)
+  redis.call('ZADD', BY_ID, 0, id)
+  redis.call('HSETNX', CREATED, id, at)
+  local owner = redis.call('HGET', OWNERS, id)
+  if owner then redis.call('ZADD', OWNED .. owner, flag, at, id) end
+end
+local function forget(id)
+  local owner = redis.call('HGET', OWNERS, id)
+  if owner then redis.call('ZREM', OWNED .. owner, id) end
+  redis.call('ZREM', BY_ID, id)
+  redis.call('ZREM', BY_TIME, id)
+  redis.call('HDEL', OWNERS, id)
+  redis.call('HDEL', TITLES, id)
+  redis.call('HDEL', METADATA, id)
+  redis.call('HDEL', CREATED, id)
+  redis.call('SREM', KEPT, id)
+end
+local function set_or_delete(key, id, value)
+  if value == '' then redis.call('HDEL', key, id) else redis.call('HSET', key, id, value) end
+end
+-- What a listing shows of each session: '' where a field is not set.
+local function describe(ids, times)
+  local owners, titles, metadata, created, kept = {}, {}, {}, {}, {}
+  for i, id in ipairs(ids) do
+    owners[i] = redis.call('HGET', OWNERS, id) or ''
+    titles[i] = redis.call('HGET', TITLES, id) or ''
+    metadata[i] = redis.call('HGET', METADATA, id) or ''
+    created[i] = redis.call('HGET', CREATED, id) or ''
+    kept[i] = redis.call('SISMEMBER', KEPT, id)
+  end
+  return {ids, times, owners, titles, metadata, created, kept}
+end
+"""
+
+# With a ttl, drop from the index up to 10 sessions last written more than ttl ago: they
+# have expired, and an index of a ttl'd store does not grow without end. Sessions kept in
+# the catalog (described or restored) stay until erased or pruned; the ten are taken from
+# a place in the old range that moves with the clock, so kept ones do not block the rest.
 _FORGET_EXPIRED = """
-local function forget_expired(by_id, by_time, ttl)
+local function forget_expired(ttl)
   if ttl == '0' then return end
   local seconds = tonumber(clock[1]) - tonumber(ttl)
   local bound = '(' .. seconds .. '.' .. string.format('%06d', clock[2])
-  local old = redis.call('ZRANGEBYSCORE', by_time, '-inf', bound, 'LIMIT', 0, 10)
-  if #old > 0 then
-    redis.call('ZREM', by_time, unpack(old))
-    redis.call('ZREM', by_id, unpack(old))
+  local old = redis.call('ZCOUNT', BY_TIME, '-inf', bound)
+  if old == 0 then return end
+  local from = tonumber(clock[2]) % math.max(old - 9, 1)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', BY_TIME, '-inf', bound, 'LIMIT', from, 10)) do
+    if redis.call('SISMEMBER', KEPT, id) == 0 then forget(id) end
   end
 end
 """
 
-# KEYS: by-id, by-time, then each session's key.
-# ARGV: push command, ttl ('0': none), then each session's id, then each session's
+# KEYS: the catalog's, then each session's key.
+# ARGV: owned, push command, ttl ('0': none), then each session's id, then each session's
 # number of values, then all the values, session after session.
 # Every session key is checked first (a key of another type fails the whole call
 # before anything is written), so all sessions are appended or none.
-APPEND = Script(_NOW + _FORGET_EXPIRED + """
-local push, ttl = ARGV[1], ARGV[2]
-local sessions = #KEYS - 2
-for i = 3, #KEYS do
+APPEND = Script(_NOW + _CATALOG + _FORGET_EXPIRED + """
+local push, ttl = ARGV[2], ARGV[3]
+local sessions = #KEYS - 7
+for i = 8, #KEYS do
   local kind = redis.call('TYPE', KEYS[i])['ok']
   if kind ~= 'none' and kind ~= 'list' then
     return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
   end
 end
-forget_expired(KEYS[1], KEYS[2], ttl)
-local at = 3 + 2 * sessions
+forget_expired(ttl)
+local at = 4 + 2 * sessions
 for i = 1, sessions do
-  local key, id = KEYS[2 + i], ARGV[2 + i]
-  local last = at + tonumber(ARGV[2 + sessions + i]) - 1
+  local key, id = KEYS[7 + i], ARGV[3 + i]
+  local last = at + tonumber(ARGV[3 + sessions + i]) - 1
   for first = at, last, 1000 do  -- unpack() takes a few thousand values at most
     redis.call(push, key, unpack(ARGV, first, math.min(first + 999, last)))
   end
   at = last + 1
   if ttl ~= '0' then redis.call('EXPIRE', key, ttl) end
-  redis.call('ZADD', KEYS[2], now, id)
-  redis.call('ZADD', KEYS[1], 0, id)
+  touch(id, now, 'CH')
 end
 return sessions
 """)
@@ -229,15 +292,12 @@ if ARGV[2] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """)
 
-# The index's slot. KEYS: by-id, by-time. ARGV: 'NX' (keep the times already known: a
-# backfill) or 'CH' (the sessions are written now), ttl ('0': none), then session ids.
-INDEX = Script(_NOW + _FORGET_EXPIRED + """
-forget_expired(KEYS[1], KEYS[2], ARGV[2])
-for i = 3, #ARGV do
-  redis.call('ZADD', KEYS[2], ARGV[1], now, ARGV[i])
-  redis.call('ZADD', KEYS[1], 0, ARGV[i])
-end
-return #ARGV - 2
+# The index's slot. KEYS: the catalog's. ARGV: owned, 'NX' (keep the times already known:
+# a backfill) or 'CH' (the sessions are written now), ttl ('0': none), then session ids.
+INDEX = Script(_NOW + _CATALOG + _FORGET_EXPIRED + """
+forget_expired(ARGV[3])
+for i = 4, #ARGV do touch(ARGV[i], now, ARGV[2]) end
+return #ARGV - 3
 """)
 
 # The index's slot. KEYS: by-id, by-time. ARGV: the lowest id ('-' or '(' .. after), the
@@ -251,53 +311,207 @@ end
 return {ids, times}
 """)
 
-# The index's slot. KEYS: by-id, by-time. ARGV: pairs of session id and the time read
-# with it ('' for none). Drops each session whose time is still that one, i.e. that
-# nobody wrote since it was found to be gone.
-UNINDEX_IF_UNCHANGED = Script("""
+# The index's slot. KEYS: the catalog's. ARGV: owned, then pairs of session id and the
+# time read with it ('' for none). Drops each session whose time is still that one (nobody
+# wrote since it was found to be gone) and that the catalog does not keep.
+UNINDEX_IF_UNCHANGED = Script(_CATALOG + """
 local dropped = 0
-for i = 1, #ARGV, 2 do
-  local time = redis.call('ZSCORE', KEYS[2], ARGV[i]) or ''
-  if time == ARGV[i + 1] then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('ZREM', KEYS[2], ARGV[i])
+for i = 2, #ARGV, 2 do
+  local time = redis.call('ZSCORE', BY_TIME, ARGV[i]) or ''
+  if time == ARGV[i + 1] and redis.call('SISMEMBER', KEPT, ARGV[i]) == 0 then
+    forget(ARGV[i])
     dropped = dropped + 1
   end
 end
 return dropped
 """)
 
-# KEYS: session key, by-id, by-time. ARGV: session id, and a cutoff (seconds) or '' (none).
-# Deletes the session and its entry (with a cutoff, only if last written before it): 1 if
-# it held messages, 0 if not, -1 if it was written since the cutoff (nothing done).
-DELETE_SESSION = Script("""
-if ARGV[2] ~= '' then
-  local time = redis.call('ZSCORE', KEYS[3], ARGV[1])
-  if not time or tonumber(time) >= tonumber(ARGV[2]) then return -1 end
+# KEYS: the catalog's, then the session's key. ARGV: owned, session id, and a cutoff
+# (seconds) or '' (none). Deletes the session and its entry (with a cutoff, only if last
+# written before it): 1 if it held messages, 0 if not, -1 if it was written since the
+# cutoff (nothing done).
+DELETE_SESSION = Script(_CATALOG + """
+if ARGV[3] ~= '' then
+  local time = redis.call('ZSCORE', BY_TIME, ARGV[2])
+  if not time or tonumber(time) >= tonumber(ARGV[3]) then return -1 end
 end
-local gone = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+local gone = redis.call('DEL', KEYS[8])
+forget(ARGV[2])
 return gone
 """)
 
-# Cluster, the index's slot. KEYS: by-id, by-time. ARGV: cutoff, session ids. Drops
+# Cluster, the index's slot. KEYS: the catalog's. ARGV: owned, cutoff, session ids. Drops
 # the entries of those sessions still last written before the cutoff.
-UNINDEX_IF_OLD = Script("""
+UNINDEX_IF_OLD = Script(_CATALOG + """
 local dropped = 0
-for i = 2, #ARGV do
-  local time = redis.call('ZSCORE', KEYS[2], ARGV[i])
-  if time and tonumber(time) < tonumber(ARGV[1]) then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('ZREM', KEYS[2], ARGV[i])
+for i = 3, #ARGV do
+  local time = redis.call('ZSCORE', BY_TIME, ARGV[i])
+  if time and tonumber(time) < tonumber(ARGV[2]) then
+    forget(ARGV[i])
     dropped = dropped + 1
   end
 end
 return dropped
 """)
 
+# Byte order, which is how Redis orders the members of equal score (Lua's own `<` follows
+# the server's locale).
+_BEFORE = """
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+"""
+
+# The index's slot. KEYS: the catalog's. ARGV: owned, owner ('' for every session), 'asc'
+# or 'desc', how many, and the cursor: the time and id of the last session listed ('' and
+# '' for none). Ranks in the owner's (or the index's) sorted set by (time, id): the
+# cursor's own rank when its session still has that time, else counted from the time's
+# ties. Returns what `describe` does.
+CATALOG_PAGE = Script(_CATALOG + _BEFORE + """
+local key = BY_TIME
+if ARGV[2] ~= '' then key = OWNED .. ARGV[2] end
+local desc = ARGV[3] == 'desc'
+local start = 0
+if ARGV[5] ~= '' then
+  local at, id = ARGV[5], ARGV[6]
+  local time = redis.call('ZSCORE', key, id)
+  if time and tonumber(time) == tonumber(at) then
+    if desc then start = redis.call('ZREVRANK', key, id) + 1
+    else start = redis.call('ZRANK', key, id) + 1 end
+  else
+    if desc then start = redis.call('ZCOUNT', key, '(' .. at, '+inf')
+    else start = redis.call('ZCOUNT', key, '-inf', '(' .. at) end
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', key, at, at)) do
+      if before(id, member) == desc then start = start + 1 end
+    end
+  end
+end
+local range = redis.call(desc and 'ZREVRANGE' or 'ZRANGE', key, start,
+                         start + tonumber(ARGV[4]) - 1, 'WITHSCORES')
+local ids, times = {}, {}
+for i = 1, #range, 2 do
+  ids[#ids + 1] = range[i]
+  times[#times + 1] = range[i + 1]
+end
+return describe(ids, times)
+""")
+
+# The index's slot. KEYS: the catalog's. ARGV: owned, session ids. What `describe` returns,
+# with '' for the time of a session the catalog does not know.
+SUMMARIES = Script(_CATALOG + """
+local ids, times = {}, {}
+for i = 2, #ARGV do
+  ids[i - 1] = ARGV[i]
+  times[i - 1] = redis.call('ZSCORE', BY_TIME, ARGV[i]) or ''
+end
+return describe(ids, times)
+""")
+
+# The index's slot. KEYS: the catalog's. ARGV: owned, session id, owner action ('keep',
+# 'set', 'clear'), owner, title action, title, metadata action ('keep', 'set', or 'merged':
+# set if what it was merged from is still stored), the metadata's text ('' for none), the
+# text it was merged from, '1' to set an owner or title
+# only where none is. Returns 0, writing nothing, when the metadata changed since it was
+# read (the caller merges again), else 1. A session the catalog does not know gets an
+# entry created now; no time moves.
+UPDATE = Script(_NOW + _CATALOG + """
+local id = ARGV[2]
+if ARGV[7] == 'merged' and (redis.call('HGET', METADATA, id) or '') ~= ARGV[9] then
+  return 0
+end
+if not redis.call('ZSCORE', BY_TIME, id) then touch(id, now, 'CH') end
+redis.call('SADD', KEPT, id)
+local only_if_unset = ARGV[10] == '1'
+local old = redis.call('HGET', OWNERS, id)
+if ARGV[3] ~= 'keep' and not (only_if_unset and old) then
+  if old then redis.call('ZREM', OWNED .. old, id) end
+  if ARGV[3] == 'set' then
+    redis.call('HSET', OWNERS, id, ARGV[4])
+    redis.call('ZADD', OWNED .. ARGV[4], redis.call('ZSCORE', BY_TIME, id), id)
+  else
+    redis.call('HDEL', OWNERS, id)
+  end
+end
+if ARGV[5] ~= 'keep' and not (only_if_unset and redis.call('HEXISTS', TITLES, id) == 1) then
+  set_or_delete(TITLES, id, ARGV[6])
+end
+if ARGV[7] ~= 'keep' then set_or_delete(METADATA, id, ARGV[8]) end
+return 1
+""")
+
+# The index's slot. KEYS: the catalog's. ARGV: owned, then for each session its id,
+# created, updated (seconds), owner, title, metadata ('' for none). Each entry is set whole.
+RESTORE = Script(_CATALOG + """
+for i = 2, #ARGV, 6 do
+  local id, updated, owner = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  local old = redis.call('HGET', OWNERS, id)
+  if old then redis.call('ZREM', OWNED .. old, id) end
+  redis.call('ZADD', BY_TIME, updated, id)
+  redis.call('ZADD', BY_ID, 0, id)
+  redis.call('HSET', CREATED, id, ARGV[i + 1])
+  redis.call('SADD', KEPT, id)
+  set_or_delete(OWNERS, id, owner)
+  if owner ~= '' then redis.call('ZADD', OWNED .. owner, updated, id) end
+  set_or_delete(TITLES, id, ARGV[i + 4])
+  set_or_delete(METADATA, id, ARGV[i + 5])
+end
+return 1
+""")
+
+# One server. KEYS: the catalog's, then each session's key. ARGV: owned, '1' for a dry
+# run, then the session ids. Every list is measured before anything is deleted (a key of
+# another type fails the call first). Returns the sessions (with messages, or kept in the
+# catalog) and the messages deleted.
+ERASE = Script(_CATALOG + """
+local sessions, messages, counts = 0, 0, {}
+for i = 3, #ARGV do counts[i] = redis.call('LLEN', KEYS[5 + i]) end
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if counts[i] > 0 or redis.call('SISMEMBER', KEPT, id) == 1 then
+    sessions = sessions + 1
+    messages = messages + counts[i]
+  end
+  if ARGV[2] ~= '1' then
+    redis.call('DEL', KEYS[5 + i])
+    forget(id)
+  end
+end
+return {sessions, messages}
+""")
+
+# Cluster, the session's slot. KEYS: the session's key. ARGV: '1' for a dry run. Returns
+# how many messages it held (and deletes them).
+ERASE_MESSAGES = Script("""
+local count = redis.call('LLEN', KEYS[1])
+if ARGV[1] ~= '1' then redis.call('DEL', KEYS[1]) end
+return count
+""")
+
+# Cluster, the index's slot, after ERASE_MESSAGES. KEYS: the catalog's. ARGV: owned, '1'
+# for a dry run, the session ids. Returns whether the catalog kept each (and forgets it).
+ERASE_ENTRIES = Script(_CATALOG + """
+local kept = {}
+for i = 3, #ARGV do
+  kept[i - 2] = redis.call('SISMEMBER', KEPT, ARGV[i])
+  if ARGV[2] ~= '1' then forget(ARGV[i]) end
+end
+return kept
+""")
+
+# Cluster, the index's slot, after the session's DEL. KEYS: the catalog's. ARGV: owned,
+# session ids.
+FORGET = Script(_CATALOG + """
+for i = 2, #ARGV do forget(ARGV[i]) end
+return #ARGV - 1
+""")
+
 BODIES = {script.sha: script.body for script in (
-    APPEND, PUSH, INDEX, DELETE_SESSION, LIST_PAGE, UNINDEX_IF_UNCHANGED, UNINDEX_IF_OLD)}
+    APPEND, PUSH, INDEX, DELETE_SESSION, LIST_PAGE, UNINDEX_IF_UNCHANGED, UNINDEX_IF_OLD,
+    CATALOG_PAGE, SUMMARIES, UPDATE, RESTORE, ERASE, ERASE_MESSAGES, ERASE_ENTRIES, FORGET)}
 """Each script's body by its SHA1, for the ``EVAL`` sent when ``EVALSHA`` finds none cached."""
 
 
