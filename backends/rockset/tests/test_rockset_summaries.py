@@ -343,3 +343,14 @@ def test_listing_a_missing_collection_creates_nothing(emu: RocksetEmulator,
             read()
     assert backend.config.collection not in {
         found.get("name") for found in emu.client().Collections.list().data}
+
+
+def test_a_page_is_retried_after_an_unavailable_answer(emu: RocksetEmulator,
+                                                       make_backend: MakeBackend) -> None:
+    backend = make_backend()
+    backend.append("s", numbered_records(1))
+    expected = backend.list_summaries()
+    emu.fail_next(1, status=503)
+    emu.reset_request_count()
+    assert backend.list_summaries() == expected
+    assert emu.requests == [QUERY, QUERY]
