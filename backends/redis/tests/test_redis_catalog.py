@@ -117,3 +117,15 @@ def test_a_catalog_entry_without_messages_or_description_is_not_listed(
     assert _ids(backend) == [] and backend.session_summaries(["pushed"]) == {}
     backend.reindex()
     assert raw.zscore(backend.index_keys[1], "pushed") is None
+
+
+def test_an_append_moves_the_session_in_its_owners_listing(make_backend: MakeBackend) -> None:
+    backend = make_backend()
+    for session_id in ("first", "second"):
+        backend.append(session_id, numbered_records(1))
+        backend.update_session(session_id, owner="ada")
+    assert _ids(backend, owner="ada") == ["second", "first"]
+    backend.append("first", numbered_records(1))
+    page = backend.list_summaries(owner="ada")
+    assert [summary.session_id for summary in page.summaries] == ["first", "second"]
+    assert page.summaries[0] == backend.session_summaries(["first"])["first"]
