@@ -3,8 +3,8 @@
 SQLite tests use a file in the test's temporary directory. MariaDB/MySQL
 tests use the server of ``CHATHISTORY_MYSQL_URL`` (default: the local one,
 user ``root`` with no password, database ``test``) and touch only tables
-named ``chh_<random>`` (and ``chh_<random>_migrations``), which they drop at
-the end. The few tests of a
+named ``chh_<random>`` (and ``chh_<random>_migrations`` and ``chh_<random>_sessions``),
+which they drop at the end. The few tests of a
 dialect this backend has no listing index for use PostgreSQL, the server of
 ``CHATHISTORY_POSTGRES_URL`` (default: the local one, user ``postgres``,
 database ``test``), in the same way.
@@ -75,7 +75,7 @@ def mysql_table(mysql_admin: Engine, table_name: str) -> Iterator[str]:
     yield table_name
     with mysql_admin.begin() as connection:
         connection.execute(text(f"DROP TABLE IF EXISTS `{table_name}`, "
-                                f"`{table_name}_migrations`"))
+                                f"`{table_name}_migrations`, `{table_name}_sessions`"))
 
 
 @pytest.fixture(params=["chathistory", "langchain_community"])
@@ -105,7 +105,7 @@ def postgres_table(postgres_admin: Engine, table_name: str) -> Iterator[str]:
     yield table_name
     with postgres_admin.begin() as connection:
         connection.execute(text(f'DROP TABLE IF EXISTS "{table_name}", '
-                                f'"{table_name}_migrations"'))
+                                f'"{table_name}_migrations", "{table_name}_sessions"'))
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from chathistory_sqlalchemy.client import SQLAlchemyDriver
     from chathistory_sqlalchemy.sql import Statements
 
-__all__ = ["SQLAlchemyBackend"]
+__all__ = ["SQLAlchemyBackend", "check_session_id"]
 
 
 class SQLAlchemyBackend(BaseBackend):
@@ -33,8 +33,10 @@ class SQLAlchemyBackend(BaseBackend):
     ``RecordError`` (a batch the table cannot hold) or ``CollectionMissingError``
     (no table, or no SQLite file: only :meth:`create_collection` creates them).
     Besides the four methods it has the capabilities ``ListsSessions`` (in id
-    order), ``FetchesInBulk``, ``CopiesInBulk`` and ``CopiesRecordText``; it keeps
-    no write times.
+    order), ``FetchesInBulk``, ``CopiesInBulk`` and ``CopiesRecordText``. Built for
+    the ``chathistory`` layout on MySQL/MariaDB, SQLite or PostgreSQL, it is a
+    :class:`~chathistory_sqlalchemy.catalog.SQLAlchemyCatalogBackend`, which also
+    keeps the session catalog (``KeepsCatalog``, ``TracksWriteTimes``, ``PrunesSessions``).
 
     Attributes:
         client: The engines (:class:`~chathistory_sqlalchemy.client.SQLAlchemyDriver`).
@@ -49,6 +51,16 @@ class SQLAlchemyBackend(BaseBackend):
     name = "sqlalchemy"
     Config = SQLAlchemyConfig
     config: SQLAlchemyConfig
+
+    def __new__(cls, config: SQLAlchemyConfig) -> SQLAlchemyBackend:
+        # The catalog is declared (its methods exist) only where it is kept: the class
+        # is chosen from the layout and the dialect, before anything connects.
+        if cls is SQLAlchemyBackend:
+            from chathistory_sqlalchemy.catalog import SQLAlchemyCatalogBackend, keeps_catalog
+
+            if keeps_catalog(config):
+                cls = SQLAlchemyCatalogBackend
+        return super().__new__(cls)
 
     def __init__(self, config: SQLAlchemyConfig) -> None:
         super().__init__(config)
@@ -78,15 +90,16 @@ class SQLAlchemyBackend(BaseBackend):
         """Insert ``records`` after the session's others: one statement, all or nothing."""
         # Every record is encoded before any I/O: a bad one leaves nothing written.
         messages = [encode_record(record) for record in records]
-        rows = self.statements.rows(_checked(session_id), messages)
+        rows = self.statements.rows(check_session_id(session_id), messages)
         if rows:
             yield self.statements.insert_batch(self.client.dialect, rows)
+            yield from self._count({session_id: len(rows)})
 
     @operation()
     def fetch(self, session_id: str, *, limit: int | None = None
               ) -> Operation[list[dict[str, Any]]]:
         """The session's records, oldest first; with ``limit``, only the newest ``limit``."""
-        params = self.statements.session(_checked(session_id))
+        params = self.statements.session(check_session_id(session_id))
         if limit is None:
             rows = yield self.statements.select_all, params
         elif limit < 0:
@@ -99,8 +112,12 @@ class SQLAlchemyBackend(BaseBackend):
 
     @operation(write=True, transaction=True)
     def clear(self, session_id: str) -> Operation[None]:
-        """Delete this session's rows."""
-        yield self.statements.delete, self.statements.session(_checked(session_id))
+        """Delete this session's rows (and its catalog entry, where one is kept)."""
+        params = self.statements.session(check_session_id(session_id))
+        yield self.statements.delete, params
+        catalog = self.statements.catalog
+        if catalog is not None:
+            yield catalog.delete, {"hashes": [params["session_hash"]]}
 
     acreate_collection = create_collection.async_twin
     aappend = append.async_twin
@@ -114,19 +131,23 @@ class SQLAlchemyBackend(BaseBackend):
                       ) -> Operation[list[SessionInfo]]:
         """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``):
         through the listing index, or the table where it has none yet. ``messages`` and
-        ``last_write`` are None (counting would read every row; no write times kept)."""
+        ``last_write`` are None where no catalog is kept (counting would read every row)."""
+        ids = yield from self.session_ids_page(after, limit)
+        return [SessionInfo(session_id) for session_id in ids]
+
+    def session_ids_page(self, after: str | None, limit: int) -> Operation[list[str]]:
+        """The steps of :meth:`list_sessions` that read the ids of its page."""
         from chathistory_sqlalchemy.errors import index_missing
 
-        after = None if after is None else _checked(after)
+        after = None if after is None else check_session_id(after)
         limit = check_page_limit(limit)
         listing = self.statements.listing
         try:
-            ids = yield from listing.pages(after, limit)
+            return (yield from listing.pages(after, limit))
         except Exception as error:
             if not index_missing(error):
                 raise
-            ids = yield from listing.pages(after, limit, scan=True)
-        return [SessionInfo(session_id) for session_id in ids]
+            return (yield from listing.pages(after, limit, scan=True))
 
     @operation()
     def fetch_many(self, session_ids: Sequence[str]
@@ -144,7 +165,7 @@ class SQLAlchemyBackend(BaseBackend):
     def _fetch_texts(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         if isinstance(session_ids, str):
             raise TypeError("session_ids must be a sequence of session ids, not one str")
-        wanted = [_checked(session_id) for session_id in session_ids]
+        wanted = [check_session_id(session_id) for session_id in session_ids]
         return (yield from self.statements.fetch_many(wanted)) if wanted else {}
 
     @operation(write=True, transaction=True)
@@ -164,9 +185,18 @@ class SQLAlchemyBackend(BaseBackend):
         yield from self._append_texts(batches)
 
     def _append_texts(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
-        rows = [self.statements.rows(_checked(session_id), list(texts))
+        rows = [self.statements.rows(check_session_id(session_id), list(texts))
                 for session_id, texts in batches.items() if texts]
         yield from self.statements.insert_many(self.client.dialect, rows)
+        yield from self._count({session_id: len(texts) for session_id, texts in batches.items()})
+
+    def _count(self, batches: Mapping[str, int]) -> Operation[None]:
+        """Count what was appended in the catalog, in the append's transaction."""
+        catalog = self.statements.catalog
+        if catalog is not None:
+            upsert = catalog.counted(batches)
+            if upsert is not None:
+                yield upsert
 
     alist_sessions = list_sessions.async_twin
     afetch_many = fetch_many.async_twin
@@ -175,7 +205,8 @@ class SQLAlchemyBackend(BaseBackend):
     aappend_many_text = append_many_text.async_twin
 
 
-def _checked(session_id: str) -> str:
+def check_session_id(session_id: str) -> str:
+    """``session_id`` if it is a str SQL can bind (no lone surrogate), else a ValueError."""
     if not isinstance(session_id, str):
         raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
     try:

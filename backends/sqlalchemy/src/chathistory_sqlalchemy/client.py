@@ -36,7 +36,10 @@ ASYNC_DRIVERS: dict[str, tuple[str, ...]] = {
     "postgresql": ("psycopg", "asyncpg"),
 }
 ACTIONS = {"create_collection": "create the table", "clear": "clear", "append": "append",
-           "append_many": "append", "append_many_text": "append"}  # in errors; others "read"
+           "append_many": "append", "append_many_text": "append",
+           "update_session": "update a session", "erase_sessions": "erase sessions",
+           "restore_summaries": "restore summaries",
+           "delete_sessions_before": "prune"}  # in errors; others "read"
 
 
 def _parse(secret: str, option: str) -> URL:

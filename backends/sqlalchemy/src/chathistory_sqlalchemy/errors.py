@@ -160,7 +160,10 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
                 "message column LONGTEXT for messages over 64 KiB; max_allowed_packet "
                 "bounds a batch)") if not sqlite else ""
         return RecordError(f"{where}: the database cannot store this batch: {text}{hint}")
-    if (not sqlite and code == NO_SUCH_TABLE) or (sqlite and "no such table" in text):
+    # PostgreSQL's drivers give the SQLSTATE: 42P01 is undefined_table.
+    undefined = getattr(_driver_error(error), "sqlstate", None) == "42P01"
+    if (not sqlite and code == NO_SUCH_TABLE) or (sqlite and "no such table" in text) \
+            or undefined:
         # Reads never create anything: a missing table is said, in one line.
         return CollectionMissingError(
             f"{where}: {text} (nothing was created; create_collection() creates the table; "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
@@ -18,6 +18,9 @@ from sqlalchemy.sql.elements import TextClause
 
 from chathistory import ConfigError, Operation
 from chathistory_sqlalchemy.config import Layout
+
+if TYPE_CHECKING:
+    from chathistory_sqlalchemy.catalog_sql import Catalog
 
 __all__ = ["KEY_BYTES", "MIGRATIONS", "MYSQL_DIALECTS", "Listing", "Statements", "build_table",
            "migrate", "session_hash"]
@@ -180,11 +183,14 @@ class Statements:
     delete: sa.Delete
     insert: sa.Insert
     listing: Listing
+    catalog: Catalog | None  # <table>_sessions: the chathistory layout, on a dialect with upserts
     multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, name: str, layout: Layout, dialect: Dialect) -> Statements:
         """The statements of table ``name`` in ``layout``, for ``dialect``."""
+        from chathistory_sqlalchemy.catalog_sql import CATALOG_DIALECTS, Catalog
+
         table = build_table(name, layout)
         c = table.c
         session_id = sa.bindparam("session_id", type_=sa.Text)
@@ -214,6 +220,8 @@ class Statements:
             delete=sa.delete(table).where(same_session),
             insert=sa.insert(table),
             listing=Listing.build(table, layout, dialect),
+            catalog=Catalog.build(table, dialect) if layout == "chathistory"
+            and dialect.name in CATALOG_DIALECTS else None,
         )
 
     def check_columns(self, found: set[str]) -> None:
@@ -311,7 +319,14 @@ def _listing_index(connection: Connection, statements: Statements) -> None:
     statements.listing.upgrade(connection, statements.table.name)
 
 
-MIGRATIONS: list[Callable[[Connection, Statements], None]] = [_create_table, _listing_index]
+def _session_catalog(connection: Connection, statements: Statements) -> None:
+    """Version 2: the session catalog, ``<table>_sessions`` (where the table keeps one)."""
+    if statements.catalog is not None:
+        statements.catalog.create(connection)
+
+
+MIGRATIONS: list[Callable[[Connection, Statements], None]] = [_create_table, _listing_index,
+                                                              _session_catalog]
 """The schema, as the steps that make it, oldest first: a step's index is its version.
 
 Append only: a new column is one new step at the end (an ``ALTER TABLE``), and

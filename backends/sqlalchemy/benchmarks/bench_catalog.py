@@ -1,0 +1,216 @@
+"""The session catalog on MariaDB at two sizes, and what keeping it costs a turn, in one run.
+
+    .venv/bin/python backends/sqlalchemy/benchmarks/bench_catalog.py \
+        [--sizes 10000 1000000] [--rounds 5] [--pages 40] [--erasures 5] [--turns 40]
+
+Needs the MariaDB server of CHATHISTORY_MYSQL_URL (default
+mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4; its ``seq_1_to_N``
+tables fill the stores server-side). Works in tables named chh_bcat_<random>_*,
+dropped at the end.
+
+Each size is one table of this backend (``chathistory`` layout, catalog kept)
+holding that many sessions of two messages, 100 per owner, with distinct update
+times, filled by ``INSERT ... SELECT`` with the rows the backend itself writes
+(sha256 of the id, the id's UTF-8 in hex), then ``ANALYZE TABLE``. Then, the
+sizes taken in turn within each round:
+
+- **page**: ``list_conversations(backend, owner=X, limit=20)``, one owner's 20
+  newest, owners at random; median time.
+- **erase**: ``erase(backend, owner=X)`` of one owner's 100 sessions (200
+  messages), each owner erased once; median time.
+- **turn**: read a session's newest 20 messages and append two, on the small
+  table, with the catalog kept and without it (the same backend class and
+  table, its statements without the catalog: the append's upsert left out),
+  alternating in slices of 5 turns; median time.
+
+Next to page and erase, their floor on the same tables: **raw page**, the
+backend's own page statement run on a plain SQLAlchemy engine, and **raw
+erase**, one transaction of two statements (``DELETE`` of the owner's messages
+joined to their entries, then of the entries), so a ratio the backend misses
+can be told from one the database misses (InnoDB's buffer pool: 128 MB here).
+
+Ratios: large size / small size (target <= 1.3) and with / without the catalog
+(target <= 1.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import secrets
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chathistory_sqlalchemy import SQLAlchemyBackend
+from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
+from sqlalchemy import Engine, create_engine, text
+
+from chathistory import erase, list_conversations
+
+URL = (os.environ.get("CHATHISTORY_MYSQL_URL")
+       or "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4")
+PREFIX = f"chh_bcat_{secrets.token_hex(3)}"
+PER_OWNER = 100
+BASE_MICROS = 1_700_000_000_000_000
+TURN = [message_to_dict(HumanMessage("What is the capital of France?")),
+        message_to_dict(AIMessage("Paris."))]
+
+
+def fill(admin: Engine, table: str, size: int) -> float:
+    """``size`` sessions, ids ``s-<n>``, owners ``o-<n // 100>``, two messages each."""
+    started = time.perf_counter()
+    human = json.dumps(message_to_dict(HumanMessage("a question of this session")))
+    answer = json.dumps(message_to_dict(AIMessage("a reasonably sized answer to it")))
+    with admin.begin() as connection:
+        connection.execute(text(
+            f"INSERT INTO `{table}` (session_hash, session_id, message) "
+            f"SELECT SHA2(CONCAT('s-', seq), 256), CONCAT('s-', seq), m.message "
+            f"FROM seq_0_to_{size - 1} CROSS JOIN "
+            "(SELECT 1 AS n, :human AS message UNION ALL SELECT 2, :answer) AS m "
+            "ORDER BY seq, m.n"), {"human": human, "answer": answer})
+        connection.execute(text(
+            f"INSERT INTO `{table}_sessions` (session_hash, session_id, session_key, "
+            "owner_hash, owner, title, metadata, created_at, updated_at, messages) "
+            "SELECT SHA2(CONCAT('s-', seq), 256), CONCAT('s-', seq), "
+            "LOWER(HEX(CONCAT('s-', seq))), "
+            f"SHA2(CONCAT('o-', seq DIV {PER_OWNER}), 256), CONCAT('o-', seq DIV {PER_OWNER}), "
+            f"NULL, '{{}}', {BASE_MICROS} + seq * 1000, {BASE_MICROS} + seq * 1000, 2 "
+            f"FROM seq_0_to_{size - 1}"))
+    with admin.connect() as connection:
+        connection.execute(text(f"ANALYZE TABLE `{table}`, `{table}_sessions`")).all()
+    return time.perf_counter() - started
+
+
+def timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
+    started = time.perf_counter()
+    call(*args, **kwargs)
+    return time.perf_counter() - started
+
+
+def raw_erase(engine: Engine, table: str, owner: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(text(
+            f"DELETE m FROM `{table}` m JOIN `{table}_sessions` s "
+            "ON m.session_hash = s.session_hash WHERE s.owner_hash = SHA2(:owner, 256)"),
+            {"owner": owner})
+        connection.execute(text(f"DELETE FROM `{table}_sessions` "
+                                "WHERE owner_hash = SHA2(:owner, 256)"), {"owner": owner})
+
+
+def raw_page(engine: Engine, backend: SQLAlchemyBackend, owner: str) -> None:
+    catalog = backend.catalog  # type: ignore[attr-defined]
+    statement, params = catalog.page(owner=owner, newest_first=True, after=None, limit=21)
+    with engine.connect() as connection:
+        connection.execute(statement, params).all()
+
+
+def turn(backend: SQLAlchemyBackend, session_id: str) -> None:
+    backend.fetch(session_id, limit=20)
+    backend.append(session_id, TURN)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[10_000, 1_000_000])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--pages", type=int, default=40, help="pages per size per round")
+    parser.add_argument("--erasures", type=int, default=5, help="owners erased per size "
+                        "per round")
+    parser.add_argument("--turns", type=int, default=40, help="turns per contender per round")
+    arguments = parser.parse_args()
+    admin = create_engine(URL)
+    backends: dict[int, SQLAlchemyBackend] = {}
+    try:
+        for size in arguments.sizes:
+            backend = SQLAlchemyBackend.from_options(url=URL, table=f"{PREFIX}_{size}")
+            backend.create_collection()
+            backends[size] = backend
+            print(f"filled {size:,} sessions in {fill(admin, f'{PREFIX}_{size}', size):.1f} s",
+                  flush=True)
+        small = backends[arguments.sizes[0]]
+        plain = SQLAlchemyBackend.from_options(url=URL, table=f"{PREFIX}_{arguments.sizes[0]}")
+        # The same class and table, minus the catalog's statement in the append.
+        plain.statements = dataclasses.replace(plain.statements, catalog=None)
+        turn_sessions = {"with": "turn-with", "without": "turn-without"}
+        for name, contender in (("with", small), ("without", plain)):
+            contender.append(turn_sessions[name], [TURN[0], TURN[1]] * 15)
+
+        for backend in backends.values():  # warm: pools open, statements compiled
+            list_conversations(backend, owner="o-0", limit=20)
+            turn(backend, "warm-up")
+        turn(plain, "warm-up")
+        pages: dict[int, list[float]] = {size: [] for size in backends}
+        raw_pages: dict[int, list[float]] = {size: [] for size in backends}
+        erasures: dict[int, list[float]] = {size: [] for size in backends}
+        raw_erasures: dict[int, list[float]] = {size: [] for size in backends}
+        turns: dict[str, list[float]] = {"with": [], "without": []}
+        erased: dict[int, set[int]] = {size: set() for size in backends}
+        for round_number in range(arguments.rounds):
+            order = list(backends.items())
+            if round_number % 2:
+                order.reverse()
+            for size, backend in order:
+                owners = size // PER_OWNER
+                for _ in range(arguments.pages):
+                    owner = f"o-{random.randrange(owners)}"
+                    pages[size].append(timed(list_conversations, backend, owner=owner,
+                                             limit=20))
+                    raw_pages[size].append(timed(raw_page, admin, backend, owner))
+                for _ in range(arguments.erasures):
+                    number = random.choice(sorted(set(range(owners)) - erased[size]))
+                    erased[size].add(number)
+                    started = time.perf_counter()
+                    receipt = erase(backend, owner=f"o-{number}")
+                    erasures[size].append(time.perf_counter() - started)
+                    assert (receipt.sessions, receipt.messages) == (PER_OWNER, 2 * PER_OWNER)
+                    number = random.choice(sorted(set(range(owners)) - erased[size]))
+                    erased[size].add(number)
+                    raw_erasures[size].append(timed(raw_erase, admin, f"{PREFIX}_{size}",
+                                                    f"o-{number}"))
+            slices = [("with", small), ("without", plain)]
+            for slice_number in range(arguments.turns // 5):
+                for name, contender in slices if slice_number % 2 else slices[::-1]:
+                    for _ in range(5):
+                        turns[name].append(timed(turn, contender, turn_sessions[name]))
+        low, high = arguments.sizes
+        page = {size: statistics.median(times) for size, times in pages.items()}
+        erase_times = {size: statistics.median(times) for size, times in erasures.items()}
+        raw_page_times = {size: statistics.median(times) for size, times in raw_pages.items()}
+        raw_erase_times = {size: statistics.median(times)
+                           for size, times in raw_erasures.items()}
+        turn_times = {name: statistics.median(times) for name, times in turns.items()}
+        print(f"\nMariaDB, {arguments.rounds} rounds; median of each")
+        print(f"page of one owner's 20 newest: {low:,}: {page[low] * 1e3:.2f} ms   "
+              f"{high:,}: {page[high] * 1e3:.2f} ms   ratio {page[high] / page[low]:.2f}")
+        print(f"erase one owner's 100 sessions: {low:,}: {erase_times[low] * 1e3:.2f} ms   "
+              f"{high:,}: {erase_times[high] * 1e3:.2f} ms   "
+              f"ratio {erase_times[high] / erase_times[low]:.2f}")
+        print(f"raw page (the same statement, plain engine): {low:,}: "
+              f"{raw_page_times[low] * 1e3:.2f} ms   {high:,}: {raw_page_times[high] * 1e3:.2f} ms"
+              f"   ratio {raw_page_times[high] / raw_page_times[low]:.2f}")
+        print(f"raw erase (two DELETEs, one transaction): {low:,}: "
+              f"{raw_erase_times[low] * 1e3:.2f} ms   {high:,}: "
+              f"{raw_erase_times[high] * 1e3:.2f} ms   "
+              f"ratio {raw_erase_times[high] / raw_erase_times[low]:.2f}")
+        print(f"turn (fetch 20, append 2): with catalog {turn_times['with'] * 1e3:.2f} ms   "
+              f"without {turn_times['without'] * 1e3:.2f} ms   "
+              f"ratio {turn_times['with'] / turn_times['without']:.2f}")
+        plain.close()
+    finally:
+        for backend in backends.values():
+            backend.close()
+        with admin.begin() as connection:
+            for size in backends:
+                table = f"{PREFIX}_{size}"
+                connection.execute(text(f"DROP TABLE IF EXISTS `{table}`, "
+                                        f"`{table}_migrations`, `{table}_sessions`"))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
