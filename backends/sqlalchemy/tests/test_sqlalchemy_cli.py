@@ -134,3 +134,33 @@ def _pages(backend: SqliteBackend) -> Iterator[list[SessionInfo]]:
 def _columns(admin: Engine, table: str) -> str:
     with admin.connect() as connection:
         return str(connection.execute(text(f"SHOW CREATE TABLE `{table}`")).one()[1])
+
+
+def test_the_catalog_commands_list_title_and_erase_an_owner(
+    mysql_url: str, mysql_table: str
+) -> None:
+    options = ["-b", "sqlalchemy", "-o", f"url={mysql_url}", "-o", f"table={mysql_table}"]
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table)
+    backend.create_collection()
+    for number in range(5):
+        backend.append(f"s{number}", numbered_records(number + 1))
+    backend.close()
+    for number in range(5):
+        owned = run("owner", *options, f"s{number}", "ada" if number < 3 else "bob")
+        assert owned.returncode == 0, owned.stderr
+    titled = run("title", *options, "s2", "Trip to Lyon")
+    assert titled.returncode == 0, titled.stderr
+    listed = run("sessions", *options, "--owner", "ada", "--newest", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(row["session_id"], row["title"], row["messages"]) for row in rows] == [
+        ("s2", "Trip to Lyon", 3), ("s1", None, 2), ("s0", None, 1)]
+    dry = run("erase", *options, "--owner", "ada", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["sessions"] == 3
+    erased = run("erase", *options, "--owner", "ada", "--yes", "--json")
+    assert erased.returncode == 0, erased.stderr
+    assert (json.loads(erased.stdout)["sessions"], json.loads(erased.stdout)["messages"]) == (
+        3, 6)
+    left = run("sessions", *options, "--newest", "--json")
+    assert [json.loads(line)["session_id"] for line in left.stdout.splitlines()] == ["s4", "s3"]
