@@ -138,6 +138,8 @@ class Catalog:
         now = now_micros()
         rows = [self.row(session_id, added=added, created_at=now, updated_at=now)
                 for session_id, added in batches.items() if added]
+        # One order, so bulk writes of the same sessions never deadlock (then retried).
+        rows.sort(key=lambda row: row["session_hash"])
         return (self.count, rows) if rows else None
 
     def select(self) -> sa.Select[Any]:
