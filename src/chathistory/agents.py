@@ -359,13 +359,22 @@ def _with_summary(request: ModelRequest[Any]) -> ModelRequest[Any]:
     return request.override(system_message=SystemMessage(text))
 
 
-def _model_result(response: ModelResponse[Any] | AIMessage) -> ExtendedModelResponse[Any]:
-    """The model's response, carrying the record of what the model produced into the state."""
+def _model_result(request: ModelRequest[Any], response: ModelResponse[Any] | AIMessage
+                  ) -> ExtendedModelResponse[Any]:
+    """The model's response, carrying the record of what the model produced into the state.
+
+    The record also takes in the answers other middleware gave to the run's
+    calls since the last model call (see :func:`_answers`): here, where the
+    state is at hand anyway, rather than in a hook of its own.
+    """
     if isinstance(response, AIMessage):
         response = ModelResponse(result=[response])
     produced = [_with_id(message) for message in response.result]
+    state = cast("ChatHistoryState", request.state)
+    merged = _answers(state.get("chathistory_run") or [], state["messages"])
+    record: Any = produced if merged is None else Overwrite([*merged, *produced])
     return ExtendedModelResponse(model_response=response,
-                                 command=Command(update={"chathistory_run": produced}))
+                                 command=Command(update={"chathistory_run": record}))
 
 
 class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
@@ -491,13 +500,13 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
     def wrap_model_call(self, request: ModelRequest[Any],
                         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]
                         ) -> ExtendedModelResponse[Any]:
-        return _model_result(handler(_with_summary(request)))
+        return _model_result(request, handler(_with_summary(request)))
 
     async def awrap_model_call(
             self, request: ModelRequest[Any],
             handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
     ) -> ExtendedModelResponse[Any]:
-        return _model_result(await handler(_with_summary(request)))
+        return _model_result(request, await handler(_with_summary(request)))
 
     def wrap_tool_call(self, request: ToolCallRequest,
                        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]]
@@ -509,15 +518,6 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
             handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]]
     ) -> ToolMessage | Command[Any]:
         return _tool_result(await handler(request))
-
-    def before_model(self, state: ChatHistoryState, runtime: Runtime[Any]
-                     ) -> dict[str, Any] | None:
-        merged = _answers(state.get("chathistory_run") or [], state["messages"])
-        return None if merged is None else {"chathistory_run": Overwrite(merged)}
-
-    async def abefore_model(self, state: ChatHistoryState, runtime: Runtime[Any]
-                            ) -> dict[str, Any] | None:
-        return self.before_model(state, runtime)
 
     # -- after the agent: store the run's record in one append -----------------------------
 
