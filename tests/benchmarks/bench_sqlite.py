@@ -3,7 +3,8 @@
 Run: .venv/bin/python tests/benchmarks/bench_sqlite.py [--rounds 5]
 
 Every figure is the median over rounds of the mean time per operation, all
-measured in this one process, on files in one temporary directory.
+measured in this one process, on files in one temporary directory; within a
+round the turn contenders take turns, one turn of every session each.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict, messages_from_dict
@@ -37,13 +38,22 @@ def ai(n: int) -> AIMessage:
     return AIMessage(f"answer {n}: here is a reasonably sized reply to the question.")
 
 
-def timed_turns(turn: Callable[[str, int], None]) -> float:
-    """Mean seconds per turn over SESSIONS x TURNS turns, round-robin over sessions."""
-    started = time.perf_counter()
+def timed_turns(contenders: Sequence[tuple[str, Callable[[str, int], None]]]
+                ) -> dict[str, float]:
+    """Mean seconds per turn of each contender over SESSIONS x TURNS turns.
+
+    The contenders take turns: each plays turn ``number`` of every session
+    (round-robin over sessions), then the next contender does, so a burst of
+    load on a shared machine falls on all of them alike.
+    """
+    spent = dict.fromkeys((name for name, _ in contenders), 0.0)
     for number in range(TURNS):
-        for session in range(SESSIONS):
-            turn(f"session-{session}", number)
-    return (time.perf_counter() - started) / (SESSIONS * TURNS)
+        for name, turn in contenders:
+            started = time.perf_counter()
+            for session in range(SESSIONS):
+                turn(f"session-{session}", number)
+            spent[name] += time.perf_counter() - started
+    return {name: total / (SESSIONS * TURNS) for name, total in spent.items()}
 
 
 class RawSqlite:
@@ -67,7 +77,7 @@ class RawSqlite:
             "session_id TEXT NOT NULL, message TEXT NOT NULL);"
             "CREATE INDEX IF NOT EXISTS ix ON message_store (session_id, id);")
 
-    def read(self, session_id: str) -> list[object]:
+    def read(self, session_id: str) -> Sequence[object]:
         rows = self.connection.execute(
             "SELECT message FROM message_store WHERE session_id = ? ORDER BY id",
             (session_id,)).fetchall()
@@ -116,7 +126,7 @@ def round_of_turns(directory: Path, round_number: int) -> dict[str, float]:
     order = [("raw", raw_turn), ("bare", bare_turn), ("ours", our_turn), ("peer", peer_turn)]
     if round_number % 2:
         order = order[::-1]
-    results = {name: timed_turns(turn) for name, turn in order}
+    results = timed_turns(order)
     factory.close()
     return results
 
