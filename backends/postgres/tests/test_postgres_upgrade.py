@@ -135,6 +135,20 @@ def test_a_table_of_an_earlier_release_upgrades_in_place(
                              (backend.statements.qualified_table,)).fetchone()
     assert triggers == (4,)
     assert backend.delete_sessions_before(written - timedelta(hours=1)) == 0
+    # The catalog (step 3): created_at from each session's first message, then kept.
+    summaries = backend.session_summaries([first, second])
+    assert {session: summary.created_at for session, summary in summaries.items()} == {
+        first: written - timedelta(days=1), second: written}
+    assert (summaries[first].owner, summaries[first].title, summaries[first].metadata) == (
+        None, None, {})
+    backend.update_session(second, owner="ada", metadata={"plan": "pro"})
+    page = backend.list_summaries(owner="ada", where={"plan": "pro"})
+    assert [summary.session_id for summary in page.summaries] == [second]
+    indexes = {name for (name,) in admin.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+        (postgres_schema, f"{table_name}_sessions"))}
+    assert indexes == {f"{table_name}_sessions_pkey", f"{table_name}_updated_idx",
+                       f"{table_name}_owner_updated_idx"}
     backend.close()
 
 

@@ -4,6 +4,7 @@ psycopg; building a backend does."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -11,6 +12,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from chathistory import BaseBackend, encode_record
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.catalog import (
+    UNCHANGED,
+    ErasureReceipt,
+    MetadataValue,
+    SessionSummary,
+    SummaryPage,
+    Unchanged,
+    check_limit,
+    check_metadata,
+    check_text,
+    check_where,
+    merge_metadata,
+    read_cursor,
+    write_cursor,
+)
 from chathistory.driver import Operation, Runner, operation
 from chathistory_postgres.config import PostgresConfig
 
@@ -28,6 +44,14 @@ def _cutoff(moment: datetime) -> datetime:
         raise TypeError(f"cutoff must be a datetime, not {type(moment).__name__}")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
+    return moment
+
+
+def _aware(moment: datetime) -> datetime:
+    if not isinstance(moment, datetime) or moment.tzinfo is None \
+            or moment.utcoffset() is None:
+        raise ValueError("a summary's times must be timezone-aware datetimes "
+                         f"(for example datetime.now(UTC)), not {moment!r}")
     return moment
 
 
@@ -126,8 +150,9 @@ class PostgresBackend(BaseBackend):
 
     @operation()
     def clear(self, session_id: str) -> Operation[None]:
-        """Delete this session's rows."""
-        yield self.statements.delete, (self._session(session_id),)
+        """Delete this session's rows and its summary: one statement."""
+        session = self._session(session_id)
+        yield self.statements.delete, (session, session)
 
     @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
@@ -152,12 +177,19 @@ class PostgresBackend(BaseBackend):
         return rows[0][0].astimezone(UTC) if rows and rows[0][0] is not None else None
 
     @operation()
-    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False
-                               ) -> Operation[int]:
-        """Delete every session last written before ``cutoff`` (aware); return how many.
-        One statement, through the ``last_write`` and ``(session_id, id)`` indexes."""
-        statement = self.statements.count_before if dry_run else self.statements.delete_before
-        (count,), = yield statement, (_cutoff(cutoff),)
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
+                               owner: str | None = None) -> Operation[int]:
+        """Delete every session (of ``owner``, if given) last written before ``cutoff``
+        (aware), with its summary; return how many. One statement, through the (owner,)
+        ``last_write`` index and the ``(session_id, id)`` index."""
+        s, moment = self.statements, _cutoff(cutoff)
+        request: tuple[str, tuple[Any, ...]]
+        if check_text("owner", owner) is None:
+            request = (s.count_before if dry_run else s.delete_before), (moment,)
+        else:
+            request = (s.count_before_owner if dry_run else s.delete_before_owner), (moment,
+                                                                                      owner)
+        (count,), = yield request
         return int(count)
 
     @operation()
@@ -173,10 +205,7 @@ class PostgresBackend(BaseBackend):
 
     def _select_many(self, session_ids: Sequence[str],
                      per_session: Callable[[list[Any], dict[str, str]], T]) -> Operation[T]:
-        if isinstance(session_ids, str):
-            raise TypeError("session_ids must be a sequence of session ids, not one str")
-        # Each bound session id, mapped to the one the caller gave (UUIDs have spellings).
-        given = {self._session(session_id): session_id for session_id in session_ids}
+        given = self._given(session_ids)
         rows = (yield self.statements.select_many, (list(given),)) if given else []
         return per_session(rows, given)
 
@@ -208,6 +237,127 @@ class PostgresBackend(BaseBackend):
             yield self.statements.lock_sessions, (sessions,)
             yield self._copy(self.statements.copy_rows, rows)
 
+    # -- the session catalog: <table>_sessions, kept by the triggers ------------------------
+
+    @operation()
+    def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> Operation[SummaryPage]:
+        """A page of summaries, newest (or oldest) first: one range of an index on
+        ``(owner, last_write, session_id)`` or ``(last_write, session_id)``."""
+        parameters: list[Any] = []
+        if check_text("owner", owner) is not None:
+            parameters.append(owner)
+        contains = check_where(where)
+        if contains:
+            parameters.append(check_metadata(contains))
+        limit = check_limit(limit)
+        after = read_cursor(cursor, newest_first)
+        if after is not None:
+            parameters += self._position(after, cursor)
+        statement = self.statements.listing(owner=owner is not None, where=bool(contains),
+                                            after=after is not None, newest_first=newest_first)
+        rows = yield statement, (*parameters, limit + 1)
+        summaries = [self._sql.summary_from_row(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return SummaryPage(summaries, None)
+        last = summaries[-1]
+        return SummaryPage(summaries, write_cursor(
+            [last.updated_at.isoformat(), last.session_id], newest_first))
+
+    def _position(self, after: list[Any], cursor: str | None) -> list[Any]:
+        """A cursor's (time, session) as bound, or a ValueError for one not made here."""
+        try:
+            moment, session_id = after
+            when = datetime.fromisoformat(moment)
+            if when.tzinfo is None:
+                raise ValueError
+            return [when, self._session(session_id)]
+        except (ValueError, TypeError):
+            raise ValueError(f"not a listing cursor: {str(cursor)[:40]!r}") from None
+
+    @operation()
+    def session_summaries(self, session_ids: Sequence[str]
+                          ) -> Operation[dict[str, SessionSummary]]:
+        """The summaries of those of ``session_ids`` that have one: one statement (on a
+        table an older version made, and not yet upgraded, from its messages: a copy out
+        of it keeps the sessions' times)."""
+        given = self._given(session_ids)
+        if not given:
+            return {}
+        s = self.statements
+        counted = yield from self._has_sessions_table()
+        rows = yield (s.summaries if counted else s.scan_summaries), (list(given),)
+        return {given.get(row[0], row[0]): self._sql.summary_from_row(
+            row, given.get(row[0], row[0])) for row in rows}
+
+    @operation(write=True, transaction=True)
+    def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
+                       title: str | Unchanged | None = UNCHANGED,
+                       metadata: Mapping[str, Any] | None = None,
+                       replace_metadata: bool = False,
+                       only_if_unset: bool = False) -> Operation[SessionSummary]:
+        """Set the owner, title or metadata under the session's lock; its times stay."""
+        session = self._session(session_id)
+        if not isinstance(owner, Unchanged):
+            check_text("owner", owner)
+        if not isinstance(title, Unchanged):
+            check_text("title", title)
+        if metadata is not None:
+            check_metadata(metadata)
+        s = self.statements
+        yield s.lock_session, (session,)
+        rows = yield s.described, (session,)
+        stored_owner, stored_title, stored_metadata = rows[0] if rows else (None, None, "{}")
+        if not isinstance(owner, Unchanged) and not (only_if_unset and stored_owner):
+            stored_owner = owner
+        if not isinstance(title, Unchanged) and not (only_if_unset and stored_title):
+            stored_title = title
+        if metadata is not None:
+            # Checked again merged: what is stored must stay within the size limit.
+            stored_metadata = check_metadata(
+                merge_metadata(json.loads(stored_metadata), metadata, replace_metadata))
+        (row,) = yield s.describe, (session, stored_owner, stored_title, stored_metadata)
+        return self._sql.summary_from_row(row, session_id)
+
+    @operation(write=True, transaction=True)
+    def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
+                       ) -> Operation[ErasureReceipt]:
+        """Delete these sessions' messages and summaries: one transaction, under their locks."""
+        if isinstance(session_ids, str):
+            raise TypeError("session_ids must be a list of ids, not one str")
+        sessions = sorted(self._given(session_ids))
+        if not sessions:
+            return ErasureReceipt(dry_run=dry_run)
+        s = self.statements
+        if dry_run:
+            (count, messages), = yield s.count_erasable, (sessions,)
+            return ErasureReceipt(int(count), int(messages), dry_run=True)
+        yield s.lock_sessions, (sessions,)
+        (count, messages), = yield s.erase, (sessions, sessions)
+        return ErasureReceipt(int(count), int(messages))
+
+    @operation(write=True, transaction=True)
+    def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
+        """Set each session's owner, title, metadata and both times: one statement."""
+        rows: dict[str, tuple[Any, ...]] = {}
+        for summary in summaries:
+            rows[self._session(summary.session_id)] = (
+                _aware(summary.updated_at), _aware(summary.created_at),
+                check_text("owner", summary.owner), check_text("title", summary.title),
+                check_metadata(summary.metadata))
+        if rows:
+            sessions = sorted(rows)
+            columns = list(zip(*(rows[session] for session in sessions), strict=True))
+            yield self.statements.lock_sessions, (sessions,)
+            yield self.statements.restore, (sessions, *map(list, columns))
+
+    def _given(self, session_ids: Sequence[str]) -> dict[str, str]:
+        """Each bound session id, mapped to the one the caller gave (UUIDs have spellings)."""
+        if isinstance(session_ids, str):
+            raise TypeError("session_ids must be a sequence of session ids, not one str")
+        return {self._session(session_id): session_id for session_id in session_ids}
+
     acreate_collection = create_collection.async_twin
     aappend = append.async_twin
     afetch = fetch.async_twin
@@ -219,3 +369,8 @@ class PostgresBackend(BaseBackend):
     afetch_many_text = fetch_many_text.async_twin
     aappend_many = append_many.async_twin
     aappend_many_text = append_many_text.async_twin
+    alist_summaries = list_summaries.async_twin
+    asession_summaries = session_summaries.async_twin
+    aupdate_session = update_session.async_twin
+    aerase_sessions = erase_sessions.async_twin
+    arestore_summaries = restore_summaries.async_twin

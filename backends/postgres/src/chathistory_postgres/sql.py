@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -17,11 +18,13 @@ from typing import Any
 from psycopg import sql
 
 from chathistory import ChatHistoryError, ConfigError, RecordError, decode_record
+from chathistory.catalog import SessionSummary
 from chathistory.driver import Operation
 from chathistory_postgres.config import Layout
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Statements", "jsonb_batch", "jsonb_texts",
-           "records_from_rows", "session_texts_from_rows", "sessions_from_rows"]
+           "records_from_rows", "session_texts_from_rows", "sessions_from_rows",
+           "summary_from_row"]
 
 Step = str | dict[Layout, str]
 """A statement of a migration: the same for both layouts, or per layout (none if absent)."""
@@ -81,11 +84,40 @@ MIGRATIONS: list[tuple[Step, ...]] = [
      "INSERT INTO {sessions} (session_id, messages, last_write) "
      "SELECT session_id{to_c}, count(*), coalesce(max(created_at), now()) FROM {table} "
      "GROUP BY 1"),
+    # 3: the session catalog in <table>_sessions (both layouts: the table is ours, and
+    # langchain-postgres never reads it). The triggers already upsert a row per session
+    # for every writer; a new row takes created_at's default, now(), in the writer's
+    # transaction. A session's first message's time backfills created_at. Listings are
+    # keyset ranges of (last_write, session_id), one owner's of a partial index: the
+    # sessions nobody owns (a peer class's) cost that index nothing on each append.
+    ("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
+     "ALTER TABLE {sessions} ADD COLUMN IF NOT EXISTS created_at timestamptz, "
+     "ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS title text, "
+     "ADD COLUMN IF NOT EXISTS metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb",
+     "UPDATE {sessions} AS s SET created_at = least(f.first, s.last_write) FROM (SELECT "
+     "session_id{to_c} AS session_id, min(created_at) AS first FROM {table} GROUP BY 1) AS f "
+     "WHERE s.session_id = f.session_id",
+     "UPDATE {sessions} SET created_at = last_write WHERE created_at IS NULL",
+     "ALTER TABLE {sessions} ALTER COLUMN created_at SET DEFAULT now(), "
+     "ALTER COLUMN created_at SET NOT NULL",
+     "DROP INDEX IF EXISTS {last_write_index_qualified}",
+     "CREATE INDEX IF NOT EXISTS {updated_index} ON {sessions} (last_write, session_id)",
+     "CREATE INDEX IF NOT EXISTS {owner_index} ON {sessions} (owner, last_write, session_id) "
+     "WHERE owner IS NOT NULL"),
 ]
 """The table's layout: append a step to change it, never edit one. The index is the version;
 ``<table>_meta`` records the last applied, and ``create_collection`` applies those after it."""
 
 SCHEMA_VERSION = len(MIGRATIONS) - 1  # the version this code reads and writes
+
+SUMMARY_COLUMNS = "session_id::text, owner, title, metadata::text, created_at, last_write, messages"
+"""A summary's columns as :func:`summary_from_row` reads them."""
+
+_DELETE_OLD = (
+    "WITH old AS (SELECT session_id FROM {{sessions}} WHERE last_write < %s{owner} "
+    "ORDER BY session_id FOR UPDATE), gone AS (DELETE FROM {{table}} WHERE session_id = ANY("
+    "ARRAY(SELECT session_id{{to_default}} FROM old))), entries AS (DELETE FROM {{sessions}} "
+    "WHERE session_id IN (SELECT session_id FROM old)) SELECT count(*) FROM old")
 
 STATEMENTS = {
     # One statement, one round trip, one transaction. The advisory lock serializes the
@@ -110,20 +142,52 @@ STATEMENTS = {
                      "ORDER BY session_id DESC, id DESC LIMIT %s) AS newest ORDER BY id",
     "select_many": "SELECT session_id::text, message::text FROM {table} "
                    "WHERE session_id = ANY({sessions_param}) ORDER BY session_id, id",
-    "delete": "DELETE FROM {table} WHERE session_id = {session}",
-    # Text ids sort in the "C" collation (code point order, as Python sorts str).
+    # The messages and the summary, in one statement (the triggers, which run after it,
+    # find no summary left to count down).
+    "delete": "WITH gone AS (DELETE FROM {table} WHERE session_id = {session}) "
+              "DELETE FROM {sessions} WHERE session_id = {session}",
+    # Text ids sort in the "C" collation (code point order, as Python sorts str). A
+    # summary without messages (a title set first) is in the catalog, not in these.
     "list_first": "SELECT session_id::text, messages, last_write FROM {sessions} "
-                  "ORDER BY session_id LIMIT %s",
+                  "WHERE messages > 0 ORDER BY session_id LIMIT %s",
     "list_after": "SELECT session_id::text, messages, last_write FROM {sessions} "
-                  "WHERE session_id > {session} ORDER BY session_id LIMIT %s",
-    "last_write": "SELECT last_write FROM {sessions} WHERE session_id = {session}",
+                  "WHERE session_id > {session} AND messages > 0 ORDER BY session_id LIMIT %s",
+    "last_write": "SELECT last_write FROM {sessions} WHERE session_id = {session} "
+                  "AND messages > 0",
     "count_before": "SELECT count(*) FROM {sessions} WHERE last_write < %s",
-    # The old sessions through the last_write index, locked (a session written meanwhile
-    # is checked again and kept), their rows through the (session_id, id) index.
-    "delete_before": "WITH gone AS (DELETE FROM {table} WHERE session_id = ANY(ARRAY("
-                     "SELECT session_id{to_default} FROM {sessions} WHERE last_write < %s "
-                     "ORDER BY session_id FOR UPDATE)) RETURNING session_id) "
-                     "SELECT count(DISTINCT session_id) FROM gone",
+    "count_before_owner": "SELECT count(*) FROM {sessions} WHERE last_write < %s "
+                          "AND owner = %s",
+    # The old sessions through the (owner,) last_write index, locked (a session written
+    # meanwhile is checked again and kept), their rows through the (session_id, id)
+    # index, then their summaries (those without messages too).
+    "delete_before": _DELETE_OLD.format(owner=""),
+    "delete_before_owner": _DELETE_OLD.format(owner=" AND owner = %s"),
+    # -- the session catalog ----------------------------------------------------------------
+    "summaries": "SELECT {summary_columns} FROM {sessions} "
+                 "WHERE session_id = ANY({sessions_param})",
+    # A session's lock, as append takes it: an update or an erasure waits for its writers.
+    "lock_session": "SELECT pg_advisory_xact_lock({lock_space}, hashtext({session}::text))",
+    "described": "SELECT owner, title, metadata::text FROM {sessions} "
+                 "WHERE session_id = {session}",
+    "describe": "INSERT INTO {sessions} AS s (session_id, messages, last_write, owner, title, "
+                "metadata) VALUES ({session}, 0, now(), %s, %s, %s::jsonb) "
+                "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, "
+                "title = excluded.title, metadata = excluded.metadata "
+                "RETURNING {summary_columns}",
+    "count_erasable": "SELECT count(*), coalesce(sum(messages), 0) FROM {sessions} "
+                      "WHERE session_id = ANY({sessions_param})",
+    "erase": "WITH gone AS (DELETE FROM {table} WHERE session_id = ANY({sessions_param}) "
+             "RETURNING 1), entries AS (DELETE FROM {sessions} "
+             "WHERE session_id = ANY({sessions_param}) RETURNING 1) "
+             "SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM gone)",
+    "restore": "INSERT INTO {sessions} AS s (session_id, messages, last_write, created_at, "
+               "owner, title, metadata) SELECT r.session_id, 0, r.updated, r.created, r.owner, "
+               "r.title, r.metadata::jsonb FROM unnest({sessions_param}, %s::timestamptz[], "
+               "%s::timestamptz[], %s::text[], %s::text[], %s::text[]) AS r(session_id, "
+               "updated, created, owner, title, metadata) ORDER BY r.session_id "
+               "ON CONFLICT (session_id) DO UPDATE SET last_write = excluded.last_write, "
+               "created_at = excluded.created_at, owner = excluded.owner, "
+               "title = excluded.title, metadata = excluded.metadata",
     # A table without <table>_sessions (langchain's, version 1) is read from the messages.
     "has_sessions": "SELECT to_regclass({sessions_name}) IS NOT NULL",
     "scan_first": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
@@ -131,6 +195,9 @@ STATEMENTS = {
     "scan_after": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
                   "AS s, created_at FROM {table}) AS x WHERE s > {session} "
                   "GROUP BY s ORDER BY s LIMIT %s",
+    "scan_summaries": "SELECT session_id::text, NULL, NULL, '{{}}', "
+                      "min(created_at)::timestamptz, max(created_at)::timestamptz, count(*) "
+                      "FROM {table} WHERE session_id = ANY({sessions_param}) GROUP BY 1",
     "scan_last_write": "SELECT max(created_at) FROM {table} WHERE session_id = {session} "
                        "HAVING count(*) > 0",
     "exists": "SELECT to_regnamespace({schema_name}) IS NOT NULL, "
@@ -172,6 +239,10 @@ class Statements(SimpleNamespace):
             "index": sql.Identifier(f"{table}_sid_id_idx"),
             "their_index": sql.Identifier(f"idx_{table}_session_id"),
             "last_write_index": sql.Identifier(f"{table}_last_write_idx"),
+            "last_write_index_qualified": sql.Identifier(schema, f"{table}_last_write_idx"),
+            "updated_index": sql.Identifier(f"{table}_updated_idx"),
+            "owner_index": sql.Identifier(f"{table}_owner_updated_idx"),
+            "summary_columns": sql.SQL(SUMMARY_COLUMNS),
             "count_rows": sql.Identifier(schema, f"{table}_count_rows"),
             "session": sql.SQL("%s::uuid" if uuids else "%s::text"),
             "sessions_param": sql.SQL("%s::uuid[]" if uuids else "%s::text[]"),
@@ -193,10 +264,34 @@ class Statements(SimpleNamespace):
         self.qualified_table = table_id.as_string()
         self.qualified_meta = names["meta"].as_string()
         self.qualified_sessions = names["sessions"].as_string()
+        self._names = names
+        self._listings: dict[tuple[bool, bool, bool, bool], str] = {}
         self.migrations = [
             [sql.SQL(text).format(**names).as_string() for step in steps
              if (text := step if isinstance(step, str) else step.get(layout))]
             for steps in MIGRATIONS]
+
+    def listing(self, *, owner: bool, where: bool, after: bool, newest_first: bool) -> str:
+        """A page of summaries, newest or oldest first, keyset-paged on (last_write,
+        session_id): a range of the (owner,) last_write index. Its parameters, in order:
+        the owner, the metadata (a JSON object it must contain), the cursor's time and
+        session, and the limit, each only if asked for."""
+        key = (owner, where, after, newest_first)
+        if key not in self._listings:
+            conditions = ["TRUE"]
+            if owner:
+                conditions.append("owner = %s")
+            if where:  # scalars only: containment is equality, key by key
+                conditions.append("metadata @> %s::jsonb")
+            if after:
+                conditions.append("(last_write, session_id) "
+                                  f"{'<' if newest_first else '>'} (%s::timestamptz, {{session}})")
+            order = "DESC" if newest_first else "ASC"
+            self._listings[key] = sql.SQL(
+                f"SELECT {{summary_columns}} FROM {{sessions}} WHERE {' AND '.join(conditions)} "
+                f"ORDER BY last_write {order}, session_id {order} LIMIT %s"
+            ).format(**self._names).as_string()
+        return self._listings[key]
 
     def create(self) -> Operation[None]:
         """Create what is missing, or upgrade it, under a lock; check layout and version.
@@ -311,6 +406,13 @@ def jsonb_batch(texts: list[str], layout: Layout) -> str:
     if "\\u0000" in batch or "e+" in batch:
         batch = "[" + ",".join(jsonb_texts(texts, layout)) + "]"
     return batch
+
+
+def summary_from_row(row: Sequence[Any], session_id: str | None = None) -> SessionSummary:
+    """The summary of a row of :data:`SUMMARY_COLUMNS`, named ``session_id`` if given."""
+    stored_id, owner, title, metadata, created_at, updated_at, messages = row
+    return SessionSummary(session_id or stored_id, owner, title, json.loads(metadata),
+                          created_at.astimezone(UTC), updated_at.astimezone(UTC), int(messages))
 
 
 def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:

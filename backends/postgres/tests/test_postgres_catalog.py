@@ -1,0 +1,108 @@
+"""The session catalog on PostgreSQL, beyond the contract: kept in the writer's own
+transaction by the triggers (langchain-postgres's writes included), and listed as an
+index range."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from chathistory_postgres import PostgresBackend
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_postgres import PostgresChatMessageHistory
+from psycopg import sql
+
+from chathistory import get_backend, list_conversations
+from chathistory.testing import numbered_records
+
+
+class RolledBack(Exception):
+    pass
+
+
+def test_langchain_postgres_writes_move_the_catalog(
+    postgres_url: str, postgres_schema: str, table_name: str
+) -> None:
+    ours = PostgresBackend.from_options(conninfo=postgres_url, schema=postgres_schema,
+                                        table=table_name, layout="langchain_postgres")
+    ours.create_collection()
+    session = str(uuid.uuid4())
+    described = ours.update_session(session, owner="ada", title="Trip")
+    with psycopg.connect(postgres_url, options=f"-c search_path={postgres_schema}") as theirs:
+        history = PostgresChatMessageHistory(table_name, session, sync_connection=theirs)
+        history.add_messages([HumanMessage("hi"), AIMessage("hello")])
+        (summary,) = list_conversations(ours, owner="ada").summaries
+        assert (summary.session_id, summary.title, summary.messages) == (session, "Trip", 2)
+        assert summary.created_at == described.created_at
+        assert summary.updated_at > described.updated_at
+        history.clear()  # their clear: the summary goes with the last message
+        assert ours.session_summaries([session]) == {}
+        assert list_conversations(ours, owner="ada").summaries == []
+    ours.close()
+
+
+def test_an_append_rolled_back_with_the_apps_transaction_leaves_the_catalog_as_it_was(
+    postgres_url: str, postgres_schema: str, table_name: str
+) -> None:
+    with psycopg.connect(postgres_url) as connection:
+        backend = get_backend("postgres", connection=connection, schema=postgres_schema,
+                              table=table_name)
+        backend.create_collection()
+        catalog: Any = backend
+        backend.append("s", numbered_records(1))
+        before = catalog.session_summaries(["s"])
+        with pytest.raises(RolledBack), connection.transaction():
+            backend.append("s", numbered_records(2))
+            backend.append("t", numbered_records(1))
+            assert catalog.session_summaries(["s"])["s"].messages == 3  # in the transaction
+            raise RolledBack
+        assert catalog.session_summaries(["s", "t"]) == before
+        with connection.transaction():
+            backend.append("s", numbered_records(2))
+        assert catalog.session_summaries(["s"])["s"].messages == 3
+        backend.close()
+
+
+def _plan(admin: psycopg.Connection[Any], statement: str, parameters: tuple[Any, ...]) -> str:
+    (plan,), = admin.execute(f"EXPLAIN (FORMAT JSON) {statement}", parameters).fetchall()
+    return json.dumps(plan)
+
+
+def test_one_owners_newest_page_is_a_range_of_the_owner_index(
+    backend: PostgresBackend, admin: psycopg.Connection[Any], postgres_schema: str,
+    table_name: str
+) -> None:
+    backend.create_collection()
+    sessions = sql.Identifier(postgres_schema, f"{table_name}_sessions")
+    # 20,000 sessions of 200 owners, as the triggers and update_session leave them.
+    admin.execute(sql.SQL(
+        "INSERT INTO {} (session_id, messages, last_write, owner, metadata) "
+        "SELECT 's' || n, 1, now() - n * interval '1 second', 'owner-' || (n % 200), "
+        "jsonb_build_object('plan', CASE WHEN n % 2 = 0 THEN 'pro' ELSE 'free' END) "
+        "FROM generate_series(1, 20000) AS n").format(sessions))
+    admin.execute(sql.SQL("ANALYZE {}").format(sessions))
+    statements = backend.statements
+    owner_index, updated_index = f"{table_name}_owner_updated_idx", f"{table_name}_updated_idx"
+    at = datetime.now(UTC) - timedelta(hours=1)
+
+    first = statements.listing(owner=True, where=False, after=False, newest_first=True)
+    later = statements.listing(owner=True, where=False, after=True, newest_first=True)
+    oldest = statements.listing(owner=True, where=True, after=True, newest_first=False)
+    everyone = statements.listing(owner=False, where=False, after=True, newest_first=True)
+    for statement, parameters, index in (
+            (first, ("owner-7", 21), owner_index),
+            (later, ("owner-7", at, "s407", 21), owner_index),
+            (everyone, (at, "s407", 21), updated_index)):
+        plan = _plan(admin, statement, parameters)
+        assert index in plan and '"Sort"' not in plan, plan
+    # Oldest first with a filter: the owner's range after the cursor (the planner may
+    # sort the few rows it holds), never the table.
+    plan = _plan(admin, oldest, ("owner-7", '{"plan": "free"}', at, "s407", 21))
+    assert owner_index in plan and "Seq Scan" not in plan, plan
+    # The cursor's row comparison is the scan's bound, not a filter over the owner's rows.
+    assert '"Index Cond": "((owner = ' in _plan(admin, later, ("owner-7", at, "s407", 21))
+    assert "ROW(last_write, session_id) <" in _plan(admin, later, ("owner-7", at, "s407", 21))
