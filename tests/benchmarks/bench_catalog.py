@@ -20,8 +20,14 @@ distinct update times. Then, all in this one process:
 The ratios are large size / small size (target: at most 1.3) and with /
 without the catalog (target: at most 1.1).
 
-``--adk-python`` names an interpreter where ``google-adk`` and ``aiosqlite``
-are installed (the ``bench`` extra); the script then runs itself there to time
+``--adk-python`` names an interpreter where ``google-adk[db]`` and
+``aiosqlite`` are installed. google-adk 2.13 cannot share chathistory's
+environment (its google-genai caps tenacity below 9.2, which chathistory
+needs), so it gets one of its own::
+
+    python3 -m venv /tmp/adk && /tmp/adk/bin/pip install "google-adk[db]" aiosqlite
+
+The script then runs itself there (it needs nothing of chathistory's) to time
 Google ADK's ``DatabaseSessionService.list_sessions`` for one user (100
 sessions) on SQLite at each of ``--adk-sizes``, next to chathistory's page at
 the same sizes, filled the same way.
@@ -301,7 +307,7 @@ def main() -> None:
         if options.turns_only:
             return
         if options.adk_python is None and _installed("google.adk"):
-            options.adk_python = sys.executable  # installed here, by the bench extra
+            options.adk_python = sys.executable
         if options.adk_python:
             print("Google ADK DatabaseSessionService.list_sessions (one user, 100 sessions) "
                   "on SQLite, against chathistory's page of 20 on sqlite, same sizes:")
