@@ -68,8 +68,16 @@ def test_writes_by_sql_chat_message_history_are_counted_and_timed(sqlite_path: s
     assert listed["theirs"].messages == 2 and listed["ours"].messages == 1
     written = backend.last_write("theirs")
     assert written is not None and written > before
+    # The catalog counts and times their writes too, and lists them by owner once set.
+    summary = backend.update_session("theirs", owner="ada")
+    assert summary.messages == 2 and summary.updated_at == written
+    assert before < summary.created_at <= summary.updated_at
+    theirs.add_messages([HumanMessage("again")])
+    (listed_summary,) = backend.list_summaries(owner="ada").summaries
+    assert listed_summary.messages == 3 and listed_summary.updated_at >= written
     theirs.clear()
     assert [info.session_id for info in backend.list_sessions()] == ["ours"]
+    assert backend.list_summaries(owner="ada").summaries == []
     backend.close()
 
 
