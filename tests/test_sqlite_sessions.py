@@ -158,6 +158,7 @@ def test_migrations_only_grow(tmp_path: Path) -> None:
     steps = migrations("t")
     assert "created_at" in " ".join(steps[1]) and "owner" in " ".join(steps[1])
     assert steps[0][0].startswith('CREATE TABLE IF NOT EXISTS "t"')
+    assert steps[2][-1].endswith("WHERE owner IS NOT NULL")  # ownerless sessions: no entry
 
 
 def test_one_owners_newest_page_is_an_index_range(sqlite_backend: SqliteBackend) -> None:

@@ -190,14 +190,17 @@ def measure_size(kind: str, sessions: int, rounds: int, directory: Path,
 def measure_turns(kind: str, rounds: int, directory: Path) -> dict[str, float]:
     """Seconds per turn: the catalog kept, not kept, and (sqlite) the previous release's layout."""
     contenders = {"kept": BACKENDS[kind](directory / "turn-kept"),
+                  "owned": BACKENDS[kind](directory / "turn-owned"),
                   "plain": without_catalog(kind, directory / "turn-plain")}
     previous = previous_release(kind, directory / "turn-previous")
     if previous is not None:
         contenders["previous"] = previous
     per_round: dict[str, list[float]] = {name: [] for name in contenders}
-    for backend in contenders.values():
+    for name, backend in contenders.items():
         for session in range(50):
             backend.append(f"t{session}", records(session) * 10)
+            if name == "owned":  # each session in its owner's index too
+                backend.update_session(f"t{session}", owner=owner_of(session))
     for _ in range(rounds):
         for name, backend in contenders.items():
             started = time.perf_counter()
@@ -298,12 +301,15 @@ def main() -> None:
                     print(f"  {measure:<6} {small[measure] * 1e3:8.3f} ms  "
                           f"{large[measure] * 1e3:8.3f} ms  ratio {ratio:.2f}")
             turns = measure_turns(kind, options.rounds, directory / f"{kind}-turns")
-            print(f"  turn   kept {turns['kept'] * 1e6:.0f} us, without the catalog "
-                  f"{turns['plain'] * 1e6:.0f} us, ratio {turns['kept'] / turns['plain']:.2f}")
+            print(f"  turn   kept {turns['kept'] * 1e6:.0f} us (with owners "
+                  f"{turns['owned'] * 1e6:.0f} us), without the catalog "
+                  f"{turns['plain'] * 1e6:.0f} us, ratio {turns['kept'] / turns['plain']:.2f} "
+                  f"(with owners {turns['owned'] / turns['plain']:.2f})")
             if "previous" in turns:
                 print(f"         the previous release's layout (counts and write times only) "
                       f"{turns['previous'] * 1e6:.0f} us: kept / previous "
-                      f"{turns['kept'] / turns['previous']:.2f}")
+                      f"{turns['kept'] / turns['previous']:.2f} (with owners "
+                      f"{turns['owned'] / turns['previous']:.2f})")
         if options.turns_only:
             return
         if options.adk_python is None and _installed("google.adk"):

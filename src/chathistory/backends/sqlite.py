@@ -113,6 +113,11 @@ def migrations(table: str) -> list[list[str]]:
                                  "(session_id, messages, last_write, created_at)")
                         .replace(f"1, {_NOW})", f"1, {_NOW}, {_NOW})"),
         ],
+        [  # 2: sessions without an owner cost an append no entry in the owner index
+            f'DROP INDEX "{name}_sessions_owner_updated"',
+            f'CREATE INDEX "{name}_sessions_owner_updated" '
+            f"ON {sessions} (owner, last_write, session_id) WHERE owner IS NOT NULL",
+        ],
     ]
 
 
