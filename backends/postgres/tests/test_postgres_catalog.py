@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ from psycopg import sql
 
 from chathistory import get_backend, list_conversations
 from chathistory.testing import numbered_records
+from chathistory.testing.catalog_contract import CatalogContract
 
 
 class RolledBack(Exception):
@@ -106,3 +108,65 @@ def test_one_owners_newest_page_is_a_range_of_the_owner_index(
     # The cursor's row comparison is the scan's bound, not a filter over the owner's rows.
     assert '"Index Cond": "((owner = ' in _plan(admin, later, ("owner-7", at, "s407", 21))
     assert "ROW(last_write, session_id) <" in _plan(admin, later, ("owner-7", at, "s407", 21))
+
+
+# -- broken catalogs fail the contract ------------------------------------------------------
+
+CONTRACT = CatalogContract()
+
+
+def _leave_the_summary_on_clear(backend: PostgresBackend, url: str) -> None:
+    s = backend.statements
+    s.delete = (f"WITH unused AS (SELECT %s::text) DELETE FROM {s.qualified_table} "
+                "WHERE session_id = %s::text")
+
+
+def _drop_the_ties_after_a_cursor(backend: PostgresBackend, url: str) -> None:
+    listing = backend.statements.listing
+
+    def without_ties(**shape: bool) -> str:
+        return listing(**shape).replace("(last_write, session_id) < (%s::timestamptz, %s::text)",
+                                        "last_write < %s::timestamptz AND %s::text IS NOT NULL")
+
+    vars(backend.statements)["listing"] = without_ties
+
+
+def _count_no_inserts(backend: PostgresBackend, url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP TRIGGER {} ON {}").format(
+            sql.Identifier(f"{backend.config.table}_count_insert"),
+            sql.SQL(backend.statements.qualified_table)))
+
+
+def _erase_only_the_messages(backend: PostgresBackend, url: str) -> None:
+    s = backend.statements
+    s.erase = (f"WITH gone AS (DELETE FROM {s.qualified_table} WHERE session_id = "
+               "ANY(%s::text[]) RETURNING session_id) SELECT count(DISTINCT session_id), "
+               "count(*) FROM gone WHERE %s::text[] IS NOT NULL")
+
+
+@pytest.mark.parametrize(("breaks", "test"), [
+    (_leave_the_summary_on_clear,
+     CONTRACT.test_catalog_describes_a_session_before_its_first_message),
+    (_drop_the_ties_after_a_cursor,
+     CONTRACT.test_catalog_cursor_pages_have_no_duplicates_and_no_gaps),
+    (_count_no_inserts, CONTRACT.test_catalog_counts_and_times_follow_append_and_clear),
+    (_erase_only_the_messages, CONTRACT.test_catalog_erase_sessions_by_id_with_a_dry_run_first),
+], ids=lambda value: getattr(value, "__name__", ""))
+def test_a_broken_catalog_fails_the_contract(
+        postgres_url: str, postgres_schema: str, table_name: str,
+        breaks: Callable[[PostgresBackend, str], None],
+        test: Callable[[Any, Callable[[str], str]], None]) -> None:
+    for table, broken in ((f"{table_name}_broken", True), (table_name, False)):
+        backend = PostgresBackend.from_options(conninfo=postgres_url, schema=postgres_schema,
+                                               table=table)
+        backend.create_collection()
+        try:
+            if broken:
+                breaks(backend, postgres_url)
+                with pytest.raises(AssertionError):
+                    test(backend, lambda name: name)
+            else:  # the same test passes on the backend as it is
+                test(backend, lambda name: name)
+        finally:
+            backend.close()
