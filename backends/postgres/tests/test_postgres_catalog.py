@@ -5,6 +5,8 @@ index range."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -17,7 +19,8 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_postgres import PostgresChatMessageHistory
 from psycopg import sql
 
-from chathistory import get_backend, list_conversations
+from chathistory import erase, get_backend, list_conversations
+from chathistory.catalog import ErasureReceipt
 from chathistory.testing import numbered_records
 from chathistory.testing.catalog_contract import CatalogContract
 
@@ -108,6 +111,46 @@ def test_one_owners_newest_page_is_a_range_of_the_owner_index(
     # The cursor's row comparison is the scan's bound, not a filter over the owner's rows.
     assert '"Index Cond": "((owner = ' in _plan(admin, later, ("owner-7", at, "s407", 21))
     assert "ROW(last_write, session_id) <" in _plan(admin, later, ("owner-7", at, "s407", 21))
+
+
+ERASER = """
+import sys, time
+from chathistory import erase, get_backend
+
+backend = get_backend("postgres", conninfo=sys.argv[1], schema=sys.argv[2], table=sys.argv[3])
+
+def stall(done):
+    print("chunk", done.sessions, flush=True)
+    time.sleep(60)  # killed here, between two chunks
+
+erase(backend, owner="ada", chunk=2, progress=stall)
+"""
+
+
+def test_an_erasure_killed_between_chunks_leaves_whole_sessions_and_finishes_when_rerun(
+    backend: PostgresBackend, postgres_url: str, postgres_schema: str, table_name: str
+) -> None:
+    backend.create_collection()
+    ada = [f"ada-{number}" for number in range(5)]
+    for session_id in [*ada, "bob"]:
+        backend.append(session_id, numbered_records(3))
+        backend.update_session(session_id, owner="bob" if session_id == "bob" else "ada")
+    eraser = subprocess.Popen([sys.executable, "-c", ERASER, postgres_url, postgres_schema,
+                               table_name], stdout=subprocess.PIPE, text=True)
+    try:
+        assert eraser.stdout is not None and eraser.stdout.readline() == "chunk 2\n"
+    finally:
+        eraser.kill()
+        eraser.wait()
+    left = list_conversations(backend, owner="ada", limit=100).summaries
+    assert len(left) == 3 and {summary.messages for summary in left} == {3}
+    assert all(len(backend.fetch(summary.session_id)) == 3 for summary in left)
+    rest = erase(backend, owner="ada")
+    assert (rest.sessions, rest.messages) == (3, 9)
+    assert all(backend.fetch(session_id) == [] for session_id in ada)
+    assert erase(backend, owner="ada") == ErasureReceipt(0, 0)
+    assert len(backend.fetch("bob")) == 3
+    assert backend.session_summaries(["bob"])["bob"].owner == "bob"
 
 
 # -- broken catalogs fail the contract ------------------------------------------------------
