@@ -3,7 +3,7 @@ and what keeping the catalog adds to a turn. One run, every contender side by si
 
     .venv/bin/python backends/postgres/benchmarks/bench_catalog.py \\
         [--sizes 10000 100000] [--rounds 5] [--turn-rounds 15] [--turns-only]
-        [--synchronous-commit off]
+        [--synchronous-commit off] [--adk-python /tmp/adk-pg/bin/python [--adk-only]]
 
 Needs the server of CHATHISTORY_POSTGRES_URL (default
 postgresql://postgres@127.0.0.1:5432/test); works in a schema of its own, dropped
@@ -33,20 +33,29 @@ round (the order alternating), each on a table of its own:
 
 Ratios: kept / previous (what the catalog adds, target: at most 1.1) and
 kept / plain (all the bookkeeping).
+
+``--adk-python PATH`` names an interpreter with ``google-adk[db]`` and
+``psycopg[binary]`` (see ``adk_list_sessions.py``): Google ADK's
+``DatabaseSessionService.list_sessions`` for one user (100 sessions) on this
+server, in a schema of its own, at each of ``--adk-sizes``, next to
+chathistory's page of 20 and its listing of the user's 100 at the same sizes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import secrets
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -122,9 +131,9 @@ def median_of(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def filled(sessions: int, admin: psycopg.Connection[Any], synchronous_commit: str | None
-           ) -> tuple[PostgresBackend, float]:
-    backend = backend_on(f"size_{sessions}", synchronous_commit)
+def filled(sessions: int, admin: psycopg.Connection[Any], synchronous_commit: str | None,
+           table: str | None = None) -> tuple[PostgresBackend, float]:
+    backend = backend_on(table or f"size_{sessions}", synchronous_commit)
     seconds = fill(backend, admin, sessions)
     page = list_conversations(backend, owner=owner_of(0), limit=20)
     assert len(page.summaries) == 20 and page.summaries[0].session_id == f"s{99:08d}"
@@ -199,12 +208,42 @@ def measure_turns(rounds: int, admin: psycopg.Connection[Any],
     return {**{name: statistics.median(times) for name, times in per_round.items()}, **ratios}
 
 
+def adk_comparison(args: argparse.Namespace, admin: psycopg.Connection[Any]) -> None:
+    script = Path(__file__).with_name("adk_list_sessions.py")
+    print(f"Google ADK (run by {args.adk_python}): DatabaseSessionService.list_sessions (one user, "
+          "100 sessions) against chathistory's list_conversations, same server:")
+    for size in args.adk_sizes:
+        backend, _ = filled(size, admin, args.synchronous_commit, f"adk_{size}")
+        owners = [owner_of(number * PER_OWNER) for number in random.Random(size).sample(
+            range(size // PER_OWNER), args.rounds)]
+        page = statistics.median([page_time(backend, owner) for owner in owners])
+        whole = statistics.median([median_of(partial(
+            list_conversations, backend, owner=owner, limit=PER_OWNER), 20) for owner in owners])
+        backend.close()
+        schema = f"{SCHEMA}_adk_{size}"
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        try:
+            child = subprocess.run([args.adk_python, str(script), URL, schema, str(size),
+                                    str(args.rounds)], capture_output=True, text=True,
+                                   check=True, timeout=900)
+        finally:
+            admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        adk = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"{size:>9,} sessions: ADK {adk['list'] * 1e3:.2f} ms; chathistory page of 20 "
+              f"{page * 1e3:.3f} ms ({adk['list'] / page:.0f}x faster), all 100 "
+              f"{whole * 1e3:.3f} ms ({adk['list'] / whole:.0f}x faster)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[10_000, 100_000])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--turn-rounds", type=int, default=15)
     parser.add_argument("--turns-only", action="store_true", help="skip the two sizes")
+    parser.add_argument("--adk-python", default=None,
+                        help="an interpreter with google-adk[db] and psycopg[binary]")
+    parser.add_argument("--adk-sizes", type=int, nargs=2, default=[5_000, 50_000])
+    parser.add_argument("--adk-only", action="store_true", help="only the ADK comparison")
     parser.add_argument("--synchronous-commit", choices=["on", "off"], default=None,
                         help="for this benchmark's connections (default: the server's)")
     args = parser.parse_args()
@@ -214,6 +253,10 @@ def main() -> None:
         print(f"server: {server[0] if server else '?'}")
         print(f"synchronous_commit: {args.synchronous_commit or (commit[0] if commit else '?')}"
               f"; sizes {args.sizes}; rounds {args.rounds}; turn rounds {args.turn_rounds}")
+        if args.adk_python:
+            adk_comparison(args, admin)
+        if args.adk_only:
+            return
         if not args.turns_only:
             sizes(args, admin)
         turns = measure_turns(args.turn_rounds, admin, args.synchronous_commit)
