@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeAlias, runtime_checkable
 
+from chathistory.compaction import summary_session_id
 from chathistory.errors import CapabilityMissingError, ChatHistoryError
 
 __all__ = [
@@ -371,7 +372,9 @@ def erase(backend: object, *, owner: str | None = None,
           chunk: int = ERASE_CHUNK, progress: Progress | None = None) -> ErasureReceipt:
     """Delete every session of ``owner`` (or ``session_ids``), messages and catalog entries.
 
-    Sessions go ``chunk`` at a time, each chunk in one transaction; a run
+    Each session's compaction summaries (its ``<id>~summary`` session) go with
+    it, and the receipt counts them as a session of their own. Sessions go
+    ``chunk`` at a time, each chunk in one transaction; a run
     killed partway and run again finishes the job, and running it twice is
     harmless. Other owners' sessions are untouched.
 
@@ -400,7 +403,7 @@ def erase(backend: object, *, owner: str | None = None,
     total = ErasureReceipt(dry_run=dry_run)
     if session_ids is not None:
         for ids in _chunks(session_ids, chunk):
-            _count(total, catalog.erase_sessions(ids, dry_run=dry_run), progress)
+            _count(total, catalog.erase_sessions(_with_summaries(ids), dry_run=dry_run), progress)
         return total
     cursor: str | None = None
     erased: set[str] = set()
@@ -410,7 +413,7 @@ def erase(backend: object, *, owner: str | None = None,
                                       cursor=cursor if dry_run else None)
         if page.summaries:
             ids = _listed_once(page, erased)
-            _count(total, catalog.erase_sessions(ids, dry_run=dry_run), progress)
+            _count(total, catalog.erase_sessions(_with_summaries(ids), dry_run=dry_run), progress)
         if not page.summaries or (dry_run and page.cursor is None):
             return total
         cursor = page.cursor
@@ -426,7 +429,7 @@ async def aerase(backend: object, *, owner: str | None = None,
     total = ErasureReceipt(dry_run=dry_run)
     if session_ids is not None:
         for ids in _chunks(session_ids, chunk):
-            _count(total, await catalog.aerase_sessions(ids, dry_run=dry_run), progress)
+            _count(total, await catalog.aerase_sessions(_with_summaries(ids), dry_run=dry_run), progress)
         return total
     cursor: str | None = None
     erased: set[str] = set()
@@ -435,7 +438,7 @@ async def aerase(backend: object, *, owner: str | None = None,
                                              cursor=cursor if dry_run else None)
         if page.summaries:
             ids = _listed_once(page, erased)
-            _count(total, await catalog.aerase_sessions(ids, dry_run=dry_run), progress)
+            _count(total, await catalog.aerase_sessions(_with_summaries(ids), dry_run=dry_run), progress)
         if not page.summaries or (dry_run and page.cursor is None):
             return total
         cursor = page.cursor
@@ -450,6 +453,16 @@ def _erase_arguments(owner: str | None, session_ids: Sequence[str] | None, chunk
     if isinstance(session_ids, str):
         raise TypeError("session_ids must be a list of ids, not one str")
     check_limit(chunk)
+
+
+def _with_summaries(session_ids: list[str]) -> list[str]:
+    """The sessions and their compaction summaries' sessions, erased in one transaction.
+
+    A summary (:mod:`chathistory.compaction`) holds what the conversation
+    said, so it goes with it; erased apart, a killed run would leave it
+    behind for good, since its session would no longer be listed.
+    """
+    return [*session_ids, *(summary_session_id(session_id) for session_id in session_ids)]
 
 
 def _chunks(session_ids: Sequence[str], size: int) -> Iterator[list[str]]:

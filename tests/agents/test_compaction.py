@@ -147,3 +147,22 @@ def test_compaction_async_blocks_nothing(agents: Any, summarizer: CountingSummar
     asyncio.run(conversation())
     assert len(memory.fetch("s")) == 40
     assert 1 <= len(summarizer.calls) <= (40 - 8) // 8
+
+
+def test_erasing_an_owner_erases_their_summaries_too(
+        agents: Any, summarizer: CountingSummarizer) -> None:
+    from chathistory import erase
+
+    memory = MemoryBackend()
+    middleware = ChatHistoryMiddleware(memory, window=4, summarizer=summarizer.model,
+                                       summarize_every=4)
+    agent = agents.build(middleware)
+    for number in range(4):
+        for user in ("alice", "bob"):
+            agent.invoke(agents.ask(f"city{number}"),
+                         context={"session_id": f"{user}-chat", "user_id": user})
+    assert memory.fetch(summary_session_id("alice-chat"))
+    receipt = erase(memory, owner="alice")
+    assert memory.fetch("alice-chat") == [] == memory.fetch(summary_session_id("alice-chat"))
+    assert receipt.sessions == 2  # the conversation and its summaries
+    assert len(memory.fetch("bob-chat")) == 16 and memory.fetch(summary_session_id("bob-chat"))
