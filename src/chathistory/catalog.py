@@ -429,7 +429,8 @@ async def aerase(backend: object, *, owner: str | None = None,
     total = ErasureReceipt(dry_run=dry_run)
     if session_ids is not None:
         for ids in _chunks(session_ids, chunk):
-            _count(total, await catalog.aerase_sessions(_with_summaries(ids), dry_run=dry_run), progress)
+            receipt = await catalog.aerase_sessions(_with_summaries(ids), dry_run=dry_run)
+            _count(total, receipt, progress)
         return total
     cursor: str | None = None
     erased: set[str] = set()
@@ -438,7 +439,8 @@ async def aerase(backend: object, *, owner: str | None = None,
                                              cursor=cursor if dry_run else None)
         if page.summaries:
             ids = _listed_once(page, erased)
-            _count(total, await catalog.aerase_sessions(_with_summaries(ids), dry_run=dry_run), progress)
+            receipt = await catalog.aerase_sessions(_with_summaries(ids), dry_run=dry_run)
+            _count(total, receipt, progress)
         if not page.summaries or (dry_run and page.cursor is None):
             return total
         cursor = page.cursor
