@@ -195,6 +195,9 @@ class SqliteServer:
     def start(self) -> None:
         pass
 
+    def remove(self) -> None:
+        pass
+
     def stored(self, target: str, sessions: Sequence[str]) -> Mapping[str, Sequence[str]]:
         backend = get_backend("sqlite", path=self.path, table=target)
         try:

@@ -1,31 +1,20 @@
-"""Connection churn: the same writers with and without killed connections, and across a restart.
+"""Connection churn on PostgreSQL: the same writers without kills, with kills, across a restart.
 
-Starts a PRIVATE PostgreSQL cluster (``initdb``/``pg_ctl``, a free port, a
-temporary directory removed at the end; never the server of the tests) and
-runs the phases of ``chathistory.testing.churn``, each on a table of its own:
-
-- ``steady``: 4 processes x (4 threads + 2 async tasks) append ``--batches``
-  numbered batches of 2 messages each, to one session per writer;
-- ``kills``: the same, while an admin connection terminates a share of the
-  writers' connections (``--kill-share``, 10% by default, at least one; 1 for
-  all of them) every 20-100 ms (``pg_terminate_backend``);
-- ``restart``: the same without kills, while the server is stopped with
-  ``pg_ctl stop -m immediate`` (a crash) one second in, and started again 3 s
-  later.
-
-A writer whose append raises ``BackendUnavailableError`` reads its session to
-learn whether the batch was stored (the error says it was stored entirely or
-not at all) and appends it again if not, as an application would. Every call
-is timed; a call that took the pool's ``timeout`` or longer while the server
-was up is counted as a stall. Afterwards every session must hold exactly its
-batches, each whole, once, in order.
+The phases, writers and checks are ``chathistory.testing.churn``'s (steady,
+kills, restart; 4 processes x (4 threads + 2 async tasks), each writer
+appending ``--batches`` numbered batches to its own session). This script
+brings a PRIVATE cluster (``initdb``/``pg_ctl`` on a free port, in a temporary
+directory removed at the end; never the server of the tests), a table per
+phase, and its faults: an admin connection terminates ``--kill-share`` of the
+writers' connections (10% by default, at least one) every 20-100 ms
+(``pg_terminate_backend``), and the restart is ``pg_ctl stop -m immediate``,
+3 s down. The backend's pool ``timeout`` is 10 s.
 
     .venv/bin/python backends/postgres/benchmarks/bench_churn.py [--batches 1000] [--raw]
 
 ``--raw`` runs each phase a second time with the floor: psycopg alone, one
-connection per writer, reopened at once when it fails.
-
-Bounded: each phase gives up after ``--deadline`` seconds (and says so).
+connection per writer, reopened at once when it fails. Each phase gives up
+after ``--deadline`` seconds (and says so).
 """
 
 from __future__ import annotations
@@ -38,8 +27,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,7 +35,7 @@ from typing import Any
 import psycopg
 
 from chathistory import BackendUnavailableError, get_backend
-from chathistory.testing.churn import ChurnSettings, ChurnStore, Writers, churn_parser, run_churn
+from chathistory.testing import churn
 
 TIMEOUT = 10.0  # the backend's default pool timeout, given explicitly
 APPLICATION = "chathistory-postgres"  # the writers' connections' name, for the killer
@@ -128,16 +116,6 @@ class PrivateServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@contextmanager
-def private_server() -> Iterator[PrivateServer]:
-    server = PrivateServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
-
-
 class RawWriters:
     """The floor: psycopg alone, a connection per writer, reopened at once when it fails.
 
@@ -206,29 +184,29 @@ class RawWriters:
             await connection.close()
 
 
-def open_store(url: str, raw: bool, table: str) -> ChurnStore:
+def open_store(url: str, raw: bool, table: str) -> churn.ChurnStore:
     """A writer process's store: the backend, or the floor."""
     # The pools' reconnection warnings and the retries' are expected here, thousands.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
     logging.getLogger("chathistory_postgres").setLevel(logging.ERROR)
     if raw:
         return RawWriters(url, table)
-    store: ChurnStore = get_backend("postgres", conninfo=url, table=table, timeout=TIMEOUT)
+    store: churn.ChurnStore = get_backend("postgres", conninfo=url, table=table, timeout=TIMEOUT)
     return store
 
 
 def main() -> None:
-    parser = churn_parser(__doc__.splitlines()[0])
+    parser = churn.churn_parser(__doc__.splitlines()[0])
     parser.add_argument("--raw", action="store_true",
                         help="also run each phase with the floor: psycopg alone, a connection "
                              "per writer, reopened at once")
     options = parser.parse_args()
-    with private_server() as server:
-        contenders = [Writers(partial(open_store, server.url, False))]
+    with churn.running(PrivateServer()) as server:
+        contenders = [churn.Writers(partial(open_store, server.url, False))]
         if options.raw:
-            contenders.append(Writers(partial(open_store, server.url, True), label="raw"))
-        run_churn(server, contenders, options, ChurnSettings(timeout=TIMEOUT),
-                  f"private server on port {server.port}")
+            contenders.append(churn.Writers(partial(open_store, server.url, True), label="raw"))
+        churn.run_churn(server, contenders, options, churn.ChurnSettings(timeout=TIMEOUT),
+                        f"private server on port {server.port}")
 
 
 if __name__ == "__main__":

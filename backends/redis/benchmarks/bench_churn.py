@@ -1,31 +1,22 @@
-"""Connection churn: the same writers with and without killed connections, and across a restart.
+"""Connection churn on Redis: the same writers without kills, with kills, and across a restart.
 
-Starts a PRIVATE ``redis-server`` (a free port, a temporary directory removed
+The phases, writers and checks are ``chathistory.testing.churn``'s (steady,
+kills, restart; 4 processes x (4 threads + 2 async tasks), each writer
+appending ``--batches`` numbered batches to its own session). This script
+brings a PRIVATE ``redis-server`` (a free port, a temporary directory removed
 at the end, ``appendonly yes`` with ``appendfsync always`` so that a crash
-loses no acknowledged write; never the server of the tests) and runs the
-phases of ``chathistory.testing.churn``, each under a key prefix of its own:
-
-- ``steady``: 4 processes x (4 threads + 2 async tasks) append ``--batches``
-  numbered batches of 2 messages each, to one session per writer;
-- ``kills``: the same, while an admin connection kills a share of the writers'
-  connections (``--kill-share``, 10% by default, at least one; 1 for all of
-  them) every 20-100 ms (``CLIENT KILL ID``);
-- ``restart``: the same without kills, while the server is killed (``SIGKILL``)
-  one second in and started again 3 s later (it reloads its append-only file).
+loses no acknowledged write; never the server of the tests), a key prefix per
+phase, and its faults: ``CLIENT KILL ID`` on ``--kill-share`` of the writers'
+connections (10% by default, at least one) every 20-100 ms, and a ``SIGKILL``
+with a restart 3 s later (it reloads its append-only file). The pool's
+``pool_timeout`` is 10 s.
 
 By default steady and kills run twice, alternately, so that the changing load
 of a shared machine falls on both; the ratio is of their mean times.
 
-A writer whose append raises ``BackendUnavailableError`` reads its session to
-learn whether the batch was stored (the error says it was stored entirely or
-not at all) and appends it again if not, as an application would. Every call
-is timed; a call that took 90% of the pool's ``pool_timeout`` or longer while
-the server was up is counted as a stall. Afterwards every session must hold
-exactly its batches, each whole, once, in order.
-
     .venv/bin/python backends/redis/benchmarks/bench_churn.py [--batches 1000]
 
-Bounded: each phase gives up after ``--deadline`` seconds (and says so).
+Each phase gives up after ``--deadline`` seconds (and says so).
 """
 
 from __future__ import annotations
@@ -38,8 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,7 +37,7 @@ from typing import Any
 import redis
 
 from chathistory import get_backend
-from chathistory.testing.churn import ChurnSettings, ChurnStore, Writers, churn_parser, run_churn
+from chathistory.testing import churn
 
 TIMEOUT = 10.0  # the pool's timeout, given explicitly
 NAME = "chathistory-churn"  # the writers' connections' name, for the killer
@@ -121,30 +111,21 @@ class PrivateServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@contextmanager
-def private_server() -> Iterator[PrivateServer]:
-    server = PrivateServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
-
-
-def open_store(url: str, prefix: str) -> ChurnStore:
+def open_store(url: str, prefix: str) -> churn.ChurnStore:
     """A writer process's backend, its connections named for the killer."""
     logging.getLogger("chathistory_redis").setLevel(logging.ERROR)  # a retry each kill
-    store: ChurnStore = get_backend("redis", url=f"{url}?client_name={NAME}",
+    store: churn.ChurnStore = get_backend("redis", url=f"{url}?client_name={NAME}",
                                     key_prefix=prefix, pool_timeout=TIMEOUT)
     return store
 
 
 def main() -> None:
-    options = churn_parser(__doc__.splitlines()[0],
-                           phases="steady,kills,steady,kills,restart").parse_args()
-    with private_server() as server:
-        run_churn(server, [Writers(partial(open_store, server.url))], options,
-                  ChurnSettings(timeout=TIMEOUT), f"private redis-server on port {server.port}")
+    options = churn.churn_parser(__doc__.splitlines()[0],
+                                 phases="steady,kills,steady,kills,restart").parse_args()
+    with churn.running(PrivateServer()) as server:
+        churn.run_churn(server, [churn.Writers(partial(open_store, server.url))], options,
+                        churn.ChurnSettings(timeout=TIMEOUT),
+                        f"private redis-server on port {server.port}")
 
 
 if __name__ == "__main__":

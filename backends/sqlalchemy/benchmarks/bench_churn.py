@@ -1,29 +1,19 @@
 """Connection churn on MariaDB: the same writers without kills, with kills, and across a restart.
 
-Starts a PRIVATE MariaDB server (``mariadb-install-db`` and ``mariadbd`` in a
-temporary directory, on a free port of 127.0.0.1, removed at the end; never
-the server of the tests) and runs the phases of ``chathistory.testing.churn``,
-each on a table of its own:
-
-- ``steady``: 4 processes x (4 threads + 2 async tasks) append ``--batches``
-  numbered batches of 2 messages each, one session per writer, through one
-  backend per process (its sync engine on PyMySQL, its async engine on
-  aiomysql);
-- ``kills``: the same, while an admin connection ``KILL``s every other
-  connection of the server every 20-100 ms;
-- ``restart``: the same without kills, while the server is killed (SIGKILL, a
-  crash) one second in and started again 3 s later.
-
-A writer whose append raises a ``ChatHistoryError`` reads its session to
-learn whether the batch was stored (the error says it was stored entirely or
-not at all) and appends it again if not, as an application would. Every call
-is timed; a call that took the pool's ``pool_timeout`` or longer while the
-server was up is counted as a stall. Afterwards every session must hold
-exactly its batches, each whole, once, in order.
+The phases, writers and checks are ``chathistory.testing.churn``'s (steady,
+kills, restart; 4 processes x (4 threads + 2 async tasks), each writer
+appending ``--batches`` numbered batches to its own session, through one
+backend per process: its sync engine on PyMySQL, its async engine on
+aiomysql). This script brings a PRIVATE MariaDB server (``mariadb-install-db``
+and ``mariadbd`` in a temporary directory, on a free port of 127.0.0.1,
+removed at the end; never the server of the tests), a table per phase, and
+its faults: an admin connection ``KILL``s every other connection of the
+server every 20-100 ms, and a SIGKILL with a restart 3 s later. A writer
+retries on any ``ChatHistoryError``; the pool's ``pool_timeout`` is 10 s.
 
     .venv/bin/python backends/sqlalchemy/benchmarks/bench_churn.py [--batches 500]
 
-Bounded: each phase gives up after ``--deadline`` seconds (and says so).
+Each phase gives up after ``--deadline`` seconds (and says so).
 """
 
 from __future__ import annotations
@@ -36,8 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,7 +34,7 @@ from typing import Any
 import pymysql
 
 from chathistory import ChatHistoryError, get_backend
-from chathistory.testing.churn import ChurnSettings, ChurnStore, Writers, churn_parser, run_churn
+from chathistory.testing import churn
 
 POOL_TIMEOUT = 10.0  # given explicitly (the default is 30 s): a stall shows sooner
 POOL_SIZE = 4  # a writer process's threads
@@ -89,7 +78,9 @@ class PrivateServer:
         deadline = time.monotonic() + 120
         while True:
             try:
-                self.connect(database=None).close()
+                admin = self.connect(database=None)
+                admin.cursor().execute("CREATE DATABASE IF NOT EXISTS churn CHARACTER SET utf8mb4")
+                admin.close()
                 return
             except pymysql.err.OperationalError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
@@ -146,19 +137,6 @@ class PrivateServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@contextmanager
-def private_server() -> Iterator[PrivateServer]:
-    server = PrivateServer()
-    try:
-        server.start()
-        admin = server.connect(database=None)
-        admin.cursor().execute("CREATE DATABASE churn CHARACTER SET utf8mb4")
-        admin.close()
-        yield server
-    finally:
-        server.remove()
-
-
 def describe(error: BaseException) -> str:
     """An error's kind for the report."""
     text = str(error)
@@ -169,13 +147,13 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.split(':')[-1].strip()[:60]}"
 
 
-def open_store(url: str, tls_probe: bool, table: str) -> ChurnStore:
+def open_store(url: str, tls_probe: bool, table: str) -> churn.ChurnStore:
     """The backend of one writer process: built from ``url`` (the defaults), or on an
     application's engine whose connections never try TLS (``ssl_disabled``)."""
     from sqlalchemy import create_engine, make_url
 
     logging.getLogger("chathistory_sqlalchemy").setLevel(logging.ERROR)  # a retry each kill
-    store: ChurnStore
+    store: churn.ChurnStore
     if tls_probe:
         store = get_backend("sqlalchemy", url=url, table=table, pool_size=POOL_SIZE,
                             pool_timeout=POOL_TIMEOUT)
@@ -189,17 +167,18 @@ def open_store(url: str, tls_probe: bool, table: str) -> ChurnStore:
 
 
 def main() -> None:
-    parser = churn_parser(__doc__.splitlines()[0], batches=500, kill_share=False)
+    parser = churn.churn_parser(__doc__.splitlines()[0], batches=500, kill_share=False)
     parser.add_argument("--no-tls-probe", action="store_true",
                         help="writers on an application's engine with PyMySQL's ssl_disabled "
                              "instead of the backend's own engines")
     options = parser.parse_args()
-    settings = ChurnSettings(timeout=POOL_TIMEOUT, retried=(ChatHistoryError,),
-                             describe=describe, threads=POOL_SIZE)
-    with private_server() as server:
+    settings = churn.ChurnSettings(timeout=POOL_TIMEOUT, retried=(ChatHistoryError,),
+                                   describe=describe, threads=POOL_SIZE)
+    with churn.running(PrivateServer()) as server:
         engines = "an engine with ssl_disabled" if options.no_tls_probe else "own engines"
-        run_churn(server, [Writers(partial(open_store, server.url, not options.no_tls_probe))],
-                  options, settings, f"private MariaDB on port {server.port} ({engines})")
+        writers = churn.Writers(partial(open_store, server.url, not options.no_tls_probe))
+        churn.run_churn(server, [writers], options, settings,
+                        f"private MariaDB on port {server.port} ({engines})")
 
 
 if __name__ == "__main__":

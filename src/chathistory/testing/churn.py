@@ -37,12 +37,13 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from langchain_core.messages import HumanMessage, message_to_dict
 
@@ -61,6 +62,7 @@ __all__ = [
     "find_problems",
     "run_churn",
     "run_phase",
+    "running",
     "sync_writer",
 ]
 
@@ -104,6 +106,22 @@ class ChurnServer(Protocol):
 
     def stored(self, target: str, sessions: Sequence[str]) -> Mapping[str, Sequence[str]]:
         """The contents of the records each of ``sessions`` holds, in the store's order."""
+
+    def remove(self) -> None:
+        """Stop the server if it runs and remove all it wrote."""
+
+
+Server = TypeVar("Server", bound=ChurnServer)
+
+
+@contextmanager
+def running(server: Server) -> Iterator[Server]:
+    """Start ``server``, and remove it when the block ends, however it ends."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 @dataclass(frozen=True)
@@ -172,60 +190,86 @@ def _stored_last(records: list[dict[str, Any]]) -> int:
     return int(records[-1]["data"]["content"].split(":")[0]) if records else -1
 
 
-def sync_writer(store: ChurnStore, session: str, batches: int, deadline: float, tally: Tally,
-                settings: ChurnSettings) -> None:
-    """Append batches 0..``batches``-1 to ``session``, learning by a read what a failure did."""
+@dataclass(frozen=True)
+class _Call:
+    append: int | None  # the batch to append; None: read the session's last batch
+
+
+_Plan = Generator[_Call, list[dict[str, Any]] | None, None]
+
+
+def _plan(batches: int, deadline: float, tally: Tally, settings: ChurnSettings) -> _Plan:
+    """A writer's calls, one at a time: it is sent each call's result, or thrown its error.
+
+    Appends batches 0..``batches``-1; after a failed append, reads until the server
+    answers whether the batch was stored, and goes on from the batch after the last
+    stored one.
+    """
     number = 0
     while number < batches and time.time() < deadline:
         started = time.time()
         try:
-            store.append(session, batch(number))
+            yield _Call(append=number)
         except settings.retried as error:
             tally.timed(started)
             tally.failed(settings.describe(error))
             while time.time() < deadline:  # was it stored? ask until the server answers
                 started = time.time()
                 try:
-                    last = _stored_last(store.fetch(session, limit=PARTS))
+                    records = yield _Call(append=None)
                 except settings.retried as read_error:
                     tally.timed(started)
                     tally.failed(settings.describe(read_error))
                     continue
                 tally.timed(started)
-                number = last + 1
+                number = _stored_last(records or []) + 1
                 break
             continue
         tally.timed(started)
         number += 1
     tally.done = number
+
+
+def _next(plan: _Plan, result: list[dict[str, Any]] | None, error: BaseException | None
+          ) -> _Call | None:
+    try:
+        return plan.throw(error) if error is not None else plan.send(result)
+    except StopIteration:
+        return None
+
+
+def sync_writer(store: ChurnStore, session: str, batches: int, deadline: float, tally: Tally,
+                settings: ChurnSettings) -> None:
+    """Append batches 0..``batches``-1 to ``session``, learning by a read what a failure did."""
+    plan = _plan(batches, deadline, tally, settings)
+    call = _next(plan, None, None)
+    while call is not None:
+        result, error = None, None
+        try:
+            if call.append is None:
+                result = store.fetch(session, limit=PARTS)
+            else:
+                store.append(session, batch(call.append))
+        except settings.retried as failure:
+            error = failure
+        call = _next(plan, result, error)
 
 
 async def async_writer(store: ChurnStore, session: str, batches: int, deadline: float,
                        tally: Tally, settings: ChurnSettings) -> None:
     """:func:`sync_writer` through the store's async methods."""
-    number = 0
-    while number < batches and time.time() < deadline:
-        started = time.time()
+    plan = _plan(batches, deadline, tally, settings)
+    call = _next(plan, None, None)
+    while call is not None:
+        result, error = None, None
         try:
-            await store.aappend(session, batch(number))
-        except settings.retried as error:
-            tally.timed(started)
-            tally.failed(settings.describe(error))
-            while time.time() < deadline:
-                started = time.time()
-                try:
-                    last = _stored_last(await store.afetch(session, limit=PARTS))
-                except settings.retried as read_error:
-                    tally.timed(started)
-                    tally.failed(settings.describe(read_error))
-                    continue
-                tally.timed(started)
-                number = last + 1
-                break
-            continue
-        tally.timed(started)
-        number += 1
-    tally.done = number
+            if call.append is None:
+                result = await store.afetch(session, limit=PARTS)
+            else:
+                await store.aappend(session, batch(call.append))
+        except settings.retried as failure:
+            error = failure
+        call = _next(plan, result, error)
 
 
 def writer_process(writers: Writers, settings: ChurnSettings, target: str, process: int,
