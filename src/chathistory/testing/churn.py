@@ -501,6 +501,24 @@ def run_churn(server: ChurnServer, contenders: Sequence[Writers], options: argpa
     Prints each phase's report and, for each contender that ran both steady and
     kills, the ratio of their mean times (the target: at most 2x).
 
+    Args:
+        server: The private server, started (see :func:`running`).
+        contenders: The writers to compare, each phase run once for each, in turn.
+        options: ``batches``, ``deadline``, ``phases`` and, where the script offers
+            it, ``kill_share``, as :func:`churn_parser` parses them.
+        settings: How the writers run.
+        headline: The report's first words, e.g. "private server on port 5433".
+
+    Example::
+
+        def open_store(url: str, table: str) -> ChurnStore:
+            return get_backend("postgres", conninfo=url, table=table, timeout=10.0)
+
+        options = churn_parser("churn on PostgreSQL").parse_args()
+        with running(PrivateServer()) as server:
+            run_churn(server, [Writers(partial(open_store, server.url))], options,
+                      ChurnSettings(timeout=10.0), f"private server on port {server.port}")
+
     Returns:
         Each phase's results, keyed by ``"<phase> <label>"`` (the label omitted when empty).
     """
