@@ -9,6 +9,7 @@ the id of the last one, so the next load knows where the verbatim part starts.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,9 +40,21 @@ DEFAULT_SUMMARY_PROMPT = (
 )
 
 
+_SUMMARY_NAMESPACE = uuid.UUID("5f1e4c1a-8a0e-4d8e-9a43-3c1c2f6b7d21")
+
+
 def summary_session_id(session_id: str) -> str:
-    """The session that holds ``session_id``'s summaries."""
-    return session_id + SUMMARY_SUFFIX
+    """The session that holds ``session_id``'s summaries: ``<session_id>~summary``.
+
+    A session id that is a UUID (a store that takes only UUIDs, such as the
+    postgres backend's ``langchain_postgres`` layout) gets a UUID derived from
+    it instead (uuid5), so the summaries fit wherever the session does.
+    """
+    try:
+        parsed = uuid.UUID(session_id)
+    except ValueError:
+        return session_id + SUMMARY_SUFFIX
+    return str(uuid.uuid5(_SUMMARY_NAMESPACE, f"{parsed}{SUMMARY_SUFFIX}"))
 
 
 @dataclass(frozen=True)

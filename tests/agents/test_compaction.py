@@ -166,3 +166,13 @@ def test_erasing_an_owner_erases_their_summaries_too(
     assert memory.fetch("alice-chat") == [] == memory.fetch(summary_session_id("alice-chat"))
     assert receipt.sessions == 2  # the conversation and its summaries
     assert len(memory.fetch("bob-chat")) == 16 and memory.fetch(summary_session_id("bob-chat"))
+
+
+def test_a_uuid_session_keeps_its_summaries_in_a_uuid_session() -> None:
+    import uuid
+
+    session_id = str(uuid.uuid4())
+    derived = summary_session_id(session_id)
+    assert str(uuid.UUID(derived)) == derived != session_id
+    assert summary_session_id(session_id.upper()) == derived  # the same UUID, however written
+    assert summary_session_id("user-42") == "user-42~summary"
