@@ -157,6 +157,10 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
         self._opened_lock = threading.Lock()
+        # Closing a connection another thread is using crashes the interpreter, so
+        # close() leaves a busy one to the last thread that releases it.
+        self._users: dict[sqlite3.Connection, int] = {}
+        self._retired: set[sqlite3.Connection] = set()
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if self.in_memory:
@@ -191,34 +195,50 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
             raise BackendUnavailableError(
                 f"backend 'sqlite' cannot open {self.path!r}: {reason}") from exc
 
-    def _thread_connection(self, create: bool) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            with self._opened_lock:
+    def _take(self, create: bool) -> sqlite3.Connection:
+        """This thread's connection, marked as in use until :meth:`_give_back`."""
+        with self._opened_lock:
+            connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+            if connection is None:
                 if self.in_memory and self._opened:
                     connection = self._opened[0]
                 else:
                     connection = self._connect(create)
                     self._opened.append(connection)
-            self._local.connection = connection
-        return connection
+                self._local.connection = connection
+            self._users[connection] = self._users.get(connection, 0) + 1
+            return connection
+
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        with self._opened_lock:
+            users = self._users.pop(connection) - 1
+            if users:
+                self._users[connection] = users
+                return
+            if connection not in self._retired:
+                return
+            self._retired.discard(connection)
+        connection.close()
 
     @contextmanager
     def connection(self, call: Call) -> Iterator[sqlite3.Connection]:
-        connection = self._thread_connection(create=call.operation == "create_collection")
-        with self._memory_lock or nullcontext():
-            if call.transaction:
-                # IMMEDIATE: the write lock first, so a writer waits (up to timeout)
-                # for others instead of failing midway.
-                connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield connection
-                if connection.in_transaction:
-                    connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                raise
+        connection = self._take(create=call.operation == "create_collection")
+        try:
+            with self._memory_lock or nullcontext():
+                if call.transaction:
+                    # IMMEDIATE: the write lock first, so a writer waits (up to timeout)
+                    # for others instead of failing midway.
+                    connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                    if connection.in_transaction:
+                        connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+        finally:
+            self._give_back(connection)
 
     def send(self, connection: sqlite3.Connection, request: Request) -> list[Any]:
         if type(request) is Many:
@@ -252,8 +272,11 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
         with self._opened_lock:
             opened, self._opened = self._opened, []
             self._local = threading.local()
+            busy = {connection for connection in opened if connection in self._users}
+            self._retired |= busy
         for connection in opened:
-            connection.close()
+            if connection not in busy:
+                connection.close()
 
 
 class SqliteBackend(BaseBackend):
