@@ -5,8 +5,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Each backend, and distributions nested in one (backends/rockset/emulator).
-BACKENDS := $(wildcard backends/*/pyproject.toml backends/*/*/pyproject.toml)
+# Each backend, and distributions nested in one (backends/rockset/emulator), the nested
+# ones first: pip finds chathistory-rockset[test]'s emulator only if it was named before.
+BACKENDS := $(wildcard backends/*/*/pyproject.toml backends/*/pyproject.toml)
 DIST ?= dist
 
 .PHONY: demo test test-lowest check services clean dist
