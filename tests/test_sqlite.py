@@ -19,6 +19,12 @@ class TestSqliteFile(BackendContract):
     def backend(self, sqlite_backend: SqliteBackend) -> SqliteBackend:
         return sqlite_backend
 
+    @pytest.fixture
+    def uncreated_backend(self, tmp_path: Path) -> Iterator[SqliteBackend]:
+        backend = SqliteBackend(SqliteBackend.Config(path=str(tmp_path / "missing" / "x.db")))
+        yield backend
+        backend.close()
+
 
 class TestSqliteInMemory(BackendContract):
     @pytest.fixture
