@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import operator
 import uuid
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, NotRequired, cast
 
 from langchain.agents.middleware import AgentMiddleware, AgentState
@@ -41,7 +40,7 @@ from langgraph.types import Command, Overwrite
 
 from chathistory.backend import Backend, aensure_collection, ensure_collection
 from chathistory.catalog import KeepsCatalog
-from chathistory.compaction import Summarizer, Summary, summary_session_id
+from chathistory.compaction import Summarizer
 from chathistory.errors import SessionIdError
 from chathistory.history import (
     DEFAULT_BACKEND,
@@ -50,13 +49,11 @@ from chathistory.history import (
     check_session_id,
     resolve_backend,
 )
-from chathistory.records import to_messages, to_records
+from chathistory.loading import Loaded, adrive, drive, load_steps
+from chathistory.records import to_records
 from chathistory.registry import NamedBackend, Registry, default_registry
 from chathistory.window import (
-    complete_calls,
-    history_start,
     safe_suffix,
-    stable_id,
     whole_turns,
 )
 
@@ -152,152 +149,6 @@ class _GivenBackend:
 
     async def aclose(self) -> None:
         """A backend given by the application is the application's to close."""
-
-
-# -- loading, written once and driven sync or async ----------------------------------------
-
-
-@dataclass(frozen=True)
-class _Fetch:
-    session_id: str
-    limit: int | None
-
-
-@dataclass(frozen=True)
-class _Append:
-    session_id: str
-    records: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class _Summarize:
-    previous: str | None
-    messages: list[BaseMessage]
-
-
-_Step = _Fetch | _Append | _Summarize
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    history: list[BaseMessage]
-    summary: str | None
-    empty: bool
-    """The session held no message: this run's append is its first write."""
-
-
-def _record_id(record: Mapping[str, Any]) -> str | None:
-    data = record.get("data")
-    return data.get("id") if isinstance(data, Mapping) else None
-
-
-def _messages(session_id: str, records: Sequence[dict[str, Any]], first_position: int | None
-              ) -> list[BaseMessage]:
-    """Records as messages; one stored without an id gets :func:`stable_id` of its place.
-
-    ``first_position`` is the place of ``records[0]`` in the session, or None
-    when it is unknown (then every record has an id of its own).
-    """
-    messages = to_messages(records, session_id=session_id,
-                           first_position=-len(records) if first_position is None
-                           else first_position)
-    return [message if message.id is not None
-            else message.model_copy(update={"id": stable_id((first_position or 0) + offset)})
-            for offset, message in enumerate(messages)]
-
-
-def _load(session_id: str, window: int | None, summarizer: Summarizer | None
-          ) -> Generator[_Step, Any, _Loaded]:
-    """What a run loads: the history the model sees, and the summary of what is older."""
-    if summarizer is None or window is None:
-        records = yield _Fetch(session_id, window)
-        first: int | None = 0 if window is None or len(records) < window else None
-        if first is None and any(_record_id(record) is None for record in records):
-            # A stable id needs the place in the session, so the session's length.
-            first = len((yield _Fetch(session_id, None))) - len(records)
-        return _Loaded(safe_suffix(_messages(session_id, records, first)), None,
-                       empty=not records)
-
-    records = yield _Fetch(session_id, window + summarizer.every)
-    whole = len(records) < window + summarizer.every
-    stored = [Summary.from_record(record)
-              for record in (yield _Fetch(summary_session_id(session_id), 1))]
-    summary = stored[0] if stored else None
-    anchor = _anchor(records, summary, whole)
-    if anchor is None and summary is not None and not whole:
-        records = yield _Fetch(session_id, None)  # the summary's end left the fetched part
-        whole = True
-        anchor = _anchor(records, summary, whole)
-    if anchor is None:
-        summary = None  # none yet, or the session was cleared since: start from its start
-        start, first = 0, 0
-    else:
-        start, first = anchor
-    if summary is None and not whole:
-        records = yield _Fetch(session_id, None)
-        start, first = 0, 0
-    window_start = max(len(records) - window, start)
-    if window_start - start >= summarizer.every:
-        cut = window_start + history_start(
-            _messages(session_id, records[window_start:], first + window_start))
-        older = _messages(session_id, records[start:cut], first + start)
-        text = yield _Summarize(summary.text if summary else None, older)
-        summary = Summary(text=text, covers=first + cut, last_id=older[-1].id or "")
-        yield _Append(summary_session_id(session_id), [summary.to_record()])
-        start = cut
-    history = _messages(session_id, records[start:], first + start)
-    return _Loaded(safe_suffix(history) if start == 0 else complete_calls(history),
-                   summary.text if summary else None, empty=not records)
-
-
-def _anchor(records: Sequence[dict[str, Any]], summary: Summary | None, whole: bool
-            ) -> tuple[int, int] | None:
-    """Where the part after ``summary`` starts in ``records``, and the first record's place."""
-    if summary is None:
-        return None
-    for index in range(len(records) - 1, -1, -1):
-        if _record_id(records[index]) == summary.last_id:
-            return index + 1, summary.covers - 1 - index
-    if whole and summary.last_id == stable_id(summary.covers - 1) \
-            and len(records) >= summary.covers:
-        return summary.covers, 0  # the last covered message had no id of its own
-    return None
-
-
-def _drive(steps: Generator[_Step, Any, _Loaded], backend: Backend,
-           summarizer: Summarizer | None) -> _Loaded:
-    reply: Any = None
-    while True:
-        try:
-            step = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        if isinstance(step, _Fetch):
-            reply = backend.fetch(step.session_id, limit=step.limit)
-        elif isinstance(step, _Append):
-            backend.append(step.session_id, step.records)
-            reply = None
-        else:
-            assert summarizer is not None
-            reply = summarizer.summarize(step.previous, step.messages)
-
-
-async def _adrive(steps: Generator[_Step, Any, _Loaded], backend: Backend,
-                  summarizer: Summarizer | None) -> _Loaded:
-    reply: Any = None
-    while True:
-        try:
-            step = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        if isinstance(step, _Fetch):
-            reply = await backend.afetch(step.session_id, limit=step.limit)
-        elif isinstance(step, _Append):
-            await backend.aappend(step.session_id, step.records)
-            reply = None
-        else:
-            assert summarizer is not None
-            reply = await summarizer.asummarize(step.previous, step.messages)
 
 
 # -- what a run produced ------------------------------------------------------------------
@@ -480,7 +331,7 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
             return _start_run(state, session_id, None)
         backend = self._backend.get()
         ensure_collection(backend)
-        loaded = _drive(_load(session_id, self.window, self.summarizer), backend,
+        loaded = drive(load_steps(session_id, self.window, self.summarizer), backend,
                         self.summarizer)
         return _start_run(state, session_id, loaded)
 
@@ -491,7 +342,7 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
             return _start_run(state, session_id, None)
         backend = await self._backend.aget()
         await aensure_collection(backend)
-        loaded = await _adrive(_load(session_id, self.window, self.summarizer), backend,
+        loaded = await adrive(load_steps(session_id, self.window, self.summarizer), backend,
                                self.summarizer)
         return _start_run(state, session_id, loaded)
 
@@ -568,7 +419,7 @@ def _holds(state: ChatHistoryState, session_id: str) -> bool:
     return state.get("chathistory_session") == session_id
 
 
-def _start_run(state: ChatHistoryState, session_id: str, loaded: _Loaded | None
+def _start_run(state: ChatHistoryState, session_id: str, loaded: Loaded | None
                ) -> dict[str, Any]:
     """The state update that starts a run: its input recorded, the history put before it."""
     # What the last run left in the state is not input: with a checkpointer it is
