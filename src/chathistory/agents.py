@@ -102,6 +102,8 @@ class ChatHistoryState(AgentState[Any]):
     """The summary of what is older than the loaded history, for the model's calls."""
     chathistory_new_session: NotRequired[Annotated[bool, PrivateStateAttr]]
     """The session held no message when the run started: its append is the first write."""
+    chathistory_stored_ids: NotRequired[Annotated[list[str], PrivateStateAttr]]
+    """What version 0.1 kept instead of ``chathistory_seen``: read once, then emptied."""
 
 
 def _from_context(runtime: Runtime[Any], key: str) -> Any:
@@ -424,7 +426,7 @@ def _start_run(state: ChatHistoryState, session_id: str, loaded: Loaded | None
     """The state update that starts a run: its input recorded, the history put before it."""
     # What the last run left in the state is not input: with a checkpointer it is
     # this session's history, or another session's, which the history replaces.
-    seen = set(state.get("chathistory_seen") or [])
+    seen = set(state.get("chathistory_seen") or state.get("chathistory_stored_ids") or [])
     current = [message for message in state["messages"] if message.id not in seen]
     history = [] if loaded is None else loaded.history
     history_ids = {message.id for message in history}
@@ -453,6 +455,9 @@ def _transcript(state: ChatHistoryState) -> list[AnyMessage]:
 
 
 def _end_run(state: ChatHistoryState) -> dict[str, Any]:
-    return {"chathistory_seen": [message.id for message in state["messages"]
-                                 if message.id is not None],
-            "chathistory_run": Overwrite([]), "chathistory_new_session": False}
+    update = {"chathistory_seen": [message.id for message in state["messages"]
+                                   if message.id is not None],
+              "chathistory_run": Overwrite([]), "chathistory_new_session": False}
+    if state.get("chathistory_stored_ids"):
+        update["chathistory_stored_ids"] = []
+    return update

@@ -88,3 +88,27 @@ def test_a_message_stored_without_an_id_keeps_one_id_as_the_session_grows(agents
     assert ids_by_text["a5"] == {"chathistory-11"}
     assert ids_by_text["later0"] == {"chathistory-16"}  # after q0..a5 and the first run's 4
     assert all(len(ids) == 1 for ids in ids_by_text.values()), ids_by_text
+
+
+def test_a_thread_saved_by_the_previous_version_stores_nothing_twice(agents: Any) -> None:
+    # The previous version kept the ids of the stored messages under chathistory_stored_ids
+    # and never loaded again once it was set: its threads hold the whole conversation.
+    memory = MemoryBackend()
+    earlier: list[BaseMessage] = []
+    for turn in range(6):
+        earlier += [HumanMessage(f"q{turn}", id=f"h{turn}"), AIMessage(f"a{turn}", id=f"a{turn}")]
+    ChatHistory("alice", backend=memory).add_messages(earlier)
+    agent = agents.build(ChatHistoryMiddleware(memory, window=4), checkpointer=InMemorySaver())
+    config: Any = {"configurable": {"thread_id": "saved-before-the-upgrade"}}
+    # As the previous version's after_agent left the thread.
+    agent.update_state(config, {"messages": earlier,
+                                "chathistory_stored_ids": [m.id for m in earlier]},
+                       as_node="ChatHistoryMiddleware.after_agent")
+
+    agent.invoke(agents.ask("Paris"), context={"session_id": "alice"}, config=config)
+    agent.invoke(agents.ask("Rome"), context={"session_id": "alice"}, config=config)
+
+    stored = memory.fetch("alice")
+    assert [record["data"]["id"] for record in stored[:12]] == [m.id for m in earlier]
+    assert agents.kinds(stored[12:]) == [*agents.ONE_TURN, *agents.ONE_TURN]
+    assert agent.get_state(config).values["chathistory_stored_ids"] == []
