@@ -2,6 +2,7 @@
 
     .venv/bin/python backends/sqlalchemy/benchmarks/bench_catalog.py \
         [--sizes 10000 1000000] [--rounds 5] [--pages 40] [--erasures 5] [--turns 40]
+        [--adk-python /tmp/adk-my/bin/python [--adk-sizes 5000 50000] [--adk-only]]
 
 Needs the MariaDB server of CHATHISTORY_MYSQL_URL (default
 mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4; its ``seq_1_to_N``
@@ -31,6 +32,13 @@ can be told from one the database misses (InnoDB's buffer pool: 128 MB here).
 
 Ratios: large size / small size (target <= 1.3) and with / without the catalog
 (target <= 1.1).
+
+``--adk-python PATH`` names an interpreter with ``google-adk[db]``, ``aiomysql``
+and ``pymysql`` (see ``adk_list_sessions.py``): Google ADK's
+``DatabaseSessionService.list_sessions`` for one user (100 sessions) on this
+server, in a database of its own (``chathistory_adk_bench``, made and dropped
+here), at each of ``--adk-sizes``, next to chathistory's page of 20 and its
+listing of the user's 100 on a table of each size, ``--rounds`` owners each.
 """
 
 from __future__ import annotations
@@ -42,13 +50,16 @@ import os
 import random
 import secrets
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from chathistory_sqlalchemy import SQLAlchemyBackend
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from chathistory import erase, list_conversations
 
@@ -59,6 +70,7 @@ PER_OWNER = 100
 BASE_MICROS = 1_700_000_000_000_000
 TURN = [message_to_dict(HumanMessage("What is the capital of France?")),
         message_to_dict(AIMessage("Paris."))]
+ADK_DATABASE = "chathistory_adk_bench"
 
 
 def fill(admin: Engine, table: str, size: int) -> float:
@@ -114,6 +126,52 @@ def turn(backend: SQLAlchemyBackend, session_id: str) -> None:
     backend.append(session_id, TURN)
 
 
+def median_of(call: Callable[[], object], repeats: int) -> float:
+    return statistics.median(timed(call) for _ in range(repeats))
+
+
+def adk_comparison(arguments: argparse.Namespace, admin: Engine) -> None:
+    """ADK's list_sessions for one user against list_conversations, at each --adk-sizes."""
+    script = Path(__file__).with_name("adk_list_sessions.py")
+    print(f"Google ADK (run by {arguments.adk_python}): DatabaseSessionService.list_sessions "
+          "(one user, 100 sessions) against chathistory's list_conversations, same server:",
+          flush=True)
+    for size in arguments.adk_sizes:
+        table = f"{PREFIX}_adk_{size}"
+        backend = SQLAlchemyBackend.from_options(url=URL, table=table)
+        try:
+            backend.create_collection()
+            fill(admin, table, size)
+            list_conversations(backend, owner="o-0", limit=20)  # warm: pool, statements
+            owners = [f"o-{number}" for number in
+                      random.Random(size).sample(range(size // PER_OWNER), arguments.rounds)]
+            page = statistics.median(median_of(partial(
+                list_conversations, backend, owner=owner, limit=20), 20) for owner in owners)
+            whole = statistics.median(median_of(partial(
+                list_conversations, backend, owner=owner, limit=PER_OWNER), 20)
+                for owner in owners)
+        finally:
+            backend.close()
+            with admin.begin() as connection:
+                connection.execute(text(f"DROP TABLE IF EXISTS `{table}`, "
+                                        f"`{table}_migrations`, `{table}_sessions`"))
+        with admin.begin() as connection:
+            connection.execute(text(f"CREATE DATABASE `{ADK_DATABASE}` "
+                                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+        try:
+            child = subprocess.run([arguments.adk_python, str(script),
+                                    make_url(URL).render_as_string(hide_password=False),
+                                    ADK_DATABASE, str(size), str(arguments.rounds)],
+                                   capture_output=True, text=True, check=True, timeout=900)
+        finally:
+            with admin.begin() as connection:
+                connection.execute(text(f"DROP DATABASE IF EXISTS `{ADK_DATABASE}`"))
+        adk = json.loads(child.stdout.strip().splitlines()[-1])
+        print(f"{size:>9,} sessions: ADK {adk['list'] * 1e3:.2f} ms; chathistory page of 20 "
+              f"{page * 1e3:.3f} ms ({adk['list'] / page:.0f}x faster), all 100 "
+              f"{whole * 1e3:.3f} ms ({adk['list'] / whole:.0f}x faster)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[10_000, 1_000_000])
@@ -122,8 +180,20 @@ def main() -> None:
     parser.add_argument("--erasures", type=int, default=5, help="owners erased per size "
                         "per round")
     parser.add_argument("--turns", type=int, default=40, help="turns per contender per round")
+    parser.add_argument("--adk-python", default=None,
+                        help="an interpreter with google-adk[db], aiomysql and pymysql")
+    parser.add_argument("--adk-sizes", type=int, nargs=2, default=[5_000, 50_000])
+    parser.add_argument("--adk-only", action="store_true", help="only the ADK comparison")
     arguments = parser.parse_args()
     admin = create_engine(URL)
+    if arguments.adk_python:
+        try:
+            adk_comparison(arguments, admin)
+        finally:
+            if arguments.adk_only:
+                admin.dispose()
+        if arguments.adk_only:
+            return
     backends: dict[int, SQLAlchemyBackend] = {}
     try:
         for size in arguments.sizes:
