@@ -1,5 +1,5 @@
 """The conformance suite through this backend, on MariaDB and on SQLite, in both layouts,
-and the session catalog's part on PostgreSQL (the default layout: its upserts there).
+and on PostgreSQL (the default layout).
 
 The session catalog's tests (``CatalogContract``) run on every ``chathistory``
 layout class; the ``langchain_community`` classes skip them, saying why: that
@@ -23,7 +23,6 @@ from chathistory_sqlalchemy import SQLAlchemyBackend
 from sqlalchemy import Engine, create_engine, inspect, text
 
 from chathistory.testing import BackendContract
-from chathistory.testing.catalog_contract import CatalogContract
 
 
 @pytest.fixture
@@ -133,10 +132,9 @@ class TestOnSQLiteWithThreadsForAsync(OnSQLite):
         backend.close()
 
 
-class TestCatalogOnPostgreSQL(CatalogContract):
-    """The catalog's contract alone on PostgreSQL, where the catalog is kept too (its
-    upserts are PostgreSQL's). The rest of the suite is not claimed there: an
-    executemany batch is not given consecutive ids under concurrent writers."""
+class TestOnPostgreSQL(BackendContract):
+    """The whole suite on PostgreSQL too: its writers of one session take the entry's row
+    lock (this layout keeps the catalog) before their rows get ids, so a batch stays whole."""
 
     @pytest.fixture
     def make_session_id(self) -> Callable[[str], str]:

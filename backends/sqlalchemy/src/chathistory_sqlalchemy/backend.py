@@ -92,8 +92,8 @@ class SQLAlchemyBackend(BaseBackend):
         messages = [encode_record(record) for record in records]
         rows = self.statements.rows(check_session_id(session_id), messages)
         if rows:
+            yield from self.statements.claim({session_id: len(rows)})
             yield self.statements.insert_batch(self.client.dialect, rows)
-            yield from self._count({session_id: len(rows)})
 
     @operation()
     def fetch(self, session_id: str, *, limit: int | None = None
@@ -187,16 +187,9 @@ class SQLAlchemyBackend(BaseBackend):
     def _append_texts(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
         rows = [self.statements.rows(check_session_id(session_id), list(texts))
                 for session_id, texts in batches.items() if texts]
+        yield from self.statements.claim({session_id: len(texts)
+                                          for session_id, texts in batches.items()})
         yield from self.statements.insert_many(self.client.dialect, rows)
-        yield from self._count({session_id: len(texts) for session_id, texts in batches.items()})
-
-    def _count(self, batches: Mapping[str, int]) -> Operation[None]:
-        """Count what was appended in the catalog, in the append's transaction."""
-        catalog = self.statements.catalog
-        if catalog is not None:
-            upsert = catalog.counted(batches)
-            if upsert is not None:
-                yield upsert
 
     alist_sessions = list_sessions.async_twin
     afetch_many = fetch_many.async_twin

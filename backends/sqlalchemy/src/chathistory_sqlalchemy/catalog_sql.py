@@ -2,7 +2,7 @@
 
 One row per session of the ``chathistory`` layout: its owner, title, metadata,
 both times (microseconds since the epoch) and message count. The count and the
-last-updated time move in the statement after the append's insert, in the
+last-updated time move in the statement before the append's insert, in the
 append's transaction (an upsert, so two first appends of one session race safely).
 """
 

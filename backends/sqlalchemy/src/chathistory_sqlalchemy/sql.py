@@ -7,12 +7,13 @@ bound parameters. docs/backends/sqlalchemy.md explains the layouts and indexes.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.elements import TextClause
 
@@ -184,6 +185,7 @@ class Statements:
     insert: sa.Insert
     listing: Listing
     catalog: Catalog | None  # <table>_sessions: the chathistory layout, on a dialect with upserts
+    lock: sa.Select[Any] | None  # where no catalog is kept: takes sessions' write locks
     multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -205,6 +207,17 @@ class Statements:
             # are compared too, so "A", "a" and "a " stay three sessions.
             same_session = sa.and_(same_session, sa.cast(c.session_id, sa.LargeBinary)
                                    == sa.cast(session_id, sa.LargeBinary))
+        lock: sa.Select[Any] | None = None
+        if dialect.name == "postgresql":
+            # pg_advisory_xact_lock(int, int): this table's key space, the session's hash.
+            space = zlib.crc32(name.encode()) - (1 << 31)
+            ids = sa.func.unnest(sa.bindparam("sessions", type_=postgresql.ARRAY(sa.Text))
+                                 ).table_valued("session_id").render_derived()
+            lock = (sa.select(sa.func.pg_advisory_xact_lock(space, sa.func.hashtext(
+                ids.c.session_id))).select_from(ids).order_by(ids.c.session_id))
+        elif dialect.name in MYSQL_DIALECTS:
+            lock = (sa.select(c.id).where(same_session).order_by(c.id.desc()).limit(1)
+                    .with_for_update())
         newest = (sa.select(c.id, c.message).where(same_session).order_by(c.id.desc())
                   .limit(sa.bindparam("limit", type_=sa.Integer)).subquery("newest"))
         return cls(
@@ -222,6 +235,7 @@ class Statements:
             listing=Listing.build(table, layout, dialect),
             catalog=Catalog.build(table, dialect) if layout == "chathistory"
             and dialect.name in CATALOG_DIALECTS else None,
+            lock=lock,
         )
 
     def check_columns(self, found: set[str]) -> None:
@@ -246,6 +260,25 @@ class Statements:
             return [{"session_hash": digest, "session_id": session_id, "message": message}
                     for message in messages]
         return [{"session_id": session_id, "message": message} for message in messages]
+
+    def claim(self, batches: Mapping[str, int]) -> Operation[None]:
+        """Take the write locks of the sessions ``batches`` adds to (id -> records), held to
+        the commit, before their rows get ids: so one session's batches get ids, and become
+        visible, one whole batch after another. The catalog's upsert counting them does it
+        where a catalog is kept (the entry's row lock); elsewhere an advisory lock
+        (PostgreSQL) or a locking read of each session's newest row (MySQL/MariaDB: a new
+        session's gap lock, where two first writers deadlock and one is retried). SQLite
+        serializes its writers itself. In session order: two bulk writers never cycle."""
+        sessions = sorted(session for session, added in batches.items() if added)
+        if self.catalog is not None:
+            upsert = self.catalog.counted(batches)
+            if upsert is not None:
+                yield upsert
+        elif self.lock is not None and sessions:
+            if self.listing.kind != "mysql":
+                yield self.lock, {"sessions": sessions}
+            for session in sessions if self.listing.kind == "mysql" else ():
+                yield self.lock, self.session(session)
 
     def fetch_many(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         """The stored JSON texts of each session, oldest first: a statement per
@@ -284,8 +317,7 @@ class Statements:
                      ) -> tuple[sa.Insert | TextClause,
                                 Mapping[str, Any] | list[dict[str, Any]]]:
         """The one statement that inserts ``rows``, and its parameters: on MySQL/MariaDB
-        a multi-row INSERT, so the batch gets consecutive AUTO_INCREMENT ids while
-        others write (InnoDB's lock modes 0 and 1); elsewhere an executemany."""
+        a multi-row INSERT, elsewhere an executemany (:meth:`claim` keeps others out)."""
         if dialect.name not in MYSQL_DIALECTS or len(rows) == 1:
             return self.insert, rows
         statement = self.multi_row_inserts.get(len(rows))
