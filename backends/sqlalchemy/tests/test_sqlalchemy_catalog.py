@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
-from chathistory_sqlalchemy.catalog import SQLAlchemyCatalogBackend
-from chathistory_sqlalchemy.catalog_sql import position
+from chathistory_sqlalchemy.backend import SQLAlchemyCatalogBackend
+from chathistory_sqlalchemy.sql import Catalog
 from sqlalchemy import create_engine, inspect, text
 
 from chathistory import ConfigError, RecordError
@@ -46,7 +46,7 @@ def _plan(backend: SQLAlchemyCatalogBackend, *, with_cursor: bool) -> list[str]:
         first = catalog.page(owner="ada", newest_first=True, after=None, limit=50)
         engine = backend.client.engine()
         with engine.connect() as connection:
-            after = position(connection.execute(*first).all()[-1])
+            after = Catalog.position(connection.execute(*first).all()[-1])
     statement, params = catalog.page(owner="ada", newest_first=True, after=after, limit=21)
     engine = backend.client.engine()
     compiled = statement.compile(dialect=engine.dialect)

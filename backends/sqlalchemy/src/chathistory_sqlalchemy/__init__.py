@@ -9,18 +9,14 @@ or build it: ``SQLAlchemyBackend.from_options(url=...)``. Importing the package
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chathistory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chathistory_sqlalchemy.backend import SQLAlchemyBackend
     from chathistory_sqlalchemy.config import SQLAlchemyConfig
 
 __all__ = ["SQLAlchemyBackend", "SQLAlchemyConfig"]
-_MODULES = {"SQLAlchemyBackend": "backend", "SQLAlchemyConfig": "config"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"SQLAlchemyBackend": "backend", "SQLAlchemyConfig": "config"})

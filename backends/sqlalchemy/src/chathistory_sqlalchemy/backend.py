@@ -4,18 +4,46 @@ the core's runner. Importing this module does not import SQLAlchemy; building a 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chathistory import BaseBackend, Operation, Runner, decode_record, encode_record, operation
+from chathistory import (
+    BaseBackend,
+    ConfigError,
+    Operation,
+    Runner,
+    decode_record,
+    encode_record,
+    operation,
+)
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.catalog import (
+    UNCHANGED,
+    ErasureReceipt,
+    MetadataValue,
+    SessionSummary,
+    SummaryPage,
+    Unchanged,
+    check_limit,
+    check_metadata,
+    check_text,
+    check_where,
+    merge_metadata,
+    read_cursor,
+    write_cursor,
+)
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 
 if TYPE_CHECKING:
     from chathistory_sqlalchemy.client import SQLAlchemyDriver
-    from chathistory_sqlalchemy.sql import Statements
+    from chathistory_sqlalchemy.sql import Catalog, Statements
 
-__all__ = ["SQLAlchemyBackend", "check_session_id"]
+__all__ = ["SQLAlchemyBackend", "SQLAlchemyCatalogBackend", "check_session_id",
+           "keeps_catalog"]
+
+_FILTERED_BATCH = 200  # rows read per statement while a metadata filter skips some
 
 
 class SQLAlchemyBackend(BaseBackend):
@@ -35,7 +63,7 @@ class SQLAlchemyBackend(BaseBackend):
     Besides the four methods it has the capabilities ``ListsSessions`` (in id
     order), ``FetchesInBulk``, ``CopiesInBulk`` and ``CopiesRecordText``. Built for
     the ``chathistory`` layout on MySQL/MariaDB, SQLite or PostgreSQL, it is a
-    :class:`~chathistory_sqlalchemy.catalog.SQLAlchemyCatalogBackend`, which also
+    :class:`SQLAlchemyCatalogBackend`, which also
     keeps the session catalog (``KeepsCatalog``, ``TracksWriteTimes``, ``PrunesSessions``).
 
     Attributes:
@@ -55,21 +83,18 @@ class SQLAlchemyBackend(BaseBackend):
     def __new__(cls, config: SQLAlchemyConfig) -> SQLAlchemyBackend:
         # The catalog is declared (its methods exist) only where it is kept: the class
         # is chosen from the layout and the dialect, before anything connects.
-        if cls is SQLAlchemyBackend:
-            from chathistory_sqlalchemy.catalog import SQLAlchemyCatalogBackend, keeps_catalog
-
-            if keeps_catalog(config):
-                cls = SQLAlchemyCatalogBackend
+        if cls is SQLAlchemyBackend and keeps_catalog(config):
+            cls = SQLAlchemyCatalogBackend
         return super().__new__(cls)
 
     def __init__(self, config: SQLAlchemyConfig) -> None:
         super().__init__(config)
+        from chathistory_sqlalchemy import sql
         from chathistory_sqlalchemy.client import SQLAlchemyDriver
-        from chathistory_sqlalchemy.sql import Statements
 
         self.client: SQLAlchemyDriver = SQLAlchemyDriver(config)
-        self.statements: Statements = Statements.build(config.table_name, config.layout,
-                                                       self.client.dialect)
+        self.statements: Statements = sql.Statements.build(config.table_name, config.layout,
+                                                           self.client.dialect)
         self.runner = Runner(self, self.client)
 
     def __repr__(self) -> str:
@@ -119,10 +144,6 @@ class SQLAlchemyBackend(BaseBackend):
         if catalog is not None:
             yield catalog.delete, {"hashes": [params["session_hash"]]}
 
-    acreate_collection = create_collection.async_twin
-    aappend = append.async_twin
-    afetch = fetch.async_twin
-    aclear = clear.async_twin
 
     # Optional capabilities: listing, bulk reads and writes.
 
@@ -163,9 +184,7 @@ class SQLAlchemyBackend(BaseBackend):
         return (yield from self._fetch_texts(session_ids))
 
     def _fetch_texts(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
-        if isinstance(session_ids, str):
-            raise TypeError("session_ids must be a sequence of session ids, not one str")
-        wanted = [check_session_id(session_id) for session_id in session_ids]
+        wanted = _ids(session_ids)
         return (yield from self.statements.fetch_many(wanted)) if wanted else {}
 
     @operation(write=True, transaction=True)
@@ -191,11 +210,201 @@ class SQLAlchemyBackend(BaseBackend):
                                           for session_id, texts in batches.items()})
         yield from self.statements.insert_many(self.client.dialect, rows)
 
-    alist_sessions = list_sessions.async_twin
-    afetch_many = fetch_many.async_twin
-    afetch_many_text = fetch_many_text.async_twin
-    aappend_many = append_many.async_twin
-    aappend_many_text = append_many_text.async_twin
+
+# -- the session catalog: <table>_sessions, kept in the appends' transactions ---------------
+
+def keeps_catalog(config: SQLAlchemyConfig) -> bool:
+    """Whether a backend of ``config`` keeps the catalog: the layout and dialect allow it."""
+    from chathistory_sqlalchemy.sql import CATALOG_DIALECTS
+
+    return config.layout == "chathistory" and _dialect_name(config) in CATALOG_DIALECTS
+
+
+def _dialect_name(config: SQLAlchemyConfig) -> str:
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    engine = config.engine if config.engine is not None else config.async_engine
+    if config.url is not None:
+        try:
+            return make_url(config.url.get_secret_value()).get_backend_name()
+        except (ArgumentError, ValueError):
+            return ""  # the backend's own checks give the error
+    return str(getattr(getattr(engine, "dialect", None), "name", ""))
+
+
+class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
+    """:class:`SQLAlchemyBackend` where it keeps the session catalog, ``<table>_sessions``.
+
+    ``SQLAlchemyBackend(config)`` builds one where :func:`keeps_catalog` holds: the
+    ``chathistory`` layout on MySQL/MariaDB, SQLite and PostgreSQL. A
+    ``langchain_community`` table is written by the peer class too, which this
+    backend cannot count without altering the peer's table: there it declares no
+    catalog. Besides the base's capabilities it declares ``KeepsCatalog``,
+    ``TracksWriteTimes`` and ``PrunesSessions`` (with ``owner=``).
+    """
+
+    def __init__(self, config: SQLAlchemyConfig) -> None:
+        super().__init__(config)
+        if self.statements.catalog is None:
+            self.client.close()
+            raise ConfigError(
+                f"backend 'sqlalchemy' keeps no session catalog for layout={config.layout!r} "
+                f"on {self.client.dialect.name}: only the 'chathistory' layout on "
+                "MySQL/MariaDB, SQLite and PostgreSQL does (build SQLAlchemyBackend instead)")
+
+    @property
+    def catalog(self) -> Catalog:
+        catalog = self.statements.catalog
+        assert catalog is not None, "built only where the catalog is kept"
+        return catalog
+
+    @operation()
+    def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,
+                       where: Mapping[str, MetadataValue] | None = None, limit: int = 20,
+                       cursor: str | None = None) -> Operation[SummaryPage]:
+        """A page of summaries by ``(updated_at, session_id)``: one index range of the
+        owner's (or everyone's) entries; a metadata filter is applied to the rows read."""
+        owner = check_text("owner", owner)
+        wanted = check_where(where)
+        limit = check_limit(limit)
+        after = read_cursor(cursor, newest_first)
+        if after is not None and not (
+                len(after) == 3 and isinstance(after[0], int) and not isinstance(after[0], bool)
+                and isinstance(after[1], str) and isinstance(after[2], str)):
+            raise ValueError(f"not a listing cursor: {str(cursor)[:40]!r}")
+        catalog = self.catalog
+        batch = limit + 1 if not wanted else max(limit + 1, _FILTERED_BATCH)
+        found: list[Any] = []
+        while True:
+            rows = yield catalog.page(owner=owner, newest_first=newest_first, after=after,
+                                      limit=batch)
+            found += [row for row in rows
+                      if (owner is None or row[1] == owner) and _matches(row[3], wanted)]
+            if len(found) > limit or len(rows) < batch:
+                break
+            after = catalog.position(rows[-1])
+        page = [catalog.summary(row) for row in found[:limit]]
+        if len(found) <= limit:
+            return SummaryPage(page, None)
+        return SummaryPage(page, write_cursor(catalog.position(found[limit - 1]), newest_first))
+
+    @operation()
+    def session_summaries(self, session_ids: Sequence[str]
+                          ) -> Operation[dict[str, SessionSummary]]:
+        """The summaries of those ids that have one: a statement per 500 ids."""
+        return {row[0]: self.catalog.summary(row)
+                for row in (yield from self._entries(_ids(session_ids)))}
+
+    @operation(write=True, transaction=True)
+    def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
+                       title: str | Unchanged | None = UNCHANGED,
+                       metadata: Mapping[str, Any] | None = None,
+                       replace_metadata: bool = False,
+                       only_if_unset: bool = False) -> Operation[SessionSummary]:
+        """Set the owner, title or metadata: the entry is read (locked) and upserted."""
+        check_session_id(session_id)
+        if not isinstance(owner, Unchanged):
+            check_text("owner", owner)
+        if not isinstance(title, Unchanged):
+            check_text("title", title)
+        if metadata is not None:
+            check_metadata(metadata)
+        catalog = self.catalog
+        (digest,) = catalog.chunks([session_id])
+        rows = yield catalog.by_hashes().with_for_update(), digest
+        stored_owner, stored_title, stored_metadata = rows[0][1:4] if rows else (None, None,
+                                                                                "{}")
+        if not isinstance(owner, Unchanged) and not (only_if_unset and stored_owner):
+            stored_owner = owner
+        if not isinstance(title, Unchanged) and not (only_if_unset and stored_title):
+            stored_title = title
+        if metadata is not None:
+            stored_metadata = check_metadata(
+                merge_metadata(json.loads(stored_metadata), metadata, replace_metadata))
+        now = datetime.now(UTC)
+        yield catalog.describe, catalog.row(session_id, created_at=now, updated_at=now,
+                                            owner=stored_owner, title=stored_title,
+                                            metadata=stored_metadata)
+        (row,) = yield catalog.by_hashes(), digest
+        return catalog.summary(row)
+
+    @operation(write=True, transaction=True)
+    def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
+                       ) -> Operation[ErasureReceipt]:
+        """Delete these sessions' messages and entries: one transaction, 500 ids a statement."""
+        catalog = self.catalog
+        receipt = ErasureReceipt(dry_run=dry_run)
+        for part in catalog.chunks(_ids(session_ids)):
+            ((sessions, messages),) = yield catalog.totals, part
+            receipt.add(ErasureReceipt(int(sessions), int(messages)))
+            if not dry_run and sessions:
+                yield catalog.erase_messages, part
+                yield catalog.delete, part
+        return receipt
+
+    @operation(write=True, transaction=True)
+    def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
+        """Upsert each summary's owner, title, metadata and both times (not its count)."""
+        catalog = self.catalog
+        rows = [catalog.row(check_session_id(entry.session_id), created_at=entry.created_at,
+                            updated_at=entry.updated_at, owner=check_text("owner", entry.owner),
+                            title=check_text("title", entry.title),
+                            metadata=check_metadata(entry.metadata))
+                for entry in summaries]
+        if rows:
+            yield catalog.restore, rows
+
+    @operation()
+    def list_sessions(self, *, after: str | None = None, limit: int = 100
+                      ) -> Operation[list[SessionInfo]]:
+        """Up to ``limit`` sessions after ``after`` in id order (the base's listing), with
+        their counts and write times from the catalog: one more statement."""
+        ids = yield from self.session_ids_page(after, limit)
+        kept = {row[0]: self.catalog.summary(row) for row in (yield from self._entries(ids))}
+        return [SessionInfo(session_id, kept[session_id].messages, kept[session_id].updated_at)
+                if session_id in kept else SessionInfo(session_id) for session_id in ids]
+
+    @operation()
+    def last_write(self, session_id: str) -> Operation[datetime | None]:
+        """When messages were last appended to ``session_id``: its entry's ``updated_at``."""
+        rows = yield from self._entries([check_session_id(session_id)])
+        kept = [self.catalog.summary(row) for row in rows if row[6] > 0]
+        return kept[0].updated_at if kept else None
+
+    @operation(write=True, transaction=True)
+    def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
+                               owner: str | None = None) -> Operation[int]:
+        """Delete the sessions (of ``owner``) last updated before ``cutoff``: one transaction."""
+        count, messages, entries, params = self.catalog.prune(cutoff, check_text("owner", owner))
+        ((found,),) = yield count, params
+        if found and not dry_run:
+            yield messages, params
+            yield entries, params
+        return int(found)
+
+    def _entries(self, session_ids: Sequence[str]) -> Operation[list[Any]]:
+        """The catalog's rows of ``session_ids`` (not of others with the same hash)."""
+        rows: list[Any] = []
+        for part in self.catalog.chunks(session_ids):
+            rows += yield self.catalog.by_hashes(), part
+        wanted = set(session_ids)
+        return [row for row in rows if row[0] in wanted]
+
+
+def _ids(session_ids: Sequence[str]) -> list[str]:
+    if isinstance(session_ids, str):
+        raise TypeError("session_ids must be a sequence of session ids, not one str")
+    return [check_session_id(session_id) for session_id in dict.fromkeys(session_ids)]
+
+
+def _matches(metadata: str, wanted: Mapping[str, MetadataValue]) -> bool:
+    """Each key holds that value as JSON does: 1, "1" and true are three values."""
+    if not wanted:
+        return True
+    stored = json.loads(metadata)
+    return all(key in stored and json.dumps(stored[key]) == json.dumps(value)
+               for key, value in wanted.items())
 
 
 def check_session_id(session_id: str) -> str:
