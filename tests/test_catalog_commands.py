@@ -133,9 +133,11 @@ def test_show_export_and_backends_take_json(path: str, tmp_path: Path) -> None:
         "m0", "m1"]
     exported = tmp_path / "out.jsonl"
     report = run("export", "--json", "-f", str(exported), "-o", f"path={path}")
-    assert json.loads(report.stdout) == {"messages": 21, "summaries": 6, "missing": []}
+    assert json.loads(report.stdout) == {"sessions": 6, "messages": 21, "summaries": 6,
+                                         "missing": []}
     to_stdout = run("export", "a0", "--json", "-o", f"path={path}")
-    assert json.loads(to_stdout.stderr) == {"messages": 1, "summaries": 1, "missing": []}
+    assert json.loads(to_stdout.stderr) == {"sessions": 1, "messages": 1, "summaries": 1,
+                                            "missing": []}
     rows = [json.loads(line) for line in run("backends", "--json").stdout.splitlines()]
     sqlite = next(row for row in rows if row["backend"] == "sqlite")
     assert (sqlite["distribution"], sqlite["ok"], sqlite["status"]) == ("chathistory", True,

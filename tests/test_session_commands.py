@@ -198,10 +198,10 @@ def test_export_names_the_ids_that_hold_nothing(source: Path) -> None:
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 1 + 3
     assert result.stderr.splitlines() == ["no session 'nobody': nothing exported for it",
-                                          "exported 3 messages"]
+                                          "exported 3 messages in 1 session"]
     two = run("export", "nobody", "zed", "-o", f"path={source}")
     assert two.stderr.splitlines() == ["no sessions 'nobody', 'zed': nothing exported for them",
-                                       "exported 0 messages"]
+                                       "exported 0 messages in 0 sessions"]
 
 
 def test_export_into_a_reader_that_stops_ends_quietly(tmp_path: Path) -> None:
@@ -233,7 +233,7 @@ def test_summaries_count_in_the_singular_and_plural(tmp_path: Path) -> None:
     one = tmp_path / "one.sqlite3"
     store(one, 1, per_session=1).close()
     exported = run("export", "-o", f"path={one}")
-    assert exported.stderr == "exported 1 message\n"
+    assert exported.stderr == "exported 1 message in 1 session\n"
     imported = run("import", "-o", f"path={tmp_path / 'copy.sqlite3'}", stdin=exported.stdout)
     assert imported.stdout == "imported 1 message in 1 session (0 already complete)\n"
     pruned = run("prune", "-o", f"path={one}", "--older-than", "0s", "--dry-run")

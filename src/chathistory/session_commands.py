@@ -33,7 +33,7 @@ from chathistory.transfer import (
     export_sessions,
     import_sessions,
     iter_sessions,
-    list_session_ids,
+    sessions_to_transfer,
 )
 
 __all__ = ["progress_bar", "quiet_option", "register"]
@@ -254,28 +254,32 @@ def export_command(session_ids: tuple[str, ...], backend: str, option_pairs: tup
                    output: IO[str], as_json: bool, quiet: bool) -> None:
     """Write sessions (all, or SESSION_IDS) as JSON Lines: one record per line with its session.
 
-    Creates nothing in the store. An id that holds no messages is named on stderr.
+    Where the store keeps a session catalog, each session's entry comes first, and
+    a session it describes that holds no message yet is exported as its entry alone.
+    Creates nothing in the store. An id that holds nothing is named on stderr.
     With --json, the summary is a JSON object (on stdout with -f, else on stderr).
     """
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
-            ids = list(session_ids) or list_session_ids(store)
+            ids = list(session_ids) or sessions_to_transfer(store)
             with progress_bar(len(ids), "session", quiet) as bar:
                 report = export_sessions(store, output, ids,
                                          progress=lambda done, _: bar.update(done))
         finally:
             store.close()
     if as_json:
-        click.echo(json.dumps({"messages": report.lines, "summaries": report.summaries,
-                               "missing": report.missing}, ensure_ascii=False),
+        click.echo(json.dumps({"sessions": report.sessions, "messages": report.lines,
+                               "summaries": report.summaries, "missing": report.missing},
+                              ensure_ascii=False),
                    err=output.name == "<stdout>")
         return
     if session_ids and report.missing:
         click.echo(f"no {'session' if len(report.missing) == 1 else 'sessions'} "
                    f"{', '.join(map(repr, report.missing))}: nothing exported for "
                    f"{'it' if len(report.missing) == 1 else 'them'}", err=True)
-    click.echo(f"exported {plural(report.lines, 'message')}", err=True)
+    click.echo(f"exported {plural(report.lines, 'message')} in "
+               f"{plural(report.sessions, 'session')}", err=True)
 
 
 @click.command(name="import")
@@ -295,6 +299,10 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
     file's records gets the rest, so importing twice or after an interruption
     is safe. A session holding anything else is left alone and named (exit
     status 1): clear it first, or add the file's records after it with --append.
+
+    Where the store keeps a session catalog, each session gets the file's owner,
+    title, metadata and times; where it already had some, the file's win (with
+    --append the store's win, and its last update is the later of the two).
     """
     done = 0
 
@@ -347,7 +355,7 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
         try:
             target = open_backend(target_name, target_pairs, "--to-option")
             try:
-                ids = list(session_ids) or list_session_ids(source)
+                ids = list(session_ids) or sessions_to_transfer(source)
                 report = _copy_with_progress(source, target, ids, chunk, quiet)
                 expected = count_records(source, ids)
                 found = count_records(target, ids)

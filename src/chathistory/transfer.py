@@ -16,14 +16,22 @@ will do), each session's owner, title, metadata and both times travel too, after
 records, so a migrated session keeps its age (``prune`` sees the source's
 ``updated_at``, not the day of the copy). An export writes them as a line of
 their own, ``{"session_id": "...", "summary": {...}}``, before the session's
-records.
+records. A session the catalog describes but that holds no message yet (a title
+set first) is a session of 0 messages: it travels as its entry alone.
+
+Where the target already holds a session, the two entries are merged: in a
+restore (a copy, a plain import) the source's owner, title and metadata keys win
+and the target's fill what it leaves unset; with ``append`` the target's win and
+the file's fill. ``created_at`` is the earlier of the two; ``updated_at`` the
+source's in a restore and the later of the two with ``append``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,7 +46,7 @@ from chathistory.capabilities import (
     ListsSessions,
     SessionInfo,
 )
-from chathistory.catalog import KeepsCatalog, ListsSummaries, SessionSummary
+from chathistory.catalog import KeepsCatalog, ListsSummaries, SessionSummary, check_metadata
 from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
 from chathistory.history import check_session_id
 from chathistory.records import decode_record, encode_record, to_message, to_messages
@@ -52,6 +60,7 @@ __all__ = [
     "import_sessions",
     "iter_sessions",
     "list_session_ids",
+    "sessions_to_transfer",
 ]
 
 CHUNK = 200  # sessions per round trip
@@ -70,9 +79,10 @@ class CopyReport:
     """What a copy or an import did.
 
     Attributes:
-        sessions: Sessions considered.
+        sessions: Sessions considered, those of 0 messages (a catalog entry only) too.
         messages: Records written to the target.
-        complete: Sessions the target already held whole, so nothing was written.
+        complete: Sessions the target already held whole, so no record was written
+            (one of 0 messages, where the target already had its catalog entry).
         mismatched: Sessions whose target records are not the start of the
             source's (or more than the source's): left untouched.
         summaries: Catalog entries (owner, title, metadata, times) given to the target.
@@ -117,6 +127,29 @@ def iter_sessions(backend: Backend, *, after: str | None = None, page: int = 100
 def list_session_ids(backend: Backend, *, page: int = 1000) -> list[str]:
     """Every session id of ``backend``, in id order (it must declare ListsSessions)."""
     return [info.session_id for batch in iter_sessions(backend, page=page) for info in batch]
+
+
+def sessions_to_transfer(backend: Backend, *, page: int = 1000) -> list[str]:
+    """Every session a copy or an export of the whole of ``backend`` carries, in id order.
+
+    The sessions that hold messages (``backend`` must declare ListsSessions)
+    and, where it keeps a catalog, those it only describes: an owner, title or
+    metadata set, no message yet. Those are found by reading the whole catalog
+    (``page`` entries per read).
+    """
+    ids = list_session_ids(backend, page=page)
+    if not isinstance(backend, KeepsCatalog):
+        return ids
+    described: set[str] = set()
+    cursor: str | None = None
+    while True:
+        listing = backend.list_summaries(newest_first=False, limit=page, cursor=cursor)
+        described.update(summary.session_id for summary in listing.summaries
+                         if not summary.messages)
+        if listing.cursor is None:
+            break
+        cursor = listing.cursor
+    return sorted(described.union(ids)) if described else ids
 
 
 def _fetch_many(backend: Backend, session_ids: Sequence[str]) -> dict[str, Records]:
@@ -166,12 +199,13 @@ def _read_ahead(read: Callable[[Sequence[str]], T], parts: list[Sequence[str]]
 
 
 def _write_missing(target: Backend, sources: Mapping[str, list[Any]], report: CopyReport,
-                   write: Write, *, as_text: bool = False
+                   write: Write, *, as_text: bool = False, described: Collection[str] = ()
                    ) -> int:
     """Append with ``write`` what ``target`` lacks of ``sources``; return the records written.
 
     ``sources`` holds records, or with ``as_text`` their JSON texts, which are
-    decoded only where the target already holds some of the session.
+    decoded only where the target already holds some of the session. A session
+    of no records is complete where the target ``described`` it already.
     """
     held = _fetch_many(target, list(sources))
     batches: dict[str, list[Any]] = {}
@@ -183,7 +217,8 @@ def _write_missing(target: Backend, sources: Mapping[str, list[Any]], report: Co
         if stored != head:  # also when the target holds more than the source
             report.mismatched.append(session_id)
         elif len(stored) == len(records):
-            report.complete += 1
+            if records or session_id in described:
+                report.complete += 1
         else:
             batches[session_id] = records[len(stored):]
     write(batches)
@@ -206,15 +241,56 @@ def _summaries(backend: Backend, session_ids: Sequence[str]) -> dict[str, Sessio
     return {}
 
 
-def _restore(target: Backend, summaries: Mapping[str, SessionSummary], report: CopyReport
+def _merged_summary(incoming: SessionSummary, held: SessionSummary | None, *,
+                   append: bool = False) -> SessionSummary:
+    """The catalog entry a copy or an import gives a session the target ``held`` already.
+
+    In a restore (a copy, a plain import) the session is the source's: the
+    target's records are the start of its own, written by an earlier run. So
+    ``incoming``'s owner, title and metadata keys win, the target's fill what
+    it leaves unset, and ``updated_at`` is ``incoming``'s (an earlier run
+    killed before it gave the entry left the time of that run). With
+    ``append`` the session is the target's and the file's records join it: the
+    target's owner, title and metadata keys win, ``incoming``'s fill what is
+    unset, and ``updated_at`` is the later of the two. ``created_at`` is the
+    earlier of the two either way. Metadata too large merged (over
+    :data:`~chathistory.catalog.MAX_METADATA_CHARS`) is the winner's alone.
+    """
+    if held is None:
+        return incoming
+    first, second = (held, incoming) if append else (incoming, held)
+    metadata = {**second.metadata, **first.metadata}
+    try:
+        check_metadata(metadata)
+    except ValueError:
+        metadata = first.metadata
+    return dataclasses.replace(
+        incoming, owner=second.owner if first.owner is None else first.owner,
+        title=second.title if first.title is None else first.title, metadata=metadata,
+        created_at=min(incoming.created_at, held.created_at),
+        updated_at=max(incoming.updated_at, held.updated_at) if append else incoming.updated_at)
+
+
+def _held(target: Backend, summaries: Mapping[str, SessionSummary]) -> dict[str, SessionSummary]:
+    """The target's own entries of the sessions ``summaries`` describe, before a write."""
+    if summaries and isinstance(target, KeepsCatalog):
+        return target.session_summaries(list(summaries))
+    return {}
+
+
+def _restore(target: Backend, summaries: Mapping[str, SessionSummary],
+             held: Mapping[str, SessionSummary], report: CopyReport, *, append: bool
              ) -> None:
     """Give ``target`` the summaries of the sessions it now holds whole or in part.
 
     After their records: the append's triggers set the time of the copy,
-    which the source's times then replace. Sessions left alone keep theirs.
+    which the source's times then replace. Where the target ``held`` an entry
+    before, the two are merged (:func:`_merged_summary`). Sessions left alone
+    keep theirs.
     """
-    kept = [summary for session_id, summary in summaries.items()
-            if session_id not in report.mismatched]
+    left_alone = set(report.mismatched)
+    kept = [_merged_summary(summary, held.get(session_id), append=append)
+            for session_id, summary in summaries.items() if session_id not in left_alone]
     if not kept:
         return
     if isinstance(target, KeepsCatalog):
@@ -222,6 +298,30 @@ def _restore(target: Backend, summaries: Mapping[str, SessionSummary], report: C
         report.summaries += len(kept)
     else:
         report.summaries_dropped += len(kept)
+
+
+def _transfer(target: Backend, sources: Mapping[str, list[Any]],
+              summaries: Mapping[str, SessionSummary], report: CopyReport, write: Write, *,
+              as_text: bool = False, append: bool = False) -> int:
+    """Write one chunk: its records (what the target lacks, or all with ``append``), then
+    its catalog entries; return the records written.
+
+    A session that ``summaries`` describes and that holds no record is a
+    session of 0 messages: it gets its entry all the same.
+    """
+    sources = {**sources, **{session_id: [] for session_id in summaries
+                             if session_id not in sources}}
+    held = _held(target, summaries)  # before the write, whose triggers move the times
+    if append:
+        batches = {session_id: records for session_id, records in sources.items() if records}
+        write(batches)
+        written = sum(len(records) for records in batches.values())
+        report.messages += written
+    else:
+        written = _write_missing(target, sources, report, write, as_text=as_text,
+                                 described=held)
+    _restore(target, summaries, held, report, append=append)
+    return written
 
 
 def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] | None = None,
@@ -234,15 +334,16 @@ def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] |
     Args:
         source: The backend to read.
         target: The backend to write; its collection is created if missing.
-        session_ids: The sessions to copy; ``None`` copies every session
-            (``source`` must declare ListsSessions).
+        session_ids: The sessions to copy; ``None`` copies every session,
+            those of 0 messages the catalog describes too (:func:`sessions_to_transfer`;
+            ``source`` must declare ListsSessions).
         chunk: Sessions per read and per write.
         progress: Called with (sessions, messages) after each chunk.
 
     Raises:
         CapabilityMissingError: ``session_ids`` is None and the source cannot list sessions.
     """
-    ids = list_session_ids(source) if session_ids is None else list(session_ids)
+    ids = sessions_to_transfer(source) if session_ids is None else list(session_ids)
     ensure_collection(target)
     report = CopyReport(sessions=len(ids))
     read, write, as_text = _copy_path(source, target)
@@ -253,8 +354,7 @@ def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] |
 
     for part, (sources, summaries) in _read_ahead(read_with_summaries,
                                                  list(_chunks(ids, chunk))):
-        written = _write_missing(target, sources, report, write, as_text=as_text)
-        _restore(target, summaries, report)
+        written = _transfer(target, sources, summaries, report, write, as_text=as_text)
         if progress is not None:
             progress(len(part), written)
     return report
@@ -283,13 +383,17 @@ class ExportReport:
 
     Attributes:
         lines: Records written, one per line.
-        missing: Sessions asked for by id that hold no message, so wrote nothing.
+        missing: Sessions asked for by id that hold no message and have no
+            catalog entry, so wrote nothing.
         summaries: Sessions' summary lines written (before their records).
+        sessions: Sessions written: with their records, or (0 messages) their
+            summary line alone.
     """
 
     lines: int = 0
     missing: list[str] = field(default_factory=list)
     summaries: int = 0
+    sessions: int = 0
 
 
 def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | None = None,
@@ -300,13 +404,14 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
     on the way: one that is not a message is not exported. Where the source
     keeps a catalog, a session's lines start with its summary,
     ``{"session_id": ..., "summary": {"owner", "title", "metadata",
-    "created_at", "updated_at"}}`` (times in ISO 8601).
+    "created_at", "updated_at"}}`` (times in ISO 8601); a session it describes
+    that holds no message is exported as that line alone.
 
     Raises:
         RecordError: a stored record cannot be read as a message; the error
             names its session and position (the lines before it were written).
     """
-    ids = list_session_ids(source) if session_ids is None else list(session_ids)
+    ids = sessions_to_transfer(source) if session_ids is None else list(session_ids)
     report = ExportReport()
 
     def read(part: Sequence[str]) -> tuple[dict[str, list[str]], dict[str, SessionSummary]]:
@@ -315,10 +420,11 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
     for part, (fetched, summaries) in _read_ahead(read, list(_chunks(ids, chunk))):
         for session_id in part:
             texts = fetched.get(session_id, [])
-            if not texts:
+            if not texts and session_id not in summaries:
                 report.missing.append(session_id)
                 continue
             to_messages([decode_record(text) for text in texts], session_id=session_id)
+            report.sessions += 1
             session = json.dumps(session_id, ensure_ascii=False)
             if session_id in summaries:
                 entry = summaries[session_id].to_json()
@@ -449,6 +555,12 @@ def import_sessions(target: Backend, lines: Iterable[str], *, append: bool = Fal
     record of the file is appended after what its session holds, whatever
     that is (so running it twice adds everything twice).
 
+    A session's summary line, where the target keeps a catalog, gives it its
+    owner, title, metadata and both times, merged with the entry the target
+    held (the file's win in a restore, the target's
+    with ``append``). A session with a summary line and no record is a
+    session of 0 messages: it gets its entry.
+
     Raises:
         RecordError: a line is not an exported record; nothing was written.
     """
@@ -459,13 +571,8 @@ def import_sessions(target: Backend, lines: Iterable[str], *, append: bool = Fal
     summaries: dict[str, SessionSummary] = {}
 
     def flush() -> None:
-        if append:
-            _append_many(target, pending)
-            written = sum(len(records) for records in pending.values())
-            report.messages += written
-        else:
-            written = _write_missing(target, pending, report, partial(_append_many, target))
-            _restore(target, summaries, report)  # appended to, a session keeps its own
+        written = _transfer(target, pending, summaries, report, partial(_append_many, target),
+                            append=append)
         if progress is not None:
             progress(len(pending), written)
         pending.clear()
