@@ -72,14 +72,6 @@ def _action(value: str | Unchanged | None) -> tuple[str, bytes | str]:
     return ("clear", "") if value is None else ("set", _raw(value))
 
 
-def _is_seconds(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
-
-
 def _seconds(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
@@ -188,10 +180,6 @@ class RedisBackend(BaseBackend):
         yield ("DEL", self.key(session_id))
         yield ks.evalsha(ks.FORGET, self._catalog, [self._owned, member])
 
-    acreate_collection = create_collection.async_twin
-    aappend = append.async_twin
-    afetch = fetch.async_twin
-    aclear = clear.async_twin
 
     # Optional capabilities: the sessions index -----------------------------------------
 
@@ -295,14 +283,6 @@ class RedisBackend(BaseBackend):
         entries of sessions that no longer exist; return how many sessions were found."""
         return (yield from self._backfill(force=True))
 
-    alist_sessions = list_sessions.async_twin
-    alast_write = last_write.async_twin
-    adelete_sessions_before = delete_sessions_before.async_twin
-    afetch_many = fetch_many.async_twin
-    aappend_many = append_many.async_twin
-    afetch_many_text = fetch_many_text.async_twin
-    aappend_many_text = append_many_text.async_twin
-    areindex = reindex.async_twin
 
     # Optional capability: the session catalog -------------------------------------------
 
@@ -428,11 +408,6 @@ class RedisBackend(BaseBackend):
             yield ks.evalsha(ks.RESTORE, self._catalog,
                              [self._owned, *entries[start:start + 6 * INDEX_BATCH]])
 
-    alist_summaries = list_summaries.async_twin
-    asession_summaries = session_summaries.async_twin
-    aupdate_session = update_session.async_twin
-    aerase_sessions = erase_sessions.async_twin
-    arestore_summaries = restore_summaries.async_twin
 
     def _read_summaries(self, session_ids: Sequence[str]
                         ) -> Operation[dict[str, SessionSummary]]:
@@ -447,10 +422,14 @@ class RedisBackend(BaseBackend):
     def _position(self, cursor: list[Any] | None) -> list[bytes | str]:
         if cursor is None:
             return ["", ""]
-        if (len(cursor) != 2 or not all(isinstance(part, str) for part in cursor)
-                or not _is_seconds(cursor[0])):
-            raise ValueError("not a cursor of this backend's listings")
-        return [cursor[0], _raw(cursor[1])]
+        try:
+            seconds, session_id = cursor
+            if not isinstance(seconds, str) or not isinstance(session_id, str):
+                raise TypeError
+            float(seconds)
+        except (TypeError, ValueError):
+            raise ValueError("not a cursor of this backend's listings") from None
+        return [seconds, _raw(session_id)]
 
     def _summaries(self, reply: list[list[Any]]
                    ) -> Operation[list[tuple[SessionSummary | None, str]]]:

@@ -69,11 +69,10 @@ def langchain_community_key(key_prefix: str, session_id: str) -> bytes:
 
 def session_from_chathistory_key(key_prefix: str, key: bytes) -> str:
     """The session id a ``chathistory``-layout key belongs to (for tools that scan keys)."""
-    head = utf8(f"{chathistory_base(key_prefix)}{{")
-    tag = key[len(head):-1]
-    if not (key.startswith(head) and key.endswith(b"}")) or b"{" in tag or b"}" in tag:
+    found = session_ids_of_keys("chathistory", key_prefix, [key])
+    if not found:
         raise ValueError("not a key of this key prefix")
-    return text(tag).replace("%7D", "}").replace("%7B", "{").replace("%25", "%")
+    return text(found.pop())
 
 
 def session_ids_of_keys(layout: str, key_prefix: str, keys: Iterable[bytes]) -> set[bytes]:

@@ -417,18 +417,17 @@ class Catalog:
         table = _build_table(messages.name)
         c = table.c
         insert, inserted = _upsert(table, dialect)
+        described = {"owner_hash": inserted.owner_hash, "owner": inserted.owner,
+                     "title": inserted.title, "metadata": inserted["metadata"]}
         return cls(
             table=table, messages=messages,
             count=_on_conflict(insert, dialect, table, {
                 "messages": c.messages + inserted.messages,
                 "updated_at": _greatest(dialect, c.updated_at, inserted.updated_at)}),
-            describe=_on_conflict(insert, dialect, table, {
-                "owner_hash": inserted.owner_hash, "owner": inserted.owner,
-                "title": inserted.title, "metadata": inserted["metadata"]}),
+            describe=_on_conflict(insert, dialect, table, described),
             restore=_on_conflict(insert, dialect, table, {
-                "owner_hash": inserted.owner_hash, "owner": inserted.owner,
-                "title": inserted.title, "metadata": inserted["metadata"],
-                "created_at": inserted.created_at, "updated_at": inserted.updated_at}),
+                **described, "created_at": inserted.created_at,
+                "updated_at": inserted.updated_at}),
             delete=sa.delete(table).where(
                 c.session_hash.in_(sa.bindparam("hashes", expanding=True))),
             erase_messages=sa.delete(messages).where(
