@@ -71,8 +71,9 @@ def _url(request: pytest.FixtureRequest, database: str) -> tuple[str, str]:
 def test_threads_appending_to_one_session_never_tear_a_batch(
     request: pytest.FixtureRequest, database: str, layout: str
 ) -> None:
-    """Writer w appends batches [w-b-0 .. w-b-k]; readers meanwhile see only prefixes of
-    the final history (no batch becomes visible before one stored ahead of it)."""
+    """Writer w appends batches [w-b-0 .. w-b-k] (odd writers with append_many, to two
+    more sessions too); readers meanwhile see only prefixes of the final history (no
+    batch becomes visible before one stored ahead of it)."""
     url, table = _url(request, database)
     backend = SQLAlchemyBackend.from_options(url=url, table=table, layout=layout,
                                              pool_size=THREADS + 2)
@@ -85,8 +86,12 @@ def test_threads_appending_to_one_session_never_tear_a_batch(
         try:
             start.wait()
             for number in range(BATCHES):
-                backend.append("shared", [message_to_dict(HumanMessage(f"w{writer}-{number}-{k}"))
-                                          for k in range(1 + number % 4)])
+                batch = [message_to_dict(HumanMessage(f"w{writer}-{number}-{k}"))
+                         for k in range(1 + number % 4)]
+                if writer % 2:  # the bulk path too, with another session before and after
+                    backend.append_many({"a": batch, "shared": batch, "z": batch})
+                else:
+                    backend.append("shared", batch)
         except BaseException as error:
             failures.append(error)
 

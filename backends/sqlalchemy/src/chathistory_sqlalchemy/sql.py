@@ -280,11 +280,13 @@ class Statements:
             upsert = self.catalog.counted(batches)
             if upsert is not None:
                 yield upsert
-        elif self.lock is not None and sessions:
-            if self.listing.kind != "mysql":
-                yield self.lock, {"sessions": sessions}
-            for session in sessions if self.listing.kind == "mysql" else ():
+        elif self.lock is None or not sessions:
+            return
+        elif self.listing.kind == "mysql":
+            for session in sessions:
                 yield self.lock, self.session(session)
+        else:
+            yield self.lock, {"sessions": sessions}
 
     def fetch_many(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         """The stored JSON texts of each session, oldest first: a statement per
