@@ -180,7 +180,6 @@ class RedisBackend(BaseBackend):
         yield ("DEL", self.key(session_id))
         yield ks.evalsha(ks.FORGET, self._catalog, [self._owned, member])
 
-
     # Optional capabilities: the sessions index -----------------------------------------
 
     @operation()
@@ -282,7 +281,6 @@ class RedisBackend(BaseBackend):
         only while ``RedisChatMessageHistory`` writes beside this backend), and drop the
         entries of sessions that no longer exist; return how many sessions were found."""
         return (yield from self._backfill(force=True))
-
 
     # Optional capability: the session catalog -------------------------------------------
 

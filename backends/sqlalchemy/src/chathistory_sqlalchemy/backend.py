@@ -144,7 +144,6 @@ class SQLAlchemyBackend(BaseBackend):
         if catalog is not None:
             yield catalog.delete, {"hashes": [params["session_hash"]]}
 
-
     # Optional capabilities: listing, bulk reads and writes.
 
     @operation()
