@@ -21,6 +21,7 @@ from chathistory.backends.memory import MemoryBackend
 from chathistory.capabilities import PrunesSessions
 from chathistory.catalog import KeepsCatalog, SessionSummary
 from chathistory.cli import main
+from chathistory.errors import CollectionMissingError
 from chathistory.testing.samples import numbered_records
 from chathistory.transfer import (
     copy_sessions,
@@ -108,6 +109,20 @@ def assert_the_draft(backend: Backend) -> None:
 
 def test_a_whole_store_lists_its_sessions_of_no_message_too(kind: Store) -> None:
     assert sessions_to_transfer(with_a_draft(kind())) == ["chat", "draft"]
+
+
+class CatalogNotThereYet(MemoryBackend):
+    """A table an older version made, read in place: its catalog's table does not exist."""
+
+    def list_summaries(self, **options: Any) -> Any:
+        raise CollectionMissingError("no table t_sessions (nothing was created)")
+
+
+def test_a_store_whose_catalog_is_not_there_yet_lists_the_sessions_holding_messages(
+) -> None:
+    backend = CatalogNotThereYet()
+    backend.append_many({"b": numbered_records(1), "a": numbered_records(2)})
+    assert sessions_to_transfer(backend) == ["a", "b"]
 
 
 def test_an_export_writes_a_draft_as_its_summary_line_and_an_import_restores_it(

@@ -47,7 +47,12 @@ from chathistory.capabilities import (
     SessionInfo,
 )
 from chathistory.catalog import KeepsCatalog, ListsSummaries, SessionSummary, check_metadata
-from chathistory.errors import CapabilityMissingError, ChatHistoryError, RecordError
+from chathistory.errors import (
+    CapabilityMissingError,
+    ChatHistoryError,
+    CollectionMissingError,
+    RecordError,
+)
 from chathistory.history import check_session_id
 from chathistory.records import decode_record, encode_record, to_message, to_messages
 
@@ -135,7 +140,9 @@ def sessions_to_transfer(backend: Backend, *, page: int = 1000) -> list[str]:
     The sessions that hold messages (``backend`` must declare ListsSessions)
     and, where it keeps a catalog, those it only describes: an owner, title or
     metadata set, no message yet. Those are found by reading the whole catalog
-    (``page`` entries per read).
+    (``page`` entries per read). A store whose catalog table is not there (a
+    table an older version made, read in place, as postgres reads
+    langchain-postgres's) describes none.
     """
     ids = list_session_ids(backend, page=page)
     if not isinstance(backend, KeepsCatalog):
@@ -143,7 +150,12 @@ def sessions_to_transfer(backend: Backend, *, page: int = 1000) -> list[str]:
     described: set[str] = set()
     cursor: str | None = None
     while True:
-        listing = backend.list_summaries(newest_first=False, limit=page, cursor=cursor)
+        try:
+            listing = backend.list_summaries(newest_first=False, limit=page, cursor=cursor)
+        except CollectionMissingError:
+            if cursor is None:
+                return ids
+            raise
         described.update(summary.session_id for summary in listing.summaries
                          if not summary.messages)
         if listing.cursor is None:
