@@ -7,18 +7,14 @@ or build it: ``PostgresBackend.from_options(conninfo=...)``. Importing the packa
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chathistory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chathistory_postgres.backend import PostgresBackend
     from chathistory_postgres.config import PostgresConfig
 
 __all__ = ["PostgresBackend", "PostgresConfig"]
-_MODULES = {"PostgresBackend": "backend", "PostgresConfig": "config"}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_MODULES[name]}"), name)
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"PostgresBackend": "backend", "PostgresConfig": "config"})

@@ -1,28 +1,20 @@
-"""The Rockset backend for chathistory (``backend="rockset"``).
+"""chathistory-rockset: the ``rockset`` backend of chathistory (the official ``rockset`` SDK).
 
-Importing this package is cheap: neither the backend nor the ``rockset`` SDK is
-loaded until used. ``from chathistory_rockset import RocksetBackend`` loads the
-backend module (still not the SDK, which loads when a backend is built).
+Use it by name, ``ChatHistory("s", backend="rockset", ...)``, or build it:
+``RocksetBackend.from_options(...)``. Importing the package (as the plugin loader
+does) loads neither the backend nor the SDK.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chathistory.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chathistory_rockset.backend import RocksetBackend
     from chathistory_rockset.config import RocksetConfig
 
 __all__ = ["RocksetBackend", "RocksetConfig"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "RocksetBackend":
-        from chathistory_rockset.backend import RocksetBackend
-
-        return RocksetBackend
-    if name == "RocksetConfig":
-        from chathistory_rockset.config import RocksetConfig
-
-        return RocksetConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"RocksetBackend": "backend", "RocksetConfig": "config"})
