@@ -114,11 +114,8 @@ class SQLAlchemyBackend(BaseBackend):
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
         """Insert ``records`` after the session's others: one statement, all or nothing."""
         # Every record is encoded before any I/O: a bad one leaves nothing written.
-        messages = [encode_record(record) for record in records]
-        rows = self.statements.rows(check_session_id(session_id), messages)
-        if rows:
-            yield from self.statements.claim({session_id: len(rows)})
-            yield self.statements.insert_batch(self.client.dialect, rows)
+        yield from self._append_texts({check_session_id(session_id): [
+            encode_record(record) for record in records]})
 
     @operation()
     def fetch(self, session_id: str, *, limit: int | None = None
@@ -173,18 +170,14 @@ class SQLAlchemyBackend(BaseBackend):
     def fetch_many(self, session_ids: Sequence[str]
                    ) -> Operation[dict[str, list[dict[str, Any]]]]:
         """Every record of each session that has any, oldest first: :meth:`fetch_many_text`."""
-        texts = yield from self._fetch_texts(session_ids)
+        texts = yield from self.statements.fetch_many(_ids(session_ids))
         return {session_id: [decode_record(text) for text in stored]
                 for session_id, stored in texts.items()}
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         """:meth:`fetch_many`, each record as the JSON text stored: a statement per 500."""
-        return (yield from self._fetch_texts(session_ids))
-
-    def _fetch_texts(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
-        wanted = _ids(session_ids)
-        return (yield from self.statements.fetch_many(wanted)) if wanted else {}
+        return (yield from self.statements.fetch_many(_ids(session_ids)))
 
     @operation(write=True, transaction=True)
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]

@@ -52,6 +52,11 @@ def session_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
 
 
+def _in_lists(keys: list[str]) -> list[list[str]]:
+    """``keys`` cut into lists of :data:`IN_LIST` (one ``IN (...)`` each)."""
+    return [keys[start:start + IN_LIST] for start in range(0, len(keys), IN_LIST)]
+
+
 def build_table(name: str, layout: Layout) -> sa.Table:
     """The table of ``layout`` named ``name`` as version 0 made it, with its session index."""
     if layout == "langchain_community":
@@ -101,17 +106,17 @@ class Listing:
             index = f"{name}_session_key_idx"
             utf8 = f"CAST(CONVERT({session_id} USING utf8mb4) AS BINARY)"
             computed, key = f"LEFT({utf8}, {KEY_BYTES})", preparer.quote("session_key")
+
+            def ties(by: str) -> TextClause:  # the ids a key of KEY_BYTES bytes stands for
+                return sa.text(f"SELECT DISTINCT {utf8} FROM {quoted} WHERE {by} = UNHEX(:key)")
+
             return cls(
                 kind="mysql",
                 page=sa.text(f"SELECT {key} FROM {quoted} WHERE {key} >= UNHEX(:start) "
                              f"GROUP BY {key} ORDER BY {key} LIMIT :n"),
                 scan=sa.text(f"SELECT DISTINCT {computed} AS k FROM {quoted} "
                              f"WHERE {computed} >= UNHEX(:start) ORDER BY k LIMIT :n"),
-                ties=sa.text(f"SELECT DISTINCT {utf8} FROM {quoted} "
-                             f"WHERE {key} = UNHEX(:key)"),
-                scan_ties=sa.text(f"SELECT DISTINCT {utf8} FROM {quoted} "
-                                  f"WHERE {computed} = UNHEX(:key)"),
-                index_name=index,
+                ties=ties(key), scan_ties=ties(computed), index_name=index,
                 upgrades=(f"ALTER TABLE {quoted} ADD COLUMN {key} VARBINARY({KEY_BYTES}) "
                           f"AS ({computed}) VIRTUAL",
                           f"CREATE INDEX {preparer.quote(index)} ON {quoted} ({key})"))
@@ -156,12 +161,10 @@ class Listing:
         of :data:`KEY_BYTES` bytes or more. ``scan`` reads the table, not the index.
         """
         statement = self.scan if scan or self.page is None else self.page
-        if self.kind == "other":
-            ids = sorted({row[-1] for row in (yield self.scan, {}) if row[-1] is not None})
-            return [session for session in ids if after is None or session > after][:limit]
         # The page starts at `after` itself, inclusive: one more row covers it.
-        if self.kind == "sqlite":
-            found = [row[0] for row in (yield statement, {"start": after or "", "n": limit + 1})]
+        if self.kind != "mysql":  # "other": every id, sorted here
+            params = {"start": after or "", "n": limit + 1} if self.kind == "sqlite" else {}
+            found = sorted({row[-1] for row in (yield statement, params)} - {None})
             return [session for session in found if after is None or session > after][:limit]
         # Bytes travel as hex: aiomysql cannot bind bytes with the PyMySQL of today.
         start = b"" if after is None else after.encode("utf-8")[:KEY_BYTES]
@@ -261,11 +264,8 @@ class Statements:
 
     def rows(self, session_id: str, messages: Sequence[str]) -> list[dict[str, Any]]:
         """The rows of a batch: one per encoded record, in order."""
-        if self.layout == "chathistory":
-            digest = session_hash(session_id)
-            return [{"session_hash": digest, "session_id": session_id, "message": message}
-                    for message in messages]
-        return [{"session_id": session_id, "message": message} for message in messages]
+        session = self.session(session_id)
+        return [{**session, "message": message} for message in messages]
 
     def claim(self, batches: Mapping[str, int]) -> Operation[None]:
         """Take the write locks of the sessions ``batches`` adds to (id -> records), held to
@@ -295,9 +295,8 @@ class Statements:
         keys = sorted({session_hash(session) for session in wanted}
                       if self.layout == "chathistory" else wanted)
         found: dict[str, list[str]] = {}
-        for start in range(0, len(keys), IN_LIST):
-            for session, message in (yield self.select_many,
-                                     {"sessions": keys[start:start + IN_LIST]}):
+        for part in _in_lists(keys):
+            for session, message in (yield self.select_many, {"sessions": part}):
                 if session in wanted:
                     found.setdefault(session, []).append(message)
         return found
@@ -307,19 +306,17 @@ class Statements:
         """Insert each session's rows: on MySQL/MariaDB one multi-row INSERT per about
         :data:`MAX_INSERT_CHARS` characters, never splitting a session; elsewhere one
         executemany. The caller's transaction makes them all or nothing."""
-        groups: list[list[dict[str, Any]]] = [[]]
+        group: list[dict[str, Any]] = []
         size = 0
         for rows in batches:
             weight = sum(len(row["message"]) for row in rows)
-            if groups[-1] and size + weight > MAX_INSERT_CHARS \
-                    and dialect.name in MYSQL_DIALECTS:
-                groups.append([])
-                size = 0
-            groups[-1].extend(rows)
-            size += weight
-        for group in groups:
-            if group:
+            if group and size + weight > MAX_INSERT_CHARS and dialect.name in MYSQL_DIALECTS:
                 yield self.insert_batch(dialect, group)
+                group, size = [], 0
+            group += rows
+            size += weight
+        if group:
+            yield self.insert_batch(dialect, group)
 
     def insert_batch(self, dialect: Dialect, rows: list[dict[str, Any]]
                      ) -> tuple[sa.Insert | TextClause,
@@ -466,9 +463,8 @@ class Catalog:
     @staticmethod
     def chunks(session_ids: Iterable[str]) -> list[dict[str, list[str]]]:
         """The ``:hashes`` of ``session_ids``, sorted (one lock order), :data:`IN_LIST` a list."""
-        hashes = sorted({session_hash(session_id) for session_id in session_ids})
-        return [{"hashes": hashes[start:start + IN_LIST]}
-                for start in range(0, len(hashes), IN_LIST)]
+        return [{"hashes": part}
+                for part in _in_lists(sorted({session_hash(id_) for id_ in session_ids}))]
 
     @staticmethod
     def summary(row: Sequence[Any]) -> SessionSummary:
