@@ -116,11 +116,10 @@ class RedisBackend(BaseBackend):
 
     def __init__(self, config: RedisConfig) -> None:
         super().__init__(config)
-        from chathistory_redis.client import Once, Pipeline, RedisDriver, Scan
+        from chathistory_redis.client import RedisDriver
 
         self.driver = RedisDriver(config)  # ConfigError for an app client of the wrong kind
         self.runner = Runner(self, self.driver)
-        self._once, self._pipeline, self._scan = Once, Pipeline, Scan
         self._cluster = self.driver.cluster
         self._layout = config.layout
         self._key_prefix = config.effective_key_prefix
@@ -178,7 +177,7 @@ class RedisBackend(BaseBackend):
         # The messages first: a run killed between the two leaves an entry without
         # messages, which the next clear, erase or prune removes, never messages unlisted.
         yield ("DEL", self.key(session_id))
-        yield ks.evalsha(ks.FORGET, self._catalog, [self._owned, member])
+        yield ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, "0", member])
 
     # Optional capabilities: the sessions index -----------------------------------------
 
@@ -198,7 +197,7 @@ class RedisBackend(BaseBackend):
     def last_write(self, session_id: str) -> Operation[datetime | None]:
         """When ``session_id`` last had messages appended through this backend (UTC): ``None``
         for a session the index does not know (one of a store never indexed). Writes nothing."""
-        written, exists = yield self._pipeline([
+        written, exists = yield ks.Pipeline([
             ("ZSCORE", self._index.by_time, _raw(session_id)), ("EXISTS", self.key(session_id))])
         return _time(written) if exists else None
 
@@ -222,16 +221,16 @@ class RedisBackend(BaseBackend):
         offset = 0
         while ids := (yield (*older, offset, PRUNE_BATCH)):
             if dry_run:
-                exists = yield self._pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
+                exists = yield ks.Pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
                 count += sum(1 for found in exists if found)
                 offset += len(ids)
             elif not self._cluster:  # each session and its entry deleted together
-                deleted = yield self._pipeline([ks.eval_command(
+                deleted = yield ks.Pipeline([ks.eval_command(
                     ks.DELETE_SESSION, [*self._catalog, self.key(_text(id_))],
                     [self._owned, id_, seconds]) for id_ in ids])
                 count += sum(1 for gone in deleted if int(gone) == 1)
             else:
-                deleted = yield self._pipeline([("DEL", self.key(_text(id_))) for id_ in ids])
+                deleted = yield ks.Pipeline([("DEL", self.key(_text(id_))) for id_ in ids])
                 count += sum(int(gone) for gone in deleted)
                 yield ks.evalsha(ks.UNINDEX_IF_OLD, self._catalog, [self._owned, seconds, *ids])
             if len(ids) < PRUNE_BATCH:
@@ -379,7 +378,7 @@ class RedisBackend(BaseBackend):
                 [self._owned, dry, *ids])
             receipt.sessions, receipt.messages = int(sessions), int(messages)
             return receipt
-        counts = yield self._pipeline([ks.eval_command(ks.ERASE_MESSAGES, [self.key(
+        counts = yield ks.Pipeline([ks.eval_command(ks.ERASE_MESSAGES, [self.key(
             _text(id_))], [dry]) for id_ in ids])
         kept = yield ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, dry, *ids])
         for count, is_kept in zip(counts, kept, strict=True):
@@ -435,7 +434,7 @@ class RedisBackend(BaseBackend):
         session without messages that the catalog does not keep, or does not know) and
         its time as Redis wrote it."""
         ids, times, owners, titles, metadata, created, kept = reply
-        counts = yield self._pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
+        counts = yield ks.Pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
         found: list[tuple[SessionSummary | None, str]] = []
         for id_, at, owner, title, meta, made, is_kept, count in zip(
                 ids, times, owners, titles, metadata, created, kept, counts, strict=True):
@@ -460,7 +459,7 @@ class RedisBackend(BaseBackend):
             return
         if not self._cluster:  # one script: the sessions, the index and the catalog together
             keys = [*self._catalog, *(self.key(session_id) for session_id in batches)]
-            yield self._once(ks.evalsha(ks.APPEND, keys, [
+            yield ks.Once(ks.evalsha(ks.APPEND, keys, [
                 self._owned, self._push, self._ttl, *map(_raw, batches),
                 *(len(values) for values in batches.values()),
                 *chain.from_iterable(batches.values())]))
@@ -472,7 +471,7 @@ class RedisBackend(BaseBackend):
                          [self._owned, "CH", self._ttl, *map(_raw, batches)])
         for done, (session_id, values) in enumerate(batches.items()):
             try:
-                yield self._once(ks.evalsha(ks.PUSH, [self.key(session_id)],
+                yield ks.Once(ks.evalsha(ks.PUSH, [self.key(session_id)],
                                             [self._push, self._ttl, *values]))
             except Exception as error:
                 if done and self.driver.is_transient(error, write=True):
@@ -487,7 +486,7 @@ class RedisBackend(BaseBackend):
         """Each session's values in one pipeline, through ``convert`` (to records or texts)."""
         if not session_ids:
             return {}
-        lists = yield self._pipeline([("LRANGE", self.key(session_id), 0, -1)
+        lists = yield ks.Pipeline([("LRANGE", self.key(session_id), 0, -1)
                                       for session_id in session_ids])
         return {session_id: convert(values)
                 for session_id, values in zip(session_ids, lists, strict=True) if values}
@@ -500,7 +499,7 @@ class RedisBackend(BaseBackend):
 
     def _scan_ids(self) -> Operation[list[bytes]]:
         """The ids (UTF-8) of the sessions whose keys exist, each once, in the index's order."""
-        keys = yield self._scan(ks.scan_pattern(self._layout, self._key_prefix))
+        keys = yield ks.Scan(ks.scan_pattern(self._layout, self._key_prefix))
         if keys and not isinstance(keys[0], bytes):  # an application's decoding client
             keys = [_raw(key) for key in keys]
         # A SCAN may return a key twice; a set keeps each session once.
@@ -532,7 +531,7 @@ class RedisBackend(BaseBackend):
                 return
             # Checked after the times were read: a session written in between has a new
             # time, and its entry is then kept.
-            exists = yield self._pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
+            exists = yield ks.Pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
             gone = [value for id_, written, found in zip(ids, times, exists, strict=True)
                     if not found for value in (id_, written)]
             if gone:
@@ -550,7 +549,7 @@ class RedisBackend(BaseBackend):
             ids, times = yield ks.evalsha(ks.LIST_PAGE, [by_id, by_time], [low, wanted])
             if not ids:
                 break
-            counts = yield self._pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
+            counts = yield ks.Pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
             # A session that expired (ttl) or was deleted behind the backend's back is
             # skipped, and left in the index: appends forget expired ones, reindex the rest.
             found += [SessionInfo(_text(id_), int(count), _time(written))
@@ -568,7 +567,7 @@ class RedisBackend(BaseBackend):
         while len(found) < limit and start < len(ids):
             part = ids[start:start + limit - len(found)]
             start += len(part)
-            replies = yield self._pipeline([command for id_ in part for command in (
+            replies = yield ks.Pipeline([command for id_ in part for command in (
                 ("LLEN", self.key(_text(id_))), ("ZSCORE", self._index.by_time, id_))])
             found += [SessionInfo(_text(id_), int(count), _time(written))
                       for id_, count, written in zip(part, replies[::2], replies[1::2],
@@ -583,7 +582,7 @@ class RedisBackend(BaseBackend):
         ids = yield from self._scan_ids()
         if not ids:
             return 0
-        known = yield self._pipeline([("ZSCORE", self._index.by_time, id_) for id_ in ids])
+        known = yield ks.Pipeline([("ZSCORE", self._index.by_time, id_) for id_ in ids])
         return sum(1 for written in known if written is None)
 
     # Records -----------------------------------------------------------------------------

@@ -21,36 +21,16 @@ from typing import Any
 import redis
 import redis.asyncio
 from redis.driver_info import DriverInfo
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from chathistory import Call, ConfigError, Driver
 from chathistory_redis import errors
 from chathistory_redis.config import RedisConfig
-from chathistory_redis.keyspace import BODIES, Command
+from chathistory_redis.keyspace import BODIES, Command, Once, Pipeline, Scan
 
-__all__ = ["Once", "Pipeline", "RedisDriver", "Scan"]
-
-_LOST = (RedisConnectionError, RedisTimeoutError)
-
-
-class Once(tuple[bytes | str | int, ...]):
-    """A write command that must not run twice: if its reply is lost, ``ReplyLostError``."""
-
-    __slots__ = ()
-
-
-class Pipeline(list[Command]):
-    """Commands that may be repeated, sent together: their replies in order, or the first
-    error reply once all are read. A cluster routes each to its node."""
-
-
-class Scan(bytes):
-    """A pattern: every list key matching it (``SCAN ... TYPE list``, on every node)."""
-
-    __slots__ = ()
+__all__ = ["RedisDriver"]
 
 
 def _as_eval(request: Command) -> Command:
@@ -149,21 +129,14 @@ class RedisDriver(Driver[Any, Any, Any]):
         command, once = request, isinstance(request, Once)
         if self.cluster:
             node = client.get_node_from_key(_key(command))
-            try:
+            with errors.cluster_node(node.name, once=once):
                 return client.execute_command(*command, target_nodes=node)
-            except RedisError as error:
-                errors.check_cluster_failure(error, node.name, once=once)
-                raise
         pool = client.connection_pool
         connection = pool.get_connection()  # connected and checked: nothing is sent yet
         try:
             connection.send_command(*command)  # one cut short is not run: "not sent"
-            try:
+            with errors.reply_lost(self.where, once=once):  # redis-py has disconnected it
                 return connection.read_response()
-            except _LOST as error:  # redis-py has disconnected it
-                if once and errors.may_have_run(error):
-                    raise errors.ReplyLostError(self.where, error) from error
-                raise
         finally:
             pool.release(connection)
 
@@ -197,28 +170,17 @@ class RedisDriver(Driver[Any, Any, Any]):
         if self.cluster:
             await client.initialize()  # the slot map: loaded once, refreshed on demand
             node = client.get_node_from_key(_key(command))
-            try:
+            with errors.cluster_node(node.name, once=once):
                 return await client.execute_command(*command, target_nodes=node)
-            except RedisError as error:
-                errors.check_cluster_failure(error, node.name, once=once)
-                raise
         pool = client.connection_pool
         connection = await pool.get_connection()
         try:
-            try:
+            # Unlike a socket's sendall, an asyncio transport still writes out what it
+            # buffered after the sender gave up: a write that timed out may yet arrive.
+            with errors.reply_lost(self.where, once=once, lost=(RedisTimeoutError,)):
                 await connection.send_command(*command)
-            except RedisTimeoutError as error:
-                # Unlike a socket's sendall, an asyncio transport still writes out what it
-                # buffered after the sender gave up: a write that timed out may yet arrive.
-                if once:
-                    raise errors.ReplyLostError(self.where, error) from error
-                raise
-            try:
+            with errors.reply_lost(self.where, once=once):
                 return await connection.read_response()
-            except _LOST as error:
-                if once and errors.may_have_run(error):
-                    raise errors.ReplyLostError(self.where, error) from error
-                raise
         finally:
             await pool.release(connection)
 

@@ -8,6 +8,9 @@ raises it), which is not transient: Redis may have stored it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -26,8 +29,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chathistory import BackendUnavailableError, ChatHistoryError, PermissionDeniedError
 
-__all__ = ["ReplyLostError", "check_cluster_failure", "is_transient", "may_have_run",
-           "never_sent", "translate"]
+__all__ = ["ReplyLostError", "cluster_node", "is_transient", "never_sent", "reply_lost",
+           "translate"]
 
 _REFUSED_CREDENTIALS = (AuthenticationError, AuthorizationError, NoPermissionError)
 # A cluster that refused the command (CLUSTERDOWN, TRYAGAIN; redirected more times than
@@ -62,20 +65,31 @@ def never_sent(error: BaseException) -> bool:
     return isinstance(error, MaxConnectionsError) or "connecting to" in str(error)
 
 
-def may_have_run(error: RedisError) -> bool:
-    """Whether a command sent whole may have run although reading its reply raised ``error``.
+@contextmanager
+def reply_lost(where: str, *, once: bool, lost: tuple[type[RedisError], ...] = _LOST
+               ) -> Iterator[None]:
+    """Raise :class:`ReplyLostError` where a write (``once``) sent whole lost its reply (an
+    error of ``lost``): it may have run. Not after ``LOADING``, which refused it."""
+    try:
+        yield
+    except lost as error:
+        if once and not isinstance(error, BusyLoadingError):
+            raise ReplyLostError(where, error) from error
+        raise
 
-    Always, except when the reply was ``LOADING``: the server refused the command.
-    """
-    return not isinstance(error, BusyLoadingError)
 
-
-def check_cluster_failure(error: RedisError, node: str, *, once: bool) -> None:
-    """Raise :class:`ReplyLostError` for a write (``once``) whose reply was lost; else note
-    the cluster node on ``error`` for :func:`translate`, to be raised as it is."""
-    if once and isinstance(error, _LOST) and may_have_run(error) and not never_sent(error):
-        raise ReplyLostError(f"Redis Cluster node {node}", error) from error
-    error.add_note(_NODE_NOTE + node)
+@contextmanager
+def cluster_node(node: str, *, once: bool) -> Iterator[None]:
+    """:func:`reply_lost` for a command sent to a cluster ``node`` (unless it was never
+    sent); the error is noted with the node for :func:`translate`."""
+    try:
+        yield
+    except RedisError as error:
+        error.add_note(_NODE_NOTE + node)
+        if not never_sent(error):
+            with reply_lost(f"Redis Cluster node {node}", once=once):
+                raise
+        raise
 
 
 def is_transient(error: BaseException) -> bool:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "APPEND", "BODIES", "CATALOG_PAGE", "DELETE_SESSION", "ERASE", "ERASE_ENTRIES",
-    "ERASE_MESSAGES", "FORGET", "INDEX", "LIST_PAGE", "PUSH", "RESTORE", "SUMMARIES",
-    "UNINDEX_IF_OLD", "UNINDEX_IF_UNCHANGED", "UPDATE", "Command", "IndexKeys", "Script",
+    "ERASE_MESSAGES", "INDEX", "LIST_PAGE", "PUSH", "RESTORE", "SUMMARIES", "UNINDEX_IF_OLD",
+    "UNINDEX_IF_UNCHANGED", "UPDATE", "Command", "IndexKeys", "Once", "Pipeline", "Scan", "Script",
     "chathistory_key", "eval_command", "evalsha", "index_keys", "key_prefix_problem",
     "langchain_community_key", "scan_pattern", "session_from_chathistory_key",
     "session_ids_of_keys", "text", "utf8",
@@ -40,6 +40,24 @@ __all__ = [
 
 Command = tuple[bytes | str | int, ...]
 """A Redis command and its arguments."""
+
+
+class Once(tuple[bytes | str | int, ...]):
+    """A write command that must not run twice: if its reply is lost, ``ReplyLostError``."""
+
+    __slots__ = ()
+
+
+class Pipeline(list[Command]):
+    """Commands that may be repeated, sent together: their replies in order, or the first
+    error reply once all are read. A cluster routes each to its node."""
+
+
+class Scan(bytes):
+    """A pattern: every list key matching it (``SCAN ... TYPE list``, on every node)."""
+
+    __slots__ = ()
+
 
 def utf8(value: bytes | str) -> bytes:
     """``value`` as bytes: a key, or an id as the index holds it (lone surrogates kept)."""
@@ -490,8 +508,9 @@ if ARGV[1] ~= '1' then redis.call('DEL', KEYS[1]) end
 return count
 """)
 
-# Cluster, the index's slot, after ERASE_MESSAGES. KEYS: the catalog's. ARGV: owned, '1'
-# for a dry run, the session ids. Returns whether the catalog kept each (and forgets it).
+# Cluster, the index's slot, after ERASE_MESSAGES or a clear's DEL. KEYS: the catalog's.
+# ARGV: owned, '1' for a dry run, the session ids. Returns whether the catalog kept each
+# (and forgets it).
 ERASE_ENTRIES = Script(_CATALOG + """
 local kept = {}
 for i = 3, #ARGV do
@@ -501,16 +520,9 @@ end
 return kept
 """)
 
-# Cluster, the index's slot, after the session's DEL. KEYS: the catalog's. ARGV: owned,
-# session ids.
-FORGET = Script(_CATALOG + """
-for i = 2, #ARGV do forget(ARGV[i]) end
-return #ARGV - 1
-""")
-
 BODIES = {script.sha: script.body for script in (
     APPEND, PUSH, INDEX, DELETE_SESSION, LIST_PAGE, UNINDEX_IF_UNCHANGED, UNINDEX_IF_OLD,
-    CATALOG_PAGE, SUMMARIES, UPDATE, RESTORE, ERASE, ERASE_MESSAGES, ERASE_ENTRIES, FORGET)}
+    CATALOG_PAGE, SUMMARIES, UPDATE, RESTORE, ERASE, ERASE_MESSAGES, ERASE_ENTRIES)}
 """Each script's body by its SHA1, for the ``EVAL`` sent when ``EVALSHA`` finds none cached."""
 
 
