@@ -4,15 +4,29 @@
 
 Needs the PostgreSQL server of CHATHISTORY_POSTGRES_URL (default
 postgresql://postgres@127.0.0.1:5432/test). Works in a schema of its own,
-dropped at the end. Every figure is the median time of one operation; each
-round runs every contender's operations in a block (the order of the blocks
-alternates). A ratio is the median over the rounds of the ratio within each
-round. A turn is what a chat server does per request: build the session's
-history, read it, append the user's and the model's messages.
+dropped at the end. Every figure is the median of one operation; within a
+round the contenders take turns, one operation each, the order rotating at
+every step, so a drift of the server or the disk (a commit's WAL flush swings
+30-50% between seconds) lands on all of them alike. A ratio is the median over
+the rounds of the ratio within each round. A turn is what a chat server does
+per request: build the session's history, read it, append the user's and the
+model's messages.
+
+Each operation is timed twice: wall time (perf_counter), and the client's CPU
+time (thread_time: this thread's user and system time, which the server's
+work and the waits for it leave out). The CPU figure is what the Python side
+costs, the part of a turn this package owns; it is stable where the wall
+ratio is not.
 
 "same" is raw psycopg running this backend's own statements (its read, its insert
-with the session's advisory lock) on the same schema: the floor of issue 18's
-target (<= 1.15x); "raw" runs plain statements (a SELECT, an INSERT ... VALUES).
+with the session's advisory lock) on one connection, on the same schema: the floor
+of issue 18's target (<= 1.15x); "pool" runs them through psycopg_pool (a
+ConnectionPool, an AsyncConnectionPool of the backend's async size), taking a
+connection per statement with getconn/putconn as the backend does (a read and an
+append are two calls of its API, a model's answer apart). pool - same is the
+pool's cost, which the backend pays by building on the driver's pool; ours -
+pool is the backend's and the core's own. "raw" runs plain statements (a SELECT,
+an INSERT ... VALUES).
 
 Targets (issue 10, re-based on the raw driver):
   1. turn on a 20-message session, sync and async: <= 1.15x raw psycopg on one
@@ -38,13 +52,14 @@ import asyncio
 import gc
 import json
 import os
+import random
 import secrets
 import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from langchain_core.messages import (
@@ -56,6 +71,7 @@ from langchain_core.messages import (
 )
 from langchain_postgres import PostgresChatMessageHistory
 from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from chathistory import history_factory
 
@@ -143,6 +159,14 @@ class Contenders:
         self.aconnection: psycopg.AsyncConnection[Any] | None = None
         self.araw: psycopg.AsyncConnection[Any] | None = None
         self.options = options
+        # The floor through the driver's pool: sized as the backend's own pools.
+        config = self.factory.backend.config  # type: ignore[attr-defined]
+        self.pool: ConnectionPool[Any] = ConnectionPool(
+            URL, kwargs={"autocommit": True, "options": options}, min_size=config.min_size,
+            max_size=config.max_size, name="bench-floor", open=True)
+        self.pool.wait()
+        self.apool: AsyncConnectionPool[Any] | None = None
+        self.async_pool_size: int = config.async_pool_size
 
     @staticmethod
     def _raw_statements(table: sql.Identifier) -> tuple[sql.Composed, dict[int, sql.Composed]]:
@@ -160,17 +184,25 @@ class Contenders:
         self.araw = await psycopg.AsyncConnection.connect(URL, autocommit=True,
                                                           options=self.options)
         await self.factory("warm-up").aget_messages(limit=1)
+        self.apool = AsyncConnectionPool(
+            URL, kwargs={"autocommit": True, "options": self.options},
+            min_size=self.async_pool_size, max_size=self.async_pool_size,
+            name="bench-afloor", open=False)
+        await self.apool.open(wait=True)
 
     async def close_async(self) -> None:
         assert self.aconnection is not None and self.araw is not None
+        assert self.apool is not None
         await self.factory.backend.aclose()
         await self.aconnection.close()
         await self.araw.close()
+        await self.apool.close()
 
     def close(self) -> None:
         self.factory.close()
         self.peer_connection.close()
         self.raw.close()
+        self.pool.close()
 
     # A turn: build the history, read it (the newest `limit`, or all), append two messages.
 
@@ -193,13 +225,53 @@ class Contenders:
 
     def same_turn(self, session_id: str, limit: int | None) -> None:
         """Raw psycopg running this backend's own statements: its read, its insert."""
-        rows = self.raw.execute(self.statements.select_all, (session_id,), prepare=True)
+        rows = self.raw.execute(self.statements.select_all, (session_id,),
+                                prepare=True).fetchall()
         messages_from_dict(json.loads("[" + ",".join([row[0] for row in rows]) + "]"))
         self.same_add(session_id, TURN)
 
     def same_add(self, session_id: str, messages: Sequence[BaseMessage]) -> None:
         batch = json.dumps([message_to_dict(message) for message in messages])
         self.raw.execute(self.statements.insert, (session_id, session_id, batch), prepare=True)
+
+    def pool_turn(self, session_id: str, limit: int | None) -> None:
+        """:meth:`same_turn` through psycopg_pool: a connection per statement."""
+        connection = self.pool.getconn()
+        try:
+            rows = connection.execute(self.statements.select_all, (session_id,),
+                                      prepare=True).fetchall()
+        finally:
+            self.pool.putconn(connection)
+        messages_from_dict(json.loads("[" + ",".join([row[0] for row in rows]) + "]"))
+        self.pool_add(session_id, TURN)
+
+    def pool_add(self, session_id: str, messages: Sequence[BaseMessage]) -> None:
+        batch = json.dumps([message_to_dict(message) for message in messages])
+        connection = self.pool.getconn()
+        try:
+            connection.execute(self.statements.insert, (session_id, session_id, batch),
+                               prepare=True)
+        finally:
+            self.pool.putconn(connection)
+
+    async def apool_turn(self, session_id: str, limit: int | None) -> None:
+        """:meth:`pool_turn` on the AsyncConnectionPool."""
+        assert self.apool is not None
+        connection = await self.apool.getconn()
+        try:
+            cursor = await connection.execute(self.statements.select_all, (session_id,),
+                                              prepare=True)
+            rows = await cursor.fetchall()
+        finally:
+            await self.apool.putconn(connection)
+        messages_from_dict(json.loads("[" + ",".join([row[0] for row in rows]) + "]"))
+        batch = json.dumps([message_to_dict(message) for message in TURN])
+        connection = await self.apool.getconn()
+        try:
+            await connection.execute(self.statements.insert, (session_id, session_id, batch),
+                                     prepare=True)
+        finally:
+            await self.apool.putconn(connection)
 
     async def asame_turn(self, session_id: str, limit: int | None) -> None:
         assert self.araw is not None
@@ -243,49 +315,72 @@ class Contenders:
 
 Operation = Callable[[int], None]
 AsyncOperation = Callable[[int], Awaitable[None]]
+Medians = dict[str, float]
+
+
+class Results(NamedTuple):
+    """Per contender, one median per round: wall time and the client's CPU time (us)."""
+
+    wall: dict[str, list[float]]
+    cpu: dict[str, list[float]]
+
+
+def _orders(names: list[str], count: int, round_number: int) -> Iterator[list[str]]:
+    """The contenders' order at each of ``count`` steps: shuffled anew at every step (the
+    same shuffles on every run), so each runs first, last and after each other alike."""
+    shuffler = random.Random(round_number)
+    order = list(names)
+    for _ in range(count):
+        shuffler.shuffle(order)
+        yield order
+
+
+def _medians(samples: dict[str, list[int]]) -> Medians:
+    return {name: statistics.median(values) / 1000 for name, values in samples.items()}
 
 
 def measure(operations: dict[str, Operation], count: int, round_number: int
-            ) -> dict[str, float]:
-    """Median time of each contender's operation, ``count`` in a row per contender.
+            ) -> tuple[Medians, Medians]:
+    """Median wall and CPU time (us) of each contender's operation, ``count`` each.
 
-    Each contender runs in a block of its own (an operation right after another
-    contender's heavy one pays for the caches that one evicted); the order of
-    the blocks alternates from round to round, against drift on a busy machine.
+    The contenders take turns, one operation each per step (see :func:`_orders`):
+    a drift of the server, the disk or the machine lands on all of them alike.
     """
-    names = list(operations)
-    medians: dict[str, float] = {}
-    for name in names if round_number % 2 == 0 else names[::-1]:
-        samples = []
-        for index in range(count):
-            started = time.perf_counter()
+    wall: dict[str, list[int]] = {name: [] for name in operations}
+    cpu: dict[str, list[int]] = {name: [] for name in operations}
+    for index, order in enumerate(_orders(list(operations), count, round_number)):
+        for name in order:
+            cpu_started, started = time.thread_time_ns(), time.perf_counter_ns()
             operations[name](index)
-            samples.append(time.perf_counter() - started)
-        medians[name] = median_us(samples)
-    return {name: medians[name] for name in names}
+            ended, cpu_ended = time.perf_counter_ns(), time.thread_time_ns()
+            wall[name].append(ended - started)
+            cpu[name].append(cpu_ended - cpu_started)
+    return _medians(wall), _medians(cpu)
 
 
 async def ameasure(operations: dict[str, AsyncOperation], count: int, round_number: int
-                   ) -> dict[str, float]:
-    """Async :func:`measure`."""
-    names = list(operations)
-    medians: dict[str, float] = {}
-    for name in names if round_number % 2 == 0 else names[::-1]:
-        samples = []
-        for index in range(count):
-            started = time.perf_counter()
+                   ) -> tuple[Medians, Medians]:
+    """Async :func:`measure` (the CPU time is the event loop's thread's)."""
+    wall: dict[str, list[int]] = {name: [] for name in operations}
+    cpu: dict[str, list[int]] = {name: [] for name in operations}
+    for index, order in enumerate(_orders(list(operations), count, round_number)):
+        for name in order:
+            cpu_started, started = time.thread_time_ns(), time.perf_counter_ns()
             await operations[name](index)
-            samples.append(time.perf_counter() - started)
-        medians[name] = median_us(samples)
-    return {name: medians[name] for name in names}
+            ended, cpu_ended = time.perf_counter_ns(), time.thread_time_ns()
+            wall[name].append(ended - started)
+            cpu[name].append(cpu_ended - cpu_started)
+    return _medians(wall), _medians(cpu)
 
 
-def collect(rounds: int, one_round: Callable[[int], dict[str, float]]) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {}
+def collect(rounds: int, one_round: Callable[[int], tuple[Medians, Medians]]) -> Results:
+    results = Results({}, {})
     for round_number in range(rounds):
         gc.collect()
-        for name, value in one_round(round_number).items():
-            results.setdefault(name, []).append(value)
+        wall, cpu = one_round(round_number)
+        for name in wall:
+            results.wall.setdefault(name, []).append(wall[name])
+            results.cpu.setdefault(name, []).append(cpu[name])
     return results
 
 
@@ -293,22 +388,23 @@ def collect(rounds: int, one_round: Callable[[int], dict[str, float]]) -> dict[s
 
 
 def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, turns: int,
-                  asynchronous: bool, loop: asyncio.AbstractEventLoop) -> dict[str, list[float]]:
+                  asynchronous: bool, loop: asyncio.AbstractEventLoop) -> Results:
     """Turns, each on a session of its own that holds ``size`` messages when the turn starts."""
     tag = f"{'a' if asynchronous else 's'}{size}-{secrets.token_hex(2)}"
     count = rounds * turns
     ours_ids = sessions(f"turn-{tag}", count, False)
     raw_ids = sessions(f"raw-{tag}", count, False)
     same_ids = sessions(f"same-{tag}", count, False) if limit is None else []
+    pool_ids = sessions(f"pool-{tag}", count, False) if limit is None else []
     bare_ids = sessions(f"bare-{tag}", count, False)
     peer_ids = sessions("", count, True)
-    fill(bench.admin, OURS, ours_ids + raw_ids + same_ids, size, False)
+    fill(bench.admin, OURS, ours_ids + raw_ids + same_ids + pool_ids, size, False)
     fill(bench.admin, BARE, bare_ids, size, False)
     fill(bench.admin, PEER, peer_ids, size, True)
     bench.admin.execute(sql.SQL("ANALYZE {}, {}, {}").format(
         sql.Identifier(SCHEMA, OURS), sql.Identifier(SCHEMA, PEER), sql.Identifier(SCHEMA, BARE)))
 
-    def one_round(round_number: int) -> dict[str, float]:
+    def one_round(round_number: int) -> tuple[Medians, Medians]:
         first = round_number * turns
         if asynchronous:
             operations: dict[str, AsyncOperation] = {
@@ -319,6 +415,7 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
             }
             if same_ids:
                 operations["same"] = lambda i: bench.asame_turn(same_ids[first + i], limit)
+                operations["pool"] = lambda i: bench.apool_turn(pool_ids[first + i], limit)
             return loop.run_until_complete(ameasure(operations, turns, round_number))
         sync_operations: dict[str, Operation] = {
             "ours": lambda i: bench.ours_turn(ours_ids[first + i], limit),
@@ -328,20 +425,22 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
         }
         if same_ids:
             sync_operations["same"] = lambda i: bench.same_turn(same_ids[first + i], limit)
+            sync_operations["pool"] = lambda i: bench.pool_turn(pool_ids[first + i], limit)
         return measure(sync_operations, turns, round_number)
 
     return collect(rounds, one_round)
 
 
 def new_user_scenario(bench: Contenders, rounds: int, turns: int, asynchronous: bool,
-                      loop: asyncio.AbstractEventLoop) -> dict[str, list[float]]:
+                      loop: asyncio.AbstractEventLoop) -> Results:
     """Turns as a new user's would go: 20 fresh (empty) sessions per round, turns going
     round them, so each session's first turn adds its row to the sessions table."""
-    def one_round(round_number: int) -> dict[str, float]:
+    def one_round(round_number: int) -> tuple[Medians, Medians]:
         tag = f"{round_number}-{secrets.token_hex(3)}"
         ours_ids, raw_ids = sessions(f"new-{tag}", 20, False), sessions(f"newraw-{tag}", 20, False)
         bare_ids, peer_ids = sessions(f"newbare-{tag}", 20, False), sessions("", 20, True)
         same_ids = sessions(f"newsame-{tag}", 20, False)
+        pool_ids = sessions(f"newpool-{tag}", 20, False)
         if asynchronous:
             return loop.run_until_complete(ameasure({
                 "ours": lambda i: bench.aours_turn(ours_ids[i % 20], None),
@@ -349,6 +448,7 @@ def new_user_scenario(bench: Contenders, rounds: int, turns: int, asynchronous: 
                 "raw": lambda i: bench.araw_turn(raw_ids[i % 20], None),
                 "bare": lambda i: bench.araw_turn(bare_ids[i % 20], None, True),
                 "same": lambda i: bench.asame_turn(same_ids[i % 20], None),
+                "pool": lambda i: bench.apool_turn(pool_ids[i % 20], None),
             }, turns, round_number))
         return measure({
             "ours": lambda i: bench.ours_turn(ours_ids[i % 20], None),
@@ -356,18 +456,20 @@ def new_user_scenario(bench: Contenders, rounds: int, turns: int, asynchronous: 
             "raw": lambda i: bench.raw_turn(raw_ids[i % 20], None),
             "bare": lambda i: bench.raw_turn(bare_ids[i % 20], None, True),
             "same": lambda i: bench.same_turn(same_ids[i % 20], None),
+            "pool": lambda i: bench.pool_turn(pool_ids[i % 20], None),
         }, turns, round_number)
 
     return collect(rounds, one_round)
 
 
-def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, list[float]]:
+def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> Results:
     """add_messages of 10 messages to a session, against raw psycopg and the peer."""
     peer_id = str(uuid.uuid4())
     operations: dict[str, Operation] = {
         "ours": lambda i: bench.factory("ten-ours").add_messages(TEN),
         "raw": lambda i: bench.raw_add("ten-raw", TEN),
         "same": lambda i: bench.same_add("ten-same", TEN),
+        "pool": lambda i: bench.pool_add("ten-pool", TEN),
         "bare": lambda i: bench.raw_add("ten-bare", TEN, True),
         "peer": lambda i: PostgresChatMessageHistory(
             PEER, peer_id, sync_connection=bench.peer_connection).add_messages(TEN),
@@ -375,7 +477,7 @@ def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, li
     return collect(rounds, lambda round_number: measure(operations, turns, round_number))
 
 
-def long_session_scenario(bench: Contenders, rounds: int, turns: int) -> dict[str, list[float]]:
+def long_session_scenario(bench: Contenders, rounds: int, turns: int) -> Results:
     """get_messages(limit=20): a 100,000-message session against a 100-message one.
 
     The long session is written first and 50,000 messages of other sessions after
@@ -407,19 +509,31 @@ def commit_cost(bench: Contenders, turns: int) -> tuple[float, float]:
     def insert_one(index: int) -> None:
         bench.raw.execute(insert, prepare=True)
 
-    times = measure({"select": select_one, "insert": insert_one}, turns, 0)
+    times, _ = measure({"select": select_one, "insert": insert_one}, turns, 0)
     return times["select"], times["insert"]
 
 
 # -- report --------------------------------------------------------------------------------
 
 
-def show_rounds(label: str, results: dict[str, list[float]]) -> dict[str, list[float]]:
+def show_rounds(label: str, results: Results) -> Results:
     print(f"\n{label}")
-    for name, values in results.items():
+    for name, values in results.wall.items():
         rounds = " ".join(f"{value:8.0f}" for value in values)
-        print(f"  {name:>8}: rounds {rounds}   median {statistics.median(values):8.0f} us")
+        print(f"  {name:>8}: rounds {rounds}   median {statistics.median(values):8.0f} us"
+              f"   CPU {statistics.median(results.cpu[name]):6.0f} us")
     return results
+
+
+def cpu_line(label: str, results: Results) -> str:
+    """The client's CPU per operation: ours against the floors, and what ours adds."""
+    cpu = results.cpu
+    added = statistics.median(ours - pool for ours, pool in zip(cpu["ours"], cpu["pool"],
+                                                                  strict=True))
+    return (f"  {label}: client CPU ours / same {ratio(cpu, 'ours', 'same'):.2f}x, "
+            f"ours / pool {ratio(cpu, 'ours', 'pool'):.2f}x, pool / same "
+            f"{ratio(cpu, 'pool', 'same'):.2f}x; ours - pool {added:.0f} us; wall ours / pool "
+            f"{ratio(results.wall, 'ours', 'pool'):.2f}x (informational)")
 
 
 def ratio(results: dict[str, list[float]], numerator: str, denominator: str) -> float:
@@ -464,7 +578,7 @@ def main() -> None:
               f"(WAL flush): {commit_us:.0f} us. Every turn of every contender commits once.")
         loop.run_until_complete(bench.open_async())
 
-        scenarios: dict[str, tuple[str, Callable[[bool], dict[str, list[float]]]]] = {
+        scenarios: dict[str, tuple[str, Callable[[bool], Results]]] = {
             "1": ("turn on 20 messages", lambda asynchronous: turn_scenario(
                 bench, 20, None, rounds, turns, asynchronous, loop)),
             "1b": ("new user's turn, 20 fresh sessions per round", lambda asynchronous:
@@ -476,18 +590,23 @@ def main() -> None:
                 summary = show_rounds(f"{number}. {label}, {kind} (us)", scenario(asynchronous))
                 verdicts.append(verdict(
                     f"{number}. {label}, {kind}: ours / raw psycopg, our statements",
-                    ratio(summary, "ours", "same"), 1.15, False))
+                    ratio(summary.wall, "ours", "same"), 1.15, False))
+                verdicts.append(f"  {number}. {label}, {kind}: ours / raw psycopg on "
+                                f"psycopg_pool, our statements: "
+                                f"{ratio(summary.wall, 'ours', 'pool'):.2f}x; pool / same "
+                                f"{ratio(summary.wall, 'pool', 'same'):.2f}x")
+                verdicts.append(cpu_line(f"{number}. {label}, {kind}", summary))
                 verdicts.append(f"  {number}. {label}, {kind}: ours / raw psycopg, plain "
-                                f"statements: {ratio(summary, 'ours', 'raw'):.2f}x")
-                faster = ratio(summary, "peer", "ours")
+                                f"statements: {ratio(summary.wall, 'ours', 'raw'):.2f}x")
+                faster = ratio(summary.wall, "peer", "ours")
                 verdicts.append(
                     f"  {number}. {label}, {kind}: peer / ours: {faster:.2f}x (target > 1x, "
                     f"faster than the peer) {'MET' if faster > 1 else 'MISSED'}"
-                    f"  (peer / raw: {ratio(summary, 'peer', 'raw'):.2f}x)")
+                    f"  (peer / raw: {ratio(summary.wall, 'peer', 'raw'):.2f}x)")
                 verdicts.append(
                     f"  triggers, {label}, {kind}: raw on our schema / raw on a bare table "
-                    f"{ratio(summary, 'raw', 'bare'):.2f}x; ours / bare "
-                    f"{ratio(summary, 'ours', 'bare'):.2f}x (informational)")
+                    f"{ratio(summary.wall, 'raw', 'bare'):.2f}x; ours / bare "
+                    f"{ratio(summary.wall, 'ours', 'bare'):.2f}x (informational)")
 
         for asynchronous in (False, True):
             kind = "async" if asynchronous else "sync"
@@ -495,22 +614,24 @@ def main() -> None:
                 f"2. turn, 1,000-message session, ours reads the newest 20, {kind} (us)",
                 turn_scenario(bench, 1000, 20, rounds, max(10, turns // 5), asynchronous, loop))
             verdicts.append(verdict(f"2. turn on 1,000 messages, {kind}: peer / ours",
-                                    ratio(summary, "peer", "ours"), 10, True))
+                                    ratio(summary.wall, "peer", "ours"), 10, True))
 
         summary = show_rounds("3. add_messages of 10 messages (us)",
                               add_ten_scenario(bench, rounds, turns))
         verdicts.append(verdict("3. add_messages(10): ours / raw psycopg one round trip",
-                                ratio(summary, "ours", "raw"), 1.3, False))
+                                ratio(summary.wall, "ours", "raw"), 1.3, False))
         verdicts.append(f"  3. add_messages(10): ours / raw psycopg, our insert: "
-                        f"{ratio(summary, 'ours', 'same'):.2f}x")
+                        f"{ratio(summary.wall, 'ours', 'same'):.2f}x; on psycopg_pool "
+                        f"{ratio(summary.wall, 'ours', 'pool'):.2f}x")
+        verdicts.append(cpu_line("3. add_messages(10)", summary))
         verdicts.append(f"  triggers, insert of 10: raw on our schema / raw on a bare table "
-                        f"{ratio(summary, 'raw', 'bare'):.2f}x; ours / bare "
-                        f"{ratio(summary, 'ours', 'bare'):.2f}x (informational)")
+                        f"{ratio(summary.wall, 'raw', 'bare'):.2f}x; ours / bare "
+                        f"{ratio(summary.wall, 'ours', 'bare'):.2f}x (informational)")
 
         summary = show_rounds("4. get_messages(limit=20) (us)",
                               long_session_scenario(bench, rounds, turns))
         verdicts.append(verdict("4. limit=20: 100,000-message / 100-message session",
-                                ratio(summary, "100000", "100"), 2, False))
+                                ratio(summary.wall, "100000", "100"), 2, False))
         loop.run_until_complete(bench.close_async())
         bench.close()
 
@@ -523,7 +644,7 @@ def main() -> None:
             "extra: turn, 20-message session, sync, BOTH sides synchronous_commit=off (us)",
             turn_scenario(relaxed, 20, None, rounds, turns, False, loop))
         verdicts.append(f"  extra: with synchronous_commit=off on both sides: peer / ours "
-                        f"{ratio(summary, 'peer', 'ours'):.2f}x (informational)")
+                        f"{ratio(summary.wall, 'peer', 'ours'):.2f}x (informational)")
         loop.run_until_complete(relaxed.close_async())
         relaxed.close()
     loop.close()
