@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from types import MethodType
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar, overload
 
 from chathistory.driver import Operation
@@ -43,16 +44,11 @@ def _input_counts(signature: inspect.Signature, instance: object, args: tuple[An
     return sessions, records
 
 
-def _named(method: Callable[..., Any], steps: Callable[..., Any], name: str) -> None:
-    """Give a bound method the operation's name and docstring (cheaply: it is bound per call)."""
-    method.__name__ = name
-    method.__qualname__ = _qualified(steps, name)
-    method.__doc__ = steps.__doc__
-
-
-@functools.cache
-def _qualified(steps: Callable[..., Any], name: str) -> str:
-    return f"{steps.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
+def _named(function: Callable[..., Any], steps: Callable[..., Any], name: str) -> None:
+    """Give the function behind a method the operation's name and docstring."""
+    function.__name__ = name
+    function.__qualname__ = f"{steps.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
+    function.__doc__ = steps.__doc__
 
 
 class OperationMethod(Generic[P, T]):
@@ -61,8 +57,8 @@ class OperationMethod(Generic[P, T]):
     Made by :func:`operation`. On an instance, it is the sync method (``P -> T``).
     Its async twin, ``a`` + its name, is added to the class unless the class
     body names one (``aappend = append.async_twin`` declares it explicitly; a
-    name starting with ``_`` gets no twin). The method is bound on each lookup,
-    to the instance's ``runner``: set ``self.runner`` in ``__init__``.
+    name starting with ``_`` gets no twin). A call runs on the instance's
+    ``runner`` (``self.runner``, set in ``__init__``).
     """
 
     def __init__(self, steps: Callable[Concatenate[Any, P], Operation[T]], *,
@@ -73,9 +69,25 @@ class OperationMethod(Generic[P, T]):
         self.name = steps.__name__
         self._signature = inspect.signature(steps)
         functools.update_wrapper(self, steps)  # type: ignore[arg-type]
+        self._function = self._make_function()
+
+    def _make_function(self) -> Callable[..., T]:
+        """The function a lookup binds to the instance (made once: binding it is cheap)."""
+        steps, name, write, transaction = self.steps, self.name, self.write, self.transaction
+        counts = self.counts
+
+        def method(instance: Any, /, *args: Any, **kwargs: Any) -> T:
+            runner: Runner[Any, Any, Any] = instance.runner
+            return runner.run(name, lambda: steps(instance, *args, **kwargs), write=write,
+                              transaction=transaction,
+                              counts=lambda: counts(instance, args, kwargs))
+
+        _named(method, steps, name)
+        return method
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        self._function = self._make_function()
         if not name.startswith("_") and "a" + name not in vars(owner):
             setattr(owner, "a" + name, AsyncOperationMethod(self))
 
@@ -97,16 +109,7 @@ class OperationMethod(Generic[P, T]):
                 ) -> Self | Callable[P, T]:
         if instance is None:
             return self
-        runner: Runner[Any, Any, Any] = instance.runner  # type: ignore[attr-defined]
-        steps, name, write, transaction = self.steps, self.name, self.write, self.transaction
-
-        def method(*args: P.args, **kwargs: P.kwargs) -> T:
-            return runner.run(name, lambda: steps(instance, *args, **kwargs), write=write,
-                              transaction=transaction,
-                              counts=lambda: self.counts(instance, args, kwargs))
-
-        _named(method, steps, self.name)
-        return method
+        return MethodType(self._function, instance)
 
 
 class BoundAsync(Protocol[P, T_co]):
@@ -129,9 +132,25 @@ class AsyncOperationMethod(Generic[P, T]):
     def __init__(self, sync: OperationMethod[P, T]) -> None:
         self.sync = sync
         self.name = "a" + sync.name
+        self._function = self._make_function()
+
+    def _make_function(self) -> Callable[..., Coroutine[Any, Any, T]]:
+        """The coroutine function a lookup binds to the instance (made once)."""
+        sync = self.sync
+        steps, write, transaction, counts = sync.steps, sync.write, sync.transaction, sync.counts
+
+        async def method(instance: Any, /, *args: Any, **kwargs: Any) -> T:
+            runner: Runner[Any, Any, Any] = instance.runner
+            return await runner.arun(sync.name, lambda: steps(instance, *args, **kwargs),
+                                     write=write, transaction=transaction,
+                                     counts=lambda: counts(instance, args, kwargs))
+
+        _named(method, steps, self.name)
+        return method
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        self._function = self._make_function()
 
     @overload
     def __get__(self, instance: None, owner: type | None = None) -> Self: ...
@@ -142,17 +161,7 @@ class AsyncOperationMethod(Generic[P, T]):
                 ) -> Self | BoundAsync[P, T]:
         if instance is None:
             return self
-        runner: Runner[Any, Any, Any] = instance.runner  # type: ignore[attr-defined]
-        sync = self.sync
-        steps, name, write, transaction = sync.steps, sync.name, sync.write, sync.transaction
-
-        async def method(*args: P.args, **kwargs: P.kwargs) -> T:
-            return await runner.arun(name, lambda: steps(instance, *args, **kwargs),
-                                     write=write, transaction=transaction,
-                                     counts=lambda: sync.counts(instance, args, kwargs))
-
-        _named(method, steps, self.name)
-        return method
+        return MethodType(self._function, instance)
 
 
 def operation(*, write: bool = False, transaction: bool = False

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from chathistory.driver import AsyncConn, AsyncPool, Call, Conn, Driver, Operation
@@ -85,22 +85,6 @@ class _Tracing:
 
 
 _tracing = _Tracing()
-_NO_SPAN: AbstractContextManager[None] = nullcontext()
-
-
-def _advance(operation: Operation[Any], reply: Any = None, error: Exception | None = None
-             ) -> tuple[bool, Any]:
-    """Resume ``operation`` with the driver's reply, or throw the driver's error into it.
-
-    Returns ``(True, result)`` once it has returned, else ``(False, next request)``.
-    (A StopIteration must not escape: in a connection's context it would read as a
-    failure, and roll back what the operation wrote.)
-    """
-    try:
-        request = operation.throw(error) if error is not None else operation.send(reply)
-    except StopIteration as returned:
-        return True, returned.value
-    return False, request
 
 
 class Runner(Generic[Conn, AsyncPool, AsyncConn]):
@@ -163,10 +147,15 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
             records: How many records it writes, for its span.
             counts: Or a function giving both, called only when a span records.
         """
-        call = self.call(operation, write, transaction)
+        call = self._calls.get((operation, write, transaction)) \
+            or self.call(operation, write, transaction)
         tracer = _tracing.tracer() if self._otel else None
-        if tracer is None:
-            return self._run(call, steps)
+        if tracer is None:  # (the body of _run: a frame less on every call)
+            try:
+                return self._once(call, steps)
+            except Exception as error:
+                return retry_after(error, lambda: self._once(call, steps),
+                                   **self._policy(call))
         if counts is not None:
             sessions, records = counts()
         with self._span(tracer, call, sessions, records) as span:
@@ -192,20 +181,32 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         }
 
     def _once(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
+        # The operation is resumed with each reply, or the driver's error is thrown into
+        # it, until it returns: its StopIteration is caught where it is raised (escaping
+        # into the connection's context, it would read as a failure and roll back).
         operation = steps()
-        done, value = _advance(operation)
-        if done:
-            return value  # type: ignore[no-any-return]
+        try:
+            request = operation.send(None)
+        except StopIteration as returned:
+            return returned.value  # type: ignore[no-any-return]
         send = self.driver.send
         with self.driver.connection(call) as connection:
-            while not done:
+            while True:
                 try:
-                    reply = send(connection, value)
+                    reply = send(connection, request)
                 except Exception as error:
-                    done, value = _advance(operation, error=error)
+                    try:
+                        request = operation.throw(error)
+                    except StopIteration as returned:
+                        result: T = returned.value
+                        break
                 else:
-                    done, value = _advance(operation, reply)
-        return value  # type: ignore[no-any-return]
+                    try:
+                        request = operation.send(reply)
+                    except StopIteration as returned:
+                        result = returned.value
+                        break
+        return result
 
     # -- async --------------------------------------------------------------------------
 
@@ -218,42 +219,59 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         Without native async, the sync path runs in a worker thread (retries
         and their waits included), so the event loop never blocks.
         """
-        call = self.call(operation, write, transaction)
+        call = self._calls.get((operation, write, transaction)) \
+            or self.call(operation, write, transaction)
         tracer = _tracing.tracer() if self._otel else None
-        if tracer is not None and counts is not None:
-            sessions, records = counts()
-        # One body for both (an awaited helper coroutine would cost a frame per call).
-        with (_NO_SPAN if tracer is None
-              else self._span(tracer, call, sessions, records)) as span:
+        if tracer is None:  # (the body of _arun: a coroutine less on every call)
             if not self.driver.native_async:
-                result = await asyncio.to_thread(self._run, call, steps)
-            else:
-                try:
-                    result = await self._aonce(call, steps)
-                except Exception as error:
-                    result = await aretry_after(error, lambda: self._aonce(call, steps),
-                                                **self._policy(call))
-            if span is not None:
-                _count_result(span, result, sessions, records)
+                return await asyncio.to_thread(self._run, call, steps)
+            try:
+                return await self._aonce(call, steps)
+            except Exception as error:
+                return await aretry_after(error, lambda: self._aonce(call, steps),
+                                          **self._policy(call))
+        if counts is not None:
+            sessions, records = counts()
+        with self._span(tracer, call, sessions, records) as span:
+            result = await self._arun(call, steps)
+            _count_result(span, result, sessions, records)
             return result
 
+    async def _arun(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
+        if not self.driver.native_async:
+            return await asyncio.to_thread(self._run, call, steps)
+        try:
+            return await self._aonce(call, steps)
+        except Exception as error:
+            return await aretry_after(error, lambda: self._aonce(call, steps),
+                                      **self._policy(call))
+
     async def _aonce(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
-        operation = steps()
-        done, value = _advance(operation)
-        if done:
-            return value  # type: ignore[no-any-return]
+        operation = steps()  # (as in _once)
+        try:
+            request = operation.send(None)
+        except StopIteration as returned:
+            return returned.value  # type: ignore[no-any-return]
         held = self._pools.get(asyncio.get_running_loop())
         pool = held[0] if held is not None else await self.pool()
         asend = self.driver.asend
         async with self.driver.async_connection(pool, call) as connection:
-            while not done:
+            while True:
                 try:
-                    reply = await asend(connection, value)
+                    reply = await asend(connection, request)
                 except Exception as error:
-                    done, value = _advance(operation, error=error)
+                    try:
+                        request = operation.throw(error)
+                    except StopIteration as returned:
+                        result: T = returned.value
+                        break
                 else:
-                    done, value = _advance(operation, reply)
-        return value  # type: ignore[no-any-return]
+                    try:
+                        request = operation.send(reply)
+                    except StopIteration as returned:
+                        result = returned.value
+                        break
+        return result
 
     async def pool(self) -> AsyncPool:
         """The running event loop's async pool, opened on the loop's first call."""

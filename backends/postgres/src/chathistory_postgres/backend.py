@@ -107,10 +107,12 @@ class PostgresBackend(BaseBackend):
                 ) from None
         if "\x00" in session_id:
             raise ValueError("session_id must not contain NUL characters")
-        try:
-            session_id.encode()
-        except UnicodeEncodeError:
-            raise ValueError("session_id is not valid Unicode (it has a lone surrogate)") from None
+        if not session_id.isascii():
+            try:
+                session_id.encode()
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "session_id is not valid Unicode (it has a lone surrogate)") from None
         return session_id
 
     def _has_sessions_table(self) -> Operation[bool]:

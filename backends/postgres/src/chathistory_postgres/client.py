@@ -13,7 +13,13 @@ import select
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+    nullcontext,
+)
 from typing import Any, NamedTuple
 
 import psycopg
@@ -30,6 +36,8 @@ __all__ = ["AsyncConnection", "Connection", "Copy", "PostgresDriver"]
 Connection = psycopg.Connection[Any]
 AsyncConnection = psycopg.AsyncConnection[Any]
 AsyncSource = AsyncConnectionPool[Any] | AsyncConnection
+
+_ROWS = psycopg.pq.ExecStatus.TUPLES_OK
 
 RECONNECT_TIMEOUT = 1.0
 """A pool's reconnection: two tries 1 s apart, then ``reconnect_failed`` starts another if
@@ -64,6 +72,8 @@ def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
     a failed ``check`` callback psycopg_pool sleeps 1, 2, 4 s: under connection churn,
     calls waited out the pool's timeout.) Nothing was sent: even an append is safe."""
     connection: Connection = pool.getconn(timeout)
+    if not _closed_by_server(connection):
+        return connection
     deadline = time.monotonic() + timeout
     while _closed_by_server(connection):
         connection.close()
@@ -74,6 +84,8 @@ def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
 
 async def _agetconn(pool: AsyncConnectionPool[Any], timeout: float) -> AsyncConnection:
     connection: AsyncConnection = await pool.getconn(timeout)
+    if not _closed_by_server(connection):
+        return connection
     deadline = time.monotonic() + timeout
     while _closed_by_server(connection):
         await connection.close()
@@ -82,8 +94,59 @@ async def _agetconn(pool: AsyncConnectionPool[Any], timeout: float) -> AsyncConn
     return connection
 
 
-def _has_rows(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
-    return cursor.pgresult is not None and cursor.pgresult.status == psycopg.pq.ExecStatus.TUPLES_OK
+class _Lease(AbstractContextManager[Connection]):
+    """A connection of ``pool`` for one try of a call, given back on exit; in a transaction
+    when the call asks for one or the connection is not in autocommit. (A class: a
+    ``@contextmanager`` on every call's path cost about three times as much.)"""
+
+    def __init__(self, pool: ConnectionPool[Any], timeout: float, transactional: bool) -> None:
+        self.pool, self.timeout, self.transactional = pool, timeout, transactional
+        self.transaction: AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> Connection:
+        connection = self.connection = _getconn(self.pool, self.timeout)
+        if self.transactional or not connection.autocommit:
+            try:
+                transaction = self.transaction = connection.transaction()
+                transaction.__enter__()
+            except BaseException:
+                self.pool.putconn(connection)
+                raise
+        return connection
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return None if self.transaction is None else self.transaction.__exit__(*exc_info)
+        finally:
+            self.pool.putconn(self.connection)
+
+
+class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
+    """:class:`_Lease` from an ``AsyncConnectionPool`` (nor an async generator, whose
+    first step the event loop also registers)."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], timeout: float, transactional: bool
+                 ) -> None:
+        self.pool, self.timeout, self.transactional = pool, timeout, transactional
+        self.transaction: AbstractAsyncContextManager[Any] | None = None
+
+    async def __aenter__(self) -> AsyncConnection:
+        connection = self.connection = await _agetconn(self.pool, self.timeout)
+        if self.transactional or not connection.autocommit:
+            try:
+                transaction = self.transaction = connection.transaction()
+                await transaction.__aenter__()
+            except BaseException:
+                await self.pool.putconn(connection)
+                raise
+        return connection
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        try:
+            return None if self.transaction is None \
+                else await self.transaction.__aexit__(*exc_info)
+        finally:
+            await self.pool.putconn(self.connection)
 
 
 def _regrow(pool: ConnectionPool[Any]) -> None:
@@ -165,25 +228,20 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             return connection.transaction()
         return nullcontext()  # (an async context manager too)
 
-    @contextmanager
-    def connection(self, call: Call) -> Iterator[Connection]:
-        lent = self.config.connection
-        if lent is not None:
-            with self._connection_lock:
-                if lent.closed:
-                    raise self._lent_connection_closed()
-                with self._transaction(lent, call):
-                    yield lent
-            return
+    def connection(self, call: Call) -> AbstractContextManager[Connection]:
+        if self.config.connection is not None:
+            return self._lent_connection(self.config.connection, call)
         # getconn/putconn rather than pool.connection(): that also enters the
         # connection's own context, whose commit on exit autocommit does not need.
-        pool = self._pool or self._open_pool()
-        connection = _getconn(pool, self.config.timeout)
-        try:
-            with self._transaction(connection, call):
-                yield connection
-        finally:
-            pool.putconn(connection)
+        return _Lease(self._pool or self._open_pool(), self.config.timeout, call.transaction)
+
+    @contextmanager
+    def _lent_connection(self, lent: Connection, call: Call) -> Iterator[Connection]:
+        with self._connection_lock:
+            if lent.closed:
+                raise self._lent_connection_closed()
+            with self._transaction(lent, call):
+                yield lent
 
     def send(self, connection: Connection, request: Any) -> Any:
         if isinstance(request, Copy):
@@ -193,7 +251,8 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             return []
         query, params = request  # those with parameters are the hot ones, prepared
         cursor = connection.execute(query, params, prepare=self.prepare and bool(params))
-        return cursor.fetchall() if _has_rows(cursor) else []
+        result = cursor.pgresult  # (rows, or none to fetch)
+        return cursor.fetchall() if result is not None and result.status == _ROWS else []
 
     def _open_pool(self) -> ConnectionPool[Any]:
         with self._pool_lock:
@@ -249,22 +308,20 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             raise self._open_timeout() from exc
         return pool
 
-    @asynccontextmanager
-    async def async_connection(self, pool: AsyncSource, call: Call
-                               ) -> AsyncIterator[AsyncConnection]:
+    def async_connection(self, pool: AsyncSource, call: Call
+                         ) -> AbstractAsyncContextManager[AsyncConnection]:
         if isinstance(pool, psycopg.AsyncConnection):
-            async with self._aconnection_lock:
-                if pool.closed:
-                    raise self._lent_connection_closed()
-                async with self._transaction(pool, call):
-                    yield pool
-            return
-        connection = await _agetconn(pool, self.config.timeout)
-        try:
-            async with self._transaction(connection, call):
-                yield connection
-        finally:
-            await pool.putconn(connection)
+            return self._lent_async_connection(pool, call)
+        return _AsyncLease(pool, self.config.timeout, call.transaction)
+
+    @asynccontextmanager
+    async def _lent_async_connection(self, lent: AsyncConnection, call: Call
+                                     ) -> AsyncIterator[AsyncConnection]:
+        async with self._aconnection_lock:
+            if lent.closed:
+                raise self._lent_connection_closed()
+            async with self._transaction(lent, call):
+                yield lent
 
     async def asend(self, connection: AsyncConnection, request: Any) -> Any:
         if isinstance(request, Copy):
@@ -274,7 +331,8 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             return []
         query, params = request
         cursor = await connection.execute(query, params, prepare=self.prepare and bool(params))
-        return await cursor.fetchall() if _has_rows(cursor) else []
+        result = cursor.pgresult
+        return await cursor.fetchall() if result is not None and result.status == _ROWS else []
 
     async def close_pool(self, pool: AsyncSource) -> None:
         if pool is not self.config.async_pool and pool is not self.config.async_connection:
