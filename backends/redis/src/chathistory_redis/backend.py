@@ -9,6 +9,7 @@ import json
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any, ClassVar, TypeVar
@@ -72,12 +73,6 @@ def _action(value: str | Unchanged | None) -> tuple[str, bytes | str]:
     return ("clear", "") if value is None else ("set", _raw(value))
 
 
-def _seconds(moment: datetime) -> str:
-    if moment.tzinfo is None:
-        raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
-    return repr(moment.timestamp())
-
-
 class RedisBackend(BaseBackend):
     """Chat histories in Redis: each session is one list, appended to in one round trip.
 
@@ -121,15 +116,13 @@ class RedisBackend(BaseBackend):
         self.driver = RedisDriver(config)  # ConfigError for an app client of the wrong kind
         self.runner = Runner(self, self.driver)
         self._cluster = self.driver.cluster
-        self._layout = config.layout
         self._key_prefix = config.effective_key_prefix
-        self._index = ks.index_keys(self._layout, self._key_prefix)
+        self._index = ks.index_keys(self.config.layout, self._key_prefix)
         self._catalog, self._owned = self._index.catalog, self._index.owned
         self._newest_first = config.layout == "langchain_community"
         self._make_key = ks.langchain_community_key if self._newest_first else ks.chathistory_key
         self._push = "LPUSH" if self._newest_first else "RPUSH"
         self._ttl = str(config.ttl or 0)  # '0': no expiry
-        self._where = self.driver.where
         # Whether the sessions written before the index existed are known to be in it.
         self._indexed = False
 
@@ -207,7 +200,9 @@ class RedisBackend(BaseBackend):
         """Delete the sessions last updated before ``cutoff`` (of ``owner`` only, if given),
         :data:`PRUNE_BATCH` per round trip, each with its catalog entry in one script;
         return how many held messages."""
-        seconds = _seconds(cutoff)
+        if cutoff.tzinfo is None:
+            raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
+        seconds = repr(cutoff.timestamp())
         check_text("owner", owner)
         count = 0
         if not dry_run:
@@ -225,9 +220,9 @@ class RedisBackend(BaseBackend):
                 count += sum(1 for found in exists if found)
                 offset += len(ids)
             elif not self._cluster:  # each session and its entry deleted together
-                deleted = yield ks.Pipeline([ks.eval_command(
+                deleted = yield ks.Pipeline([ks.evalsha(
                     ks.DELETE_SESSION, [*self._catalog, self.key(_text(id_))],
-                    [self._owned, id_, seconds]) for id_ in ids])
+                    [self._owned, id_, seconds], body=True) for id_ in ids])
                 count += sum(1 for gone in deleted if int(gone) == 1)
             else:
                 deleted = yield ks.Pipeline([("DEL", self.key(_text(id_))) for id_ in ids])
@@ -378,8 +373,8 @@ class RedisBackend(BaseBackend):
                 [self._owned, dry, *ids])
             receipt.sessions, receipt.messages = int(sessions), int(messages)
             return receipt
-        counts = yield ks.Pipeline([ks.eval_command(ks.ERASE_MESSAGES, [self.key(
-            _text(id_))], [dry]) for id_ in ids])
+        counts = yield ks.Pipeline([ks.evalsha(ks.ERASE_MESSAGES, [self.key(_text(id_))], [dry],
+                                               body=True) for id_ in ids])
         kept = yield ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, dry, *ids])
         for count, is_kept in zip(counts, kept, strict=True):
             if int(count) or int(is_kept):
@@ -472,12 +467,12 @@ class RedisBackend(BaseBackend):
         for done, (session_id, values) in enumerate(batches.items()):
             try:
                 yield ks.Once(ks.evalsha(ks.PUSH, [self.key(session_id)],
-                                            [self._push, self._ttl, *values]))
+                                         [self._push, self._ttl, *values]))
             except Exception as error:
                 if done and self.driver.is_transient(error, write=True):
                     # Retrying the operation would append the first sessions again.
                     raise BackendUnavailableError(
-                        f"backend 'redis' ({self._where}): {done} of {len(batches)} sessions "
+                        f"backend 'redis' ({self.driver.where}): {done} of {len(batches)} sessions "
                         f"were appended, then {type(error).__name__}: {error}") from error
                 raise
 
@@ -487,7 +482,7 @@ class RedisBackend(BaseBackend):
         if not session_ids:
             return {}
         lists = yield ks.Pipeline([("LRANGE", self.key(session_id), 0, -1)
-                                      for session_id in session_ids])
+                                   for session_id in session_ids])
         return {session_id: convert(values)
                 for session_id, values in zip(session_ids, lists, strict=True) if values}
 
@@ -499,11 +494,11 @@ class RedisBackend(BaseBackend):
 
     def _scan_ids(self) -> Operation[list[bytes]]:
         """The ids (UTF-8) of the sessions whose keys exist, each once, in the index's order."""
-        keys = yield ks.Scan(ks.scan_pattern(self._layout, self._key_prefix))
+        keys = yield ks.Scan(ks.scan_pattern(self.config.layout, self._key_prefix))
         if keys and not isinstance(keys[0], bytes):  # an application's decoding client
             keys = [_raw(key) for key in keys]
         # A SCAN may return a key twice; a set keeps each session once.
-        return sorted(ks.session_ids_of_keys(self._layout, self._key_prefix, keys))
+        return sorted(ks.session_ids_of_keys(self.config.layout, self._key_prefix, keys))
 
     def _backfill(self, *, force: bool) -> Operation[int]:
         """Add the sessions the index lacks (found by SCAN), unless that was done before;
@@ -523,10 +518,9 @@ class RedisBackend(BaseBackend):
     def _sweep(self) -> Operation[None]:
         """Drop from the index every session that has no messages any more (it expired, or was
         deleted behind the backend's back) and was not written since it was found so."""
-        by_id, by_time = self.index_keys
         low = b"-"
         while True:
-            ids, times = yield ks.evalsha(ks.LIST_PAGE, [by_id, by_time], [low, INDEX_BATCH])
+            ids, times = yield ks.evalsha(ks.LIST_PAGE, self.index_keys, [low, INDEX_BATCH])
             if not ids:
                 return
             # Checked after the times were read: a session written in between has a new
@@ -541,12 +535,11 @@ class RedisBackend(BaseBackend):
             low = b"(" + _raw(ids[-1])
 
     def _indexed_page(self, after: str | None, limit: int) -> Operation[list[SessionInfo]]:
-        by_id, by_time = self.index_keys
         found: list[SessionInfo] = []
         low = b"-" if after is None else b"(" + _raw(after)
         while len(found) < limit:
             wanted = limit - len(found)
-            ids, times = yield ks.evalsha(ks.LIST_PAGE, [by_id, by_time], [low, wanted])
+            ids, times = yield ks.evalsha(ks.LIST_PAGE, self.index_keys, [low, wanted])
             if not ids:
                 break
             counts = yield ks.Pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
@@ -590,45 +583,29 @@ class RedisBackend(BaseBackend):
     def _texts(self, values: list[bytes | str]) -> list[str]:
         """A session's values as text, oldest first; only one not starting with ``{`` is
         parsed (refused as :meth:`_decode` refuses it)."""
-        values = values[::-1] if self._newest_first else list(values)
-        try:
+        values = values[::-1] if self._newest_first else values
+        with suppress(UnicodeDecodeError):
             texts = [_text(value) for value in values]
-        except UnicodeDecodeError:
-            texts = []
-        if len(texts) == len(values) and all(text[:1] == "{" for text in texts):
-            return texts
-        checked = []
+            if all(text[:1] == "{" for text in texts):
+                return texts
         for position, value in enumerate(values):
             self._decode_one(position, value)  # raises unless it is a JSON object's text
-            checked.append(_text(value).strip(" \t\n\r"))  # JSON's whitespace around it
-        return checked
+        return [_text(value).strip(" \t\n\r") for value in values]  # JSON's whitespace around
 
     def _decode(self, values: list[bytes | str]) -> list[dict[str, Any]]:
-        if self._newest_first:
-            values = values[::-1]
-        if not values:
-            return []
+        values = values[::-1] if self._newest_first else values
         # One json.loads for the whole list is twice as fast as one per value; if the
         # list is not one object per value, each is decoded alone, to name the bad one.
-        try:
-            records = json.loads(b"[" + b",".join(map(_raw, values)) + b"]")
-        except ValueError:
-            records = None
-        if (isinstance(records, list) and len(records) == len(values)
-                and all(type(record) is dict for record in records)):
-            return records
+        with suppress(ValueError):
+            records: list[dict[str, Any]] = json.loads(b"[" + b",".join(map(_raw, values)) + b"]")
+            if len(records) == len(values) and all(type(record) is dict for record in records):
+                return records
         return [self._decode_one(position, value) for position, value in enumerate(values)]
 
     def _decode_one(self, position: int, value: bytes | str) -> dict[str, Any]:
         try:
-            record = decode_record(value)
+            return decode_record(value)  # a RecordError unless it is a JSON object's text
         except ValueError as exc:
-            problem = str(exc)
-        else:
-            if type(record) is dict:
-                return record
-            problem = f"a JSON {type(record).__name__}, not an object"
-        raise ChatHistoryError(
-            f"backend 'redis' ({self._where}): value {position} of this session's list is "
-            f"not a JSON message: {problem}"
-        )
+            raise ChatHistoryError(
+                f"backend 'redis' ({self.driver.where}): value {position} of this session's "
+                f"list is not a JSON message: {exc}") from None

@@ -27,7 +27,7 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from chathistory import Call, ConfigError, Driver
 from chathistory_redis import errors
-from chathistory_redis.config import RedisConfig
+from chathistory_redis.config import RedisConfig, server_address
 from chathistory_redis.keyspace import BODIES, Command, Once, Pipeline, Scan
 
 __all__ = ["RedisDriver"]
@@ -100,7 +100,7 @@ class RedisDriver(Driver[Any, Any, Any]):
         if self.cluster:  # errors name the node
             self.where = "Redis Cluster"
         elif app is None:
-            self.where = f"Redis at {config.address}"
+            self.where = f"Redis at {server_address(config.url.get_secret_value())}"
         else:  # the application's server, not the URL's
             found = app.get_connection_kwargs()
             host, port = found.get("host", "localhost"), found.get("port", 6379)

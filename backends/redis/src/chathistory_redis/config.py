@@ -119,8 +119,3 @@ class RedisConfig(BackendConfig):
     def effective_key_prefix(self) -> str:
         """``key_prefix``, or the layout's default when it is not set."""
         return self.key_prefix if self.key_prefix is not None else DEFAULT_KEY_PREFIXES[self.layout]
-
-    @property
-    def address(self) -> str:
-        """Where the backend connects, as errors name it: ``host:port``, never the URL."""
-        return server_address(self.url.get_secret_value())

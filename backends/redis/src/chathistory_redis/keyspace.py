@@ -33,7 +33,7 @@ __all__ = [
     "APPEND", "BODIES", "CATALOG_PAGE", "DELETE_SESSION", "ERASE", "ERASE_ENTRIES",
     "ERASE_MESSAGES", "INDEX", "LIST_PAGE", "PUSH", "RESTORE", "SUMMARIES", "UNINDEX_IF_OLD",
     "UNINDEX_IF_UNCHANGED", "UPDATE", "Command", "IndexKeys", "Once", "Pipeline", "Scan", "Script",
-    "chathistory_key", "eval_command", "evalsha", "index_keys", "key_prefix_problem",
+    "chathistory_key", "evalsha", "index_keys", "key_prefix_problem",
     "langchain_community_key", "scan_pattern", "session_from_chathistory_key",
     "session_ids_of_keys", "text", "utf8",
 ]
@@ -192,15 +192,20 @@ def key_prefix_problem(layout: str, key_prefix: str) -> str | None:
 
 # Scripts ------------------------------------------------------------------------------
 
+BODIES: dict[str, str] = {}
+"""Each script's body by its SHA1, for the ``EVAL`` sent when ``EVALSHA`` finds none cached."""
+
+
 @dataclass(frozen=True)
 class Script:
-    """A Lua script and its SHA1 (what ``EVALSHA`` names it by)."""
+    """A Lua script and its SHA1 (what ``EVALSHA`` names it by), listed in :data:`BODIES`."""
 
     body: str
     sha: str = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.body.encode()).hexdigest())
+        BODIES[self.sha] = self.body
 
 
 # The server's time in seconds, with microseconds, as a string (a Lua number would be
@@ -520,20 +525,11 @@ end
 return kept
 """)
 
-BODIES = {script.sha: script.body for script in (
-    APPEND, PUSH, INDEX, DELETE_SESSION, LIST_PAGE, UNINDEX_IF_UNCHANGED, UNINDEX_IF_OLD,
-    CATALOG_PAGE, SUMMARIES, UPDATE, RESTORE, ERASE, ERASE_MESSAGES, ERASE_ENTRIES)}
-"""Each script's body by its SHA1, for the ``EVAL`` sent when ``EVALSHA`` finds none cached."""
 
-
-def evalsha(script: Script, keys: Sequence[bytes], args: Sequence[bytes | str | int]
-            ) -> Command:
-    """The ``EVALSHA`` command that runs ``script`` on ``keys`` with ``args``."""
-    return ("EVALSHA", script.sha, len(keys), *keys, *args)
-
-
-def eval_command(script: Script, keys: Sequence[bytes], args: Sequence[bytes | str | int]
-                 ) -> Command:
-    """The ``EVAL`` command (the body sent along): for pipelines, where a missing script
-    could not be sent again for the commands it failed alone."""
-    return ("EVAL", script.body, len(keys), *keys, *args)
+def evalsha(script: Script, keys: Sequence[bytes], args: Sequence[bytes | str | int], *,
+            body: bool = False) -> Command:
+    """The ``EVALSHA`` command that runs ``script`` on ``keys`` with ``args``; with ``body``,
+    the ``EVAL`` that sends the body along: for pipelines, where a missing script could not
+    be sent again for the commands it failed alone."""
+    return ("EVAL", script.body, len(keys), *keys, *args) if body else (
+        "EVALSHA", script.sha, len(keys), *keys, *args)
