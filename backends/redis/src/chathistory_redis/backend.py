@@ -521,8 +521,6 @@ class RedisBackend(BaseBackend):
         low = b"-"
         while True:
             ids, times = yield ks.evalsha(ks.LIST_PAGE, self.index_keys, [low, INDEX_BATCH])
-            if not ids:
-                return
             # Checked after the times were read: a session written in between has a new
             # time, and its entry is then kept.
             exists = yield ks.Pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
@@ -540,8 +538,6 @@ class RedisBackend(BaseBackend):
         while len(found) < limit:
             wanted = limit - len(found)
             ids, times = yield ks.evalsha(ks.LIST_PAGE, self.index_keys, [low, wanted])
-            if not ids:
-                break
             counts = yield ks.Pipeline([("LLEN", self.key(_text(id_))) for id_ in ids])
             # A session that expired (ttl) or was deleted behind the backend's back is
             # skipped, and left in the index: appends forget expired ones, reindex the rest.

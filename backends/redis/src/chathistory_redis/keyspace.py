@@ -337,15 +337,12 @@ return {ids, times}
 # time read with it ('' for none). Drops each session whose time is still that one (nobody
 # wrote since it was found to be gone) and that the catalog does not keep.
 UNINDEX_IF_UNCHANGED = Script(_CATALOG + """
-local dropped = 0
 for i = 2, #ARGV, 2 do
   local time = redis.call('ZSCORE', BY_TIME, ARGV[i]) or ''
   if time == ARGV[i + 1] and redis.call('SISMEMBER', KEPT, ARGV[i]) == 0 then
     forget(ARGV[i])
-    dropped = dropped + 1
   end
 end
-return dropped
 """)
 
 # KEYS: the catalog's, then the session's key. ARGV: owned, session id, and a cutoff
@@ -365,15 +362,10 @@ return gone
 # Cluster, the index's slot. KEYS: the catalog's. ARGV: owned, cutoff, session ids. Drops
 # the entries of those sessions still last written before the cutoff.
 UNINDEX_IF_OLD = Script(_CATALOG + """
-local dropped = 0
 for i = 3, #ARGV do
   local time = redis.call('ZSCORE', BY_TIME, ARGV[i])
-  if time and tonumber(time) < tonumber(ARGV[2]) then
-    forget(ARGV[i])
-    dropped = dropped + 1
-  end
+  if time and tonumber(time) < tonumber(ARGV[2]) then forget(ARGV[i]) end
 end
-return dropped
 """)
 
 # Byte order, which is how Redis orders the members of equal score (Lua's own `<` follows
