@@ -146,8 +146,7 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         shown = self._engine or config.async_engine
         assert shown is not None  # the config requires url, engine or async_engine
         self.server: str = shown.url.render_as_string(hide_password=True)
-        self.dialect: Dialect = (self._engine.dialect if self._engine is not None
-                                 else config.async_engine.sync_engine.dialect)
+        self.dialect: Dialect = shown.dialect
         self.has_async = self.native_async = (config.async_engine is not None
                                               or self.async_url is not None)
         self._database_file = sqlite_file(shown.url)

@@ -247,15 +247,6 @@ class Statements:
             lock=lock,
         )
 
-    def check_columns(self, found: set[str]) -> None:
-        """Refuse an existing table that is not of this layout."""
-        missing = {column.name for column in self.table.columns} - found
-        if missing:
-            raise ConfigError(
-                f"backend 'sqlalchemy': table {self.table.name!r} exists but is not a "
-                f"{self.layout!r} table (it lacks {', '.join(sorted(missing))}); "
-                "choose another table, or the layout that matches it")
-
     def session(self, session_id: str) -> dict[str, Any]:
         """The bound parameters that select ``session_id``'s rows."""
         if self.layout == "chathistory":
@@ -613,8 +604,13 @@ def migrate(connection: Connection, statements: Statements) -> None:
     table, versions = statements.table, statements.versions
     done: int | None = None
     if inspector.has_table(table.name):
-        statements.check_columns({column["name"] for column in
-                                  inspector.get_columns(table.name)})
+        missing = {column.name for column in table.columns} - {
+            column["name"] for column in inspector.get_columns(table.name)}
+        if missing:
+            raise ConfigError(
+                f"backend 'sqlalchemy': table {table.name!r} exists but is not a "
+                f"{statements.layout!r} table (it lacks {', '.join(sorted(missing))}); "
+                "choose another table, or the layout that matches it")
         if inspector.has_table(versions.name):
             done = connection.execute(sa.select(sa.func.max(versions.c.v))).scalar()
     versions.create(connection, checkfirst=True)
