@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
 from langchain_core.messages import HumanMessage, message_to_dict
+from sqlalchemy import text
 
 PROCESSES = 4
 WRITERS = Path(__file__).with_name("sqlalchemy_writers.py")
@@ -73,8 +74,17 @@ def test_threads_appending_to_one_session_never_tear_a_batch(
 ) -> None:
     """Writer w appends batches [w-b-0 .. w-b-k] (odd writers with append_many, to two
     more sessions too); readers meanwhile see only prefixes of the final history (no
-    batch becomes visible before one stored ahead of it)."""
+    batch becomes visible before one stored ahead of it). MySQL/MariaDB without a
+    catalog has no lock to give that order (documented): there, batches stay whole."""
     url, table = _url(request, database)
+    unlocked = database == "mysql" and layout == "langchain_community"
+    if unlocked:
+        admin = request.getfixturevalue("mysql_admin")
+        with admin.connect() as connection:
+            mode = connection.execute(text("SELECT @@innodb_autoinc_lock_mode")).scalar()
+        if mode not in (0, 1):
+            pytest.skip(f"innodb_autoinc_lock_mode is {mode}: a multi-row INSERT's ids "
+                        "may interleave with another's (docs/backends/sqlalchemy.md)")
     backend = SQLAlchemyBackend.from_options(url=url, table=table, layout=layout,
                                              pool_size=THREADS + 2)
     backend.create_collection()
@@ -126,5 +136,7 @@ def test_threads_appending_to_one_session_never_tear_a_batch(
         assert contents[position:position + size] == [
             f"{writer}-{number}-{k}" for k in range(size)], f"batch torn at {position}"
         position += size
+    if unlocked:
+        return
     torn = [len(snapshot) for snapshot in seen if contents[:len(snapshot)] != snapshot]
     assert torn == [], f"{len(torn)} of {len(seen)} reads were not a prefix of the history"

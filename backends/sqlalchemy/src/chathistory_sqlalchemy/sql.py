@@ -196,7 +196,7 @@ class Statements:
     insert: sa.Insert
     listing: Listing
     catalog: Catalog | None  # <table>_sessions: the chathistory layout, on a dialect with upserts
-    lock: sa.Select[Any] | None  # where no catalog is kept: takes sessions' write locks
+    lock: sa.Select[Any] | None  # PostgreSQL without a catalog: the sessions' advisory locks
     multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -224,9 +224,6 @@ class Statements:
                                  ).table_valued("session_id").render_derived()
             lock = (sa.select(sa.func.pg_advisory_xact_lock(space, sa.func.hashtext(
                 ids.c.session_id))).select_from(ids).order_by(ids.c.session_id))
-        elif dialect.name in MYSQL_DIALECTS:
-            lock = (sa.select(c.id).where(same_session).order_by(c.id.desc()).limit(1)
-                    .with_for_update())
         newest = (sa.select(c.id, c.message).where(same_session).order_by(c.id.desc())
                   .limit(sa.bindparam("limit", type_=sa.Integer)).subquery("newest"))
         return cls(
@@ -262,21 +259,18 @@ class Statements:
         """Take the write locks of the sessions ``batches`` adds to (id -> records), held to
         the commit, before their rows get ids: so one session's batches get ids, and become
         visible, one whole batch after another. The catalog's upsert counting them does it
-        where a catalog is kept (the entry's row lock); elsewhere an advisory lock
-        (PostgreSQL) or a locking read of each session's newest row (MySQL/MariaDB: a new
-        session's gap lock, where two first writers deadlock and one is retried). SQLite
-        serializes its writers itself. In session order: two bulk writers never cycle."""
+        where a catalog is kept (the entry's row lock); elsewhere an advisory lock on
+        PostgreSQL. SQLite serializes its writers itself. MySQL/MariaDB without a catalog
+        takes none: a locking read of the session's rows takes InnoDB gap locks, and
+        concurrent writers deadlocked until their retries ran out; its multi-row INSERT
+        keeps a batch's ids consecutive (innodb_autoinc_lock_mode 0 or 1).
+        In session order: two bulk writers never cycle."""
         sessions = sorted(session for session, added in batches.items() if added)
         if self.catalog is not None:
             upsert = self.catalog.counted(batches)
             if upsert is not None:
                 yield upsert
-        elif self.lock is None or not sessions:
-            return
-        elif self.listing.kind == "mysql":
-            for session in sessions:
-                yield self.lock, self.session(session)
-        else:
+        elif self.lock is not None and sessions:
             yield self.lock, {"sessions": sessions}
 
     def fetch_many(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
