@@ -27,8 +27,9 @@ Raw redis-py (a client on its default pool: one LRANGE, one RPUSH) is printed
 for reference, and so is "one bare connection": one redis-py connection held
 open doing the same round trips (no pool, no timeouts, no error handling).
 So is "one bare connection, indexed": the floor whose append is
-the backend's own append script (the push and the sessions index, one
-EVALSHA), which is what the index costs before any of the backend's code runs.
+the backend's own append script with the keys and arguments the backend sends
+(the push, the sessions index and the catalog, one EVALSHA), which is what they
+cost before any of the backend's code runs.
 The backend's connections come from redis-py's blocking pools with its
 default options (``socket_timeout=5``, ``pool_timeout=20``), which
 the floor does without.
@@ -276,6 +277,13 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
     connection.send_packed_command(connection.pack_command("SCRIPT", "LOAD", append_script.body))
     connection.read_response()
 
+    def append_call(key: str | bytes, session: str, pushed: list[str]) -> list[Any]:
+        """EVALSHA of our append script with the keys and arguments the backend sends:
+        the catalog's keys, the session's list; no owner, RPUSH, no expiry."""
+        keys = [*indexed_keys.catalog, key]
+        return [append_script.sha, len(keys), *keys,
+                indexed_keys.owned, "RPUSH", "0", session, len(pushed), *pushed]
+
     def floor_indexed_turn(session: str) -> None:
         key = f"{RAW}{session}".encode()
         connection.send_packed_command(connection.pack_command("LRANGE", key, 0, -1))
@@ -283,16 +291,14 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
         messages_from_dict(json.loads(b"[" + b",".join(values) + b"]"))
         pushed = [dumps(message) for message in TURN]
         connection.send_packed_command(connection.pack_command(
-            "EVALSHA", append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time, key,
-            "RPUSH", "0", session, len(pushed), *pushed))
+            "EVALSHA", *append_call(key, session, pushed)))
         connection.read_response()
 
     def raw_indexed_turn(session: str) -> None:
         key = f"{RAW}{session}"
         messages_from_dict([json.loads(value) for value in raw.lrange(key, 0, -1)])
         pushed = [dumps(message) for message in TURN]
-        raw.evalsha(append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time, key,
-                    "RPUSH", "0", session, len(pushed), *pushed)
+        raw.evalsha(*append_call(key, session, pushed))
 
     async def ours_aturn(session: str) -> None:
         history = factory(session)
@@ -316,8 +322,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
             key = f"{RAW}{session}"
             messages_from_dict([json.loads(value) for value in await araw.lrange(key, 0, -1)])
             pushed = [dumps(message) for message in TURN]
-            await araw.evalsha(append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time,
-                               key, "RPUSH", "0", session, len(pushed), *pushed)
+            await araw.evalsha(*append_call(key, session, pushed))
 
         aconnection = await araw.connection_pool.get_connection()
 
@@ -337,8 +342,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
             messages_from_dict(json.loads(b"[" + b",".join(values) + b"]"))
             pushed = [dumps(message) for message in TURN]
             await aconnection.send_packed_command(aconnection.pack_command(
-                "EVALSHA", append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time, key,
-                "RPUSH", "0", session, len(pushed), *pushed))
+                "EVALSHA", *append_call(key, session, pushed)))
             await aconnection.read_response()
 
         acontenders = {"ours async": ours_aturn, "peer async": peer_aturn,
@@ -390,8 +394,7 @@ def run(rounds: int, turns: int, raw: redis.Redis, factory: Any) -> int:
 
     def raw_indexed_add(session: str) -> None:
         pushed = [dumps(message) for message in ten]
-        raw.evalsha(append_script.sha, 3, indexed_keys.by_id, indexed_keys.by_time,
-                    f"{RAW}i{session}", "RPUSH", "0", session, len(pushed), *pushed)
+        raw.evalsha(*append_call(f"{RAW}i{session}", session, pushed))
 
     adders = {"ours add10": ours_add, "raw add10": raw_add,
               "raw indexed add10": raw_indexed_add}
