@@ -290,6 +290,9 @@ def main() -> None:
                         help="a PostgreSQL URL, or 'none' to skip PostgreSQL")
     arguments = parser.parse_args()
     turns = arguments.turns
+    if turns < FIRST + LAST:
+        parser.error(f"--turns must be at least {FIRST + LAST}: turns 1-{FIRST} and the "
+                     f"last {LAST} are measured apart")
     contenders: list[Callable[[Path], Result]] = [
         lambda folder: middleware_on_sqlite(folder, turns, 40),
         lambda folder: middleware_on_sqlite(folder, turns, None),
