@@ -4,19 +4,49 @@
 
 Needs the MariaDB/MySQL server of CHATHISTORY_MYSQL_URL (default
 mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4). Works in tables
-named chh_bench_<random>_*, dropped at the end. Every figure is the median time
-of one operation over the rounds; within a round each contender runs its
-operations in a block, and the order of the blocks rotates from round to
-round. A ratio is the median over the rounds of the ratio within each round.
+named chh_bench_<random>_* (the messages, ``_migrations`` and the catalog's
+``_sessions``), dropped at the end. Every figure is the median time of one
+operation over the rounds; within a round each contender runs its operations
+in a block, and the order of the blocks rotates from round to round. A ratio
+is the median over the rounds of the ratio within each round.
 
 A turn is what a chat server does per request: build the session's history,
 read it (20 messages), append the user's and the model's messages.
 
+What each contender sends to the server (seen with SQLAlchemy's echo; PyMySQL
+sends no BEGIN, a transaction starts with its first statement):
+
+  chathistory (the backend, chathistory layout, so it keeps the session catalog):
+    read:   [pre-ping] SELECT message ... WHERE session_hash = .. AND session_id = ..
+            ORDER BY id; ROLLBACK (closing the connection ends its transaction)
+    append: [pre-ping] INSERT INTO <table>_sessions ... ON DUPLICATE KEY UPDATE
+            messages = messages + n, updated_at = greatest(..) (the catalog's count;
+            its row lock is the session's write lock); one multi-row
+            INSERT INTO <table> (session_hash, session_id, message) VALUES (..), (..);
+            COMMIT. The pre-ping is the default (pool_pre_ping=True); the
+            "pool_pre_ping=False" lines are the same backend without it.
+  raw SQLAlchemy Core (the floors kept from before the catalog):
+    turn:   the same SELECT and ROLLBACK; then one executemany of the rows'
+            INSERT (PyMySQL sends it as one multi-row INSERT) and COMMIT:
+            no catalog upsert, so one round trip fewer than ours and no row lock.
+  raw executemany (10 rows): that INSERT and COMMIT alone.
+  raw Core, our statements: plain SQLAlchemy Core on an engine of its own,
+            sending exactly our statements (the same SELECT, the same catalog
+            upsert and the same multi-row INSERT, written here in Core and
+            checked at start to compile to the backend's SQL), in one
+            transaction, with the parameters built inline: what our append costs
+            without our code in between. Without pre-ping, and with it
+            ("..., pool_pre_ping"), to compare with ours each way.
+  SQLChatMessageHistory: whatever langchain_community sends (a new engine and
+            create_all per history built from a URL).
+
 Targets (from the issue):
   1. turn: >= 5x faster than SQLChatMessageHistory built from a URL (as its
      docs show), faster than SQLChatMessageHistory given one shared Engine, and
-     at most 1.2x raw SQLAlchemy Core doing the same two round trips
-  2. add_messages(10): at most 1.2x one raw executemany
+     at most 1.2x raw SQLAlchemy Core doing the same round trips (the lines
+     "raw Core, our statements")
+  2. add_messages(10): at most 1.2x raw Core sending our statements (the older
+     floor, one raw executemany, sends no catalog upsert; printed beside it)
   3. get_messages(limit=20) on a 100,000-message session: at most 2x a 100-message one
 """
 
@@ -24,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import secrets
@@ -35,7 +66,8 @@ from typing import Any
 from chathistory_sqlalchemy.sql import Statements
 from langchain_community.chat_message_histories import SQLChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, func, text
+from sqlalchemy.dialects import mysql
 
 from chathistory import decode_record, encode_record, history_factory, to_messages, to_records
 
@@ -69,6 +101,30 @@ class Bench:
         # The same, with the health check the backend's default pool runs (pool_pre_ping).
         self.raw_pinged = create_engine(URL, pool_pre_ping=True)
         self.sessions = 0
+        self.our_statements()
+
+    def our_statements(self) -> None:
+        """The catalog's upsert and the multi-row INSERTs of 2 and 10 rows, written in
+        plain Core, and checked to compile to exactly what the backend sends."""
+        catalog = self.statements.catalog
+        assert catalog is not None, "the chathistory layout on MariaDB keeps a catalog"
+        sessions = catalog.table  # OURS_sessions, as the backend's migration made it
+        insert = mysql.insert(sessions)
+        self.upsert = insert.on_duplicate_key_update({
+            "messages": sessions.c.messages + insert.inserted.messages,
+            "updated_at": func.greatest(sessions.c.updated_at, insert.inserted.updated_at)})
+        self.multi_row = {size: text(
+            f"INSERT INTO {OURS} (session_hash, session_id, message) VALUES "
+            + ", ".join(f"(:session_hash_{n}, :session_id_{n}, :message_{n})"
+                        for n in range(size))) for size in (len(TURN), len(TEN))}
+        dialect = self.raw.dialect
+        assert str(self.upsert.compile(dialect=dialect)) == str(
+            catalog.count.compile(dialect=dialect)), "the catalog's upsert changed"
+        for size, statement in self.multi_row.items():
+            ours, _ = self.statements.insert_batch(
+                dialect, self.statements.rows("x", ["{}"] * size))
+            assert str(statement.compile(dialect=dialect)) == str(
+                ours.compile(dialect=dialect)), "the backend's INSERT changed"
 
     def close(self) -> None:
         self.factory.close()
@@ -76,7 +132,7 @@ class Bench:
         self.shared_engine.dispose()
         with self.raw.begin() as connection:
             connection.execute(text(f"DROP TABLE IF EXISTS `{OURS}`, `{OURS}_migrations`, "
-                                    f"`{PEER}`"))
+                                    f"`{OURS}_sessions`, `{PEER}`"))
         self.raw.dispose()
         self.raw_pinged.dispose()
 
@@ -143,6 +199,41 @@ class Bench:
         with (engine or self.raw).begin() as connection:
             connection.execute(self.statements.insert, rows)
 
+    def raw_ours_turn(self, session: str, engine: Engine | None = None) -> None:
+        """The backend's read and append, in plain Core: no code of ours in between."""
+        engine = engine or self.raw
+        digest = hashlib.sha256(session.encode("utf-8")).hexdigest()
+        with engine.connect() as connection:
+            rows = connection.execute(self.statements.select_all, {
+                "session_hash": digest, "session_id": session}).all()
+        to_messages([decode_record(row[0]) for row in rows])
+        self.raw_ours_add(session, TURN, engine)
+
+    def raw_ours_pinged_turn(self, session: str) -> None:
+        self.raw_ours_turn(session, self.raw_pinged)
+
+    def raw_ours_add(self, session: str, messages: Sequence[BaseMessage],
+                     engine: Engine | None = None) -> None:
+        """The catalog's upsert and one multi-row INSERT, in one transaction, in plain Core."""
+        texts = [encode_record(record) for record in to_records(messages)]
+        digest = hashlib.sha256(session.encode("utf-8")).hexdigest()
+        now = time.time_ns() // 1000
+        params = {}
+        for number, message in enumerate(texts):
+            params[f"session_hash_{number}"] = digest
+            params[f"session_id_{number}"] = session
+            params[f"message_{number}"] = message
+        with (engine or self.raw).begin() as connection:
+            connection.execute(self.upsert, {
+                "session_hash": digest, "session_id": session,
+                "session_key": session.encode("utf-8")[:255].hex(), "owner_hash": None,
+                "owner": None, "title": None, "metadata": "{}", "created_at": now,
+                "updated_at": now, "messages": len(texts)})
+            connection.execute(self.multi_row[len(texts)], params)
+
+    def raw_ours_pinged_add(self, session: str, messages: Sequence[BaseMessage]) -> None:
+        self.raw_ours_add(session, messages, self.raw_pinged)
+
 
 def timed(operation: Callable[[], Any]) -> float:
     start = time.perf_counter()
@@ -162,17 +253,21 @@ def run_round(contenders: dict[str, Callable[[], float]], count: int, round_numb
 
 
 def report(title: str, rounds: list[dict[str, float]], base: str,
-           targets: dict[str, str]) -> None:
+           targets: dict[str, str], pairs: Sequence[tuple[str, str]] = ()) -> None:
+    """A line per contender with its ratio to ``base``; then one per pair (top, bottom)."""
     print(f"\n{title}")
     for name in rounds[0]:
         median = statistics.median(r[name] for r in rounds) * 1e3
-        line = f"  {name:<34} {median:8.3f} ms"
+        line = f"  {name:<40} {median:8.3f} ms"
         if name != base:
             # The ratio a target is about: slower contender / ours, or ours / the raw floor.
             top, bottom = (base, name) if name.startswith("raw") else (name, base)
             ratio = statistics.median(r[top] / r[bottom] for r in rounds)
             line += f"   {top} / {bottom} = {ratio:5.2f}"
         print(line + (f"   target: {targets[name]}" if name in targets else ""))
+    for top, bottom in pairs:  # like with like: both with the pre-ping, or both without
+        ratio = statistics.median(r[top] / r[bottom] for r in rounds)
+        print(f"  {'':<40} {'':>11}   {top} / {bottom} = {ratio:5.2f}")
 
 
 def main() -> None:
@@ -200,15 +295,21 @@ def main() -> None:
             "raw SQLAlchemy Core": one_turn("raw", bench.raw_turn),
             "raw SQLAlchemy Core, pool_pre_ping": one_turn("raw", bench.raw_pinged_turn),
             "chathistory, pool_pre_ping=False": one_turn("ours", bench.unpinged_turn),
+            "raw Core, our statements": one_turn("raw", bench.raw_ours_turn),
+            "raw Core, our statements, pool_pre_ping": one_turn(
+                "raw", bench.raw_ours_pinged_turn),
         }
         turn_rounds = [run_round(turns, args.turns, n) for n in range(args.rounds)]
         report("turn (new history, read 20, add 2)", turn_rounds,
                "chathistory (history_factory)",
                {"SQLChatMessageHistory(URL)": ">= 5", "SQLChatMessageHistory(engine)": "> 1",
-                "raw SQLAlchemy Core": "<= 1.2"})
+                "raw SQLAlchemy Core": "<= 1.2", "raw Core, our statements": "<= 1.2"},
+               [("chathistory, pool_pre_ping=False", "raw Core, our statements")])
 
         # 2. add_messages(10) against one raw executemany.
         session_ours, session_raw = bench.new_session("ours", 0), bench.new_session("raw", 0)
+        session_raw_ours = bench.new_session("raw", 0)
+        session_raw_pinged = bench.new_session("raw", 0)
         history = bench.factory(session_ours)
         unpinged = bench.unpinged(bench.new_session("ours", 0))
         adds = {
@@ -216,10 +317,15 @@ def main() -> None:
             "chathistory, pool_pre_ping=False": lambda: timed(
                 lambda: unpinged.add_messages(TEN)),
             "raw executemany (10 rows)": lambda: timed(lambda: bench.raw_add(session_raw, TEN)),
+            "raw Core, our statements": lambda: timed(
+                lambda: bench.raw_ours_add(session_raw_ours, TEN)),
+            "raw Core, our statements, pool_pre_ping": lambda: timed(
+                lambda: bench.raw_ours_pinged_add(session_raw_pinged, TEN)),
         }
         add_rounds = [run_round(adds, args.turns, n) for n in range(args.rounds)]
         report("add_messages(10)", add_rounds, "chathistory add_messages(10)",
-               {"raw executemany (10 rows)": "<= 1.2"})
+               {"raw executemany (10 rows)": "<= 1.2", "raw Core, our statements": "<= 1.2"},
+               [("chathistory, pool_pre_ping=False", "raw Core, our statements")])
 
         # 3. The newest 20 of a 100,000-message session and of a 100-message one.
         big, small = bench.new_session("ours", 100_000), bench.new_session("ours", 100)
