@@ -3,11 +3,20 @@
     .venv/bin/python backends/sqlalchemy/benchmarks/bench_catalog.py \
         [--sizes 10000 1000000] [--rounds 5] [--pages 40] [--erasures 5] [--turns 40]
         [--adk-python /tmp/adk-my/bin/python [--adk-sizes 5000 50000] [--adk-only]]
+        [--private-server 2G]
 
 Needs the MariaDB server of CHATHISTORY_MYSQL_URL (default
 mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4; its ``seq_1_to_N``
 tables fill the stores server-side). Works in tables named chh_bcat_<random>_*,
 dropped at the end.
+
+``--private-server SIZE`` runs everything on a MariaDB server of its own instead
+(``mariadb-install-db`` and ``mariadbd`` in a temporary directory, root without
+a password on a free port of 127.0.0.1, its ``test`` database; stopped and
+removed at the end, on an error or Ctrl-C too) whose InnoDB buffer pool is SIZE
+(``2G``, ``512M``): the shared server's settings otherwise (redo log 96 MB,
+``O_DIRECT``, a flush at each commit, no binary log), so that only the pool
+differs. The report's header names the server and its buffer pool.
 
 Each size is one table of this backend (``chathistory`` layout, catalog kept)
 holding that many sessions of two messages, 100 per owner, with distinct update
@@ -44,15 +53,22 @@ listing of the user's 100 on a table of each size, ``--rounds`` owners each.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import random
+import re
 import secrets
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,17 +76,86 @@ from typing import Any
 from chathistory_sqlalchemy import SQLAlchemyBackend
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from chathistory import erase, list_conversations
 
-URL = (os.environ.get("CHATHISTORY_MYSQL_URL")
-       or "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4")
+SHARED_URL = (os.environ.get("CHATHISTORY_MYSQL_URL")
+              or "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4")
 PREFIX = f"chh_bcat_{secrets.token_hex(3)}"
 PER_OWNER = 100
 BASE_MICROS = 1_700_000_000_000_000
 TURN = [message_to_dict(HumanMessage("What is the capital of France?")),
         message_to_dict(AIMessage("Paris."))]
 ADK_DATABASE = "chathistory_adk_bench"
+
+
+@contextlib.contextmanager
+def private_server(buffer_pool: str) -> Iterator[str]:
+    """A mariadbd of its own with a ``buffer_pool`` InnoDB pool; yields its ``test`` URL."""
+    mariadbd = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/sbin")
+    install = shutil.which("mariadb-install-db", path="/usr/bin:/usr/sbin:/bin")
+    if mariadbd is None or install is None:
+        raise SystemExit("--private-server needs mariadbd and mariadb-install-db")
+    directory = Path(tempfile.mkdtemp(prefix="chathistory-bcat-"))
+    process: subprocess.Popen[bytes] | None = None
+    # A SIGTERM stops the server too (the finally below runs).
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        subprocess.run([install, "--no-defaults", f"--datadir={directory / 'data'}",
+                        "--auth-root-authentication-method=normal", "--user=root",
+                        "--skip-test-db"], check=True, capture_output=True, timeout=300)
+        log = directory / "error.log"
+        process = subprocess.Popen(
+            [mariadbd, "--no-defaults", f"--datadir={directory / 'data'}", f"--port={port}",
+             f"--socket={directory / 'socket'}", "--bind-address=127.0.0.1", "--user=root",
+             f"--log-error={log}", "--skip-log-bin", f"--innodb-buffer-pool-size={buffer_pool}",
+             "--innodb-log-file-size=96M", "--innodb-flush-method=O_DIRECT",
+             "--innodb-flush-log-at-trx-commit=1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # Ctrl-C reaches this script alone, which stops it
+        root = create_engine(f"mysql+pymysql://root@127.0.0.1:{port}/?charset=utf8mb4")
+        deadline = time.monotonic() + 120
+        try:
+            while True:
+                try:
+                    with root.begin() as connection:
+                        connection.execute(text("CREATE DATABASE test CHARACTER SET utf8mb4"))
+                        sequence = connection.execute(text(
+                            "SELECT support FROM information_schema.engines "
+                            "WHERE engine = 'SEQUENCE'")).scalar()
+                    break
+                except OperationalError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise SystemExit(f"the private server did not start: "
+                                         f"{log.read_text() if log.exists() else ''}") from None
+                    time.sleep(0.1)
+        finally:
+            root.dispose()
+        if sequence not in ("YES", "DEFAULT"):
+            raise SystemExit(f"the private server has no Sequence engine (support: {sequence})")
+        yield f"mysql+pymysql://root@127.0.0.1:{port}/test?charset=utf8mb4"
+    finally:
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def describe_server(admin: Engine, private: bool) -> str:
+    with admin.connect() as connection:
+        version, pool = connection.execute(text(
+            "SELECT @@version, @@innodb_buffer_pool_size")).one()
+    return (f"MariaDB {version} ({'a private server' if private else 'the shared server'}, "
+            f"innodb_buffer_pool_size {int(pool) // 2**20:,} MB)")
 
 
 def fill(admin: Engine, table: str, size: int) -> float:
@@ -96,6 +181,16 @@ def fill(admin: Engine, table: str, size: int) -> float:
     with admin.connect() as connection:
         connection.execute(text(f"ANALYZE TABLE `{table}`, `{table}_sessions`")).all()
     return time.perf_counter() - started
+
+
+def table_megabytes(admin: Engine, table: str) -> int:
+    """The data and indexes of a store's two tables (InnoDB's estimate after ANALYZE)."""
+    with admin.connect() as connection:
+        size = connection.execute(text(
+            "SELECT SUM(data_length + index_length) FROM information_schema.tables "
+            "WHERE table_schema = DATABASE() AND table_name IN (:messages, :sessions)"),
+            {"messages": table, "sessions": f"{table}_sessions"}).scalar()
+    return int(size or 0) // 2**20
 
 
 def timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
@@ -130,7 +225,7 @@ def median_of(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(timed(call) for _ in range(repeats))
 
 
-def adk_comparison(arguments: argparse.Namespace, admin: Engine) -> None:
+def adk_comparison(arguments: argparse.Namespace, url: str, admin: Engine) -> None:
     """ADK's list_sessions for one user against list_conversations, at each --adk-sizes."""
     script = Path(__file__).with_name("adk_list_sessions.py")
     print(f"Google ADK (run by {arguments.adk_python}): DatabaseSessionService.list_sessions "
@@ -138,7 +233,7 @@ def adk_comparison(arguments: argparse.Namespace, admin: Engine) -> None:
           flush=True)
     for size in arguments.adk_sizes:
         table = f"{PREFIX}_adk_{size}"
-        backend = SQLAlchemyBackend.from_options(url=URL, table=table)
+        backend = SQLAlchemyBackend.from_options(url=url, table=table)
         try:
             backend.create_collection()
             fill(admin, table, size)
@@ -160,7 +255,7 @@ def adk_comparison(arguments: argparse.Namespace, admin: Engine) -> None:
                                     "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
         try:
             child = subprocess.run([arguments.adk_python, str(script),
-                                    make_url(URL).render_as_string(hide_password=False),
+                                    make_url(url).render_as_string(hide_password=False),
                                     ADK_DATABASE, str(size), str(arguments.rounds)],
                                    capture_output=True, text=True, check=True, timeout=900)
         finally:
@@ -184,11 +279,25 @@ def main() -> None:
                         help="an interpreter with google-adk[db], aiomysql and pymysql")
     parser.add_argument("--adk-sizes", type=int, nargs=2, default=[5_000, 50_000])
     parser.add_argument("--adk-only", action="store_true", help="only the ADK comparison")
+    parser.add_argument("--private-server", metavar="SIZE", default=None,
+                        help="run on a private MariaDB with this InnoDB buffer pool (2G, 512M)")
     arguments = parser.parse_args()
-    admin = create_engine(URL)
+    if arguments.private_server is None:
+        run(arguments, SHARED_URL)
+        return
+    if not re.fullmatch(r"[1-9][0-9]*[KMG]?", arguments.private_server):
+        parser.error("--private-server takes a size such as 2G or 512M")
+    with private_server(arguments.private_server) as url:
+        run(arguments, url)
+
+
+def run(arguments: argparse.Namespace, url: str) -> None:
+    admin = create_engine(url)
+    server = describe_server(admin, private=arguments.private_server is not None)
+    print(server, flush=True)
     if arguments.adk_python:
         try:
-            adk_comparison(arguments, admin)
+            adk_comparison(arguments, url, admin)
         finally:
             if arguments.adk_only:
                 admin.dispose()
@@ -197,13 +306,14 @@ def main() -> None:
     backends: dict[int, SQLAlchemyBackend] = {}
     try:
         for size in arguments.sizes:
-            backend = SQLAlchemyBackend.from_options(url=URL, table=f"{PREFIX}_{size}")
+            backend = SQLAlchemyBackend.from_options(url=url, table=f"{PREFIX}_{size}")
             backend.create_collection()
             backends[size] = backend
-            print(f"filled {size:,} sessions in {fill(admin, f'{PREFIX}_{size}', size):.1f} s",
-                  flush=True)
+            seconds = fill(admin, f"{PREFIX}_{size}", size)
+            print(f"filled {size:,} sessions in {seconds:.1f} s (tables and indexes "
+                  f"{table_megabytes(admin, f'{PREFIX}_{size}'):,} MB)", flush=True)
         small = backends[arguments.sizes[0]]
-        plain = SQLAlchemyBackend.from_options(url=URL, table=f"{PREFIX}_{arguments.sizes[0]}")
+        plain = SQLAlchemyBackend.from_options(url=url, table=f"{PREFIX}_{arguments.sizes[0]}")
         # The same class and table, minus the catalog's statement in the append.
         plain.statements = dataclasses.replace(plain.statements, catalog=None)
         turn_sessions = {"with": "turn-with", "without": "turn-without"}
@@ -254,7 +364,7 @@ def main() -> None:
         raw_erase_times = {size: statistics.median(times)
                            for size, times in raw_erasures.items()}
         turn_times = {name: statistics.median(times) for name, times in turns.items()}
-        print(f"\nMariaDB, {arguments.rounds} rounds; median of each")
+        print(f"\n{server}, {arguments.rounds} rounds; median of each")
         print(f"page of one owner's 20 newest: {low:,}: {page[low] * 1e3:.2f} ms   "
               f"{high:,}: {page[high] * 1e3:.2f} ms   ratio {page[high] / page[low]:.2f}")
         print(f"erase one owner's 100 sessions: {low:,}: {erase_times[low] * 1e3:.2f} ms   "
