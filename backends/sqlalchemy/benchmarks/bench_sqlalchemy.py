@@ -6,9 +6,10 @@ Needs the MariaDB/MySQL server of CHATHISTORY_MYSQL_URL (default
 mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4). Works in tables
 named chh_bench_<random>_* (the messages, ``_migrations`` and the catalog's
 ``_sessions``), dropped at the end. Every figure is the median time of one
-operation over the rounds; within a round each contender runs its operations
-in a block, and the order of the blocks rotates from round to round. A ratio
-is the median over the rounds of the ratio within each round.
+operation over the rounds; within a round the contenders take turns, one
+operation each per step, in an order shuffled anew at every step, so that a
+change in the shared machine's load falls on all of them alike. A ratio is the
+median over the rounds of the ratio of the medians within each round.
 
 A turn is what a chat server does per request: build the session's history,
 read it (20 messages), append the user's and the model's messages.
@@ -57,6 +58,7 @@ import gc
 import hashlib
 import json
 import os
+import random
 import secrets
 import statistics
 import time
@@ -243,13 +245,18 @@ def timed(operation: Callable[[], Any]) -> float:
 
 def run_round(contenders: dict[str, Callable[[], float]], count: int, round_number: int
               ) -> dict[str, float]:
-    names = list(contenders)
-    shift = round_number % len(names)
-    medians = {}
-    for name in names[shift:] + names[:shift]:
-        gc.collect()
-        medians[name] = statistics.median(contenders[name]() for _ in range(count))
-    return medians
+    """Each contender's median over ``count`` operations. The contenders take turns, one
+    operation each per step, in an order shuffled anew at every step (the same shuffles
+    on every run): a drift of the machine's load or the server's disk lands on all alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    shuffler = random.Random(round_number)
+    order = list(contenders)
+    gc.collect()
+    for _ in range(count):
+        shuffler.shuffle(order)
+        for name in order:
+            times[name].append(contenders[name]())
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def report(title: str, rounds: list[dict[str, float]], base: str,
@@ -276,6 +283,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=30)
     args = parser.parse_args()
     bench = Bench()
+    gc.collect()
+    gc.freeze()  # what is loaded now is never garbage: keeps the collector's passes short
     try:
         # 1. Turns, each on a fresh 20-message session.
         def one_turn(kind: str, turn: Callable[[str], Any]) -> Callable[[], float]:
