@@ -76,7 +76,7 @@ def test_every_record_comes_back_exactly(backend: PostgresBackend,
     asyncio.run(backend.aappend_many(async_half))
     assert backend.fetch_many(ids) == {session_id: awkward for session_id in ids}
     kinds = [row[0] for row in admin.execute(sql.SQL(
-        "SELECT jsonb_typeof(message) FROM {} WHERE session_id = 'plain' ORDER BY id").format(
+        "SELECT json_typeof(message::json) FROM {} WHERE session_id = 'plain' ORDER BY id").format(
             sql.SQL(backend.statements.qualified_table)))]
     assert kinds == ["object", "object", "string", "object", "object"]
     for record in backend.fetch("plain"):

@@ -180,3 +180,37 @@ def test_a_new_column_is_one_new_step(
         assert version == (str(backend_sql.SCHEMA_VERSION),)
         assert _contents(later.fetch("s"))[-1] == "later0"
         later.close()
+
+
+@pytest.mark.parametrize("holding", [False, True], ids=["empty", "holding-messages"])
+def test_our_layout_stores_json_text_and_a_table_holding_messages_keeps_jsonb(
+    holding: bool, postgres_url: str, postgres_schema: str, table_name: str,
+    admin: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def open_backend() -> PostgresBackend:
+        backend = PostgresBackend.from_options(conninfo=postgres_url, schema=postgres_schema,
+                                               table=table_name)
+        backend.create_collection()
+        return backend
+
+    with monkeypatch.context() as release_3:  # the layout before step 4: jsonb
+        release_3.setattr(backend_sql, "MIGRATIONS", backend_sql.MIGRATIONS[:4])
+        release_3.setattr(backend_sql, "SCHEMA_VERSION", 3)
+        earlier = open_backend()
+        if holding:
+            earlier.append("s", numbered_records(2))
+        earlier.close()
+    backend = open_backend()
+    kind = admin.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = to_regclass(%s) AND attname = 'message'",
+        (backend.statements.qualified_table,)).fetchone()
+    assert kind == (("jsonb",) if holding else ("json",))
+    awkward = {"type": "ai", "data": {"content": "a\x00b", "huge": 1e300, "n": 10**40}}
+    backend.append("s", [awkward, *numbered_records(1, prefix="new")])
+    asyncio.run(backend.aappend("s", numbered_records(1, prefix="async")))
+    stored = backend.fetch("s")
+    assert stored[-3] == awkward
+    assert _contents(stored[-2:]) == ["new0", "async0"]
+    assert len(stored) == (5 if holding else 3)
+    backend.close()

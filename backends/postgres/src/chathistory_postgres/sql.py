@@ -104,6 +104,14 @@ MIGRATIONS: list[tuple[Step, ...]] = [
      "CREATE INDEX IF NOT EXISTS {updated_index} ON {sessions} (last_write, session_id)",
      "CREATE INDEX IF NOT EXISTS {owner_index} ON {sessions} (owner, last_write, session_id) "
      "WHERE owner IS NOT NULL"),
+    # 4: our layout keeps each record as the JSON text it was given: json, not jsonb. We
+    # never query inside a record, and json stores the text as it came (a tenth smaller than
+    # jsonb's parsed form, nothing re-printed). A table that already holds messages keeps
+    # jsonb: converting it would rewrite it under an exclusive lock. Both are read and
+    # written alike. langchain-postgres's layout stays jsonb, which its class reads.
+    ({"chathistory": "DO $step$ BEGIN IF NOT EXISTS (SELECT FROM {table}) THEN "
+                     "ALTER TABLE {table} ALTER COLUMN message TYPE json USING message::json; "
+                     "END IF; END $step$"},),
 ]
 """The table's layout: append a step to change it, never edit one. The index is the version;
 ``<table>_meta`` records the last applied, and ``create_collection`` applies those after it."""
@@ -123,10 +131,11 @@ STATEMENTS = {
     # One statement, one round trip, one transaction. The advisory lock serializes the
     # writers of one session (only of that session) until commit, so each batch gets
     # consecutive ids; WITH ORDINALITY + ORDER BY make the identity follow batch order.
+    # Each element is a record's json text; a jsonb column parses it on assignment.
     "insert": "INSERT INTO {table} (session_id, message) SELECT s.session_id, m.message "
               "FROM (SELECT {session} AS session_id, "
               "pg_advisory_xact_lock({lock_space}, hashtext({session}::text))) AS s, "
-              "jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS m(message, position) "
+              "json_array_elements(%s::json) WITH ORDINALITY AS m(message, position) "
               "ORDER BY m.position",
     # Many sessions: their locks in session order (never a cycle of two such writers).
     "lock_sessions": "SELECT pg_advisory_xact_lock({lock_space}, hashtext(u.session_id::text)) "
@@ -215,7 +224,7 @@ STATEMENTS = {
 # The part of the advisory-lock key space this backend uses: pg_advisory_xact_lock(int, int).
 _CREATE_SPACE = 0x43480001  # "CH" 1: creating a schema's tables
 _COLUMN_TYPES: dict[Layout, dict[str, tuple[str, ...]]] = {
-    "chathistory": {"session_id": ("text", "character varying"), "message": ("jsonb",)},
+    "chathistory": {"session_id": ("text", "character varying"), "message": ("json", "jsonb")},
     "langchain_postgres": {"session_id": ("uuid",), "message": ("jsonb",)},
 }
 
