@@ -102,7 +102,7 @@ def main() -> None:
                     backends: dict[int, SQLAlchemyBackend] = {}
                     for per_session in (10, 100):
                         table = f"{PREFIX}_{layout[0]}{per_session}"
-                        made |= {table, f"{table}_migrations"}
+                        made |= {table, f"{table}_migrations", f"{table}_sessions"}
                         backend = SQLAlchemyBackend.from_options(url=url, table=table,
                                                                  layout=layout)
                         backend.create_collection()
