@@ -147,15 +147,10 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
             records: How many records it writes, for its span.
             counts: Or a function giving both, called only when a span records.
         """
-        call = self._calls.get((operation, write, transaction)) \
-            or self.call(operation, write, transaction)
+        call = self.call(operation, write, transaction)
         tracer = _tracing.tracer() if self._otel else None
-        if tracer is None:  # (the body of _run: a frame less on every call)
-            try:
-                return self._once(call, steps)
-            except Exception as error:
-                return retry_after(error, lambda: self._once(call, steps),
-                                   **self._policy(call))
+        if tracer is None:
+            return self._run(call, steps)
         if counts is not None:
             sessions, records = counts()
         with self._span(tracer, call, sessions, records) as span:
@@ -219,17 +214,10 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         Without native async, the sync path runs in a worker thread (retries
         and their waits included), so the event loop never blocks.
         """
-        call = self._calls.get((operation, write, transaction)) \
-            or self.call(operation, write, transaction)
+        call = self.call(operation, write, transaction)
         tracer = _tracing.tracer() if self._otel else None
-        if tracer is None:  # (the body of _arun: a coroutine less on every call)
-            if not self.driver.native_async:
-                return await asyncio.to_thread(self._run, call, steps)
-            try:
-                return await self._aonce(call, steps)
-            except Exception as error:
-                return await aretry_after(error, lambda: self._aonce(call, steps),
-                                          **self._policy(call))
+        if tracer is None:
+            return await self._arun(call, steps)
         if counts is not None:
             sessions, records = counts()
         with self._span(tracer, call, sessions, records) as span:

@@ -72,8 +72,6 @@ def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
     a failed ``check`` callback psycopg_pool sleeps 1, 2, 4 s: under connection churn,
     calls waited out the pool's timeout.) Nothing was sent: even an append is safe."""
     connection: Connection = pool.getconn(timeout)
-    if not _closed_by_server(connection):
-        return connection
     deadline = time.monotonic() + timeout
     while _closed_by_server(connection):
         connection.close()
@@ -84,8 +82,6 @@ def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
 
 async def _agetconn(pool: AsyncConnectionPool[Any], timeout: float) -> AsyncConnection:
     connection: AsyncConnection = await pool.getconn(timeout)
-    if not _closed_by_server(connection):
-        return connection
     deadline = time.monotonic() + timeout
     while _closed_by_server(connection):
         await connection.close()
@@ -94,18 +90,24 @@ async def _agetconn(pool: AsyncConnectionPool[Any], timeout: float) -> AsyncConn
     return connection
 
 
-class _Lease(AbstractContextManager[Connection]):
-    """A connection of ``pool`` for one try of a call, given back on exit; in a transaction
-    when the call asks for one or the connection is not in autocommit. (A class: a
-    ``@contextmanager`` on every call's path cost about three times as much.)"""
+def _in_transaction(connection: Connection | AsyncConnection, call: Call) -> bool:
+    """Whether ``call``'s requests run in a transaction on ``connection``: when the call
+    asks for one, or the connection is not in autocommit (an application's own)."""
+    return call.transaction or not connection.autocommit
 
-    def __init__(self, pool: ConnectionPool[Any], timeout: float, transactional: bool) -> None:
-        self.pool, self.timeout, self.transactional = pool, timeout, transactional
+
+class _Lease(AbstractContextManager[Connection]):
+    """A connection of ``pool`` for one try of ``call``, given back on exit; in a transaction
+    where :func:`_in_transaction` says so. (A class: a ``@contextmanager`` on every call's
+    path cost about three times as much.)"""
+
+    def __init__(self, pool: ConnectionPool[Any], timeout: float, call: Call) -> None:
+        self.pool, self.timeout, self.call = pool, timeout, call
         self.transaction: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> Connection:
         connection = self.connection = _getconn(self.pool, self.timeout)
-        if self.transactional or not connection.autocommit:
+        if _in_transaction(connection, self.call):
             try:
                 transaction = self.transaction = connection.transaction()
                 transaction.__enter__()
@@ -125,14 +127,13 @@ class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
     """:class:`_Lease` from an ``AsyncConnectionPool`` (nor an async generator, whose
     first step the event loop also registers)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], timeout: float, transactional: bool
-                 ) -> None:
-        self.pool, self.timeout, self.transactional = pool, timeout, transactional
+    def __init__(self, pool: AsyncConnectionPool[Any], timeout: float, call: Call) -> None:
+        self.pool, self.timeout, self.call = pool, timeout, call
         self.transaction: AbstractAsyncContextManager[Any] | None = None
 
     async def __aenter__(self) -> AsyncConnection:
         connection = self.connection = await _agetconn(self.pool, self.timeout)
-        if self.transactional or not connection.autocommit:
+        if _in_transaction(connection, self.call):
             try:
                 transaction = self.transaction = connection.transaction()
                 await transaction.__aenter__()
@@ -224,7 +225,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
 
     @staticmethod
     def _transaction(connection: Connection | AsyncConnection, call: Call) -> Any:
-        if call.transaction or not connection.autocommit:
+        if _in_transaction(connection, call):
             return connection.transaction()
         return nullcontext()  # (an async context manager too)
 
@@ -233,7 +234,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             return self._lent_connection(self.config.connection, call)
         # getconn/putconn rather than pool.connection(): that also enters the
         # connection's own context, whose commit on exit autocommit does not need.
-        return _Lease(self._pool or self._open_pool(), self.config.timeout, call.transaction)
+        return _Lease(self._pool or self._open_pool(), self.config.timeout, call)
 
     @contextmanager
     def _lent_connection(self, lent: Connection, call: Call) -> Iterator[Connection]:
@@ -312,7 +313,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
                          ) -> AbstractAsyncContextManager[AsyncConnection]:
         if isinstance(pool, psycopg.AsyncConnection):
             return self._lent_async_connection(pool, call)
-        return _AsyncLease(pool, self.config.timeout, call.transaction)
+        return _AsyncLease(pool, self.config.timeout, call)
 
     @asynccontextmanager
     async def _lent_async_connection(self, lent: AsyncConnection, call: Call
