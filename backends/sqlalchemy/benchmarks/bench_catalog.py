@@ -60,25 +60,23 @@ import os
 import random
 import re
 import secrets
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from bench_churn import PrivateServer
 from chathistory_sqlalchemy import SQLAlchemyBackend
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from sqlalchemy import Engine, create_engine, make_url, text
-from sqlalchemy.exc import OperationalError
 
 from chathistory import erase, list_conversations
+from chathistory.testing import churn
 
 SHARED_URL = (os.environ.get("CHATHISTORY_MYSQL_URL")
               or "mysql+pymysql://root@127.0.0.1:3306/test?charset=utf8mb4")
@@ -92,61 +90,28 @@ ADK_DATABASE = "chathistory_adk_bench"
 
 @contextlib.contextmanager
 def private_server(buffer_pool: str) -> Iterator[str]:
-    """A mariadbd of its own with a ``buffer_pool`` InnoDB pool; yields its ``test`` URL."""
-    mariadbd = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/sbin")
-    install = shutil.which("mariadb-install-db", path="/usr/bin:/usr/sbin:/bin")
-    if mariadbd is None or install is None:
-        raise SystemExit("--private-server needs mariadbd and mariadb-install-db")
-    directory = Path(tempfile.mkdtemp(prefix="chathistory-bcat-"))
-    process: subprocess.Popen[bytes] | None = None
-    # A SIGTERM stops the server too (the finally below runs).
+    """bench_churn's private mariadbd with the shared server's settings but a
+    ``buffer_pool`` InnoDB pool; yields its ``test`` URL."""
+    server = PrivateServer("test", (
+        f"--innodb-buffer-pool-size={buffer_pool}", "--innodb-log-file-size=96M",
+        "--innodb-flush-method=O_DIRECT", "--innodb-flush-log-at-trx-commit=1"))
+    # A SIGTERM stops the server too (churn.running removes it however the block ends).
     previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     try:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        subprocess.run([install, "--no-defaults", f"--datadir={directory / 'data'}",
-                        "--auth-root-authentication-method=normal", "--user=root",
-                        "--skip-test-db"], check=True, capture_output=True, timeout=300)
-        log = directory / "error.log"
-        process = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={directory / 'data'}", f"--port={port}",
-             f"--socket={directory / 'socket'}", "--bind-address=127.0.0.1", "--user=root",
-             f"--log-error={log}", "--skip-log-bin", f"--innodb-buffer-pool-size={buffer_pool}",
-             "--innodb-log-file-size=96M", "--innodb-flush-method=O_DIRECT",
-             "--innodb-flush-log-at-trx-commit=1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)  # Ctrl-C reaches this script alone, which stops it
-        root = create_engine(f"mysql+pymysql://root@127.0.0.1:{port}/?charset=utf8mb4")
-        deadline = time.monotonic() + 120
-        try:
-            while True:
-                try:
-                    with root.begin() as connection:
-                        connection.execute(text("CREATE DATABASE test CHARACTER SET utf8mb4"))
-                        sequence = connection.execute(text(
-                            "SELECT support FROM information_schema.engines "
-                            "WHERE engine = 'SEQUENCE'")).scalar()
-                    break
-                except OperationalError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise SystemExit(f"the private server did not start: "
-                                         f"{log.read_text() if log.exists() else ''}") from None
-                    time.sleep(0.1)
-        finally:
-            root.dispose()
-        if sequence not in ("YES", "DEFAULT"):
-            raise SystemExit(f"the private server has no Sequence engine (support: {sequence})")
-        yield f"mysql+pymysql://root@127.0.0.1:{port}/test?charset=utf8mb4"
-    finally:
-        if process is not None and process.poll() is None:
-            process.terminate()
+        with churn.running(server):
+            admin = server.connect()
             try:
-                process.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=60)
-        shutil.rmtree(directory, ignore_errors=True)
+                cursor = admin.cursor()
+                cursor.execute("SELECT support FROM information_schema.engines "
+                               "WHERE engine = 'SEQUENCE'")
+                (sequence,) = cursor.fetchone() or (None,)
+            finally:
+                admin.close()
+            if sequence not in ("YES", "DEFAULT"):
+                raise SystemExit(f"the private server has no Sequence engine "
+                                 f"(support: {sequence})")
+            yield server.url
+    finally:
         signal.signal(signal.SIGTERM, previous)
 
 

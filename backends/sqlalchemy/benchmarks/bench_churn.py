@@ -40,17 +40,25 @@ POOL_TIMEOUT = 10.0  # given explicitly (the default is 30 s): a stall shows soo
 POOL_SIZE = 4  # a writer process's threads
 
 
-class PrivateServer:
-    """A mariadbd of its own: root without a password on 127.0.0.1:<free port>."""
+CHURN_SETTINGS = ("--max-connections=400", "--innodb-flush-log-at-trx-commit=2",
+                  "--innodb-buffer-pool-size=128M")
 
-    def __init__(self) -> None:
+
+class PrivateServer:
+    """A mariadbd of its own: root without a password on 127.0.0.1:<free port>, with
+    ``settings`` (mariadbd options) and a database ``database``, in a temporary directory
+    that :meth:`remove` deletes. ``bench_catalog.py --private-server`` uses it too."""
+
+    def __init__(self, database: str = "churn", settings: Sequence[str] = CHURN_SETTINGS
+                 ) -> None:
         if shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/sbin") is None:
-            raise SystemExit("bench_churn needs mariadbd and mariadb-install-db")
-        self.directory = Path(tempfile.mkdtemp(prefix="chathistory-churn-"))
+            raise SystemExit("a private server needs mariadbd and mariadb-install-db")
+        self.database, self.settings = database, settings
+        self.directory = Path(tempfile.mkdtemp(prefix="chathistory-mariadb-"))
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port: int = probe.getsockname()[1]
-        self.url = f"mysql+pymysql://root@127.0.0.1:{self.port}/churn?charset=utf8mb4"
+        self.url = f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}?charset=utf8mb4"
         self.process: subprocess.Popen[bytes] | None = None
         self.killer: pymysql.Connection[Any] | None = None
         subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
@@ -61,9 +69,11 @@ class PrivateServer:
     def data(self) -> str:
         return str(self.directory / "data")
 
-    def connect(self, database: str | None = "churn") -> pymysql.Connection[Any]:
+    def connect(self, database: str | None = None) -> pymysql.Connection[Any]:
+        """A connection to ``database`` (by default the server's own)."""
         return pymysql.connect(host="127.0.0.1", port=self.port, user="root",
-                               database=database, autocommit=True, charset="utf8mb4")
+                               database=database or self.database, autocommit=True,
+                               charset="utf8mb4")
 
     def start(self) -> None:
         mariadbd = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/sbin")
@@ -72,14 +82,16 @@ class PrivateServer:
             [mariadbd, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
              f"--socket={self.directory / 'socket'}", "--bind-address=127.0.0.1",
              "--user=root", f"--log-error={self.directory / 'error.log'}",
-             "--skip-log-bin", "--max-connections=400", "--innodb-flush-log-at-trx-commit=2",
-             "--innodb-buffer-pool-size=128M"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--skip-log-bin", *self.settings],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)  # Ctrl-C reaches the script alone, which removes it
         deadline = time.monotonic() + 120
         while True:
             try:
-                admin = self.connect(database=None)
-                admin.cursor().execute("CREATE DATABASE IF NOT EXISTS churn CHARACTER SET utf8mb4")
+                admin = pymysql.connect(host="127.0.0.1", port=self.port, user="root",
+                                        autocommit=True)
+                admin.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}` "
+                                       "CHARACTER SET utf8mb4")
                 admin.close()
                 return
             except pymysql.err.OperationalError:
