@@ -43,12 +43,15 @@ __all__ = [
     "aerase",
     "alist_conversations",
     "check_metadata",
+    "check_update",
     "check_where",
+    "checked_entry",
     "erase",
     "list_conversations",
     "merge_metadata",
     "read_cursor",
     "require_catalog",
+    "updated_entry",
     "write_cursor",
 ]
 
@@ -270,6 +273,48 @@ def merge_metadata(stored: Mapping[str, Any], update: Mapping[str, Any], replace
                    ) -> dict[str, Any]:
     """What :meth:`KeepsCatalog.update_session` stores: ``update`` over ``stored``, key by key."""
     return dict(update) if replace else {**stored, **update}
+
+
+def check_update(owner: str | Unchanged | None, title: str | Unchanged | None,
+                 metadata: Mapping[str, Any] | None) -> None:
+    """:meth:`KeepsCatalog.update_session`'s arguments, checked before anything is read."""
+    if not isinstance(owner, Unchanged):
+        check_text("owner", owner)
+    if not isinstance(title, Unchanged):
+        check_text("title", title)
+    if metadata is not None:
+        check_metadata(metadata)
+
+
+Entry: TypeAlias = tuple[str | None, str | None, str]
+"""A catalog entry's owner, title and metadata (as JSON text), as a SQL backend stores them."""
+
+
+def updated_entry(stored: Entry | None, owner: str | Unchanged | None,
+                  title: str | Unchanged | None, metadata: Mapping[str, Any] | None,
+                  replace_metadata: bool, only_if_unset: bool) -> Entry:
+    """What :meth:`KeepsCatalog.update_session` writes over ``stored`` (``None``: no entry)."""
+    stored_owner, stored_title, stored_metadata = stored or (None, None, "{}")
+    if not isinstance(owner, Unchanged) and not (only_if_unset and stored_owner):
+        stored_owner = owner
+    if not isinstance(title, Unchanged) and not (only_if_unset and stored_title):
+        stored_title = title
+    if metadata is not None:
+        # Checked again merged: what is stored must stay within the size limit.
+        stored_metadata = check_metadata(
+            merge_metadata(json.loads(stored_metadata), metadata, replace_metadata))
+    return stored_owner, stored_title, stored_metadata
+
+
+def checked_entry(summary: SessionSummary) -> Entry:
+    """A summary's owner, title and metadata, checked (and its times: timezone-aware), as
+    :meth:`KeepsCatalog.restore_summaries` stores them."""
+    for moment in (summary.created_at, summary.updated_at):
+        if not isinstance(moment, datetime) or moment.utcoffset() is None:
+            raise ValueError("a summary's times must be timezone-aware datetimes "
+                             f"(for example datetime.now(UTC)), not {moment!r}")
+    return (check_text("owner", summary.owner), check_text("title", summary.title),
+            check_metadata(summary.metadata))
 
 
 def check_where(where: Mapping[str, MetadataValue] | None) -> dict[str, MetadataValue]:

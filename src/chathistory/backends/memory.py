@@ -37,7 +37,9 @@ from chathistory.catalog import (
     check_limit,
     check_metadata,
     check_text,
+    check_update,
     check_where,
+    checked_entry,
     merge_metadata,
     read_cursor,
     write_cursor,
@@ -329,12 +331,7 @@ class MemoryBackend(BaseBackend):
                        metadata: Mapping[str, Any] | None = None,
                        replace_metadata: bool = False,
                        only_if_unset: bool = False) -> Operation[SessionSummary]:
-        if owner is not UNCHANGED:
-            check_text("owner", owner)
-        if title is not UNCHANGED:
-            check_text("title", title)
-        if metadata is not None:
-            check_metadata(metadata)
+        check_update(owner, title, metadata)
 
         def update() -> SessionSummary:
             entry = self._catalog.get(session_id)
@@ -376,11 +373,7 @@ class MemoryBackend(BaseBackend):
     @operation(write=True)
     def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
         for summary in summaries:
-            check_text("owner", summary.owner)
-            check_text("title", summary.title)
-            check_metadata(summary.metadata)
-            if summary.created_at.tzinfo is None or summary.updated_at.tzinfo is None:
-                raise ValueError("a summary's times must be timezone-aware")
+            checked_entry(summary)
 
         def restore() -> None:
             for summary in summaries:

@@ -37,11 +37,12 @@ from chathistory.catalog import (
     SummaryPage,
     Unchanged,
     check_limit,
-    check_metadata,
     check_text,
+    check_update,
     check_where,
-    merge_metadata,
+    checked_entry,
     read_cursor,
+    updated_entry,
     write_cursor,
 )
 from chathistory.driver import Call, Driver, Operation
@@ -479,27 +480,16 @@ class SqliteBackend(BaseBackend):
                        metadata: Mapping[str, Any] | None = None,
                        replace_metadata: bool = False,
                        only_if_unset: bool = False) -> Operation[SessionSummary]:
-        if not isinstance(owner, Unchanged):
-            check_text("owner", owner)
-        if not isinstance(title, Unchanged):
-            check_text("title", title)
-        if metadata is not None:
-            check_metadata(metadata)
+        check_update(owner, title, metadata)
         rows = yield (f"SELECT owner, title, metadata FROM {self._sessions} "
                       "WHERE session_id = ?", (session_id,))
-        stored_owner, stored_title, stored_metadata = rows[0] if rows else (None, None, "{}")
-        if not isinstance(owner, Unchanged) and not (only_if_unset and stored_owner):
-            stored_owner = owner
-        if not isinstance(title, Unchanged) and not (only_if_unset and stored_title):
-            stored_title = title
-        if metadata is not None:
-            stored_metadata = check_metadata(
-                merge_metadata(json.loads(stored_metadata), metadata, replace_metadata))
+        entry = updated_entry(rows[0] if rows else None, owner, title, metadata,
+                              replace_metadata, only_if_unset)
         yield (f"INSERT INTO {self._sessions} (session_id, messages, last_write, created_at, "
                f"owner, title, metadata) VALUES (?, 0, {_NOW}, {_NOW}, ?, ?, ?) "
                "ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner, "
                "title = excluded.title, metadata = excluded.metadata",
-               (session_id, stored_owner, stored_title, stored_metadata))
+               (session_id, *entry))
         (row,) = yield (f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
                         "WHERE session_id = ?", (session_id,))
         return _summary(row)
@@ -522,8 +512,7 @@ class SqliteBackend(BaseBackend):
     @operation(write=True, transaction=True)
     def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
         rows = [(summary.session_id, _seconds(summary.updated_at),
-                 _seconds(summary.created_at), check_text("owner", summary.owner),
-                 check_text("title", summary.title), check_metadata(summary.metadata))
+                 _seconds(summary.created_at), *checked_entry(summary))
                 for summary in summaries]
         if rows:
             yield Many(f"INSERT INTO {self._sessions} (session_id, messages, last_write, "

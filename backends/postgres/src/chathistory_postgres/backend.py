@@ -4,7 +4,6 @@ psycopg; building a backend does."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,9 +21,11 @@ from chathistory.catalog import (
     check_limit,
     check_metadata,
     check_text,
+    check_update,
     check_where,
-    merge_metadata,
+    checked_entry,
     read_cursor,
+    updated_entry,
     write_cursor,
 )
 from chathistory.driver import Operation, Runner, operation
@@ -44,14 +45,6 @@ def _cutoff(moment: datetime) -> datetime:
         raise TypeError(f"cutoff must be a datetime, not {type(moment).__name__}")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
-    return moment
-
-
-def _aware(moment: datetime) -> datetime:
-    if not isinstance(moment, datetime) or moment.tzinfo is None \
-            or moment.utcoffset() is None:
-        raise ValueError("a summary's times must be timezone-aware datetimes "
-                         f"(for example datetime.now(UTC)), not {moment!r}")
     return moment
 
 
@@ -301,25 +294,13 @@ class PostgresBackend(BaseBackend):
                        only_if_unset: bool = False) -> Operation[SessionSummary]:
         """Set the owner, title or metadata under the session's lock; its times stay."""
         session = self._session(session_id)
-        if not isinstance(owner, Unchanged):
-            check_text("owner", owner)
-        if not isinstance(title, Unchanged):
-            check_text("title", title)
-        if metadata is not None:
-            check_metadata(metadata)
+        check_update(owner, title, metadata)
         s = self.statements
         yield s.lock_session, (session,)
         rows = yield s.described, (session,)
-        stored_owner, stored_title, stored_metadata = rows[0] if rows else (None, None, "{}")
-        if not isinstance(owner, Unchanged) and not (only_if_unset and stored_owner):
-            stored_owner = owner
-        if not isinstance(title, Unchanged) and not (only_if_unset and stored_title):
-            stored_title = title
-        if metadata is not None:
-            # Checked again merged: what is stored must stay within the size limit.
-            stored_metadata = check_metadata(
-                merge_metadata(json.loads(stored_metadata), metadata, replace_metadata))
-        (row,) = yield s.describe, (session, stored_owner, stored_title, stored_metadata)
+        entry = updated_entry(rows[0] if rows else None, owner, title, metadata,
+                              replace_metadata, only_if_unset)
+        (row,) = yield s.describe, (session, *entry)
         return self._sql.summary_from_row(row, session_id)
 
     @operation(write=True, transaction=True)
@@ -344,10 +325,9 @@ class PostgresBackend(BaseBackend):
         """Set each session's owner, title, metadata and both times: one statement."""
         rows: dict[str, tuple[Any, ...]] = {}
         for summary in summaries:
-            rows[self._session(summary.session_id)] = (
-                _aware(summary.updated_at), _aware(summary.created_at),
-                check_text("owner", summary.owner), check_text("title", summary.title),
-                check_metadata(summary.metadata))
+            entry = checked_entry(summary)  # first: it checks the times too
+            rows[self._session(summary.session_id)] = (summary.updated_at, summary.created_at,
+                                                        *entry)
         if rows:
             sessions = sorted(rows)
             columns = list(zip(*(rows[session] for session in sessions), strict=True))

@@ -36,7 +36,9 @@ from chathistory.catalog import (
     check_limit,
     check_metadata,
     check_text,
+    check_update,
     check_where,
+    checked_entry,
     merge_metadata,
     read_cursor,
     write_cursor,
@@ -328,12 +330,7 @@ class RedisBackend(BaseBackend):
                        only_if_unset: bool = False) -> Operation[SessionSummary]:
         """One script in the index's slot; merged metadata is written only if what it was
         merged from is still stored (else read and merged again)."""
-        if not isinstance(owner, Unchanged):
-            check_text("owner", owner)
-        if not isinstance(title, Unchanged):
-            check_text("title", title)
-        if metadata is not None:
-            check_metadata(metadata)
+        check_update(owner, title, metadata)
         member = _raw(session_id)
         while True:
             stored_text, merged_text = "", ""
@@ -388,11 +385,7 @@ class RedisBackend(BaseBackend):
         :data:`INDEX_BATCH`; the count stays the list's own length."""
         entries: list[bytes | str] = []
         for summary in summaries:
-            check_text("owner", summary.owner)
-            check_text("title", summary.title)
-            text = check_metadata(summary.metadata)
-            if summary.created_at.tzinfo is None or summary.updated_at.tzinfo is None:
-                raise ValueError("a summary's times must be timezone-aware")
+            text = checked_entry(summary)[2]
             entries += [_raw(summary.session_id), repr(summary.created_at.timestamp()),
                         repr(summary.updated_at.timestamp()), _raw(summary.owner or ""),
                         _raw(summary.title or ""), "" if text == "{}" else text]

@@ -27,11 +27,12 @@ from chathistory.catalog import (
     SummaryPage,
     Unchanged,
     check_limit,
-    check_metadata,
     check_text,
+    check_update,
     check_where,
-    merge_metadata,
+    checked_entry,
     read_cursor,
+    updated_entry,
     write_cursor,
 )
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
@@ -296,24 +297,13 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
                        only_if_unset: bool = False) -> Operation[SessionSummary]:
         """Set the owner, title or metadata: the entry is read (locked) and upserted."""
         check_session_id(session_id)
-        if not isinstance(owner, Unchanged):
-            check_text("owner", owner)
-        if not isinstance(title, Unchanged):
-            check_text("title", title)
-        if metadata is not None:
-            check_metadata(metadata)
+        check_update(owner, title, metadata)
         catalog = self.catalog
         (digest,) = catalog.chunks([session_id])
         rows = yield catalog.by_hashes().with_for_update(), digest
-        stored_owner, stored_title, stored_metadata = rows[0][1:4] if rows else (None, None,
-                                                                                "{}")
-        if not isinstance(owner, Unchanged) and not (only_if_unset and stored_owner):
-            stored_owner = owner
-        if not isinstance(title, Unchanged) and not (only_if_unset and stored_title):
-            stored_title = title
-        if metadata is not None:
-            stored_metadata = check_metadata(
-                merge_metadata(json.loads(stored_metadata), metadata, replace_metadata))
+        stored_owner, stored_title, stored_metadata = updated_entry(
+            rows[0][1:4] if rows else None, owner, title, metadata, replace_metadata,
+            only_if_unset)
         now = datetime.now(UTC)
         yield catalog.describe, catalog.row(session_id, created_at=now, updated_at=now,
                                             owner=stored_owner, title=stored_title,
@@ -339,11 +329,12 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
     def restore_summaries(self, summaries: Sequence[SessionSummary]) -> Operation[None]:
         """Upsert each summary's owner, title, metadata and both times (not its count)."""
         catalog = self.catalog
-        rows = [catalog.row(check_session_id(entry.session_id), created_at=entry.created_at,
-                            updated_at=entry.updated_at, owner=check_text("owner", entry.owner),
-                            title=check_text("title", entry.title),
-                            metadata=check_metadata(entry.metadata))
-                for entry in summaries]
+        rows = []
+        for entry in summaries:
+            owner, title, metadata = checked_entry(entry)
+            rows.append(catalog.row(check_session_id(entry.session_id),
+                                    created_at=entry.created_at, updated_at=entry.updated_at,
+                                    owner=owner, title=title, metadata=metadata))
         if rows:
             yield catalog.restore, rows
 
