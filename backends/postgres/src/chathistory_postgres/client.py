@@ -12,14 +12,7 @@ import math
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import (
-    AbstractAsyncContextManager,
-    AbstractContextManager,
-    asynccontextmanager,
-    contextmanager,
-    nullcontext,
-)
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, NamedTuple
 
 import psycopg
@@ -66,53 +59,45 @@ def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
     return bool(poller.poll(0))
 
 
-def _getconn(pool: ConnectionPool[Any], timeout: float) -> Connection:
-    """A connection from ``pool`` that the server has not closed, within ``timeout``: a
-    closed one is given back (the pool replaces it) and the next taken at once. (After
-    a failed ``check`` callback psycopg_pool sleeps 1, 2, 4 s: under connection churn,
-    calls waited out the pool's timeout.) Nothing was sent: even an append is safe."""
-    connection: Connection = pool.getconn(timeout)
-    deadline = time.monotonic() + timeout
-    while _closed_by_server(connection):
-        connection.close()
-        pool.putconn(connection)
-        connection = pool.getconn(max(0.0, deadline - time.monotonic()))
-    return connection
-
-
-async def _agetconn(pool: AsyncConnectionPool[Any], timeout: float) -> AsyncConnection:
-    connection: AsyncConnection = await pool.getconn(timeout)
-    deadline = time.monotonic() + timeout
-    while _closed_by_server(connection):
-        await connection.close()
-        await pool.putconn(connection)
-        connection = await pool.getconn(max(0.0, deadline - time.monotonic()))
-    return connection
-
-
-def _in_transaction(connection: Connection | AsyncConnection, call: Call) -> bool:
-    """Whether ``call``'s requests run in a transaction on ``connection``: when the call
-    asks for one, or the connection is not in autocommit (an application's own)."""
-    return call.transaction or not connection.autocommit
-
-
 class _Lease(AbstractContextManager[Connection]):
-    """A connection of ``pool`` for one try of ``call``, given back on exit; in a transaction
-    where :func:`_in_transaction` says so. (A class: a ``@contextmanager`` on every call's
-    path cost about three times as much.)"""
+    """A connection for one try of ``call``, given back on exit: the application's own,
+    one call at a time, or one of the pool that the server has not closed (a closed one
+    is given back, the pool replaces it, and the next is taken at once: after a failed
+    ``check`` callback psycopg_pool sleeps 1, 2, 4 s, and under connection churn calls
+    waited out the pool's timeout; nothing was sent, so even an append is safe). In a
+    transaction when the call asks for one, or the connection is not in autocommit (an
+    application's: each call commits by itself, or is a savepoint in the app's own).
+    (A class: a ``@contextmanager`` on every call's path cost about three times as much.)"""
 
-    def __init__(self, pool: ConnectionPool[Any], timeout: float, call: Call) -> None:
-        self.pool, self.timeout, self.call = pool, timeout, call
+    def __init__(self, driver: PostgresDriver, call: Call) -> None:
+        self.driver, self.call = driver, call
+        self.pool: ConnectionPool[Any] | None = None  # (None: the application's connection)
         self.transaction: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> Connection:
-        connection = self.connection = _getconn(self.pool, self.timeout)
-        if _in_transaction(connection, self.call):
+        driver = self.driver
+        lent: Connection | None = driver.config.connection
+        if lent is not None:
+            driver.lock.acquire()
+            if lent.closed:
+                driver.lock.release()
+                raise driver.lent_connection_closed()
+            connection = lent
+        else:
+            pool = self.pool = driver.pool or driver.open_sync_pool()
+            connection = pool.getconn(driver.config.timeout)
+            deadline = time.monotonic() + driver.config.timeout
+            while _closed_by_server(connection):
+                connection.close()
+                pool.putconn(connection)
+                connection = pool.getconn(max(0.0, deadline - time.monotonic()))
+        self.connection = connection
+        if self.call.transaction or not connection.autocommit:
             try:
                 transaction = self.transaction = connection.transaction()
                 transaction.__enter__()
             except BaseException:
-                self.pool.putconn(connection)
+                self._give_back()
                 raise
         return connection
 
@@ -120,25 +105,46 @@ class _Lease(AbstractContextManager[Connection]):
         try:
             return None if self.transaction is None else self.transaction.__exit__(*exc_info)
         finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        if self.pool is None:
+            self.driver.lock.release()
+        else:
             self.pool.putconn(self.connection)
 
 
 class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
-    """:class:`_Lease` from an ``AsyncConnectionPool`` (nor an async generator, whose
-    first step the event loop also registers)."""
+    """:class:`_Lease` from ``source``, the running loop's pool or the application's
+    connection (nor an async generator, whose first step the event loop also registers)."""
 
-    def __init__(self, pool: AsyncConnectionPool[Any], timeout: float, call: Call) -> None:
-        self.pool, self.timeout, self.call = pool, timeout, call
+    def __init__(self, driver: PostgresDriver, source: AsyncSource, call: Call) -> None:
+        self.driver, self.source, self.call = driver, source, call
         self.transaction: AbstractAsyncContextManager[Any] | None = None
 
     async def __aenter__(self) -> AsyncConnection:
-        connection = self.connection = await _agetconn(self.pool, self.timeout)
-        if _in_transaction(connection, self.call):
+        source = self.source
+        if isinstance(source, psycopg.AsyncConnection):
+            await self.driver.alock.acquire()
+            if source.closed:
+                self.driver.alock.release()
+                raise self.driver.lent_connection_closed()
+            connection = source
+        else:
+            timeout = self.driver.config.timeout
+            connection = await source.getconn(timeout)
+            deadline = time.monotonic() + timeout
+            while _closed_by_server(connection):
+                await connection.close()
+                await source.putconn(connection)
+                connection = await source.getconn(max(0.0, deadline - time.monotonic()))
+        self.connection = connection
+        if self.call.transaction or not connection.autocommit:
             try:
                 transaction = self.transaction = connection.transaction()
                 await transaction.__aenter__()
             except BaseException:
-                await self.pool.putconn(connection)
+                await self._give_back()
                 raise
         return connection
 
@@ -147,7 +153,13 @@ class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
             return None if self.transaction is None \
                 else await self.transaction.__aexit__(*exc_info)
         finally:
-            await self.pool.putconn(self.connection)
+            await self._give_back()
+
+    async def _give_back(self) -> None:
+        if isinstance(self.source, psycopg.AsyncConnection):
+            self.driver.alock.release()
+        else:
+            await self.source.putconn(self.connection)
 
 
 def _regrow(pool: ConnectionPool[Any]) -> None:
@@ -185,8 +197,6 @@ def _server(config: PostgresConfig) -> str:
 class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
     """The backend's own pools (from ``conninfo``), or the application's connections.
 
-    A lent connection not in autocommit mode is used in ``connection.transaction()``:
-    each call commits by itself, or is a savepoint in a transaction of the app's.
     ``server`` is host:port/dbname, as errors name it.
     """
 
@@ -215,34 +225,15 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
                       if config.synchronous_commit else None)
         self.native_async = (self.conninfo is not None or config.async_connection is not None
                              or config.async_pool is not None)
-        self._options: dict[str, Any] = {
-            "kwargs": self.kwargs, "timeout": config.timeout, "open": False,
-            "reconnect_timeout": RECONNECT_TIMEOUT, "name": "chathistory-postgres"}
-        self._pool: ConnectionPool[Any] | None = config.pool
-        self._pool_lock = threading.Lock()  # opening and closing the own sync pool
-        self._connection_lock = threading.Lock()  # one call at a time on an app connection
-        self._aconnection_lock = asyncio.Lock()
-
-    @staticmethod
-    def _transaction(connection: Connection | AsyncConnection, call: Call) -> Any:
-        if _in_transaction(connection, call):
-            return connection.transaction()
-        return nullcontext()  # (an async context manager too)
+        self.pool: ConnectionPool[Any] | None = config.pool
+        self.pool_lock = threading.Lock()  # opening and closing the own sync pool
+        self.lock = threading.Lock()  # one call at a time on an app's connection
+        self.alock = asyncio.Lock()
 
     def connection(self, call: Call) -> AbstractContextManager[Connection]:
-        if self.config.connection is not None:
-            return self._lent_connection(self.config.connection, call)
         # getconn/putconn rather than pool.connection(): that also enters the
         # connection's own context, whose commit on exit autocommit does not need.
-        return _Lease(self._pool or self._open_pool(), self.config.timeout, call)
-
-    @contextmanager
-    def _lent_connection(self, lent: Connection, call: Call) -> Iterator[Connection]:
-        with self._connection_lock:
-            if lent.closed:
-                raise self._lent_connection_closed()
-            with self._transaction(lent, call):
-                yield lent
+        return _Lease(self, call)
 
     def send(self, connection: Connection, request: Any) -> Any:
         if isinstance(request, Copy):
@@ -255,33 +246,36 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
         result = cursor.pgresult  # (rows, or none to fetch)
         return cursor.fetchall() if result is not None and result.status == _ROWS else []
 
-    def _open_pool(self) -> ConnectionPool[Any]:
-        with self._pool_lock:
-            if self._pool is not None:
-                return self._pool
-            if self.conninfo is None:
-                raise ConfigError(
-                    "backend 'postgres' was given only async connections (async_connection "
-                    "or async_pool): its sync methods need conninfo, connection or pool")
-            self._connect_once()
-            pool: ConnectionPool[Any] = ConnectionPool(
-                self.conninfo, configure=self._configure, min_size=self.config.min_size,
-                max_size=self.config.max_size, reconnect_failed=_regrow, **self._options)
-            try:
-                pool.open(wait=self.config.min_size > 0, timeout=self.config.connect_timeout)
-            except PoolTimeout as exc:
-                pool.close()
-                raise self._open_timeout() from exc
-            self._pool = pool
-            return pool
-
-    def _connect_once(self) -> None:
-        """One direct connection: it says why a server refuses us (a pool would only retry)."""
-        assert self.conninfo is not None
+    def _pool_options(self) -> dict[str, Any]:
+        """The options of a pool of ours, after one direct connection: it says why a server
+        refuses us (a pool would only retry)."""
+        if self.conninfo is None:
+            raise ConfigError(
+                "backend 'postgres' was given only async connections (async_connection "
+                "or async_pool): its sync methods need conninfo, connection or pool")
         try:
             psycopg.Connection.connect(self.conninfo, **self.kwargs).close()
         except psycopg.Error as exc:
             raise errors.connect_error(exc, self.server) from exc
+        return {"conninfo": self.conninfo, "kwargs": self.kwargs, "timeout": self.config.timeout,
+                "open": False, "reconnect_timeout": RECONNECT_TIMEOUT,
+                "name": "chathistory-postgres"}
+
+    def open_sync_pool(self) -> ConnectionPool[Any]:
+        """The own sync pool, opened by the first sync call."""
+        with self.pool_lock:
+            if self.pool is None:
+                pool: ConnectionPool[Any] = ConnectionPool(
+                    configure=self._configure, min_size=self.config.min_size,
+                    max_size=self.config.max_size, reconnect_failed=_regrow,
+                    **self._pool_options())
+                try:
+                    pool.open(wait=self.config.min_size > 0, timeout=self.config.connect_timeout)
+                except PoolTimeout as exc:
+                    pool.close()
+                    raise self._open_timeout() from exc
+                self.pool = pool
+            return self.pool
 
     def _configure(self, connection: Connection) -> None:
         if self.setup:
@@ -291,7 +285,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
         lent: AsyncSource | None = self.config.async_pool or self.config.async_connection
         if lent is not None:
             return lent
-        await asyncio.to_thread(self._connect_once)  # resolving the host may block
+        options = await asyncio.to_thread(self._pool_options)  # resolving the host may block
         setup = self.setup
 
         async def configure(connection: AsyncConnection) -> None:
@@ -300,8 +294,8 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
 
         size = self.config.async_pool_size
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            self.conninfo or "", configure=configure, min_size=size, max_size=size,
-            reconnect_failed=_aregrow, **self._options)
+            configure=configure, min_size=size, max_size=size, reconnect_failed=_aregrow,
+            **options)
         try:
             await pool.open(wait=True, timeout=self.config.connect_timeout)
         except PoolTimeout as exc:
@@ -311,18 +305,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
 
     def async_connection(self, pool: AsyncSource, call: Call
                          ) -> AbstractAsyncContextManager[AsyncConnection]:
-        if isinstance(pool, psycopg.AsyncConnection):
-            return self._lent_async_connection(pool, call)
-        return _AsyncLease(pool, self.config.timeout, call)
-
-    @asynccontextmanager
-    async def _lent_async_connection(self, lent: AsyncConnection, call: Call
-                                     ) -> AsyncIterator[AsyncConnection]:
-        async with self._aconnection_lock:
-            if lent.closed:
-                raise self._lent_connection_closed()
-            async with self._transaction(lent, call):
-                yield lent
+        return _AsyncLease(self, pool, call)
 
     async def asend(self, connection: AsyncConnection, request: Any) -> Any:
         if isinstance(request, Copy):
@@ -340,9 +323,9 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             await pool.close()
 
     def close(self) -> None:
-        with self._pool_lock:
-            pool = self._pool if self._pool is not self.config.pool else None
-            self._pool = self.config.pool
+        with self.pool_lock:
+            pool = self.pool if self.pool is not self.config.pool else None
+            self.pool = self.config.pool
         if pool is not None:
             pool.close()
 
@@ -358,7 +341,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             f"backend 'postgres' could not open its pool to {self.server} within "
             f"{self.config.connect_timeout:g} s")
 
-    def _lent_connection_closed(self) -> BackendUnavailableError:
+    def lent_connection_closed(self) -> BackendUnavailableError:
         return BackendUnavailableError(
             f"backend 'postgres': the application's connection to {self.server} is "
             "closed; open a new one (or pass a pool, which reconnects by itself)")
