@@ -5,9 +5,9 @@ psycopg; building a backend does."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from chathistory import BaseBackend, encode_record
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from chathistory_postgres.sql import Statements
 
 __all__ = ["PostgresBackend"]
-
-T = TypeVar("T")
 
 
 def _cutoff(moment: datetime) -> datetime:
@@ -141,7 +139,7 @@ class PostgresBackend(BaseBackend):
             return []
         rows = yield ((self.statements.select_all, (session,)) if limit is None
                       else (self.statements.select_newest, (session, session, limit)))
-        return self._sql.records_from_rows(rows)
+        return self._sql.records_from_texts([row[0] for row in rows])
 
     @operation()
     def clear(self, session_id: str) -> Operation[None]:
@@ -191,18 +189,18 @@ class PostgresBackend(BaseBackend):
     def fetch_many(self, session_ids: Sequence[str]
                    ) -> Operation[dict[str, list[dict[str, Any]]]]:
         """Every record of each session that has any, oldest first: one statement."""
-        return (yield from self._select_many(session_ids, self._sql.sessions_from_rows))
+        texts = yield from self._fetch_many_text(session_ids)
+        return {session: self._sql.records_from_texts(some) for session, some in texts.items()}
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
-        """:meth:`fetch_many`, each record as its JSON text (as jsonb prints it)."""
-        return (yield from self._select_many(session_ids, self._sql.session_texts_from_rows))
+        """:meth:`fetch_many`, each record as its JSON text (as the table prints it)."""
+        return (yield from self._fetch_many_text(session_ids))
 
-    def _select_many(self, session_ids: Sequence[str],
-                     per_session: Callable[[list[Any], dict[str, str]], T]) -> Operation[T]:
+    def _fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         given = self._given(session_ids)
         rows = (yield self.statements.select_many, (list(given),)) if given else []
-        return per_session(rows, given)
+        return self._sql.texts_by_session(rows, given)
 
     @operation(write=True, transaction=True)
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
@@ -339,20 +337,3 @@ class PostgresBackend(BaseBackend):
         if isinstance(session_ids, str):
             raise TypeError("session_ids must be a sequence of session ids, not one str")
         return {self._session(session_id): session_id for session_id in session_ids}
-
-    acreate_collection = create_collection.async_twin
-    aappend = append.async_twin
-    afetch = fetch.async_twin
-    aclear = clear.async_twin
-    alist_sessions = list_sessions.async_twin
-    alast_write = last_write.async_twin
-    adelete_sessions_before = delete_sessions_before.async_twin
-    afetch_many = fetch_many.async_twin
-    afetch_many_text = fetch_many_text.async_twin
-    aappend_many = append_many.async_twin
-    aappend_many_text = append_many_text.async_twin
-    alist_summaries = list_summaries.async_twin
-    asession_summaries = session_summaries.async_twin
-    aupdate_session = update_session.async_twin
-    aerase_sessions = erase_sessions.async_twin
-    arestore_summaries = restore_summaries.async_twin

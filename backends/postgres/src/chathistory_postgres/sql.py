@@ -22,12 +22,34 @@ from chathistory.catalog import SessionSummary
 from chathistory.driver import Operation
 from chathistory_postgres.config import Layout
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Statements", "jsonb_batch", "jsonb_texts",
-           "records_from_rows", "session_texts_from_rows", "sessions_from_rows",
-           "summary_from_row"]
+__all__ = ["CATALOG_STATEMENTS", "CATALOG_STEP", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS",
+           "Statements", "jsonb_batch", "jsonb_texts", "records_from_texts", "summary_from_row",
+           "texts_by_session"]
 
 Step = str | dict[Layout, str]
 """A statement of a migration: the same for both layouts, or per layout (none if absent)."""
+
+# Step 3: the session catalog in <table>_sessions (both layouts: the table is ours, and
+# langchain-postgres never reads it). The triggers already upsert a row per session
+# for every writer; a new row takes created_at's default, now(), in the writer's
+# transaction. A session's first message's time backfills created_at. Listings are
+# keyset ranges of (last_write, session_id), one owner's of a partial index: the
+# sessions nobody owns (a peer class's) cost that index nothing on each append.
+CATALOG_STEP: tuple[Step, ...] = (
+    "LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
+    "ALTER TABLE {sessions} ADD COLUMN IF NOT EXISTS created_at timestamptz, "
+    "ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS title text, "
+    "ADD COLUMN IF NOT EXISTS metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb",
+    "UPDATE {sessions} AS s SET created_at = least(f.first, s.last_write) FROM (SELECT "
+    "session_id{to_c} AS session_id, min(created_at) AS first FROM {table} GROUP BY 1) AS f "
+    "WHERE s.session_id = f.session_id",
+    "UPDATE {sessions} SET created_at = last_write WHERE created_at IS NULL",
+    "ALTER TABLE {sessions} ALTER COLUMN created_at SET DEFAULT now(), "
+    "ALTER COLUMN created_at SET NOT NULL",
+    "DROP INDEX IF EXISTS {last_write_index_qualified}",
+    "CREATE INDEX IF NOT EXISTS {updated_index} ON {sessions} (last_write, session_id)",
+    "CREATE INDEX IF NOT EXISTS {owner_index} ON {sessions} (owner, last_write, session_id) "
+    "WHERE owner IS NOT NULL")
 
 MIGRATIONS: list[tuple[Step, ...]] = [
     # 0: the table that records the version (``schema_version`` = the last step applied).
@@ -84,26 +106,7 @@ MIGRATIONS: list[tuple[Step, ...]] = [
      "INSERT INTO {sessions} (session_id, messages, last_write) "
      "SELECT session_id{to_c}, count(*), coalesce(max(created_at), now()) FROM {table} "
      "GROUP BY 1"),
-    # 3: the session catalog in <table>_sessions (both layouts: the table is ours, and
-    # langchain-postgres never reads it). The triggers already upsert a row per session
-    # for every writer; a new row takes created_at's default, now(), in the writer's
-    # transaction. A session's first message's time backfills created_at. Listings are
-    # keyset ranges of (last_write, session_id), one owner's of a partial index: the
-    # sessions nobody owns (a peer class's) cost that index nothing on each append.
-    ("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE",
-     "ALTER TABLE {sessions} ADD COLUMN IF NOT EXISTS created_at timestamptz, "
-     "ADD COLUMN IF NOT EXISTS owner text, ADD COLUMN IF NOT EXISTS title text, "
-     "ADD COLUMN IF NOT EXISTS metadata jsonb NOT NULL DEFAULT '{{}}'::jsonb",
-     "UPDATE {sessions} AS s SET created_at = least(f.first, s.last_write) FROM (SELECT "
-     "session_id{to_c} AS session_id, min(created_at) AS first FROM {table} GROUP BY 1) AS f "
-     "WHERE s.session_id = f.session_id",
-     "UPDATE {sessions} SET created_at = last_write WHERE created_at IS NULL",
-     "ALTER TABLE {sessions} ALTER COLUMN created_at SET DEFAULT now(), "
-     "ALTER COLUMN created_at SET NOT NULL",
-     "DROP INDEX IF EXISTS {last_write_index_qualified}",
-     "CREATE INDEX IF NOT EXISTS {updated_index} ON {sessions} (last_write, session_id)",
-     "CREATE INDEX IF NOT EXISTS {owner_index} ON {sessions} (owner, last_write, session_id) "
-     "WHERE owner IS NOT NULL"),
+    CATALOG_STEP,  # 3
     # 4: our layout keeps each record as the JSON text it was given: json, not jsonb. We
     # never query inside a record, and json stores the text as it came (a tenth smaller than
     # jsonb's parsed form, nothing re-printed). A table that already holds messages keeps
@@ -164,14 +167,40 @@ STATEMENTS = {
     "last_write": "SELECT last_write FROM {sessions} WHERE session_id = {session} "
                   "AND messages > 0",
     "count_before": "SELECT count(*) FROM {sessions} WHERE last_write < %s",
-    "count_before_owner": "SELECT count(*) FROM {sessions} WHERE last_write < %s "
-                          "AND owner = %s",
     # The old sessions through the (owner,) last_write index, locked (a session written
     # meanwhile is checked again and kept), their rows through the (session_id, id)
     # index, then their summaries (those without messages too).
     "delete_before": _DELETE_OLD.format(owner=""),
+    # A table without <table>_sessions (langchain's, version 1) is read from the messages.
+    "has_sessions": "SELECT to_regclass({sessions_name}) IS NOT NULL",
+    "scan_first": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
+                  "AS s, created_at FROM {table}) AS x GROUP BY s ORDER BY s LIMIT %s",
+    "scan_after": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
+                  "AS s, created_at FROM {table}) AS x WHERE s > {session} "
+                  "GROUP BY s ORDER BY s LIMIT %s",
+    "scan_last_write": "SELECT max(created_at) FROM {table} WHERE session_id = {session} "
+                       "HAVING count(*) > 0",
+    "exists": "SELECT to_regnamespace({schema_name}) IS NOT NULL, "
+              "to_regclass({table_name}) IS NOT NULL, to_regclass({meta_name}) IS NOT NULL",
+    "read_meta": "SELECT json_object_agg(key, value)::text FROM {meta}",
+    "columns": "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+               "WHERE a.attrelid = to_regclass({table_name}) AND a.attnum > 0 "
+               "AND NOT a.attisdropped",
+    "lock_schema": "SELECT pg_advisory_xact_lock({create_space}, {schema_key})",
+    "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
+    "write_meta": "INSERT INTO {meta} (key, value) VALUES ('schema_version', %s), "
+                  "('layout', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+}
+
+CATALOG_STATEMENTS = {
+    # A prune of one owner's sessions, as delete_before and count_before are.
     "delete_before_owner": _DELETE_OLD.format(owner=" AND owner = %s"),
-    # -- the session catalog ----------------------------------------------------------------
+    "count_before_owner": "SELECT count(*) FROM {sessions} WHERE last_write < %s "
+                          "AND owner = %s",
+    # On a table without <table>_sessions, from the messages.
+    "scan_summaries": "SELECT session_id::text, NULL, NULL, '{{}}', "
+                      "min(created_at)::timestamptz, max(created_at)::timestamptz, count(*) "
+                      "FROM {table} WHERE session_id = ANY({sessions_param}) GROUP BY 1",
     "summaries": "SELECT {summary_columns} FROM {sessions} "
                  "WHERE session_id = ANY({sessions_param})",
     # A session's lock, as append takes it: an update or an erasure waits for its writers.
@@ -197,29 +226,8 @@ STATEMENTS = {
                "ON CONFLICT (session_id) DO UPDATE SET last_write = excluded.last_write, "
                "created_at = excluded.created_at, owner = excluded.owner, "
                "title = excluded.title, metadata = excluded.metadata",
-    # A table without <table>_sessions (langchain's, version 1) is read from the messages.
-    "has_sessions": "SELECT to_regclass({sessions_name}) IS NOT NULL",
-    "scan_first": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
-                  "AS s, created_at FROM {table}) AS x GROUP BY s ORDER BY s LIMIT %s",
-    "scan_after": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
-                  "AS s, created_at FROM {table}) AS x WHERE s > {session} "
-                  "GROUP BY s ORDER BY s LIMIT %s",
-    "scan_summaries": "SELECT session_id::text, NULL, NULL, '{{}}', "
-                      "min(created_at)::timestamptz, max(created_at)::timestamptz, count(*) "
-                      "FROM {table} WHERE session_id = ANY({sessions_param}) GROUP BY 1",
-    "scan_last_write": "SELECT max(created_at) FROM {table} WHERE session_id = {session} "
-                       "HAVING count(*) > 0",
-    "exists": "SELECT to_regnamespace({schema_name}) IS NOT NULL, "
-              "to_regclass({table_name}) IS NOT NULL, to_regclass({meta_name}) IS NOT NULL",
-    "read_meta": "SELECT json_object_agg(key, value)::text FROM {meta}",
-    "columns": "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-               "WHERE a.attrelid = to_regclass({table_name}) AND a.attnum > 0 "
-               "AND NOT a.attisdropped",
-    "lock_schema": "SELECT pg_advisory_xact_lock({create_space}, {schema_key})",
-    "create_schema": "CREATE SCHEMA IF NOT EXISTS {schema}",
-    "write_meta": "INSERT INTO {meta} (key, value) VALUES ('schema_version', %s), "
-                  "('layout', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
 }
+"""The session catalog's statements, made as :data:`STATEMENTS` are."""
 
 # The part of the advisory-lock key space this backend uses: pg_advisory_xact_lock(int, int).
 _CREATE_SPACE = 0x43480001  # "CH" 1: creating a schema's tables
@@ -268,7 +276,7 @@ class Statements(SimpleNamespace):
         for name in ("schema", "table", "meta", "sessions"):
             names[f"{name}_name"] = sql.Literal(names[name].as_string())
         super().__init__(**{name: sql.SQL(template).format(**names).as_string()
-                            for name, template in STATEMENTS.items()})
+                            for name, template in (STATEMENTS | CATALOG_STATEMENTS).items()})
         self.schema, self.layout = schema, layout
         self.qualified_table = table_id.as_string()
         self.qualified_meta = names["meta"].as_string()
@@ -376,37 +384,29 @@ _STRING_OR_BIG_EXPONENT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?\d+(?:\.\d+)?
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def _positional_floats(text: str) -> str:
-    """Write floats like ``1e+300`` as ``1000...0.0``: jsonb's ``numeric`` prints ``1e+300``
-    without exponent or fraction, which would come back as the int 10**300."""
-    def positional(match: re.Match[str]) -> str:  # (group 1: a number)
-        number = match.group(1)
-        return match.group(0) if number is None else format(Decimal(number), "f") + ".0"
-
-    return _STRING_OR_BIG_EXPONENT.sub(positional, text)
+def _positional(match: re.Match[str]) -> str:
+    number = match.group(1)  # (None: a string)
+    return match.group(0) if number is None else format(Decimal(number), "f") + ".0"
 
 
-def _nul_safe(text: str, layout: Layout) -> str:
-    """A record's JSON text as jsonb can take it: jsonb refuses NUL in a string, so our
+def _for_jsonb(text: str, layout: Layout) -> str:
+    """A record's JSON text as jsonb can take it. jsonb refuses NUL in a string, so our
     layout keeps such a record as a jsonb *string* of its JSON text (no record is a
-    string: reads tell them apart). A langchain_postgres table must hold the object."""
-    if not _NUL.search(text):
-        return text
-    if layout == "langchain_postgres":
-        raise RecordError(
-            "message cannot be stored: it holds a NUL character (U+0000), which a "
-            "langchain_postgres table (jsonb objects) cannot hold")
-    return json.dumps(text, ensure_ascii=False)
+    string: reads tell them apart); a langchain_postgres table must hold the object.
+    Floats like ``1e+300`` are written ``1000...0.0``: jsonb's ``numeric`` prints
+    ``1e+300`` without exponent or fraction, which would come back as the int 10**300."""
+    if "\\u0000" in text and _NUL.search(text):
+        if layout == "langchain_postgres":
+            raise RecordError(
+                "message cannot be stored: it holds a NUL character (U+0000), which a "
+                "langchain_postgres table (jsonb objects) cannot hold")
+        return json.dumps(text, ensure_ascii=False)
+    return _STRING_OR_BIG_EXPONENT.sub(_positional, text) if "e+" in text else text
 
 
 def jsonb_texts(texts: list[str], layout: Layout) -> list[str]:
-    """Each record's JSON text as a jsonb value: NUL made safe, big floats positional."""
-    values = []
-    for text in texts:
-        if "\\u0000" in text:
-            text = _nul_safe(text, layout)
-        values.append(_positional_floats(text) if "e+" in text else text)
-    return values
+    """Each record's JSON text as a jsonb value (:func:`_for_jsonb`)."""
+    return [_for_jsonb(text, layout) for text in texts]
 
 
 def jsonb_batch(texts: list[str], layout: Layout) -> str:
@@ -424,10 +424,10 @@ def summary_from_row(row: Sequence[Any], session_id: str | None = None) -> Sessi
                           created_at.astimezone(UTC), updated_at.astimezone(UTC), int(messages))
 
 
-def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:
-    """The records of ``rows`` (jsonb as text), decoded with one ``json.loads`` (half the
-    cost of one per row); a string is a record kept as its JSON text (:func:`_nul_safe`)."""
-    records: list[Any] = json.loads("[" + ",".join([row[0] for row in rows]) + "]")
+def records_from_texts(texts: list[str]) -> list[dict[str, Any]]:
+    """The records of their JSON texts (as read), decoded with one ``json.loads`` (half the
+    cost of one per row); a string is a record kept as its JSON text (:func:`_for_jsonb`)."""
+    records: list[Any] = json.loads("[" + ",".join(texts) + "]")
     if set(map(type, records)) <= {dict}:  # (the usual case, checked without a Python loop)
         return records
     for position, record in enumerate(records):
@@ -438,20 +438,10 @@ def records_from_rows(rows: list[tuple[str]]) -> list[dict[str, Any]]:
     return records
 
 
-def sessions_from_rows(rows: list[tuple[str, str]], given: Mapping[str, str]
-                       ) -> dict[str, list[dict[str, Any]]]:
-    """(session, record JSON) rows as records per session, named as ``given`` maps the
-    bound ids to the caller's (a UUID may be spelt another way)."""
-    records = records_from_rows([(row[1],) for row in rows])
-    found: dict[str, list[dict[str, Any]]] = {}
-    for (session, _), record in zip(rows, records, strict=True):
-        found.setdefault(given.get(session, session), []).append(record)
-    return found
-
-
-def session_texts_from_rows(rows: list[tuple[str, str]], given: Mapping[str, str]
-                            ) -> dict[str, list[str]]:
-    """:func:`sessions_from_rows`, each record left as its JSON text."""
+def texts_by_session(rows: list[tuple[str, str]], given: Mapping[str, str]
+                     ) -> dict[str, list[str]]:
+    """(session, record JSON) rows as each session's record texts, named as ``given`` maps
+    the bound ids to the caller's (a UUID may be spelt another way)."""
     found: dict[str, list[str]] = {}
     for session, value in rows:
         if not value.startswith("{"):  # a record kept as a string (or what fetch refuses)
