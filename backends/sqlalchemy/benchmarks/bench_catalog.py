@@ -29,9 +29,10 @@ sizes taken in turn within each round:
 - **erase**: ``erase(backend, owner=X)`` of one owner's 100 sessions (200
   messages), each owner erased once; median time.
 - **turn**: read a session's newest 20 messages and append two, on the small
-  table, with the catalog kept and without it (the same backend class and
-  table, its statements without the catalog: the append's upsert left out),
-  alternating in slices of 5 turns; median time.
+  table with the catalog kept, and without it (the same backend class on a
+  table of the same size without the catalog's counting trigger, its
+  statements without the catalog's), alternating in slices of 5 turns; median
+  time.
 
 Next to page and erase, their floor on the same tables: **raw page**, the
 backend's own page statement run on a plain SQLAlchemy engine, and **raw
@@ -72,6 +73,7 @@ from typing import Any
 
 from bench_churn import PrivateServer
 from chathistory_sqlalchemy import SQLAlchemyBackend
+from chathistory_sqlalchemy.sql import Statements
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from sqlalchemy import Engine, create_engine, make_url, text
 
@@ -123,12 +125,15 @@ def describe_server(admin: Engine, private: bool) -> str:
             f"innodb_buffer_pool_size {int(pool) // 2**20:,} MB)")
 
 
-def fill(admin: Engine, table: str, size: int) -> float:
-    """``size`` sessions, ids ``s-<n>``, owners ``o-<n // 100>``, two messages each."""
+def fill(admin: Engine, table: str, size: int, *, counting: bool = True) -> float:
+    """``size`` sessions, ids ``s-<n>``, owners ``o-<n // 100>``, two messages each; the
+    catalog's counting trigger is dropped meanwhile (its entries are written here), and
+    made again if ``counting``."""
     started = time.perf_counter()
     human = json.dumps(message_to_dict(HumanMessage("a question of this session")))
     answer = json.dumps(message_to_dict(AIMessage("a reasonably sized answer to it")))
     with admin.begin() as connection:
+        connection.execute(text(f"DROP TRIGGER IF EXISTS `{table}_count`"))
         connection.execute(text(
             f"INSERT INTO `{table}` (session_hash, session_id, message) "
             f"SELECT SHA2(CONCAT('s-', seq), 256), CONCAT('s-', seq), m.message "
@@ -143,6 +148,10 @@ def fill(admin: Engine, table: str, size: int) -> float:
             f"SHA2(CONCAT('o-', seq DIV {PER_OWNER}), 256), CONCAT('o-', seq DIV {PER_OWNER}), "
             f"NULL, '{{}}', {BASE_MICROS} + seq * 1000, {BASE_MICROS} + seq * 1000, 2 "
             f"FROM seq_0_to_{size - 1}"))
+        if counting:
+            catalog = Statements.build(table, "chathistory", admin.dialect).catalog
+            assert catalog is not None
+            catalog.count_by_trigger(connection)
     with admin.connect() as connection:
         connection.execute(text(f"ANALYZE TABLE `{table}`, `{table}_sessions`")).all()
     return time.perf_counter() - started
@@ -278,8 +287,11 @@ def run(arguments: argparse.Namespace, url: str) -> None:
             print(f"filled {size:,} sessions in {seconds:.1f} s (tables and indexes "
                   f"{table_megabytes(admin, f'{PREFIX}_{size}'):,} MB)", flush=True)
         small = backends[arguments.sizes[0]]
-        plain = SQLAlchemyBackend.from_options(url=url, table=f"{PREFIX}_{arguments.sizes[0]}")
-        # The same class and table, minus the catalog's statement in the append.
+        # The same class and a table of the same size without the catalog: no counting
+        # trigger, and the append's statements without the catalog's.
+        plain = SQLAlchemyBackend.from_options(url=url, table=f"{PREFIX}_plain")
+        plain.create_collection()
+        fill(admin, f"{PREFIX}_plain", arguments.sizes[0], counting=False)
         plain.statements = dataclasses.replace(plain.statements, catalog=None)
         turn_sessions = {"with": "turn-with", "without": "turn-without"}
         for name, contender in (("with", small), ("without", plain)):
@@ -350,7 +362,7 @@ def run(arguments: argparse.Namespace, url: str) -> None:
         for backend in backends.values():
             backend.close()
         with admin.begin() as connection:
-            for size in backends:
+            for size in [*backends, "plain"]:
                 table = f"{PREFIX}_{size}"
                 connection.execute(text(f"DROP TABLE IF EXISTS `{table}`, "
                                         f"`{table}_migrations`, `{table}_sessions`"))

@@ -20,24 +20,25 @@ sends no BEGIN, a transaction starts with its first statement):
   chathistory (the backend, chathistory layout, so it keeps the session catalog):
     read:   [pre-ping] SELECT message ... WHERE session_hash = .. AND session_id = ..
             ORDER BY id; ROLLBACK (closing the connection ends its transaction)
-    append: [pre-ping] INSERT INTO <table>_sessions ... ON DUPLICATE KEY UPDATE
-            messages = messages + n, updated_at = greatest(..) (the catalog's count;
-            its row lock is the session's write lock); one multi-row
-            INSERT INTO <table> (session_hash, session_id, message) VALUES (..), (..);
-            COMMIT. The pre-ping is the default (pool_pre_ping=True); the
+    append: [pre-ping] one multi-row INSERT INTO <table> (session_hash,
+            session_id, message) VALUES (..), (..); COMMIT. The table's trigger
+            (schema version 3) upserts the catalog's entry before each row:
+            the count, updated_at, and the entry's row lock, the session's write
+            lock. The pre-ping is the default (pool_pre_ping=True); the
             "pool_pre_ping=False" lines are the same backend without it.
   raw SQLAlchemy Core (the floors kept from before the catalog):
     turn:   the same SELECT and ROLLBACK; then one executemany of the rows'
-            INSERT (PyMySQL sends it as one multi-row INSERT) and COMMIT:
-            no catalog upsert, so one round trip fewer than ours and no row lock.
+            INSERT (PyMySQL sends it as one multi-row INSERT) and COMMIT, into
+            the same table (its trigger counts these rows too).
   raw executemany (10 rows): that INSERT and COMMIT alone.
   raw Core, our statements: plain SQLAlchemy Core on an engine of its own,
-            sending exactly our statements (the same SELECT, the same catalog
-            upsert and the same multi-row INSERT, written here in Core and
-            checked at start to compile to the backend's SQL), in one
-            transaction, with the parameters built inline: what our append costs
-            without our code in between. Without pre-ping, and with it
-            ("..., pool_pre_ping"), to compare with ours each way.
+            sending exactly our statements (the same SELECT and the same
+            multi-row INSERT, written here in Core and checked at start to
+            compile to the backend's SQL), in one transaction, with the
+            parameters built inline: what our append costs without our code in
+            between. Without pre-ping, and with it ("..., pool_pre_ping"), to
+            compare with ours each way. (Before the trigger, ours and this floor
+            also sent the catalog's upsert before the INSERT.)
   SQLChatMessageHistory: whatever langchain_community sends (a new engine and
             create_all per history built from a URL).
 
@@ -47,7 +48,7 @@ Targets (from the issue):
      at most 1.2x raw SQLAlchemy Core doing the same round trips (the lines
      "raw Core, our statements")
   2. add_messages(10): at most 1.2x raw Core sending our statements (the older
-     floor, one raw executemany, sends no catalog upsert; printed beside it)
+     floor, one raw executemany, printed beside it)
   3. get_messages(limit=20) on a 100,000-message session: at most 2x a 100-message one
 """
 
@@ -68,8 +69,7 @@ from typing import Any
 from chathistory_sqlalchemy.sql import Statements
 from langchain_community.chat_message_histories import SQLChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, message_to_dict
-from sqlalchemy import Engine, create_engine, func, text
-from sqlalchemy.dialects import mysql
+from sqlalchemy import Engine, create_engine, text
 
 from chathistory import decode_record, encode_record, history_factory, to_messages, to_records
 
@@ -106,22 +106,16 @@ class Bench:
         self.our_statements()
 
     def our_statements(self) -> None:
-        """The catalog's upsert and the multi-row INSERTs of 2 and 10 rows, written in
-        plain Core, and checked to compile to exactly what the backend sends."""
+        """The multi-row INSERTs of 2 and 10 rows, written in plain Core, and checked to
+        compile to exactly what the backend sends."""
         catalog = self.statements.catalog
-        assert catalog is not None, "the chathistory layout on MariaDB keeps a catalog"
-        sessions = catalog.table  # OURS_sessions, as the backend's migration made it
-        insert = mysql.insert(sessions)
-        self.upsert = insert.on_duplicate_key_update({
-            "messages": sessions.c.messages + insert.inserted.messages,
-            "updated_at": func.greatest(sessions.c.updated_at, insert.inserted.updated_at)})
+        assert catalog is not None and catalog.trigger is not None, \
+            "the chathistory layout on MariaDB keeps a catalog, counted by a trigger"
         self.multi_row = {size: text(
             f"INSERT INTO {OURS} (session_hash, session_id, message) VALUES "
             + ", ".join(f"(:session_hash_{n}, :session_id_{n}, :message_{n})"
                         for n in range(size))) for size in (len(TURN), len(TEN))}
         dialect = self.raw.dialect
-        assert str(self.upsert.compile(dialect=dialect)) == str(
-            catalog.count.compile(dialect=dialect)), "the catalog's upsert changed"
         for size, statement in self.multi_row.items():
             ours, _ = self.statements.insert_batch(
                 dialect, self.statements.rows("x", ["{}"] * size))
@@ -216,21 +210,15 @@ class Bench:
 
     def raw_ours_add(self, session: str, messages: Sequence[BaseMessage],
                      engine: Engine | None = None) -> None:
-        """The catalog's upsert and one multi-row INSERT, in one transaction, in plain Core."""
+        """One multi-row INSERT (the trigger counts it), in a transaction, in plain Core."""
         texts = [encode_record(record) for record in to_records(messages)]
         digest = hashlib.sha256(session.encode("utf-8")).hexdigest()
-        now = time.time_ns() // 1000
         params = {}
         for number, message in enumerate(texts):
             params[f"session_hash_{number}"] = digest
             params[f"session_id_{number}"] = session
             params[f"message_{number}"] = message
         with (engine or self.raw).begin() as connection:
-            connection.execute(self.upsert, {
-                "session_hash": digest, "session_id": session,
-                "session_key": session.encode("utf-8")[:255].hex(), "owner_hash": None,
-                "owner": None, "title": None, "metadata": "{}", "created_at": now,
-                "updated_at": now, "messages": len(texts)})
             connection.execute(self.multi_row[len(texts)], params)
 
     def raw_ours_pinged_add(self, session: str, messages: Sequence[BaseMessage]) -> None:

@@ -36,6 +36,7 @@ ROLLED_BACK = frozenset({1205, 1213})  # lock wait timeout, deadlock
 # information_schema skipped a table while another connection's DDL changed it.
 CREATE_RACES = frozenset({1050, 1060, 1061, 1062, 1684})
 UNKNOWN_COLUMN, NO_SUCH_TABLE = 1054, 1146
+TRIGGER_NEEDS_SUPER = 1419  # CREATE TRIGGER, binary logging on, no log_bin_trust_function_creators
 CONNECTION_LOST = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080})
 RECORD_REFUSED = frozenset({1366, 1406, 1153, 1301})  # bad string, too long, packet too big
 # SQLite result codes: busy or locked; read-only, no permission, refused; can't open; too big.
@@ -140,6 +141,13 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
     text, code, sqlite = reason(error), error_code(error), _sqlite(error)
     if (not sqlite and code in ACCESS_DENIED) or (sqlite and code in SQLITE_REFUSED):
         return PermissionDeniedError(f"{where}: the database refused: {text}")
+    if not sqlite and code == TRIGGER_NEEDS_SUPER:
+        return PermissionDeniedError(
+            f"{where}: the session catalog is counted by a trigger on the table, and with "
+            "binary logging on the server lets only a user with SUPER create one: run "
+            "create_collection() once as such a user (the application's user then needs "
+            "no more), or set log_bin_trust_function_creators=1 on the server. "
+            f"The server said: {text}")
     if not sqlite and code == UNKNOWN_DATABASE:
         return ConfigError(f"{where}: {text}")
     if sqlite and code == SQLITE_CANTOPEN:

@@ -4,7 +4,8 @@ The messages table of each layout, and the session catalog, ``<table>_sessions``
 one row per session of the ``chathistory`` layout, with its owner, title,
 metadata, both times (microseconds since the epoch) and message count, moved
 by an upsert in the append's transaction, before its insert (an upsert: two
-first appends of one session race safely). Names reach SQL only quoted by the
+first appends of one session race safely); on MySQL/MariaDB by a trigger run
+before each inserted row (:func:`_count_trigger`). Names reach SQL only quoted by the
 dialect; session ids and records only as bound parameters.
 docs/backends/sqlalchemy.md explains the layouts and indexes.
 """
@@ -24,9 +25,10 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.elements import TextClause
 
-from chathistory import ConfigError, Operation
+from chathistory import CollectionMissingError, ConfigError, Operation
 from chathistory.catalog import SessionSummary
 from chathistory_sqlalchemy.config import Layout
+from chathistory_sqlalchemy.errors import error_code
 
 __all__ = ["CATALOG_DIALECTS", "KEY_BYTES", "MIGRATIONS", "MYSQL_DIALECTS", "ORDER_KEY_BYTES",
            "Catalog", "Listing", "Statements", "build_table", "from_micros", "micros",
@@ -198,6 +200,7 @@ class Statements:
     catalog: Catalog | None  # <table>_sessions: the chathistory layout, on a dialect with upserts
     lock: sa.Select[Any] | None  # PostgreSQL without a catalog: the sessions' advisory locks
     multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
+    checked: set[int] = field(default_factory=set, repr=False)  # the version check_counting saw
 
     @classmethod
     def build(cls, name: str, layout: Layout, dialect: Dialect) -> Statements:
@@ -259,7 +262,8 @@ class Statements:
         """Take the write locks of the sessions ``batches`` adds to (id -> records), held to
         the commit, before their rows get ids: so one session's batches get ids, and become
         visible, one whole batch after another. The catalog's upsert counting them does it
-        where a catalog is kept (the entry's row lock); elsewhere an advisory lock on
+        where a catalog is kept (the entry's row lock; see :meth:`Catalog.counted` for the
+        trigger of MySQL/MariaDB); elsewhere an advisory lock on
         PostgreSQL. SQLite serializes its writers itself. MySQL/MariaDB without a catalog
         takes none: a locking read of the session's rows takes InnoDB gap locks, and
         concurrent writers deadlocked until their retries ran out; its multi-row INSERT
@@ -267,11 +271,24 @@ class Statements:
         In session order: two bulk writers never cycle."""
         sessions = sorted(session for session, added in batches.items() if added)
         if self.catalog is not None:
+            if self.catalog.trigger is not None and not self.checked:
+                yield from self.check_counting()
             upsert = self.catalog.counted(batches)
             if upsert is not None:
                 yield upsert
         elif self.lock is not None and sessions:
             yield self.lock, {"sessions": sessions}
+
+    def check_counting(self) -> Operation[None]:
+        """Once per backend, before its first append on MySQL/MariaDB: the table is of a
+        version whose trigger counts appends (an earlier one's would go uncounted)."""
+        ((version,),) = yield sa.select(sa.func.max(self.versions.c.v)), {}
+        if version is None or version < COUNTING_VERSION:
+            raise CollectionMissingError(
+                f"backend 'sqlalchemy': table {self.table.name!r} is of an earlier version "
+                "whose catalog this one does not count in (nothing was written); "
+                "create_collection() upgrades it in place")
+        self.checked.add(version)
 
     def fetch_many(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         """The stored JSON texts of each session, oldest first: a statement per
@@ -339,6 +356,7 @@ _KEY = sa.String(2 * ORDER_KEY_BYTES).with_variant(
     mysql.VARCHAR(2 * ORDER_KEY_BYTES, charset="ascii", collation="ascii_bin"), *MYSQL_DIALECTS)
 _TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), *MYSQL_DIALECTS)
 _BACKFILL_ROWS = 1000
+TRIGGER_EXISTS = 1359  # MySQL's error: kept (CREATE TRIGGER IF NOT EXISTS is MySQL 8.0.29+)
 
 
 def micros(moment: datetime) -> int:
@@ -395,12 +413,16 @@ class Catalog:
     erase_messages: sa.Delete  # the messages of :hashes
     totals: sa.Select[Any]  # sessions and messages among :hashes
     columns: tuple[sa.ColumnElement[Any], ...]
+    trigger: str | None = None  # MySQL/MariaDB: the CREATE TRIGGER that counts each insert
 
     @classmethod
     def build(cls, messages: sa.Table, dialect: Dialect) -> Catalog:
         table = _build_table(messages.name)
         c = table.c
         insert, inserted = _upsert(table, dialect)
+        trigger = None
+        if dialect.name in MYSQL_DIALECTS:
+            trigger = _count_trigger(dialect, messages, table)
         described = {"owner_hash": inserted.owner_hash, "owner": inserted.owner,
                      "title": inserted.title, "metadata": inserted["metadata"]}
         return cls(
@@ -419,7 +441,8 @@ class Catalog:
             totals=sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(c.messages), 0))
             .where(c.session_hash.in_(sa.bindparam("hashes", expanding=True))),
             columns=(c.session_id, c.owner, c.title, c["metadata"], c.created_at,
-                     c.updated_at, c.messages, c.session_key, c.session_hash))
+                     c.updated_at, c.messages, c.session_key, c.session_hash),
+            trigger=trigger)
 
     @staticmethod
     def row(session_id: str, *, created_at: int | datetime, updated_at: int | datetime,
@@ -437,10 +460,23 @@ class Catalog:
                 "updated_at": updated_at, "messages": added}
 
     def counted(self, batches: Mapping[str, int]) -> tuple[Any, list[dict[str, Any]]] | None:
-        """The upsert that counts ``batches`` (session id -> messages added), or None."""
+        """The upsert that counts ``batches`` (session id -> messages added), or None.
+
+        Where :attr:`trigger` counts each inserted row (MySQL/MariaDB), a batch of one
+        session needs none: the trigger's upsert, run before the first row is written,
+        takes the entry's lock before InnoDB gives the statement its ids. Batches of
+        several sessions upsert their entries first, counting nothing, to take every
+        lock before any id, in one order."""
         now = now_micros()
-        rows = [self.row(session_id, added=added, created_at=now, updated_at=now)
-                for session_id, added in batches.items() if added]
+        if self.trigger is not None:
+            sessions = [session_id for session_id, added in batches.items() if added]
+            if len(sessions) < 2:
+                return None
+            rows = [self.row(session_id, created_at=now, updated_at=now)
+                    for session_id in sessions]
+        else:
+            rows = [self.row(session_id, added=added, created_at=now, updated_at=now)
+                    for session_id, added in batches.items() if added]
         # One order, so bulk writes of the same sessions never deadlock (then retried).
         rows.sort(key=lambda row: row["session_hash"])
         return (self.count, rows) if rows else None
@@ -515,6 +551,17 @@ class Catalog:
                 sa.delete(self.messages).where(self.messages.c.session_hash.in_(old)),
                 sa.delete(self.table).where(condition), params)
 
+    def count_by_trigger(self, connection: Connection) -> None:
+        """Version 3: on MySQL/MariaDB, the trigger that counts each inserted row (and the
+        upsert before an append goes: one round trip fewer). Elsewhere nothing."""
+        if self.trigger is None:
+            return
+        try:
+            connection.exec_driver_sql(self.trigger)
+        except sa.exc.OperationalError as error:
+            if error_code(error) != TRIGGER_EXISTS:  # a table whose versions were lost
+                raise
+
     def create(self, connection: Connection) -> None:
         """Version 2: the table and its indexes, and a row for each session already stored
         (its times are the upgrade's: the table kept none). Entries found here are
@@ -532,6 +579,22 @@ class Catalog:
             connection.execute(sa.insert(self.table), [
                 self.row(session_id, added=added, created_at=now, updated_at=now)
                 for _, session_id, added in rows])
+
+
+def _count_trigger(dialect: Dialect, messages: sa.Table, table: sa.Table) -> str:
+    """A row-level trigger, run BEFORE each INSERT's row: the catalog's upsert of that
+    row's session (the count, ``updated_at``: the server's clock, UTC microseconds).
+    MySQL has no statement-level trigger; each row's upsert is one in-server write."""
+    quote = dialect.identifier_preparer.quote
+    key = (f"LOWER(HEX(LEFT(CAST(CONVERT(NEW.session_id USING utf8mb4) AS BINARY), "
+           f"{ORDER_KEY_BYTES})))")
+    now = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6))"
+    return (f"CREATE TRIGGER {quote(messages.name + '_count')} BEFORE INSERT ON "
+            f"{quote(messages.name)} FOR EACH ROW INSERT INTO {quote(table.name)} "
+            "(session_hash, session_id, session_key, metadata, created_at, updated_at, "
+            f"messages) VALUES (NEW.session_hash, NEW.session_id, {key}, '{{}}', {now}, "
+            f"{now}, 1) ON DUPLICATE KEY UPDATE messages = messages + 1, "
+            "updated_at = GREATEST(updated_at, VALUES(updated_at))")
 
 
 def _upsert(table: sa.Table, dialect: Dialect) -> tuple[Any, Any]:
@@ -578,8 +641,15 @@ def _session_catalog(connection: Connection, statements: Statements) -> None:
         statements.catalog.create(connection)
 
 
-MIGRATIONS: list[Callable[[Connection, Statements], None]] = [_create_table, _listing_index,
-                                                              _session_catalog]
+def _counting_trigger(connection: Connection, statements: Statements) -> None:
+    """Version 3: on MySQL/MariaDB the catalog's count is kept by a trigger."""
+    if statements.catalog is not None:
+        statements.catalog.count_by_trigger(connection)
+
+
+COUNTING_VERSION = 3  # MySQL/MariaDB: the catalog counts appends by trigger from here
+MIGRATIONS: list[Callable[[Connection, Statements], None]] = [
+    _create_table, _listing_index, _session_catalog, _counting_trigger]
 """The schema, as the steps that make it, oldest first: a step's index is its version.
 
 Append only: a new column is one new step at the end (an ``ALTER TABLE``), and

@@ -1,0 +1,149 @@
+"""MySQL/MariaDB: the catalog's count is kept by a trigger on the messages table (version 3).
+
+An append of one session sends its INSERT alone (the trigger's upsert locks the
+entry before InnoDB gives the rows ids: test_sqlalchemy_concurrency checks the
+order); any writer's INSERT is counted; a table of version 2 refuses appends
+until it is upgraded in place, then counts each message once; and where binary
+logging keeps a user without SUPER from creating the trigger, the error says
+what to do (on a private server with ``--log-bin``).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chathistory_sqlalchemy import SQLAlchemyBackend, sql
+from chathistory_sqlalchemy.backend import SQLAlchemyCatalogBackend
+from sqlalchemy import Engine, event, exc, text
+
+from chathistory import CollectionMissingError, PermissionDeniedError
+from chathistory.testing import churn, numbered_records
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def catalog(mysql_url: str, mysql_table: str) -> Iterator[SQLAlchemyCatalogBackend]:
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table)
+    assert isinstance(backend, SQLAlchemyCatalogBackend)
+    backend.create_collection()
+    yield backend
+    backend.close()
+
+
+def _statements_sent(backend: SQLAlchemyBackend) -> list[str]:
+    """Every statement ``backend``'s sync engine sends from now on (first words)."""
+    sent: list[str] = []
+
+    @event.listens_for(backend.client.engine(), "before_cursor_execute")
+    def record(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(" ".join(statement.split()[:3]))
+
+    return sent
+
+
+def test_an_append_of_one_session_sends_its_insert_alone(
+    catalog: SQLAlchemyCatalogBackend, mysql_table: str
+) -> None:
+    catalog.append("warm", numbered_records(1))  # the first append checks the version
+    sent = _statements_sent(catalog)
+    catalog.append("one", numbered_records(2))
+    catalog.append("one", numbered_records(1))
+    assert sent == [f"INSERT INTO {mysql_table}"] * 2
+    # Several sessions: their entries are upserted first (each lock before any id).
+    sent.clear()
+    catalog.append_many({"one": numbered_records(1), "two": numbered_records(2)})
+    assert sent == [f"INSERT INTO {mysql_table}_sessions", f"INSERT INTO {mysql_table}"]
+    counts = {session: entry.messages
+              for session, entry in catalog.session_summaries(["one", "two"]).items()}
+    assert counts == {"one": 4, "two": 2}
+
+
+def test_any_writers_insert_is_counted(
+    catalog: SQLAlchemyCatalogBackend, mysql_admin: Engine, mysql_table: str
+) -> None:
+    catalog.append("s", numbered_records(1))
+    (before,) = catalog.session_summaries(["s"]).values()
+    rows = catalog.statements.rows("s", [json.dumps(record) for record in
+                                         numbered_records(2, prefix="theirs-")])
+    with mysql_admin.begin() as connection:  # another client, plain SQL
+        connection.execute(catalog.statements.insert, rows)
+        connection.execute(catalog.statements.insert, catalog.statements.rows(
+            "new", ['{"type": "human", "data": {"content": "x"}}']))
+    entries = catalog.session_summaries(["s", "new"])
+    assert (entries["s"].messages, entries["new"].messages) == (3, 1)
+    assert entries["s"].updated_at >= before.updated_at
+    assert entries["s"].created_at == before.created_at
+    assert entries["new"].metadata == {} and entries["new"].owner is None
+    # A statement that fails at its last row counts none of its rows.
+    with pytest.raises(exc.IntegrityError, match="cannot be null"), \
+            mysql_admin.begin() as connection:
+        connection.execute(catalog.statements.insert, [*rows, {
+            "session_hash": sql.session_hash("s"), "session_id": "s", "message": None}])
+    assert catalog.session_summaries(["s"])["s"].messages == 3
+
+
+def test_a_table_of_version_2_is_upgraded_and_then_counts_each_message_once(
+    mysql_url: str, mysql_admin: Engine, mysql_table: str
+) -> None:
+    backend = SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table)
+    statements = backend.statements
+    with mysql_admin.begin() as connection:  # what the previous release made and wrote
+        statements.versions.create(connection)
+        for version in range(3):
+            sql.MIGRATIONS[version](connection, statements)
+            connection.execute(statements.versions.insert(), {"v": version})
+            if version == 0:  # step 2 counts them
+                connection.execute(statements.insert, statements.rows("s", ["{}", "{}"]))
+    with pytest.raises(CollectionMissingError, match="create_collection"):
+        backend.append("s", numbered_records(1))
+    assert len(backend.fetch("s")) == 2  # nothing was written
+    backend.create_collection()
+    with mysql_admin.connect() as connection:
+        assert connection.execute(text(
+            f"SELECT max(v) FROM `{mysql_table}_migrations`")).scalar() == 3
+    backend.append("s", numbered_records(2))
+    catalog: Any = backend
+    assert catalog.session_summaries(["s"])["s"].messages == 4
+    assert len(backend.fetch("s")) == 4
+    backend.close()
+
+
+def test_without_super_under_binary_logging_the_error_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from bench_churn import PrivateServer
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the server's files: here
+    try:
+        server = PrivateServer("test", ("--log-bin=binlog", "--innodb-buffer-pool-size=32M"))
+    except SystemExit as error:
+        pytest.skip(str(error))
+    with churn.running(server):
+        admin = server.connect()
+        cursor = admin.cursor()
+        cursor.execute("CREATE USER app@'127.0.0.1'")
+        cursor.execute("GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, INDEX, ALTER, TRIGGER "
+                       "ON test.* TO app@'127.0.0.1'")
+        app_url = f"mysql+pymysql://app@127.0.0.1:{server.port}/test"
+        app = SQLAlchemyBackend.from_options(url=app_url)
+        with pytest.raises(PermissionDeniedError,
+                           match=r"run create_collection\(\) once as such a user.*"
+                                 r"log_bin_trust_function_creators=1"):
+            app.create_collection()
+        with pytest.raises(CollectionMissingError, match="create_collection"):
+            app.append("s", numbered_records(1))
+        # The remedy it names: an administrator creates the table once.
+        owner = SQLAlchemyBackend.from_options(url=server.url)
+        owner.create_collection()
+        owner.close()
+        app.append("s", numbered_records(2))
+        assert app.session_summaries(["s"])["s"].messages == 2  # type: ignore[attr-defined]
+        app.close()
+        admin.close()
