@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, SecretStr, StringConstraints, model_vali
 
 from chathistory import BackendConfig, Identifier
 
-__all__ = ["LAYOUTS", "TABLE_PATTERN", "Layout", "PostgresConfig", "TableName"]
+__all__ = ["TABLE_PATTERN", "Layout", "PostgresConfig", "TableName"]
 
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,47}$"
 """A table name: letters, digits and ``_``, at most 48 characters, so that the names
@@ -22,7 +22,6 @@ derived from it (``<table>_sid_id_idx``, ``<table>_sessions``, langchain-postgre
 TableName = Annotated[str, StringConstraints(pattern=TABLE_PATTERN)]
 
 Layout = Literal["chathistory", "langchain_postgres"]
-LAYOUTS: tuple[Layout, ...] = ("chathistory", "langchain_postgres")
 
 SynchronousCommit = Literal["on", "off", "local", "remote_write", "remote_apply"]
 
