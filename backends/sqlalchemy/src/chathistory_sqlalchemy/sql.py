@@ -191,9 +191,9 @@ class Statements:
     table: sa.Table
     versions: sa.Table  # <table>_migrations: a row (v) per step of MIGRATIONS applied
     layout: Layout
-    select_all: sa.Select[tuple[str]]
-    select_newest: sa.Select[tuple[str]]
-    select_many: sa.Select[tuple[str, str]]
+    select_all: sa.Select[Any]  # as SQLAlchemy 2.0 and 2.1 infer them from Column[Any]
+    select_newest: sa.Select[Any]
+    select_many: sa.Select[Any]
     delete: sa.Delete
     insert: sa.Insert
     listing: Listing
