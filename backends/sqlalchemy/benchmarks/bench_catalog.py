@@ -72,8 +72,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_churn import PrivateServer
-from chathistory_sqlalchemy import SQLAlchemyBackend
-from chathistory_sqlalchemy.sql import Statements
+from chathistory_sqlalchemy import SQLAlchemyBackend, sql
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from sqlalchemy import Engine, create_engine, make_url, text
 
@@ -149,9 +148,8 @@ def fill(admin: Engine, table: str, size: int, *, counting: bool = True) -> floa
             f"NULL, '{{}}', {BASE_MICROS} + seq * 1000, {BASE_MICROS} + seq * 1000, 2 "
             f"FROM seq_0_to_{size - 1}"))
         if counting:
-            catalog = Statements.build(table, "chathistory", admin.dialect).catalog
-            assert catalog is not None
-            catalog.count_by_trigger(connection)
+            sql.MIGRATIONS[sql.COUNTING_VERSION](
+                connection, sql.Statements.build(table, "chathistory", admin.dialect))
     with admin.connect() as connection:
         connection.execute(text(f"ANALYZE TABLE `{table}`, `{table}_sessions`")).all()
     return time.perf_counter() - started

@@ -2,7 +2,8 @@
 
 An append of one session sends its INSERT alone (the trigger's upsert locks the
 entry before InnoDB gives the rows ids: test_sqlalchemy_concurrency checks the
-order); any writer's INSERT is counted; a table of version 2 refuses appends
+order); any writer's INSERT is counted, SQLChatMessageHistory's on this table
+too (the trigger gives its rows their session_hash); a table of version 2 refuses appends
 until it is upgraded in place, then counts each message once; and where binary
 logging keeps a user without SUPER from creating the trigger, the error says
 what to do (on a private server with ``--log-bin``).
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend, sql
 from chathistory_sqlalchemy.backend import SQLAlchemyCatalogBackend
+from langchain_community.chat_message_histories import SQLChatMessageHistory
+from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import Engine, event, exc, text
 
 from chathistory import CollectionMissingError, PermissionDeniedError
@@ -147,3 +150,22 @@ def test_without_super_under_binary_logging_the_error_says_what_to_do(
         assert app.session_summaries(["s"])["s"].messages == 2  # type: ignore[attr-defined]
         app.close()
         admin.close()
+
+
+def test_sqlchatmessagehistory_writing_to_this_table_is_read_and_counted(
+    catalog: SQLAlchemyCatalogBackend, mysql_admin: Engine, mysql_table: str
+) -> None:
+    catalog.append("s", numbered_records(1, prefix="ours-"))
+    theirs = SQLChatMessageHistory("s", connection=mysql_admin, table_name=mysql_table)
+    theirs.add_messages([HumanMessage("theirs-0"), AIMessage("theirs-1")])
+    SQLChatMessageHistory("😀 new", connection=mysql_admin, table_name=mysql_table
+                          ).add_messages([HumanMessage("x")])
+    assert [record["data"]["content"] for record in catalog.fetch("s")] == [
+        "ours-0", "theirs-0", "theirs-1"]
+    assert [message.content for message in theirs.messages] == [
+        "ours-0", "theirs-0", "theirs-1"]
+    entries = catalog.session_summaries(["s", "😀 new"])
+    assert (entries["s"].messages, entries["😀 new"].messages) == (3, 1)
+    assert catalog.fetch("😀 new")[0]["data"]["content"] == "x"
+    page = catalog.list_summaries(limit=10)
+    assert {entry.session_id for entry in page.summaries} == {"s", "😀 new"}

@@ -144,17 +144,6 @@ class Listing:
         return cls(kind="other", page=None,
                    scan=sa.text(f"SELECT DISTINCT {columns} FROM {quoted}"))
 
-    def upgrade(self, connection: Connection, table: str) -> None:
-        """Give ``table`` its listing index (and on MySQL/MariaDB ``session_key``) if missing."""
-        upgrades = self.upgrades
-        inspector = sa.inspect(connection)
-        if self.kind == "mysql" and "session_key" in {
-                column["name"] for column in inspector.get_columns(table)}:
-            indexes = {index["name"] for index in inspector.get_indexes(table)}
-            upgrades = () if self.index_name in indexes else upgrades[1:]
-        for statement in upgrades:
-            connection.execute(sa.text(statement))
-
     def pages(self, after: str | None, limit: int, *, scan: bool = False
               ) -> Operation[list[str]]:
         """The ids of up to ``limit`` sessions after ``after``, in id order.
@@ -551,17 +540,6 @@ class Catalog:
                 sa.delete(self.messages).where(self.messages.c.session_hash.in_(old)),
                 sa.delete(self.table).where(condition), params)
 
-    def count_by_trigger(self, connection: Connection) -> None:
-        """Version 3: on MySQL/MariaDB, the trigger that counts each inserted row (and the
-        upsert before an append goes: one round trip fewer). Elsewhere nothing."""
-        if self.trigger is None:
-            return
-        try:
-            connection.exec_driver_sql(self.trigger)
-        except sa.exc.OperationalError as error:
-            if error_code(error) != TRIGGER_EXISTS:  # a table whose versions were lost
-                raise
-
     def create(self, connection: Connection) -> None:
         """Version 2: the table and its indexes, and a row for each session already stored
         (its times are the upgrade's: the table kept none). Entries found here are
@@ -584,17 +562,22 @@ class Catalog:
 def _count_trigger(dialect: Dialect, messages: sa.Table, table: sa.Table) -> str:
     """A row-level trigger, run BEFORE each INSERT's row: the catalog's upsert of that
     row's session (the count, ``updated_at``: the server's clock, UTC microseconds).
-    MySQL has no statement-level trigger; each row's upsert is one in-server write."""
+    MySQL has no statement-level trigger; each row's upsert is one in-server write.
+    A row without ``session_hash`` (``SQLChatMessageHistory`` knows only ``session_id``
+    and ``message``) gets it here: the peer class can write to this table too."""
     quote = dialect.identifier_preparer.quote
     key = (f"LOWER(HEX(LEFT(CAST(CONVERT(NEW.session_id USING utf8mb4) AS BINARY), "
            f"{ORDER_KEY_BYTES})))")
     now = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6))"
     return (f"CREATE TRIGGER {quote(messages.name + '_count')} BEFORE INSERT ON "
-            f"{quote(messages.name)} FOR EACH ROW INSERT INTO {quote(table.name)} "
+            f"{quote(messages.name)} FOR EACH ROW BEGIN "
+            "IF NEW.session_hash IS NULL OR NEW.session_hash = '' THEN "
+            "SET NEW.session_hash = SHA2(NEW.session_id, 256); END IF; "
+            f"INSERT INTO {quote(table.name)} "
             "(session_hash, session_id, session_key, metadata, created_at, updated_at, "
             f"messages) VALUES (NEW.session_hash, NEW.session_id, {key}, '{{}}', {now}, "
             f"{now}, 1) ON DUPLICATE KEY UPDATE messages = messages + 1, "
-            "updated_at = GREATEST(updated_at, VALUES(updated_at))")
+            "updated_at = GREATEST(updated_at, VALUES(updated_at)); END")
 
 
 def _upsert(table: sa.Table, dialect: Dialect) -> tuple[Any, Any]:
@@ -631,8 +614,16 @@ def _create_table(connection: Connection, statements: Statements) -> None:
 
 
 def _listing_index(connection: Connection, statements: Statements) -> None:
-    """Version 1: what lists sessions in code-point order (:class:`Listing`), if missing."""
-    statements.listing.upgrade(connection, statements.table.name)
+    """Version 1: what lists sessions in code-point order (:class:`Listing`), if missing:
+    the listing index (and on MySQL/MariaDB first ``session_key``)."""
+    listing, table = statements.listing, statements.table.name
+    upgrades, inspector = listing.upgrades, sa.inspect(connection)
+    if listing.kind == "mysql" and "session_key" in {
+            column["name"] for column in inspector.get_columns(table)}:
+        indexes = {index["name"] for index in inspector.get_indexes(table)}
+        upgrades = () if listing.index_name in indexes else upgrades[1:]
+    for statement in upgrades:
+        connection.execute(sa.text(statement))
 
 
 def _session_catalog(connection: Connection, statements: Statements) -> None:
@@ -642,9 +633,16 @@ def _session_catalog(connection: Connection, statements: Statements) -> None:
 
 
 def _counting_trigger(connection: Connection, statements: Statements) -> None:
-    """Version 3: on MySQL/MariaDB the catalog's count is kept by a trigger."""
-    if statements.catalog is not None:
-        statements.catalog.count_by_trigger(connection)
+    """Version 3: on MySQL/MariaDB, the trigger that counts each inserted row in the catalog
+    (the upsert before an append goes: one round trip fewer). Elsewhere nothing."""
+    trigger = statements.catalog.trigger if statements.catalog is not None else None
+    if trigger is None:
+        return
+    try:
+        connection.exec_driver_sql(trigger)
+    except sa.exc.OperationalError as error:
+        if error_code(error) != TRIGGER_EXISTS:  # a table whose versions were lost
+            raise
 
 
 COUNTING_VERSION = 3  # MySQL/MariaDB: the catalog counts appends by trigger from here
