@@ -149,7 +149,7 @@ def fill(admin: Engine, table: str, size: int, *, counting: bool = True) -> floa
             f"FROM seq_0_to_{size - 1}"))
         if counting:
             sql.MIGRATIONS[sql.COUNTING_VERSION](
-                connection, sql.Statements.build(table, "chathistory", admin.dialect))
+                connection, sql.Statements(table, "chathistory", admin.dialect))
     with admin.connect() as connection:
         connection.execute(text(f"ANALYZE TABLE `{table}`, `{table}_sessions`")).all()
     return time.perf_counter() - started

@@ -71,7 +71,7 @@ class TestOnMariaDB(OnMariaDB):
     def backend(self, mysql_url: str, mysql_table: str, loop_never_blocks: None
                 ) -> Iterator[SQLAlchemyBackend]:
         backend = _created(SQLAlchemyBackend.from_options(url=mysql_url, table=mysql_table))
-        assert backend.client.has_async
+        assert backend.client.native_async
         yield backend
         backend.close()
 
@@ -95,7 +95,7 @@ class TestOnMariaDBWithTheApplicationsEngine(OnMariaDB):
     def backend(self, mysql_url: str, mysql_table: str) -> Iterator[SQLAlchemyBackend]:
         engine: Engine = create_engine(mysql_url, pool_size=8)
         backend = _created(SQLAlchemyBackend.from_options(engine=engine, table=mysql_table))
-        assert not backend.client.has_async
+        assert not backend.client.native_async
         yield backend
         backend.close()
         engine.dispose()
@@ -105,7 +105,7 @@ class TestOnSQLite(OnSQLite):
     @pytest.fixture
     def backend(self, sqlite_url: str, loop_never_blocks: None) -> Iterator[SQLAlchemyBackend]:
         backend = _created(SQLAlchemyBackend.from_options(url=sqlite_url))
-        assert backend.client.has_async
+        assert backend.client.native_async
         yield backend
         backend.close()
 
@@ -127,7 +127,7 @@ class TestOnSQLiteWithThreadsForAsync(OnSQLite):
     @pytest.fixture
     def backend(self, sqlite_url: str) -> Iterator[SQLAlchemyBackend]:
         backend = _created(SQLAlchemyBackend.from_options(url=sqlite_url, native_async=False))
-        assert not backend.client.has_async
+        assert not backend.client.native_async
         yield backend
         backend.close()
 

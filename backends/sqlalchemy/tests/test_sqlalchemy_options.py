@@ -111,7 +111,7 @@ def test_the_applications_engines_are_used_and_left_open(tmp_path: Path) -> None
     async def scenario() -> list[str]:
         async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'app.db'}")
         backend = SQLAlchemyBackend.from_options(engine=engine, async_engine=async_engine)
-        assert backend.client.has_async
+        assert backend.client.native_async
         await backend.acreate_collection()
         await backend.aappend("s", numbered_records(2))
         await backend.aclose()

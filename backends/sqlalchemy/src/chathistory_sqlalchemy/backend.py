@@ -94,8 +94,8 @@ class SQLAlchemyBackend(BaseBackend):
         from chathistory_sqlalchemy.client import SQLAlchemyDriver
 
         self.client: SQLAlchemyDriver = SQLAlchemyDriver(config)
-        self.statements: Statements = sql.Statements.build(config.table_name, config.layout,
-                                                           self.client.dialect)
+        self.statements: Statements = sql.Statements(config.table_name, config.layout,
+                                                     self.client.dialect)
         self.runner = Runner(self, self.client)
 
     def __repr__(self) -> str:

@@ -118,7 +118,7 @@ def _one_tls_context(engine: Engine) -> None:
 class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
     """The backend's engines: its own, built from ``url``, or the application's.
 
-    ``server`` is the URL with its password hidden; ``has_async``: the async methods
+    ``server`` is the URL with its password hidden; ``native_async``: the async methods
     run natively. Connecting to a SQLite file that does not exist creates it, so every
     call but ``create_collection`` first checks that the file is there (until seen).
     """
@@ -133,22 +133,20 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         self.config = config
         self.owns_engine = config.url is not None
         self._engine: Engine | None = config.engine
-        self.async_url: URL | None = None
-        if config.async_url is not None:
-            self.async_url = _parse(config.async_url.get_secret_value(), "async_url")
+        async_url = (None if config.async_url is None
+                     else _parse(config.async_url.get_secret_value(), "async_url"))
         if config.url is not None:
             url = _parse(config.url.get_secret_value(), "url")
             self._engine = self._build(create_engine, url)
-            if self.async_url is None and config.async_engine is None and config.native_async:
-                self.async_url = async_url_for(url)
-        if not config.native_async and config.async_engine is None:
-            self.async_url = None
+            async_url = async_url or async_url_for(url)
+        # The application's async engine is used as given; else the URL's, if wanted.
+        self.async_url = async_url if config.native_async and config.async_engine is None \
+            else None
         shown = self._engine or config.async_engine
         assert shown is not None  # the config requires url, engine or async_engine
         self.server: str = shown.url.render_as_string(hide_password=True)
         self.dialect: Dialect = shown.dialect
-        self.has_async = self.native_async = (config.async_engine is not None
-                                              or self.async_url is not None)
+        self.native_async = config.async_engine is not None or self.async_url is not None
         self._database_file = sqlite_file(shown.url)
         self._database_seen = self._database_file is None
 
@@ -195,17 +193,13 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         engine = self.engine()
         if not self._database_seen and call.operation != "create_collection":
             self.require_database()
-        try:
+        with errors.failing_as(errors.NotConnected):
             connection = engine.connect()
-        except sa_exc.DBAPIError as error:
-            raise errors.NotConnected(error) from error
         with connection:  # closing rolls back what was not committed
             yield connection
             if call.transaction:
-                try:
+                with errors.failing_as(errors.CommitFailed):
                     connection.commit()
-                except sa_exc.DBAPIError as error:
-                    raise errors.CommitFailed(error) from error
         self._database_seen = True
 
     def send(self, connection: Connection, request: Any) -> Any:
@@ -228,17 +222,13 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
                                ) -> AsyncIterator[AsyncConnection]:
         if not self._database_seen and call.operation != "create_collection":
             await asyncio.to_thread(self.require_database)
-        try:
+        with errors.failing_as(errors.NotConnected):
             connection = await pool.connect()
-        except sa_exc.DBAPIError as error:
-            raise errors.NotConnected(error) from error
         try:
             yield connection
             if call.transaction:
-                try:
+                with errors.failing_as(errors.CommitFailed):
                     await connection.commit()
-                except sa_exc.DBAPIError as error:
-                    raise errors.CommitFailed(error) from error
         finally:
             await connection.close()  # rolls back what was not committed
         self._database_seen = True

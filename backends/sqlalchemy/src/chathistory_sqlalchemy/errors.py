@@ -13,6 +13,8 @@ commit (:class:`CommitFailed`) may have committed: it is never repeated.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -26,8 +28,8 @@ from chathistory import (
     RecordError,
 )
 
-__all__ = ["CommitFailed", "NotConnected", "error_code", "index_missing", "is_transient",
-           "translate"]
+__all__ = ["CommitFailed", "NotConnected", "error_code", "failing_as", "index_missing",
+           "is_transient", "translate"]
 
 # MySQL/MariaDB error numbers.
 ACCESS_DENIED, UNKNOWN_DATABASE = frozenset({1044, 1045, 1142, 1143, 1227, 1698}), 1049
@@ -41,7 +43,7 @@ CONNECTION_LOST = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 108
 RECORD_REFUSED = frozenset({1366, 1406, 1153, 1301})  # bad string, too long, packet too big
 # SQLite result codes: busy or locked; read-only, no permission, refused; can't open; too big.
 SQLITE_BUSY, SQLITE_REFUSED = frozenset({5, 6}), frozenset({8, 3, 23})
-SQLITE_CANTOPEN, SQLITE_TOOBIG = 14, 18
+SQLITE_CANTOPEN, SQLITE_TOOBIG = 14, frozenset({18})
 
 
 class Failed(Exception):
@@ -58,6 +60,15 @@ class NotConnected(Failed):
 
 class CommitFailed(Failed):
     """The commit failed: on a lost connection, whether it committed is unknown."""
+
+
+@contextmanager
+def failing_as(kind: type[Failed]) -> Iterator[None]:
+    """Raise a DBAPI error of the block as ``kind`` (where in the try it happened)."""
+    try:
+        yield
+    except sa_exc.DBAPIError as error:
+        raise kind(error) from error
 
 
 def _unwrapped(error: BaseException) -> BaseException:
@@ -139,7 +150,7 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
     if not isinstance(inner, sa_exc.DBAPIError):
         return error
     text, code, sqlite = reason(error), error_code(error), _sqlite(error)
-    if (not sqlite and code in ACCESS_DENIED) or (sqlite and code in SQLITE_REFUSED):
+    if code in (SQLITE_REFUSED if sqlite else ACCESS_DENIED):
         return PermissionDeniedError(f"{where}: the database refused: {text}")
     if not sqlite and code == TRIGGER_NEEDS_SUPER:
         return PermissionDeniedError(
@@ -161,8 +172,7 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
             f"read the session to know which. Cause: {text}")
     if _lost(error):
         return BackendUnavailableError(f"{where}: the connection was lost: {text}")
-    if action == "append" and ((not sqlite and code in RECORD_REFUSED)
-                               or (sqlite and code == SQLITE_TOOBIG)
+    if action == "append" and (code in (SQLITE_TOOBIG if sqlite else RECORD_REFUSED)
                                or isinstance(inner, sa_exc.DataError)):
         hint = (" (a MySQL/MariaDB table must be utf8mb4 to hold every character, and its "
                 "message column LONGTEXT for messages over 64 KiB; max_allowed_packet "

@@ -16,7 +16,7 @@ import hashlib
 import json
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -173,28 +173,17 @@ class Listing:
         return found[:limit]
 
 
-@dataclass(frozen=True)
 class Statements:
-    """The statements of one table, built once: each takes :meth:`session`'s parameters."""
+    """The statements of table ``name`` in ``layout``, for ``dialect``, built once: each
+    takes :meth:`session`'s parameters."""
 
-    table: sa.Table
-    versions: sa.Table  # <table>_migrations: a row (v) per step of MIGRATIONS applied
-    layout: Layout
-    select_all: sa.Select[Any]  # as SQLAlchemy 2.0 and 2.1 infer them from Column[Any]
-    select_newest: sa.Select[Any]
-    select_many: sa.Select[Any]
-    delete: sa.Delete
-    insert: sa.Insert
-    listing: Listing
-    catalog: Catalog | None  # <table>_sessions: the chathistory layout, on a dialect with upserts
-    lock: sa.Select[Any] | None  # PostgreSQL without a catalog: the sessions' advisory locks
-    multi_row_inserts: dict[int, TextClause] = field(default_factory=dict, repr=False)
-    checked: set[int] = field(default_factory=set, repr=False)  # the version check_counting saw
-
-    @classmethod
-    def build(cls, name: str, layout: Layout, dialect: Dialect) -> Statements:
-        """The statements of table ``name`` in ``layout``, for ``dialect``."""
-        table = build_table(name, layout)
+    def __init__(self, name: str, layout: Layout, dialect: Dialect) -> None:
+        self.table = table = build_table(name, layout)
+        # <table>_migrations: a row (v) per step of MIGRATIONS applied
+        self.versions = sa.Table(f"{name}_migrations", table.metadata,
+                                 sa.Column("v", sa.Integer, primary_key=True,
+                                           autoincrement=False), mysql_engine="InnoDB")
+        self.layout = layout
         c = table.c
         session_id = sa.bindparam("session_id", type_=sa.Text)
         same_session = c.session_id == session_id
@@ -208,33 +197,30 @@ class Statements:
             # are compared too, so "A", "a" and "a " stay three sessions.
             same_session = sa.and_(same_session, sa.cast(c.session_id, sa.LargeBinary)
                                    == sa.cast(session_id, sa.LargeBinary))
-        lock: sa.Select[Any] | None = None
+        # PostgreSQL without a catalog: the sessions' advisory locks
+        self.lock: sa.Select[Any] | None = None
         if dialect.name == "postgresql":
             # pg_advisory_xact_lock(int, int): this table's key space, the session's hash.
             space = zlib.crc32(name.encode()) - (1 << 31)
             ids = sa.func.unnest(sa.bindparam("sessions", type_=postgresql.ARRAY(sa.Text))
                                  ).table_valued("session_id").render_derived()
-            lock = (sa.select(sa.func.pg_advisory_xact_lock(space, sa.func.hashtext(
+            self.lock = (sa.select(sa.func.pg_advisory_xact_lock(space, sa.func.hashtext(
                 ids.c.session_id))).select_from(ids).order_by(ids.c.session_id))
         newest = (sa.select(c.id, c.message).where(same_session).order_by(c.id.desc())
                   .limit(sa.bindparam("limit", type_=sa.Integer)).subquery("newest"))
-        return cls(
-            table=table,
-            versions=sa.Table(f"{name}_migrations", table.metadata,
-                              sa.Column("v", sa.Integer, primary_key=True, autoincrement=False),
-                              mysql_engine="InnoDB"),
-            layout=layout,
-            select_all=sa.select(c.message).where(same_session).order_by(c.id),
-            select_newest=sa.select(newest.c.message).order_by(newest.c.id),
-            select_many=sa.select(c.session_id, c.message).where(
-                by.in_(sa.bindparam("sessions", expanding=True))).order_by(by, c.id),
-            delete=sa.delete(table).where(same_session),
-            insert=sa.insert(table),
-            listing=Listing.build(table, layout, dialect),
-            catalog=Catalog.build(table, dialect) if layout == "chathistory"
-            and dialect.name in CATALOG_DIALECTS else None,
-            lock=lock,
-        )
+        # Typed Select[Any], as SQLAlchemy 2.0 and 2.1 infer them from Column[Any].
+        self.select_all: sa.Select[Any] = sa.select(c.message).where(same_session).order_by(c.id)
+        self.select_newest: sa.Select[Any] = sa.select(newest.c.message).order_by(newest.c.id)
+        self.select_many: sa.Select[Any] = sa.select(c.session_id, c.message).where(
+            by.in_(sa.bindparam("sessions", expanding=True))).order_by(by, c.id)
+        self.delete = sa.delete(table).where(same_session)
+        self.insert = sa.insert(table)
+        self.listing = Listing.build(table, layout, dialect)
+        # <table>_sessions: the chathistory layout, on a dialect with upserts
+        self.catalog = (Catalog(table, dialect) if layout == "chathistory"
+                        and dialect.name in CATALOG_DIALECTS else None)
+        self.multi_row_inserts: dict[int, TextClause] = {}
+        self.checked: set[int] = set()  # the version check_counting saw
 
     def session(self, session_id: str) -> dict[str, Any]:
         """The bound parameters that select ``session_id``'s rows."""
@@ -389,49 +375,37 @@ def _build_table(name: str) -> sa.Table:
     return table
 
 
-@dataclass(frozen=True)
 class Catalog:
-    """The statements of one ``<table>_sessions``, built once per backend."""
+    """The statements of the ``<table>_sessions`` of table ``messages``, built once per
+    backend."""
 
-    table: sa.Table
-    messages: sa.Table
-    count: Any  # the upsert after an append: count + n, updated_at moves forward
-    describe: Any  # the upsert of update_session: owner, title, metadata
-    restore: Any  # the upsert of restore_summaries: also both times
-    delete: sa.Delete  # the entries of :hashes
-    erase_messages: sa.Delete  # the messages of :hashes
-    totals: sa.Select[Any]  # sessions and messages among :hashes
-    columns: tuple[sa.ColumnElement[Any], ...]
-    trigger: str | None = None  # MySQL/MariaDB: the CREATE TRIGGER that counts each insert
-
-    @classmethod
-    def build(cls, messages: sa.Table, dialect: Dialect) -> Catalog:
-        table = _build_table(messages.name)
+    def __init__(self, messages: sa.Table, dialect: Dialect) -> None:
+        self.table = table = _build_table(messages.name)
+        self.messages = messages
         c = table.c
         insert, inserted = _upsert(table, dialect)
-        trigger = None
-        if dialect.name in MYSQL_DIALECTS:
-            trigger = _count_trigger(dialect, messages, table)
         described = {"owner_hash": inserted.owner_hash, "owner": inserted.owner,
                      "title": inserted.title, "metadata": inserted["metadata"]}
-        return cls(
-            table=table, messages=messages,
-            count=_on_conflict(insert, dialect, table, {
-                "messages": c.messages + inserted.messages,
-                "updated_at": _greatest(dialect, c.updated_at, inserted.updated_at)}),
-            describe=_on_conflict(insert, dialect, table, described),
-            restore=_on_conflict(insert, dialect, table, {
-                **described, "created_at": inserted.created_at,
-                "updated_at": inserted.updated_at}),
-            delete=sa.delete(table).where(
-                c.session_hash.in_(sa.bindparam("hashes", expanding=True))),
-            erase_messages=sa.delete(messages).where(
-                messages.c.session_hash.in_(sa.bindparam("hashes", expanding=True))),
-            totals=sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(c.messages), 0))
-            .where(c.session_hash.in_(sa.bindparam("hashes", expanding=True))),
-            columns=(c.session_id, c.owner, c.title, c["metadata"], c.created_at,
-                     c.updated_at, c.messages, c.session_key, c.session_hash),
-            trigger=trigger)
+        # The upsert after an append: count + n, updated_at moves forward.
+        self.count = _on_conflict(insert, dialect, table, {
+            "messages": c.messages + inserted.messages,
+            "updated_at": _greatest(dialect, c.updated_at, inserted.updated_at)})
+        # update_session's upsert (owner, title, metadata); restore_summaries' (both times too)
+        self.describe = _on_conflict(insert, dialect, table, described)
+        self.restore = _on_conflict(insert, dialect, table, {
+            **described, "created_at": inserted.created_at, "updated_at": inserted.updated_at})
+        hashes: sa.BindParameter[Any] = sa.bindparam("hashes", expanding=True)
+        self.delete = sa.delete(table).where(c.session_hash.in_(hashes))  # the entries
+        self.erase_messages = sa.delete(messages).where(messages.c.session_hash.in_(hashes))
+        # Sessions and messages among :hashes.
+        self.totals: sa.Select[Any] = sa.select(
+            sa.func.count(), sa.func.coalesce(sa.func.sum(c.messages), 0)
+        ).where(c.session_hash.in_(hashes))
+        self.columns = (c.session_id, c.owner, c.title, c["metadata"], c.created_at,
+                        c.updated_at, c.messages, c.session_key, c.session_hash)
+        # MySQL/MariaDB: the CREATE TRIGGER that counts each insert.
+        self.trigger = (_count_trigger(dialect, messages, table)
+                        if dialect.name in MYSQL_DIALECTS else None)
 
     @staticmethod
     def row(session_id: str, *, created_at: int | datetime, updated_at: int | datetime,
