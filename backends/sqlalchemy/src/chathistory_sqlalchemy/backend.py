@@ -300,7 +300,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
         check_update(owner, title, metadata)
         catalog = self.catalog
         (digest,) = catalog.chunks([session_id])
-        rows = yield catalog.by_hashes().with_for_update(), digest
+        rows = yield catalog.by_hashes.with_for_update(), digest
         stored_owner, stored_title, stored_metadata = updated_entry(
             rows[0][1:4] if rows else None, owner, title, metadata, replace_metadata,
             only_if_unset)
@@ -308,7 +308,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
         yield catalog.describe, catalog.row(session_id, created_at=now, updated_at=now,
                                             owner=stored_owner, title=stored_title,
                                             metadata=stored_metadata)
-        (row,) = yield catalog.by_hashes(), digest
+        (row,) = yield catalog.by_hashes, digest
         return catalog.summary(row)
 
     @operation(write=True, transaction=True)
@@ -370,7 +370,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
         """The catalog's rows of ``session_ids`` (not of others with the same hash)."""
         rows: list[Any] = []
         for part in self.catalog.chunks(session_ids):
-            rows += yield self.catalog.by_hashes(), part
+            rows += yield self.catalog.by_hashes, part
         wanted = set(session_ids)
         return [row for row in rows if row[0] in wanted]
 

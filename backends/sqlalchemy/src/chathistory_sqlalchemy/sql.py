@@ -401,8 +401,11 @@ class Catalog:
         self.totals: sa.Select[Any] = sa.select(
             sa.func.count(), sa.func.coalesce(sa.func.sum(c.messages), 0)
         ).where(c.session_hash.in_(hashes))
-        self.columns = (c.session_id, c.owner, c.title, c["metadata"], c.created_at,
-                        c.updated_at, c.messages, c.session_key, c.session_hash)
+        # An entry's row, as summary() and position() read it.
+        self.entries: sa.Select[Any] = sa.select(
+            c.session_id, c.owner, c.title, c["metadata"], c.created_at, c.updated_at,
+            c.messages, c.session_key, c.session_hash)
+        self.by_hashes = self.entries.where(c.session_hash.in_(hashes))
         # MySQL/MariaDB: the CREATE TRIGGER that counts each insert.
         self.trigger = (_count_trigger(dialect, messages, table)
                         if dialect.name in MYSQL_DIALECTS else None)
@@ -461,18 +464,11 @@ class Catalog:
         """A row's place in the listing, as JSON values: (updated_at, key, hash)."""
         return [row[5], row[7], row[8]]
 
-    def select(self) -> sa.Select[Any]:
-        return sa.select(*self.columns)
-
-    def by_hashes(self) -> sa.Select[Any]:
-        return self.select().where(
-            self.table.c.session_hash.in_(sa.bindparam("hashes", expanding=True)))
-
     def page(self, *, owner: str | None, newest_first: bool, after: Sequence[Any] | None,
              limit: int) -> tuple[sa.Select[Any], dict[str, Any]]:
         """One ordered read of the listing: an index range of (owner,) updated_at, key, hash."""
         c = self.table.c
-        statement = self.select()
+        statement = self.entries
         params: dict[str, Any] = {"n": limit}
         if owner is not None:
             statement = statement.where(c.owner_hash == sa.bindparam("owner_hash"))
