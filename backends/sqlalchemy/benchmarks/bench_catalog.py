@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import random
@@ -290,7 +289,7 @@ def run(arguments: argparse.Namespace, url: str) -> None:
         plain = SQLAlchemyBackend.from_options(url=url, table=f"{PREFIX}_plain")
         plain.create_collection()
         fill(admin, f"{PREFIX}_plain", arguments.sizes[0], counting=False)
-        plain.statements = dataclasses.replace(plain.statements, catalog=None)
+        plain.statements.catalog = None  # its own Statements: the append sends no upsert
         turn_sessions = {"with": "turn-with", "without": "turn-without"}
         for name, contender in (("with", small), ("without", plain)):
             contender.append(turn_sessions[name], [TURN[0], TURN[1]] * 15)
