@@ -80,10 +80,11 @@ class RawSqlite:
         self.connection = sqlite3.connect(path, isolation_level=None)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("PRAGMA synchronous=NORMAL")
-        self.connection.executescript(
-            "CREATE TABLE IF NOT EXISTS message_store (id INTEGER PRIMARY KEY, "
-            "session_id TEXT NOT NULL, message TEXT NOT NULL);"
-            "CREATE INDEX IF NOT EXISTS ix ON message_store (session_id, id);")
+        if not same_schema:  # chathistory's table has its index on (session_id, id)
+            self.connection.executescript(
+                "CREATE TABLE message_store (id INTEGER PRIMARY KEY, "
+                "session_id TEXT NOT NULL, message TEXT NOT NULL);"
+                "CREATE INDEX ix ON message_store (session_id, id);")
 
     def read(self, session_id: str) -> list[BaseMessage]:
         rows = self.connection.execute(
