@@ -88,3 +88,42 @@ def test_to_messages_gives_what_langchain_core_gives() -> None:
 
     records = to_records(sample_messages())
     assert to_messages(records, session_id="s") == messages_from_dict(records)
+
+
+@pytest.mark.parametrize("stored", [
+    '{"type":"human","data":{"content":"hi"}}',
+    ' {"a": 1} ', '\t{"a":1}\n', b'{"a":1}', '{"a":1}'.encode("utf-16"), '{"a":NaN}',
+    '{"a":1e400,"b":123456789012345678901234567890,"c":"\\ud800"}', '{"a":1,"a":2}',
+])
+def test_decode_records_gives_what_decode_record_gives_for_each(stored: str | bytes) -> None:
+    from chathistory.records import decode_records
+
+    plain = '{"n":0}'
+    expected = [decode_record(plain), decode_record(stored), decode_record(plain)]
+    got = decode_records([plain, stored, plain])
+    assert json.dumps(got) == json.dumps(expected)  # NaN != NaN: compare the texts
+    assert [type(record) for record in got] == [dict, dict, dict]
+
+
+@pytest.mark.parametrize("stored", [
+    "[1, 2]", '"text"', "{not json", "", '{"a":1}x', '{"a":1} {"b":2}', "\ufeff{}", "null",
+])
+def test_decode_records_raises_the_error_decode_record_raises(stored: str) -> None:
+    from chathistory.records import decode_records
+
+    with pytest.raises(RecordError) as caught:
+        decode_record(stored)
+    with pytest.raises(RecordError) as caught_in_batch:
+        decode_records(['{"n":0}', stored])
+    assert str(caught_in_batch.value) == str(caught.value)
+
+
+def test_encode_records_encodes_each_as_encode_record_and_refuses_like_it() -> None:
+    from chathistory.records import encode_records
+
+    records = to_records(sample_messages())
+    assert encode_records(records) == [encode_record(record) for record in records]
+    assert encode_records(iter(records[:2])) == [encode_record(r) for r in records[:2]]
+    assert encode_records([]) == []
+    with pytest.raises(RecordError, match="cannot be stored as JSON"):
+        encode_records([records[0], {"data": {"x": float("nan")}}])

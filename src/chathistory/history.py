@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, get_bu
 
 from chathistory.backend import Backend, BaseBackend, aensure_collection, ensure_collection
 from chathistory.catalog import UNCHANGED, SessionSummary, Unchanged, require_catalog
-from chathistory.records import encode_record, to_messages, to_records
+from chathistory.records import encode_records, to_messages, to_records
 from chathistory.registry import NamedBackend
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def check_limit(limit: object) -> int | None:
 
 def _records_of(messages: Iterable[BaseMessage], method: str) -> list[dict[str, Any]]:
     """The records of a list of messages; a single message or a string is a clear TypeError."""
-    if isinstance(messages, BaseMessage | str | bytes):
+    if type(messages) is not list and isinstance(messages, BaseMessage | str | bytes):
         raise TypeError(
             f"{method} takes a list of messages, not a single {type(messages).__name__}: "
             "pass a list, e.g. [message]"
@@ -112,7 +112,12 @@ class ChatHistory(_HistoryBase):
     def __init__(self, session_id: str, backend: str | Backend | NamedBackend = DEFAULT_BACKEND,
                  **options: Any) -> None:
         self.session_id = check_session_id(session_id)
-        self._source, self._owns_backend = resolve_backend(backend, options)
+        if type(backend) is NamedBackend and not options:  # a factory's: checked when made
+            self._source: Backend | NamedBackend = backend
+            self._owns_backend = False
+        else:
+            self._source, self._owns_backend = resolve_backend(backend, options)
+        self._created: Backend | None = None  # the backend last seen created, by _ready
 
     def __repr__(self) -> str:
         return f"ChatHistory(session_id={self.session_id!r}, backend={self._source!r})"
@@ -126,9 +131,23 @@ class ChatHistory(_HistoryBase):
         source = self._source
         return source.get() if isinstance(source, NamedBackend) else source
 
-    async def _abackend(self) -> Backend:
+    def _ready(self) -> Backend:
+        """:attr:`backend`, its collection created (once per instance: ensure_collection)."""
         source = self._source
-        return await source.aget() if isinstance(source, NamedBackend) else source
+        backend = source.get() if isinstance(source, NamedBackend) else source
+        if backend is not self._created:
+            ensure_collection(backend)
+            self._created = backend
+        return backend
+
+    async def _aready(self) -> Backend:
+        """Async :meth:`_ready`."""
+        source = self._source
+        backend = await source.aget() if isinstance(source, NamedBackend) else source
+        if backend is not self._created:
+            await aensure_collection(backend)
+            self._created = backend
+        return backend
 
     @property
     def messages(self) -> list[BaseMessage]:
@@ -145,10 +164,8 @@ class ChatHistory(_HistoryBase):
     @messages.setter
     def messages(self, messages: Sequence[BaseMessage]) -> None:
         records = _records_of(messages, "messages =")
-        for record in records:
-            encode_record(record)  # a RecordError now, before the session is cleared
-        backend = self.backend
-        ensure_collection(backend)
+        encode_records(records)  # a RecordError now, before the session is cleared
+        backend = self._ready()
         backend.clear(self.session_id)
         if records:
             backend.append(self.session_id, records)
@@ -160,10 +177,9 @@ class ChatHistory(_HistoryBase):
             chathistory.errors.RecordError: a stored record is not a message (written
                 by other code); the error names the session and the record's position.
         """
-        limit = check_limit(limit)
-        backend = self.backend
-        ensure_collection(backend)
-        return _read(backend.fetch(self.session_id, limit=limit), self.session_id, limit)
+        if limit is not None:
+            limit = check_limit(limit)
+        return _read(self._ready().fetch(self.session_id, limit=limit), self.session_id, limit)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Store ``messages`` in one backend call: all of them or, on error, none.
@@ -174,11 +190,8 @@ class ChatHistory(_HistoryBase):
             chathistory.errors.RecordError: a message cannot be stored as JSON.
         """
         records = _records_of(messages, "add_messages")
-        if not records:
-            return
-        backend = self.backend
-        ensure_collection(backend)
-        backend.append(self.session_id, records)
+        if records:
+            self._ready().append(self.session_id, records)
 
     def add_message(self, message: BaseMessage) -> None:
         """Store one message."""
@@ -194,15 +207,13 @@ class ChatHistory(_HistoryBase):
 
     def clear(self) -> None:
         """Delete this session's messages (other sessions are untouched)."""
-        backend = self.backend
-        ensure_collection(backend)
+        backend = self._ready()
         backend.clear(self.session_id)
 
     async def aget_messages(self, limit: int | None = None) -> list[BaseMessage]:
         """Async :meth:`get_messages`, through the backend's async methods."""
         limit = check_limit(limit)
-        backend = await self._abackend()
-        await aensure_collection(backend)
+        backend = await self._aready()
         return _read(await backend.afetch(self.session_id, limit=limit), self.session_id, limit)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -210,14 +221,12 @@ class ChatHistory(_HistoryBase):
         records = _records_of(messages, "aadd_messages")
         if not records:
             return
-        backend = await self._abackend()
-        await aensure_collection(backend)
+        backend = await self._aready()
         await backend.aappend(self.session_id, records)
 
     async def aclear(self) -> None:
         """Async :meth:`clear`, through the backend's async methods."""
-        backend = await self._abackend()
-        await aensure_collection(backend)
+        backend = await self._aready()
         await backend.aclear(self.session_id)
 
     # -- the session catalog (backends that declare KeepsCatalog) ---------------------------
@@ -238,8 +247,7 @@ class ChatHistory(_HistoryBase):
             chathistory.errors.CapabilityMissingError: the backend keeps no catalog.
             ValueError: a value the catalog cannot keep (nothing is changed).
         """
-        backend = self.backend
-        ensure_collection(backend)
+        backend = self._ready()
         return require_catalog(backend, "keep owners, titles or metadata").update_session(
             self.session_id, owner=owner, title=title, metadata=metadata,
             replace_metadata=replace_metadata, only_if_unset=only_if_unset)
@@ -259,8 +267,7 @@ class ChatHistory(_HistoryBase):
 
     def summary(self) -> SessionSummary | None:
         """This session's summary (owner, title, metadata, times, count), or ``None``."""
-        backend = self.backend
-        ensure_collection(backend)
+        backend = self._ready()
         found = require_catalog(backend, "keep session summaries").session_summaries(
             [self.session_id])
         return found.get(self.session_id)
@@ -271,8 +278,7 @@ class ChatHistory(_HistoryBase):
                               replace_metadata: bool = False,
                               only_if_unset: bool = False) -> SessionSummary:
         """Async :meth:`update_session`."""
-        backend = await self._abackend()
-        await aensure_collection(backend)
+        backend = await self._aready()
         catalog = require_catalog(backend, "keep owners, titles or metadata")
         return await catalog.aupdate_session(
             self.session_id, owner=owner, title=title, metadata=metadata,
@@ -295,8 +301,7 @@ class ChatHistory(_HistoryBase):
 
     async def asummary(self) -> SessionSummary | None:
         """Async :meth:`summary`."""
-        backend = await self._abackend()
-        await aensure_collection(backend)
+        backend = await self._aready()
         found = await require_catalog(backend, "keep session summaries").asession_summaries(
             [self.session_id])
         return found.get(self.session_id)

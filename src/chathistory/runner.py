@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -53,7 +54,9 @@ class _Tracing:
         self.trace: Any = None
         self._final = False
         self._tracer: Any = None
-        self._next_lookup = 0.0
+        self.next_lookup = 0.0
+        """Until then (time.monotonic()), :meth:`tracer` would give None: an operation need
+        not ask. Once the provider is final, -inf with a tracer, inf without."""
 
     def load(self) -> bool:
         if not self.loaded:
@@ -64,7 +67,8 @@ class _Tracing:
             else:
                 self.trace = trace
             self.loaded = True
-        self._next_lookup = 0.0  # a new runner looks the provider up on its first call
+        if not self._final:
+            self.next_lookup = 0.0  # a new runner looks the provider up on its first call
         return self.trace is not None
 
     def tracer(self) -> Any:
@@ -72,15 +76,16 @@ class _Tracing:
         if self._final:
             return self._tracer
         now = time.monotonic()
-        if now < self._next_lookup:
+        if now < self.next_lookup:
             return None
-        self._next_lookup = now + 1.0
+        self.next_lookup = now + 1.0
         provider = self.trace.get_tracer_provider()
         if isinstance(provider, self.trace.ProxyTracerProvider):
             return None  # none set yet
         if not isinstance(provider, self.trace.NoOpTracerProvider):
             self._tracer = provider.get_tracer("chathistory")
         self._final = True
+        self.next_lookup = -math.inf if self._tracer is not None else math.inf
         return self._tracer
 
 
@@ -147,16 +152,23 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
             records: How many records it writes, for its span.
             counts: Or a function giving both, called only when a span records.
         """
-        call = self.call(operation, write, transaction)
-        tracer = _tracing.tracer() if self._otel else None
-        if tracer is None:
-            return self._run(call, steps)
-        if counts is not None:
-            sessions, records = counts()
-        with self._span(tracer, call, sessions, records) as span:
-            result = self._run(call, steps)
-            _count_result(span, result, sessions, records)
-            return result
+        # (The calls and the tracing check inline, and the first try run here: each frame
+        # less on every operation's path counts when the caches are cold between turns.)
+        call = self._calls.get((operation, write, transaction)) \
+            or self.call(operation, write, transaction)
+        if self._otel and time.monotonic() >= _tracing.next_lookup:
+            tracer = _tracing.tracer()
+            if tracer is not None:
+                if counts is not None:
+                    sessions, records = counts()
+                with self._span(tracer, call, sessions, records) as span:
+                    result = self._run(call, steps)
+                    _count_result(span, result, sessions, records)
+                    return result
+        try:
+            return self._once(call, steps)
+        except Exception as error:
+            return retry_after(error, lambda: self._once(call, steps), **self._policy(call))
 
     def _run(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         try:

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -49,7 +49,7 @@ from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, ChatHistoryError, CollectionMissingError
 from chathistory.hookspecs import hookimpl
 from chathistory.operations import operation
-from chathistory.records import decode_record, encode_record
+from chathistory.records import decode_records, encode_records
 from chathistory.runner import Runner
 
 __all__ = ["MEMORY", "Many", "SqliteBackend", "SqliteDriver", "default_path", "migrations"]
@@ -221,25 +221,8 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
             self._retired.discard(connection)
         connection.close()
 
-    @contextmanager
-    def connection(self, call: Call) -> Iterator[sqlite3.Connection]:
-        connection = self._take(create=call.operation == "create_collection")
-        try:
-            with self._memory_lock or nullcontext():
-                if call.transaction:
-                    # IMMEDIATE: the write lock first, so a writer waits (up to timeout)
-                    # for others instead of failing midway.
-                    connection.execute("BEGIN IMMEDIATE")
-                try:
-                    yield connection
-                    if connection.in_transaction:
-                        connection.execute("COMMIT")
-                except BaseException:
-                    if connection.in_transaction:
-                        connection.execute("ROLLBACK")
-                    raise
-        finally:
-            self._give_back(connection)
+    def connection(self, call: Call) -> AbstractContextManager[sqlite3.Connection]:
+        return _Lease(self, call)
 
     def send(self, connection: sqlite3.Connection, request: Request) -> list[Any]:
         if type(request) is Many:
@@ -278,6 +261,50 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
         for connection in opened:
             if connection not in busy:
                 connection.close()
+
+
+class _Lease(AbstractContextManager[sqlite3.Connection]):
+    """This thread's connection for one try of ``call`` (``:memory:``'s in turn), in a
+    transaction when the call asks for one: committed on a clean exit, else rolled back.
+    (A class: a ``@contextmanager`` costs a generator and three more frames a call.)"""
+
+    def __init__(self, driver: SqliteDriver, call: Call) -> None:
+        self.driver, self.call = driver, call
+        self.lock: threading.Lock | None = None  # ':memory:''s, while held
+
+    def __enter__(self) -> sqlite3.Connection:
+        driver = self.driver
+        connection = self.connection = driver._take(self.call.operation == "create_collection")
+        try:
+            if driver._memory_lock is not None:
+                driver._memory_lock.acquire()
+                self.lock = driver._memory_lock
+            if self.call.transaction:
+                # IMMEDIATE: the write lock first, so a writer waits (up to timeout)
+                # for others instead of failing midway.
+                connection.execute("BEGIN IMMEDIATE")
+        except BaseException as error:
+            self.__exit__(type(error), error, error.__traceback__)
+            raise
+        return connection
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        connection = self.connection
+        try:
+            if connection.in_transaction:
+                if error is not None:
+                    connection.execute("ROLLBACK")
+                    return
+                try:
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+            self.driver._give_back(connection)
 
 
 class SqliteBackend(BaseBackend):
@@ -341,7 +368,7 @@ class SqliteBackend(BaseBackend):
 
     @operation(write=True, transaction=True)
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
-        rows = [(session_id, encode_record(record)) for record in records]
+        rows = [(session_id, text) for text in encode_records(records)]
         yield Many(self._insert_sql, rows)
 
     @operation()
@@ -353,7 +380,7 @@ class SqliteBackend(BaseBackend):
             rows = yield (self._select_all_sql, (session_id,))
         else:
             rows = yield (self._select_newest_sql, (session_id, limit))
-        return [decode_record(row[0]) for row in rows]
+        return decode_records([text for (text,) in rows])
 
     @operation(write=True, transaction=True)
     def clear(self, session_id: str) -> Operation[None]:
@@ -399,14 +426,13 @@ class SqliteBackend(BaseBackend):
     def fetch_many(self, session_ids: Sequence[str]
                    ) -> Operation[dict[str, list[dict[str, Any]]]]:
         texts = yield from self._select_many(session_ids)
-        return {session: [decode_record(text) for text in stored]
-                for session, stored in texts.items()}
+        return {session: decode_records(stored) for session, stored in texts.items()}
 
     @operation(write=True, transaction=True)
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
                     ) -> Operation[None]:
-        rows = [(session_id, encode_record(record))
-                for session_id, records in batches.items() for record in records]
+        rows = [(session_id, text) for session_id, records in batches.items()
+                for text in encode_records(records)]
         if rows:
             yield Many(self._insert_sql, rows)
 
