@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from chathistory import CollectionMissingError
 from chathistory.backends.sqlite import SqliteBackend, migrations
 from chathistory.testing import numbered_records
+from chathistory.transfer import export_sessions
 
 
 def open_backend(path: Path | str) -> SqliteBackend:
@@ -133,9 +136,19 @@ def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path)
                                [("a", '{"type":"human","data":{"content":"x"}}')] * 3)
         connection.execute('UPDATE "message_store_sessions" SET last_write = ?',
                            (old_write.timestamp(),))
+    before = path.read_bytes()
     backend = open_backend(path)
+    # A read creates nothing, not even an upgrade: it reads what the upgrade will make.
+    (read,) = backend.list_summaries().summaries
+    assert (read.session_id, read.owner, read.title, read.metadata, read.messages) == \
+        ("a", None, None, {}, 3)
+    assert read.created_at == read.updated_at == old_write
+    assert backend.session_summaries(["a", "b"]) == {"a": read}
+    assert backend.list_summaries(owner="ada").summaries == []
+    assert backend.list_summaries(where={"k": "v"}).summaries == []
     with pytest.raises(CollectionMissingError, match="create_collection"):
-        backend.list_summaries()  # a read creates nothing, not even an upgrade
+        backend.update_session("a", title="needs the upgrade")  # a write says what to do
+    assert path.read_bytes() == before
     backend.create_collection()
     (summary,) = backend.list_summaries().summaries
     assert (summary.session_id, summary.messages) == ("a", 3)
@@ -152,6 +165,33 @@ def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path)
     again.create_collection()  # nothing left to run
     assert again.list_summaries(owner="ada").summaries[0].title == "Kept"
     again.close()
+
+
+def test_export_of_a_previous_release_database_writes_nothing_to_it(tmp_path: Path) -> None:
+    path = tmp_path / "previous.sqlite3"
+    old_write = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with sqlite3.connect(path) as connection:
+        for statement in PREVIOUS_RELEASE_DDL:
+            connection.execute(statement)
+        connection.executemany("INSERT INTO message_store (session_id, message) VALUES (?, ?)",
+                               [("a", '{"type":"human","data":{"content":"x"}}'),
+                                ("b", '{"type":"ai","data":{"content":"y"}}')])
+        connection.execute('UPDATE "message_store_sessions" SET last_write = ?',
+                           (old_write.timestamp(),))
+    before = path.read_bytes()
+    out = io.StringIO()
+    backend = open_backend(path)
+    report = export_sessions(backend, out)
+    backend.close()
+    assert (report.sessions, report.lines, report.summaries) == (2, 2, 2)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0] == {"session_id": "a", "summary": {
+        "owner": None, "title": None, "metadata": {},
+        "created_at": old_write.isoformat(), "updated_at": old_write.isoformat()}}
+    assert lines[1] == {"session_id": "a",
+                        "record": {"type": "human", "data": {"content": "x"}}}
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["previous.sqlite3"]
 
 
 def test_migrations_only_grow(tmp_path: Path) -> None:

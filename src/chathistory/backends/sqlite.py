@@ -483,7 +483,7 @@ class SqliteBackend(BaseBackend):
         sql = (f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
                f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} "
                f"ORDER BY last_write {order}, session_id {order} LIMIT ?")
-        rows = yield (sql, (*parameters, limit + 1))
+        rows = yield from self._read_summaries(sql, (*parameters, limit + 1))
         summaries = [_summary(row) for row in rows[:limit]]
         if len(rows) <= limit:
             return SummaryPage(summaries, None)
@@ -495,10 +495,25 @@ class SqliteBackend(BaseBackend):
                           ) -> Operation[dict[str, SessionSummary]]:
         found: dict[str, SessionSummary] = {}
         for part in _parts(session_ids):
-            rows = yield (f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
-                          f"WHERE session_id IN ({', '.join('?' * len(part))})", tuple(part))
+            rows = yield from self._read_summaries(
+                f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
+                f"WHERE session_id IN ({', '.join('?' * len(part))})", tuple(part))
             found.update((row[0], _summary(row)) for row in rows)
         return found
+
+    def _read_summaries(self, sql: str, parameters: tuple[Any, ...]) -> Operation[list[Any]]:
+        """The rows of ``sql``, a read of the sessions table. On a table made before the
+        catalog (no owner, title, metadata or created_at yet), the same read of what the
+        upgrade makes of it, so that reading (an export) needs no write first."""
+        try:
+            return (yield (sql, parameters))  # type: ignore[no-any-return]
+        except sqlite3.OperationalError as error:
+            if "no such column" not in str(error):
+                raise
+        upgraded = (f"(SELECT session_id, NULL AS owner, NULL AS title, '{{}}' AS metadata, "
+                    f"last_write AS created_at, last_write, messages FROM {self._sessions})")
+        sql = sql.replace(f"FROM {self._sessions}", f"FROM {upgraded}")
+        return (yield (sql, parameters))  # type: ignore[no-any-return]
 
     @operation(write=True, transaction=True)
     def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
