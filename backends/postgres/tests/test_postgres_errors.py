@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from chathistory_postgres import PostgresBackend
 from chathistory_postgres.errors import ConnectFailed, is_transient, translate
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
@@ -11,6 +12,7 @@ from psycopg_pool import PoolTimeout
 from chathistory import (
     BackendUnavailableError,
     ChatHistoryError,
+    CollectionMissingError,
     PermissionDeniedError,
     RecordError,
 )
@@ -58,3 +60,12 @@ def test_translations_name_the_server_and_the_action() -> None:
     assert isinstance(undefined, ChatHistoryError) and "create_collection()" in str(undefined)
     error = ConnectFailed("already ours")
     assert translate(error, action="read", server=server) is error
+
+
+def test_catalog_writes_name_what_they_were_doing(backend: PostgresBackend) -> None:
+    """An error of update_session, erase_sessions or restore_summaries says so, not "read"."""
+    for call, action in [(lambda: backend.update_session("s", title="t"), "update a session"),
+                         (lambda: backend.erase_sessions(["s"]), "erase sessions")]:
+        with pytest.raises(CollectionMissingError) as raised:
+            call()  # the table was never created
+        assert f"failed to {action} on " in str(raised.value)

@@ -38,7 +38,8 @@ calls wait (with psycopg_pool's backoff, 1, 2, 4 s, a pool came back 4 s late)."
 
 ACTIONS = {"create_collection": "create the table", "append": "append",
            "append_many": "append", "append_many_text": "append", "clear": "clear",
-           "delete_sessions_before": "delete sessions"}
+           "delete_sessions_before": "delete sessions", "update_session": "update a session",
+           "erase_sessions": "erase sessions", "restore_summaries": "restore summaries"}
 """How an operation is named in errors; the others read."""
 
 
