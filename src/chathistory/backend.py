@@ -128,8 +128,8 @@ class BaseBackend(ABC):
 
     - write each operation once, as a generator of driver requests declared
       with :func:`chathistory.driver.operation`, set ``self.runner`` to a
-      :class:`~chathistory.driver.Runner` over their driver, and name the async
-      twins (``aappend = append.async_twin``); ``close``/``aclose`` then close
+      :class:`~chathistory.driver.Runner` over their driver; each operation's
+      async twin (``aappend``) is added for them, and ``close``/``aclose`` close
       the runner's pools; or
     - implement the four sync methods, and inherit async twins that run them in
       a worker thread.
