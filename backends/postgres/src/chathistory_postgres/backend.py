@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chathistory import BaseBackend, encode_record
+from chathistory import BaseBackend
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
 from chathistory.catalog import (
     UNCHANGED,
@@ -29,6 +29,7 @@ from chathistory.catalog import (
     write_cursor,
 )
 from chathistory.driver import Operation, Runner, operation
+from chathistory.records import encode_records
 from chathistory_postgres.config import PostgresConfig
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class PostgresBackend(BaseBackend):
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
         """Insert ``records`` after the session's others: one statement, all or nothing."""
         # Every record is encoded before any I/O: a bad one leaves nothing written.
-        texts = [encode_record(record) for record in records]
+        texts = encode_records(records)
         session = self._session(session_id)
         if texts:
             batch = self._sql.jsonb_batch(texts, self.config.layout)
@@ -208,7 +209,7 @@ class PostgresBackend(BaseBackend):
         """Append each session's records after its others: one transaction, all or nothing,
         taking :meth:`append`'s locks in session order, then one ``COPY`` in batch order."""
         # Every record of every session is encoded before any I/O: all or nothing.
-        yield from self._copy_in({session_id: [encode_record(record) for record in records]
+        yield from self._copy_in({session_id: encode_records(records)
                                   for session_id, records in batches.items()})
 
     @operation(write=True, transaction=True)

@@ -22,7 +22,6 @@ from chathistory import (
     RecordError,
     Runner,
     decode_record,
-    encode_record,
     operation,
 )
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
@@ -43,6 +42,7 @@ from chathistory.catalog import (
     read_cursor,
     write_cursor,
 )
+from chathistory.records import encode_records
 from chathistory_redis import keyspace as ks
 from chathistory_redis.config import RedisConfig
 
@@ -147,8 +147,7 @@ class RedisBackend(BaseBackend):
 
     @operation(write=True)
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
-        yield from self._append_texts({session_id: [encode_record(record)
-                                                    for record in records]})
+        yield from self._append_texts({session_id: encode_records(records)})
 
     @operation()
     def fetch(self, session_id: str, *, limit: int | None = None
@@ -245,7 +244,7 @@ class RedisBackend(BaseBackend):
                     ) -> Operation[None]:
         """Append to many sessions in one script: all of them or none (not on a cluster,
         where each session is appended on its own node)."""
-        yield from self._append_texts({session_id: [encode_record(record) for record in records]
+        yield from self._append_texts({session_id: encode_records(records)
                                        for session_id, records in batches.items()})
 
     @operation()
