@@ -1,5 +1,5 @@
-"""The conformance suite through this backend, on MariaDB and on SQLite, in both layouts,
-and on PostgreSQL (the default layout).
+"""The conformance suite through this backend, on MariaDB, SQLite and PostgreSQL, in both
+layouts.
 
 The session catalog's tests (``CatalogContract``) run on every ``chathistory``
 layout class; the ``langchain_community`` classes skip them, saying why: that
@@ -132,9 +132,8 @@ class TestOnSQLiteWithThreadsForAsync(OnSQLite):
         backend.close()
 
 
-class TestOnPostgreSQL(BackendContract):
-    """The whole suite on PostgreSQL too: its writers of one session take the entry's row
-    lock (this layout keeps the catalog) before their rows get ids, so a batch stays whole."""
+class OnPostgreSQL(BackendContract):
+    layout = "chathistory"
 
     @pytest.fixture
     def make_session_id(self) -> Callable[[str], str]:
@@ -144,6 +143,18 @@ class TestOnPostgreSQL(BackendContract):
     def backend(self, postgres_admin: Engine, postgres_table: str
                 ) -> Iterator[SQLAlchemyBackend]:
         url = postgres_admin.url.render_as_string(hide_password=False)
-        backend = _created(SQLAlchemyBackend.from_options(url=url, table=postgres_table))
+        backend = _created(SQLAlchemyBackend.from_options(url=url, table=postgres_table,
+                                                          layout=self.layout))
         yield backend
         backend.close()
+
+
+class TestOnPostgreSQL(OnPostgreSQL):
+    """The whole suite on PostgreSQL too: its writers of one session take the entry's row
+    lock (this layout keeps the catalog) before their rows get ids, so a batch stays whole."""
+
+
+class TestOnPostgreSQLLangchainLayout(OnPostgreSQL):
+    """SQLChatMessageHistory's table on PostgreSQL: no catalog, the advisory locks."""
+
+    layout = "langchain_community"

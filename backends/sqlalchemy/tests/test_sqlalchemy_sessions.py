@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
@@ -357,19 +358,82 @@ def test_reading_a_sqlite_file_without_the_table_creates_nothing(
     other.dispose()
 
 
-# -- a dialect without a listing index (PostgreSQL) ---------------------------------------
+# -- PostgreSQL ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layout", ["chathistory", "langchain_community"])
-def test_another_dialect_lists_every_id_sorted_here(
-    postgres_admin: Engine, postgres_table: str, layout: str
-) -> None:
-    """No collation of the server is trusted: its ids are sorted as Python sorts them."""
+@pytest.fixture(params=["chathistory", "langchain_community"])
+def postgres(request: pytest.FixtureRequest, postgres_admin: Engine, postgres_table: str
+             ) -> Iterator[SQLAlchemyBackend]:
     url = postgres_admin.url.render_as_string(hide_password=False)
-    backend = SQLAlchemyBackend.from_options(url=url, table=postgres_table, layout=layout)
-    assert backend.statements.listing.page is None
+    backend = SQLAlchemyBackend.from_options(url=url, table=postgres_table,
+                                             layout=request.param)
     backend.create_collection()
+    yield backend
+    backend.close()
+
+
+def test_postgres_pages_in_code_point_order(postgres: SQLAlchemyBackend) -> None:
+    _store(postgres)
+    _check_listing(postgres)
+    _check_bulk_reads(postgres)
+
+
+def test_a_peers_postgres_table_in_a_folding_collation_pages_in_code_point_order(
+    postgres_admin: Engine, postgres_table: str
+) -> None:
+    """ICU's root collation orders "a" < "A" < "b": the listing orders by code point anyway,
+    read in place and after create_collection adds the listing index."""
+    with postgres_admin.begin() as connection:
+        connection.execute(text(f'CREATE TABLE "{postgres_table}" (id SERIAL PRIMARY KEY, '
+                                'session_id TEXT COLLATE "und-x-icu", message TEXT)'))
+    url = postgres_admin.url.render_as_string(hide_password=False)
+    backend = SQLAlchemyBackend.from_options(url=url, table=postgres_table,
+                                             layout="langchain_community")
     _store(backend)
     _check_listing(backend)
-    _check_bulk_reads(backend)
+    backend.create_collection()
+    _check_listing(backend)
     backend.close()
+
+
+def test_a_postgres_table_without_the_listing_index_lists_until_upgraded(
+    postgres: SQLAlchemyBackend, postgres_admin: Engine, postgres_table: str
+) -> None:
+    _store(postgres)
+    index = postgres.statements.listing.index_name
+    with postgres_admin.begin() as connection:  # as version 3 left it
+        connection.execute(text(f'DROP INDEX "{index}"'))
+        connection.execute(text(f'DELETE FROM "{postgres_table}_migrations" WHERE v = 4'))
+    _check_listing(postgres)
+    postgres.create_collection()
+    assert index in {found["name"] for found in inspect(postgres_admin).get_indexes(
+        postgres_table)}
+    _check_listing(postgres)
+
+
+def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _plan_nodes(child)
+
+
+def test_a_postgres_page_reads_one_index_entry_per_session_not_its_messages(
+    postgres: SQLAlchemyBackend, postgres_admin: Engine, postgres_table: str
+) -> None:
+    postgres.append_many({f"s{number:03d}": numbered_records(200) for number in range(60)})
+    page = postgres.statements.listing.page
+    assert page is not None
+    with postgres_admin.connect() as connection:
+        connection.execute(text(f'ANALYZE "{postgres_table}"'))
+        ((plan,),) = connection.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {page.compile(dialect=postgres_admin.dialect)}",
+            {"start": "s010", "n": 11}).one()
+    scans = [node for node in _plan_nodes(plan["Plan"])
+             if node.get("Relation Name") == postgres_table]
+    assert scans and all(node["Node Type"] in ("Index Only Scan", "Index Scan")
+                         and node["Index Name"] == postgres.statements.listing.index_name
+                         for node in scans), scans
+    # 11 probes of one entry each, of 12,000 index entries
+    assert sum(node["Actual Rows"] * node["Actual Loops"] for node in scans) <= 11
+    assert [info.session_id for info in postgres.list_sessions(after="s010", limit=3)] == [
+        "s011", "s012", "s013"]

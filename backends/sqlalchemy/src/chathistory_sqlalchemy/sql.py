@@ -81,7 +81,7 @@ def build_table(name: str, layout: Layout) -> sa.Table:
     return table
 
 
-@dataclass(frozen=True)
+@dataclass
 class Listing:
     """How one table's sessions are listed, a page at a time, in code-point order.
 
@@ -89,15 +89,23 @@ class Listing:
     ``scan`` from the table (one without the index: a peer's, an older one's).
     On MySQL/MariaDB they give ``session_key`` values; a key of :data:`KEY_BYTES`
     bytes may stand for several ids, which ``ties`` (or ``scan_ties``) reads.
+    On SQLite and PostgreSQL ``page`` is a loose index scan (:func:`_loose_scan`).
     """
 
-    kind: Literal["mysql", "sqlite", "other"]
+    kind: Literal["mysql", "loose", "other"]
     page: TextClause | None
     scan: TextClause
     ties: TextClause | None = None
     scan_ties: TextClause | None = None
     index_name: str | None = None
     upgrades: tuple[str, ...] = ()  # the DDL that adds the listing index
+    # PostgreSQL: whether the index exists (a loose scan without it reads the table per id),
+    # asked until it does.
+    indexed: TextClause | None = None
+    seen_index: bool = False
+    # PostgreSQL: no text holds NUL, so the ids after `after` are those after its part
+    # before the first NUL (which alone can be bound).
+    cut_at_nul: bool = False
 
     @classmethod
     def build(cls, table: sa.Table, layout: Layout, dialect: Dialect) -> Listing:
@@ -126,18 +134,24 @@ class Listing:
             index = f"{name}_session_{'id_' if layout == 'chathistory' else ''}idx"
             upgrades = (f"CREATE INDEX IF NOT EXISTS {preparer.quote(index)} "
                         f"ON {quoted} ({session_id})",) if layout == "chathistory" else ()
-            probe = f"SELECT min({session_id}) FROM {quoted} INDEXED BY {preparer.quote(index)}"
             return cls(
-                kind="sqlite",
-                page=sa.text(
-                    f"WITH RECURSIVE page(session_id, number) AS ("
-                    f"SELECT ({probe} WHERE {session_id} >= :start), 1 "
-                    f"UNION ALL SELECT ({probe} WHERE {session_id} > page.session_id), "
-                    "number + 1 FROM page WHERE page.session_id IS NOT NULL AND number < :n) "
-                    "SELECT session_id FROM page WHERE session_id IS NOT NULL"),
+                kind="loose",
+                page=_loose_scan(f"{quoted} INDEXED BY {preparer.quote(index)}", session_id),
                 scan=sa.text(f"SELECT DISTINCT {session_id} FROM {quoted} "
                              f"WHERE {session_id} >= :start ORDER BY {session_id} LIMIT :n"),
                 index_name=index, upgrades=upgrades)
+        if dialect.name == "postgresql":
+            # "C" compares a UTF-8 text's bytes: code-point order, whatever the database's.
+            index, ordered = f"{name}_session_c_idx", f'{session_id} COLLATE "C"'
+            return cls(
+                kind="loose", page=_loose_scan(quoted, ordered),
+                scan=sa.text(f"SELECT DISTINCT {ordered} FROM {quoted} "
+                             f"WHERE {ordered} >= :start ORDER BY 1 LIMIT :n"),
+                index_name=index,
+                upgrades=(f"CREATE INDEX IF NOT EXISTS {preparer.quote(index)} "
+                          f"ON {quoted} ({ordered})",),
+                indexed=sa.text("SELECT to_regclass(:index) IS NOT NULL").bindparams(
+                    index=preparer.quote(index)), cut_at_nul=True)
         columns = session_id
         if layout == "chathistory":  # distinct by hash too, whatever the collation
             columns = f"{preparer.quote('session_hash')}, {session_id}"
@@ -149,12 +163,19 @@ class Listing:
         """The ids of up to ``limit`` sessions after ``after``, in id order.
 
         One statement, and on MySQL/MariaDB one more per key that stands for ids
-        of :data:`KEY_BYTES` bytes or more. ``scan`` reads the table, not the index.
+        of :data:`KEY_BYTES` bytes or more; on PostgreSQL one before, until one has
+        found the index (without it, the table is read). ``scan`` reads the table,
+        not the index.
         """
+        if self.indexed is not None and not (scan or self.seen_index):
+            ((self.seen_index,),) = yield self.indexed, {}
+            scan = not self.seen_index
         statement = self.scan if scan or self.page is None else self.page
         # The page starts at `after` itself, inclusive: one more row covers it.
         if self.kind != "mysql":  # "other": every id, sorted here
-            params = {"start": after or "", "n": limit + 1} if self.kind == "sqlite" else {}
+            since = after or ""
+            params = {"start": since.partition("\x00")[0] if self.cut_at_nul else since,
+                      "n": limit + 1} if self.kind == "loose" else {}
             found = sorted({row[-1] for row in (yield statement, params)} - {None})
             return [session for session in found if after is None or session > after][:limit]
         # Bytes travel as hex: aiomysql cannot bind bytes with the PyMySQL of today.
@@ -171,6 +192,18 @@ class Listing:
             if len(found) >= limit:
                 break
         return found[:limit]
+
+
+def _loose_scan(source: str, session_id: str) -> TextClause:
+    """Up to ``:n`` ids from ``:start`` on, in ``session_id``'s order: one index probe per
+    id (the smallest after the last found), never a read of each id's rows."""
+    probe = f"SELECT min({session_id}) FROM {source}"
+    return sa.text(
+        f"WITH RECURSIVE page(session_id, number) AS ("
+        f"SELECT ({probe} WHERE {session_id} >= :start), 1 "
+        f"UNION ALL SELECT ({probe} WHERE {session_id} > page.session_id), "
+        "number + 1 FROM page WHERE page.session_id IS NOT NULL AND number < :n) "
+        "SELECT session_id FROM page WHERE session_id IS NOT NULL")
 
 
 class Statements:
@@ -615,9 +648,17 @@ def _counting_trigger(connection: Connection, statements: Statements) -> None:
             raise
 
 
+def _postgres_listing_index(connection: Connection, statements: Statements) -> None:
+    """Version 4: on PostgreSQL, the listing index, on ``session_id COLLATE "C"`` (step 1
+    made none there before it did). Elsewhere nothing."""
+    if connection.dialect.name == "postgresql":
+        _listing_index(connection, statements)
+
+
 COUNTING_VERSION = 3  # MySQL/MariaDB: the catalog counts appends by trigger from here
 MIGRATIONS: list[Callable[[Connection, Statements], None]] = [
-    _create_table, _listing_index, _session_catalog, _counting_trigger]
+    _create_table, _listing_index, _session_catalog, _counting_trigger,
+    _postgres_listing_index]
 """The schema, as the steps that make it, oldest first: a step's index is its version.
 
 Append only: a new column is one new step at the end (an ``ALTER TABLE``), and
