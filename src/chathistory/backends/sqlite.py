@@ -196,30 +196,15 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
             raise BackendUnavailableError(
                 f"backend 'sqlite' cannot open {self.path!r}: {reason}") from exc
 
-    def _take(self, create: bool) -> sqlite3.Connection:
-        """This thread's connection, marked as in use until :meth:`_give_back`."""
-        with self._opened_lock:
-            connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-            if connection is None:
-                if self.in_memory and self._opened:
-                    connection = self._opened[0]
-                else:
-                    connection = self._connect(create)
-                    self._opened.append(connection)
-                self._local.connection = connection
-            self._users[connection] = self._users.get(connection, 0) + 1
-            return connection
-
-    def _give_back(self, connection: sqlite3.Connection) -> None:
-        with self._opened_lock:
-            users = self._users.pop(connection) - 1
-            if users:
-                self._users[connection] = users
-                return
-            if connection not in self._retired:
-                return
-            self._retired.discard(connection)
-        connection.close()
+    def _open_for_thread(self, create: bool) -> sqlite3.Connection:
+        """A connection for this thread (``:memory:``'s one); call with ``_opened_lock`` held."""
+        if self.in_memory and self._opened:
+            connection = self._opened[0]
+        else:
+            connection = self._connect(create)
+            self._opened.append(connection)
+        self._local.connection = connection
+        return connection
 
     def connection(self, call: Call) -> AbstractContextManager[sqlite3.Connection]:
         return _Lease(self, call)
@@ -264,9 +249,12 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
 
 
 class _Lease(AbstractContextManager[sqlite3.Connection]):
-    """This thread's connection for one try of ``call`` (``:memory:``'s in turn), in a
-    transaction when the call asks for one: committed on a clean exit, else rolled back.
-    (A class: a ``@contextmanager`` costs a generator and three more frames a call.)"""
+    """This thread's connection for one try of ``call`` (``:memory:``'s in turn), marked as
+    in use meanwhile (see :meth:`SqliteDriver.close`), in a transaction when the call asks
+    for one: committed on a clean exit, else rolled back. (A class: a ``@contextmanager``
+    costs a generator and three more frames a call.)"""
+
+    __slots__ = ("call", "connection", "driver", "lock")
 
     def __init__(self, driver: SqliteDriver, call: Call) -> None:
         self.driver, self.call = driver, call
@@ -274,7 +262,11 @@ class _Lease(AbstractContextManager[sqlite3.Connection]):
 
     def __enter__(self) -> sqlite3.Connection:
         driver = self.driver
-        connection = self.connection = driver._take(self.call.operation == "create_collection")
+        with driver._opened_lock:
+            connection = getattr(driver._local, "connection", None) \
+                or driver._open_for_thread(self.call.operation == "create_collection")
+            driver._users[connection] = driver._users.get(connection, 0) + 1
+        self.connection = connection
         try:
             if driver._memory_lock is not None:
                 driver._memory_lock.acquire()
@@ -304,7 +296,17 @@ class _Lease(AbstractContextManager[sqlite3.Connection]):
         finally:
             if self.lock is not None:
                 self.lock.release()
-            self.driver._give_back(connection)
+            driver = self.driver
+            with driver._opened_lock:
+                users = driver._users.pop(connection) - 1
+                if users:
+                    driver._users[connection] = users
+                    retired = False
+                else:
+                    retired = connection in driver._retired
+                    driver._retired.discard(connection)
+            if retired:  # close() left it to the last thread using it
+                connection.close()
 
 
 class SqliteBackend(BaseBackend):
