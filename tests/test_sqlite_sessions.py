@@ -126,16 +126,27 @@ PREVIOUS_RELEASE_DDL = [
 ]
 
 
-def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "previous.sqlite3"
-    old_write = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+OLD_WRITE = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def previous_release_file(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A file as the release before the catalog left it, every session last written at
+    OLD_WRITE."""
     with sqlite3.connect(path) as connection:
         for statement in PREVIOUS_RELEASE_DDL:
             connection.execute(statement)
         connection.executemany("INSERT INTO message_store (session_id, message) VALUES (?, ?)",
-                               [("a", '{"type":"human","data":{"content":"x"}}')] * 3)
+                               rows)
         connection.execute('UPDATE "message_store_sessions" SET last_write = ?',
-                           (old_write.timestamp(),))
+                           (OLD_WRITE.timestamp(),))
+    connection.close()
+    return path
+
+
+def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path) -> None:
+    old_write = OLD_WRITE
+    path = previous_release_file(tmp_path / "previous.sqlite3",
+                                 [("a", '{"type":"human","data":{"content":"x"}}')] * 3)
     before = path.read_bytes()
     backend = open_backend(path)
     # A read creates nothing, not even an upgrade: it reads what the upgrade will make.
@@ -168,16 +179,10 @@ def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path)
 
 
 def test_export_of_a_previous_release_database_writes_nothing_to_it(tmp_path: Path) -> None:
-    path = tmp_path / "previous.sqlite3"
-    old_write = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    with sqlite3.connect(path) as connection:
-        for statement in PREVIOUS_RELEASE_DDL:
-            connection.execute(statement)
-        connection.executemany("INSERT INTO message_store (session_id, message) VALUES (?, ?)",
-                               [("a", '{"type":"human","data":{"content":"x"}}'),
-                                ("b", '{"type":"ai","data":{"content":"y"}}')])
-        connection.execute('UPDATE "message_store_sessions" SET last_write = ?',
-                           (old_write.timestamp(),))
+    old_write = OLD_WRITE
+    path = previous_release_file(tmp_path / "previous.sqlite3",
+                                 [("a", '{"type":"human","data":{"content":"x"}}'),
+                                  ("b", '{"type":"ai","data":{"content":"y"}}')])
     before = path.read_bytes()
     out = io.StringIO()
     backend = open_backend(path)
