@@ -14,8 +14,6 @@ from chathistory import (
     ConfigError,
     Operation,
     Runner,
-    decode_record,
-    encode_record,
     operation,
 )
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
@@ -35,6 +33,7 @@ from chathistory.catalog import (
     updated_entry,
     write_cursor,
 )
+from chathistory.records import decode_records, encode_records
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 
 if TYPE_CHECKING:
@@ -115,8 +114,7 @@ class SQLAlchemyBackend(BaseBackend):
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
         """Insert ``records`` after the session's others: one statement, all or nothing."""
         # Every record is encoded before any I/O: a bad one leaves nothing written.
-        yield from self._append_texts({check_session_id(session_id): [
-            encode_record(record) for record in records]})
+        yield from self._append_texts({check_session_id(session_id): encode_records(records)})
 
     @operation()
     def fetch(self, session_id: str, *, limit: int | None = None
@@ -131,7 +129,7 @@ class SQLAlchemyBackend(BaseBackend):
             return []
         else:
             rows = yield self.statements.select_newest, {**params, "limit": limit}
-        return [decode_record(row[0]) for row in rows]
+        return decode_records([row[0] for row in rows])
 
     @operation(write=True, transaction=True)
     def clear(self, session_id: str) -> Operation[None]:
@@ -172,8 +170,7 @@ class SQLAlchemyBackend(BaseBackend):
                    ) -> Operation[dict[str, list[dict[str, Any]]]]:
         """Every record of each session that has any, oldest first: :meth:`fetch_many_text`."""
         texts = yield from self.statements.fetch_many(_ids(session_ids))
-        return {session_id: [decode_record(text) for text in stored]
-                for session_id, stored in texts.items()}
+        return {session_id: decode_records(stored) for session_id, stored in texts.items()}
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
@@ -187,7 +184,7 @@ class SQLAlchemyBackend(BaseBackend):
         if not isinstance(batches, Mapping):
             raise TypeError("batches must map each session id to its records")
         # Every record of every session is encoded before any I/O: all or nothing.
-        yield from self._append_texts({session_id: [encode_record(record) for record in records]
+        yield from self._append_texts({session_id: encode_records(records)
                                        for session_id, records in batches.items()})
 
     @operation(write=True, transaction=True)
