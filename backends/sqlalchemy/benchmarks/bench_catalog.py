@@ -31,8 +31,10 @@ sizes taken in turn within each round:
 - **turn**: read a session's newest 20 messages and append two, on the small
   table with the catalog kept, and without it (the same backend class on a
   table of the same size without the catalog's counting trigger, its
-  statements without the catalog's), alternating in slices of 5 turns; median
-  time.
+  statements without the catalog's); median time. Beside them, its floor: each
+  one's own statements of a turn, captured and replayed on one DBAPI connection
+  (**raw turn**: no pool, no ping), so the trigger's own cost is measured alone.
+  The four take turns in slices of 5, in an order shuffled each time.
 
 Next to page and erase, their floor on the same tables: **raw page**, the
 backend's own page statement run on a plain SQLAlchemy engine, and **raw
@@ -41,7 +43,7 @@ joined to their entries, then of the entries), so a ratio the backend misses
 can be told from one the database misses (InnoDB's buffer pool: 128 MB here).
 
 Ratios: large size / small size (target <= 1.3) and with / without the catalog
-(target <= 1.1).
+(target <= 1.1), and that ratio over the raw turn's own (the floor).
 
 ``--adk-python PATH`` names an interpreter with ``google-adk[db]``, ``aiomysql``
 and ``pymysql`` (see ``adk_list_sessions.py``): Google ADK's
@@ -73,7 +75,7 @@ from typing import Any
 from bench_churn import PrivateServer
 from chathistory_sqlalchemy import SQLAlchemyBackend, sql
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 
 from chathistory import erase, list_conversations
 from chathistory.testing import churn
@@ -192,6 +194,35 @@ def turn(backend: SQLAlchemyBackend, session_id: str) -> None:
     backend.append(session_id, TURN)
 
 
+def captured_turn(backend: SQLAlchemyBackend, session_id: str) -> list[tuple[Any, Any, bool]]:
+    """The statements (text, parameters, executemany) that one turn of ``backend`` sends."""
+    sent: list[tuple[Any, Any, bool]] = []
+
+    def record(connection: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        sent.append((statement, parameters, executemany))
+
+    engine = backend.client.engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        turn(backend, session_id)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return sent
+
+
+def raw_turn(connection: Any, statements: list[tuple[Any, Any, bool]]) -> None:
+    """``statements`` again on one DBAPI connection (PyMySQL), then a commit: the turn's floor."""
+    cursor = connection.cursor()
+    for statement, parameters, executemany in statements:
+        if executemany:
+            cursor.executemany(statement, parameters)
+        else:
+            cursor.execute(statement, parameters)
+        cursor.fetchall()
+    connection.commit()
+
+
 def median_of(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(timed(call) for _ in range(repeats))
 
@@ -302,7 +333,13 @@ def run(arguments: argparse.Namespace, url: str) -> None:
         raw_pages: dict[int, list[float]] = {size: [] for size in backends}
         erasures: dict[int, list[float]] = {size: [] for size in backends}
         raw_erasures: dict[int, list[float]] = {size: [] for size in backends}
-        turns: dict[str, list[float]] = {"with": [], "without": []}
+        turns: dict[str, list[float]] = {"with": [], "without": [], "raw with": [],
+                                         "raw without": []}
+        # The floor of the catalog's cost: each contender's own statements of a turn,
+        # replayed on one DBAPI connection (no pool, no ping), with the trigger and without.
+        raw = admin.raw_connection()
+        replays = {f"raw {name}": captured_turn(contender, turn_sessions[name])
+                   for name, contender in (("with", small), ("without", plain))}
         erased: dict[int, set[int]] = {size: set() for size in backends}
         for round_number in range(arguments.rounds):
             order = list(backends.items())
@@ -326,11 +363,16 @@ def run(arguments: argparse.Namespace, url: str) -> None:
                     erased[size].add(number)
                     raw_erasures[size].append(timed(raw_erase, admin, f"{PREFIX}_{size}",
                                                     f"o-{number}"))
-            slices = [("with", small), ("without", plain)]
-            for slice_number in range(arguments.turns // 5):
-                for name, contender in slices if slice_number % 2 else slices[::-1]:
+            slices: list[tuple[str, Callable[[], None]]] = [
+                ("with", partial(turn, small, turn_sessions["with"])),
+                ("without", partial(turn, plain, turn_sessions["without"])),
+                *((name, partial(raw_turn, raw, statements))
+                  for name, statements in replays.items())]
+            for _ in range(arguments.turns // 5):
+                random.shuffle(slices)
+                for name, call in slices:
                     for _ in range(5):
-                        turns[name].append(timed(turn, contender, turn_sessions[name]))
+                        turns[name].append(timed(call))
         low, high = arguments.sizes
         page = {size: statistics.median(times) for size, times in pages.items()}
         erase_times = {size: statistics.median(times) for size, times in erasures.items()}
@@ -354,6 +396,12 @@ def run(arguments: argparse.Namespace, url: str) -> None:
         print(f"turn (fetch 20, append 2): with catalog {turn_times['with'] * 1e3:.2f} ms   "
               f"without {turn_times['without'] * 1e3:.2f} ms   "
               f"ratio {turn_times['with'] / turn_times['without']:.2f}")
+        floor = turn_times["raw with"] / turn_times["raw without"]
+        print(f"raw turn (its statements replayed on one connection): with the trigger "
+              f"{turn_times['raw with'] * 1e3:.2f} ms   without "
+              f"{turn_times['raw without'] * 1e3:.2f} ms   ratio {floor:.2f}; "
+              f"ours / floor {turn_times['with'] / turn_times['without'] / floor:.2f}")
+        raw.close()
         plain.close()
     finally:
         for backend in backends.values():
