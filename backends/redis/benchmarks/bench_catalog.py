@@ -25,7 +25,8 @@ the least an erasure of one owner must (read the owner's set, then run the
 backend's erase script over those sessions: two round trips), at both sizes, to
 tell what the server's own structures cost as they grow from what the backend adds.
 
-Each figure is the median over all rounds of one operation's time.
+Each figure is the median over all rounds of one operation's time. The exit status is 1
+when one of the backend's lines misses its target, else 0: the floor has no target.
 """
 
 from __future__ import annotations
@@ -107,9 +108,9 @@ def fill(backend: RedisBackend, sessions: int) -> float:
     return time.perf_counter() - started
 
 
-def previous_backend(commit: str, url: str, prefix: str) -> Any:
-    """The redis backend of ``commit``, imported as ``chathistory_redis_previous``."""
-    target = Path(tempfile.mkdtemp(prefix="chathistory-redis-previous-"))
+def previous_backend(commit: str, url: str, prefix: str, target: Path) -> Any:
+    """The redis backend of ``commit``, written into ``target`` (a temporary directory the
+    caller removes) and imported from there as ``chathistory_redis_previous``."""
     package = target / "chathistory_redis_previous"
     package.mkdir()
     for name in ("__init__", "backend", "client", "config", "errors", "keyspace", "plugin"):
@@ -155,7 +156,8 @@ def main() -> int:
     parser.add_argument("--baseline", default="ef592bf",
                         help="the commit of the backend without the catalog")
     options = parser.parse_args()
-    with private_server() as url:
+    with private_server() as url, tempfile.TemporaryDirectory(
+            prefix="chathistory-redis-previous-") as previous:
         sizes = {"small": options.small, "large": options.large}
         backends = {name: RedisBackend.from_options(url=url, key_prefix=name)
                     for name in sizes}
@@ -164,7 +166,7 @@ def main() -> int:
             print(f"filled {size:,} sessions ({size // OWNER_SESSIONS:,} owners) "
                   f"in {seconds:.0f} s", flush=True)
         with_catalog = RedisBackend.from_options(url=url, key_prefix="turn-new")
-        without = previous_backend(options.baseline, url, "turn-old")
+        without = previous_backend(options.baseline, url, "turn-old", Path(previous))
         for backend in (with_catalog, without):
             backend.create_collection()
             backend.append("t", numbered_records(20))
@@ -209,22 +211,26 @@ def main() -> int:
             backend.close()
         raw.close()
     small, large = f"{options.small:,}", f"{options.large:,}"
-    report: list[tuple[str, float, float, float]] = [
+    # A target of None: the floor, printed beside ours, is no target of ours to miss.
+    report: list[tuple[str, float, float, float | None]] = [
         (f"one owner's 20 newest: {small} vs {large} sessions",
          median_ms(pages["small"]), median_ms(pages["large"]), 1.3),
         (f"erase one owner's 100 sessions: {small} vs {large}",
          median_ms(erasures["small"]), median_ms(erasures["large"]), 1.3),
         (f"floor: raw redis-py, owner's set + erase script: {small} vs {large}",
-         median_ms(erasures["floor small"]), median_ms(erasures["floor large"]), 1.3),
+         median_ms(erasures["floor small"]), median_ms(erasures["floor large"]), None),
         ("a turn (read 10, append 2): without vs with the catalog",
          median_ms(turns["without"]), median_ms(turns["with"]), 1.1),
     ]
     failed = 0
     for label, base, measured, target in report:
         ratio = measured / base
-        failed += ratio > target
-        print(f"{label}: {base:.3f} ms vs {measured:.3f} ms = {ratio:.2f}x "
-              f"(target <= {target}x: {'met' if ratio <= target else 'MISSED'})")
+        if target is None:
+            verdict = "the floor, no target"
+        else:
+            failed += ratio > target
+            verdict = f"target <= {target}x: {'met' if ratio <= target else 'MISSED'}"
+        print(f"{label}: {base:.3f} ms vs {measured:.3f} ms = {ratio:.2f}x ({verdict})")
     return 1 if failed else 0
 
 
