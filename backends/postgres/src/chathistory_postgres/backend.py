@@ -77,7 +77,6 @@ class PostgresBackend(BaseBackend):
         self.statements: Statements = sql.Statements(config.db_schema, config.table,
                                                      config.layout)
         self._sql, self._copy = sql, Copy
-        # Whether <table>_sessions was seen: until then, listings first look for it.
         self._sessions_table = False
 
     def __repr__(self) -> str:
@@ -219,16 +218,13 @@ class PostgresBackend(BaseBackend):
         yield from self._copy_in(batches)
 
     def _copy_in(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
-        sessions: list[str] = []
         rows: list[tuple[str, str]] = []
         for session_id, texts in batches.items():
             session = self._session(session_id)
-            if texts:
-                sessions.append(session)
-                rows.extend([(session, text) for text in
-                             self._sql.jsonb_texts(list(texts), self.config.layout)])
-        if sessions:
-            yield self.statements.lock_sessions, (sessions,)
+            rows += [(session, text) for text in self._sql.jsonb_texts(list(texts),
+                                                                        self.config.layout)]
+        if rows:  # (lock_sessions takes the locks in session order)
+            yield self.statements.lock_sessions, (list({session for session, _ in rows}),)
             yield self._copy(self.statements.copy_rows, rows)
 
     # -- the session catalog: <table>_sessions, kept by the triggers ------------------------

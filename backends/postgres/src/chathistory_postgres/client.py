@@ -95,24 +95,22 @@ class _Lease(AbstractContextManager[Connection]):
         self.connection = connection
         if self.call.transaction or not connection.autocommit:
             try:
-                transaction = self.transaction = connection.transaction()
+                transaction = connection.transaction()
                 transaction.__enter__()
             except BaseException:
-                self._give_back()
+                self.__exit__(None, None, None)  # (gives the connection back)
                 raise
+            self.transaction = transaction
         return connection
 
     def __exit__(self, *exc_info: Any) -> bool | None:
         try:
             return None if self.transaction is None else self.transaction.__exit__(*exc_info)
         finally:
-            self._give_back()
-
-    def _give_back(self) -> None:
-        if self.pool is None:
-            self.driver.lock.release()
-        else:
-            self.pool.putconn(self.connection)
+            if self.pool is None:
+                self.driver.lock.release()
+            else:
+                self.pool.putconn(self.connection)
 
 
 class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
@@ -142,11 +140,12 @@ class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
         self.connection = connection
         if self.call.transaction or not connection.autocommit:
             try:
-                transaction = self.transaction = connection.transaction()
+                transaction = connection.transaction()
                 await transaction.__aenter__()
             except BaseException:
-                await self._give_back()
+                await self.__aexit__(None, None, None)  # (gives the connection back)
                 raise
+            self.transaction = transaction
         return connection
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
@@ -154,13 +153,10 @@ class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
             return None if self.transaction is None \
                 else await self.transaction.__aexit__(*exc_info)
         finally:
-            await self._give_back()
-
-    async def _give_back(self) -> None:
-        if isinstance(self.source, psycopg.AsyncConnection):
-            self.driver.alock.release()
-        else:
-            await self.source.putconn(self.connection)
+            if isinstance(self.source, psycopg.AsyncConnection):
+                self.driver.alock.release()
+            else:
+                await self.source.putconn(self.connection)
 
 
 def _regrow(pool: ConnectionPool[Any]) -> None:

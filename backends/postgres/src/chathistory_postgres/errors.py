@@ -91,13 +91,12 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
             "restarting, or every pooled connection is busy)")
     if isinstance(error, pg_errors.InsufficientPrivilege):
         return PermissionDeniedError(f"{where}: {text}")
-    if _connection_lost(error) and action == "append":
-        return BackendUnavailableError(
-            f"{where}: the connection was lost while the batch was being written. "
-            "The batch was stored entirely or not at all (never in part); "
-            f"read the session to know which. Cause: {text}")
     if _connection_lost(error):
-        return BackendUnavailableError(f"{where}: the connection was lost: {text}")
+        return BackendUnavailableError(
+            f"{where}: the connection was lost while the batch was being written. The batch "
+            "was stored entirely or not at all (never in part); read the session to know "
+            f"which. Cause: {text}" if action == "append"
+            else f"{where}: the connection was lost: {text}")
     if isinstance(error, pg_errors.DataError) and action == "append":
         return RecordError(f"PostgreSQL cannot store this message as jsonb: {text}")
     if isinstance(error, pg_errors.ProgramLimitExceeded):

@@ -46,7 +46,7 @@ CATALOG_STEP: tuple[Step, ...] = (
     "UPDATE {sessions} SET created_at = last_write WHERE created_at IS NULL",
     "ALTER TABLE {sessions} ALTER COLUMN created_at SET DEFAULT now(), "
     "ALTER COLUMN created_at SET NOT NULL",
-    "DROP INDEX IF EXISTS {last_write_index_qualified}",
+    "DROP INDEX IF EXISTS {schema}.{last_write_index}",
     "CREATE INDEX IF NOT EXISTS {updated_index} ON {sessions} (last_write, session_id)",
     "CREATE INDEX IF NOT EXISTS {owner_index} ON {sessions} (owner, last_write, session_id) "
     "WHERE owner IS NOT NULL")
@@ -256,7 +256,6 @@ class Statements(SimpleNamespace):
             "index": sql.Identifier(f"{table}_sid_id_idx"),
             "their_index": sql.Identifier(f"idx_{table}_session_id"),
             "last_write_index": sql.Identifier(f"{table}_last_write_idx"),
-            "last_write_index_qualified": sql.Identifier(schema, f"{table}_last_write_idx"),
             "updated_index": sql.Identifier(f"{table}_updated_idx"),
             "owner_index": sql.Identifier(f"{table}_owner_updated_idx"),
             "summary_columns": sql.SQL(SUMMARY_COLUMNS),
