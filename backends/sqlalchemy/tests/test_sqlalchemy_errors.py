@@ -48,6 +48,10 @@ def test_what_may_be_repeated() -> None:
         "database is locked"), sqlite3.Error)
     busy.orig.sqlite_errorcode = 5  # type: ignore[union-attr]
     assert is_transient(busy, write=True)
+    closed = exc.DBAPIError.instance("SELECT", {}, sqlite3.ProgrammingError(
+        "Cannot operate on a closed database."), sqlite3.Error, connection_invalidated=True)
+    assert is_transient(closed, write=False)  # a lost connection, as on a server
+    assert not is_transient(CommitFailed(closed), write=True)
     assert not is_transient(RecordError("bad"), write=False)
 
 

@@ -31,19 +31,24 @@ from chathistory import (
 __all__ = ["CommitFailed", "NotConnected", "error_code", "failing_as", "index_missing",
            "is_transient", "translate"]
 
-# MySQL/MariaDB error numbers.
-ACCESS_DENIED, UNKNOWN_DATABASE = frozenset({1044, 1045, 1142, 1143, 1227, 1698}), 1049
-ROLLED_BACK = frozenset({1205, 1213})  # lock wait timeout, deadlock
-# A creator raced another: the table, column, key or version row exists, or
-# information_schema skipped a table while another connection's DDL changed it.
-CREATE_RACES = frozenset({1050, 1060, 1061, 1062, 1684})
-UNKNOWN_COLUMN, NO_SUCH_TABLE = 1054, 1146
-TRIGGER_NEEDS_SUPER = 1419  # CREATE TRIGGER, binary logging on, no log_bin_trust_function_creators
-CONNECTION_LOST = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080})
-RECORD_REFUSED = frozenset({1366, 1406, 1153, 1301})  # bad string, too long, packet too big
-# SQLite result codes: busy or locked; read-only, no permission, refused; can't open; too big.
-SQLITE_BUSY, SQLITE_REFUSED = frozenset({5, 6}), frozenset({8, 3, 23})
-SQLITE_CANTOPEN, SQLITE_TOOBIG = 14, frozenset({18})
+
+# What a database's own error means: by MySQL/MariaDB error number or PostgreSQL SQLSTATE,
+# and by SQLite's primary result code or the words of its message.
+SERVER: dict[object, str] = {
+    **dict.fromkeys((1044, 1045, 1142, 1143, 1227, 1698), "denied"), 1049: "no_database",
+    **dict.fromkeys((1205, 1213), "rolled_back"),  # lock wait timeout, deadlock
+    # A creator raced another: the table, column, key or version row exists, or
+    # information_schema skipped a table while another connection's DDL changed it.
+    **dict.fromkeys((1050, 1060, 1061, 1062, 1684), "race"),
+    1054: "no_index",  # an unknown column: the listing's session_key, on an older table
+    1146: "no_table", "42P01": "no_table",
+    1419: "no_super",  # CREATE TRIGGER, binary logging on, no log_bin_trust_function_creators
+    **dict.fromkeys((2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080), "lost"),
+    **dict.fromkeys((1366, 1406, 1153, 1301), "too_big")}  # bad string, too long, packet
+SQLITE: dict[object, str] = {
+    5: "rolled_back", 6: "rolled_back", 3: "denied", 8: "denied", 23: "denied",
+    14: "cannot_open", 18: "too_big", "no such table": "no_table", "no such index": "no_index",
+    "already exists": "race", "UNIQUE constraint": "race"}
 
 
 class Failed(Exception):
@@ -101,38 +106,33 @@ def reason(error: BaseException) -> str:
     return (text.strip().split("\n")[0] or type(driver).__name__)[:500]
 
 
-def _sqlite(error: BaseException) -> bool:
-    return isinstance(_driver_error(error), sqlite3.Error)
-
-
-def _lost(error: BaseException) -> bool:
-    inner = _unwrapped(error)
-    return isinstance(inner, sa_exc.DBAPIError) and (
-        inner.connection_invalidated or (not _sqlite(error)
-                                         and error_code(error) in CONNECTION_LOST))
+def _meaning(error: BaseException) -> str | None:
+    """What the database said, as :data:`SERVER` or :data:`SQLITE` names it; ``lost`` too
+    for a connection SQLAlchemy found gone."""
+    inner, driver, code = _unwrapped(error), _driver_error(error), error_code(error)
+    if isinstance(inner, sa_exc.DBAPIError) and inner.connection_invalidated:
+        return "lost"
+    if isinstance(driver, sqlite3.Error):
+        text = reason(error)
+        return SQLITE.get(code) or next((meaning for words, meaning in SQLITE.items()
+                                         if isinstance(words, str) and words in text), None)
+    return SERVER.get(code) or SERVER.get(getattr(driver, "sqlstate", None))
 
 
 def index_missing(error: BaseException) -> bool:
     """Whether a listing failed for want of the listing column (MySQL) or index (SQLite)."""
-    if not isinstance(error, sa_exc.DBAPIError):
-        return False
-    if _sqlite(error):
-        return "no such index" in reason(error)
-    return error_code(error) == UNKNOWN_COLUMN
+    return isinstance(error, sa_exc.DBAPIError) and _meaning(error) == "no_index"
 
 
 def is_transient(error: BaseException, *, write: bool) -> bool:
     """Whether the try that raised ``error`` may run again: see the module's docstring."""
-    code, sqlite = error_code(error), _sqlite(error)
-    if isinstance(error, NotConnected):
-        return code in SQLITE_BUSY if sqlite else code not in ACCESS_DENIED | {UNKNOWN_DATABASE}
-    if sqlite:
-        text = reason(error)
-        return code in SQLITE_BUSY or (not write and ("already exists" in text
-                                                      or "UNIQUE constraint" in text))
-    if code in ROLLED_BACK or (not write and code in CREATE_RACES):
-        return True
-    return _lost(error) and not (write and isinstance(error, CommitFailed))
+    meaning = _meaning(error)
+    if isinstance(error, NotConnected):  # a SQLite file that will not open stays so
+        if isinstance(_driver_error(error), sqlite3.Error):
+            return meaning == "rolled_back"
+        return meaning not in ("denied", "no_database")
+    return meaning == "rolled_back" or (not write and meaning == "race") or (
+        meaning == "lost" and not (write and isinstance(error, CommitFailed)))
 
 
 def translate(error: BaseException, *, action: str, server: str) -> BaseException:
@@ -149,43 +149,39 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
             "raise pool_size or max_overflow)")
     if not isinstance(inner, sa_exc.DBAPIError):
         return error
-    text, code, sqlite = reason(error), error_code(error), _sqlite(error)
-    if code in (SQLITE_REFUSED if sqlite else ACCESS_DENIED):
+    text, meaning = reason(error), _meaning(error)
+    if meaning == "denied":
         return PermissionDeniedError(f"{where}: the database refused: {text}")
-    if not sqlite and code == TRIGGER_NEEDS_SUPER:
+    if meaning == "no_super":
         return PermissionDeniedError(
             f"{where}: the session catalog is counted by a trigger on the table, and with "
             "binary logging on the server lets only a user with SUPER create one: run "
             "create_collection() once as such a user (the application's user then needs "
             "no more), or set log_bin_trust_function_creators=1 on the server. "
             f"The server said: {text}")
-    if not sqlite and code == UNKNOWN_DATABASE:
+    if meaning == "no_database":
         return ConfigError(f"{where}: {text}")
-    if sqlite and code == SQLITE_CANTOPEN:
+    if meaning == "cannot_open":
         return BackendUnavailableError(f"{where}: cannot open the database file: {text}")
+    if meaning == "no_table":  # reads never create anything: a missing table is said
+        return CollectionMissingError(
+            f"{where}: {text} (nothing was created; create_collection() creates the table; "
+            "ChatHistory calls it on first use)")
     if isinstance(error, NotConnected):
         return BackendUnavailableError(f"backend 'sqlalchemy' cannot connect to {server}: {text}")
-    if _lost(error) and isinstance(error, CommitFailed) and action == "append":
+    if meaning == "lost" and isinstance(error, CommitFailed) and action == "append":
         return BackendUnavailableError(
             f"{where}: the connection was lost while the batch was being committed. "
             "The batch was stored entirely or not at all (never in part); "
             f"read the session to know which. Cause: {text}")
-    if _lost(error):
+    if meaning == "lost":
         return BackendUnavailableError(f"{where}: the connection was lost: {text}")
-    if action == "append" and (code in (SQLITE_TOOBIG if sqlite else RECORD_REFUSED)
-                               or isinstance(inner, sa_exc.DataError)):
-        hint = (" (a MySQL/MariaDB table must be utf8mb4 to hold every character, and its "
-                "message column LONGTEXT for messages over 64 KiB; max_allowed_packet "
-                "bounds a batch)") if not sqlite else ""
+    if action == "append" and (meaning == "too_big" or isinstance(inner, sa_exc.DataError)):
+        hint = "" if isinstance(_driver_error(error), sqlite3.Error) else (
+            " (a MySQL/MariaDB table must be utf8mb4 to hold every character, and its "
+            "message column LONGTEXT for messages over 64 KiB; max_allowed_packet bounds "
+            "a batch)")
         return RecordError(f"{where}: the database cannot store this batch: {text}{hint}")
-    # PostgreSQL's drivers give the SQLSTATE: 42P01 is undefined_table.
-    undefined = getattr(_driver_error(error), "sqlstate", None) == "42P01"
-    if (not sqlite and code == NO_SUCH_TABLE) or (sqlite and "no such table" in text) \
-            or undefined:
-        # Reads never create anything: a missing table is said, in one line.
-        return CollectionMissingError(
-            f"{where}: {text} (nothing was created; create_collection() creates the table; "
-            "ChatHistory calls it on first use)")
     if isinstance(inner, sa_exc.OperationalError):
         # Short of something (disk, locks, connections): unavailable, not repeated.
         return BackendUnavailableError(f"{where}: {text}")
