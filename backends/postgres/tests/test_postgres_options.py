@@ -10,6 +10,7 @@ import textwrap
 import pytest
 from chathistory_postgres import PostgresBackend, PostgresConfig
 from chathistory_postgres.errors import is_transient
+from psycopg.conninfo import conninfo_to_dict
 
 from chathistory import (
     BackendUnavailableError,
@@ -21,7 +22,7 @@ from chathistory import (
     backend_class,
     get_backend,
 )
-from chathistory.testing import fake_backends
+from chathistory.testing import fake_backends, numbered_records
 
 # Nothing listens on port 1: any attempt to connect fails at once.
 NOWHERE = "postgresql://postgres@127.0.0.1:1/test"
@@ -126,6 +127,21 @@ def test_a_refused_login_is_permission_denied_and_not_retried(postgres_url: str)
     backend.close()
 
 
+def test_an_empty_conninfo_is_libpqs_defaults_and_environment(
+        postgres_url: str, postgres_schema: str, table_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    variables = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "dbname": "PGDATABASE",
+                 "password": "PGPASSWORD"}
+    for key, value in conninfo_to_dict(postgres_url).items():
+        monkeypatch.setenv(variables[key], str(value))
+    backend = get_backend("postgres", conninfo="", schema=postgres_schema, table=table_name)
+    backend.create_collection()
+    backend.append("empty-conninfo", numbered_records(2))
+    assert backend.fetch("empty-conninfo") == numbered_records(2)
+    assert asyncio.run(backend.afetch("empty-conninfo")) == numbered_records(2)  # type: ignore[attr-defined]
+    backend.close()
+
+
 def test_registered_through_the_entry_point(postgres_url: str, postgres_schema: str,
                                             table_name: str) -> None:
     (info,) = [info for info in available_backends() if info.name == "postgres"]
@@ -156,7 +172,7 @@ def test_options_are_validated_without_importing_psycopg() -> None:
     script = textwrap.dedent("""
         import sys
         from chathistory import ChatHistory
-        from chathistory.testing import fake_backends
+        from chathistory.testing import fake_backends, numbered_records
         with fake_backends("postgres"):
             ChatHistory("s", backend="postgres", conninfo="postgresql://h/db").add_user_message("x")
         loaded = sorted(name for name in sys.modules if name.split(".")[0] in

@@ -208,7 +208,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
                                   f"not {type(value).__name__}")
         self.config = config
         self.server = _server(config)
-        self.conninfo = config.conninfo.get_secret_value() if config.conninfo else None
+        self.conninfo = None if config.conninfo is None else config.conninfo.get_secret_value()
         self.kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(2, math.ceil(config.connect_timeout)),
