@@ -131,7 +131,6 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
                 raise ConfigError(f"backend 'sqlalchemy': option {option!r} must be a {what}, "
                                   f"not {type(value).__name__}")
         self.config = config
-        self.owns_engine = config.url is not None
         self._engine: Engine | None = config.engine
         async_url = (None if config.async_url is None
                      else _parse(config.async_url.get_secret_value(), "async_url"))
@@ -147,8 +146,7 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         self.server: str = shown.url.render_as_string(hide_password=True)
         self.dialect: Dialect = shown.dialect
         self.native_async = config.async_engine is not None or self.async_url is not None
-        self._database_file = sqlite_file(shown.url)
-        self._database_seen = self._database_file is None
+        self._unseen_database = sqlite_file(shown.url)  # None once seen
 
     def _build(self, build: Callable[..., Any], url: URL) -> Any:
         config = self.config
@@ -171,14 +169,13 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
             raise ConfigError(f"backend 'sqlalchemy': {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0]}") from None
 
-    def require_database(self) -> None:
-        """Raise ``CollectionMissingError`` for a SQLite file that does not exist."""
-        assert self._database_file is not None
-        if not self._database_file.is_file():
+    def require_database(self, path: Path) -> None:
+        """Raise ``CollectionMissingError`` if the SQLite file ``path`` does not exist."""
+        if not path.is_file():
             raise CollectionMissingError(
-                f"backend 'sqlalchemy': no database at {str(self._database_file)!r} "
+                f"backend 'sqlalchemy': no database at {str(path)!r} "
                 "(nothing was created; create_collection() creates it; check the path)")
-        self._database_seen = True
+        self._unseen_database = None
 
     def engine(self) -> Engine:
         if self._engine is None:
@@ -190,9 +187,9 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
     @contextmanager
     def connection(self, call: Call) -> Iterator[Connection]:
         """A pooled connection; with ``call.transaction``, committed at the end."""
-        engine = self.engine()
-        if not self._database_seen and call.operation != "create_collection":
-            self.require_database()
+        engine, database = self.engine(), self._unseen_database
+        if database is not None and call.operation != "create_collection":
+            self.require_database(database)
         with errors.failing_as(errors.NotConnected):
             connection = engine.connect()
         with connection:  # closing rolls back what was not committed
@@ -200,7 +197,6 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
             if call.transaction:
                 with errors.failing_as(errors.CommitFailed):
                     connection.commit()
-        self._database_seen = True
 
     def send(self, connection: Connection, request: Any) -> Any:
         if callable(request):
@@ -220,8 +216,9 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
     @asynccontextmanager
     async def async_connection(self, pool: AsyncEngine, call: Call
                                ) -> AsyncIterator[AsyncConnection]:
-        if not self._database_seen and call.operation != "create_collection":
-            await asyncio.to_thread(self.require_database)
+        database = self._unseen_database
+        if database is not None and call.operation != "create_collection":
+            await asyncio.to_thread(self.require_database, database)
         with errors.failing_as(errors.NotConnected):
             connection = await pool.connect()
         try:
@@ -231,7 +228,6 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
                     await connection.commit()
         finally:
             await connection.close()  # rolls back what was not committed
-        self._database_seen = True
 
     async def asend(self, connection: AsyncConnection, request: Any) -> Any:
         if callable(request):
@@ -247,14 +243,12 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         if pool is not self.config.async_engine:
             pool.sync_engine.dispose(close=False)  # its loop has ended: drop, do not close
 
-    def is_transient(self, error: BaseException, *, write: bool) -> bool:
-        return errors.is_transient(error, write=write)
+    is_transient = staticmethod(errors.is_transient)
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
         return errors.translate(error, action=ACTIONS.get(call.operation, "read"),
                                 server=self.server)
 
     def close(self) -> None:
-        """Dispose of the own sync engine's pool; the application's engines are left alone."""
-        if self.owns_engine and self._engine is not None:
+        if self._engine is not None and self._engine is not self.config.engine:
             self._engine.dispose()
