@@ -9,13 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from chathistory import (
-    BaseBackend,
-    ConfigError,
-    Operation,
-    Runner,
-    operation,
-)
+from chathistory import BaseBackend, ConfigError, Operation, Runner, operation
 from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
 from chathistory.catalog import (
     UNCHANGED,
@@ -63,8 +57,8 @@ class SQLAlchemyBackend(BaseBackend):
     Besides the four methods it has the capabilities ``ListsSessions`` (in id
     order), ``FetchesInBulk``, ``CopiesInBulk`` and ``CopiesRecordText``. Built for
     the ``chathistory`` layout on MySQL/MariaDB, SQLite or PostgreSQL, it is a
-    :class:`SQLAlchemyCatalogBackend`, which also
-    keeps the session catalog (``KeepsCatalog``, ``TracksWriteTimes``, ``PrunesSessions``).
+    :class:`SQLAlchemyCatalogBackend`, which also keeps the session catalog
+    (``KeepsCatalog``, ``TracksWriteTimes``, ``PrunesSessions``).
 
     Attributes:
         client: The engines (:class:`~chathistory_sqlalchemy.client.SQLAlchemyDriver`).
@@ -107,8 +101,7 @@ class SQLAlchemyBackend(BaseBackend):
         A table of the other layout is refused."""
         from chathistory_sqlalchemy.sql import migrate
 
-        statements = self.statements
-        yield lambda connection: migrate(connection, statements)
+        yield lambda connection: migrate(connection, self.statements)
 
     @operation(write=True, transaction=True)
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
@@ -283,8 +276,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
     def session_summaries(self, session_ids: Sequence[str]
                           ) -> Operation[dict[str, SessionSummary]]:
         """The summaries of those ids that have one: a statement per 500 ids."""
-        return {row[0]: self.catalog.summary(row)
-                for row in (yield from self._entries(_ids(session_ids)))}
+        return (yield from self._summaries(_ids(session_ids)))
 
     @operation(write=True, transaction=True)
     def update_session(self, session_id: str, *, owner: str | Unchanged | None = UNCHANGED,
@@ -341,16 +333,16 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
         """Up to ``limit`` sessions after ``after`` in id order (the base's listing), with
         their counts and write times from the catalog: one more statement."""
         ids = yield from self.session_ids_page(after, limit)
-        kept = {row[0]: self.catalog.summary(row) for row in (yield from self._entries(ids))}
+        kept = yield from self._summaries(ids)
         return [SessionInfo(session_id, kept[session_id].messages, kept[session_id].updated_at)
                 if session_id in kept else SessionInfo(session_id) for session_id in ids]
 
     @operation()
     def last_write(self, session_id: str) -> Operation[datetime | None]:
         """When messages were last appended to ``session_id``: its entry's ``updated_at``."""
-        rows = yield from self._entries([check_session_id(session_id)])
-        kept = [self.catalog.summary(row) for row in rows if row[6] > 0]
-        return kept[0].updated_at if kept else None
+        kept = yield from self._summaries([check_session_id(session_id)])
+        summary = kept.get(session_id)
+        return summary.updated_at if summary is not None and summary.messages > 0 else None
 
     @operation(write=True, transaction=True)
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
@@ -363,13 +355,13 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
             yield entries, params
         return int(found)
 
-    def _entries(self, session_ids: Sequence[str]) -> Operation[list[Any]]:
-        """The catalog's rows of ``session_ids`` (not of others with the same hash)."""
+    def _summaries(self, session_ids: Sequence[str]) -> Operation[dict[str, SessionSummary]]:
+        """The catalog's entries of ``session_ids`` (not of others with the same hash)."""
         rows: list[Any] = []
         for part in self.catalog.chunks(session_ids):
             rows += yield self.catalog.by_hashes, part
         wanted = set(session_ids)
-        return [row for row in rows if row[0] in wanted]
+        return {row[0]: self.catalog.summary(row) for row in rows if row[0] in wanted}
 
 
 def _ids(session_ids: Sequence[str]) -> list[str]:
