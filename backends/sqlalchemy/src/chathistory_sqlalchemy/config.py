@@ -65,7 +65,6 @@ class SQLAlchemyConfig(BackendConfig):
 
     @property
     def table_name(self) -> str:
-        """The table used: ``table``, or the layout's default."""
         return self.table or DEFAULT_TABLES[self.layout]
 
     @model_validator(mode="after")
