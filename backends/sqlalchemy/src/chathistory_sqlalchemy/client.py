@@ -96,23 +96,22 @@ def _one_tls_context(engine: Engine) -> None:
     """
     from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 
-    learned: dict[str, Any] = {}
+    learned: dict[str, Any] = {}  # the connect() arguments of later connections
 
     @event.listens_for(engine, "connect")
     def learn(dbapi_connection: Any, record: Any) -> None:
-        if "connect_args" in learned:
+        if learned:
             return
         if dbapi_connection.server_capabilities & CLIENT.SSL:
-            context = ssl.create_default_context()
+            learned["ssl"] = context = ssl.create_default_context()
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-            learned["connect_args"] = {"ssl": context}
         else:
-            learned["connect_args"] = {"ssl_disabled": True}
+            learned["ssl_disabled"] = True
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect: Any, record: Any, args: Any, options: dict[str, Any]) -> None:
         if not any(option.startswith(("ssl", "read_default")) for option in options):
-            options.update(learned.get("connect_args", {}))
+            options.update(learned)
 
 
 class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
