@@ -209,8 +209,7 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         assert self.async_url is not None
         # In a worker thread: building one imports the driver and, for SQLite, resolves
         # the file's path (blocking calls).
-        return await asyncio.to_thread(
-            self._build, create_async_engine, self.async_url)
+        return await asyncio.to_thread(self._build, create_async_engine, self.async_url)
 
     @asynccontextmanager
     async def async_connection(self, pool: AsyncEngine, call: Call
