@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from chathistory_redis import RedisBackend
+from chathistory_redis import keyspace as ks
 from langchain_core.messages import HumanMessage
 
 from chathistory.catalog import SessionSummary, erase
@@ -129,3 +130,27 @@ def test_an_append_moves_the_session_in_its_owners_listing(make_backend: MakeBac
     page = backend.list_summaries(owner="ada")
     assert [summary.session_id for summary in page.summaries] == ["first", "second"]
     assert page.summaries[0] == backend.session_summaries(["first"])["first"]
+
+
+def test_an_erasure_of_thousands_of_sessions_in_one_call_leaves_none_of_their_entries(
+        make_backend: MakeBackend, raw: redis.Redis) -> None:
+    """The erase script forgets its sessions 1,000 to a command (unpack's limit); more
+    than that, over two owners, in one call."""
+    backend = make_backend()
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    owners = {f"s{number}": "ada" if number < 1200 else "bob" for number in range(2300)}
+    backend.append_many({session_id: numbered_records(2) for session_id in [*owners, "cy's"]})
+    backend.restore_summaries([
+        SessionSummary(session_id, owner, "t", {"k": 1}, base, base + timedelta(seconds=n), 0)
+        for n, (session_id, owner) in enumerate([*owners.items(), ("cy's", "cy")])])
+    receipt = backend.erase_sessions([*owners, "never-written"])
+    assert (receipt.sessions, receipt.messages) == (2300, 4600)
+    index = ks.index_keys("chathistory", backend.config.effective_key_prefix)
+    for key in (index.by_id, index.by_time, index.owned + b"cy"):
+        assert raw.zrange(key, 0, -1) == [b"cy's"]
+    for key in (index.owners, index.titles, index.metadata, index.created):
+        assert raw.hkeys(key) == [b"cy's"]
+    assert raw.smembers(index.kept) == {b"cy's"}
+    assert raw.exists(index.owned + b"ada", index.owned + b"bob") == 0
+    assert raw.exists(*(backend.key(session_id) for session_id in owners)) == 0
+    assert backend.session_summaries(["cy's"])["cy's"].messages == 2

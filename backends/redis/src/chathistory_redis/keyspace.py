@@ -230,16 +230,33 @@ local function touch(id, at, flag)
   local owner = redis.call('HGET', OWNERS, id)
   if owner then redis.call('ZADD', OWNED .. owner, flag, at, id) end
 end
-local function forget(id)
-  local owner = redis.call('HGET', OWNERS, id)
-  if owner then redis.call('ZREM', OWNED .. owner, id) end
-  redis.call('ZREM', BY_ID, id)
-  redis.call('ZREM', BY_TIME, id)
-  redis.call('HDEL', OWNERS, id)
-  redis.call('HDEL', TITLES, id)
-  redis.call('HDEL', METADATA, id)
-  redis.call('HDEL', CREATED, id)
-  redis.call('SREM', KEPT, id)
+-- `command key` (none if key is false) with list[first..last], 1000 at a time: unpack()
+-- takes a few thousand values at most.
+local function each(command, key, list, first, last)
+  for at = first or 1, last or #list, 1000 do
+    local to = math.min(at + 999, last or #list)
+    if key then redis.call(command, key, unpack(list, at, to))
+    else redis.call(command, unpack(list, at, to)) end
+  end
+end
+-- The entries of `ids` gone: one variadic call a structure for all of them, not one a
+-- session (each call on a structure of a million entries costs its cache misses apart).
+local function forget(ids)
+  if #ids == 0 then return end
+  local owned, owners = {}, {}
+  for at = 1, #ids, 1000 do
+    local found = redis.call('HMGET', OWNERS, unpack(ids, at, math.min(at + 999, #ids)))
+    for j, owner in ipairs(found) do
+      if owner then
+        if not owned[owner] then owned[owner], owners[#owners + 1] = {}, owner end
+        table.insert(owned[owner], ids[at + j - 1])
+      end
+    end
+  end
+  for _, owner in ipairs(owners) do each('ZREM', OWNED .. owner, owned[owner]) end
+  for _, key in ipairs({BY_ID, BY_TIME}) do each('ZREM', key, ids) end
+  for _, key in ipairs({OWNERS, TITLES, METADATA, CREATED}) do each('HDEL', key, ids) end
+  each('SREM', KEPT, ids)
 end
 local function set_or_delete(key, id, value)
   if value == '' then redis.call('HDEL', key, id) else redis.call('HSET', key, id, value) end
@@ -270,9 +287,11 @@ local function forget_expired(ttl)
   local old = redis.call('ZCOUNT', BY_TIME, '-inf', bound)
   if old == 0 then return end
   local from = tonumber(clock[2]) % math.max(old - 9, 1)
+  local gone = {}
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', BY_TIME, '-inf', bound, 'LIMIT', from, 10)) do
-    if redis.call('SISMEMBER', KEPT, id) == 0 then forget(id) end
+    if redis.call('SISMEMBER', KEPT, id) == 0 then gone[#gone + 1] = id end
   end
+  forget(gone)
 end
 """
 
@@ -337,12 +356,14 @@ return {ids, times}
 # time read with it ('' for none). Drops each session whose time is still that one (nobody
 # wrote since it was found to be gone) and that the catalog does not keep.
 UNINDEX_IF_UNCHANGED = Script(_CATALOG + """
+local gone = {}
 for i = 2, #ARGV, 2 do
   local time = redis.call('ZSCORE', BY_TIME, ARGV[i]) or ''
   if time == ARGV[i + 1] and redis.call('SISMEMBER', KEPT, ARGV[i]) == 0 then
-    forget(ARGV[i])
+    gone[#gone + 1] = ARGV[i]
   end
 end
+forget(gone)
 """)
 
 # KEYS: the catalog's, then the session's key. ARGV: owned, session id, and a cutoff
@@ -355,17 +376,19 @@ if ARGV[3] ~= '' then
   if not time or tonumber(time) >= tonumber(ARGV[3]) then return -1 end
 end
 local gone = redis.call('DEL', KEYS[8])
-forget(ARGV[2])
+forget({ARGV[2]})
 return gone
 """)
 
 # Cluster, the index's slot. KEYS: the catalog's. ARGV: owned, cutoff, session ids. Drops
 # the entries of those sessions still last written before the cutoff.
 UNINDEX_IF_OLD = Script(_CATALOG + """
+local old = {}
 for i = 3, #ARGV do
   local time = redis.call('ZSCORE', BY_TIME, ARGV[i])
-  if time and tonumber(time) < tonumber(ARGV[2]) then forget(ARGV[i]) end
+  if time and tonumber(time) < tonumber(ARGV[2]) then old[#old + 1] = ARGV[i] end
 end
+forget(old)
 """)
 
 # Byte order, which is how Redis orders the members of equal score (Lua's own `<` follows
@@ -481,18 +504,18 @@ return 1
 # another type fails the call first). Returns the sessions (with messages, or kept in the
 # catalog) and the messages deleted.
 ERASE = Script(_CATALOG + """
-local sessions, messages, counts = 0, 0, {}
+local sessions, messages, counts, ids = 0, 0, {}, {}
 for i = 3, #ARGV do counts[i] = redis.call('LLEN', KEYS[5 + i]) end
 for i = 3, #ARGV do
-  local id = ARGV[i]
-  if counts[i] > 0 or redis.call('SISMEMBER', KEPT, id) == 1 then
+  ids[i - 2] = ARGV[i]
+  if counts[i] > 0 or redis.call('SISMEMBER', KEPT, ARGV[i]) == 1 then
     sessions = sessions + 1
     messages = messages + counts[i]
   end
-  if ARGV[2] ~= '1' then
-    redis.call('DEL', KEYS[5 + i])
-    forget(id)
-  end
+end
+if ARGV[2] ~= '1' then
+  each('DEL', false, KEYS, 8)
+  forget(ids)
 end
 return {sessions, messages}
 """)
@@ -509,11 +532,12 @@ return count
 # ARGV: owned, '1' for a dry run, the session ids. Returns whether the catalog kept each
 # (and forgets it).
 ERASE_ENTRIES = Script(_CATALOG + """
-local kept = {}
+local kept, ids = {}, {}
 for i = 3, #ARGV do
+  ids[i - 2] = ARGV[i]
   kept[i - 2] = redis.call('SISMEMBER', KEPT, ARGV[i])
-  if ARGV[2] ~= '1' then forget(ARGV[i]) end
 end
+if ARGV[2] ~= '1' then forget(ids) end
 return kept
 """)
 
