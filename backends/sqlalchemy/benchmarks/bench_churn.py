@@ -4,8 +4,8 @@ The phases, writers and checks are ``chathistory.testing.churn``'s (steady,
 kills, restart; 4 processes x (4 threads + 2 async tasks), each writer
 appending ``--batches`` numbered batches to its own session, through one
 backend per process: its sync engine on PyMySQL, its async engine on
-aiomysql). This script brings a PRIVATE MariaDB server (``mariadb-install-db``
-and ``mariadbd`` in a temporary directory, on a free port of 127.0.0.1,
+aiomysql). This script brings a PRIVATE MariaDB server (tests/private_mariadb.py:
+``mariadb-install-db`` and ``mariadbd`` in a temporary directory, on a free port of 127.0.0.1,
 removed at the end; never the server of the tests), a table per phase, and
 its faults: an admin connection ``KILL``s every other connection of the
 server every 20-100 ms, and a SIGKILL with a restart 3 s later. A writer
@@ -13,28 +13,30 @@ retries on any ``ChatHistoryError``; the pool's ``pool_timeout`` is 10 s.
 
     .venv/bin/python backends/sqlalchemy/benchmarks/bench_churn.py [--batches 500]
 
-Each phase gives up after ``--deadline`` seconds (and says so).
+Each phase gives up after ``--deadline`` seconds (and says so). mypy needs the
+server's module named beside it (it is found through ``sys.path`` at run time)::
+
+    .venv/bin/mypy --strict backends/sqlalchemy/benchmarks/*.py \
+        backends/sqlalchemy/tests/private_mariadb.py
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
-import time
+import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import pymysql
+import pymysql  # type: ignore[import-untyped]  # as client.py: no stubs in the venv
 
 from chathistory import ChatHistoryError, get_backend
 from chathistory.testing import churn
+
+sys.path.append(str(Path(__file__).parents[1] / "tests"))
+from private_mariadb import PrivateServer  # in tests/: the tests use it too
 
 POOL_TIMEOUT = 10.0  # given explicitly (the default is 30 s): a stall shows sooner
 POOL_SIZE = 4  # a writer process's threads
@@ -44,66 +46,13 @@ CHURN_SETTINGS = ("--max-connections=400", "--innodb-flush-log-at-trx-commit=2",
                   "--innodb-buffer-pool-size=128M")
 
 
-class PrivateServer:
-    """A mariadbd of its own: root without a password on 127.0.0.1:<free port>, with
-    ``settings`` (mariadbd options) and a database ``database``, in a temporary directory
-    that :meth:`remove` deletes. ``bench_catalog.py --private-server`` uses it too."""
+class ChurnMariaDB(PrivateServer):
+    """The private server (tests/private_mariadb.py) with what the phases ask of it:
+    a table per phase, its connections killed, what was stored."""
 
-    def __init__(self, database: str = "churn", settings: Sequence[str] = CHURN_SETTINGS
-                 ) -> None:
-        if shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/sbin") is None:
-            raise SystemExit("a private server needs mariadbd and mariadb-install-db")
-        self.database, self.settings = database, settings
-        self.directory = Path(tempfile.mkdtemp(prefix="chathistory-mariadb-"))
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port: int = probe.getsockname()[1]
-        self.url = f"mysql+pymysql://root@127.0.0.1:{self.port}/{database}?charset=utf8mb4"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.killer: pymysql.Connection[Any] | None = None
-        subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={self.data}",
-                        "--auth-root-authentication-method=normal", "--user=root",
-                        "--skip-test-db"], check=True, capture_output=True, timeout=120)
-
-    @property
-    def data(self) -> str:
-        return str(self.directory / "data")
-
-    def connect(self, database: str | None = None) -> pymysql.Connection[Any]:
-        """A connection to ``database`` (by default the server's own)."""
-        return pymysql.connect(host="127.0.0.1", port=self.port, user="root",
-                               database=database or self.database, autocommit=True,
-                               charset="utf8mb4")
-
-    def start(self) -> None:
-        mariadbd = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:/sbin")
-        assert mariadbd is not None
-        self.process = subprocess.Popen(
-            [mariadbd, "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
-             f"--socket={self.directory / 'socket'}", "--bind-address=127.0.0.1",
-             "--user=root", f"--log-error={self.directory / 'error.log'}",
-             "--skip-log-bin", *self.settings],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)  # Ctrl-C reaches the script alone, which removes it
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                admin = pymysql.connect(host="127.0.0.1", port=self.port, user="root",
-                                        autocommit=True)
-                admin.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{self.database}` "
-                                       "CHARACTER SET utf8mb4")
-                admin.close()
-                return
-            except pymysql.err.OperationalError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise SystemExit(f"the private server did not start: see "
-                                     f"{self.directory / 'error.log'}") from None
-                time.sleep(0.05)
-
-    def crash(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=60)
+    def __init__(self) -> None:
+        super().__init__("churn", CHURN_SETTINGS)
+        self.killer: Any = None
 
     def prepare(self, target: str) -> None:
         creator = get_backend("sqlalchemy", url=self.url, table=target)
@@ -139,14 +88,7 @@ class PrivateServer:
     def remove(self) -> None:
         if self.killer is not None:
             self.killer.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=60)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        super().remove()
 
 
 def describe(error: BaseException) -> str:
@@ -186,7 +128,7 @@ def main() -> None:
     options = parser.parse_args()
     settings = churn.ChurnSettings(timeout=POOL_TIMEOUT, retried=(ChatHistoryError,),
                                    describe=describe, threads=POOL_SIZE)
-    with churn.running(PrivateServer()) as server:
+    with churn.running(ChurnMariaDB()) as server:
         engines = "an engine with ssl_disabled" if options.no_tls_probe else "own engines"
         writers = churn.Writers(partial(open_store, server.url, not options.no_tls_probe))
         churn.run_churn(server, [writers], options, settings,

@@ -6,13 +6,12 @@ order); any writer's INSERT is counted, SQLChatMessageHistory's on this table
 too (the trigger gives its rows their session_hash); a table of version 2 refuses appends
 until it is upgraded in place, then counts each message once; and where binary
 logging keeps a user without SUPER from creating the trigger, the error says
-what to do (on a private server with ``--log-bin``).
+what to do (on a private server with ``--log-bin``: private_mariadb.py).
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from sqlalchemy import Engine, event, exc, text
 
 from chathistory import CollectionMissingError, PermissionDeniedError
-from chathistory.testing import churn, numbered_records
-
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+from chathistory.testing import numbered_records
 
 
 @pytest.fixture
@@ -120,15 +117,15 @@ def test_a_table_of_version_2_is_upgraded_and_then_counts_each_message_once(
 def test_without_super_under_binary_logging_the_error_says_what_to_do(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    from bench_churn import PrivateServer
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from private_mariadb import PrivateServer
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the server's files: here
-    try:
-        server = PrivateServer("test", ("--log-bin=binlog", "--innodb-buffer-pool-size=32M"))
+    try:  # the server's files: in tmp_path
+        server = PrivateServer("test", ("--log-bin=binlog", "--innodb-buffer-pool-size=32M"),
+                               parent=tmp_path)
     except SystemExit as error:
         pytest.skip(str(error))
-    with churn.running(server):
+    with server:
         admin = server.connect()
         cursor = admin.cursor()
         cursor.execute("CREATE USER app@'127.0.0.1'")
