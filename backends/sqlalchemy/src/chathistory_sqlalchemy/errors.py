@@ -31,7 +31,6 @@ from chathistory import (
 __all__ = ["CommitFailed", "NotConnected", "error_code", "failing_as", "index_missing",
            "is_transient", "translate"]
 
-
 # What a database's own error means: by MySQL/MariaDB error number or PostgreSQL SQLSTATE,
 # and by SQLite's primary result code or the words of its message.
 SERVER: dict[object, str] = {
@@ -41,7 +40,7 @@ SERVER: dict[object, str] = {
     # information_schema skipped a table while another connection's DDL changed it.
     **dict.fromkeys((1050, 1060, 1061, 1062, 1684), "race"),
     1054: "no_index",  # an unknown column: the listing's session_key, on an older table
-    1146: "no_table", "42P01": "no_table",
+    1146: "no_table", "42P01": "no_table",  # 42P01: PostgreSQL's undefined_table
     1419: "no_super",  # CREATE TRIGGER, binary logging on, no log_bin_trust_function_creators
     **dict.fromkeys((2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080), "lost"),
     **dict.fromkeys((1366, 1406, 1153, 1301), "too_big")}  # bad string, too long, packet
