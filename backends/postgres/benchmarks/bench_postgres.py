@@ -43,12 +43,20 @@ What the sessions table's triggers cost (counts and write times, issue 12): raw
 psycopg runs the same statements on our schema (triggers included) and on a bare
 table of the same columns and index without them ("bare"); the report gives
 raw / bare, the triggers' share of a turn and of an append.
+
+The contenders take turns in passes (:data:`PASSES`): ours beside "same", "raw" and
+the peer; ours beside "pool"; and the floors beside each other. "pool" runs the very
+code "same" runs (and "bare" the very code of "raw"), so beside ours each kept its
+twin's code warm in the CPU's caches for the twin's next turn, and not ours (as
+bench_sqlite found, commit e83bc62). A contender's figures in a later pass are
+named ``name@pass`` (``ours@2``, ``same@3``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -291,6 +299,16 @@ class Contenders:
         insert = self.bare_insert if bare else self.raw_insert
         self.raw.execute(insert[len(messages)], params, prepare=True)
 
+    def turns(self, asynchronous: bool) -> dict[str, Callable[[str, int | None], Any]]:
+        """Each contender's turn (a coroutine function's when ``asynchronous``)."""
+        if asynchronous:
+            return {"ours": self.aours_turn, "peer": self.apeer_turn, "raw": self.araw_turn,
+                    "bare": lambda session_id, limit: self.araw_turn(session_id, limit, True),
+                    "same": self.asame_turn, "pool": self.apool_turn}
+        return {"ours": self.ours_turn, "peer": self.peer_turn, "raw": self.raw_turn,
+                "bare": lambda session_id, limit: self.raw_turn(session_id, limit, True),
+                "same": self.same_turn, "pool": self.pool_turn}
+
     async def aours_turn(self, session_id: str, limit: int | None) -> None:
         history = self.factory(session_id)
         await history.aget_messages(limit=limit)
@@ -373,6 +391,48 @@ async def ameasure(operations: dict[str, AsyncOperation], count: int, round_numb
     return _medians(wall), _medians(cpu)
 
 
+PASSES = (("ours", "same", "raw", "peer"), ("ours", "pool"), ("same", "pool", "raw", "bare"))
+"""The contenders that take turns together: never a floor and its twin beside ours."""
+
+
+def passes_of(names: Sequence[str]) -> list[dict[str, str]]:
+    """:data:`PASSES` of the contenders in ``names`` (a pass needs two), each as its
+    contenders' figures' names (``name@pass`` after a contender's first pass) to names."""
+    seen: set[str] = set()
+    passes = []
+    for number, members in enumerate(PASSES, start=1):
+        present = [name for name in members if name in names]
+        if len(present) >= 2:
+            passes.append({(f"{name}@{number}" if name in seen else name): name
+                           for name in present})
+            seen.update(present)
+    return passes
+
+
+def in_passes(passes: list[dict[str, Operation]], count: int, round_number: int
+              ) -> tuple[Medians, Medians]:
+    """:func:`measure` of each pass in turn, the figures of all of them."""
+    wall: Medians = {}
+    cpu: Medians = {}
+    for operations in passes:
+        some_wall, some_cpu = measure(operations, count, round_number)
+        wall.update(some_wall)
+        cpu.update(some_cpu)
+    return wall, cpu
+
+
+async def ain_passes(passes: list[dict[str, AsyncOperation]], count: int, round_number: int
+                     ) -> tuple[Medians, Medians]:
+    """Async :func:`in_passes`."""
+    wall: Medians = {}
+    cpu: Medians = {}
+    for operations in passes:
+        some_wall, some_cpu = await ameasure(operations, count, round_number)
+        wall.update(some_wall)
+        cpu.update(some_cpu)
+    return wall, cpu
+
+
 def collect(rounds: int, one_round: Callable[[int], tuple[Medians, Medians]]) -> Results:
     results = Results({}, {})
     for round_number in range(rounds):
@@ -392,89 +452,85 @@ def turn_scenario(bench: Contenders, size: int, limit: int | None, rounds: int, 
     """Turns, each on a session of its own that holds ``size`` messages when the turn starts."""
     tag = f"{'a' if asynchronous else 's'}{size}-{secrets.token_hex(2)}"
     count = rounds * turns
-    ours_ids = sessions(f"turn-{tag}", count, False)
-    raw_ids = sessions(f"raw-{tag}", count, False)
-    same_ids = sessions(f"same-{tag}", count, False) if limit is None else []
-    pool_ids = sessions(f"pool-{tag}", count, False) if limit is None else []
-    bare_ids = sessions(f"bare-{tag}", count, False)
-    peer_ids = sessions("", count, True)
-    fill(bench.admin, OURS, ours_ids + raw_ids + same_ids + pool_ids, size, False)
-    fill(bench.admin, BARE, bare_ids, size, False)
-    fill(bench.admin, PEER, peer_ids, size, True)
+    # "same" and "pool" read everything, as the peer does: only when ours does too.
+    passes = passes_of(["ours", "peer", "raw", "bare"] + (["same", "pool"] if limit is None
+                                                          else []))
+    ids = {key: sessions(f"{key}-{tag}", count, name == "peer")
+           for figures in passes for key, name in figures.items()}
+    for table, which in ((OURS, ("ours", "raw", "same", "pool")), (BARE, ("bare",)),
+                         (PEER, ("peer",))):
+        fill(bench.admin, table, [session for figures in passes
+                                  for key, name in figures.items() if name in which
+                                  for session in ids[key]], size, table == PEER)
     bench.admin.execute(sql.SQL("ANALYZE {}, {}, {}").format(
         sql.Identifier(SCHEMA, OURS), sql.Identifier(SCHEMA, PEER), sql.Identifier(SCHEMA, BARE)))
+    turn = bench.turns(asynchronous)
 
     def one_round(round_number: int) -> tuple[Medians, Medians]:
         first = round_number * turns
+        operations: list[dict[str, Any]] = [
+            {key: functools.partial(_step, turn[name], ids[key], first, limit)
+             for key, name in figures.items()} for figures in passes]
         if asynchronous:
-            operations: dict[str, AsyncOperation] = {
-                "ours": lambda i: bench.aours_turn(ours_ids[first + i], limit),
-                "peer": lambda i: bench.apeer_turn(peer_ids[first + i], limit),
-                "raw": lambda i: bench.araw_turn(raw_ids[first + i], limit),
-                "bare": lambda i: bench.araw_turn(bare_ids[first + i], limit, True),
-            }
-            if same_ids:
-                operations["same"] = lambda i: bench.asame_turn(same_ids[first + i], limit)
-                operations["pool"] = lambda i: bench.apool_turn(pool_ids[first + i], limit)
-            return loop.run_until_complete(ameasure(operations, turns, round_number))
-        sync_operations: dict[str, Operation] = {
-            "ours": lambda i: bench.ours_turn(ours_ids[first + i], limit),
-            "peer": lambda i: bench.peer_turn(peer_ids[first + i], limit),
-            "raw": lambda i: bench.raw_turn(raw_ids[first + i], limit),
-            "bare": lambda i: bench.raw_turn(bare_ids[first + i], limit, True),
-        }
-        if same_ids:
-            sync_operations["same"] = lambda i: bench.same_turn(same_ids[first + i], limit)
-            sync_operations["pool"] = lambda i: bench.pool_turn(pool_ids[first + i], limit)
-        return measure(sync_operations, turns, round_number)
+            return loop.run_until_complete(ain_passes(operations, turns, round_number))
+        return in_passes(operations, turns, round_number)
 
     return collect(rounds, one_round)
+
+
+def _step(turn: Callable[[str, int | None], Any], ids: list[str], first: int,
+          limit: int | None, index: int) -> Any:
+    """``turn`` on the session of step ``index`` (``first`` + ``index`` of ``ids``)."""
+    return turn(ids[first + index], limit)
 
 
 def new_user_scenario(bench: Contenders, rounds: int, turns: int, asynchronous: bool,
                       loop: asyncio.AbstractEventLoop) -> Results:
     """Turns as a new user's would go: 20 fresh (empty) sessions per round, turns going
     round them, so each session's first turn adds its row to the sessions table."""
+    passes = passes_of(["ours", "peer", "raw", "bare", "same", "pool"])
+    turn = bench.turns(asynchronous)
+
     def one_round(round_number: int) -> tuple[Medians, Medians]:
         tag = f"{round_number}-{secrets.token_hex(3)}"
-        ours_ids, raw_ids = sessions(f"new-{tag}", 20, False), sessions(f"newraw-{tag}", 20, False)
-        bare_ids, peer_ids = sessions(f"newbare-{tag}", 20, False), sessions("", 20, True)
-        same_ids = sessions(f"newsame-{tag}", 20, False)
-        pool_ids = sessions(f"newpool-{tag}", 20, False)
+        operations: list[dict[str, Any]] = []
+        for figures in passes:
+            operations.append({})
+            for key, name in figures.items():
+                ids = sessions(f"new{key}-{tag}", 20, name == "peer")
+                operations[-1][key] = functools.partial(_round_of, turn[name], ids)
         if asynchronous:
-            return loop.run_until_complete(ameasure({
-                "ours": lambda i: bench.aours_turn(ours_ids[i % 20], None),
-                "peer": lambda i: bench.apeer_turn(peer_ids[i % 20], None),
-                "raw": lambda i: bench.araw_turn(raw_ids[i % 20], None),
-                "bare": lambda i: bench.araw_turn(bare_ids[i % 20], None, True),
-                "same": lambda i: bench.asame_turn(same_ids[i % 20], None),
-                "pool": lambda i: bench.apool_turn(pool_ids[i % 20], None),
-            }, turns, round_number))
-        return measure({
-            "ours": lambda i: bench.ours_turn(ours_ids[i % 20], None),
-            "peer": lambda i: bench.peer_turn(peer_ids[i % 20], None),
-            "raw": lambda i: bench.raw_turn(raw_ids[i % 20], None),
-            "bare": lambda i: bench.raw_turn(bare_ids[i % 20], None, True),
-            "same": lambda i: bench.same_turn(same_ids[i % 20], None),
-            "pool": lambda i: bench.pool_turn(pool_ids[i % 20], None),
-        }, turns, round_number)
+            return loop.run_until_complete(ain_passes(operations, turns, round_number))
+        return in_passes(operations, turns, round_number)
 
     return collect(rounds, one_round)
+
+
+def _round_of(turn: Callable[[str, int | None], Any], ids: list[str], index: int) -> Any:
+    """``turn`` on session ``index`` % 20 of ``ids``."""
+    return turn(ids[index % 20], None)
 
 
 def add_ten_scenario(bench: Contenders, rounds: int, turns: int) -> Results:
     """add_messages of 10 messages to a session, against raw psycopg and the peer."""
     peer_id = str(uuid.uuid4())
-    operations: dict[str, Operation] = {
-        "ours": lambda i: bench.factory("ten-ours").add_messages(TEN),
-        "raw": lambda i: bench.raw_add("ten-raw", TEN),
-        "same": lambda i: bench.same_add("ten-same", TEN),
-        "pool": lambda i: bench.pool_add("ten-pool", TEN),
-        "bare": lambda i: bench.raw_add("ten-bare", TEN, True),
-        "peer": lambda i: PostgresChatMessageHistory(
-            PEER, peer_id, sync_connection=bench.peer_connection).add_messages(TEN),
-    }
-    return collect(rounds, lambda round_number: measure(operations, turns, round_number))
+
+    def add(name: str, key: str) -> Operation:
+        session_id = f"ten-{key}"
+        if name == "ours":
+            return lambda i: bench.factory(session_id).add_messages(TEN)
+        if name == "peer":
+            return lambda i: PostgresChatMessageHistory(
+                PEER, peer_id, sync_connection=bench.peer_connection).add_messages(TEN)
+        if name == "same":
+            return lambda i: bench.same_add(session_id, TEN)
+        if name == "pool":
+            return lambda i: bench.pool_add(session_id, TEN)
+        return lambda i: bench.raw_add(session_id, TEN, name == "bare")
+
+    operations = [{key: add(name, key) for key, name in figures.items()}
+                  for figures in passes_of(["ours", "raw", "same", "pool", "bare", "peer"])]
+    return collect(rounds, lambda round_number: in_passes(operations, turns, round_number))
 
 
 def long_session_scenario(bench: Contenders, rounds: int, turns: int) -> Results:
@@ -528,12 +584,12 @@ def show_rounds(label: str, results: Results) -> Results:
 def cpu_line(label: str, results: Results) -> str:
     """The client's CPU per operation: ours against the floors, and what ours adds."""
     cpu = results.cpu
-    added = statistics.median(ours - pool for ours, pool in zip(cpu["ours"], cpu["pool"],
+    added = statistics.median(ours - pool for ours, pool in zip(cpu["ours@2"], cpu["pool"],
                                                                   strict=True))
     return (f"  {label}: client CPU ours / same {ratio(cpu, 'ours', 'same'):.2f}x, "
-            f"ours / pool {ratio(cpu, 'ours', 'pool'):.2f}x, pool / same "
-            f"{ratio(cpu, 'pool', 'same'):.2f}x; ours - pool {added:.0f} us; wall ours / pool "
-            f"{ratio(results.wall, 'ours', 'pool'):.2f}x (informational)")
+            f"ours / pool {ratio(cpu, 'ours@2', 'pool'):.2f}x, pool / same "
+            f"{ratio(cpu, 'pool@3', 'same@3'):.2f}x; ours - pool {added:.0f} us; wall ours / "
+            f"pool {ratio(results.wall, 'ours@2', 'pool'):.2f}x (informational)")
 
 
 def ratio(results: dict[str, list[float]], numerator: str, denominator: str) -> float:
@@ -593,8 +649,8 @@ def main() -> None:
                     ratio(summary.wall, "ours", "same"), 1.15, False))
                 verdicts.append(f"  {number}. {label}, {kind}: ours / raw psycopg on "
                                 f"psycopg_pool, our statements: "
-                                f"{ratio(summary.wall, 'ours', 'pool'):.2f}x; pool / same "
-                                f"{ratio(summary.wall, 'pool', 'same'):.2f}x")
+                                f"{ratio(summary.wall, 'ours@2', 'pool'):.2f}x; pool / same "
+                                f"{ratio(summary.wall, 'pool@3', 'same@3'):.2f}x")
                 verdicts.append(cpu_line(f"{number}. {label}, {kind}", summary))
                 verdicts.append(f"  {number}. {label}, {kind}: ours / raw psycopg, plain "
                                 f"statements: {ratio(summary.wall, 'ours', 'raw'):.2f}x")
@@ -605,8 +661,7 @@ def main() -> None:
                     f"  (peer / raw: {ratio(summary.wall, 'peer', 'raw'):.2f}x)")
                 verdicts.append(
                     f"  triggers, {label}, {kind}: raw on our schema / raw on a bare table "
-                    f"{ratio(summary.wall, 'raw', 'bare'):.2f}x; ours / bare "
-                    f"{ratio(summary.wall, 'ours', 'bare'):.2f}x (informational)")
+                    f"{ratio(summary.wall, 'raw@3', 'bare'):.2f}x (informational)")
 
         for asynchronous in (False, True):
             kind = "async" if asynchronous else "sync"
@@ -622,11 +677,10 @@ def main() -> None:
                                 ratio(summary.wall, "ours", "raw"), 1.3, False))
         verdicts.append(f"  3. add_messages(10): ours / raw psycopg, our insert: "
                         f"{ratio(summary.wall, 'ours', 'same'):.2f}x; on psycopg_pool "
-                        f"{ratio(summary.wall, 'ours', 'pool'):.2f}x")
+                        f"{ratio(summary.wall, 'ours@2', 'pool'):.2f}x")
         verdicts.append(cpu_line("3. add_messages(10)", summary))
         verdicts.append(f"  triggers, insert of 10: raw on our schema / raw on a bare table "
-                        f"{ratio(summary.wall, 'raw', 'bare'):.2f}x; ours / bare "
-                        f"{ratio(summary.wall, 'ours', 'bare'):.2f}x (informational)")
+                        f"{ratio(summary.wall, 'raw@3', 'bare'):.2f}x (informational)")
 
         summary = show_rounds("4. get_messages(limit=20) (us)",
                               long_session_scenario(bench, rounds, turns))
