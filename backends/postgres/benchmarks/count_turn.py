@@ -79,7 +79,8 @@ def run_turns(contender: str, turns: int) -> None:
         bench.fill(admin, bench.OURS, ids, 20, False)
         gc.collect()
         gc.freeze()
-        turn = layer_turns(contenders).get(contender) or getattr(contenders, f"{contender}_turn")
+        turn: Callable[[str, Any], Any] = (layer_turns(contenders).get(contender)
+                                           or getattr(contenders, f"{contender}_turn"))
 
         def step(_: None, session_id: str) -> None:
             if contender.startswith("a"):
