@@ -132,9 +132,9 @@ def test_an_append_moves_the_session_in_its_owners_listing(make_backend: MakeBac
     assert page.summaries[0] == backend.session_summaries(["first"])["first"]
 
 
-def test_an_erasure_of_thousands_of_sessions_in_one_call_leaves_none_of_their_entries(
+def test_thousands_of_sessions_are_described_and_erased_in_one_call(
         make_backend: MakeBackend, raw: redis.Redis) -> None:
-    """The erase script forgets its sessions 1,000 to a command (unpack's limit); more
+    """The scripts read and forget entries 1,000 to a command (unpack's limit); more
     than that, over two owners, in one call."""
     backend = make_backend()
     base = datetime(2026, 1, 1, tzinfo=UTC)
@@ -143,6 +143,11 @@ def test_an_erasure_of_thousands_of_sessions_in_one_call_leaves_none_of_their_en
     backend.restore_summaries([
         SessionSummary(session_id, owner, "t", {"k": 1}, base, base + timedelta(seconds=n), 0)
         for n, (session_id, owner) in enumerate([*owners.items(), ("cy's", "cy")])])
+    described = backend.session_summaries([*owners, "cy's"])  # read 1,000 to a command too
+    assert {id_: summary.owner for id_, summary in described.items()} == {**owners, "cy's": "cy"}
+    page = backend.list_summaries(owner="bob", newest_first=False, limit=1500)
+    assert [summary.session_id for summary in page.summaries] == list(owners)[1200:]
+    assert {(summary.title, summary.metadata["k"]) for summary in page.summaries} == {("t", 1)}
     receipt = backend.erase_sessions([*owners, "never-written"])
     assert (receipt.sessions, receipt.messages) == (2300, 4600)
     index = ks.index_keys("chathistory", backend.config.effective_key_prefix)

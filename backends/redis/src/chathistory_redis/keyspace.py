@@ -239,18 +239,24 @@ local function each(command, key, list, first, last)
     else redis.call(command, unpack(list, at, to)) end
   end
 end
+-- The field of each of `ids` in the hash `key` ('' where none), 1000 a call.
+local function hmget(key, ids)
+  local values = {}
+  for at = 1, #ids, 1000 do
+    local found = redis.call('HMGET', key, unpack(ids, at, math.min(at + 999, #ids)))
+    for j, value in ipairs(found) do values[at + j - 1] = value or '' end
+  end
+  return values
+end
 -- The entries of `ids` gone: one variadic call a structure for all of them, not one a
 -- session (each call on a structure of a million entries costs its cache misses apart).
 local function forget(ids)
   if #ids == 0 then return end
   local owned, owners = {}, {}
-  for at = 1, #ids, 1000 do
-    local found = redis.call('HMGET', OWNERS, unpack(ids, at, math.min(at + 999, #ids)))
-    for j, owner in ipairs(found) do
-      if owner then
-        if not owned[owner] then owned[owner], owners[#owners + 1] = {}, owner end
-        table.insert(owned[owner], ids[at + j - 1])
-      end
+  for i, owner in ipairs(hmget(OWNERS, ids)) do
+    if owner ~= '' then
+      if not owned[owner] then owned[owner], owners[#owners + 1] = {}, owner end
+      table.insert(owned[owner], ids[i])
     end
   end
   for _, owner in ipairs(owners) do each('ZREM', OWNED .. owner, owned[owner]) end
@@ -263,15 +269,10 @@ local function set_or_delete(key, id, value)
 end
 -- What a listing shows of each session: '' where a field is not set.
 local function describe(ids, times)
-  local owners, titles, metadata, created, kept = {}, {}, {}, {}, {}
-  for i, id in ipairs(ids) do
-    owners[i] = redis.call('HGET', OWNERS, id) or ''
-    titles[i] = redis.call('HGET', TITLES, id) or ''
-    metadata[i] = redis.call('HGET', METADATA, id) or ''
-    created[i] = redis.call('HGET', CREATED, id) or ''
-    kept[i] = redis.call('SISMEMBER', KEPT, id)
-  end
-  return {ids, times, owners, titles, metadata, created, kept}
+  local kept = {}
+  for i, id in ipairs(ids) do kept[i] = redis.call('SISMEMBER', KEPT, id) end
+  return {ids, times, hmget(OWNERS, ids), hmget(TITLES, ids), hmget(METADATA, ids),
+          hmget(CREATED, ids), kept}
 end
 """
 
