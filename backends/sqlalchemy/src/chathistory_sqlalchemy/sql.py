@@ -466,14 +466,15 @@ class Catalog:
         takes the entry's lock before InnoDB gives the statement its ids. Batches of
         several sessions upsert their entries first, counting nothing, to take every
         lock before any id, in one order."""
-        now = now_micros()
         if self.trigger is not None:
             sessions = [session_id for session_id, added in batches.items() if added]
             if len(sessions) < 2:
-                return None
+                return None  # before reading the clock: every turn's append comes here
+            now = now_micros()
             rows = [self.row(session_id, created_at=now, updated_at=now)
                     for session_id in sessions]
         else:
+            now = now_micros()
             rows = [self.row(session_id, added=added, created_at=now, updated_at=now)
                     for session_id, added in batches.items() if added]
         # One order, so bulk writes of the same sessions never deadlock (then retried).
