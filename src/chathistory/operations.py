@@ -5,9 +5,8 @@ See :func:`operation`, and :mod:`chathistory.driver` for what an operation is.
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine
+from functools import partial, update_wrapper
 from types import MethodType
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar, overload
 
@@ -19,29 +18,6 @@ __all__ = ["AsyncOperationMethod", "BoundAsync", "OperationMethod", "operation"]
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 P = ParamSpec("P")
-
-
-def _input_counts(signature: inspect.Signature, instance: object, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> tuple[int | None, int | None]:
-    """Sessions and records an operation's arguments name, by the protocol's parameter names."""
-    try:
-        bound = signature.bind(instance, *args, **kwargs).arguments
-    except TypeError:
-        return None, None
-    sessions: int | None = None
-    records: int | None = None
-    if "session_id" in bound:
-        sessions = 1
-    if isinstance(bound.get("session_ids"), Sequence):
-        sessions = len(bound["session_ids"])
-    for name in ("records", "texts"):
-        if isinstance(bound.get(name), Sequence):
-            records = len(bound[name])
-    batches = bound.get("batches")
-    if isinstance(batches, Mapping):
-        sessions = len(batches)
-        records = sum(len(batch) for batch in batches.values())
-    return sessions, records
 
 
 def _named(function: Callable[..., Any], steps: Callable[..., Any], name: str) -> None:
@@ -67,20 +43,17 @@ class OperationMethod(Generic[P, T]):
         self.write = write
         self.transaction = transaction
         self.name = steps.__name__
-        self._signature = inspect.signature(steps)
-        functools.update_wrapper(self, steps)  # type: ignore[arg-type]
+        update_wrapper(self, steps)  # type: ignore[arg-type]
         self._function = self._make_function()
 
     def _make_function(self) -> Callable[..., T]:
         """The function a lookup binds to the instance (made once: binding it is cheap)."""
         steps, name, write, transaction = self.steps, self.name, self.write, self.transaction
-        counts = self.counts
 
         def method(instance: Any, /, *args: Any, **kwargs: Any) -> T:
             runner: Runner[Any, Any, Any] = instance.runner
-            return runner.run(name, lambda: steps(instance, *args, **kwargs), write=write,
-                              transaction=transaction,
-                              counts=lambda: counts(instance, args, kwargs))
+            return runner.run(name, partial(steps, instance, *args, **kwargs), write=write,
+                              transaction=transaction)
 
         _named(method, steps, name)
         return method
@@ -95,10 +68,6 @@ class OperationMethod(Generic[P, T]):
     def async_twin(self) -> AsyncOperationMethod[P, T]:
         """The async method that runs the same operation: ``aappend = append.async_twin``."""
         return AsyncOperationMethod(self)
-
-    def counts(self, instance: object, args: tuple[Any, ...], kwargs: dict[str, Any]
-               ) -> tuple[int | None, int | None]:
-        return _input_counts(self._signature, instance, args, kwargs)
 
     @overload
     def __get__(self, instance: None, owner: type | None = None) -> Self: ...
@@ -137,13 +106,12 @@ class AsyncOperationMethod(Generic[P, T]):
     def _make_function(self) -> Callable[..., Coroutine[Any, Any, T]]:
         """The coroutine function a lookup binds to the instance (made once)."""
         sync = self.sync
-        steps, write, transaction, counts = sync.steps, sync.write, sync.transaction, sync.counts
+        steps, write, transaction = sync.steps, sync.write, sync.transaction
 
         async def method(instance: Any, /, *args: Any, **kwargs: Any) -> T:
             runner: Runner[Any, Any, Any] = instance.runner
-            return await runner.arun(sync.name, lambda: steps(instance, *args, **kwargs),
-                                     write=write, transaction=transaction,
-                                     counts=lambda: counts(instance, args, kwargs))
+            return await runner.arun(sync.name, partial(steps, instance, *args, **kwargs),
+                                     write=write, transaction=transaction)
 
         _named(method, steps, self.name)
         return method
@@ -176,7 +144,7 @@ def operation(*, write: bool = False, transaction: bool = False
         def fetch(self, session_id: str, *, limit: int | None = None
                   ) -> Operation[list[dict[str, Any]]]:
             rows = yield ("SELECT ...", (session_id,))
-            return [decode_record(text) for (text,) in rows]
+            return decode_records([text for (text,) in rows])
 
         # backend.fetch("s") and await backend.afetch("s") both run it.
 
@@ -188,8 +156,11 @@ def operation(*, write: bool = False, transaction: bool = False
             says nothing of it ran.
         transaction: Its requests run in one transaction.
 
-    For spans, the arguments named ``session_id``, ``session_ids``,
-    ``records``, ``texts`` and ``batches`` count the sessions and records.
+    A call hands the runner the generator function bound to its arguments
+    (a ``functools.partial``), so no closure is made per call; for spans, the
+    runner counts the sessions and records its arguments named
+    ``session_id``, ``session_ids``, ``records``, ``texts`` and ``batches``
+    name.
     """
     def decorate(steps: Callable[Concatenate[Any, P], Operation[T]]) -> OperationMethod[P, T]:
         return OperationMethod(steps, write=write, transaction=transaction)

@@ -262,14 +262,20 @@ class NamedBackend:
 
     def get(self) -> Backend:
         """The backend to use now: the substitute while the fake swap is on, else the real one."""
-        substitute = self.registry.substitute(self.name, self.config)
-        if substitute is not None:
-            return substitute
-        if self._built is None:
+        # (Registry.substitute inline: every operation of a history starts here, and the
+        # fake swap is rarely on.)
+        substitutes = self.registry._substitutes
+        if substitutes:
+            factory = substitutes.get(self.name)
+            if factory is not None:
+                return factory(self.name, self.config)
+        built = self._built
+        if built is None:
             with self._lock:
                 if self._built is None:
                     self._built = self.registry.build(self.name, self.config)
-        return self._built
+                built = self._built
+        return built
 
     async def aget(self) -> Backend:
         """Async :meth:`get`: a first build (it may connect) runs in a worker thread."""

@@ -7,18 +7,20 @@ See :mod:`chathistory.driver` for the operations it runs and the drivers it runs
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 from chathistory.driver import AsyncConn, AsyncPool, Call, Conn, Driver, Operation
 from chathistory.retry import aretry_after, retry_after
 
-__all__ = ["Counts", "Runner", "package_logger"]
+__all__ = ["Counts", "Runner", "argument_counts", "package_logger"]
 
 T = TypeVar("T")
 
@@ -29,6 +31,42 @@ Counts = Callable[[], tuple[int | None, int | None]]
 def package_logger(backend: object) -> logging.Logger:
     """The logger of the package that defines ``backend``'s class (``chathistory_postgres``)."""
     return logging.getLogger(type(backend).__module__.partition(".")[0])
+
+
+@functools.cache
+def _signature(function: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(function)
+
+
+def argument_counts(steps: Callable[[], Any]) -> tuple[int | None, int | None]:
+    """The sessions and records the arguments of ``steps`` name, by the protocol's names.
+
+    ``steps`` is a ``functools.partial`` of the operation's function (what
+    :func:`~chathistory.operations.operation` gives the runner): its arguments
+    named ``session_id`` (one session), ``session_ids``, ``records``, ``texts``
+    and ``batches`` (sessions and their records) count. Anything else counts
+    nothing: ``(None, None)``.
+    """
+    if not isinstance(steps, functools.partial):
+        return None, None
+    try:
+        bound = _signature(steps.func).bind(*steps.args, **steps.keywords).arguments
+    except (TypeError, ValueError):
+        return None, None
+    sessions: int | None = None
+    records: int | None = None
+    if "session_id" in bound:
+        sessions = 1
+    if isinstance(bound.get("session_ids"), Sequence):
+        sessions = len(bound["session_ids"])
+    for name in ("records", "texts"):
+        if isinstance(bound.get(name), Sequence):
+            records = len(bound[name])
+    batches = bound.get("batches")
+    if isinstance(batches, Mapping):
+        sessions = len(batches)
+        records = sum(len(batch) for batch in batches.values())
+    return sessions, records
 
 
 def _first_line(error: BaseException) -> str:
@@ -151,6 +189,10 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
             sessions: How many sessions it touches, for its span (when known up front).
             records: How many records it writes, for its span.
             counts: Or a function giving both, called only when a span records.
+                Given none of the three, a span counts the arguments of
+                ``steps`` when it is a ``functools.partial`` (what
+                :func:`~chathistory.operations.operation` passes; see
+                :func:`argument_counts`).
         """
         # (The calls and the tracing check inline, and the first try run here: each frame
         # less on every operation's path counts when the caches are cold between turns.)
@@ -159,8 +201,7 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         if self._otel and time.monotonic() >= _tracing.next_lookup:
             tracer = _tracing.tracer()
             if tracer is not None:
-                if counts is not None:
-                    sessions, records = counts()
+                sessions, records = _counts(steps, sessions, records, counts)
                 with self._span(tracer, call, sessions, records) as span:
                     result = self._run(call, steps)
                     _count_result(span, result, sessions, records)
@@ -230,8 +271,7 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         tracer = _tracing.tracer() if self._otel else None
         if tracer is None:
             return await self._arun(call, steps)
-        if counts is not None:
-            sessions, records = counts()
+        sessions, records = _counts(steps, sessions, records, counts)
         with self._span(tracer, call, sessions, records) as span:
             result = await self._arun(call, steps)
             _count_result(span, result, sessions, records)
@@ -392,6 +432,16 @@ class _Span:
             self._span.set_status(trace.Status(trace.StatusCode.ERROR, type(error).__name__))
             self._span.set_attribute("error.type", type(error).__name__)
         return self._context.__exit__(kind, error, traceback)
+
+
+def _counts(steps: Callable[[], Any], sessions: int | None, records: int | None,
+            counts: Counts | None) -> tuple[int | None, int | None]:
+    """A span's counts: those given, else what ``counts()`` gives, else the arguments'."""
+    if counts is not None:
+        return counts()
+    if sessions is None and records is None:
+        return argument_counts(steps)
+    return sessions, records
 
 
 def _count_result(span: Any, result: object, sessions: int | None, records: int | None
