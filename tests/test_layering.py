@@ -4,6 +4,8 @@ command line names no concrete backend, and no module imports another's private 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,34 @@ def test_a_module_may_use_its_own_private_names() -> None:
     assert violations("from chathistory.history import _check\n_check('s')",
                       "chathistory.history") == []
     assert violations("from chathistory.history import __all__", "chathistory.cli") == []
+
+
+BACKEND_SOURCES = sorted([*ROOT.glob("backends/*/src/*/**/*.py"),
+                          *ROOT.glob("tests/example_backend/src/*/**/*.py")])
+
+
+def unlisted_names(source: str, module: str) -> list[str]:
+    """Each ``from chathistory... import name`` in ``source`` whose module does not list the
+    name in its ``__all__``: a backend uses the core's public names only."""
+    found = []
+    for imported, name in imports_of(source, module):
+        if name is None or imported.split(".")[0] != "chathistory":
+            continue
+        where = importlib.import_module(imported)
+        is_module = hasattr(where, "__path__") and importlib.util.find_spec(
+            f"{imported}.{name}") is not None
+        if name not in getattr(where, "__all__", ()) and not is_module:
+            found.append(f"{imported}.{name}")
+    return found
+
+
+@pytest.mark.parametrize("path", BACKEND_SOURCES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_backends_import_only_the_cores_public_names(path: Path) -> None:
+    assert unlisted_names(path.read_text(), module_name(path)) == []
+
+
+def test_the_public_names_check_catches_an_unlisted_name() -> None:
+    assert unlisted_names("from chathistory.history import check_session_id",
+                          "chathistory_x.backend") == ["chathistory.history.check_session_id"]
+    assert unlisted_names("from chathistory import records\nfrom chathistory.records import "
+                          "decode_records", "chathistory_x.backend") == []

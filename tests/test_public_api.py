@@ -17,7 +17,8 @@ PUBLIC = {
     "DuplicateBackendError",
     "Identifier", "PermissionDeniedError", "RecordError", "SessionHistoryFactory", "Translate",
     "aretry_transient", "available_backends", "backend_class", "decode_record",
-    "encode_record", "get_backend", "history_factory", "hookimpl", "hookspec",
+    "decode_records", "encode_record", "encode_records", "get_backend", "history_factory",
+    "hookimpl", "hookspec",
     "retry_transient", "to_messages", "to_records", "validate_options",
     # the session catalog (issue 19)
     "ErasureReceipt", "KeepsCatalog", "SessionSummary", "SummaryPage", "aerase",

@@ -49,7 +49,14 @@ if TYPE_CHECKING:
     from chathistory.history import ChatHistory, SessionHistoryFactory, history_factory
     from chathistory.hookspecs import hookimpl, hookspec
     from chathistory.operations import operation
-    from chathistory.records import decode_record, encode_record, to_messages, to_records
+    from chathistory.records import (
+        decode_record,
+        decode_records,
+        encode_record,
+        encode_records,
+        to_messages,
+        to_records,
+    )
     from chathistory.registry import BackendInfo, available_backends, backend_class, get_backend
     from chathistory.retry import Translate, aretry_transient, retry_transient
     from chathistory.runner import Runner
@@ -91,7 +98,9 @@ __all__ = [
     "available_backends",
     "backend_class",
     "decode_record",
+    "decode_records",
     "encode_record",
+    "encode_records",
     "erase",
     "get_backend",
     "history_factory",
@@ -123,7 +132,8 @@ _MODULES = {
                      "SessionIdError"], "errors"),
     **dict.fromkeys(["ChatHistory", "SessionHistoryFactory", "history_factory"], "history"),
     **dict.fromkeys(["hookimpl", "hookspec"], "hookspecs"),
-    **dict.fromkeys(["decode_record", "encode_record", "to_messages", "to_records"], "records"),
+    **dict.fromkeys(["decode_record", "decode_records", "encode_record", "encode_records",
+                     "to_messages", "to_records"], "records"),
     **dict.fromkeys(["BackendInfo", "available_backends", "backend_class", "get_backend"],
                     "registry"),
     **dict.fromkeys(["Translate", "aretry_transient", "retry_transient"], "retry"),

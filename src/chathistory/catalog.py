@@ -42,7 +42,9 @@ __all__ = [
     "Unchanged",
     "aerase",
     "alist_conversations",
+    "check_limit",
     "check_metadata",
+    "check_text",
     "check_update",
     "check_where",
     "checked_entry",
@@ -332,6 +334,7 @@ def check_where(where: Mapping[str, MetadataValue] | None) -> dict[str, Metadata
 
 
 def check_limit(limit: object) -> int:
+    """A listing's page size: an int >= 1, else a ValueError saying why."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"limit must be an int >= 1, not {limit!r}")
     return limit

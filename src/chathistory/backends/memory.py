@@ -48,7 +48,7 @@ from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, RecordError
 from chathistory.hookspecs import hookimpl
 from chathistory.operations import operation
-from chathistory.records import decode_record, encode_record
+from chathistory.records import decode_records, encode_records
 from chathistory.runner import Runner
 
 __all__ = ["MemoryBackend", "SharedMemoryBackend", "forget_shared_stores"]
@@ -151,16 +151,18 @@ class MemoryBackend(BaseBackend):
                     f"backend 'memory' is unavailable: injected failure in {operation}"
                 )
 
-    def _encode(self, record: Mapping[str, Any]) -> str:
-        """The record as JSON text; with ``refuse_nul``, a RecordError for a NUL in it."""
+    def _encode(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The records as JSON text; with ``refuse_nul``, a RecordError for a NUL in one."""
         if self.config.refuse_nul:
-            where = _nul_in(record, "record")
-            if where is not None:
-                raise RecordError(
-                    f"backend 'memory' (refuse_nul=True) cannot store {where}: it holds a NUL "
-                    "character (U+0000), which this layout cannot hold; nothing was written"
-                )
-        return encode_record(record)
+            for record in records:
+                where = _nul_in(record, "record")
+                if where is not None:
+                    raise RecordError(
+                        f"backend 'memory' (refuse_nul=True) cannot store {where}: it holds a "
+                        "NUL character (U+0000), which this layout cannot hold; nothing was "
+                        "written"
+                    )
+        return encode_records(records)
 
     def sessions(self) -> list[str]:
         """The ids of the sessions that have records, for assertions in tests."""
@@ -175,7 +177,7 @@ class MemoryBackend(BaseBackend):
 
     @operation(write=True)
     def append(self, session_id: str, records: Sequence[Mapping[str, Any]]) -> Operation[None]:
-        encoded = [self._encode(record) for record in records]
+        encoded = self._encode(records)
         yield lambda: self._store({session_id: encoded})
 
     @operation()
@@ -185,7 +187,7 @@ class MemoryBackend(BaseBackend):
             stored = self._sessions.get(session_id, [])
             return stored[max(0, len(stored) - limit):] if limit is not None else stored[:]
 
-        return [decode_record(text) for text in (yield read)]
+        return decode_records((yield read))
 
     @operation(write=True)
     def clear(self, session_id: str) -> Operation[None]:
@@ -241,14 +243,12 @@ class MemoryBackend(BaseBackend):
     def fetch_many(self, session_ids: Sequence[str]
                    ) -> Operation[dict[str, list[dict[str, Any]]]]:
         stored = yield lambda: self._stored_texts(session_ids)
-        return {session: [decode_record(text) for text in texts]
-                for session, texts in stored.items()}
+        return {session: decode_records(texts) for session, texts in stored.items()}
 
     @operation(write=True)
     def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
                     ) -> Operation[None]:
-        encoded = {session: [self._encode(record) for record in records]
-                   for session, records in batches.items()}
+        encoded = {session: self._encode(records) for session, records in batches.items()}
         yield lambda: self._store(encoded)
 
     @operation()
@@ -260,7 +260,7 @@ class MemoryBackend(BaseBackend):
     def append_many_text(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
         check_record_texts(batches)
         # A fake refuses what a real store would: text that is no JSON object, or NUL.
-        encoded = {session: [self._encode(decode_record(text)) for text in texts]
+        encoded = {session: self._encode(decode_records(texts))
                    for session, texts in batches.items()}
         yield lambda: self._store(encoded)
 
