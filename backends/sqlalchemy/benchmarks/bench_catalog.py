@@ -43,7 +43,9 @@ joined to their entries, then of the entries), so a ratio the backend misses
 can be told from one the database misses (InnoDB's buffer pool: 128 MB here).
 
 Ratios: large size / small size (target <= 1.3) and with / without the catalog
-(target <= 1.1), and that ratio over the raw turn's own (the floor). The exit
+(target <= 1.1), and that ratio over the raw turn's own (the floor); and the
+whole server's buffer-pool reads a page (from memory, from disk) during each
+size's pages, round by round, to tell a slow round's competition. The exit
 status is 1 when one of our lines (page, erase, turn) misses its target, else 0:
 the raw lines are floors, printed beside ours, with no target.
 
@@ -175,6 +177,16 @@ def timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     started = time.perf_counter()
     call(*args, **kwargs)
     return time.perf_counter() - started
+
+
+def pool_reads(admin: Engine) -> tuple[int, int]:
+    """The server's buffer-pool reads so far: all, and those that went to disk."""
+    with admin.connect() as connection:
+        found: dict[str, str] = dict(connection.execute(text(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN "
+            "('Innodb_buffer_pool_read_requests', 'Innodb_buffer_pool_reads')")).all())
+    return (int(found["Innodb_buffer_pool_read_requests"]),
+            int(found["Innodb_buffer_pool_reads"]))
 
 
 def raw_erase(engine: Engine, table: str, owner: str) -> None:
@@ -337,6 +349,9 @@ def run(arguments: argparse.Namespace, url: str) -> int:
         turn(plain, "warm-up")
         pages: dict[int, list[float]] = {size: [] for size in backends}
         raw_pages: dict[int, list[float]] = {size: [] for size in backends}
+        # The whole server's buffer-pool reads (from memory, from disk) during each size's
+        # pages: what the pages competed with, besides their own (about 50-75 a page).
+        page_reads: dict[int, list[list[int]]] = {size: [] for size in backends}
         erasures: dict[int, list[float]] = {size: [] for size in backends}
         raw_erasures: dict[int, list[float]] = {size: [] for size in backends}
         turns: dict[str, list[float]] = {"with": [], "without": [], "raw with": [],
@@ -353,11 +368,14 @@ def run(arguments: argparse.Namespace, url: str) -> int:
                 order.reverse()
             for size, backend in order:
                 owners = size // PER_OWNER
+                before = pool_reads(admin)
                 for _ in range(arguments.pages):
                     owner = f"o-{random.randrange(owners)}"
                     pages[size].append(timed(list_conversations, backend, owner=owner,
                                              limit=20))
                     raw_pages[size].append(timed(raw_page, admin, backend, owner))
+                page_reads[size].append([after - earlier for after, earlier
+                                         in zip(pool_reads(admin), before, strict=True)])
                 for _ in range(arguments.erasures):
                     number = random.choice(sorted(set(range(owners)) - erased[size]))
                     erased[size].add(number)
@@ -413,6 +431,12 @@ def run(arguments: argparse.Namespace, url: str) -> int:
                   f"{high_time * 1e3:.2f} ms   ratio {ratio:.2f} ({verdict})")
         print(f"turn: ours / floor {turn_times['with'] / turn_times['without'] / floor:.2f} "
               "(the ratio of ours over the raw turn's)")
+        for size, reads in page_reads.items():
+            print(f"server during the pages of {size:,} (ours and raw), a page, each round: "
+                  "buffer-pool reads " + ", ".join(
+                      f"{memory / (2 * arguments.pages):.0f}" for memory, _ in reads)
+                  + "; from disk " + ", ".join(
+                      f"{disk / (2 * arguments.pages):.1f}" for _, disk in reads))
         raw.close()
         plain.close()
     finally:
