@@ -267,15 +267,17 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         Without native async, the sync path runs in a worker thread (retries
         and their waits included), so the event loop never blocks.
         """
-        call = self.call(operation, write, transaction)
-        tracer = _tracing.tracer() if self._otel else None
-        if tracer is None:
-            return await self._arun(call, steps)
-        sessions, records = _counts(steps, sessions, records, counts)
-        with self._span(tracer, call, sessions, records) as span:
-            result = await self._arun(call, steps)
-            _count_result(span, result, sessions, records)
-            return result
+        call = self._calls.get((operation, write, transaction)) \
+            or self.call(operation, write, transaction)  # (inline, as in run)
+        if self._otel and time.monotonic() >= _tracing.next_lookup:
+            tracer = _tracing.tracer()
+            if tracer is not None:
+                sessions, records = _counts(steps, sessions, records, counts)
+                with self._span(tracer, call, sessions, records) as span:
+                    result = await self._arun(call, steps)
+                    _count_result(span, result, sessions, records)
+                    return result
+        return await self._arun(call, steps)
 
     async def _arun(self, call: Call, steps: Callable[[], Operation[T]]) -> T:
         if not self.driver.native_async:
