@@ -4,10 +4,8 @@
 
 Runs each contender of bench_sqlite's turn (build the session's history from a
 factory, read it, append two messages; the sessions grow alike, as bench_sqlite's
-``pair`` numbers them) alone in a process of its own under ``valgrind
---tool=callgrind``: ``SESSIONS`` turns to warm up, then ``--turns`` turns inside
-one call of ``functools.reduce``, the only code callgrind counts
-(``--toggle-collect``). Hash randomization is off (``PYTHONHASHSEED=0``).
+``pair`` numbers them) alone in a process of its own under callgrind (see
+callgrind.py): ``SESSIONS`` turns to warm up, then ``--turns`` turns counted.
 Instruction counts are reproducible where times are not (bench_sqlite's turn
 swings with the machine's load); they do not see cache misses, which is what a
 contender running more distinct code pays besides.
@@ -23,9 +21,6 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import os
-import re
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -35,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_sqlite as bench
+import callgrind
 from langchain_core.messages import message_to_dict, messages_from_dict
 
 from chathistory import history_factory
@@ -91,21 +87,6 @@ def run_turns(contender: str, turns: int) -> None:
         close()
 
 
-def count(contender: str, turns: int) -> float:
-    """The instructions of one turn of ``contender``, over ``turns`` turns."""
-    with tempfile.TemporaryDirectory() as directory:
-        out = os.path.join(directory, "callgrind.out")
-        subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
-                        "--collect-atstart=no", "--toggle-collect=functools_reduce",
-                        f"--callgrind-out-file={out}",
-                        sys.executable, __file__, "--child", contender, str(turns)],
-                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        text = Path(f"{out}-01").read_text(errors="replace")
-    found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
-    assert found, "no totals in callgrind's output"
-    return int(found.group(1)) / turns
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=250, help="turns counted")
@@ -115,15 +96,8 @@ def main() -> None:
     if args.child:
         run_turns(args.child[0], int(args.child[1]))
         return
-    per_turn = {}
-    for contender in args.contenders:
-        per_turn[contender] = count(contender, args.turns)
-        print(f"{contender:7} {per_turn[contender] / 1e6:.4f}M instructions per turn", flush=True)
-    for ours, floor in (("ours", "raw"), ("ours", "backend"), ("backend", "raw")):
-        if ours in per_turn and floor in per_turn:
-            print(f"{ours} / {floor}: {per_turn[ours] / per_turn[floor]:.3f}x, "
-                  f"{(per_turn[ours] - per_turn[floor]) / 1e3:+.1f}k")
-
+    callgrind.compare(__file__, args.contenders, args.turns,
+                      [("ours", "raw"), ("ours", "backend"), ("backend", "raw")])
 
 if __name__ == "__main__":
     main()
