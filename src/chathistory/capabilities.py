@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from chathistory.catalog import KeepsCatalog, ListsSummaries
+from chathistory.catalog import KeepsCatalog, ListsSummaries, check_limit
 from chathistory.errors import RecordError
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "SessionInfo",
     "TracksWriteTimes",
     "capabilities_of",
+    "check_cutoff",
     "check_page_limit",
     "check_record_texts",
 ]
@@ -185,8 +186,15 @@ def check_record_texts(batches: Mapping[str, Sequence[str]]) -> None:
                     f"text: {str(text)[:40]!r}")
 
 
-def check_page_limit(limit: object) -> int:
-    """A page size: an int of at least 1, or a ValueError saying so."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be an int >= 1, not {limit!r}")
-    return limit
+check_page_limit = check_limit
+"""A page size: :func:`chathistory.catalog.check_limit` under the name it had here."""
+
+
+def check_cutoff(cutoff: object) -> datetime:
+    """:meth:`PrunesSessions.delete_sessions_before`'s cutoff: a timezone-aware datetime,
+    else a TypeError (not a datetime) or a ValueError (naive)."""
+    if not isinstance(cutoff, datetime):
+        raise TypeError(f"cutoff must be a datetime, not {type(cutoff).__name__}")
+    if cutoff.utcoffset() is None:
+        raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
+    return cutoff

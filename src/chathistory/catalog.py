@@ -44,6 +44,8 @@ __all__ = [
     "alist_conversations",
     "check_limit",
     "check_metadata",
+    "check_session_id",
+    "check_session_ids",
     "check_text",
     "check_update",
     "check_where",
@@ -340,6 +342,28 @@ def check_limit(limit: object) -> int:
     return limit
 
 
+def check_session_ids(session_ids: Sequence[str]) -> list[str]:
+    """The ids of a bulk call, each once, in the order given; a TypeError for one str
+    (a str is a sequence too: of its characters). The ids themselves are not checked."""
+    if isinstance(session_ids, str | bytes):
+        raise TypeError("session_ids must be a list of ids, not one str")
+    return list(dict.fromkeys(session_ids))
+
+
+def check_session_id(session_id: object) -> str:
+    """A session id a store binds as UTF-8 text: a str without lone surrogates, else a
+    ValueError. (A store that keeps any str, as Redis does, need not call it.)"""
+    if not isinstance(session_id, str):
+        raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
+    if not session_id.isascii():
+        try:
+            session_id.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                "session_id is not valid Unicode (it has a lone surrogate)") from None
+    return session_id
+
+
 def write_cursor(position: Sequence[Any], newest_first: bool) -> str:
     """An opaque cursor holding a backend's position (JSON values) and the listing's order."""
     text = json.dumps([list(position), newest_first], separators=(",", ":"))
@@ -500,8 +524,8 @@ def _erase_arguments(owner: str | None, session_ids: Sequence[str] | None, chunk
         raise ValueError("erase takes an owner or a list of session ids (one of them)")
     if owner is not None:
         check_text("owner", owner)
-    if isinstance(session_ids, str):
-        raise TypeError("session_ids must be a list of ids, not one str")
+    if session_ids is not None:
+        check_session_ids(session_ids)
     check_limit(chunk)
 
 
@@ -516,7 +540,7 @@ def _with_summaries(session_ids: list[str]) -> list[str]:
 
 
 def _chunks(session_ids: Sequence[str], size: int) -> Iterator[list[str]]:
-    ids = list(dict.fromkeys(session_ids))
+    ids = check_session_ids(session_ids)
     for start in range(0, len(ids), size):
         yield ids[start:start + size]
 

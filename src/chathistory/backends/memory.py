@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend
-from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.capabilities import SessionInfo, check_cutoff, check_record_texts
 from chathistory.catalog import (
     UNCHANGED,
     ErasureReceipt,
@@ -36,6 +36,7 @@ from chathistory.catalog import (
     Unchanged,
     check_limit,
     check_metadata,
+    check_session_ids,
     check_text,
     check_update,
     check_where,
@@ -202,7 +203,7 @@ class MemoryBackend(BaseBackend):
     @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> Operation[list[SessionInfo]]:
-        limit = check_page_limit(limit)
+        limit = check_limit(limit)
 
         def page() -> list[SessionInfo]:
             chosen = sorted(session for session, stored in self._sessions.items()
@@ -225,6 +226,7 @@ class MemoryBackend(BaseBackend):
     @operation(write=True)
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
                                owner: str | None = None) -> Operation[int]:
+        check_cutoff(cutoff)
         check_text("owner", owner)
 
         def prune() -> int:
@@ -354,7 +356,7 @@ class MemoryBackend(BaseBackend):
     @operation(write=True)
     def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
                        ) -> Operation[ErasureReceipt]:
-        ids = list(dict.fromkeys(session_ids))
+        ids = check_session_ids(session_ids)
 
         def erase() -> ErasureReceipt:
             receipt = ErasureReceipt(dry_run=dry_run)

@@ -28,7 +28,7 @@ from urllib.parse import quote
 from pydantic import Field
 
 from chathistory.backend import BackendConfig, BaseBackend, Identifier
-from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.capabilities import SessionInfo, check_cutoff, check_record_texts
 from chathistory.catalog import (
     UNCHANGED,
     ErasureReceipt,
@@ -37,6 +37,7 @@ from chathistory.catalog import (
     SummaryPage,
     Unchanged,
     check_limit,
+    check_session_ids,
     check_text,
     check_update,
     check_where,
@@ -395,7 +396,7 @@ class SqliteBackend(BaseBackend):
     @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> Operation[list[SessionInfo]]:
-        limit = check_page_limit(limit)
+        limit = check_limit(limit)
         rows = yield (self._list_sql, (after or "", limit))
         return [SessionInfo(session_id, messages, _time(written))
                 for session_id, messages, written in rows]
@@ -408,7 +409,7 @@ class SqliteBackend(BaseBackend):
     @operation(write=True)
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
                                owner: str | None = None) -> Operation[int]:
-        moment = _seconds(cutoff)
+        moment = check_cutoff(cutoff).timestamp()
         old = f"{self._sessions} WHERE last_write < ?"
         parameters: tuple[Any, ...] = (moment,)
         if check_text("owner", owner) is not None:
@@ -577,9 +578,7 @@ def _summary(row: Sequence[Any]) -> SessionSummary:
 
 
 def _parts(session_ids: Sequence[str]) -> Iterator[list[str]]:
-    if isinstance(session_ids, str):
-        raise TypeError("session_ids must be a list of ids, not one str")
-    ids = list(dict.fromkeys(session_ids))
+    ids = check_session_ids(session_ids)
     for start in range(0, len(ids), _IDS_PER_STATEMENT):
         yield ids[start:start + _IDS_PER_STATEMENT]
 
