@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chathistory import BaseBackend
-from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.capabilities import SessionInfo, check_cutoff, check_record_texts
 from chathistory.catalog import (
     UNCHANGED,
     ErasureReceipt,
@@ -20,6 +20,8 @@ from chathistory.catalog import (
     Unchanged,
     check_limit,
     check_metadata,
+    check_session_id,
+    check_session_ids,
     check_text,
     check_update,
     check_where,
@@ -37,14 +39,6 @@ if TYPE_CHECKING:
     from chathistory_postgres.sql import Statements
 
 __all__ = ["PostgresBackend"]
-
-
-def _cutoff(moment: datetime) -> datetime:
-    if not isinstance(moment, datetime):
-        raise TypeError(f"cutoff must be a datetime, not {type(moment).__name__}")
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
-    return moment
 
 
 class PostgresBackend(BaseBackend):
@@ -98,13 +92,7 @@ class PostgresBackend(BaseBackend):
                 ) from None
         if "\x00" in session_id:
             raise ValueError("session_id must not contain NUL characters")
-        if not session_id.isascii():
-            try:
-                session_id.encode()
-            except UnicodeEncodeError:
-                raise ValueError(
-                    "session_id is not valid Unicode (it has a lone surrogate)") from None
-        return session_id
+        return check_session_id(session_id)
 
     def _has_sessions_table(self) -> Operation[bool]:
         """Whether ``<table>_sessions`` exists (looked up until it is seen once)."""
@@ -152,7 +140,7 @@ class PostgresBackend(BaseBackend):
                       ) -> Operation[list[SessionInfo]]:
         """Up to ``limit`` sessions after ``after``, in id order: one index range read of
         ``<table>_sessions`` (of the messages themselves on a table without it)."""
-        page, start = check_page_limit(limit), None if after is None else self._session(after)
+        page, start = check_limit(limit), None if after is None else self._session(after)
         s = self.statements
         first, rest = (s.list_first, s.list_after) if (yield from self._has_sessions_table()) \
             else (s.scan_first, s.scan_after)
@@ -175,7 +163,7 @@ class PostgresBackend(BaseBackend):
         """Delete every session (of ``owner``, if given) last written before ``cutoff``
         (aware), with its summary; return how many. One statement, through the (owner,)
         ``last_write`` index and the ``(session_id, id)`` index."""
-        s, moment = self.statements, _cutoff(cutoff)
+        s, moment = self.statements, check_cutoff(cutoff)
         request: tuple[str, tuple[Any, ...]]
         if check_text("owner", owner) is None:
             request = (s.count_before if dry_run else s.delete_before), (moment,)
@@ -302,8 +290,6 @@ class PostgresBackend(BaseBackend):
     def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
                        ) -> Operation[ErasureReceipt]:
         """Delete these sessions' messages and summaries: one transaction, under their locks."""
-        if isinstance(session_ids, str):
-            raise TypeError("session_ids must be a list of ids, not one str")
         sessions = sorted(self._given(session_ids))
         if not sessions:
             return ErasureReceipt(dry_run=dry_run)
@@ -331,6 +317,5 @@ class PostgresBackend(BaseBackend):
 
     def _given(self, session_ids: Sequence[str]) -> dict[str, str]:
         """Each bound session id, mapped to the one the caller gave (UUIDs have spellings)."""
-        if isinstance(session_ids, str):
-            raise TypeError("session_ids must be a sequence of session ids, not one str")
-        return {self._session(session_id): session_id for session_id in session_ids}
+        return {self._session(session_id): session_id
+                for session_id in check_session_ids(session_ids)}
