@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from chathistory import BaseBackend, ConfigError, Operation, Runner, operation
-from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.capabilities import SessionInfo, check_cutoff, check_record_texts
 from chathistory.catalog import (
     UNCHANGED,
     ErasureReceipt,
@@ -19,6 +19,8 @@ from chathistory.catalog import (
     SummaryPage,
     Unchanged,
     check_limit,
+    check_session_id,
+    check_session_ids,
     check_text,
     check_update,
     check_where,
@@ -149,7 +151,7 @@ class SQLAlchemyBackend(BaseBackend):
         from chathistory_sqlalchemy.errors import index_missing
 
         after = None if after is None else check_session_id(after)
-        limit = check_page_limit(limit)
+        limit = check_limit(limit)
         listing = self.statements.listing
         try:
             return (yield from listing.pages(after, limit))
@@ -348,7 +350,8 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
                                owner: str | None = None) -> Operation[int]:
         """Delete the sessions (of ``owner``) last updated before ``cutoff``: one transaction."""
-        count, messages, entries, params = self.catalog.prune(cutoff, check_text("owner", owner))
+        count, messages, entries, params = self.catalog.prune(check_cutoff(cutoff),
+                                                           check_text("owner", owner))
         ((found,),) = yield count, params
         if found and not dry_run:
             yield messages, params
@@ -365,9 +368,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
 
 
 def _ids(session_ids: Sequence[str]) -> list[str]:
-    if isinstance(session_ids, str):
-        raise TypeError("session_ids must be a sequence of session ids, not one str")
-    return [check_session_id(session_id) for session_id in dict.fromkeys(session_ids)]
+    return [check_session_id(session_id) for session_id in check_session_ids(session_ids)]
 
 
 def _matches(metadata: str, wanted: Mapping[str, MetadataValue]) -> bool:
@@ -377,14 +378,3 @@ def _matches(metadata: str, wanted: Mapping[str, MetadataValue]) -> bool:
     stored = json.loads(metadata)
     return all(key in stored and json.dumps(stored[key]) == json.dumps(value)
                for key, value in wanted.items())
-
-
-def check_session_id(session_id: str) -> str:
-    """``session_id`` if it is a str SQL can bind (no lone surrogate), else a ValueError."""
-    if not isinstance(session_id, str):
-        raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
-    try:
-        session_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("session_id is not valid Unicode (it has a lone surrogate)") from None
-    return session_id
