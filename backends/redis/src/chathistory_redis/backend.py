@@ -24,7 +24,7 @@ from chathistory import (
     decode_record,
     operation,
 )
-from chathistory.capabilities import SessionInfo, check_page_limit, check_record_texts
+from chathistory.capabilities import SessionInfo, check_cutoff, check_record_texts
 from chathistory.catalog import (
     UNCHANGED,
     ErasureReceipt,
@@ -34,6 +34,7 @@ from chathistory.catalog import (
     Unchanged,
     check_limit,
     check_metadata,
+    check_session_ids,
     check_text,
     check_update,
     check_where,
@@ -182,7 +183,7 @@ class RedisBackend(BaseBackend):
 
         Through the index (one script, one pipeline of ``LLEN``), or on a store never
         indexed by one ``SCAN`` of the key prefix per page (write times ``None`` there)."""
-        limit = check_page_limit(limit)
+        limit = check_limit(limit)
         if (yield from self._is_indexed()):
             return (yield from self._indexed_page(after, limit))
         return (yield from self._scanned_page(after, limit))
@@ -201,9 +202,7 @@ class RedisBackend(BaseBackend):
         """Delete the sessions last updated before ``cutoff`` (of ``owner`` only, if given),
         :data:`PRUNE_BATCH` per round trip, each with its catalog entry in one script;
         return how many held messages."""
-        if cutoff.tzinfo is None:
-            raise ValueError("cutoff must be timezone-aware (for example datetime.now(UTC))")
-        seconds = repr(cutoff.timestamp())
+        seconds = repr(check_cutoff(cutoff).timestamp())
         check_text("owner", owner)
         count = 0
         if not dry_run:
@@ -356,9 +355,7 @@ class RedisBackend(BaseBackend):
         cluster, each session's messages go in its own slot (a pipeline of scripts), then
         the entries in the index's: a run killed between leaves entries without messages,
         which are erased when it is run again."""
-        if isinstance(session_ids, str | bytes):
-            raise TypeError("session_ids must be a list of ids, not one str")
-        ids = [_raw(session_id) for session_id in dict.fromkeys(session_ids)]
+        ids = [_raw(session_id) for session_id in check_session_ids(session_ids)]
         receipt = ErasureReceipt(dry_run=dry_run)
         if not ids:
             return receipt
@@ -395,7 +392,7 @@ class RedisBackend(BaseBackend):
 
     def _read_summaries(self, session_ids: Sequence[str]
                         ) -> Operation[dict[str, SessionSummary]]:
-        ids = list(dict.fromkeys(session_ids))
+        ids = check_session_ids(session_ids)
         if not ids:
             return {}
         reply = yield ks.evalsha(ks.SUMMARIES, self._catalog,
