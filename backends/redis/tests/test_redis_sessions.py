@@ -139,6 +139,19 @@ def test_prune_deletes_each_session_with_its_index_entry(make_backend: MakeBacke
 def test_a_naive_cutoff_is_refused(make_backend: MakeBackend) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         make_backend().delete_sessions_before(datetime.now())
+    with pytest.raises(TypeError, match="cutoff must be a datetime"):
+        make_backend().delete_sessions_before(0)  # type: ignore[arg-type]
+
+
+def test_one_str_of_session_ids_is_refused_and_lone_surrogates_are_kept(
+        make_backend: MakeBackend) -> None:
+    backend = make_backend()
+    backend.append("\udc80", numbered_records(1))  # Redis keys hold any str, on purpose
+    with pytest.raises(TypeError, match="a list of ids, not one str"):
+        backend.session_summaries("\udc80")
+    with pytest.raises(TypeError, match="a list of ids, not one str"):
+        backend.erase_sessions("\udc80")
+    assert list(backend.session_summaries(["\udc80", "\udc80"])) == ["\udc80"]
 
 
 def test_append_many_is_one_script_all_or_nothing_on_redis(make_backend: MakeBackend,

@@ -166,3 +166,18 @@ def test_the_peers_layout_declares_no_catalog_and_gets_no_table(
 def test_the_catalog_class_refuses_a_layout_that_keeps_none(sqlite_url: str) -> None:
     with pytest.raises(ConfigError, match="keeps no session catalog"):
         SQLAlchemyCatalogBackend.from_options(url=sqlite_url, layout="langchain_community")
+
+
+def test_the_core_checks_a_cutoff_and_session_ids_before_any_statement(
+    catalog: SQLAlchemyCatalogBackend,
+) -> None:
+    catalog.append("kept", numbered_records(1))
+    with pytest.raises(ValueError, match="cutoff must be timezone-aware"):
+        catalog.delete_sessions_before(datetime.now())
+    with pytest.raises(TypeError, match="cutoff must be a datetime"):
+        catalog.delete_sessions_before("2020-01-01")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a list of ids, not one str"):
+        catalog.erase_sessions("kept")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        catalog.session_summaries(["kept", "\udc80"])
+    assert catalog.fetch_many(["kept", "kept"]) == {"kept": numbered_records(1)}
