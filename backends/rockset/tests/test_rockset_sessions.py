@@ -170,6 +170,8 @@ def test_fetch_many_reads_many_sessions_in_one_query(emu: RocksetEmulator,
     assert asyncio.run(backend.afetch_many(["a", "b"])) == expected
     emu.reset_request_count()
     assert backend.fetch_many([]) == {}
+    with pytest.raises(TypeError, match="a list of ids, not one str"):
+        backend.fetch_many("ab")  # not the sessions 'a' and 'b'
     assert emu.request_count == 0
 
 

@@ -28,11 +28,13 @@ from chathistory import (
     decode_record,
     encode_record,
 )
-from chathistory.capabilities import SessionInfo, check_page_limit
+from chathistory.capabilities import SessionInfo
 from chathistory.catalog import (
     MetadataValue,
     SessionSummary,
     SummaryPage,
+    check_limit,
+    check_session_ids,
     check_where,
     read_cursor,
     write_cursor,
@@ -493,7 +495,7 @@ class RocksetBackend(BaseBackend):
         Raises:
             CollectionMissingError: the collection does not exist (nothing is created).
         """
-        sql = self._page_sql.format(limit=check_page_limit(limit))
+        sql = self._page_sql.format(limit=check_limit(limit))
         rows = yield from self._rows(sql, after=after or "")
         return [self._session_info(row, row.get(_SESSION)) for row in rows]
 
@@ -520,7 +522,7 @@ class RocksetBackend(BaseBackend):
         Raises:
             CollectionMissingError: the collection does not exist (nothing is created).
         """
-        wanted = list(dict.fromkeys(session_ids))
+        wanted = check_session_ids(session_ids)
         found: dict[str, list[dict[str, Any]]] = {}
         for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
             part = wanted[start:start + MAX_IDS_PER_QUERY]
@@ -586,7 +588,7 @@ class RocksetBackend(BaseBackend):
             ValueError: a bad limit, filter or cursor.
             CollectionMissingError: the collection does not exist (nothing is created).
         """
-        check_page_limit(limit)
+        check_limit(limit)
         wanted = check_where(where)
         position = read_cursor(cursor, newest_first)
         if owner is not None or wanted:
@@ -615,9 +617,7 @@ class RocksetBackend(BaseBackend):
         Raises:
             CollectionMissingError: the collection does not exist (nothing is created).
         """
-        if isinstance(session_ids, str):
-            raise TypeError("session_ids must be a list of ids, not one str")
-        wanted = list(dict.fromkeys(session_ids))
+        wanted = check_session_ids(session_ids)
         found: dict[str, SessionSummary] = {}
         for start in range(0, len(wanted), MAX_IDS_PER_QUERY):
             part = wanted[start:start + MAX_IDS_PER_QUERY]
