@@ -10,12 +10,13 @@ cache misses.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -46,3 +47,18 @@ def compare(script: str, contenders: Sequence[str], turns: int,
             print(f"{ours} / {floor}: {per_turn[ours] / per_turn[floor]:.3f}x, "
                   f"{(per_turn[ours] - per_turn[floor]) / 1e3:+.1f}k")
     return per_turn
+
+
+def main(script: str, description: str, contenders: Sequence[str], turns: int,
+         run_turns: Callable[[str, int], None], pairs: Sequence[tuple[str, str]]) -> None:
+    """A count_*.py script's command line: count the contenders chosen and print the
+    pairs' ratios, or (``--child CONTENDER TURNS``, in callgrind's child) run the turns."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--turns", type=int, default=turns, help="turns counted")
+    parser.add_argument("--contenders", nargs="+", choices=contenders, default=contenders)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_turns(args.child[0], int(args.child[1]))
+    else:
+        compare(script, args.contenders, args.turns, pairs)

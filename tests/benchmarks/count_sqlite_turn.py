@@ -18,7 +18,6 @@ async methods: on SQLite they run in worker threads, which callgrind counts apar
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import sys
@@ -88,16 +87,9 @@ def run_turns(contender: str, turns: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--turns", type=int, default=250, help="turns counted")
-    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=CONTENDERS)
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        run_turns(args.child[0], int(args.child[1]))
-        return
-    callgrind.compare(__file__, args.contenders, args.turns,
-                      [("ours", "raw"), ("ours", "backend"), ("backend", "raw")])
+    callgrind.main(__file__, __doc__.splitlines()[0], CONTENDERS, 250, run_turns,
+                   [("ours", "raw"), ("ours", "backend"), ("backend", "raw")])
+
 
 if __name__ == "__main__":
     main()

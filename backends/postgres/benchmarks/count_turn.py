@@ -22,22 +22,20 @@ besides: the messages made from the records read, the new ones turned into recor
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import gc
-import os
-import re
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The callgrind counting the core's count_sqlite_turn.py uses too.
+sys.path.insert(0, str(Path(__file__).parents[3] / "tests" / "benchmarks"))
 
 import bench_postgres as bench
+import callgrind
 from langchain_core.messages import message_to_dict, messages_from_dict
 
 from chathistory import encode_record
@@ -96,39 +94,10 @@ def run_turns(contender: str, turns: int) -> None:
     loop.close()
 
 
-def count(contender: str, turns: int) -> float:
-    """The instructions of one turn of ``contender``, over ``turns`` turns."""
-    with tempfile.TemporaryDirectory() as directory:
-        out = os.path.join(directory, "callgrind.out")
-        subprocess.run(["valgrind", "--tool=callgrind", "--separate-threads=yes",
-                        "--collect-atstart=no", "--toggle-collect=functools_reduce",
-                        f"--callgrind-out-file={out}",
-                        sys.executable, __file__, "--child", contender, str(turns)],
-                       check=True, capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-        text = Path(f"{out}-01").read_text(errors="replace")
-    found = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
-    assert found, "no totals in callgrind's output"
-    return int(found.group(1)) / turns
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--turns", type=int, default=200, help="turns counted")
-    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=CONTENDERS)
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        run_turns(args.child[0], int(args.child[1]))
-        return
-    per_turn = {}
-    for contender in args.contenders:
-        per_turn[contender] = count(contender, args.turns)
-        print(f"{contender:6} {per_turn[contender] / 1e6:.3f}M instructions per turn", flush=True)
-    for ours, floor in (("ours", "backend"), ("backend", "driver"), ("driver", "pool"),
-                        ("ours", "pool"), ("aours", "apool")):
-        if ours in per_turn and floor in per_turn:
-            print(f"{ours} / {floor}: {per_turn[ours] / per_turn[floor]:.3f}x, "
-                  f"{(per_turn[ours] - per_turn[floor]) / 1e3:.0f}k more")
+    callgrind.main(__file__, __doc__.splitlines()[0], CONTENDERS, 200, run_turns,
+                   [("ours", "backend"), ("backend", "driver"), ("driver", "pool"),
+                    ("ours", "pool"), ("aours", "apool")])
 
 
 if __name__ == "__main__":
