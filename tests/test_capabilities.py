@@ -205,6 +205,17 @@ BROKEN = {
             super().restore_summaries([dataclasses.replace(s, created_at=now, updated_at=now)
                                        for s in summaries])
     """,
+    "prune_reads_a_naive_cutoff_as_utc": """
+        def delete_sessions_before(self, cutoff, *, dry_run=False, owner=None):
+            from datetime import UTC
+            return super().delete_sessions_before(
+                cutoff if cutoff.tzinfo else cutoff.replace(tzinfo=UTC), dry_run=dry_run,
+                owner=owner)
+    """,
+    "erase_sessions_takes_a_str_for_its_characters": """
+        def erase_sessions(self, session_ids, *, dry_run=False):
+            return super().erase_sessions(list(session_ids), dry_run=dry_run)
+    """,
     "prune_ignores_the_owner": """
         def delete_sessions_before(self, cutoff, *, dry_run=False, owner=None):
             return super().delete_sessions_before(cutoff, dry_run=dry_run)

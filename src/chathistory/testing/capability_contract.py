@@ -197,6 +197,20 @@ class CapabilityContract(CatalogContract):
         assert all(backend.fetch(session_id) == [] for session_id in old)
         assert all(backend.fetch(session_id) != [] for session_id in kept)
 
+    def test_delete_sessions_before_refuses_a_naive_cutoff_deleting_nothing(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        pruner = _require(backend, PrunesSessions, "deleting sessions by write time")
+        session_id = make_session_id("pruned-by-a-naive-cutoff")
+        backend.append(session_id, numbered_records(2))
+        # A naive time names no zone: read as UTC, or as local time, it prunes hours
+        # more or less than meant. A day ahead, it would delete this session.
+        naive = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=1)
+        with pytest.raises(ValueError, match="timezone-aware"):
+            pruner.delete_sessions_before(naive)
+        with pytest.raises(ValueError, match="timezone-aware"):
+            run_without_blocking(pruner.adelete_sessions_before(naive))
+        assert len(backend.fetch(session_id)) == 2
+
     # -- FetchesInBulk, CopiesInBulk --------------------------------------------------------
 
     def test_fetch_many_reads_each_session_whole_and_in_order(

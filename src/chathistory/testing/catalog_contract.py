@@ -363,6 +363,18 @@ class CatalogContract:
         assert backend.fetch(bob[0]) == [] and len(backend.fetch(bob[1])) == 1
         assert catalog.erase_sessions(chosen) == ErasureReceipt(0, 0)
 
+    def test_catalog_erase_sessions_refuses_one_str_erasing_nothing(
+            self, backend: Backend, make_session_id: MakeSessionId) -> None:
+        catalog = _catalog(backend)
+        session_id = make_session_id("erased-as-one-str")
+        backend.append(session_id, numbered_records(1))
+        # A str is a sequence too: taken as one, it names each of its characters.
+        with pytest.raises(TypeError, match="not one str"):
+            catalog.erase_sessions(session_id)
+        with pytest.raises(TypeError, match="not one str"):
+            run_without_blocking(catalog.aerase_sessions(session_id))
+        assert len(backend.fetch(session_id)) == 1
+
     def test_catalog_erase_killed_partway_finishes_when_run_again(
             self, backend: Backend, make_session_id: MakeSessionId) -> None:
         catalog = _catalog(backend)
