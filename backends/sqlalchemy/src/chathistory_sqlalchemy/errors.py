@@ -36,9 +36,10 @@ __all__ = ["CommitFailed", "NotConnected", "error_code", "failing_as", "index_mi
 SERVER: dict[object, str] = {
     **dict.fromkeys((1044, 1045, 1142, 1143, 1227, 1698), "denied"), 1049: "no_database",
     **dict.fromkeys((1205, 1213), "rolled_back"),  # lock wait timeout, deadlock
-    # A creator raced another: the table, column, key or version row exists, or
-    # information_schema skipped a table while another connection's DDL changed it.
-    **dict.fromkeys((1050, 1060, 1061, 1062, 1684), "race"),
+    # A creator raced another: the table, column, key or version row exists,
+    # information_schema skipped a table while another connection's DDL changed it, or
+    # (1412) a transaction's snapshot is older than a table another creator just made.
+    **dict.fromkeys((1050, 1060, 1061, 1062, 1684, 1412), "race"),
     1054: "no_index",  # an unknown column: the listing's session_key, on an older table
     1146: "no_table", "42P01": "no_table",  # 42P01: PostgreSQL's undefined_table
     1419: "no_super",  # CREATE TRIGGER, binary logging on, no log_bin_trust_function_creators
