@@ -262,13 +262,9 @@ class NamedBackend:
 
     def get(self) -> Backend:
         """The backend to use now: the substitute while the fake swap is on, else the real one."""
-        # (Registry.substitute inline: every operation of a history starts here, and the
-        # fake swap is rarely on.)
-        substitutes = self.registry._substitutes
-        if substitutes:
-            factory = substitutes.get(self.name)
-            if factory is not None:
-                return factory(self.name, self.config)
+        substitute = self.registry.substitute(self.name, self.config)
+        if substitute is not None:
+            return substitute
         built = self._built
         if built is None:
             with self._lock:
