@@ -170,6 +170,8 @@ def test_prune_deletes_sessions_older_than_the_age_and_a_dry_run_deletes_none(
 
 @pytest.mark.parametrize(("args", "message"), [
     (["prune", "--older-than", "soon"], "'soon' is not a duration such as 30d"),
+    (["prune", "--older-than", "1000000d"], "'1000000d' reaches back before the year 1"),
+    (["prune", "--older-than", "99999999999w"], "'99999999999w' reaches back before the year 1"),
     (["sessions", "-b", "jsonl", "-o", "directory=/tmp/x"],
      "backend 'jsonl' cannot list its sessions"),
     (["prune", "-b", "jsonl", "-o", "directory=/tmp/x", "--older-than", "1d"],

@@ -109,13 +109,17 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def parse_age(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``2w`` or ``45s`` as a duration."""
+def cutoff_before_now(text: str) -> datetime:
+    """The moment ``text`` ago: ``30d``, ``12h``, ``90m``, ``2w`` or ``45s`` before now (UTC)."""
     found = _DURATION.match(text)
     if found is None:
         raise click.BadParameter(f"{text!r} is not a duration such as 30d, 12h, 90m or 2w",
                                  param_hint="--older-than")
-    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    try:
+        return datetime.now(UTC) - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} reaches back before the year 1",
+                                 param_hint="--older-than") from None
 
 
 def _session_row(info: SessionInfo) -> dict[str, Any]:
@@ -420,7 +424,7 @@ def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "t
 def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
           owner: str | None, as_json: bool, quiet: bool) -> None:
     """Delete the sessions whose last write is older than AGE (all, or one --owner's)."""
-    cutoff = datetime.now(UTC) - parse_age(age)
+    cutoff = cutoff_before_now(age)
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
