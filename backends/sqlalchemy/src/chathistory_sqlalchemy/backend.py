@@ -140,25 +140,16 @@ class SQLAlchemyBackend(BaseBackend):
     @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> Operation[list[SessionInfo]]:
-        """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``):
-        through the listing index, or the table where it has none yet. ``messages`` and
-        ``last_write`` are None where no catalog is kept (counting would read every row)."""
+        """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``).
+        ``messages`` and ``last_write`` are None where no catalog is kept (counting would
+        read every row)."""
         ids = yield from self.session_ids_page(after, limit)
         return [SessionInfo(session_id) for session_id in ids]
 
     def session_ids_page(self, after: str | None, limit: int) -> Operation[list[str]]:
         """The steps of :meth:`list_sessions` that read the ids of its page."""
-        from chathistory_sqlalchemy.errors import index_missing
-
         after = None if after is None else check_session_id(after)
-        limit = check_limit(limit)
-        listing = self.statements.listing
-        try:
-            return (yield from listing.pages(after, limit))
-        except Exception as error:
-            if not index_missing(error):
-                raise
-            return (yield from listing.pages(after, limit, scan=True))
+        return (yield from self.statements.listing.pages(after, check_limit(limit)))
 
     @operation()
     def fetch_many(self, session_ids: Sequence[str]

@@ -28,8 +28,8 @@ from chathistory import (
     RecordError,
 )
 
-__all__ = ["CommitFailed", "NotConnected", "error_code", "failing_as", "index_missing",
-           "is_transient", "translate"]
+__all__ = ["CommitFailed", "NotConnected", "error_code", "failing_as", "is_transient",
+           "translate"]
 
 # What a database's own error means: by MySQL/MariaDB error number or PostgreSQL SQLSTATE,
 # and by SQLite's primary result code or the words of its message.
@@ -40,14 +40,13 @@ SERVER: dict[object, str] = {
     # information_schema skipped a table while another connection's DDL changed it, or
     # (1412) a transaction's snapshot is older than a table another creator just made.
     **dict.fromkeys((1050, 1060, 1061, 1062, 1684, 1412), "race"),
-    1054: "no_index",  # an unknown column: the listing's session_key, on an older table
     1146: "no_table", "42P01": "no_table",  # 42P01: PostgreSQL's undefined_table
     1419: "no_super",  # CREATE TRIGGER, binary logging on, no log_bin_trust_function_creators
     **dict.fromkeys((2006, 2013, 2014, 2045, 2055, 1927, 1053, 1077, 1080), "lost"),
     **dict.fromkeys((1366, 1406, 1153, 1301), "too_big")}  # bad string, too long, packet
 SQLITE: dict[object, str] = {
     5: "rolled_back", 6: "rolled_back", 3: "denied", 8: "denied", 23: "denied",
-    14: "cannot_open", 18: "too_big", "no such table": "no_table", "no such index": "no_index",
+    14: "cannot_open", 18: "too_big", "no such table": "no_table",
     "already exists": "race", "UNIQUE constraint": "race"}
 
 
@@ -117,11 +116,6 @@ def _meaning(error: BaseException) -> str | None:
         return SQLITE.get(code) or next((meaning for words, meaning in SQLITE.items()
                                          if isinstance(words, str) and words in text), None)
     return SERVER.get(code) or SERVER.get(getattr(driver, "sqlstate", None))
-
-
-def index_missing(error: BaseException) -> bool:
-    """Whether a listing failed for want of the listing column (MySQL) or index (SQLite)."""
-    return isinstance(error, sa_exc.DBAPIError) and _meaning(error) == "no_index"
 
 
 def is_transient(error: BaseException, *, write: bool) -> bool:

@@ -85,23 +85,24 @@ def build_table(name: str, layout: Layout) -> sa.Table:
 class Listing:
     """How one table's sessions are listed, a page at a time, in code-point order.
 
-    ``page`` reads a page through the listing index (None where there is none),
-    ``scan`` from the table (one without the index: a peer's, an older one's).
-    On MySQL/MariaDB they give ``session_key`` values; a key of :data:`KEY_BYTES`
-    bytes may stand for several ids, which ``ties`` (or ``scan_ties``) reads.
-    On SQLite and PostgreSQL ``page`` is a loose index scan (:func:`_loose_scan`).
+    A page reads listing keys from ``:start`` on: through the listing index
+    (``page``) once :meth:`has_index` has seen it, else from the table (``scan``:
+    a peer's table, or an older one's, until ``create_collection`` adds the index).
+    On SQLite and PostgreSQL a key is the id (SQLite's BINARY and PostgreSQL's "C"
+    collation order by code point) and ``page`` is a loose index scan
+    (:func:`_loose_scan`). On MySQL/MariaDB a key is ``session_key``, the first
+    :data:`KEY_BYTES` bytes of the id's UTF-8; a key that long may stand for several
+    ids, which ``ties`` (or ``scan_ties``) reads. Other dialects read every id.
     """
 
     kind: Literal["mysql", "loose", "other"]
-    page: TextClause | None
+    table: str
     scan: TextClause
+    page: TextClause | None = None
+    index_name: str = ""
+    upgrades: tuple[str, ...] = ()  # the DDL that adds the listing index
     ties: TextClause | None = None
     scan_ties: TextClause | None = None
-    index_name: str | None = None
-    upgrades: tuple[str, ...] = ()  # the DDL that adds the listing index
-    # PostgreSQL: whether the index exists (a loose scan without it reads the table per id),
-    # asked until it does.
-    indexed: TextClause | None = None
     seen_index: bool = False
     # PostgreSQL: no text holds NUL, so the ids after `after` are those after its part
     # before the first NUL (which alone can be bound).
@@ -112,81 +113,74 @@ class Listing:
         preparer = dialect.identifier_preparer
         name, quoted = table.name, preparer.format_table(table)
         session_id = preparer.quote("session_id")
+
+        def distinct(key: str, start: str = ":start") -> TextClause:
+            return sa.text(f"SELECT DISTINCT {key} FROM {quoted} WHERE {key} >= {start} "
+                           "ORDER BY 1 LIMIT :n")
+
         if dialect.name in MYSQL_DIALECTS:
-            index = f"{name}_session_key_idx"
+            index, key = f"{name}_session_key_idx", preparer.quote("session_key")
             utf8 = f"CAST(CONVERT({session_id} USING utf8mb4) AS BINARY)"
-            computed, key = f"LEFT({utf8}, {KEY_BYTES})", preparer.quote("session_key")
+            computed = f"LEFT({utf8}, {KEY_BYTES})"
 
             def ties(by: str) -> TextClause:  # the ids a key of KEY_BYTES bytes stands for
                 return sa.text(f"SELECT DISTINCT {utf8} FROM {quoted} WHERE {by} = UNHEX(:key)")
 
-            return cls(
-                kind="mysql",
-                page=sa.text(f"SELECT {key} FROM {quoted} WHERE {key} >= UNHEX(:start) "
-                             f"GROUP BY {key} ORDER BY {key} LIMIT :n"),
-                scan=sa.text(f"SELECT DISTINCT {computed} AS k FROM {quoted} "
-                             f"WHERE {computed} >= UNHEX(:start) ORDER BY k LIMIT :n"),
-                ties=ties(key), scan_ties=ties(computed), index_name=index,
-                upgrades=(f"ALTER TABLE {quoted} ADD COLUMN {key} VARBINARY({KEY_BYTES}) "
-                          f"AS ({computed}) VIRTUAL",
-                          f"CREATE INDEX {preparer.quote(index)} ON {quoted} ({key})"))
+            return cls("mysql", name, distinct(computed, "UNHEX(:start)"),
+                       distinct(key, "UNHEX(:start)"), index,
+                       (f"ALTER TABLE {quoted} ADD COLUMN {key} VARBINARY({KEY_BYTES}) "
+                        f"AS ({computed}) VIRTUAL",
+                        f"CREATE INDEX {preparer.quote(index)} ON {quoted} ({key})"),
+                       ties=ties(key), scan_ties=ties(computed))
         if dialect.name == "sqlite":
             index = f"{name}_session_{'id_' if layout == 'chathistory' else ''}idx"
             upgrades = (f"CREATE INDEX IF NOT EXISTS {preparer.quote(index)} "
                         f"ON {quoted} ({session_id})",) if layout == "chathistory" else ()
-            return cls(
-                kind="loose",
-                page=_loose_scan(f"{quoted} INDEXED BY {preparer.quote(index)}", session_id),
-                scan=sa.text(f"SELECT DISTINCT {session_id} FROM {quoted} "
-                             f"WHERE {session_id} >= :start ORDER BY {session_id} LIMIT :n"),
-                index_name=index, upgrades=upgrades)
+            return cls("loose", name, distinct(session_id), _loose_scan(
+                f"{quoted} INDEXED BY {preparer.quote(index)}", session_id), index, upgrades)
         if dialect.name == "postgresql":
-            # "C" compares a UTF-8 text's bytes: code-point order, whatever the database's.
             index, ordered = f"{name}_session_c_idx", f'{session_id} COLLATE "C"'
-            return cls(
-                kind="loose", page=_loose_scan(quoted, ordered),
-                scan=sa.text(f"SELECT DISTINCT {ordered} FROM {quoted} "
-                             f"WHERE {ordered} >= :start ORDER BY 1 LIMIT :n"),
-                index_name=index,
-                upgrades=(f"CREATE INDEX IF NOT EXISTS {preparer.quote(index)} "
-                          f"ON {quoted} ({ordered})",),
-                indexed=sa.text("SELECT to_regclass(:index) IS NOT NULL").bindparams(
-                    index=preparer.quote(index)), cut_at_nul=True)
+            return cls("loose", name, distinct(ordered), _loose_scan(quoted, ordered), index,
+                       (f"CREATE INDEX IF NOT EXISTS {preparer.quote(index)} "
+                        f"ON {quoted} ({ordered})",), cut_at_nul=True)
         columns = session_id
         if layout == "chathistory":  # distinct by hash too, whatever the collation
             columns = f"{preparer.quote('session_hash')}, {session_id}"
-        return cls(kind="other", page=None,
-                   scan=sa.text(f"SELECT DISTINCT {columns} FROM {quoted}"))
+        return cls("other", name, sa.text(f"SELECT DISTINCT {columns} FROM {quoted}"))
 
-    def pages(self, after: str | None, limit: int, *, scan: bool = False
-              ) -> Operation[list[str]]:
+    def has_index(self, connection: Connection) -> bool:
+        return sa.inspect(connection).has_index(self.table, self.index_name)
+
+    def pages(self, after: str | None, limit: int) -> Operation[list[str]]:
         """The ids of up to ``limit`` sessions after ``after``, in id order.
 
-        One statement, and on MySQL/MariaDB one more per key that stands for ids
-        of :data:`KEY_BYTES` bytes or more; on PostgreSQL one before, until one has
-        found the index (without it, the table is read). ``scan`` reads the table,
-        not the index.
+        One statement (and one before, until the listing index is seen), and on
+        MySQL/MariaDB one more per key that stands for ids of :data:`KEY_BYTES`
+        bytes or more.
         """
-        if self.indexed is not None and not (scan or self.seen_index):
-            ((self.seen_index,),) = yield self.indexed, {}
-            scan = not self.seen_index
-        statement = self.scan if scan or self.page is None else self.page
-        # The page starts at `after` itself, inclusive: one more row covers it.
-        if self.kind != "mysql":  # "other": every id, sorted here
-            since = after or ""
-            params = {"start": since.partition("\x00")[0] if self.cut_at_nul else since,
-                      "n": limit + 1} if self.kind == "loose" else {}
-            found = sorted({row[-1] for row in (yield statement, params)} - {None})
+        if self.page is not None and not self.seen_index:
+            self.seen_index = yield self.has_index
+        indexed = self.seen_index
+        statement = self.page if indexed and self.page is not None else self.scan
+        if self.kind == "other":  # every id, sorted here
+            found = sorted({row[-1] for row in (yield statement, {})} - {None})
             return [session for session in found if after is None or session > after][:limit]
-        # Bytes travel as hex: aiomysql cannot bind bytes with the PyMySQL of today.
-        start = b"" if after is None else after.encode("utf-8")[:KEY_BYTES]
-        rows = yield statement, {"start": start.hex(), "n": limit + 1}
+        if self.kind == "mysql":  # bytes travel as hex: aiomysql cannot bind bytes
+            start = (b"" if after is None else after.encode("utf-8")[:KEY_BYTES]).hex()
+        else:
+            start = after or ""
+            if self.cut_at_nul:
+                start = start.partition("\x00")[0]
+        # The page starts at `after` itself, inclusive: one more row covers it.
+        rows = yield statement, {"start": start, "n": limit + 1}
         found = []
         for (key,) in rows:
-            if len(key) < KEY_BYTES:
+            if isinstance(key, str):
+                ids = [key]
+            elif len(key) < KEY_BYTES:
                 ids = [key.decode("utf-8")]
             else:
-                tied = yield (self.scan_ties if scan else self.ties), {"key": key.hex()}
+                tied = yield (self.ties if indexed else self.scan_ties), {"key": key.hex()}
                 ids = sorted(row[0].decode("utf-8") for row in tied)
             found.extend(session for session in ids if after is None or session > after)
             if len(found) >= limit:
