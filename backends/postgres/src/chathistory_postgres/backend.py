@@ -68,8 +68,7 @@ class PostgresBackend(BaseBackend):
 
         self.driver: PostgresDriver = PostgresDriver(config)
         self.runner = Runner(self, self.driver)
-        self.statements: Statements = sql.Statements(config.db_schema, config.table,
-                                                     config.layout)
+        self.statements: Statements = sql.Statements(config.db_schema, config.table, config.layout)
         self._sql, self._copy = sql, Copy
         self._sessions_table = False
 
@@ -79,8 +78,7 @@ class PostgresBackend(BaseBackend):
 
     def _session(self, session_id: str) -> str:
         """The session id as bound: checked, and for the langchain layout, a canonical UUID."""
-        if not isinstance(session_id, str):
-            raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
+        check_session_id(session_id)
         if self.config.layout == "langchain_postgres":
             try:
                 return str(uuid.UUID(session_id))
@@ -92,7 +90,7 @@ class PostgresBackend(BaseBackend):
                 ) from None
         if "\x00" in session_id:
             raise ValueError("session_id must not contain NUL characters")
-        return check_session_id(session_id)
+        return session_id
 
     def _has_sessions_table(self) -> Operation[bool]:
         """Whether ``<table>_sessions`` exists (looked up until it is seen once)."""
@@ -164,18 +162,15 @@ class PostgresBackend(BaseBackend):
         (aware), with its summary; return how many. One statement, through the (owner,)
         ``last_write`` index and the ``(session_id, id)`` index."""
         s, moment = self.statements, check_cutoff(cutoff)
-        request: tuple[str, tuple[Any, ...]]
         if check_text("owner", owner) is None:
-            request = (s.count_before if dry_run else s.delete_before), (moment,)
+            (count,), = yield (s.count_before if dry_run else s.delete_before), (moment,)
         else:
-            request = (s.count_before_owner if dry_run else s.delete_before_owner), (moment,
-                                                                                      owner)
-        (count,), = yield request
+            statement = s.count_before_owner if dry_run else s.delete_before_owner
+            (count,), = yield statement, (moment, owner)
         return int(count)
 
     @operation()
-    def fetch_many(self, session_ids: Sequence[str]
-                   ) -> Operation[dict[str, list[dict[str, Any]]]]:
+    def fetch_many(self, session_ids: Sequence[str]) -> Operation[dict[str, list[dict[str, Any]]]]:
         """Every record of each session that has any, oldest first: one statement."""
         texts = yield from self._fetch_many_text(session_ids)
         return {session: self._sql.records_from_texts(some) for session, some in texts.items()}
@@ -191,8 +186,7 @@ class PostgresBackend(BaseBackend):
         return self._sql.texts_by_session(rows, given)
 
     @operation(write=True, transaction=True)
-    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]
-                    ) -> Operation[None]:
+    def append_many(self, batches: Mapping[str, Sequence[Mapping[str, Any]]]) -> Operation[None]:
         """Append each session's records after its others: one transaction, all or nothing,
         taking :meth:`append`'s locks in session order, then one ``COPY`` in batch order."""
         # Every record of every session is encoded before any I/O: all or nothing.
@@ -207,10 +201,10 @@ class PostgresBackend(BaseBackend):
 
     def _copy_in(self, batches: Mapping[str, Sequence[str]]) -> Operation[None]:
         rows: list[tuple[str, str]] = []
+        jsonb_text, layout = self._sql.jsonb_text, self.config.layout
         for session_id, texts in batches.items():
             session = self._session(session_id)
-            rows += [(session, text) for text in self._sql.jsonb_texts(list(texts),
-                                                                        self.config.layout)]
+            rows += [(session, jsonb_text(text, layout)) for text in texts]
         if rows:  # (lock_sessions takes the locks in session order)
             yield self.statements.lock_sessions, (list({session for session, _ in rows}),)
             yield self._copy(self.statements.copy_rows, rows)

@@ -52,46 +52,46 @@ class Copy(NamedTuple):
 
 def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
     """Whether the server closed this idle connection: then, and only then, it sent
-    something unprompted (an error and EOF), so its socket is readable. No round trip."""
-    if connection.closed:  # (the pool discards a broken one when it is given back)
-        return True
+    something unprompted (an error and EOF), so its socket is readable. No round trip.
+    (A pool never lends a connection psycopg knows is closed: it discards those.)"""
     poller = select.poll()
     poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
     return bool(poller.poll(0))
 
 
-class _Lease(AbstractContextManager[Connection]):
-    """A connection for one try of ``call``, given back on exit: the application's own,
-    one call at a time, or one of the pool that the server has not closed (a closed one
-    is given back, the pool replaces it, and the next is taken at once: after a failed
-    ``check`` callback psycopg_pool sleeps 1, 2, 4 s, and under connection churn calls
-    waited out the pool's timeout; nothing was sent, so even an append is safe). In a
-    transaction when the call asks for one, or the connection is not in autocommit (an
-    application's: each call commits by itself, or is a savepoint in the app's own).
-    (A class: a ``@contextmanager`` on every call's path cost about three times as much.)"""
+class _Lease(AbstractContextManager[Connection], AbstractAsyncContextManager[AsyncConnection]):
+    """A connection from ``source`` for one try of ``call`` (``with`` or ``async with``),
+    given back on exit: the application's own, one call at a time, or one of the pool
+    that the server has not closed (a closed one is given back, the pool replaces it, and
+    the next is taken at once: after a failed ``check`` callback psycopg_pool sleeps 1, 2,
+    4 s, and under connection churn calls waited out the pool's timeout; nothing was sent,
+    so even an append is safe). In a transaction when the call asks for one, or the
+    connection is not in autocommit (an application's: each call commits by itself, or is
+    a savepoint in the app's own). (A class: a ``@contextmanager`` on every call's path
+    cost about three times as much, and the event loop also registers the first step of
+    an async generator.)"""
 
-    def __init__(self, driver: PostgresDriver, call: Call) -> None:
+    def __init__(self, driver: PostgresDriver, source: Any, call: Call) -> None:
         self.driver, self.call = driver, call
-        self.pool: ConnectionPool[Any] | None = None  # (None: the application's connection)
-        self.transaction: AbstractContextManager[Any] | None = None
+        self.source = source  # a pool, or the application's connection
+        self.connection: Any = None  # (sync or async: what entering took)
+        self.transaction: Any = None
 
     def __enter__(self) -> Connection:
-        driver = self.driver
-        lent: Connection | None = driver.config.connection
-        if lent is not None:
+        source, driver = self.source, self.driver
+        if isinstance(source, psycopg.Connection):
             driver.lock.acquire()
-            if lent.closed:
+            if source.closed:
                 driver.lock.release()
                 raise driver.lent_connection_closed()
-            connection = lent
+            connection = source
         else:
-            pool = self.pool = driver.pool or driver.open_sync_pool()
-            connection = pool.getconn(driver.config.timeout)
+            connection = source.getconn(driver.config.timeout)
             deadline = time.monotonic() + driver.config.timeout
             while _closed_by_server(connection):
                 connection.close()
-                pool.putconn(connection)
-                connection = pool.getconn(max(0.0, deadline - time.monotonic()))
+                source.putconn(connection)
+                connection = source.getconn(max(0.0, deadline - time.monotonic()))
         self.connection = connection
         if self.call.transaction or not connection.autocommit:
             try:
@@ -107,32 +107,22 @@ class _Lease(AbstractContextManager[Connection]):
         try:
             return None if self.transaction is None else self.transaction.__exit__(*exc_info)
         finally:
-            if self.pool is None:
+            if isinstance(self.source, psycopg.Connection):
                 self.driver.lock.release()
             else:
-                self.pool.putconn(self.connection)
-
-
-class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
-    """:class:`_Lease` from ``source``, the running loop's pool or the application's
-    connection (nor an async generator, whose first step the event loop also registers)."""
-
-    def __init__(self, driver: PostgresDriver, source: AsyncSource, call: Call) -> None:
-        self.driver, self.source, self.call = driver, source, call
-        self.transaction: AbstractAsyncContextManager[Any] | None = None
+                self.source.putconn(self.connection)
 
     async def __aenter__(self) -> AsyncConnection:
-        source = self.source
+        source, driver = self.source, self.driver
         if isinstance(source, psycopg.AsyncConnection):
-            await self.driver.alock.acquire()
+            await driver.alock.acquire()
             if source.closed:
-                self.driver.alock.release()
-                raise self.driver.lent_connection_closed()
+                driver.alock.release()
+                raise driver.lent_connection_closed()
             connection = source
         else:
-            timeout = self.driver.config.timeout
-            connection = await source.getconn(timeout)
-            deadline = time.monotonic() + timeout
+            connection = await source.getconn(driver.config.timeout)
+            deadline = time.monotonic() + driver.config.timeout
             while _closed_by_server(connection):
                 await connection.close()
                 await source.putconn(connection)
@@ -150,8 +140,7 @@ class _AsyncLease(AbstractAsyncContextManager[AsyncConnection]):
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
         try:
-            return None if self.transaction is None \
-                else await self.transaction.__aexit__(*exc_info)
+            return None if self.transaction is None else await self.transaction.__aexit__(*exc_info)
         finally:
             if isinstance(self.source, psycopg.AsyncConnection):
                 self.driver.alock.release()
@@ -213,11 +202,10 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             "autocommit": True,
             "connect_timeout": max(2, math.ceil(config.connect_timeout)),
             "prepare_threshold": 5 if config.prepared_statements else None,
+            # libpq's: unless the conninfo or PGAPPNAME names the application.
+            "fallback_application_name": "chathistory-postgres",
         }
         self.prepare = config.prepared_statements
-        if self.conninfo is not None and "application_name" not in conninfo_to_dict(
-                self.conninfo):
-            self.kwargs["application_name"] = "chathistory-postgres"
         self.setup = (f"SET synchronous_commit = {config.synchronous_commit}"
                       if config.synchronous_commit else None)
         self.native_async = (self.conninfo is not None or config.async_connection is not None
@@ -230,7 +218,9 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
     def connection(self, call: Call) -> AbstractContextManager[Connection]:
         # getconn/putconn rather than pool.connection(): that also enters the
         # connection's own context, whose commit on exit autocommit does not need.
-        return _Lease(self, call)
+        lent = self.config.connection
+        source = lent if lent is not None else (self.pool or self.open_sync_pool())
+        return _Lease(self, source, call)
 
     def send(self, connection: Connection, request: Any) -> Any:
         if isinstance(request, Copy):
@@ -264,8 +254,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
             if self.pool is None:
                 pool: ConnectionPool[Any] = ConnectionPool(
                     configure=self._configure, min_size=self.config.min_size,
-                    max_size=self.config.max_size, reconnect_failed=_regrow,
-                    **self._pool_options())
+                    max_size=self.config.max_size, reconnect_failed=_regrow, **self._pool_options())
                 try:
                     pool.open(wait=self.config.min_size > 0, timeout=self.config.connect_timeout)
                 except PoolTimeout as exc:
@@ -278,20 +267,18 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
         if self.setup:
             connection.execute(self.setup)
 
+    async def _aconfigure(self, connection: AsyncConnection) -> None:
+        if self.setup:
+            await connection.execute(self.setup)
+
     async def open_pool(self) -> AsyncSource:
         lent: AsyncSource | None = self.config.async_pool or self.config.async_connection
         if lent is not None:
             return lent
         options = await asyncio.to_thread(self._pool_options)  # resolving the host may block
-        setup = self.setup
-
-        async def configure(connection: AsyncConnection) -> None:
-            if setup:
-                await connection.execute(setup)
-
         size = self.config.async_pool_size
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            configure=configure, min_size=size, max_size=size, reconnect_failed=_aregrow,
+            configure=self._aconfigure, min_size=size, max_size=size, reconnect_failed=_aregrow,
             **options)
         try:
             await pool.open(wait=True, timeout=self.config.connect_timeout)
@@ -302,7 +289,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
 
     def async_connection(self, pool: AsyncSource, call: Call
                          ) -> AbstractAsyncContextManager[AsyncConnection]:
-        return _AsyncLease(self, pool, call)
+        return _Lease(self, pool, call)
 
     async def asend(self, connection: AsyncConnection, request: Any) -> Any:
         if isinstance(request, Copy):
@@ -326,8 +313,7 @@ class PostgresDriver(Driver[Connection, AsyncSource, AsyncConnection]):
         if pool is not None:
             pool.close()
 
-    def is_transient(self, error: BaseException, *, write: bool) -> bool:
-        return errors.is_transient(error, write=write)
+    is_transient = staticmethod(errors.is_transient)
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
         return errors.translate(error, action=ACTIONS.get(call.operation, "read"),

@@ -40,11 +40,10 @@ class ConnectFailed(BackendUnavailableError):
     """No connection to the server could be opened: nothing was sent, any call may be repeated."""
 
 
-def reason(error: BaseException) -> str:
+def reason(error: psycopg.Error) -> str:
     """The first line of the server's or libpq's message, without libpq's preamble."""
-    diag = getattr(error, "diag", None)
-    text = (diag.message_primary if diag is not None else None) or str(error)
-    text = (text or type(error).__name__).strip().split("\n")[0]
+    text = error.diag.message_primary or str(error) or type(error).__name__
+    text = text.strip().split("\n")[0]
     text = re.sub(r"^connection (?:failed|to server at \"[^\"]*\"(?: \([^)]*\))?, "
                   r"port \d+ failed): ", "", text)
     return text.replace("FATAL:  ", "").strip()

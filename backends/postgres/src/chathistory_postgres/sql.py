@@ -23,7 +23,7 @@ from chathistory.driver import Operation
 from chathistory_postgres.config import Layout
 
 __all__ = ["CATALOG_STATEMENTS", "CATALOG_STEP", "MIGRATIONS", "SCHEMA_VERSION", "STATEMENTS",
-           "Statements", "jsonb_batch", "jsonb_texts", "records_from_texts", "summary_from_row",
+           "Statements", "jsonb_batch", "jsonb_text", "records_from_texts", "summary_from_row",
            "texts_by_session"]
 
 Step = str | dict[Layout, str]
@@ -355,13 +355,10 @@ class Statements(SimpleNamespace):
 
     def _check_columns(self, columns: dict[str, str]) -> None:
         where = f"backend 'postgres': table {self.qualified_table} exists"
-        session_type = columns.get("session_id")
-        if session_type == "uuid" and self.layout == "chathistory":
-            raise ConfigError(
-                f"{where} with a UUID session_id column, as langchain-postgres makes it: "
-                "use layout='langchain_postgres' to read and append to it in place")
-        if session_type in ("text", "character varying") and self.layout == "langchain_postgres":
-            raise ConfigError(f"{where} with a text session_id column: use layout='chathistory'")
+        other: Layout = "langchain_postgres" if self.layout == "chathistory" else "chathistory"
+        if columns.get("session_id") in _COLUMN_TYPES[other]["session_id"]:
+            raise ConfigError(f"{where} with a {columns['session_id']} session_id column, as the "
+                              f"{other} layout makes it: use layout={other!r} to use it in place")
         expected = {**_COLUMN_TYPES[self.layout],
                     "created_at": ("timestamp with time zone", "timestamp without time zone")}
         for column, allowed in expected.items():
@@ -388,7 +385,7 @@ def _positional(match: re.Match[str]) -> str:
     return match.group(0) if number is None else format(Decimal(number), "f") + ".0"
 
 
-def _for_jsonb(text: str, layout: Layout) -> str:
+def jsonb_text(text: str, layout: Layout) -> str:
     """A record's JSON text as jsonb can take it. jsonb refuses NUL in a string, so our
     layout keeps such a record as a jsonb *string* of its JSON text (no record is a
     string: reads tell them apart); a langchain_postgres table must hold the object.
@@ -403,16 +400,11 @@ def _for_jsonb(text: str, layout: Layout) -> str:
     return _STRING_OR_BIG_EXPONENT.sub(_positional, text) if "e+" in text else text
 
 
-def jsonb_texts(texts: list[str], layout: Layout) -> list[str]:
-    """Each record's JSON text as a jsonb value (:func:`_for_jsonb`)."""
-    return [_for_jsonb(text, layout) for text in texts]
-
-
 def jsonb_batch(texts: list[str], layout: Layout) -> str:
     """The insert's batch parameter: a JSON array of the records' JSON texts, for jsonb."""
     batch = "[" + ",".join(texts) + "]"
     if "\\u0000" in batch or "e+" in batch:
-        batch = "[" + ",".join(jsonb_texts(texts, layout)) + "]"
+        batch = "[" + ",".join([jsonb_text(text, layout) for text in texts]) + "]"
     return batch
 
 
@@ -425,7 +417,7 @@ def summary_from_row(row: Sequence[Any], session_id: str | None = None) -> Sessi
 
 def records_from_texts(texts: list[str]) -> list[dict[str, Any]]:
     """The records of their JSON texts (as read), decoded with one ``json.loads`` (half the
-    cost of one per row); a string is a record kept as its JSON text (:func:`_for_jsonb`)."""
+    cost of one per row); a string is a record kept as its JSON text (:func:`jsonb_text`)."""
     records: list[Any] = json.loads("[" + ",".join(texts) + "]")
     if set(map(type, records)) <= {dict}:  # (the usual case, checked without a Python loop)
         return records
