@@ -109,6 +109,20 @@ def test_catalog_mistakes_are_one_line_errors(path: str, args: list[str],
     assert "Traceback" not in result.stderr
 
 
+def test_erase_and_prune_on_a_misspelt_path_create_nothing_and_say_so(tmp_path: Path) -> None:
+    # Creating an empty store there and reporting "erased 0 sessions" would tell the
+    # operator that the user had no data.
+    missing = tmp_path / "typo.sqlite3"
+    for command in (["erase", "--owner", "ada", "--yes"], ["erase", "a0", "--yes"],
+                    ["prune", "--older-than", "1d"], ["prune", "--older-than", "1d",
+                                                      "--owner", "ada"]):
+        result = run(*command, "-o", f"path={missing}")
+        assert result.returncode == 1, command
+        assert result.stderr.startswith("Error: backend 'sqlite': no database at"), command
+        assert result.stdout == "" and len(result.stderr.splitlines()) == 1
+        assert not missing.exists(), command
+
+
 def test_a_backend_without_the_catalog_says_so(tmp_path: Path) -> None:
     directory = tmp_path / "jsonl"
     result = run("sessions", "--owner", "ada", "-b", "jsonl", "-o", f"directory={directory}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,23 @@ def test_a_database_of_the_previous_release_is_upgraded_in_place(tmp_path: Path)
     again.create_collection()  # nothing left to run
     assert again.list_summaries(owner="ada").summaries[0].title == "Kept"
     again.close()
+
+
+def test_erase_and_prune_by_owner_on_the_command_line_upgrade_a_previous_release_file(
+        tmp_path: Path) -> None:
+    record = '{"type":"human","data":{"content":"x"}}'
+    path = previous_release_file(tmp_path / "previous.sqlite3", [("a", record), ("b", record)])
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "chathistory", *args, "-o", f"path={path}"],
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    pruned = run("prune", "--older-than", "1d", "--owner", "ada")
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.startswith("deleted 0 sessions of owner 'ada'")  # none had owners
+    erased = run("erase", "a", "--yes")
+    assert erased.stdout == "erased 1 session named (1 message)\n", erased.stderr
+    assert [line.split("\t")[0] for line in run("sessions").stdout.splitlines()] == ["b"]
 
 
 def test_export_of_a_previous_release_database_writes_nothing_to_it(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ Listing is ``sessions --owner ... --newest``, pruning one owner's sessions is
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ from chathistory.catalog import ErasureReceipt, SessionSummary, erase, require_c
 from chathistory.history import check_session_id
 from chathistory.session_commands import (
     backend_options,
+    count_creating_nothing,
     failures_as_one_line,
     json_option,
     open_backend,
@@ -96,15 +98,17 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
-            if not dry_run:
-                ensure_collection(store)  # a file of an earlier release is upgraded first
-            counted = erase(store, dry_run=True, **target)
+            # A misspelt path is an error, not a new empty store and a receipt saying
+            # the owner had nothing.
+            counted = count_creating_nothing(
+                store, partial(erase, store, dry_run=True, **target), upgrade=not dry_run)
             receipt = counted
             if not dry_run and counted.sessions:
                 if not yes:
                     click.confirm(f"Erase {plural(counted.sessions, 'session')} {whose} "
                                   f"({plural(counted.messages, 'message')})?", abort=True,
                                   err=True)
+                ensure_collection(store)  # a file of an earlier release is upgraded first
                 with progress_bar(counted.sessions, "session", quiet) as bar:
                     def advance(done: ErasureReceipt) -> None:
                         bar.update(done.sessions)

@@ -15,14 +15,15 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from functools import partial
+from typing import IO, Any, TypeVar
 
 import click
 
 from chathistory.backend import Backend, ensure_collection, validate_options
 from chathistory.capabilities import ListsSessions, PrunesSessions, SessionInfo
 from chathistory.catalog import SessionSummary, list_conversations, require_catalog
-from chathistory.errors import CapabilityMissingError, ChatHistoryError
+from chathistory.errors import CapabilityMissingError, ChatHistoryError, CollectionMissingError
 from chathistory.history import DEFAULT_BACKEND
 from chathistory.registry import default_registry
 from chathistory.transfer import (
@@ -36,7 +37,9 @@ from chathistory.transfer import (
     sessions_to_transfer,
 )
 
-__all__ = ["progress_bar", "quiet_option", "register"]
+__all__ = ["count_creating_nothing", "progress_bar", "quiet_option", "register"]
+
+T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -120,6 +123,23 @@ def cutoff_before_now(text: str) -> datetime:
     except OverflowError:
         raise click.BadParameter(f"{text!r} reaches back before the year 1",
                                  param_hint="--older-than") from None
+
+
+def count_creating_nothing(store: Backend, count: Callable[[], T], *, upgrade: bool) -> T:
+    """What a delete would delete, counted before anything is created.
+
+    A misspelt path or table stays an error, not a new empty store and a count of 0. A
+    store an earlier release made, whose catalog a count cannot read before the upgrade,
+    is upgraded first (unless ``upgrade`` is false: a dry run writes nothing) and counted.
+    """
+    try:
+        return count()
+    except CollectionMissingError:
+        if not upgrade or not isinstance(store, ListsSessions):
+            raise
+        store.list_sessions(limit=1)  # raises again if the store itself is missing
+        ensure_collection(store)
+        return count()
 
 
 def _session_row(info: SessionInfo) -> dict[str, Any]:
@@ -435,11 +455,12 @@ def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
             if owner is not None:
                 require_catalog(store, "know owners, so it cannot prune by --owner")
                 by_owner["owner"] = owner
-            if not dry_run:
-                ensure_collection(store)
             prune_many: Any = store.delete_sessions_before  # owner= on a catalog backend
-            count = prune_many(cutoff, dry_run=True, **by_owner)
+            count = count_creating_nothing(
+                store, partial(prune_many, cutoff, dry_run=True, **by_owner),
+                upgrade=not dry_run)
             if not dry_run and count:
+                ensure_collection(store)  # a file of an earlier release is upgraded first
                 with progress_bar(count, "session", quiet) as bar:
                     count = prune_many(cutoff, **by_owner)
                     bar.update(count)
