@@ -273,7 +273,7 @@ class PostgresBackend(BaseBackend):
         session = self._session(session_id)
         check_update(owner, title, metadata)
         s = self.statements
-        yield s.lock_session, (session,)
+        yield s.lock_sessions, ([session],)  # (as append takes it: its writers finish first)
         rows = yield s.described, (session,)
         entry = updated_entry(rows[0] if rows else None, owner, title, metadata,
                               replace_metadata, only_if_unset)

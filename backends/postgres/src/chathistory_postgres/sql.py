@@ -203,8 +203,6 @@ CATALOG_STATEMENTS = {
                       "FROM {table} WHERE session_id = ANY({sessions_param}) GROUP BY 1",
     "summaries": "SELECT {summary_columns} FROM {sessions} "
                  "WHERE session_id = ANY({sessions_param})",
-    # A session's lock, as append takes it: an update or an erasure waits for its writers.
-    "lock_session": "SELECT pg_advisory_xact_lock({lock_space}, hashtext({session}::text))",
     "described": "SELECT owner, title, metadata::text FROM {sessions} "
                  "WHERE session_id = {session}",
     "describe": "INSERT INTO {sessions} AS s (session_id, messages, last_write, owner, title, "
