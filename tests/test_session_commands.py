@@ -185,6 +185,19 @@ def test_mistakes_are_one_line_errors(args: list[str], message: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_prune_on_a_backend_with_write_times_but_no_deletes_says_what_it_lacks() -> None:
+    # Rockset lists each session's last write but cannot delete by it: saying it keeps
+    # no write times (as for a backend that has none) would be wrong.
+    emulator = pytest.importorskip("rockset_emulator")
+    with emulator.RocksetEmulator(api_key="test-key") as emu:
+        result = run("prune", "--older-than", "90d", "-b", "rockset", "-o", "api_key=test-key",
+                     "-o", f"host={emu.url}", "-o", "collection=chat")
+    assert result.returncode == 1
+    assert result.stderr == ("Error: backend 'rockset' cannot delete sessions by age: it "
+                             "lacks the PrunesSessions capability (it lists their last "
+                             "writes, but deletes no session by them)\n")
+
+
 def test_clear_deletes_one_session_and_says_when_there_was_none(source: Path) -> None:
     cleared = run("clear", "s00001", "-o", f"path={source}")
     assert cleared.returncode == 0 and cleared.stderr == "cleared session 's00001'\n"

@@ -21,7 +21,12 @@ from typing import IO, Any, TypeVar
 import click
 
 from chathistory.backend import Backend, ensure_collection, validate_options
-from chathistory.capabilities import ListsSessions, PrunesSessions, SessionInfo
+from chathistory.capabilities import (
+    ListsSessions,
+    PrunesSessions,
+    SessionInfo,
+    TracksWriteTimes,
+)
 from chathistory.catalog import SessionSummary, list_conversations, require_catalog
 from chathistory.errors import CapabilityMissingError, ChatHistoryError, CollectionMissingError
 from chathistory.history import DEFAULT_BACKEND
@@ -448,6 +453,11 @@ def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
+            if isinstance(store, TracksWriteTimes) and not isinstance(store, PrunesSessions):
+                raise CapabilityMissingError(
+                    f"backend {backend!r} cannot delete sessions by age: it lacks the "
+                    "PrunesSessions capability (it lists their last writes, but deletes no "
+                    "session by them)")
             if not isinstance(store, PrunesSessions):
                 raise CapabilityMissingError(
                     f"backend {backend!r} keeps no write times, so it cannot prune by age")
