@@ -13,6 +13,7 @@ from chathistory_postgres import PostgresBackend
 from chathistory_postgres.sql import SCHEMA_VERSION
 from langchain_core.messages import HumanMessage, message_to_dict
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from chathistory import (
     ChatHistoryError,
@@ -189,6 +190,20 @@ def test_own_connections_are_named_and_take_the_commit_setting(
         "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()")}
     assert "chathistory-postgres" in names
     backend.close()
+
+
+def test_an_application_name_given_is_kept(
+    postgres_url: str, postgres_schema: str, table_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chathistory-postgres is libpq's fallback: the conninfo's name, or PGAPPNAME, wins."""
+    named = make_conninfo(postgres_url, application_name="the-app")
+    for conninfo, expected in [(named, "the-app"), (postgres_url, "from-environment")]:
+        monkeypatch.setenv("PGAPPNAME", "from-environment")
+        backend = get_backend("postgres", conninfo=conninfo, schema=postgres_schema,
+                              table=table_name)
+        with backend.driver.connection(backend.runner.call("look")) as connection:
+            assert connection.execute("SHOW application_name").fetchone() == (expected,)
+        backend.close()
 
 
 def test_close_then_use_opens_a_new_pool(backend: PostgresBackend) -> None:
