@@ -147,7 +147,8 @@ class FourMethodsOnly(MemoryBackend):
 
 
 def test_a_copy_of_every_session_needs_a_source_that_can_list_them() -> None:
-    with pytest.raises(CapabilityMissingError, match="cannot list its sessions"):
+    with pytest.raises(CapabilityMissingError,
+                       match=r"^backend 'memory' cannot list its sessions; name the sessions"):
         copy_sessions(FourMethodsOnly(), MemoryBackend())
 
 

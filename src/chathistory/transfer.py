@@ -110,20 +110,19 @@ def iter_sessions(backend: Backend, *, after: str | None = None, page: int = 100
     A backend whose pages are not in id order, or whose next page does not
     move past the last id, is an error, not an endless loop.
     """
+    name = getattr(backend, "name", type(backend).__name__)
     if not isinstance(backend, ListsSessions):
         raise CapabilityMissingError(
-            f"backend {type(backend).__name__} cannot list its sessions; name the sessions "
-            "instead")
-    name = type(backend).__name__
+            f"backend {name!r} cannot list its sessions; name the sessions instead")
     while batch := backend.list_sessions(after=after, limit=page):
         if after is not None and batch[0].session_id <= after:
             raise ChatHistoryError(
-                f"backend {name} listed {batch[0].session_id!r} after {after!r}: its "
+                f"backend {name!r} listed {batch[0].session_id!r} after {after!r}: its "
                 "list_sessions does not honour `after`")
         for earlier, later in pairwise(batch):
             if later.session_id <= earlier.session_id:
                 raise ChatHistoryError(
-                    f"backend {name} listed {later.session_id!r} after "
+                    f"backend {name!r} listed {later.session_id!r} after "
                     f"{earlier.session_id!r}: its list_sessions pages are not in id order")
         yield batch
         after = batch[-1].session_id
