@@ -97,6 +97,9 @@ def test_erase_counts_asks_and_deletes_one_owners_sessions_only(path: str) -> No
     (["sessions", "--owner", "ada", "--after", "x"], "pages with --cursor"),
     (["sessions", "--cursor", "garbage"], "not a listing cursor"),
     (["sessions", "--where", "plan"], "is not KEY=VALUE"),
+    (["sessions", "--where", "score=1.5"],
+     "'score=1.5': metadata is compared with text, whole numbers, true, false or null"),
+    (["sessions", "--where", "tags=[1]"], "for the text, quote it: 'tags=\"[1]\"'"),
     (["title", "s", "t", "-b", "memory", "-o", "latency=0"], None),
 ])
 def test_catalog_mistakes_are_one_line_errors(path: str, args: list[str],

@@ -169,7 +169,14 @@ def _where(pairs: tuple[str, ...]) -> dict[str, Any]:
             value = json.loads(text)
         except ValueError:
             value = text
-        where[key] = value if value is None or isinstance(value, str | int | bool) else text
+        if value is not None and not isinstance(value, str | int | bool):
+            # A float, list or object: the catalog compares none of them (floats are not
+            # exact); taking it as text instead would match nothing, silently.
+            raise click.BadParameter(
+                f"{pair!r}: metadata is compared with text, whole numbers, true, false or "
+                f"null; for the text, quote it: '{key}={json.dumps(text)}'",
+                param_hint="--where")
+        where[key] = value
     return where
 
 
