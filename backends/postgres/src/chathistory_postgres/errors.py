@@ -42,8 +42,7 @@ class ConnectFailed(BackendUnavailableError):
 
 def reason(error: psycopg.Error) -> str:
     """The first line of the server's or libpq's message, without libpq's preamble."""
-    text = error.diag.message_primary or str(error) or type(error).__name__
-    text = text.strip().split("\n")[0]
+    text = (error.diag.message_primary or str(error) or type(error).__name__).strip().split("\n")[0]
     text = re.sub(r"^connection (?:failed|to server at \"[^\"]*\"(?: \([^)]*\))?, "
                   r"port \d+ failed): ", "", text)
     return text.replace("FATAL:  ", "").strip()
