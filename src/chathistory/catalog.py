@@ -414,7 +414,8 @@ def list_conversations(backend: object, *, owner: str | None = None, newest_firs
         page = list_conversations(backend, owner="user-42", limit=20)
         for summary in page.summaries:
             print(summary.title, summary.updated_at)
-        more = list_conversations(backend, owner="user-42", cursor=page.cursor)
+        if page.cursor is not None:  # None: that was the last page
+            more = list_conversations(backend, owner="user-42", cursor=page.cursor)
 
     Raises:
         CapabilityMissingError: the backend keeps no catalog.
