@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from chathistory_sqlalchemy.client import SQLAlchemyDriver
     from chathistory_sqlalchemy.sql import Catalog, Statements
 
-__all__ = ["SQLAlchemyBackend", "SQLAlchemyCatalogBackend", "check_session_id",
-           "keeps_catalog"]
+__all__ = ["SQLAlchemyBackend", "SQLAlchemyCatalogBackend", "keeps_catalog"]
 
 _FILTERED_BATCH = 200  # rows read per statement while a metadata filter skips some
 
@@ -197,15 +196,11 @@ def keeps_catalog(config: SQLAlchemyConfig) -> bool:
 
 
 def _dialect_name(config: SQLAlchemyConfig) -> str:
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import ArgumentError
+    from chathistory_sqlalchemy.client import parse_url
 
-    engine = config.engine if config.engine is not None else config.async_engine
     if config.url is not None:
-        try:
-            return make_url(config.url.get_secret_value()).get_backend_name()
-        except (ArgumentError, ValueError):
-            return ""  # the backend's own checks give the error
+        return parse_url(config.url.get_secret_value(), "url").get_backend_name()
+    engine = config.engine if config.engine is not None else config.async_engine
     return str(getattr(getattr(engine, "dialect", None), "name", ""))
 
 

@@ -1,10 +1,9 @@
 """The driver the core's runner uses: SQLAlchemy engines, from the config or the application.
 
-SQLAlchemy's own machinery does the work: ``create_engine``/``create_async_engine``
-and their pools, ``pool_pre_ping`` (a connection the server dropped is replaced)
-and ``pool_recycle``. The runner asks for one async engine per event loop. A
-request is a statement and its parameters (the reply: its rows), or a function
-of a sync ``Connection`` (run through ``run_sync`` on an async one).
+SQLAlchemy's own machinery does the work: its engines' pools, ``pool_pre_ping`` (a
+connection the server dropped is replaced) and ``pool_recycle``. A request is a
+statement and its parameters (the reply: its rows), or a function of a sync
+``Connection`` (run through ``run_sync`` on an async one).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from chathistory_sqlalchemy import errors
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
 from chathistory_sqlalchemy.sql import MYSQL_DIALECTS
 
-__all__ = ["ASYNC_DRIVERS", "SQLAlchemyDriver", "async_url_for"]
+__all__ = ["ASYNC_DRIVERS", "SQLAlchemyDriver", "async_url_for", "parse_url"]
 
 ASYNC_DRIVERS: dict[str, tuple[str, ...]] = {
     "mysql": ("aiomysql", "asyncmy"),
@@ -42,7 +41,8 @@ ACTIONS = {"create_collection": "create the table", "clear": "clear", "append": 
            "delete_sessions_before": "prune"}  # in errors; others "read"
 
 
-def _parse(secret: str, option: str) -> URL:
+def parse_url(secret: str, option: str) -> URL:
+    """The URL of option ``option``, checked: a ``ConfigError`` that hides the password."""
     try:
         url = make_url(secret)
     except (sa_exc.ArgumentError, ValueError):
@@ -132,9 +132,9 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         self.config = config
         self._engine: Engine | None = config.engine
         async_url = (None if config.async_url is None
-                     else _parse(config.async_url.get_secret_value(), "async_url"))
+                     else parse_url(config.async_url.get_secret_value(), "async_url"))
         if config.url is not None:
-            url = _parse(config.url.get_secret_value(), "url")
+            url = parse_url(config.url.get_secret_value(), "url")
             self._engine = self._build(create_engine, url)
             async_url = async_url or async_url_for(url)
         # The application's async engine is used as given; else the URL's, if wanted.

@@ -1,12 +1,8 @@
 """The tables, their statements in SQLAlchemy Core, and the schema's versioned steps.
 
-The messages table of each layout, and the session catalog, ``<table>_sessions``:
-one row per session of the ``chathistory`` layout, with its owner, title,
-metadata, both times (microseconds since the epoch) and message count, moved
-by an upsert in the append's transaction, before its insert (an upsert: two
-first appends of one session race safely); on MySQL/MariaDB by a trigger run
-before each inserted row (:func:`_count_trigger`). Names reach SQL only quoted by the
-dialect; session ids and records only as bound parameters.
+The messages table of each layout, and the session catalog of the ``chathistory``
+layout (:class:`Catalog`), kept in the appends' transactions. Names reach SQL only
+quoted by the dialect; session ids and records only as bound parameters.
 docs/backends/sqlalchemy.md explains the layouts and indexes.
 """
 
@@ -55,7 +51,6 @@ def session_hash(session_id: str) -> str:
 
 
 def _in_lists(keys: list[str]) -> list[list[str]]:
-    """``keys`` cut into lists of :data:`IN_LIST` (one ``IN (...)`` each)."""
     return [keys[start:start + IN_LIST] for start in range(0, len(keys), IN_LIST)]
 
 
@@ -256,21 +251,19 @@ class Statements:
         return {"session_id": session_id}
 
     def rows(self, session_id: str, messages: Sequence[str]) -> list[dict[str, Any]]:
-        """The rows of a batch: one per encoded record, in order."""
         session = self.session(session_id)
         return [{**session, "message": message} for message in messages]
 
     def claim(self, batches: Mapping[str, int]) -> Operation[None]:
-        """Take the write locks of the sessions ``batches`` adds to (id -> records), held to
-        the commit, before their rows get ids: so one session's batches get ids, and become
-        visible, one whole batch after another. The catalog's upsert counting them does it
-        where a catalog is kept (the entry's row lock; see :meth:`Catalog.counted` for the
-        trigger of MySQL/MariaDB); elsewhere an advisory lock on
-        PostgreSQL. SQLite serializes its writers itself. MySQL/MariaDB without a catalog
-        takes none: a locking read of the session's rows takes InnoDB gap locks, and
-        concurrent writers deadlocked until their retries ran out; its multi-row INSERT
-        keeps a batch's ids consecutive (innodb_autoinc_lock_mode 0 or 1).
-        In session order: two bulk writers never cycle."""
+        """Take the write locks of the sessions ``batches`` adds to (id -> records), in
+        session order (two bulk writers never cycle), held to the commit and taken before
+        their rows get ids: one session's batches get ids, and become visible, one whole
+        batch after another. The catalog's counting upsert takes them where one is kept
+        (the entry's row lock; on MySQL/MariaDB see :meth:`Catalog.counted`); elsewhere
+        PostgreSQL's advisory locks, and SQLite serializes its writers itself.
+        MySQL/MariaDB without a catalog takes none (a locking read takes gap locks, and
+        concurrent writers deadlocked): its multi-row INSERT keeps a batch's ids
+        consecutive (innodb_autoinc_lock_mode 0 or 1)."""
         sessions = sorted(session for session, added in batches.items() if added)
         if self.catalog is not None:
             if self.catalog.trigger is not None and not self.checked:
@@ -403,23 +396,24 @@ def _build_table(name: str) -> sa.Table:
 
 
 class Catalog:
-    """The statements of the ``<table>_sessions`` of table ``messages``, built once per
-    backend."""
+    """The statements of ``<table>_sessions``, the catalog of table ``messages``: a row per
+    session, with its owner, title, metadata, both times (microseconds since the epoch)
+    and message count. Built once per backend."""
 
     def __init__(self, messages: sa.Table, dialect: Dialect) -> None:
         self.table = table = _build_table(messages.name)
         self.messages = messages
         c = table.c
-        insert, inserted = _upsert(table, dialect)
+        inserted, upsert = _upsert(table, dialect)
         described = {"owner_hash": inserted.owner_hash, "owner": inserted.owner,
                      "title": inserted.title, "metadata": inserted["metadata"]}
         # The upsert after an append: count + n, updated_at moves forward.
-        self.count = _on_conflict(insert, dialect, table, {
+        self.count = upsert({
             "messages": c.messages + inserted.messages,
             "updated_at": _greatest(dialect, c.updated_at, inserted.updated_at)})
         # update_session's upsert (owner, title, metadata); restore_summaries' (both times too)
-        self.describe = _on_conflict(insert, dialect, table, described)
-        self.restore = _on_conflict(insert, dialect, table, {
+        self.describe = upsert(described)
+        self.restore = upsert({
             **described, "created_at": inserted.created_at, "updated_at": inserted.updated_at})
         hashes: sa.BindParameter[Any] = sa.bindparam("hashes", expanding=True)
         self.delete = sa.delete(table).where(c.session_hash.in_(hashes))  # the entries
@@ -578,20 +572,15 @@ def _count_trigger(dialect: Dialect, messages: sa.Table, table: sa.Table) -> str
             "updated_at = GREATEST(updated_at, VALUES(updated_at)); END")
 
 
-def _upsert(table: sa.Table, dialect: Dialect) -> tuple[Any, Any]:
+def _upsert(table: sa.Table, dialect: Dialect) -> tuple[Any, Callable[[dict[str, Any]], Any]]:
+    """The row an INSERT into ``table`` would write, and the upsert that sets ``values``
+    on the stored row when its ``session_hash`` is taken."""
     if dialect.name in MYSQL_DIALECTS:
-        statement: Any = mysql.insert(table)
-        return statement, statement.inserted
-    statement = (sqlite.insert(table) if dialect.name == "sqlite"
-                 else postgresql.insert(table))
-    return statement, statement.excluded
-
-
-def _on_conflict(insert: Any, dialect: Dialect, table: sa.Table, values: dict[str, Any]
-                 ) -> Any:
-    if dialect.name in MYSQL_DIALECTS:
-        return insert.on_duplicate_key_update(values)
-    return insert.on_conflict_do_update(index_elements=[table.c.session_hash], set_=values)
+        insert: Any = mysql.insert(table)
+        return insert.inserted, insert.on_duplicate_key_update
+    insert = (sqlite.insert if dialect.name == "sqlite" else postgresql.insert)(table)
+    return insert.excluded, lambda values: insert.on_conflict_do_update(
+        index_elements=[table.c.session_hash], set_=values)
 
 
 def _greatest(dialect: Dialect, first: Any, second: Any) -> Any:
@@ -614,12 +603,10 @@ def _create_table(connection: Connection, statements: Statements) -> None:
 def _listing_index(connection: Connection, statements: Statements) -> None:
     """Version 1: what lists sessions in code-point order (:class:`Listing`), if missing:
     the listing index (and on MySQL/MariaDB first ``session_key``)."""
-    listing, table = statements.listing, statements.table.name
-    upgrades, inspector = listing.upgrades, sa.inspect(connection)
+    listing, upgrades = statements.listing, statements.listing.upgrades
     if listing.kind == "mysql" and "session_key" in {
-            column["name"] for column in inspector.get_columns(table)}:
-        indexes = {index["name"] for index in inspector.get_indexes(table)}
-        upgrades = () if listing.index_name in indexes else upgrades[1:]
+            column["name"] for column in sa.inspect(connection).get_columns(listing.table)}:
+        upgrades = () if listing.has_index(connection) else upgrades[1:]
     for statement in upgrades:
         connection.execute(sa.text(statement))
 
