@@ -97,6 +97,10 @@ def test_erase_counts_asks_and_deletes_one_owners_sessions_only(path: str) -> No
     (["sessions", "--owner", "ada", "--after", "x"], "pages with --cursor"),
     (["sessions", "--cursor", "garbage"], "not a listing cursor"),
     (["sessions", "--where", "plan"], "is not KEY=VALUE"),
+    # An empty --owner (an unset shell variable) would list everyone's sessions.
+    (["sessions", "--owner", ""], "'--owner': must not be empty"),
+    (["erase", "--owner", "", "--yes"], "'--owner': must not be empty"),
+    (["prune", "--older-than", "1d", "--owner", ""], "'--owner': must not be empty"),
     (["sessions", "--where", "score=1.5"],
      "'score=1.5': metadata is compared with text, whole numbers, true, false or null"),
     (["sessions", "--where", "tags=[1]"], "for the text, quote it: 'tags=\"[1]\"'"),

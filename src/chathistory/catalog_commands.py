@@ -21,6 +21,7 @@ from chathistory.session_commands import (
     failures_as_one_line,
     json_option,
     open_backend,
+    owner_option,
     plural,
     progress_bar,
     quiet_option,
@@ -75,7 +76,7 @@ def owner(session_id: str, owner: str, backend: str, option_pairs: tuple[str, ..
 @click.command(name="erase")
 @click.argument("session_ids", nargs=-1)
 @backend_options
-@click.option("--owner", default=None, help="Erase every session of this owner.")
+@owner_option("Erase every session of this owner.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option

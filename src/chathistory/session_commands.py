@@ -42,7 +42,7 @@ from chathistory.transfer import (
     sessions_to_transfer,
 )
 
-__all__ = ["count_creating_nothing", "progress_bar", "quiet_option", "register"]
+__all__ = ["count_creating_nothing", "owner_option", "progress_bar", "quiet_option", "register"]
 
 T = TypeVar("T")
 
@@ -63,6 +63,17 @@ def backend_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON instead of text.")(function)
+
+
+def owner_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--owner``: an application's user id; empty is a usage error, not "everyone"."""
+    def check(context: click.Context, parameter: click.Parameter, value: str | None
+              ) -> str | None:
+        if value == "":
+            raise click.BadParameter("must not be empty (is a variable unset?)")
+        return value
+
+    return click.option("--owner", default=None, callback=check, help=help_text)
 
 
 def quiet_option(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -207,7 +218,7 @@ def _list_catalog(store: Backend, owner: str | None, newest_first: bool,
 @click.option("--after", default=None, help="Start after this session id (ids are sorted).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=None,
               help="Show at most N sessions.")
-@click.option("--owner", default=None, help="Only this owner's sessions (catalog).")
+@owner_option("Only this owner's sessions (catalog).")
 @click.option("--newest", "order", flag_value="newest", default=None,
               help="Most recently updated first (catalog).")
 @click.option("--oldest", "order", flag_value="oldest", help="Least recently updated first "
@@ -450,7 +461,7 @@ def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "t
 @click.option("--older-than", "age", required=True, metavar="AGE",
               help="Delete sessions not written for this long: 30d, 12h, 90m, 2w.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
-@click.option("--owner", default=None, help="Only this owner's sessions (catalog).")
+@owner_option("Only this owner's sessions (catalog).")
 @json_option
 @quiet_option
 def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
