@@ -61,20 +61,19 @@ def _closed_by_server(connection: Connection | AsyncConnection) -> bool:
 
 class _Lease(AbstractContextManager[Connection], AbstractAsyncContextManager[AsyncConnection]):
     """A connection from ``source`` for one try of ``call`` (``with`` or ``async with``),
-    given back on exit: the application's own, one call at a time, or one of the pool
-    that the server has not closed (a closed one is given back, the pool replaces it, and
-    the next is taken at once: after a failed ``check`` callback psycopg_pool sleeps 1, 2,
-    4 s, and under connection churn calls waited out the pool's timeout; nothing was sent,
-    so even an append is safe). In a transaction when the call asks for one, or the
-    connection is not in autocommit (an application's: each call commits by itself, or is
-    a savepoint in the app's own). (A class: a ``@contextmanager`` on every call's path
-    cost about three times as much, and the event loop also registers the first step of
-    an async generator.)"""
+    given back on exit: ``source`` is the application's connection, lent one call at a time,
+    or a pool, which lends one the server has not closed (a closed one is given back, the
+    pool replaces it, and the next is taken at once: after a failed ``check`` callback
+    psycopg_pool sleeps 1, 2, 4 s, and under connection churn calls waited out the pool's
+    timeout; nothing was sent, so even an append is safe). In a transaction when the call
+    asks for one, or the connection is not in autocommit (an application's: each call
+    commits by itself, or is a savepoint in the app's own). (A class: a ``@contextmanager``
+    on every call's path cost about three times as much, and the event loop also registers
+    the first step of an async generator.)"""
 
     def __init__(self, driver: PostgresDriver, source: Any, call: Call) -> None:
-        self.driver, self.call = driver, call
-        self.source = source  # a pool, or the application's connection
-        self.connection: Any = None  # (sync or async: what entering took)
+        self.driver, self.source, self.call = driver, source, call
+        self.connection: Any = None  # (sync or async, once entered)
         self.transaction: Any = None
 
     def __enter__(self) -> Connection:
