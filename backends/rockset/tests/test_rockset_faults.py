@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
 import pytest
 from chathistory_rockset.backend import RocksetBackend
+from chathistory_rockset.errors import RocksetApiError
 from langchain_core.messages import HumanMessage
 from rockset_emulator import RocksetEmulator
 
-from chathistory import BackendUnavailableError, ChatHistory, PermissionDeniedError
+from chathistory import (
+    BackendUnavailableError,
+    ChatHistory,
+    CollectionMissingError,
+    PermissionDeniedError,
+)
 from chathistory.testing import numbered_records
 
 API_KEY = "test-key"  # the shared emulator's (conftest.py)
@@ -119,6 +126,29 @@ def test_a_wrong_api_key_raises_at_once_without_showing_it(emu: RocksetEmulator)
     assert wrong not in repr(raised.value)
     assert isinstance(raised.value, PermissionError)
     backend.close()
+
+
+def test_errors_name_the_server_they_could_not_use(emu: RocksetEmulator) -> None:
+    with socket.socket() as unused:  # a port nobody listens on
+        unused.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    backend = RocksetBackend.from_options(api_key=API_KEY, host=down, collection="any",
+                                          retry_attempts=1)
+    with pytest.raises(BackendUnavailableError) as unreachable:
+        backend.fetch("s")
+    assert f"Rockset at {down}" in str(unreachable.value)
+    assert "Connection refused" in str(unreachable.value)
+    assert "object at 0x" not in str(unreachable.value)  # no urllib3 object's repr
+    refusing = RocksetBackend.from_options(api_key="wrong", host=emu.url, collection="any")
+    with pytest.raises(PermissionDeniedError, match=f"Rockset at {emu.url} refused the API key"):
+        refusing.fetch("s")
+    given = RocksetBackend.from_options(client=emu.client(), collection="named")
+    with pytest.raises(CollectionMissingError, match=f"does not exist on Rockset at {emu.url} "):
+        given.fetch("s")
+    given.create_collection()
+    emu.fail_next(1, status=400)
+    with pytest.raises(RocksetApiError, match=f"Rockset at {emu.url} answered 400"):
+        given.fetch("s")
 
 
 # ---- latency -------------------------------------------------------------------------------

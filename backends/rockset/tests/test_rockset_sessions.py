@@ -208,8 +208,8 @@ def test_reading_a_missing_collection_creates_nothing_and_says_so(
         with pytest.raises(CollectionMissingError) as raised:
             read()
         assert str(raised.value) == (
-            f"backend 'rockset': collection {workspace}.{name} does not exist "
-            "(reading created nothing; create_collection() creates it)")
+            f"backend 'rockset': collection {workspace}.{name} does not exist on Rockset at "
+            f"{emu.url} (reading created nothing; create_collection() creates it)")
     # Each read: its query, then a look at the collection to tell "missing" from a bad query.
     assert set(emu.requests) == {QUERY, ("GET", f"/v1/orgs/self/ws/{workspace}/collections/{name}")}
     assert emu.client().Collections.list().data == collections

@@ -192,7 +192,8 @@ class RocksetBackend(BaseBackend):
             if errors.status_of(error) in (400, 404) and (yield from self._status()) is None:
                 raise CollectionMissingError(
                     f"backend {self.name!r}: collection {self.config.workspace}."
-                    f"{self.config.collection} does not exist (reading created nothing; "
+                    f"{self.config.collection} does not exist on Rockset at "
+                    f"{self.driver.server} (reading created nothing; "
                     "create_collection() creates it)") from error
             raise
         rows: list[Any] = response.get("results") or []

@@ -21,7 +21,7 @@ from chathistory.driver import Call, Driver
 from chathistory_rockset import errors
 from chathistory_rockset.config import RocksetConfig, is_rockset_host
 
-__all__ = ["Request", "RocksetDriver", "open_client", "set_field"]
+__all__ = ["Request", "RocksetDriver", "open_client", "server_of", "set_field"]
 
 
 class Request(NamedTuple):
@@ -68,6 +68,15 @@ def open_client(config: RocksetConfig) -> Any:
     return client
 
 
+def server_of(client: Any) -> str:
+    """The address ``client`` sends its requests to, for error messages.
+
+    ``RocksetClient`` keeps its ``ApiClient`` (public attribute ``api_client``),
+    whose ``configuration.host`` is the server; only read here, never set.
+    """
+    return str(client.api_client.configuration.host)
+
+
 def set_field(path: str, value: str) -> Any:
     """A patch operation setting the field at ``path`` to the string ``value``.
 
@@ -91,6 +100,7 @@ class RocksetDriver(Driver[Any, None, None]):
     def __init__(self, config: RocksetConfig) -> None:
         self.config = config
         self._client: Any = open_client(config)
+        self.server = server_of(self._client)  # the same after close(): same config
         self._lock = threading.Lock()
 
     @property
@@ -117,7 +127,7 @@ class RocksetDriver(Driver[Any, None, None]):
         return errors.is_transient(error)
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
-        return errors.translate(error)
+        return errors.translate(error, server=self.server)
 
     def close(self) -> None:
         if self.config.client is None:

@@ -9,6 +9,7 @@ inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from chathistory import BackendUnavailableError, ChatHistoryError, PermissionDeniedError
@@ -116,8 +117,17 @@ def maybe_applied(error: BaseException) -> bool:
     return not isinstance(error, urllib3.exceptions.ConnectTimeoutError)
 
 
-def translate(error: BaseException) -> BaseException:
+# urllib3 starts some messages with the connection's repr ("<...HTTPConnection object at 0x...>: ").
+_OBJECT_REPR = re.compile(r"^<[\w.]+ object at 0x[0-9a-f]+>: ")
+
+
+def translate(error: BaseException, *, server: str) -> BaseException:
     """The :mod:`chathistory.errors` error for an exception the SDK raised.
+
+    Args:
+        error: What the SDK (or urllib3 under it) raised.
+        server: The server the client talks to (``http://127.0.0.1:3000``),
+            named in every message so the user knows which one to check.
 
     Returns ``error`` itself when it is not an SDK or HTTP error. Never
     includes the API key: request headers are not part of any message.
@@ -125,14 +135,15 @@ def translate(error: BaseException) -> BaseException:
     import urllib3.exceptions
     from rockset import exceptions as sdk
 
+    rockset = f"Rockset at {server}"
     if isinstance(error, sdk.UnauthorizedException | sdk.ForbiddenException):
         return PermissionDeniedError(
-            f"backend {BACKEND!r}: Rockset refused the API key ({error.status}); "
+            f"backend {BACKEND!r}: {rockset} refused the API key ({error.status}); "
             "check the key and the role it grants")
     if isinstance(error, sdk.ApiException):
         status = status_of(error)
         message, type_ = _body_details(error.body)
-        detail = f"Rockset answered {status} {type_ or ''}".rstrip()
+        detail = f"{rockset} answered {status} {type_ or ''}".rstrip()
         detail += f": {message or error.reason}"
         if is_transient(error):
             return RocksetTransientError(detail)
@@ -140,8 +151,10 @@ def translate(error: BaseException) -> BaseException:
     if isinstance(error, urllib3.exceptions.HTTPError):
         cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else None
         cause = cause or error
+        reason = _OBJECT_REPR.sub("", str(cause))
         return RocksetTransientError(
-            f"connection to Rockset failed: {type(cause).__name__}: {cause}")
+            f"cannot reach {rockset} ({type(cause).__name__}: {reason}); check the host "
+            "option and that the server is up")
     if isinstance(error, sdk.RocksetException):
-        return RocksetApiError(f"backend {BACKEND!r}: unexpected response from Rockset: {error}")
+        return RocksetApiError(f"backend {BACKEND!r}: unexpected response from {rockset}: {error}")
     return error
