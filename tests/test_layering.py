@@ -18,7 +18,9 @@ SHIPPED = sorted(
     path for path in [*CORE.rglob("*.py"), *ROOT.glob("backends/*/src/*/**/*.py"),
                       *ROOT.glob("tests/example_backend/src/*/**/*.py")]
     if "testing" not in path.relative_to(ROOT).parts)
-COMMAND_LINE = ["cli.py", "session_commands.py", "transfer.py"]
+# The command line: every module that builds commands (imports click), and transfer.py.
+COMMAND_LINE = sorted({"transfer.py", *(path.name for path in CORE.glob("*.py")
+                                        if "import click" in path.read_text())})
 
 
 def module_name(path: Path) -> str:
@@ -87,6 +89,10 @@ def test_the_command_line_names_no_concrete_backend(name: str) -> None:
     assert [module for module, _ in imported
             if module.startswith("chathistory.backends")
             or module.startswith("chathistory_")] == []
+
+
+def test_every_command_module_is_checked() -> None:
+    assert {"cli.py", "session_commands.py", "catalog_commands.py"} <= set(COMMAND_LINE)
 
 
 def test_the_fake_chat_model_keeps_its_testing_name() -> None:
