@@ -17,9 +17,11 @@ from typing import Any
 
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
-from chathistory_sqlalchemy.sql import IN_LIST, KEY_BYTES, MAX_INSERT_CHARS
+from chathistory_sqlalchemy.config import Layout
+from chathistory_sqlalchemy.sql import IN_LIST, KEY_BYTES, MAX_INSERT_CHARS, Statements
 from langchain_core.messages import HumanMessage, message_to_dict
 from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.dialects import mssql
 
 from chathistory import CollectionMissingError, RecordError
 from chathistory.catalog import KeepsCatalog
@@ -437,3 +439,20 @@ def test_a_postgres_page_reads_one_index_entry_per_session_not_its_messages(
     assert sum(node["Actual Rows"] * node["Actual Loops"] for node in scans) <= 11
     assert [info.session_id for info in postgres.list_sessions(after="s010", limit=3)] == [
         "s011", "s012", "s013"]
+
+
+# -- other dialects -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["chathistory", "langchain_community"])
+def test_another_dialect_reads_every_id_and_pages_them_here(layout: Layout) -> None:
+    """SQL Server, say: no listing index, and a collation that need not be code-point
+    order, so a page is one read of every distinct id, sorted and cut here."""
+    listing = Statements("t", layout, mssql.dialect()).listing  # type: ignore[no-untyped-call]
+    assert listing.kind == "other" and listing.page is None
+    steps = listing.pages("a", 2)
+    statement, params = next(steps)
+    assert str(statement).startswith("SELECT DISTINCT") and params == {}
+    with pytest.raises(StopIteration) as page:
+        steps.send([("1", "b"), ("2", "A"), ("3", "a"), ("4", "é"), ("5", None), ("6", "c")])
+    assert page.value.value == ["b", "c"]
