@@ -6,10 +6,13 @@ import fcntl
 import json
 import os
 import pty
+import signal
+import sqlite3
 import struct
 import subprocess
 import sys
 import termios
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -128,6 +131,41 @@ def test_erase_and_prune_on_a_misspelt_path_create_nothing_and_say_so(tmp_path: 
         assert result.stderr.startswith("Error: backend 'sqlite': no database at"), command
         assert result.stdout == "" and len(result.stderr.splitlines()) == 1
         assert not missing.exists(), command
+
+
+def test_an_erase_interrupted_midway_says_what_it_erased_and_a_rerun_finishes(
+        tmp_path: Path) -> None:
+    path = tmp_path / "many.sqlite3"
+    total = 20_000
+    backend = SqliteBackend(SqliteBackend.Config(path=str(path)))
+    backend.create_collection()
+    ids = [f"s{number:05d}" for number in range(total)]
+    backend.append_many({session_id: numbered_records(1) for session_id in ids})
+    now = datetime.now(UTC)
+    backend.restore_summaries([SessionSummary(session_id, "ada", None, {}, now, now, 0)
+                               for session_id in ids])
+    backend.close()
+
+    def left() -> int:
+        with sqlite3.connect(path) as connection:
+            return int(connection.execute(
+                'SELECT count(*) FROM "message_store_sessions"').fetchone()[0])
+
+    process = subprocess.Popen([sys.executable, "-m", "chathistory", "erase", "--owner", "ada",
+                                "--yes", "-o", f"path={path}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while left() == total and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=300)
+    erased = total - left()
+    assert 0 < erased < total, "the erase was not caught midway"
+    assert process.returncode == 1 and output == ""
+    assert errors == (f"Error: interrupted after erasing {erased} sessions of owner 'ada' "
+                      f"({erased} messages); the same command run again erases the rest\n")
+    rerun = run("erase", "--owner", "ada", "--yes", "-o", f"path={path}")
+    assert rerun.stdout == (f"erased {total - erased} sessions of owner 'ada' "
+                            f"({total - erased} messages)\n")
 
 
 def test_a_backend_without_the_catalog_says_so(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from chathistory.backend import ensure_collection
+from chathistory.backend import Backend, ensure_collection
 from chathistory.catalog import ErasureReceipt, SessionSummary, erase, require_catalog
 from chathistory.history import check_session_id
 from chathistory.session_commands import (
@@ -110,11 +110,7 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
                                   f"({plural(counted.messages, 'message')})?", abort=True,
                                   err=True)
                 ensure_collection(store)  # a file of an earlier release is upgraded first
-                with progress_bar(counted.sessions, "session", quiet) as bar:
-                    def advance(done: ErasureReceipt) -> None:
-                        bar.update(done.sessions)
-
-                    receipt = erase(store, progress=advance, **target)
+                receipt = _erase_with_progress(store, target, counted.sessions, whose, quiet)
         finally:
             store.close()
     if as_json:
@@ -124,6 +120,30 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{verb} {plural(receipt.sessions, 'session')} {whose} "
                f"({plural(receipt.messages, 'message')})")
+
+
+def _erase_with_progress(store: Backend, target: dict[str, Any], total: int, whose: str,
+                         quiet: bool) -> ErasureReceipt:
+    """Erase with a progress bar; stopped midway (Ctrl-C, a failure), say what is gone."""
+    erased = ErasureReceipt()
+    try:
+        with failures_as_one_line(), progress_bar(total, "session", quiet) as bar:
+            def advance(done: ErasureReceipt) -> None:
+                erased.add(done)
+                bar.update(done.sessions)
+
+            return erase(store, progress=advance, **target)
+    except (click.ClickException, KeyboardInterrupt) as stopped:
+        if not erased.sessions:
+            raise
+        gone = (f"{plural(erased.sessions, 'session')} {whose} "
+                f"({plural(erased.messages, 'message')})")
+        if isinstance(stopped, KeyboardInterrupt):
+            message = f"interrupted after erasing {gone}"
+        else:
+            message = f"{stopped.message}; it had erased {gone} before this"
+        raise click.ClickException(
+            f"{message}; the same command run again erases the rest") from None
 
 
 def register(group: click.Group) -> None:
