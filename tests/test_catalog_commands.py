@@ -82,6 +82,11 @@ def test_erase_counts_asks_and_deletes_one_owners_sessions_only(path: str) -> No
     refused = run("erase", "--owner", "ada", "-o", f"path={path}", stdin="n\n")
     assert refused.returncode == 1
     assert "Erase 4 sessions of owner 'ada' (10 messages)?" in refused.stderr
+    assert refused.stderr.endswith("Error: not confirmed: nothing was erased (--yes erases "
+                                   "without asking)\n")
+    unattended = run("erase", "--owner", "ada", "-o", f"path={path}", stdin="")  # cron
+    assert unattended.returncode == 1 and unattended.stderr.endswith(
+        "Error: not confirmed: nothing was erased (--yes erases without asking)\n")
     assert len(ids(run("sessions", "--owner", "ada", "-o", f"path={path}").stdout)) == 4
     done = run("erase", "--owner", "ada", "--yes", "-o", f"path={path}", "--json")
     assert json.loads(done.stdout) == {"owner": "ada", "dry_run": False, "sessions": 4,

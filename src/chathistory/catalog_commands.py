@@ -106,9 +106,8 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
             receipt = counted
             if not dry_run and counted.sessions:
                 if not yes:
-                    click.confirm(f"Erase {plural(counted.sessions, 'session')} {whose} "
-                                  f"({plural(counted.messages, 'message')})?", abort=True,
-                                  err=True)
+                    _confirm(f"Erase {plural(counted.sessions, 'session')} {whose} "
+                             f"({plural(counted.messages, 'message')})?")
                 ensure_collection(store)  # a file of an earlier release is upgraded first
                 receipt = _erase_with_progress(store, target, counted.sessions, whose, quiet)
         finally:
@@ -120,6 +119,19 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{verb} {plural(receipt.sessions, 'session')} {whose} "
                f"({plural(receipt.messages, 'message')})")
+
+
+def _confirm(question: str) -> None:
+    """Ask on stderr; a "no", Ctrl-C or no answer at all (no terminal, as under cron) ends
+    the command saying that nothing was erased and how not to be asked."""
+    try:
+        confirmed = click.confirm(question, err=True)
+    except click.Abort:
+        click.echo(err=True)  # end the prompt's line: no answer ended it
+        confirmed = False
+    if not confirmed:
+        raise click.ClickException(
+            "not confirmed: nothing was erased (--yes erases without asking)")
 
 
 def _erase_with_progress(store: Backend, target: dict[str, Any], total: int, whose: str,
