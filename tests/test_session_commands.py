@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -196,6 +197,25 @@ def test_prune_on_a_backend_with_write_times_but_no_deletes_says_what_it_lacks()
     assert result.stderr == ("Error: backend 'rockset' cannot delete sessions by age: it "
                              "lacks the PrunesSessions capability (it lists their last "
                              "writes, but deletes no session by them)\n")
+
+
+@pytest.mark.parametrize(("backend", "option"), [
+    ("redis", "url=redis://127.0.0.1:{port}"),
+    ("postgres", "conninfo=postgresql://127.0.0.1:{port}/test"),
+    ("sqlalchemy", "url=mysql+pymysql://root@127.0.0.1:{port}/test"),
+])
+def test_a_server_that_is_down_ends_with_one_error_line_after_the_retries(
+        backend: str, option: str) -> None:
+    pytest.importorskip(f"chathistory_{backend}")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run("sessions", "--owner", "ada", "-b", backend, "-o", option.format(port=port))
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith(f"Error: backend '{backend}' is unavailable after 4 attempts")
+    assert all("and is retried" in line for line in lines[:-1]), lines
+    assert f"127.0.0.1:{port}" in lines[-1] and "Traceback" not in result.stderr
 
 
 def test_clear_deletes_one_session_and_says_when_there_was_none(source: Path) -> None:
