@@ -2,6 +2,7 @@ import importlib
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -159,3 +160,45 @@ def test_importing_chathistory_scans_no_plugins() -> None:
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert output == "[]"
+
+
+SLOW_PLUGIN = """
+import threading
+
+from chathistory import hookimpl
+
+importing, release = threading.Event(), threading.Event()
+
+@hookimpl
+def chathistory_backend():
+    importing.set()  # as if importing a heavy SDK
+    release.wait(timeout=30)
+    from chathistory.backends.memory import MemoryBackend
+    return MemoryBackend
+"""
+
+
+def test_a_slow_first_load_holds_up_only_its_own_backend(
+        make_distribution: MakeDistribution, tmp_path: Path) -> None:
+    make_distribution("chathistory-slow", {"slow": SLOW_PLUGIN})
+    make_distribution("chathistory-quick", {"quick": GOOD_PLUGIN})
+    registry = Registry(GROUP)
+    registry.available()  # the scan; the hooks are called on first use
+    slow = sys.modules[f"chathistory_slow_slow_{tmp_path.name}"]  # imported by the scan
+    loader = threading.Thread(target=registry.backend_class, args=("slow",))
+    loader.start()
+    try:
+        assert slow.importing.wait(timeout=30)
+        done = threading.Event()
+
+        def use_quick() -> None:
+            registry.backend_class("quick")
+            done.set()
+
+        threading.Thread(target=use_quick).start()
+        assert done.wait(timeout=30), "another backend waited for this one's first load"
+        assert loader.is_alive()  # the slow load was still running all along
+    finally:
+        slow.release.set()
+        loader.join()
+    assert registry.backend_class("slow") is registry.backend_class("quick")

@@ -14,7 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -65,6 +65,9 @@ class _Plugin:
     info: BackendInfo
     error_class: type[ChatHistoryError] = BackendLoadError
     backend_class: type[Any] | None = None
+    # Serializes this plugin's first hook call (it imports the backend and its SDK), and
+    # only this plugin's: a slow import never holds up the first use of another backend.
+    loading: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _distribution_of(entry_point: EntryPoint) -> tuple[str, str]:
@@ -145,12 +148,13 @@ class Registry:
         plugin = self._plugins.get(name)
         if plugin is None:
             raise BackendNotFoundError(self._not_found(name))
-        with self._lock:
-            if plugin.backend_class is not None:
-                return plugin.backend_class
-            if plugin.info.error is not None:
-                raise plugin.error_class(plugin.info.error)
-            plugin.backend_class = self._call_hook(manager, name, plugin.info)
+        if plugin.backend_class is not None:
+            return plugin.backend_class
+        if plugin.info.error is not None:
+            raise plugin.error_class(plugin.info.error)
+        with plugin.loading:
+            if plugin.backend_class is None:
+                plugin.backend_class = self._call_hook(manager, name, plugin.info)
             return plugin.backend_class
 
     def _not_found(self, name: str) -> str:
