@@ -21,7 +21,6 @@ import random
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +32,8 @@ from chathistory_redis import RedisBackend
 from chathistory_redis.config import server_address
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from chathistory.testing import wait_until
 
 REDIS_URL = os.environ.get("CHATHISTORY_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_PREFIX = f"chtest-{uuid.uuid4().hex[:12]}"
@@ -120,15 +121,6 @@ def make_backend(redis_url: str, prefix: str) -> Iterator[Callable[..., RedisBac
 
 
 # Private servers ------------------------------------------------------------------------------
-
-def wait_until(condition: Callable[[], object], what: str, seconds: float = 15.0) -> None:
-    """Poll ``condition`` until it is true; fail naming ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.01)
-
 
 def _port_is_free(port: int) -> bool:
     with socket.socket() as sock:
@@ -241,7 +233,7 @@ def start_redis_server(tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(name="wait_until", scope="session")
 def wait_until_fixture() -> Callable[..., None]:
-    """:func:`wait_until`, for the test modules (which cannot import conftest)."""
+    """``chathistory.testing.wait_until``, as the test modules take it."""
     return wait_until
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,19 +42,6 @@ def emu(server: RocksetEmulator) -> Iterator[RocksetEmulator]:
     yield server
     server.set_latency(0.0)
     server.set_visibility_delay(0.0)
-
-
-@pytest.fixture
-def wait_for() -> Callable[[Callable[[], bool]], None]:
-    """Polls a condition every 10 ms until it holds; fails the test after 10 s."""
-
-    def wait(condition: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 10.0
-        while not condition():
-            assert time.monotonic() < deadline, "condition not reached within 10 s"
-            time.sleep(0.01)
-
-    return wait
 
 
 @pytest.fixture

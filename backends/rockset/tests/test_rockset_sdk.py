@@ -25,6 +25,7 @@ from rockset_emulator import RocksetEmulator
 
 from chathistory import get_backend
 from chathistory.driver import Call
+from chathistory.testing import wait_until
 
 API_KEY = "test-key"  # the shared emulator's (conftest.py)
 CALL = Call("rockset", "test")
@@ -79,7 +80,7 @@ def test_send_bounds_each_request_the_sdk_leaves_unbounded(emu: RocksetEmulator)
     emu.wait_idle()
 
 
-def test_close_drops_the_client_and_its_connections(wait_for: Callable[..., None]) -> None:
+def test_close_drops_the_client_and_its_connections() -> None:
     assert not hasattr(RocksetClient, "close")  # when the SDK has one, call it instead
     with RocksetEmulator(api_key=API_KEY) as emu:  # its own: no other test's connections
         driver = RocksetDriver(config(emu))
@@ -88,7 +89,7 @@ def test_close_drops_the_client_and_its_connections(wait_for: Callable[..., None
         assert emu.open_connections == 1
         del client
         driver.close()
-        wait_for(lambda: emu.open_connections == 0)
+        wait_until(lambda: emu.open_connections == 0, "the client's connections are closed")
         with driver.connection(CALL) as client:  # a new client, built on use
             driver.send(client, Request("Collections", "list", {}))
         assert emu.open_connections == 1

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from rockset_emulator import RocksetEmulator
 
 from chathistory import BackendUnavailableError, ChatHistory, ChatHistoryError
-from chathistory.testing import numbered_records
+from chathistory.testing import numbered_records, wait_until
 
 API_KEY = "test-key"  # the shared emulator's (conftest.py)
 DELAY = 0.3
@@ -51,11 +51,11 @@ def contents(records: list[dict[str, Any]]) -> list[str]:
 
 
 def test_without_sync_a_second_client_does_not_see_the_write_yet(
-        pair: Callable[..., Any], wait_for: Callable[[Callable[[], bool]], None]) -> None:
+        pair: Callable[..., Any]) -> None:
     writer, reader = pair(sync=False)
     writer.append("s", numbered_records(2))
     assert contents(reader.fetch("s")) == ["old0"]  # the emulator's delay is real
-    wait_for(lambda: contents(reader.fetch("s")) == ["old0", "m0", "m1"])
+    wait_until(lambda: contents(reader.fetch("s")) == ["old0", "m0", "m1"], "the reader sees it")
 
 
 def test_sync_makes_the_write_readable_by_another_client_at_once(
@@ -99,7 +99,7 @@ def test_sync_async_twins(pair: Callable[..., Any]) -> None:
 
 
 def test_sync_timeout_says_the_write_is_stored(
-        pair: Callable[..., Any], wait_for: Callable[[Callable[[], bool]], None]) -> None:
+        pair: Callable[..., Any]) -> None:
     writer, reader = pair(sync=True, sync_timeout=0.05)
     with pytest.raises(RocksetSyncTimeoutError) as raised:
         writer.append("s", numbered_records(1))
@@ -107,15 +107,15 @@ def test_sync_timeout_says_the_write_is_stored(
     assert isinstance(raised.value, TimeoutError)
     assert "was stored" in str(raised.value)
     assert "do not send it again" in str(raised.value)
-    wait_for(lambda: contents(reader.fetch("s")) == ["old0", "m0"])
+    wait_until(lambda: contents(reader.fetch("s")) == ["old0", "m0"], "the reader sees it")
 
 
 def test_a_new_session_on_a_slow_server_without_sync(
-        pair: Callable[..., Any], wait_for: Callable[[Callable[[], bool]], None]) -> None:
+        pair: Callable[..., Any]) -> None:
     """The check after creating a document gives up quietly when sync is off."""
     writer, reader = pair(sync=False, sync_timeout=0.05)
     writer.append("new", numbered_records(2))
-    wait_for(lambda: contents(reader.fetch("new")) == ["m0", "m1"])
+    wait_until(lambda: contents(reader.fetch("new")) == ["m0", "m1"], "the reader sees it")
 
 
 def test_an_interrupted_append_is_not_resent_while_its_fate_is_unknown(
