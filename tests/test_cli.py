@@ -230,3 +230,9 @@ def test_the_cli_names_no_backend_module() -> None:
     assert output.strip() == "[]"
     source = Path(sys.modules["chathistory.cli"].__file__ or "").read_text()
     assert "chathistory.backends" not in source
+
+
+def test_the_top_help_says_how_to_give_a_backend_and_its_options() -> None:
+    shown = CliRunner().invoke(main, ["--help"]).output
+    assert "-b BACKEND (default sqlite)" in shown and "-o NAME=VALUE" in shown
+    assert "docs/backends/<name>.md" in shown

@@ -58,7 +58,13 @@ class _Commands(click.Group):
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="chathistory")
 def main() -> None:
-    """Chat histories for LangChain, on pluggable storage backends."""
+    """Chat histories for LangChain, on pluggable storage backends.
+
+    Every command on a store takes it as -b BACKEND (default sqlite) and its
+    options as -o NAME=VALUE, e.g. -b postgres -o conninfo=postgresql://db/chat
+    -o table=chat. An unknown option's error lists the backend's options;
+    docs/backends/<name>.md explains each.
+    """
 
 
 @main.command()
