@@ -256,3 +256,17 @@ def test_errors_name_the_applications_server_not_the_default_url() -> None:
         backend.fetch("s")
     assert "6379" not in str(caught.value)
     client.close()
+
+
+def test_a_server_nobody_runs_is_unavailable_saying_what_to_check() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    backend = RedisBackend.from_options(url=f"redis://127.0.0.1:{port}")
+    with pytest.raises(BackendUnavailableError) as caught:
+        backend.fetch("s")
+    assert str(caught.value).endswith(
+        f"Redis at 127.0.0.1:{port}: ConnectionError: Error 111 connecting to 127.0.0.1:{port}. "
+        "Connection refused. (check that Redis runs there and that the url option, or your "
+        "client, points at it)")
+    backend.close()

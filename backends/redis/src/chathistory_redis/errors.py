@@ -115,6 +115,10 @@ def translate(error: BaseException, *, where: str) -> BaseException:
         return PermissionDeniedError(f"backend 'redis': {where} refused the credentials: {said}")
     if isinstance(error, (*_LOST, *_CLUSTER_UNAVAILABLE)):
         # Read after "backend 'redis' is unavailable after N attempts: ".
+        # No connection could be made (not: none was free in the pool).
+        if never_sent(error) and not isinstance(error, MaxConnectionsError):
+            said += (" (check that Redis runs there and that the url option, or your client, "
+                     "points at it)")
         return BackendUnavailableError(f"{where}: {said}")
     if isinstance(error, ResponseError):
         return ChatHistoryError(f"backend 'redis': {where} refused the command: {error}")
