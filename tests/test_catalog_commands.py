@@ -76,6 +76,25 @@ def test_title_and_owner_set_a_sessions_catalog_entry(path: str) -> None:
     assert "b0" in ids(run("sessions", "--owner", "ada", "-o", f"path={path}").stdout)
 
 
+def test_metadata_merges_key_by_key_or_replaces_from_the_command_line(path: str) -> None:
+    merged = run("metadata", "a2", "tier=3", "note=hello world", "-o", f"path={path}")
+    assert merged.stdout == ('a2: metadata {"plan": "pro", "tier": 3, "note": "hello world"}'
+                             "\n"), merged.stderr
+    assert ids(run("sessions", "--where", "tier=3", "-o", f"path={path}").stdout) == ["a2"]
+    replaced = run("metadata", "a2", "pinned=true", "--replace", "--json", "-o",
+                   f"path={path}")
+    assert json.loads(replaced.stdout)["metadata"] == {"pinned": True}
+    cleared = run("metadata", "a2", "--replace", "-o", f"path={path}")
+    assert cleared.stdout == "a2: metadata {}\n"
+    shown = run("metadata", "a1", "--json", "-o", f"path={path}")  # no pairs: shows it
+    assert json.loads(shown.stdout)["metadata"] == {}
+    nobody = run("metadata", "zz", "-o", f"path={path}")
+    assert (nobody.returncode, nobody.stderr) == (
+        1, "Error: no session 'zz': it has no catalog entry\n")
+    bad = run("metadata", "a1", "tier", "-o", f"path={path}")
+    assert bad.returncode == 2 and "'tier' is not KEY=VALUE" in bad.stderr
+
+
 def test_erase_counts_asks_and_deletes_one_owners_sessions_only(path: str) -> None:
     dry = run("erase", "--owner", "ada", "--dry-run", "-o", f"path={path}")
     assert dry.stdout == "would erase 4 sessions of owner 'ada' (10 messages)\n"
@@ -179,6 +198,9 @@ def test_a_backend_without_the_catalog_says_so(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().endswith("lacks the KeepsCatalog capability (owners, titles, "
                                           "metadata, listings, erasure)")
+    for command in (["metadata", "s", "k=v"], ["metadata", "s"]):
+        result = run(*command, "-b", "jsonl", "-o", f"directory={directory}")
+        assert result.stderr.startswith("Error: backend 'jsonl' does not keep metadata:")
 
 
 def test_prune_by_owner_keeps_the_other_owners_old_sessions(path: str) -> None:

@@ -1,4 +1,4 @@
-"""The commands on the session catalog: title, owner and erase.
+"""The commands on the session catalog: title, owner, metadata and erase.
 
 Listing is ``sessions --owner ... --newest``, pruning one owner's sessions is
 ``prune --owner ...`` (both in :mod:`chathistory.session_commands`).
@@ -20,6 +20,7 @@ from chathistory.session_commands import (
     count_creating_nothing,
     failures_as_one_line,
     json_option,
+    metadata_pairs,
     open_backend,
     owner_option,
     plural,
@@ -31,24 +32,28 @@ __all__ = ["register"]
 
 
 def _describe(session_id: str, backend: str, option_pairs: tuple[str, ...], as_json: bool,
+              metadata_only: bool = False, what: str = "keep owners or titles",
               **change: Any) -> None:
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
-            catalog = require_catalog(store, "keep owners or titles")
+            catalog = require_catalog(store, what)
             ensure_collection(store)
             summary = catalog.update_session(check_session_id(session_id), **change)
         finally:
             store.close()
-    _print_summary(summary, as_json)
+    _print_summary(summary, as_json, metadata_only)
 
 
-def _print_summary(summary: SessionSummary, as_json: bool) -> None:
+def _print_summary(summary: SessionSummary, as_json: bool, metadata: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(summary.to_json(), ensure_ascii=False))
-        return
-    click.echo(f"{summary.session_id}: owner {summary.owner or '-'}, title "
-               f"{summary.title or '-'}, {plural(summary.messages, 'message')}")
+    elif metadata:
+        click.echo(f"{summary.session_id}: metadata "
+                   f"{json.dumps(summary.metadata, ensure_ascii=False)}")
+    else:
+        click.echo(f"{summary.session_id}: owner {summary.owner or '-'}, title "
+                   f"{summary.title or '-'}, {plural(summary.messages, 'message')}")
 
 
 @click.command()
@@ -71,6 +76,37 @@ def owner(session_id: str, owner: str, backend: str, option_pairs: tuple[str, ..
           as_json: bool) -> None:
     """Set the owner of SESSION_ID: your application's user id ("" clears it)."""
     _describe(session_id, backend, option_pairs, as_json, owner=owner or None)
+
+
+@click.command()
+@click.argument("session_id")
+@click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
+@backend_options
+@click.option("--replace", is_flag=True,
+              help="Replace the whole metadata object (with no pairs: empty it).")
+@json_option
+def metadata(session_id: str, pairs: tuple[str, ...], backend: str,
+             option_pairs: tuple[str, ...], replace: bool, as_json: bool) -> None:
+    """Merge KEY=VALUE pairs into the metadata of SESSION_ID, or --replace it; print it.
+
+    Each value is read as JSON where it can (n=1 the number, vip=true the
+    boolean, tags='["a"]' a list), else as text. With no pairs, prints it.
+    """
+    if pairs or replace:
+        _describe(session_id, backend, option_pairs, as_json, metadata_only=True,
+                  what="keep metadata", metadata=metadata_pairs(pairs, "KEY=VALUE"),
+                  replace_metadata=replace)
+        return
+    with failures_as_one_line():  # only read: a session it does not know is not created
+        store = open_backend(backend, option_pairs)
+        try:
+            found = require_catalog(store, "keep metadata").session_summaries(
+                [check_session_id(session_id)])
+        finally:
+            store.close()
+    if session_id not in found:
+        raise click.ClickException(f"no session {session_id!r}: it has no catalog entry")
+    _print_summary(found[session_id], as_json, metadata=True)
 
 
 @click.command(name="erase")
@@ -160,5 +196,5 @@ def _erase_with_progress(store: Backend, target: dict[str, Any], total: int, who
 
 def register(group: click.Group) -> None:
     """Add the catalog commands to the ``chathistory`` command group."""
-    for command in (title, owner, erase_command):
+    for command in (title, owner, metadata, erase_command):
         group.add_command(command)

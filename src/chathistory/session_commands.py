@@ -42,7 +42,14 @@ from chathistory.transfer import (
     sessions_to_transfer,
 )
 
-__all__ = ["count_creating_nothing", "owner_option", "progress_bar", "quiet_option", "register"]
+__all__ = [
+    "count_creating_nothing",
+    "metadata_pairs",
+    "owner_option",
+    "progress_bar",
+    "quiet_option",
+    "register",
+]
 
 T = TypeVar("T")
 
@@ -169,25 +176,32 @@ def _summary_row(summary: SessionSummary) -> str:
             f"{summary.title or '-'}")
 
 
-def _where(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``--where key=value``: the value read as JSON (``n=1``, ``vip=true``), else as text."""
-    where: dict[str, Any] = {}
+def metadata_pairs(pairs: tuple[str, ...], hint: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, each value read as JSON (``n=1``, ``vip=true``), else as text."""
+    metadata: dict[str, Any] = {}
     for pair in pairs:
         key, separator, text = pair.partition("=")
         if not separator or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--where")
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=hint)
         try:
-            value = json.loads(text)
+            metadata[key] = json.loads(text)
         except ValueError:
-            value = text
+            metadata[key] = text
+    return metadata
+
+
+def _where(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``--where key=value`` as a filter: text, whole numbers, booleans or null."""
+    where = metadata_pairs(pairs, "--where")
+    for key, value in where.items():
         if value is not None and not isinstance(value, str | int | bool):
             # A float, list or object: the catalog compares none of them (floats are not
             # exact); taking it as text instead would match nothing, silently.
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
             raise click.BadParameter(
-                f"{pair!r}: metadata is compared with text, whole numbers, true, false or "
-                f"null; for the text, quote it: '{key}={json.dumps(text)}'",
+                f"'{key}={text}': metadata is compared with text, whole numbers, true, false "
+                f"or null; for the text, quote it: '{key}={json.dumps(text)}'",
                 param_hint="--where")
-        where[key] = value
     return where
 
 
