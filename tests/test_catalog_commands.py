@@ -116,6 +116,10 @@ def test_erase_counts_asks_and_deletes_one_owners_sessions_only(path: str) -> No
     assert again.stdout == "erased 0 sessions of owner 'ada' (0 messages)\n"
     named = run("erase", "b0", "nobody", "-y", "-o", f"path={path}")
     assert named.stdout == "erased 1 session named (5 messages)\n"
+    assert named.stderr == "no session 'nobody': nothing to erase for it\n"
+    again = run("erase", "b0", "b1", "nobody", "-y", "--json", "-o", f"path={path}")
+    assert json.loads(again.stdout) == {"owner": None, "dry_run": False, "sessions": 1,
+                                        "messages": 6, "missing": ["b0", "nobody"]}
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -140,6 +140,7 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
             counted = count_creating_nothing(
                 store, partial(erase, store, dry_run=True, **target), upgrade=not dry_run)
             receipt = counted
+            missing = _without_entries(store, session_ids)
             if not dry_run and counted.sessions:
                 if not yes:
                     _confirm(f"Erase {plural(counted.sessions, 'session')} {whose} "
@@ -149,12 +150,24 @@ def erase_command(session_ids: tuple[str, ...], backend: str, option_pairs: tupl
         finally:
             store.close()
     if as_json:
+        named = {"missing": missing} if session_ids else {}
         click.echo(json.dumps({"owner": owner, "dry_run": dry_run,
-                               "sessions": receipt.sessions, "messages": receipt.messages}))
+                               "sessions": receipt.sessions, "messages": receipt.messages,
+                               **named}, ensure_ascii=False))
         return
+    for session_id in missing:
+        click.echo(f"no session {session_id!r}: nothing to erase for it", err=True)
     verb = "would erase" if dry_run else "erased"
     click.echo(f"{verb} {plural(receipt.sessions, 'session')} {whose} "
                f"({plural(receipt.messages, 'message')})")
+
+
+def _without_entries(store: Backend, session_ids: tuple[str, ...]) -> list[str]:
+    """Those of ``session_ids`` the catalog does not know: an erase names them."""
+    if not session_ids:
+        return []
+    known = require_catalog(store, "erase sessions").session_summaries(list(session_ids))
+    return [session_id for session_id in dict.fromkeys(session_ids) if session_id not in known]
 
 
 def _confirm(question: str) -> None:
