@@ -53,6 +53,7 @@ def test_a_rockset_host_goes_through_the_sdk_itself() -> None:
     # Read to check what the SDK made of it: "https://" added by its own rules.
     assert backend.driver.client.api_client.configuration.host == (
         "https://api.usw2a1.rockset.com")
+    assert backend.driver.server == "https://api.usw2a1.rockset.com"  # what errors name
     backend.close()
 
 
