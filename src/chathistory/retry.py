@@ -103,8 +103,8 @@ def _unavailable(backend: str, attempts: int, cause: BaseException | None,
     if translate is not None and cause is not None:
         described = translate(cause)
     reason = f"{type(cause).__name__}: {cause}" if described is cause else str(described)
-    return BackendUnavailableError(
-        f"backend {backend!r} is unavailable after {attempts} attempts: {reason}")
+    tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+    return BackendUnavailableError(f"backend {backend!r} is unavailable after {tries}: {reason}")
 
 
 def retry_transient(call: Callable[[], T], *, backend: str,
