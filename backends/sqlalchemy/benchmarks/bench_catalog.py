@@ -25,7 +25,8 @@ times, filled by ``INSERT ... SELECT`` with the rows the backend itself writes
 sizes taken in turn within each round:
 
 - **page**: ``list_conversations(backend, owner=X, limit=20)``, one owner's 20
-  newest, owners at random; median time.
+  newest, owners at random among those not yet erased (so each has its 100
+  sessions at both sizes: a page of an erased owner costs less); median time.
 - **erase**: ``erase(backend, owner=X)`` of one owner's 100 sessions (200
   messages), each owner erased once; median time.
 - **turn**: read a session's newest 20 messages and append two, on the small
@@ -45,9 +46,27 @@ can be told from one the database misses (InnoDB's buffer pool: 128 MB here).
 Ratios: large size / small size (target <= 1.3) and with / without the catalog
 (target <= 1.1), and that ratio over the raw turn's own (the floor); and the
 whole server's buffer-pool reads a page (from memory, from disk) during each
-size's pages, round by round, to tell a slow round's competition. The exit
-status is 1 when one of our lines (page, erase, turn) misses its target, else 0:
-the raw lines are floors, printed beside ours, with no target.
+size's pages, round by round, to tell a slow round's competition, with what
+InnoDB's purge did meanwhile (records purged, on a private server, which counts
+them; the history list of undo logs awaiting purge before and after), and how
+long this process and (on a private server) the server's threads waited for a
+CPU (Linux's schedstat): on a busy machine a page's wait can outgrow its work,
+in any round, at either size.
+
+Purge is the server's background work the pages meet. The fill leaves undo logs
+(some 9,000 pages at 1,000,000 sessions) that purge goes through a second or two
+later, reading the pool some 100,000 times; a server not just filled has no such
+backlog, so the run waits, before its first round, until the history list is
+empty (at most two minutes: other clients of a shared server may keep it from
+emptying) and prints how long it waited. The erasures leave 300 delete-marked
+rows each, which purge removes in bursts, wherever the run then is: a burst
+during a size's pages takes that round's reads from about 73 a page to
+430-1,100 and slows ours and the raw page both. A server with erasures does
+this too, so the rounds do not wait for it. What else the fill leaves, some
+20,000 dirty pages written out at about 70-90 a second for minutes, reads nothing.
+
+The exit status is 1 when one of our lines (page, erase, turn) misses its target,
+else 0: the raw lines are floors, printed beside ours, with no target.
 
 ``--adk-python PATH`` names an interpreter with ``google-adk[db]``, ``aiomysql``
 and ``pymysql`` (see ``adk_list_sessions.py``): Google ADK's
@@ -74,7 +93,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from chathistory_sqlalchemy import SQLAlchemyBackend, sql
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
@@ -95,15 +114,19 @@ TURN = [message_to_dict(HumanMessage("What is the capital of France?")),
 ADK_DATABASE = "chathistory_adk_bench"
 PAGE_TARGET = ERASE_TARGET = 1.3  # issue 19: large / small size
 TURN_TARGET = 1.1  # issue 19: with / without the catalog
+SETTLE_LIMIT = 120.0  # seconds to wait for purge after the fill (other clients may write)
 
 
 @contextlib.contextmanager
-def private_server(buffer_pool: str) -> Iterator[str]:
+def private_server(buffer_pool: str) -> Iterator[PrivateServer]:
     """A private mariadbd (tests/private_mariadb.py) with the shared server's settings but
-    a ``buffer_pool`` InnoDB pool; yields its ``test`` URL."""
+    a ``buffer_pool`` InnoDB pool, started (its ``test`` database at ``url``)."""
     server = PrivateServer("test", (
         f"--innodb-buffer-pool-size={buffer_pool}", "--innodb-log-file-size=96M",
-        "--innodb-flush-method=O_DIRECT", "--innodb-flush-log-at-trx-commit=1"))
+        "--innodb-flush-method=O_DIRECT", "--innodb-flush-log-at-trx-commit=1",
+        # Counters of what purge does (off by default; counting changes nothing it does),
+        # so that a run can tell purge's work from the pages' own.
+        "--innodb-monitor-enable=module_purge"))
     # A SIGTERM stops the server too (the block removes it however it ends).
     previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     try:
@@ -119,7 +142,7 @@ def private_server(buffer_pool: str) -> Iterator[str]:
             if sequence not in ("YES", "DEFAULT"):
                 raise SystemExit(f"the private server has no Sequence engine "
                                  f"(support: {sequence})")
-            yield server.url
+            yield server
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -179,14 +202,72 @@ def timed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> float:
     return time.perf_counter() - started
 
 
-def pool_reads(admin: Engine) -> tuple[int, int]:
-    """The server's buffer-pool reads so far: all, and those that went to disk."""
+class ServerState(NamedTuple):
+    """The whole server's counters so far."""
+
+    read_requests: int  # buffer-pool reads
+    disk_reads: int  # those of them that went to disk
+    history: int  # InnoDB's history list: undo logs that purge has yet to clean up
+    purged: int  # records purged (0 where the server does not count them)
+    undo_pages: int  # undo log pages purge has gone through (0 where not counted)
+    counts_purge: bool
+
+
+def server_state(admin: Engine) -> ServerState:
     with admin.connect() as connection:
         found: dict[str, str] = dict(connection.execute(text(
-            "SHOW GLOBAL STATUS WHERE Variable_name IN "
-            "('Innodb_buffer_pool_read_requests', 'Innodb_buffer_pool_reads')")).all())
-    return (int(found["Innodb_buffer_pool_read_requests"]),
-            int(found["Innodb_buffer_pool_reads"]))
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_buffer_pool_read_requests', "
+            "'Innodb_buffer_pool_reads', 'Innodb_history_list_length')")).all())
+        # Records purged (erased rows, delete-marked, and the old versions of updated ones)
+        # and undo log pages: module_purge's counters, which a private server turns on.
+        purged, undo_pages, counted = connection.execute(text(
+            "SELECT SUM(IF(name = 'purge_undo_log_pages', 0, count)), "
+            "SUM(IF(name = 'purge_undo_log_pages', count, 0)), MIN(enabled) "
+            "FROM information_schema.innodb_metrics WHERE name IN ('purge_del_mark_records', "
+            "'purge_upd_exist_or_extern_records', 'purge_undo_log_pages')")).one()
+    return ServerState(int(found["Innodb_buffer_pool_read_requests"]),
+                       int(found["Innodb_buffer_pool_reads"]),
+                       int(found["Innodb_history_list_length"]), int(purged or 0),
+                       int(undo_pages or 0), bool(counted))
+
+
+def wait_for_purge(admin: Engine, limit: float = SETTLE_LIMIT) -> str:
+    """Wait until InnoDB's history list is empty, at most ``limit`` seconds: purge has
+    cleaned up after the fill. What was waited for, and how long, as a sentence."""
+    started, before = time.perf_counter(), server_state(admin)
+    after = before
+    while after.history and time.perf_counter() - started < limit:
+        time.sleep(0.1)
+        after = server_state(admin)
+    seconds = time.perf_counter() - started
+    undo = (f", {after.undo_pages - before.undo_pages:,} undo log pages purged"
+            if before.counts_purge else "")
+    outcome = "" if after.history == 0 else f" (gave up after {limit:.0f} s)"
+    return (f"waited {seconds:.1f} s for purge after the fill{outcome}: InnoDB history list "
+            f"{before.history} -> {after.history}{undo}, "
+            f"{after.read_requests - before.read_requests:,} buffer-pool reads meanwhile")
+
+
+def cpu_waits(pid: int | str) -> dict[str, int]:
+    """Nanoseconds each thread of process ``pid`` (``"self"``: this one) has been ready to
+    run but waiting for a CPU (Linux's schedstat), by thread id; empty where unknown."""
+    waits: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that has just ended
+                waits[task.name] = int((task / "schedstat").read_text().split()[1])
+    return waits
+
+
+def waited(before: dict[str, int], after: dict[str, int]) -> int:
+    """The nanoseconds waited for a CPU between two :func:`cpu_waits` of one process, by
+    the threads alive at both."""
+    return sum(after[thread] - before[thread] for thread in before.keys() & after.keys())
+
+
+def remaining(owners: int, erased: set[int]) -> list[int]:
+    """The owners (numbers below ``owners``) not yet erased: each still has its sessions."""
+    return sorted(set(range(owners)) - erased)
 
 
 def raw_erase(engine: Engine, table: str, owner: str) -> None:
@@ -305,12 +386,14 @@ def main() -> int:
         return 1 if run(arguments, SHARED_URL) else 0
     if not re.fullmatch(r"[1-9][0-9]*[KMG]?", arguments.private_server):
         parser.error("--private-server takes a size such as 2G or 512M")
-    with private_server(arguments.private_server) as url:
-        return 1 if run(arguments, url) else 0
+    with private_server(arguments.private_server) as server:
+        assert server.process is not None
+        return 1 if run(arguments, server.url, server.process.pid) else 0
 
 
-def run(arguments: argparse.Namespace, url: str) -> int:
-    """The run on ``url``; how many of our lines missed their target."""
+def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) -> int:
+    """The run on ``url`` (a server whose process is ``server_pid``, where it is ours); how
+    many of our lines missed their target."""
     admin = create_engine(url)
     server = describe_server(admin, private=arguments.private_server is not None)
     print(server, flush=True)
@@ -349,9 +432,14 @@ def run(arguments: argparse.Namespace, url: str) -> int:
         turn(plain, "warm-up")
         pages: dict[int, list[float]] = {size: [] for size in backends}
         raw_pages: dict[int, list[float]] = {size: [] for size in backends}
-        # The whole server's buffer-pool reads (from memory, from disk) during each size's
-        # pages: what the pages competed with, besides their own (about 50-75 a page).
-        page_reads: dict[int, list[list[int]]] = {size: [] for size in backends}
+        # The whole server's counters before and after each size's pages: its buffer-pool
+        # reads (from memory, from disk) are what the pages competed with, besides their own
+        # (about 50-75 a page); purge's work is the likeliest competitor.
+        page_states: dict[int, list[tuple[ServerState, ServerState]]] = {
+            size: [] for size in backends}
+        # And how long this process and the server waited for a CPU meanwhile: on a busy
+        # machine, longer than a page's own work.
+        page_cpu_waits: dict[int, list[tuple[int, int]]] = {size: [] for size in backends}
         erasures: dict[int, list[float]] = {size: [] for size in backends}
         raw_erasures: dict[int, list[float]] = {size: [] for size in backends}
         turns: dict[str, list[float]] = {"with": [], "without": [], "raw with": [],
@@ -361,6 +449,10 @@ def run(arguments: argparse.Namespace, url: str) -> int:
         raw = admin.raw_connection()
         replays = {f"raw {name}": captured_turn(contender, turn_sessions[name])
                    for name, contender in (("with", small), ("without", plain))}
+        # The fill leaves undo logs (some 9,000 pages at 1,000,000 sessions) that purge goes
+        # through within a second or two, reading the pool some 100,000 times: it would land on
+        # the first round's pages. A server not just filled has no such backlog.
+        print(wait_for_purge(admin), flush=True)
         erased: dict[int, set[int]] = {size: set() for size in backends}
         for round_number in range(arguments.rounds):
             order = list(backends.items())
@@ -368,22 +460,27 @@ def run(arguments: argparse.Namespace, url: str) -> int:
                 order.reverse()
             for size, backend in order:
                 owners = size // PER_OWNER
-                before = pool_reads(admin)
+                live = remaining(owners, erased[size])
+                state = server_state(admin)
+                client_waits = cpu_waits("self")
+                server_waits = cpu_waits(server_pid) if server_pid else {}
                 for _ in range(arguments.pages):
-                    owner = f"o-{random.randrange(owners)}"
+                    owner = f"o-{random.choice(live)}"
                     pages[size].append(timed(list_conversations, backend, owner=owner,
                                              limit=20))
                     raw_pages[size].append(timed(raw_page, admin, backend, owner))
-                page_reads[size].append([after - earlier for after, earlier
-                                         in zip(pool_reads(admin), before, strict=True)])
+                page_states[size].append((state, server_state(admin)))
+                page_cpu_waits[size].append((
+                    waited(client_waits, cpu_waits("self")),
+                    waited(server_waits, cpu_waits(server_pid)) if server_pid else 0))
                 for _ in range(arguments.erasures):
-                    number = random.choice(sorted(set(range(owners)) - erased[size]))
+                    number = random.choice(remaining(owners, erased[size]))
                     erased[size].add(number)
                     started = time.perf_counter()
                     receipt = erase(backend, owner=f"o-{number}")
                     erasures[size].append(time.perf_counter() - started)
                     assert (receipt.sessions, receipt.messages) == (PER_OWNER, 2 * PER_OWNER)
-                    number = random.choice(sorted(set(range(owners)) - erased[size]))
+                    number = random.choice(remaining(owners, erased[size]))
                     erased[size].add(number)
                     raw_erasures[size].append(timed(raw_erase, admin, f"{PREFIX}_{size}",
                                                     f"o-{number}"))
@@ -440,12 +537,29 @@ def run(arguments: argparse.Namespace, url: str) -> int:
               f", raw {means['raw with'] / means['raw without']:.2f}; share under twice the "
               "raw turn's median: " + ", ".join(f"{name} {share:.2f}"
                                                 for name, share in quick.items()))
-        for size, reads in page_reads.items():
-            print(f"server during the pages of {size:,} (ours and raw), a page, each round: "
-                  "buffer-pool reads " + ", ".join(
-                      f"{memory / (2 * arguments.pages):.0f}" for memory, _ in reads)
-                  + "; from disk " + ", ".join(
-                      f"{disk / (2 * arguments.pages):.1f}" for _, disk in reads))
+        statements = 2 * arguments.pages  # ours and raw, a page each
+        for size, states in page_states.items():
+            print(f"server during the pages of {size:,} (ours and raw), each round:")
+            print("  medians, ours / raw (ms) " + ", ".join(
+                f"{statistics.median(pages[size][start:start + arguments.pages]) * 1e3:.2f} / "
+                f"{statistics.median(raw_pages[size][start:start + arguments.pages]) * 1e3:.2f}"
+                for start in range(0, len(pages[size]), arguments.pages)))
+            print("  buffer-pool reads a page " + ", ".join(
+                f"{(after.read_requests - before.read_requests) / statements:.0f}"
+                for before, after in states) + "; from disk " + ", ".join(
+                f"{(after.disk_reads - before.disk_reads) / statements:.1f}"
+                for before, after in states))
+            if all(before.counts_purge for before, _ in states):
+                print("  records purged meanwhile (erased rows, old versions) " + ", ".join(
+                    f"{after.purged - before.purged}" for before, after in states))
+            print("  InnoDB history list before -> after " + ", ".join(
+                f"{before.history} -> {after.history}" for before, after in states))
+            cpu_line = "  ms a page waiting for a CPU: this process " + ", ".join(
+                f"{client / statements / 1e6:.2f}" for client, _ in page_cpu_waits[size])
+            if server_pid:
+                cpu_line += "; the server " + ", ".join(
+                    f"{server / statements / 1e6:.2f}" for _, server in page_cpu_waits[size])
+            print(cpu_line)
         raw.close()
         plain.close()
     finally:
