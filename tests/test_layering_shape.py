@@ -89,16 +89,8 @@ def test_the_config_is_a_backend_config(package: Path) -> None:
     assert [ast.unparse(base) for base in cls.bases] == ["BackendConfig"]
 
 
-# The guide: "the backend's own test extra depends on chathistory[testing]". These
-# three lack it (reported to their owners); strict, so the mark goes once they have it.
-WITHOUT_TESTING_EXTRA = {"postgres", "redis", "sqlalchemy"}
-
-
-@pytest.mark.parametrize("package", [
-    pytest.param(package, marks=pytest.mark.xfail(
-        strict=True, reason="its test extra lacks chathistory[testing]"))
-    if distribution_of(package).name in WITHOUT_TESTING_EXTRA else package
-    for package in PACKAGES], ids=ids)
+# The guide: "the backend's own test extra depends on chathistory[testing]".
+@pytest.mark.parametrize("package", PACKAGES, ids=ids)
 def test_the_test_extra_brings_the_contract_suites_needs(package: Path) -> None:
     project = tomllib.loads((distribution_of(package) / "pyproject.toml").read_text())["project"]
     assert "chathistory[testing]" in project["optional-dependencies"]["test"]
