@@ -10,7 +10,6 @@ import asyncio
 import random
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from langchain_core.messages import HumanMessage, message_to_dict
 from psycopg import sql
 
 from chathistory import BackendUnavailableError, ChatHistoryError, RecordError
-from chathistory.testing import numbered_records
+from chathistory.testing import numbered_records, wait_until
 
 
 @pytest.fixture
@@ -48,14 +47,6 @@ def langchain_backend(postgres_url: str, postgres_schema: str, table_name: str
 
 def _contents(backend: PostgresBackend, session_id: str) -> list[str]:
     return [record["data"]["content"] for record in backend.fetch(session_id)]
-
-
-def _wait_for(condition: Any, what: str, deadline: float = 30.0) -> None:
-    until = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_every_record_comes_back_exactly(backend: PostgresBackend,
@@ -238,8 +229,8 @@ def test_a_lost_connection_during_the_write_is_not_repeated(
         mine = (backend.statements.lock_sessions.replace("%s", "$1"),)  # as psycopg sends it
         thread = threading.Thread(target=write)
         thread.start()
-        _wait_for(lambda: admin.execute(waiting, mine).fetchall(),
-                  "the write to wait for the lock")
+        wait_until(lambda: admin.execute(waiting, mine).fetchall(),
+                   "the write waits for the lock", seconds=30)
         for (pid,) in admin.execute(waiting, mine).fetchall():
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         thread.join(timeout=30)

@@ -10,28 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from chathistory_postgres import PostgresBackend
 
 from chathistory import BackendUnavailableError
-from chathistory.testing import numbered_records
+from chathistory.testing import numbered_records, wait_until
 
 if TYPE_CHECKING:
     from conftest import PrivateCluster
 
 BATCH = 3
-
-
-def _wait_for(condition: Callable[[], bool], what: str, deadline: float = 120) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` if it never does."""
-    give_up = time.monotonic() + deadline
-    while not condition():
-        assert time.monotonic() < give_up, f"never happened: {what}"
-        time.sleep(0.02)
 
 
 def _contents(records: list[dict[str, Any]]) -> list[str]:
@@ -90,9 +80,9 @@ def test_connections_killed_while_idle_are_replaced_without_waiting_for_the_pool
             assert pids, "the backend's connections should have been there to kill"
             admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
                           (pids,))
-            _wait_for(lambda killed=pids: not admin.execute(
+            wait_until(lambda killed=pids: not admin.execute(
                 "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", (killed,)).fetchall(),
-                "the killed connections closed")
+                "the killed connections closed", seconds=120)
             backend.append("s", numbered_records(1, prefix="sync"))
             assert asyncio.run(scenario("async"))[-2:] == ["sync0", "async0"]
     assert len(backend.fetch("s")) == 8
@@ -180,11 +170,12 @@ def test_a_restart_mid_run_loses_no_batch_in_part(private_postgres: PrivateClust
     for thread in threads:
         thread.start()
     try:
-        _wait_for(lambda: min(w.ok_before for w in writers) >= 3, "every writer writing")
+        wait_until(lambda: min(w.ok_before for w in writers) >= 3, "every writer writing",
+                   seconds=120)
         private_postgres.restart()
         restarted.set()
-        _wait_for(lambda: min(w.ok_after for w in writers) >= 5 or
-                  any(w.unexpected for w in writers), "every writer recovering")
+        wait_until(lambda: min(w.ok_after for w in writers) >= 5 or
+                   any(w.unexpected for w in writers), "every writer recovering", seconds=120)
     finally:
         stop.set()
         for thread in threads:
