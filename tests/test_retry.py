@@ -173,3 +173,15 @@ def test_retry_after_continues_from_a_first_try_made_by_the_caller() -> None:
     with pytest.raises(KeyError):
         retry_after(KeyError("bug"), refused, backend="x", is_transient=transient)
     assert refused.calls == 0  # not transient: no second try
+
+
+def test_exhaustion_by_one_of_our_errors_says_it_once_without_its_class() -> None:
+    # A backend's translate may give back one of our errors as it is (postgres's failed
+    # connect): its message already says what failed, naming the backend.
+    refused = BackendUnavailableError("backend 'x' cannot connect to db:5432: refused")
+    call = Flaky(10, refused)
+    with pytest.raises(BackendUnavailableError) as caught:
+        retry_transient(call, backend="x", is_transient=lambda error: error is refused,
+                        translate=lambda error: error, attempts=2)
+    assert str(caught.value) == ("backend 'x' is unavailable after 2 attempts: "
+                                 "cannot connect to db:5432: refused")

@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from chathistory.errors import BackendUnavailableError
+from chathistory.errors import BackendUnavailableError, ChatHistoryError
 
 __all__ = [
     "OnRetry",
@@ -102,7 +102,10 @@ def _unavailable(backend: str, attempts: int, cause: BaseException | None,
     described: BaseException | None = cause
     if translate is not None and cause is not None:
         described = translate(cause)
-    reason = f"{type(cause).__name__}: {cause}" if described is cause else str(described)
+    if described is cause and not isinstance(cause, ChatHistoryError):
+        reason = f"{type(cause).__name__}: {cause}"  # a driver's error: its class says much
+    else:  # ours says what it is, and names the backend only once
+        reason = str(described).removeprefix(f"backend {backend!r} ")
     tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
     return BackendUnavailableError(f"backend {backend!r} is unavailable after {tries}: {reason}")
 
