@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -23,6 +23,9 @@ from psycopg import sql
 
 from chathistory import BackendUnavailableError, ChatHistoryError, RecordError
 from chathistory.testing import numbered_records, wait_until
+
+if TYPE_CHECKING:
+    from conftest import PrivateCluster
 
 
 @pytest.fixture
@@ -193,6 +196,29 @@ def test_concurrent_bulk_writers_keep_each_batch_whole_and_in_order(
     counted = {info.session_id: info.messages for info in backend.list_sessions()}
     assert counted == {session: len(_contents(backend, session)) for session in sessions}
 
+
+
+def test_a_bulk_write_beyond_the_servers_locks_says_what_to_do_and_writes_nothing(
+    private_postgres: PrivateCluster
+) -> None:
+    # Each session of a bulk write is locked until its commit: a private server with few
+    # lock slots runs out of them (PostgreSQL's "out of shared memory").
+    with psycopg.connect(private_postgres.url, autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
+        admin.execute("ALTER SYSTEM SET max_connections = 10")
+    private_postgres.restart()
+    backend = PostgresBackend.from_options(conninfo=private_postgres.url, min_size=0)
+    try:
+        backend.create_collection()
+        batches = {f"s{number}": numbered_records(1) for number in range(5000)}
+        with pytest.raises(BackendUnavailableError,
+                           match=r"out of shared memory.*fewer sessions per call"):
+            backend.append_many(batches)
+        assert backend.list_sessions() == []
+        backend.append_many(dict(list(batches.items())[:10]))  # a smaller call succeeds
+        assert len(backend.list_sessions()) == 10
+    finally:
+        backend.close()
 
 @pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
 def test_a_lost_connection_during_the_write_is_not_repeated(

@@ -104,6 +104,11 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
     if isinstance(error, psycopg.OperationalError):
         # The server is short of something (disk, memory, connection slots) or
         # cancelled the statement (statement_timeout): unavailable, not repeated.
+        if error.sqlstate == "53200" and action in ("append", "restore summaries"):
+            # Out of lock slots: a bulk write locks each of its sessions until it commits.
+            text += (" (each session a call writes holds a lock until it commits: write "
+                     "fewer sessions per call, e.g. a smaller --chunk for copy and import, or "
+                     "raise the server's max_locks_per_transaction)")
         return BackendUnavailableError(f"{where}: {text}")
     if isinstance(error, pg_errors.UndefinedTable | pg_errors.InvalidSchemaName):
         # Reads never create anything: a missing table is said, in one line.
