@@ -1,4 +1,5 @@
-"""On a real Redis Cluster, through the application's RedisCluster clients.
+"""On a real Redis Cluster, through the application's RedisCluster clients and the backend's own
+(``url=<a node>, cluster=True``), from Python and from the command line.
 
 The module starts a private three-node cluster (free local ports, temporary
 directories, no persistence) and removes it afterwards. It skips if
@@ -8,6 +9,7 @@ directories, no persistence) and removes it afterwards. It skips if
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -22,16 +24,23 @@ import redis
 import redis.asyncio
 from chathistory_redis import RedisBackend
 from chathistory_redis.errors import ReplyLostError, is_transient, never_sent
+from click.testing import CliRunner, Result
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from chathistory import BackendUnavailableError
-from chathistory.testing import HOSTILE_SESSION_IDS, BackendContract, numbered_records
+from chathistory import BackendUnavailableError, ChatHistoryError
+from chathistory.cli import main
+from chathistory.testing import (
+    HOSTILE_SESSION_IDS,
+    BackendContract,
+    numbered_records,
+    run_without_blocking,
+)
 
 if TYPE_CHECKING:
-    from conftest import StartRedisServer
+    from conftest import PrivateRedis, StartRedisServer
 
 WaitUntil = Callable[..., None]
 
@@ -81,6 +90,112 @@ class TestRedisBackendOnCluster(BackendContract):
     @pytest.fixture
     def backend(self, cluster: redis.RedisCluster) -> RedisBackend:
         return RedisBackend.from_options(client=cluster, key_prefix="app", ttl=3600)
+
+
+@pytest.fixture
+def seed(cluster_ports: list[int]) -> str:
+    """The URL of one node; the backend's own clients find the others from it."""
+    return f"redis://127.0.0.1:{cluster_ports[0]}/0"
+
+
+class TestRedisBackendOnClusterUrl(BackendContract):
+    """The whole suite on the backend's own RedisCluster clients, natively async."""
+
+    @pytest.fixture
+    def backend(self, cluster: redis.RedisCluster, seed: str) -> Iterator[RedisBackend]:
+        backend = RedisBackend.from_options(url=seed, cluster=True, key_prefix="app", ttl=3600)
+        yield backend
+        backend.close()
+
+
+def _chathistory(*args: str) -> Result:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+def test_the_cli_lists_and_erases_on_a_cluster_from_its_url(cluster: redis.RedisCluster,
+                                                            seed: str) -> None:
+    backend = RedisBackend.from_options(url=seed, cluster=True, key_prefix="cli")
+    owners = {f"user-{number}": "ada" if number % 2 else "bob" for number in range(12)}
+    for session_id, owner in owners.items():
+        backend.append(session_id, numbered_records(2))
+        backend.update_session(session_id, owner=owner)
+    backend.close()
+    assert len({cluster.get_node_from_key(backend.key(session_id)).name
+                for session_id in owners}) == NODES
+    options = ["-b", "redis", "-o", f"url={seed}", "-o", "cluster=true", "-o", "key_prefix=cli"]
+
+    def listed() -> list[tuple[str, int]]:
+        lines = _chathistory("sessions", *options, "--json").stdout.splitlines()
+        return [(entry["session_id"], entry["messages"]) for entry in map(json.loads, lines)]
+
+    assert listed() == [(session_id, 2) for session_id in sorted(owners)]
+    erased = _chathistory("erase", *options, "--owner", "ada", "--yes", "--json")
+    receipt = json.loads(erased.stdout)
+    assert (receipt["sessions"], receipt["messages"]) == (6, 12)
+    assert listed() == [(session_id, 2) for session_id in sorted(owners)
+                        if owners[session_id] == "bob"]
+
+
+def _connections_named(ports: list[int], name: str) -> int:
+    total = 0
+    for port in ports:
+        with redis.Redis(port=port) as admin:
+            total += sum(1 for client in admin.client_list() if client["name"] == name)
+    return total
+
+
+def test_own_cluster_clients_connect_on_first_use_and_close_is_closed(
+        cluster: redis.RedisCluster, cluster_ports: list[int], wait_until: WaitUntil) -> None:
+    url = f"redis://127.0.0.1:{cluster_ports[0]}/0?client_name=owned"
+    backend = RedisBackend.from_options(url=url, cluster=True, key_prefix="owned")
+    assert _connections_named(cluster_ports, "owned") == 0  # built, not connected
+    sessions = [f"s{number}" for number in range(20)]  # on every node
+    for session_id in sessions:
+        backend.append(session_id, numbered_records(1))
+    assert _connections_named(cluster_ports, "owned") >= NODES
+    backend.close()
+    wait_until(lambda: _connections_named(cluster_ports, "owned") == 0,
+               "close() closed the sync connections")
+
+    async def scenario() -> None:
+        for session_id in sessions:
+            assert await backend.afetch(session_id) == numbered_records(1)
+        assert await asyncio.to_thread(_connections_named, cluster_ports, "owned") >= NODES
+        await backend.aclose()
+
+    asyncio.run(scenario())
+    wait_until(lambda: _connections_named(cluster_ports, "owned") == 0,
+               "aclose() closed the async connections")
+    assert backend.fetch("s0") == numbered_records(1)  # a new client after close()
+    backend.close()
+
+
+def test_a_refused_seed_is_unavailable_naming_it() -> None:
+    port = _refused_port()
+    backend = RedisBackend.from_options(url=f"redis://127.0.0.1:{port}/0", cluster=True,
+                                        socket_connect_timeout=1)  # connects on first use
+    seed = rf"Redis Cluster at 127\.0\.0\.1:{port}: .*check that Redis runs there"
+    with pytest.raises(BackendUnavailableError, match=rf"after 4 attempts: {seed}"):
+        backend.fetch("s")
+    with pytest.raises(BackendUnavailableError, match=rf"after 4 attempts: {seed}") as caught:
+        backend.append("s", numbered_records(1))  # it surely did not run: retried
+    assert not isinstance(caught.value, ReplyLostError)
+    with pytest.raises(BackendUnavailableError, match=rf"after 4 attempts: {seed}"):
+        run_without_blocking(backend.aappend("s", numbered_records(1)))
+    backend.close()
+
+
+def test_a_server_that_is_no_cluster_says_so(redis_server: PrivateRedis) -> None:
+    backend = RedisBackend.from_options(url=redis_server.url, cluster=True)
+    said = f"Redis Cluster at 127.0.0.1:{redis_server.port}: .*Cluster mode is not enabled"
+    with pytest.raises(ChatHistoryError, match=said) as caught:
+        backend.fetch("s")
+    assert not isinstance(caught.value, BackendUnavailableError)  # not retried
+    with pytest.raises(ChatHistoryError, match=said):
+        run_without_blocking(backend.afetch("s"))
+    backend.close()
 
 
 def test_sessions_spread_over_the_nodes_each_whole_on_one(cluster: redis.RedisCluster,

@@ -207,6 +207,24 @@ def test_client_of_the_wrong_kind_is_a_config_error() -> None:
         RedisBackend.from_options(client=redis.Redis(), async_client=cluster)
 
 
+@pytest.mark.parametrize(("options", "why"), [
+    ({"client": redis.Redis()}, "leave 'cluster' out"),
+    ({"async_client": redis.asyncio.RedisCluster(host="127.0.0.1", port=7000)},
+     "leave 'cluster' out"),
+    ({"url": "unix:///tmp/redis.sock"}, "takes no unix:// sockets"),
+    ({"url": "redis://127.0.0.1:7000/2"}, "database 0"),
+    ({"url": "redis://127.0.0.1:7000?db=1"}, "database 0"),
+])
+def test_cluster_with_an_application_client_or_a_url_it_cannot_take_is_a_config_error(
+        options: dict[str, object], why: str) -> None:
+    with pytest.raises(ConfigError, match=rf"'redis': option 'cluster' .*{why}"):
+        RedisBackend.from_options(cluster=True, **options)
+    RedisBackend.from_options(cluster=True, url="redis://127.0.0.1:1/0?db=0")  # no connection
+    # validated without redis-py, as the other options are
+    with fake_backends("redis"), pytest.raises(ConfigError, match="option 'cluster'"):
+        get_backend("redis", cluster=True, url="unix:///tmp/redis.sock")
+
+
 def test_application_async_client_is_used_and_left_open(make_backend: MakeBackend,
                                                          redis_url: str) -> None:
     async def scenario() -> None:

@@ -9,23 +9,26 @@ gives it back, so a failure is known to come before it was sent whole (it did
 not run) or after (it may have run: for a :class:`Once` command, ``ReplyLostError``).
 Pipelines and scans, which may be repeated, run through the client itself.
 
+With ``cluster``, they are redis-py's ``RedisCluster`` and ``redis.asyncio.RedisCluster``
+built from ``url`` (a seed node), the sync one on first use (it connects when built).
 A ``RedisCluster`` sends each command to its slot's node by name
 (``target_nodes``), so redis-py follows ``MOVED``/``ASK`` but never repeats it.
 """
 
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from typing import Any
 
 import redis
 import redis.asyncio
 from redis.driver_info import DriverInfo
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisClusterUnreachableError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from chathistory import Call, ConfigError, Driver
+from chathistory import Call, ChatHistoryError, ConfigError, Driver
 from chathistory_redis import errors
 from chathistory_redis.config import RedisConfig, server_address
 from chathistory_redis.keyspace import BODIES, Command, Once, Pipeline, Scan
@@ -63,6 +66,16 @@ def pool_options(config: RedisConfig) -> dict[str, Any]:
     }
 
 
+def cluster_options(config: RedisConfig) -> dict[str, Any]:
+    """:func:`pool_options` for redis-py's ``RedisCluster``, which applies them per node. A
+    node's pool has no wait (``pool_timeout``): past ``max_connections``, a call fails with
+    ``MaxConnectionsError``, which the core tries again. The sync ``RedisCluster`` passes no
+    ``health_check_interval`` to its nodes (redis-py's ``REDIS_ALLOWED_KEYS``)."""
+    options = pool_options(config)
+    del options["timeout"]
+    return options
+
+
 class RedisDriver(Driver[Any, Any, Any]):
     """Sends the backend's requests: a command (``tuple``), :class:`Once`,
     :class:`Pipeline` or :class:`Scan`.
@@ -88,19 +101,24 @@ class RedisDriver(Driver[Any, Any, Any]):
         if len(clusters) > 1:
             raise ConfigError("backend 'redis': options 'client' and 'async_client' must both "
                               "be Redis Cluster clients, or neither")
-        self.cluster = True in clusters
+        self.cluster = config.cluster or True in clusters
         """Whether the keys live on several nodes (a script then touches one hash slot)."""
         # An application's sync client without an async one: async calls run the sync
         # path in a worker thread, so both reach the same server.
         self.native_async = client is None or async_client is not None
-        self.client: Any = client if client is not None else redis.Redis(
-            connection_pool=redis.BlockingConnectionPool.from_url(  # connects on first use
-                config.url.get_secret_value(), **pool_options(config)))
+        url = config.url.get_secret_value()
+        self.client: Any = client
+        if client is None and not config.cluster:
+            self.client = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+                url, **pool_options(config)))  # connects on first use
+        self._building = threading.Lock()  # the sync RedisCluster, built once
         app = client if client is not None else async_client
-        if self.cluster:  # errors name the node
+        if config.cluster:  # errors name the node, or else the seed
+            self.where = f"Redis Cluster at {server_address(url)}"
+        elif self.cluster:
             self.where = "Redis Cluster"
         elif app is None:
-            self.where = f"Redis at {server_address(config.url.get_secret_value())}"
+            self.where = f"Redis at {server_address(url)}"
         else:  # the application's server, not the URL's
             found = app.get_connection_kwargs()
             host, port = found.get("host", "localhost"), found.get("port", 6379)
@@ -110,7 +128,17 @@ class RedisDriver(Driver[Any, Any, Any]):
     # -- sync ------------------------------------------------------------------------------
 
     def connection(self, call: Call) -> AbstractContextManager[Any]:
-        return nullcontext(self.client)  # each command takes a connection of its own
+        return nullcontext(self._sync_client())  # each command takes a connection of its own
+
+    def _sync_client(self) -> Any:
+        client = self.client
+        if client is None:  # cluster: build the RedisCluster now, connecting to the seed
+            with self._building:
+                if self.client is None:
+                    self.client = redis.RedisCluster.from_url(
+                        self.config.url.get_secret_value(), **cluster_options(self.config))
+                client = self.client
+        return client
 
     def send(self, client: Any, request: Any) -> Any:
         try:
@@ -145,6 +173,9 @@ class RedisDriver(Driver[Any, Any, Any]):
     async def open_pool(self) -> Any:
         if self.config.async_client is not None:
             return self.config.async_client
+        if self.config.cluster:  # connects on first use
+            return redis.asyncio.RedisCluster.from_url(self.config.url.get_secret_value(),
+                                                       **cluster_options(self.config))
         return redis.asyncio.Redis(connection_pool=redis.asyncio.BlockingConnectionPool.from_url(
             self.config.url.get_secret_value(), **pool_options(self.config)))
 
@@ -185,7 +216,9 @@ class RedisDriver(Driver[Any, Any, Any]):
             await pool.release(connection)
 
     async def close_pool(self, client: Any) -> None:
-        if self.config.async_client is None:
+        if self.config.cluster:
+            await client.aclose()
+        elif self.config.async_client is None:
             await client.connection_pool.disconnect()
 
     # -- errors and closing ----------------------------------------------------------------
@@ -195,8 +228,16 @@ class RedisDriver(Driver[Any, Any, Any]):
         return errors.is_transient(error)
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
+        if isinstance(error, RedisClusterException) and not isinstance(
+                error, RedisClusterUnreachableError):  # "Cluster mode is not enabled on ..."
+            return ChatHistoryError(f"backend 'redis': {self.where}: {error}")
         return errors.translate(error, where=self.where)
 
     def close(self) -> None:
-        if self.config.client is None:
+        if self.config.cluster:  # the next call builds a new one
+            with self._building:
+                client, self.client = self.client, None
+            if client is not None:
+                client.close()
+        elif self.config.client is None:
             self.client.connection_pool.disconnect()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Any, Literal, Self
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from chathistory import BackendConfig
 from chathistory_redis.keyspace import key_prefix_problem
@@ -72,6 +72,11 @@ class RedisConfig(BackendConfig):
         30.0, ge=0,
         description="A connection idle for longer than this many seconds is checked with a "
         "PING before a command is sent on it; 0 never checks.")
+    cluster: bool = Field(
+        False,
+        description="Reach a Redis Cluster: the backend builds redis-py's RedisCluster "
+        "clients from url, the address of any one of its nodes; max_connections is then "
+        "per node, and pool_timeout does not apply.")
     client: Any = Field(
         None, repr=False, exclude=True,
         description="Your own redis.Redis (or RedisCluster) for the sync methods; the "
@@ -114,6 +119,25 @@ class RedisConfig(BackendConfig):
             raise ValueError("must be > 0, or None for no expiry (0 means no expiry only "
                              "with layout 'langchain_community', as in RedisChatMessageHistory)")
         return ttl
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Self:
+        if not self.cluster:
+            return self
+        if self.client is not None or self.async_client is not None:
+            raise ValueError(
+                "option 'cluster' builds the backend's own Redis Cluster clients from 'url'; "
+                "with your own 'client' or 'async_client' leave 'cluster' out (a "
+                "redis.RedisCluster given as 'client' reaches the cluster by itself)")
+        parts = urlsplit(self.url.get_secret_value())
+        if parts.scheme.lower() == "unix":
+            raise ValueError("option 'cluster' needs a redis:// or rediss:// url of a node: "
+                             "Redis Cluster takes no unix:// sockets")
+        databases = {parts.path.strip("/") or "0", *parse_qs(parts.query).get("db", [])}
+        if databases != {"0"}:
+            raise ValueError("option 'cluster' needs a url of database 0: a Redis Cluster "
+                             "has no other")
+        return self
 
     @property
     def effective_key_prefix(self) -> str:
