@@ -339,6 +339,28 @@ def test_an_async_cluster_append_whose_reply_is_lost_is_not_repeated(
     asyncio.run(scenario())
 
 
+def test_an_append_on_own_cluster_clients_whose_reply_is_lost_is_not_repeated(
+        cluster: redis.RedisCluster, seed: str) -> None:
+    backend = RedisBackend.from_options(url=seed, cluster=True, key_prefix="lost-own",
+                                        socket_timeout=0.2)
+    session = _session_away_from_the_index(backend, cluster)
+    port = cluster.get_node_from_key(backend.key(session)).port
+    warm, lost = numbered_records(1, prefix="warm"), numbered_records(2)
+    backend.append(session, warm)  # connected, slot map loaded
+    with busy_node(port, 0.8), pytest.raises(ReplyLostError, match=f"127.0.0.1:{port}"):
+        backend.append(session, lost)
+    assert backend.fetch(session) == [*warm, *lost]
+
+    async def scenario() -> None:
+        await backend.aappend(session, warm)
+        with busy_node(port, 0.8), pytest.raises(ReplyLostError, match=f"127.0.0.1:{port}"):
+            await backend.aappend(session, lost)
+        assert await backend.afetch(session) == [*warm, *lost, *warm, *lost]
+
+    asyncio.run(scenario())
+    backend.close()
+
+
 def test_reads_on_a_busy_node_are_repeated(cluster_ports: list[int]) -> None:
     client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0], socket_timeout=0.2)
     try:
