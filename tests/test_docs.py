@@ -176,6 +176,15 @@ def test_a_page_names_only_backends_options_and_flags_that_exist(page: Path) -> 
     assert check_commands(text, where) + check_python(text, where) == []
 
 
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_code_fence_is_closed(page: Path) -> None:
+    # A fence line with text after it ("``` A misspelt") opens no block and closes none in
+    # GitHub's reading, and mkdocs renders the rest of the page as code.
+    fences = [line for line in page.read_text().splitlines() if line.lstrip().startswith("```")]
+    assert [line for line in fences if not re.fullmatch(r"\s*```[\w-]*", line)] == []
+    assert len(fences) % 2 == 0, "a code fence is left open"
+
 def test_the_docs_check_catches_made_up_flags_backends_and_options() -> None:
     page = """
 Run `chathistory export --frobnicate` first.
