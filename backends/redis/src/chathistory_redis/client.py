@@ -24,11 +24,11 @@ from typing import Any
 import redis
 import redis.asyncio
 from redis.driver_info import DriverInfo
-from redis.exceptions import NoScriptError, RedisClusterException, RedisClusterUnreachableError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from chathistory import Call, ChatHistoryError, ConfigError, Driver
+from chathistory import Call, ConfigError, Driver
 from chathistory_redis import errors
 from chathistory_redis.config import RedisConfig, server_address
 from chathistory_redis.keyspace import BODIES, Command, Once, Pipeline, Scan
@@ -228,9 +228,6 @@ class RedisDriver(Driver[Any, Any, Any]):
         return errors.is_transient(error)
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
-        if isinstance(error, RedisClusterException) and not isinstance(
-                error, RedisClusterUnreachableError):  # "Cluster mode is not enabled on ..."
-            return ChatHistoryError(f"backend 'redis': {self.where}: {error}")
         return errors.translate(error, where=self.where)
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from redis.exceptions import (
     ClusterError,
     MaxConnectionsError,
     NoPermissionError,
+    RedisClusterException,
     RedisClusterUnreachableError,
     RedisError,
     ResponseError,
@@ -104,8 +105,9 @@ def translate(error: BaseException, *, where: str) -> BaseException:
     """redis-py's ``error`` as a chathistory error naming the cluster node noted on it, or
     ``where``: refused credentials or ACL rights → ``PermissionDeniedError``, a transient
     failure → ``BackendUnavailableError``, a command Redis refused (``WRONGTYPE``...) →
-    ``ChatHistoryError``. Errors that are not redis-py's come back unchanged."""
-    if not isinstance(error, RedisError | SlotNotCoveredError | RedisClusterUnreachableError):
+    ``ChatHistoryError``, as is a node not in cluster mode (``RedisClusterException``).
+    Errors that are not redis-py's come back unchanged."""
+    if not isinstance(error, RedisError | RedisClusterException):
         return error
     notes = getattr(error, "__notes__", ())
     where = next((f"Redis Cluster node {note[len(_NODE_NOTE):]}" for note in notes
