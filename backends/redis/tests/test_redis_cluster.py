@@ -198,6 +198,19 @@ def test_a_server_that_is_no_cluster_says_so(redis_server: PrivateRedis) -> None
     backend.close()
 
 
+
+def test_a_cluster_node_reached_without_the_cluster_option_says_to_set_it(
+        cluster_ports: list[int]) -> None:
+    # A plain client follows no MOVED: the sessions of other nodes' slots are refused.
+    backend = RedisBackend.from_options(url=f"redis://127.0.0.1:{cluster_ports[0]}/0")
+    said = (rf"Redis at 127\.0\.0\.1:{cluster_ports[0]} is a Redis Cluster node \(it "
+            r"redirected a key to 127\.0\.0\.1:\d+\): set the option cluster=True")
+    with pytest.raises(ChatHistoryError, match=said) as caught:
+        for number in range(20):  # some of them live on another node
+            backend.fetch(f"s{number}")
+    assert not isinstance(caught.value, BackendUnavailableError)  # not retried
+    backend.close()
+
 def test_sessions_spread_over_the_nodes_each_whole_on_one(cluster: redis.RedisCluster,
                                                           cluster_ports: list[int]) -> None:
     backend = RedisBackend.from_options(client=cluster, key_prefix="app", ttl=60)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
@@ -122,6 +123,11 @@ def translate(error: BaseException, *, where: str) -> BaseException:
             said += (" (check that Redis runs there and that the url option, or your client, "
                      "points at it)")
         return BackendUnavailableError(f"{where}: {said}")
+    if isinstance(error, AskError):  # MOVED or ASK: to a client that follows neither
+        return ChatHistoryError(
+            f"backend 'redis': {where} is a Redis Cluster node (it redirected a key to "
+            f"{':'.join(map(str, error.node_addr))}): set the option cluster=True "
+            "(-o cluster=true)")
     if isinstance(error, ResponseError):
         return ChatHistoryError(f"backend 'redis': {where} refused the command: {error}")
     return ChatHistoryError(f"backend 'redis': {where}: {said}")
