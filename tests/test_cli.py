@@ -155,6 +155,34 @@ def test_user_mistakes_are_one_line_errors_without_tracebacks(args: list[str], m
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(("args", "argument"), [
+    (["erase", b"\xff", "--yes"], "'[SESSION_IDS]...'"),
+    (["erase", "--owner", b"ada\xff", "--yes"], "'--owner'"),
+    (["show", b"\xff"], "'SESSION_ID'"),
+    (["clear", b"\xff"], "'SESSION_ID'"),
+    (["export", "s", b"\xff"], "'[SESSION_IDS]...'"),
+    (["copy", b"\xff", "--to", "memory"], "'[SESSION_IDS]...'"),
+    (["title", "s", b"\xff"], "'TITLE'"),
+    (["owner", b"\xff", "ada"], "'SESSION_ID'"),
+    (["metadata", "s", b"plan=\xff"], "'[KEY=VALUE]...'"),
+    (["sessions", "--where", b"plan=\xff"], "'--where'"),
+])
+def test_text_that_is_not_utf8_is_a_usage_error_naming_the_argument(
+        tmp_path: Path, args: list[str | bytes], argument: str) -> None:
+    # A shell variable holding bytes (`erase $'\xff'` under a UTF-8 locale) reaches
+    # Python as surrogate escapes, which no store can encode.
+    path = tmp_path / "chat.sqlite3"
+    ChatHistory("s", backend="sqlite", path=str(path)).add_user_message("hi")
+    result = subprocess.run([sys.executable, "-m", "chathistory", *args, "-o", f"path={path}"],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "LC_ALL": "C.UTF-8"})
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.splitlines()[-1]
+    bad = next(arg for arg in args if isinstance(arg, bytes))
+    assert error == f"Error: Invalid value for {argument}: {bad!r} is not valid UTF-8 text"
+    assert "Traceback" not in result.stderr
+
+
 def test_an_unreadable_database_is_a_clean_error(tmp_path: Path) -> None:
     (tmp_path / "dir.sqlite3").mkdir()
     result = run("show", "s", "-o", f"path={tmp_path / 'dir.sqlite3'}")

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from chathistory.backends.sqlite import SqliteBackend
+from chathistory.catalog import SessionSummary
 from chathistory.testing import numbered_records
+from chathistory.transfer import export_sessions
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -363,6 +368,118 @@ def test_an_import_that_fails_midway_says_what_was_written_and_that_a_rerun_is_s
     result = run("import", "-b", "memory", "-o", "refuse_nul=true", stdin="\n".join(lines))
     assert result.returncode == 1
     assert result.stderr.startswith("Error: backend 'memory'")
-    assert result.stderr.endswith(" (200 sessions were imported before this; the same import "
-                                  "run again writes only what is missing)\n")
+    assert result.stderr.endswith("; by then it had imported 200 sessions (200 messages); the "
+                                  "same import run again writes only what is missing\n")
     assert len(result.stderr.splitlines()) == 1
+
+
+def interrupt_once(args: list[str], started: Callable[[], bool]) -> str:
+    """Run the command, send it SIGINT (Ctrl-C) once ``started()`` says it is midway; check
+    that it failed with nothing on stdout, and return its stderr."""
+    process = subprocess.Popen([sys.executable, "-m", "chathistory", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not started() and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    output, errors = process.communicate(timeout=300)
+    assert process.returncode == 1 and output == "", errors
+    return errors
+
+
+def said_done(errors: str, verb: str, rerun: str) -> tuple[int, int]:
+    """The sessions and messages an interrupted command's error line says it had ``verb``."""
+    found = re.fullmatch(rf"Error: interrupted; by then it had {verb} (\d+) sessions "
+                         rf"\((\d+) messages\); {rerun}\n", errors)
+    assert found is not None, errors
+    return int(found[1]), int(found[2])
+
+
+def test_a_copy_interrupted_midway_says_what_it_copied_and_that_a_rerun_finishes(
+        tmp_path: Path) -> None:
+    source, target = tmp_path / "big.sqlite3", tmp_path / "target.sqlite3"
+    total = 3000
+    store(source, total, per_session=2).close()
+    store(target, 0).close()
+    errors = interrupt_once(["copy", "-o", f"path={source}", "--to", "sqlite", "-O",
+                             f"path={target}", "--chunk", "1"],
+                            lambda: stored_sessions(target) >= 50)
+    copied, messages = said_done(errors, "copied",
+                                 "the same copy run again writes only what is missing")
+    assert messages == copied * 2
+    # The session being written when Ctrl-C came may be stored without being counted.
+    assert copied <= stored_sessions(target) <= copied + 1 < total
+    rerun = run("copy", "-o", f"path={source}", "--to", "sqlite", "-O", f"path={target}",
+                "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["mismatched"] == []
+    assert stored_sessions(target) == total
+
+
+def test_an_import_interrupted_midway_says_what_it_imported_and_that_a_rerun_finishes(
+        tmp_path: Path) -> None:
+    exported, target = tmp_path / "all.jsonl", tmp_path / "target.sqlite3"
+    total = 20_000
+    source = store(tmp_path / "source.sqlite3", total, per_session=1)
+    with exported.open("w") as out:
+        export_sessions(source, out)
+    source.close()
+    store(target, 0).close()
+    errors = interrupt_once(["import", str(exported), "-o", f"path={target}"],
+                            lambda: stored_sessions(target) > 0)
+    imported, messages = said_done(errors, "imported",
+                                   "the same import run again writes only what is missing")
+    assert imported == messages and imported % 200 == 0  # whole chunks
+    assert imported <= stored_sessions(target) < total
+    rerun = run("import", str(exported), "-o", f"path={target}", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads(rerun.stdout)
+    assert report["already_complete"] >= imported
+    assert report["messages_written"] == total - report["already_complete"]
+    assert stored_sessions(target) == total
+
+
+def test_an_export_that_fails_midway_says_what_it_wrote_and_that_a_rerun_starts_over(
+        tmp_path: Path) -> None:
+    path, exported = tmp_path / "chat.sqlite3", tmp_path / "out.jsonl"
+    backend = store(path, 300)
+    backend.append("s00250", [{"type": "bogus", "data": {"content": "?"}}])
+    backend.close()
+    result = run("export", "-f", str(exported), "-o", f"path={path}")
+    assert result.returncode == 1
+    # 200 sessions a chunk: the first chunk is whole in the file, the second stops at s00250.
+    assert result.stderr == (
+        "Error: session 's00250': record 3 cannot be read as a message: unknown message type "
+        "'bogus'; by then it had exported 200 sessions (600 messages); the output is "
+        "incomplete; the same export run again starts over\n")
+
+
+def test_a_prune_interrupted_midway_says_how_many_it_deleted_and_that_a_rerun_finishes(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    total = 100_000
+    backend = store(path, total, per_session=1)
+    long_ago = datetime.now(UTC) - timedelta(days=400)
+    backend.restore_summaries([SessionSummary(f"s{number:05d}", None, None, {}, long_ago,
+                                              long_ago, 0) for number in range(total)])
+    backend.close()
+
+    def deleting() -> bool:
+        # The prune's transaction holds the write lock while it deletes.
+        try:
+            with sqlite3.connect(path, timeout=0) as connection:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.rollback()
+        except sqlite3.OperationalError:
+            return True
+        return False
+
+    errors = interrupt_once(["prune", "--older-than", "30d", "-o", f"path={path}"], deleting)
+    deleted = total - stored_sessions(path)
+    found = re.fullmatch(r"Error: interrupted; by then it had deleted (\d+) of the 100000 "
+                         r"sessions last written before \S+; the same command run again "
+                         r"deletes the rest\n", errors)
+    assert found is not None, errors
+    assert int(found[1]) == deleted
+    rerun = run("prune", "--older-than", "30d", "-o", f"path={path}")
+    assert rerun.stdout.startswith(f"deleted {total - deleted} sessions last written before")
+    assert stored_sessions(path) == 0

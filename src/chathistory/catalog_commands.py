@@ -16,15 +16,16 @@ from chathistory.backend import Backend, ensure_collection
 from chathistory.catalog import ErasureReceipt, SessionSummary, erase, require_catalog
 from chathistory.history import check_session_id
 from chathistory.session_commands import (
+    TEXT,
     backend_options,
     count_creating_nothing,
+    counted_run,
     failures_as_one_line,
     json_option,
     metadata_pairs,
     open_backend,
     owner_option,
     plural,
-    progress_bar,
     quiet_option,
 )
 
@@ -57,8 +58,8 @@ def _print_summary(summary: SessionSummary, as_json: bool, metadata: bool = Fals
 
 
 @click.command()
-@click.argument("session_id")
-@click.argument("title")
+@click.argument("session_id", type=TEXT)
+@click.argument("title", type=TEXT)
 @backend_options
 @json_option
 def title(session_id: str, title: str, backend: str, option_pairs: tuple[str, ...],
@@ -68,8 +69,8 @@ def title(session_id: str, title: str, backend: str, option_pairs: tuple[str, ..
 
 
 @click.command()
-@click.argument("session_id")
-@click.argument("owner")
+@click.argument("session_id", type=TEXT)
+@click.argument("owner", type=TEXT)
 @backend_options
 @json_option
 def owner(session_id: str, owner: str, backend: str, option_pairs: tuple[str, ...],
@@ -79,8 +80,8 @@ def owner(session_id: str, owner: str, backend: str, option_pairs: tuple[str, ..
 
 
 @click.command()
-@click.argument("session_id")
-@click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
+@click.argument("session_id", type=TEXT)
+@click.argument("pairs", type=TEXT, nargs=-1, metavar="[KEY=VALUE]...")
 @backend_options
 @click.option("--replace", is_flag=True,
               help="Replace the whole metadata object (with no pairs: empty it).")
@@ -110,7 +111,7 @@ def metadata(session_id: str, pairs: tuple[str, ...], backend: str,
 
 
 @click.command(name="erase")
-@click.argument("session_ids", nargs=-1)
+@click.argument("session_ids", type=TEXT, nargs=-1)
 @backend_options
 @owner_option("Erase every session of this owner.")
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
@@ -186,25 +187,12 @@ def _confirm(question: str) -> None:
 def _erase_with_progress(store: Backend, target: dict[str, Any], total: int, whose: str,
                          quiet: bool) -> ErasureReceipt:
     """Erase with a progress bar; stopped midway (Ctrl-C, a failure), say what is gone."""
-    erased = ErasureReceipt()
-    try:
-        with failures_as_one_line(), progress_bar(total, "session", quiet) as bar:
-            def advance(done: ErasureReceipt) -> None:
-                erased.add(done)
-                bar.update(done.sessions)
+    with counted_run(total, "erased", "the same command run again erases the rest", quiet,
+                     whose=f" {whose}") as tally:
+        def advance(done: ErasureReceipt) -> None:
+            tally.advance(done.sessions, done.messages)
 
-            return erase(store, progress=advance, **target)
-    except (click.ClickException, KeyboardInterrupt) as stopped:
-        if not erased.sessions:
-            raise
-        gone = (f"{plural(erased.sessions, 'session')} {whose} "
-                f"({plural(erased.messages, 'message')})")
-        if isinstance(stopped, KeyboardInterrupt):
-            message = f"interrupted after erasing {gone}"
-        else:
-            message = f"{stopped.message}; it had erased {gone} before this"
-        raise click.ClickException(
-            f"{message}; the same command run again erases the rest") from None
+        return erase(store, progress=advance, **target)
 
 
 def register(group: click.Group) -> None:

@@ -20,7 +20,7 @@ from chathistory.errors import ChatHistoryError
 from chathistory.history import DEFAULT_BACKEND, check_session_id
 from chathistory.records import to_messages
 from chathistory.registry import LoadPluginsWarning, available_backends, default_registry
-from chathistory.session_commands import json_option, one_line, open_backend, register
+from chathistory.session_commands import TEXT, json_option, one_line, open_backend, register
 
 __all__ = ["main"]
 
@@ -103,7 +103,7 @@ def _status(name: str, load_error: str | None) -> str:
 
 
 @main.command()
-@click.argument("session_id")
+@click.argument("session_id", type=TEXT)
 @click.option("--backend", "-b", default=DEFAULT_BACKEND, show_default=True,
               help="Backend name (see `chathistory backends`).")
 @click.option("--option", "-o", "option_pairs", multiple=True, metavar="NAME=VALUE",

@@ -43,7 +43,9 @@ from chathistory.transfer import (
 )
 
 __all__ = [
+    "TEXT",
     "count_creating_nothing",
+    "counted_run",
     "metadata_pairs",
     "owner_option",
     "progress_bar",
@@ -55,6 +57,31 @@ T = TypeVar("T")
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class _Utf8Text(click.types.StringParamType):
+    """Text that is valid UTF-8: a session id, an owner, a title, a metadata pair.
+
+    Bytes that are not UTF-8 on the command line (``erase $'\\xff'``) reach Python as
+    surrogate escapes, which no store can encode: a usage error naming the argument,
+    not the codec's error from deep inside a backend.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> str:
+        text = super().convert(value, param, ctx)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                shown = repr(text.encode("utf-8", "surrogateescape"))  # the bytes given
+            except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+                shown = ascii(text)
+            self.fail(f"{shown} is not valid UTF-8 text", param, ctx)
+        return text
+
+
+TEXT = _Utf8Text()
 
 
 def backend_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -80,7 +107,7 @@ def owner_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[...,
             raise click.BadParameter("must not be empty (is a variable unset?)")
         return value
 
-    return click.option("--owner", default=None, callback=check, help=help_text)
+    return click.option("--owner", type=TEXT, default=None, callback=check, help=help_text)
 
 
 def quiet_option(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,6 +123,60 @@ def progress_bar(total: int | None, unit: str, quiet: bool = False
 
     return tqdm(total=total, unit=unit, disable=quiet or not sys.stderr.isatty(),
                 file=sys.stderr, dynamic_ncols=True)
+
+
+class Tally:
+    """What a long command has done so far: sessions (its bar's count) and messages."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.sessions = 0
+        self.messages = 0
+
+    def advance(self, sessions: int, messages: int) -> None:
+        self.sessions += sessions
+        self.messages += messages
+        self.bar.set_postfix(messages=self.messages, refresh=False)
+        self.bar.update(sessions)
+
+    def done(self, verb: str, whose: str = "") -> str | None:
+        """``copied 200 sessions (600 messages)``; None before the first chunk is done."""
+        if not self.sessions:
+            return None
+        return (f"{verb} {plural(self.sessions, 'session')}{whose} "
+                f"({plural(self.messages, 'message')})")
+
+
+@contextmanager
+def said_when_stopped(done: Callable[[], str | None], rerun: str) -> Iterator[None]:
+    """Stopped midway (Ctrl-C, or a failure), a command ends with one line, exit status 1.
+
+    It says what stopped it, what ``done()`` says it had done by then, and what
+    ``rerun`` (the same command run again) does. Where ``done()`` returns None
+    (nothing was done yet), the stop is shown as it is.
+    """
+    try:
+        with failures_as_one_line():
+            yield
+    except (click.ClickException, KeyboardInterrupt) as stopped:
+        did = done()
+        if did is None:
+            raise
+        cause = "interrupted" if isinstance(stopped, KeyboardInterrupt) else stopped.message
+        raise click.ClickException(f"{cause}; by then it had {did}; {rerun}") from None
+
+
+@contextmanager
+def counted_run(total: int | None, verb: str, rerun: str, quiet: bool, whose: str = ""
+                ) -> Iterator[Tally]:
+    """A long command's progress bar of sessions, messages beside it; stopped midway, the
+    command says how many it had ``verb`` and what ``rerun`` does (:func:`said_when_stopped`).
+    """
+    tally = Tally(None)
+    with said_when_stopped(partial(tally.done, verb, whose), rerun), \
+            progress_bar(total, "session", quiet) as bar:
+        tally.bar = bar
+        yield tally
 
 
 def parse_options(pairs: tuple[str, ...], hint: str = "--option") -> dict[str, str]:
@@ -229,7 +310,8 @@ def _list_catalog(store: Backend, owner: str | None, newest_first: bool,
 @click.command()
 @backend_options
 @json_option
-@click.option("--after", default=None, help="Start after this session id (ids are sorted).")
+@click.option("--after", type=TEXT, default=None,
+              help="Start after this session id (ids are sorted).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=None,
               help="Show at most N sessions.")
 @owner_option("Only this owner's sessions (catalog).")
@@ -237,7 +319,7 @@ def _list_catalog(store: Backend, owner: str | None, newest_first: bool,
               help="Most recently updated first (catalog).")
 @click.option("--oldest", "order", flag_value="oldest", help="Least recently updated first "
                                                               "(catalog).")
-@click.option("--where", "where_pairs", multiple=True, metavar="KEY=VALUE",
+@click.option("--where", "where_pairs", type=TEXT, multiple=True, metavar="KEY=VALUE",
               help="Only sessions whose metadata holds KEY=VALUE (catalog). Repeatable.")
 @click.option("--cursor", default=None,
               help="Continue a listing where a limited one stopped (catalog).")
@@ -285,7 +367,7 @@ def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: 
 
 
 @click.command()
-@click.argument("session_id")
+@click.argument("session_id", type=TEXT)
 @backend_options
 def clear(session_id: str, backend: str, option_pairs: tuple[str, ...]) -> None:
     """Delete every message of SESSION_ID (and no other session's)."""
@@ -305,7 +387,7 @@ def clear(session_id: str, backend: str, option_pairs: tuple[str, ...]) -> None:
 
 
 @click.command(name="export")
-@click.argument("session_ids", nargs=-1)
+@click.argument("session_ids", type=TEXT, nargs=-1)
 @backend_options
 @click.option("--output", "-f", type=click.File("w", encoding="utf-8"), default="-",
               help="Write to this file instead of stdout.")
@@ -324,9 +406,9 @@ def export_command(session_ids: tuple[str, ...], backend: str, option_pairs: tup
         store = open_backend(backend, option_pairs)
         try:
             ids = list(session_ids) or sessions_to_transfer(store)
-            with progress_bar(len(ids), "session", quiet) as bar:
-                report = export_sessions(store, output, ids,
-                                         progress=lambda done, _: bar.update(done))
+            with counted_run(len(ids), "exported", "the output is incomplete; the same export "
+                             "run again starts over", quiet) as tally:
+                report = export_sessions(store, output, ids, progress=tally.advance)
         finally:
             store.close()
     if as_json:
@@ -365,27 +447,23 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
     title, metadata and times; where it already had some, the file's win (with
     --append the store's win, and its last update is the later of the two).
     """
-    done = 0
+    rerun = ("the same import run again appends them a second time" if append else
+             "the same import run again writes only what is missing")
+    with counted_run(None, "appended" if append else "imported", rerun, quiet) as tally:
+        tally.bar.set_description_str("checking")
 
-    try:
-        with failures_as_one_line(), progress_bar(None, "session", quiet) as bar:
-            def advance(sessions_done: int, written: int) -> None:
-                nonlocal done
-                done += sessions_done
-                bar.update(sessions_done)
+        def checked(sessions: int, finished: bool) -> None:
+            tally.bar.update(sessions)
+            if finished:  # now the bar counts the sessions written, out of all of them
+                tally.bar.set_description_str("", refresh=False)
+                tally.bar.reset(total=tally.bar.n)
 
-            store = open_backend(backend, option_pairs)
-            try:
-                report = import_sessions(store, source, append=append, progress=advance)
-            finally:
-                store.close()
-    except click.ClickException as exc:
-        if not done:
-            raise
-        written = (f"{plural(done, 'session')} were appended before this" if append else
-                   f"{plural(done, 'session')} were imported before this; the same import "
-                   "run again writes only what is missing")
-        raise click.ClickException(f"{exc.message} ({written})") from None
+        store = open_backend(backend, option_pairs)
+        try:
+            report = import_sessions(store, source, append=append, progress=tally.advance,
+                                     checking=checked)
+        finally:
+            store.close()
     _print_report("imported", report, as_json, "the file's",
                   " (clear it first, or add the file's records after it with --append)")
     if report.mismatched:
@@ -393,7 +471,7 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
 
 
 @click.command()
-@click.argument("session_ids", nargs=-1)
+@click.argument("session_ids", type=TEXT, nargs=-1)
 @backend_options
 @click.option("--to", "target_name", required=True, help="The backend to copy to.")
 @click.option("--to-option", "-O", "target_pairs", multiple=True, metavar="NAME=VALUE",
@@ -438,16 +516,9 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
 
 def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk: int,
                         quiet: bool) -> CopyReport:
-    with progress_bar(len(ids), "session", quiet) as bar:
-        messages = 0
-
-        def advance(sessions_done: int, written: int) -> None:
-            nonlocal messages
-            messages += written
-            bar.set_postfix(messages=messages, refresh=False)
-            bar.update(sessions_done)
-
-        return copy_sessions(source, target, ids, chunk=chunk, progress=advance)
+    with counted_run(len(ids), "copied", "the same copy run again writes only what is "
+                     "missing", quiet) as tally:
+        return copy_sessions(source, target, ids, chunk=chunk, progress=tally.advance)
 
 
 def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "the source's",
@@ -480,29 +551,42 @@ def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "t
 @quiet_option
 def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
           owner: str | None, as_json: bool, quiet: bool) -> None:
-    """Delete the sessions whose last write is older than AGE (all, or one --owner's)."""
+    """Delete the sessions whose last write is older than AGE (all, or one --owner's).
+
+    Stopped midway (Ctrl-C, a failure), it counts again what is left and says how
+    many it had deleted; the same command run again deletes the rest.
+    """
     cutoff = cutoff_before_now(age)
-    with failures_as_one_line():
+    whose = "" if owner is None else f" of owner {owner!r}"
+    by_owner: dict[str, str] = {} if owner is None else {"owner": owner}
+    deleting = 0  # the sessions to delete, once the delete has begun
+
+    def deleted() -> str | None:
+        if not deleting:
+            return None
+        old = (f"the {plural(deleting, 'session')}{whose} last written before "
+               f"{cutoff.isoformat(timespec='seconds')}")
+        try:  # on a new connection: the one stopped midway may be in a broken state
+            with failures_as_one_line():
+                again = open_backend(backend, option_pairs)
+                try:
+                    left = int(_pruner(again, backend, owner)(cutoff, dry_run=True, **by_owner))
+                finally:
+                    again.close()
+        except click.ClickException as exc:
+            return f"deleted some or none of {old} (counting them again failed: {exc.message})"
+        return f"deleted {max(deleting - left, 0)} of {old}"
+
+    with said_when_stopped(deleted, "the same command run again deletes the rest"):
         store = open_backend(backend, option_pairs)
         try:
-            if isinstance(store, TracksWriteTimes) and not isinstance(store, PrunesSessions):
-                raise CapabilityMissingError(
-                    f"backend {backend!r} cannot delete sessions by age: it lacks the "
-                    "PrunesSessions capability (it lists their last writes, but deletes no "
-                    "session by them)")
-            if not isinstance(store, PrunesSessions):
-                raise CapabilityMissingError(
-                    f"backend {backend!r} keeps no write times, so it cannot prune by age")
-            by_owner: dict[str, str] = {}
-            if owner is not None:
-                require_catalog(store, "know owners, so it cannot prune by --owner")
-                by_owner["owner"] = owner
-            prune_many: Any = store.delete_sessions_before  # owner= on a catalog backend
+            prune_many = _pruner(store, backend, owner)
             count = count_creating_nothing(
                 store, partial(prune_many, cutoff, dry_run=True, **by_owner),
                 upgrade=not dry_run)
             if not dry_run and count:
                 ensure_collection(store)  # a file of an earlier release is upgraded first
+                deleting = count
                 with progress_bar(count, "session", quiet) as bar:
                     count = prune_many(cutoff, **by_owner)
                     bar.update(count)
@@ -513,9 +597,24 @@ def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
                                "owner": owner, "sessions": count}))
     else:
         verb = "would delete" if dry_run else "deleted"
-        whose = "" if owner is None else f" of owner {owner!r}"
         click.echo(f"{verb} {plural(count, 'session')}{whose} last written before "
                    f"{cutoff.isoformat(timespec='seconds')}")
+
+
+def _pruner(store: Backend, backend: str, owner: str | None) -> Any:
+    """``store``'s ``delete_sessions_before`` (which takes ``owner=`` on a catalog backend),
+    or the error that says why ``store`` cannot prune (by ``owner``)."""
+    if isinstance(store, TracksWriteTimes) and not isinstance(store, PrunesSessions):
+        raise CapabilityMissingError(
+            f"backend {backend!r} cannot delete sessions by age: it lacks the "
+            "PrunesSessions capability (it lists their last writes, but deletes no "
+            "session by them)")
+    if not isinstance(store, PrunesSessions):
+        raise CapabilityMissingError(
+            f"backend {backend!r} keeps no write times, so it cannot prune by age")
+    if owner is not None:
+        require_catalog(store, "know owners, so it cannot prune by --owner")
+    return store.delete_sessions_before
 
 
 def register(group: click.Group) -> None:

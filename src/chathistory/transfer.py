@@ -74,6 +74,9 @@ T = TypeVar("T")
 Records = list[dict[str, Any]]
 Progress = Callable[[int, int], None]
 """Called after each chunk with the sessions and the messages it finished."""
+Checking = Callable[[int, bool], None]
+"""Called as an import checks its lines: with the sessions checked since the last call,
+and ``True`` the last time, once every line is checked and before anything is written."""
 Read = Callable[[Sequence[str]], Mapping[str, list[Any]]]
 Write = Callable[[dict[str, list[Any]]], None]
 """A copy's read of a chunk of sessions and write of what they lack: records, or texts."""
@@ -535,22 +538,33 @@ def _read_lines(lines: Iterable[str], *, check: bool = False
         yield current, records, summary
 
 
-def _validated(lines: Iterable[str]) -> Iterable[str]:
+def _check_every_line(lines: Iterable[str], chunk: int, checking: Checking | None) -> None:
+    """Read every line with its checks, telling ``checking`` every ``chunk`` sessions."""
+    checked = 0
+    for _ in _read_lines(lines, check=True):
+        checked += 1
+        if checking is not None and checked == chunk:
+            checking(checked, False)
+            checked = 0
+    if checking is not None:
+        checking(checked, True)
+
+
+def _validated(lines: Iterable[str], chunk: int, checking: Checking | None) -> Iterable[str]:
     """``lines`` once every line was checked: a file is read twice, anything else kept."""
     if isinstance(lines, io.TextIOBase) and lines.seekable():
         start = lines.tell()
-        for _ in _read_lines(lines, check=True):
-            pass
+        _check_every_line(lines, chunk, checking)
         lines.seek(start)
         return lines
     kept = list(lines)
-    for _ in _read_lines(kept, check=True):
-        pass
+    _check_every_line(kept, chunk, checking)
     return kept
 
 
 def import_sessions(target: Backend, lines: Iterable[str], *, append: bool = False,
-                    chunk: int = CHUNK, progress: Progress | None = None) -> CopyReport:
+                    chunk: int = CHUNK, progress: Progress | None = None,
+                    checking: Checking | None = None) -> CopyReport:
     """Import what :func:`export_sessions` wrote: each session gets what it lacks.
 
     Every line is checked before anything is written (or created): it must be
@@ -572,10 +586,14 @@ def import_sessions(target: Backend, lines: Iterable[str], *, append: bool = Fal
     with ``append``). A session with a summary line and no record is a
     session of 0 messages: it gets its entry.
 
+    ``progress`` is called after each chunk written, with its sessions and
+    messages; ``checking`` as the lines are checked, with the sessions checked
+    (``chunk`` at a time), and so tells the number of sessions to write.
+
     Raises:
         RecordError: a line is not an exported record; nothing was written.
     """
-    lines = _validated(lines)
+    lines = _validated(lines, chunk, checking)
     ensure_collection(target)
     report = CopyReport()
     pending: dict[str, Records] = {}
