@@ -585,8 +585,8 @@ def prune(backend: str, option_pairs: tuple[str, ...], age: str, dry_run: bool,
                 store, partial(prune_many, cutoff, dry_run=True, **by_owner),
                 upgrade=not dry_run)
             if not dry_run and count:
-                ensure_collection(store)  # a file of an earlier release is upgraded first
                 deleting = count
+                ensure_collection(store)  # a file of an earlier release is upgraded first
                 with progress_bar(count, "session", quiet) as bar:
                     count = prune_many(cutoff, **by_owner)
                     bar.update(count)
