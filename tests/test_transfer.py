@@ -192,6 +192,12 @@ GOOD = {"type": "human", "data": {"content": "x"}}
     ('{"session_id": "c", "record": {"type": "human", "data": {"content": "\\ud800"}}}',
      "line 3: message cannot be stored as JSON"),
     (line("a", GOOD), "line 3: session 'a' appears again after other sessions"),
+    # Refused by no check and by no store's codec until the write, nothing written yet.
+    ('{"session_id": "c\\udcff", "record": {"type": "human", "data": {"content": "x"}}}',
+     "line 3: the session_id holds a lone surrogate"),
+    ('{"session_id": "c", "summary": {"owner": null, "title": "\\udcff", "metadata": {}, '
+     '"created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"}}',
+     "line 3: the summary holds a lone surrogate"),
 ])
 @pytest.mark.parametrize("seekable", [True, False], ids=["file", "stream"])
 def test_an_import_checks_every_line_first_and_a_bad_one_writes_nothing(

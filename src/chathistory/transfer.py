@@ -474,9 +474,11 @@ def _parse_line(number: int, line: str) -> tuple[str, dict[str, Any] | SessionSu
         check_session_id(session_id)
     except ValueError as exc:
         raise RecordError(f"line {number}: {exc}") from None
+    _check_utf8(number, "session_id", session_id)
     if "summary" in entry:
         if not isinstance(entry["summary"], dict):
             raise RecordError(f"line {number}: the summary must be a JSON object")
+        _check_utf8(number, "summary", entry["summary"])
         try:
             return session_id, SessionSummary.from_json(
                 {**entry["summary"], "session_id": session_id, "messages": 0})
@@ -487,6 +489,16 @@ def _parse_line(number: int, line: str) -> tuple[str, dict[str, Any] | SessionSu
         raise RecordError(f"line {number}: the record must be a JSON object, not "
                           f"{type(record).__name__}")
     return session_id, record
+
+
+def _check_utf8(number: int, what: str, value: object) -> None:
+    """Refuse a lone surrogate (a JSON escape such as ``\\udcff``): no store can keep it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(f"line {number}: the {what} holds a lone surrogate (a \\uXXXX "
+                          "escape that stands for no character), which is not valid UTF-8"
+                          ) from None
 
 
 def _check_record(number: int, record: dict[str, Any]) -> None:
