@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from chathistory.backends.memory import MemoryBackend
 from chathistory.backends.sqlite import SqliteBackend
 from chathistory.testing.blocking import run_without_blocking
 from chathistory.testing.samples import numbered_records
+from chathistory.transfer import copy_sessions, export_sessions
 
 
 class FourMethodsOnly(MemoryBackend):
@@ -125,3 +127,56 @@ def test_an_erase_that_leaves_catalog_entries_is_an_error_not_an_endless_loop() 
     backend.update_session("s", owner="ada")
     with pytest.raises(chathistory.ChatHistoryError, match="still listed after it was erased"):
         erase(backend, owner="ada")
+
+
+LONE = "a\udcffb"  # what bytes decoded with errors="surrogateescape" hold: no Unicode text
+
+REFUSED_CALLS: dict[str, Any] = {
+    "ChatHistory": lambda backend: ChatHistory(LONE, backend=backend),
+    "set_owner": lambda backend: ChatHistory("s", backend=backend).set_owner(LONE),
+    "set_title": lambda backend: ChatHistory("s", backend=backend).set_title(LONE),
+    "metadata value": lambda backend: ChatHistory("s", backend=backend).update_metadata(
+        {"topic": LONE}),
+    "metadata key": lambda backend: ChatHistory("s", backend=backend).update_metadata(
+        {LONE: 1}),
+    "update_session": lambda backend: ChatHistory("s", backend=backend).update_session(
+        owner="ada", title=LONE),
+    "aset_owner": lambda backend: asyncio.run(
+        ChatHistory("s", backend=backend).aset_owner(LONE)),
+    "aupdate_metadata": lambda backend: asyncio.run(
+        ChatHistory("s", backend=backend).aupdate_metadata({"topic": LONE})),
+    "list by owner": lambda backend: list_conversations(backend, owner=LONE),
+    "list where key": lambda backend: list_conversations(backend, where={LONE: 1}),
+    "list where value": lambda backend: list_conversations(backend, where={"topic": LONE}),
+    "erase owner": lambda backend: erase(backend, owner=LONE),
+    "erase ids": lambda backend: erase(backend, session_ids=["s", LONE]),
+    "copy ids": lambda backend: copy_sessions(MemoryBackend(), backend, ["s", LONE]),
+    "export ids": lambda backend: export_sessions(backend, io.StringIO(), ["s", LONE]),
+}
+
+
+@pytest.mark.parametrize("call", REFUSED_CALLS.values(), ids=REFUSED_CALLS)
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_lone_surrogate_is_refused_up_front_and_nothing_is_created(
+        tmp_path: Path, kind: str, call: Any) -> None:
+    # A SQL store's codec refused it midway (after creating the database); Redis kept it,
+    # though no export could carry it to another store.
+    path = tmp_path / "chat.sqlite3"
+    backend: Any = (MemoryBackend() if kind == "memory"
+                    else SqliteBackend(SqliteBackend.Config(path=str(path))))
+    with pytest.raises(ValueError, match=r"holds a lone surrogate \('\\udcff' at position 1\)"
+                       r".*pass valid text") as caught:
+        call(backend)
+    assert not isinstance(caught.value, UnicodeError)
+    if kind == "memory":
+        assert sum(backend.calls.values()) == 0, backend.calls
+    else:
+        backend.close()
+        assert not path.exists(), "a refused call created the database"
+
+
+def test_a_named_backend_is_not_built_for_a_lone_surrogate(tmp_path: Path) -> None:
+    path = tmp_path / "chat.sqlite3"
+    with pytest.raises(ValueError, match="session_id holds a lone surrogate"):
+        ChatHistory(LONE, backend="sqlite", path=str(path)).add_messages([HumanMessage("hi")])
+    assert not path.exists()

@@ -133,7 +133,8 @@ def test_runnable_with_message_history_async_path(sqlite_path: str) -> None:
     assert asyncio.run(scenario()) == ["I saw 1 messages", "I saw 3 messages"]
 
 
-@pytest.mark.parametrize("session_id", ["", 42, None, b"bytes", "nul\x00inside"])
+@pytest.mark.parametrize("session_id", ["", 42, None, b"bytes", "nul\x00inside",
+                                        "lone \udcff surrogate"])
 def test_bad_session_ids_are_value_errors(session_id: Any) -> None:
     with pytest.raises(ValueError, match="session_id"):
         ChatHistory(session_id, backend=MemoryBackend())

@@ -47,6 +47,7 @@ __all__ = [
     "check_session_id",
     "check_session_ids",
     "check_text",
+    "check_unicode",
     "check_update",
     "check_where",
     "checked_entry",
@@ -243,14 +244,36 @@ class KeepsCatalog(ListsSummaries, Protocol):
 
 # -- checks shared by the backends --------------------------------------------------------
 
+def check_unicode(field_name: str, value: str) -> str:
+    """``value`` if a store can keep it as UTF-8 text, else a ValueError naming
+    ``field_name``, where its lone surrogate is, and what to pass instead.
+
+    A lone surrogate (``"\\udcff"``) is no Unicode character: a SQL driver's codec
+    fails on it deep inside a write, and JSON (export, import) cannot carry it
+    as text. Bytes decoded with ``errors="surrogateescape"`` are where they come from.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{field_name} holds a lone surrogate ({value[exc.start]!a} at position "
+            f"{exc.start}), which is not Unicode text, so no store can keep it as UTF-8: "
+            "pass valid text (decode bytes with errors='strict' or 'replace', not "
+            "'surrogateescape')") from None
+    return value
+
+
 def check_text(field_name: str, value: object) -> str | None:
-    """An owner or a title: ``None`` or a non-empty str without NUL, else a ValueError."""
+    """An owner or a title: ``None`` or a non-empty str without NUL or lone surrogates,
+    else a ValueError."""
     if value is None:
         return None
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ValueError(f"{field_name} must be None or a non-empty str without NUL, "
                          f"not {value!r}")
-    return value
+    return check_unicode(field_name, value)
 
 
 def check_metadata(metadata: object) -> str:
@@ -267,10 +290,28 @@ def check_metadata(metadata: object) -> str:
         raise ValueError(f"metadata must be JSON: {exc}") from None
     if "\x00" in text:
         raise ValueError("metadata must not contain NUL characters")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            _check_unicode_within("metadata", metadata)
     if len(text) > MAX_METADATA_CHARS:
         raise ValueError(f"metadata is {len(text)} characters as JSON; at most "
                          f"{MAX_METADATA_CHARS} are kept in the catalog")
     return text
+
+
+def _check_unicode_within(name: str, value: object) -> None:
+    """:func:`check_unicode` on each str of a JSON value, naming the key or item it is."""
+    if isinstance(value, str):
+        check_unicode(name, value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_unicode(f"{name} key {key!a}", key)
+            _check_unicode_within(f"{name}[{key!a}]", item)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_unicode_within(f"{name}[{index}]", item)
 
 
 def merge_metadata(stored: Mapping[str, Any], update: Mapping[str, Any], replace: bool
@@ -330,8 +371,11 @@ def check_where(where: Mapping[str, MetadataValue] | None) -> dict[str, Metadata
     for key, value in where.items():
         if not isinstance(key, str) or not key or '"' in key or "\x00" in key:
             raise ValueError(f"a where key must be a non-empty str without '\"', not {key!r}")
+        check_unicode(f"where key {key!a}", key)
         if value is not None and not isinstance(value, str | int | bool):
             raise ValueError(f"where[{key!r}] must be a str, int, bool or None, not {value!r}")
+        if isinstance(value, str):
+            check_unicode(f"where[{key!r}]", value)
     return dict(where)
 
 
@@ -352,16 +396,11 @@ def check_session_ids(session_ids: Sequence[str]) -> list[str]:
 
 def check_session_id(session_id: object) -> str:
     """A session id a store binds as UTF-8 text: a str without lone surrogates, else a
-    ValueError. (A store that keeps any str, as Redis does, need not call it.)"""
+    ValueError. (A store that keeps any str, as Redis does, need not call it; the
+    application's API, :class:`~chathistory.ChatHistory`, refuses them on every backend.)"""
     if not isinstance(session_id, str):
         raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
-    if not session_id.isascii():
-        try:
-            session_id.encode()
-        except UnicodeEncodeError:
-            raise ValueError(
-                "session_id is not valid Unicode (it has a lone surrogate)") from None
-    return session_id
+    return check_unicode("session_id", session_id)
 
 
 def write_cursor(position: Sequence[Any], newest_first: bool) -> str:
@@ -464,7 +503,8 @@ def erase(backend: object, *, owner: str | None = None,
 
     Raises:
         CapabilityMissingError: the backend keeps no catalog.
-        ValueError: neither or both of ``owner`` and ``session_ids``.
+        ValueError: neither or both of ``owner`` and ``session_ids``, or an owner or
+            id no store can keep (a lone surrogate): nothing is erased.
 
     Example::
 
@@ -526,7 +566,8 @@ def _erase_arguments(owner: str | None, session_ids: Sequence[str] | None, chunk
     if owner is not None:
         check_text("owner", owner)
     if session_ids is not None:
-        check_session_ids(session_ids)
+        for session_id in check_session_ids(session_ids):
+            check_session_id(session_id)  # before a chunk is erased, not in a codec midway
     check_limit(chunk)
 
 

@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, get_buffer_string
 
 from chathistory.backend import Backend, BaseBackend, aensure_collection, ensure_collection
-from chathistory.catalog import UNCHANGED, SessionSummary, Unchanged, require_catalog
+from chathistory.catalog import (
+    UNCHANGED,
+    SessionSummary,
+    Unchanged,
+    check_unicode,
+    check_update,
+    require_catalog,
+)
 from chathistory.records import encode_records, to_messages, to_records
 from chathistory.registry import NamedBackend
 
@@ -29,14 +36,17 @@ DEFAULT_BACKEND = "sqlite"
 
 
 def check_session_id(session_id: object) -> str:
-    """``session_id`` if it is a non-empty str without NUL, else a ValueError saying why."""
+    """``session_id`` if it is a non-empty str without NUL or lone surrogates, else a
+    ValueError saying why: what no backend can keep, or an export cannot carry as text,
+    is refused before any backend is touched (Redis would keep a lone surrogate, a SQL
+    store's codec would fail on it midway)."""
     if not isinstance(session_id, str):
         raise ValueError(f"session_id must be a str, not {type(session_id).__name__}")
     if not session_id:
         raise ValueError("session_id must not be empty")
     if "\x00" in session_id:
         raise ValueError("session_id must not contain NUL characters")
-    return session_id
+    return check_unicode("session_id", session_id)
 
 
 def check_limit(limit: object) -> int | None:
@@ -90,7 +100,7 @@ class ChatHistory(_HistoryBase):
     so it keeps working when that class is gone.
 
     Args:
-        session_id: Any non-empty string without NUL characters.
+        session_id: Any non-empty string without NUL characters or lone surrogates.
         backend: A backend name (an entry point in ``chathistory.backends``) or
             a backend instance to share across sessions. A named backend is
             built on first use, and the fake swap of :mod:`chathistory.testing`
@@ -98,7 +108,8 @@ class ChatHistory(_HistoryBase):
         **options: The named backend's options, validated now by its ``Config``.
 
     Raises:
-        ValueError: ``session_id`` is empty or not a string.
+        ValueError: ``session_id`` is empty, not a string, or holds NUL or a lone
+            surrogate (nothing is created).
         chathistory.errors.BackendNotFoundError: no backend of that name is installed.
         chathistory.errors.ConfigError: an option is missing, unknown or of the wrong type.
 
@@ -245,8 +256,10 @@ class ChatHistory(_HistoryBase):
 
         Raises:
             chathistory.errors.CapabilityMissingError: the backend keeps no catalog.
-            ValueError: a value the catalog cannot keep (nothing is changed).
+            ValueError: a value the catalog cannot keep, such as a lone surrogate
+                (nothing is changed, nor created).
         """
+        check_update(owner, title, metadata)  # before _ready creates the collection
         backend = self._ready()
         return require_catalog(backend, "keep owners, titles or metadata").update_session(
             self.session_id, owner=owner, title=title, metadata=metadata,
@@ -278,6 +291,7 @@ class ChatHistory(_HistoryBase):
                               replace_metadata: bool = False,
                               only_if_unset: bool = False) -> SessionSummary:
         """Async :meth:`update_session`."""
+        check_update(owner, title, metadata)
         backend = await self._aready()
         catalog = require_catalog(backend, "keep owners, titles or metadata")
         return await catalog.aupdate_session(

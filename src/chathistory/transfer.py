@@ -38,6 +38,7 @@ from functools import partial
 from itertools import pairwise
 from typing import IO, Any, TypeVar
 
+from chathistory import catalog
 from chathistory.backend import Backend, ensure_collection
 from chathistory.capabilities import (
     CopiesInBulk,
@@ -186,6 +187,12 @@ def _append_many(backend: Backend, batches: Mapping[str, Records]) -> None:
         return
     for session_id, records in batches.items():
         backend.append(session_id, records)
+
+
+def _named_ids(session_ids: Sequence[str]) -> list[str]:
+    """The ids a caller named; one no store can keep (a lone surrogate) is a ValueError
+    before anything is read or created, not a codec's error midway."""
+    return [catalog.check_session_id(session_id) for session_id in session_ids]
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -356,8 +363,9 @@ def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] |
 
     Raises:
         CapabilityMissingError: ``session_ids`` is None and the source cannot list sessions.
+        ValueError: an id of ``session_ids`` holds a lone surrogate (nothing is written).
     """
-    ids = sessions_to_transfer(source) if session_ids is None else list(session_ids)
+    ids = sessions_to_transfer(source) if session_ids is None else _named_ids(session_ids)
     ensure_collection(target)
     report = CopyReport(sessions=len(ids))
     read, write, as_text = _copy_path(source, target)
@@ -424,8 +432,9 @@ def export_sessions(source: Backend, out: IO[str], session_ids: Sequence[str] | 
     Raises:
         RecordError: a stored record cannot be read as a message; the error
             names its session and position (the lines before it were written).
+        ValueError: an id of ``session_ids`` holds a lone surrogate (nothing is written).
     """
-    ids = sessions_to_transfer(source) if session_ids is None else list(session_ids)
+    ids = sessions_to_transfer(source) if session_ids is None else _named_ids(session_ids)
     report = ExportReport()
 
     def read(part: Sequence[str]) -> tuple[dict[str, list[str]], dict[str, SessionSummary]]:
@@ -470,11 +479,11 @@ def _parse_line(number: int, line: str) -> tuple[str, dict[str, Any] | SessionSu
         keys = f"keys {', '.join(map(repr, entry))}" if isinstance(entry, dict) else "no object"
         raise RecordError(f"line {number}: expected {_LINE_SHAPE}, found {keys}")
     session_id = entry["session_id"]
+    _check_utf8(number, "session_id", session_id)  # first: it names the JSON escape
     try:
         check_session_id(session_id)
     except ValueError as exc:
         raise RecordError(f"line {number}: {exc}") from None
-    _check_utf8(number, "session_id", session_id)
     if "summary" in entry:
         if not isinstance(entry["summary"], dict):
             raise RecordError(f"line {number}: the summary must be a JSON object")
