@@ -352,12 +352,19 @@ def test_an_async_cluster_append_whose_reply_is_lost_is_not_repeated(
     asyncio.run(scenario())
 
 
-def test_an_append_on_own_cluster_clients_whose_reply_is_lost_is_not_repeated(
-        cluster: redis.RedisCluster, seed: str) -> None:
-    backend = RedisBackend.from_options(url=seed, cluster=True, key_prefix="lost-own",
+def _own_clients_and_a_session(cluster: redis.RedisCluster, seed: str, key_prefix: str
+                               ) -> tuple[RedisBackend, str, int]:
+    """A backend on its own cluster clients that soon give up a reply, a session away from
+    the index, and the port of that session's node."""
+    backend = RedisBackend.from_options(url=seed, cluster=True, key_prefix=key_prefix,
                                         socket_timeout=0.2)
     session = _session_away_from_the_index(backend, cluster)
-    port = cluster.get_node_from_key(backend.key(session)).port
+    return backend, session, cluster.get_node_from_key(backend.key(session)).port
+
+
+def test_an_append_on_own_cluster_clients_whose_reply_is_lost_is_not_repeated(
+        cluster: redis.RedisCluster, seed: str) -> None:
+    backend, session, port = _own_clients_and_a_session(cluster, seed, "lost-own")
     warm, lost = numbered_records(1, prefix="warm"), numbered_records(2)
     backend.append(session, warm)  # connected, slot map loaded
     with busy_node(port, 0.8), pytest.raises(ReplyLostError, match=f"127.0.0.1:{port}"):
@@ -369,6 +376,28 @@ def test_an_append_on_own_cluster_clients_whose_reply_is_lost_is_not_repeated(
         with busy_node(port, 0.8), pytest.raises(ReplyLostError, match=f"127.0.0.1:{port}"):
             await backend.aappend(session, lost)
         assert await backend.afetch(session) == [*warm, *lost, *warm, *lost]
+
+    asyncio.run(scenario())
+    backend.close()
+
+
+def test_a_cluster_erasure_whose_reply_is_lost_is_not_counted_again(
+        cluster: redis.RedisCluster, seed: str) -> None:
+    # redis-py's cluster pipeline sends a command again after a lost reply: the
+    # erasure, run twice, would count 0 messages where it deleted 3.
+    backend, session, port = _own_clients_and_a_session(cluster, seed, "lost-erase")
+    backend.erase_sessions([session])  # connected, slot map loaded, scripts cached
+    backend.append(session, numbered_records(3))
+    with busy_node(port, 0.8), pytest.raises(ReplyLostError, match="not counted"):
+        backend.erase_sessions([session])
+    assert backend.fetch(session) == []  # the node ran it once the loop ended
+
+    async def scenario() -> None:
+        await backend.aerase_sessions([session])
+        await backend.aappend(session, numbered_records(3))
+        with busy_node(port, 0.8), pytest.raises(ReplyLostError, match="not counted"):
+            await backend.aerase_sessions([session])
+        assert await backend.afetch(session) == []
 
     asyncio.run(scenario())
     backend.close()
@@ -449,10 +478,8 @@ def test_clusterdown_is_retried_then_unavailable_naming_the_node(
         client.close()
 
 
-def test_a_cluster_append_many_failing_midway_is_not_repeated(
-        cluster_ports: list[int], wait_until: WaitUntil) -> None:
-    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
-    backend = RedisBackend.from_options(client=client, key_prefix="many")
+def _two_sessions_apart(client: redis.RedisCluster, backend: RedisBackend) -> tuple[str, str]:
+    """Two sessions on two nodes, the second not on the sessions index's node."""
     index_node = client.get_node_from_key(backend.index_keys[0])
     down = next(node for node in client.get_primaries() if node != index_node)
     sessions = [f"s{number}" for number in range(100)]
@@ -460,21 +487,55 @@ def test_a_cluster_append_many_failing_midway_is_not_repeated(
                  if client.get_node_from_key(backend.key(session)) != down)
     second = next(session for session in sessions
                   if client.get_node_from_key(backend.key(session)) == down)
-    slot = client.keyslot(backend.key(second))
+    return first, second
+
+
+@contextmanager
+def slot_refused(client: redis.RedisCluster, key: bytes, cluster_ports: list[int],
+                 wait_until: WaitUntil) -> Iterator[None]:
+    """Within the block, the node of ``key``'s slot says CLUSTERDOWN to it; after it, the
+    cluster is ok again."""
+    slot = client.keyslot(key)
+    with redis.Redis(port=client.get_node_from_key(key).port) as admin:
+        admin.cluster("delslots", slot)
+        try:
+            yield
+        finally:
+            admin.cluster("addslots", slot)
+    wait_until(lambda: all("cluster_state:ok" in _cli(port, "cluster", "info")
+                           for port in cluster_ports), "the cluster is ok again")
+
+
+def test_a_cluster_append_many_failing_midway_is_not_repeated(
+        cluster_ports: list[int], wait_until: WaitUntil) -> None:
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+    backend = RedisBackend.from_options(client=client, key_prefix="many")
+    first, second = _two_sessions_apart(client, backend)
     try:
-        with redis.Redis(port=down.port) as admin:
-            admin.cluster("delslots", slot)  # that node now says CLUSTERDOWN
-            try:
-                with pytest.raises(BackendUnavailableError,
-                                   match="1 of 2 sessions were appended"):
-                    backend.append_many({first: numbered_records(2),
-                                         second: numbered_records(1)})
-            finally:
-                admin.cluster("addslots", slot)
-        wait_until(lambda: all("cluster_state:ok" in _cli(port, "cluster", "info")
-                               for port in cluster_ports), "the cluster is ok again")
+        with (slot_refused(client, backend.key(second), cluster_ports, wait_until),
+              pytest.raises(BackendUnavailableError, match="1 of 2 sessions were appended")):
+            backend.append_many({first: numbered_records(2), second: numbered_records(1)})
         assert backend.fetch(first) == numbered_records(2)  # once: the rest was not retried
         assert backend.fetch(second) == []
         backend.clear(first)
+    finally:
+        client.close()
+
+
+def test_a_cluster_erasure_failing_midway_is_not_repeated(
+        cluster_ports: list[int], wait_until: WaitUntil) -> None:
+    # Repeated, the erasure would count 0 for the session it had already erased.
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0])
+    backend = RedisBackend.from_options(client=client, key_prefix="erase-midway")
+    first, second = _two_sessions_apart(client, backend)
+    backend.append_many({first: numbered_records(2), second: numbered_records(1)})
+    try:
+        with (slot_refused(client, backend.key(second), cluster_ports, wait_until),
+              pytest.raises(BackendUnavailableError, match=r"1 of 3 erasure scripts ran "
+                            r"\(what they deleted is not counted")):
+            backend.erase_sessions([first, second])
+        assert backend.fetch(first) == []
+        assert backend.erase_sessions([first, second]).messages == 1  # a rerun finishes it
+        assert backend.list_sessions() == []
     finally:
         client.close()

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 from chathistory_redis import RedisBackend
+from chathistory_redis.errors import ReplyLostError
 
 from chathistory import BackendUnavailableError
+from chathistory.catalog import ErasureReceipt
 from chathistory.testing import numbered_records
 
 if TYPE_CHECKING:
@@ -138,3 +140,15 @@ def test_reads_and_clears_are_repeated_until_the_server_answers(make_backend: Ma
     with busy_server(raw, 0.25):
         assert asyncio.run(backend.afetch("s", limit=1)) == numbered_records(3)[2:]
     assert backend.fetch("gone") == []
+
+
+def test_an_erasure_whose_reply_is_lost_is_not_counted_again(make_backend: MakeBackend,
+                                                             raw: redis.Redis) -> None:
+    backend = make_backend(socket_timeout=0.1)
+    backend.append("s", numbered_records(3))
+    backend.erase_sessions(["warm-up"])  # connected, the erasure's script cached
+    # Repeated, the erasure would find nothing left and count 0 sessions, 0 messages.
+    with busy_server(raw, 0.4), pytest.raises(ReplyLostError, match="not counted"):
+        backend.erase_sessions(["s"])
+    assert backend.fetch("s") == []  # Redis ran it once the loop ended
+    assert backend.erase_sessions(["s"]) == ErasureReceipt(0, 0)

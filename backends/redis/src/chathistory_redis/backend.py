@@ -352,23 +352,31 @@ class RedisBackend(BaseBackend):
     def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
                        ) -> Operation[ErasureReceipt]:
         """On one server, one script deletes the messages and entries of all of them. On a
-        cluster, each session's messages go in its own slot (a pipeline of scripts), then
-        the entries in the index's: a run killed between leaves entries without messages,
-        which are erased when it is run again."""
+        cluster, each session's messages go in its own slot (a script each), then the
+        entries in the index's: a run killed between leaves entries without messages,
+        which are erased when it is run again. No script is sent twice (it would count
+        nothing the second time): a lost reply is ``ReplyLostError``, the counts unknown."""
         ids = [_raw(session_id) for session_id in check_session_ids(session_ids)]
         receipt = ErasureReceipt(dry_run=dry_run)
         if not ids:
             return receipt
         dry = "1" if dry_run else "0"
         if not self._cluster:
-            sessions, messages = yield ks.evalsha(
-                ks.ERASE, [*self._catalog, *(self.key(_text(id_)) for id_ in ids)],
-                [self._owned, dry, *ids])
+            erase = ks.evalsha(ks.ERASE, [*self._catalog, *(self.key(_text(id_)) for id_ in ids)],
+                               [self._owned, dry, *ids])
+            sessions, messages = yield erase if dry_run else ks.Erasure(erase)
             receipt.sessions, receipt.messages = int(sessions), int(messages)
             return receipt
-        counts = yield ks.Pipeline([ks.evalsha(ks.ERASE_MESSAGES, [self.key(_text(id_))], [dry],
-                                               body=True) for id_ in ids])
-        kept = yield ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, dry, *ids])
+        scripts = [*(ks.evalsha(ks.ERASE_MESSAGES, [self.key(_text(id_))], [dry], body=dry_run)
+                     for id_ in ids),
+                   ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, dry, *ids],
+                              body=dry_run)]
+        if dry_run:  # deletes nothing: may be repeated
+            *counts, kept = yield ks.Pipeline(scripts)
+        else:
+            *counts, kept = yield from self._each_once(
+                scripts, "erasure scripts ran (what they deleted is not counted; the same "
+                "erasure run again finishes it)", ks.Erasure)
         for count, is_kept in zip(counts, kept, strict=True):
             if int(count) or int(is_kept):
                 receipt.sessions += 1
@@ -453,17 +461,27 @@ class RedisBackend(BaseBackend):
         # listed (no messages, nothing kept) and goes at expiry or the next reindex.
         yield ks.evalsha(ks.INDEX, self._catalog,
                          [self._owned, "CH", self._ttl, *map(_raw, batches)])
-        for done, (session_id, values) in enumerate(batches.items()):
+        yield from self._each_once([
+            ks.evalsha(ks.PUSH, [self.key(session_id)], [self._push, self._ttl, *values])
+            for session_id, values in batches.items()], "sessions were appended", ks.Once)
+
+    def _each_once(self, commands: list[ks.Command], done: str, once: type[ks.Once]
+                   ) -> Operation[list[Any]]:
+        """Send ``commands`` in turn, each as ``once``; their replies. A failure after the
+        first is not retried either, since retrying would run the first again: it says how
+        many ``done``."""
+        replies: list[Any] = []
+        for command in commands:
             try:
-                yield ks.Once(ks.evalsha(ks.PUSH, [self.key(session_id)],
-                                         [self._push, self._ttl, *values]))
+                replies.append((yield once(command)))
             except Exception as error:
-                if done and self.driver.is_transient(error, write=True):
-                    # Retrying the operation would append the first sessions again.
+                if replies and self.driver.is_transient(error, write=True):
                     raise BackendUnavailableError(
-                        f"backend 'redis' ({self.driver.where}): {done} of {len(batches)} sessions "
-                        f"were appended, then {type(error).__name__}: {error}") from error
+                        f"backend 'redis' ({self.driver.where}): {len(replies)} of "
+                        f"{len(commands)} {done}, then {type(error).__name__}: {error}"
+                    ) from error
                 raise
+        return replies
 
     def _fetch_lists(self, session_ids: Sequence[str], convert: Callable[[list[Any]], list[T]]
                      ) -> Operation[dict[str, list[T]]]:

@@ -39,7 +39,7 @@ __all__ = ["RedisDriver"]
 def _as_eval(request: Command) -> Command:
     """An ``EVALSHA`` the server answered ``NOSCRIPT`` (it ran nothing), as an ``EVAL``."""
     command = ("EVAL", BODIES[str(request[1])], *request[2:])
-    return Once(command) if isinstance(request, Once) else command
+    return type(request)(command) if isinstance(request, Once) else command
 
 
 def _key(command: Command) -> bytes | str | int:
@@ -154,16 +154,16 @@ class RedisDriver(Driver[Any, Any, Any]):
             return pipe.execute(raise_on_error=True)
         if isinstance(request, Scan):
             return list(client.scan_iter(match=request, count=1000, _type="list"))
-        command, once = request, isinstance(request, Once)
+        command, once = request, request.lost if isinstance(request, Once) else None
         if self.cluster:
             node = client.get_node_from_key(_key(command))
-            with errors.cluster_node(node.name, once=once):
+            with errors.cluster_node(node.name, once):
                 return client.execute_command(*command, target_nodes=node)
         pool = client.connection_pool
         connection = pool.get_connection()  # connected and checked: nothing is sent yet
         try:
             connection.send_command(*command)  # one cut short is not run: "not sent"
-            with errors.reply_lost(self.where, once=once):  # redis-py has disconnected it
+            with errors.reply_lost(self.where, once):  # redis-py has disconnected it
                 return connection.read_response()
         finally:
             pool.release(connection)
@@ -197,20 +197,20 @@ class RedisDriver(Driver[Any, Any, Any]):
         if isinstance(request, Scan):
             return [key async for key in client.scan_iter(match=request, count=1000,
                                                           _type="list")]
-        command, once = request, isinstance(request, Once)
+        command, once = request, request.lost if isinstance(request, Once) else None
         if self.cluster:
             await client.initialize()  # the slot map: loaded once, refreshed on demand
             node = client.get_node_from_key(_key(command))
-            with errors.cluster_node(node.name, once=once):
+            with errors.cluster_node(node.name, once):
                 return await client.execute_command(*command, target_nodes=node)
         pool = client.connection_pool
         connection = await pool.get_connection()
         try:
             # Unlike a socket's sendall, an asyncio transport still writes out what it
             # buffered after the sender gave up: a write that timed out may yet arrive.
-            with errors.reply_lost(self.where, once=once, lost=(RedisTimeoutError,)):
+            with errors.reply_lost(self.where, once, (RedisTimeoutError,)):
                 await connection.send_command(*command)
-            with errors.reply_lost(self.where, once=once):
+            with errors.reply_lost(self.where, once):
                 return await connection.read_response()
         finally:
             await pool.release(connection)

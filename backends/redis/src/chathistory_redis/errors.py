@@ -45,15 +45,13 @@ _NODE_NOTE = "on Redis Cluster node "
 
 
 class ReplyLostError(BackendUnavailableError):
-    """The connection failed after an append was sent: Redis stored all of it or none of it.
-    Not repeated, since Redis may have stored it. Its ``__cause__`` is redis-py's error."""
+    """The connection failed after a write was sent (an append: Redis stored all of it or
+    none of it). Not repeated, since Redis may have run it. Its ``__cause__`` is redis-py's
+    error."""
 
-    def __init__(self, where: str, error: RedisError) -> None:
-        super().__init__(
-            f"backend 'redis' ({where}): the connection was lost after the append was sent, "
-            f"so it was not repeated; Redis stored the whole batch or none of it: "
-            f"{type(error).__name__}: {error}"
-        )
+    def __init__(self, where: str, error: RedisError, lost: str) -> None:
+        super().__init__(f"backend 'redis' ({where}): the connection was lost after {lost}: "
+                         f"{type(error).__name__}: {error}")
 
 
 def never_sent(error: BaseException) -> bool:
@@ -68,20 +66,21 @@ def never_sent(error: BaseException) -> bool:
 
 
 @contextmanager
-def reply_lost(where: str, *, once: bool, lost: tuple[type[RedisError], ...] = _LOST
+def reply_lost(where: str, once: str | None, errors: tuple[type[RedisError], ...] = _LOST
                ) -> Iterator[None]:
-    """Raise :class:`ReplyLostError` where a write (``once``) sent whole lost its reply (an
-    error of ``lost``): it may have run. Not after ``LOADING``, which refused it."""
+    """Raise :class:`ReplyLostError` (saying ``once``) where a write that must run once,
+    sent whole, lost its reply (an error of ``errors``): it may have run. Not after
+    ``LOADING``, which refused it."""
     try:
         yield
-    except lost as error:
-        if once and not isinstance(error, BusyLoadingError):
-            raise ReplyLostError(where, error) from error
+    except errors as error:
+        if once is not None and not isinstance(error, BusyLoadingError):
+            raise ReplyLostError(where, error, once) from error
         raise
 
 
 @contextmanager
-def cluster_node(node: str, *, once: bool) -> Iterator[None]:
+def cluster_node(node: str, once: str | None) -> Iterator[None]:
     """:func:`reply_lost` for a command sent to a cluster ``node`` (unless it was never
     sent); the error is noted with the node for :func:`translate`."""
     try:
@@ -89,7 +88,7 @@ def cluster_node(node: str, *, once: bool) -> Iterator[None]:
     except RedisError as error:
         error.add_note(_NODE_NOTE + node)
         if not never_sent(error):
-            with reply_lost(f"Redis Cluster node {node}", once=once):
+            with reply_lost(f"Redis Cluster node {node}", once):
                 raise
         raise
 

@@ -28,11 +28,13 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 __all__ = [
     "APPEND", "BODIES", "CATALOG_PAGE", "DELETE_SESSION", "ERASE", "ERASE_ENTRIES",
     "ERASE_MESSAGES", "INDEX", "LIST_PAGE", "PUSH", "RESTORE", "SUMMARIES", "UNINDEX_IF_OLD",
-    "UNINDEX_IF_UNCHANGED", "UPDATE", "Command", "IndexKeys", "Once", "Pipeline", "Scan", "Script",
+    "UNINDEX_IF_UNCHANGED", "UPDATE", "Command", "Erasure", "IndexKeys", "Once", "Pipeline",
+    "Scan", "Script",
     "chathistory_key", "evalsha", "index_keys", "key_prefix_problem",
     "langchain_community_key", "scan_pattern", "session_from_chathistory_key",
     "session_ids_of_keys", "text", "utf8",
@@ -43,9 +45,20 @@ Command = tuple[bytes | str | int, ...]
 
 
 class Once(tuple[bytes | str | int, ...]):
-    """A write command that must not run twice: if its reply is lost, ``ReplyLostError``."""
+    """A write command that must not run twice: if its reply is lost, ``ReplyLostError``,
+    saying what was then :attr:`lost`."""
 
     __slots__ = ()
+    lost: ClassVar[str] = ("the append was sent, so it was not repeated; Redis stored the "
+                           "whole batch or none of it")
+
+
+class Erasure(Once):
+    """A :class:`Once` that deletes and counts what it deleted (run again, it would count 0)."""
+
+    __slots__ = ()
+    lost = ("an erasure was sent, so it was not repeated (it would count nothing the second "
+            "time): what it deleted is not counted; the same erasure run again finishes it")
 
 
 class Pipeline(list[Command]):
