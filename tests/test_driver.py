@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from chathistory import BackendUnavailableError, ChatHistoryError
 from chathistory.backend import BaseBackend, ensure_collection
 from chathistory.backends.memory import MemoryBackend
 from chathistory.backends.sqlite import SqliteBackend
-from chathistory.driver import Call, Driver, Operation, Runner, operation
+from chathistory.driver import Call, Driver, Operation, Phase, Runner, failed_while, operation
 from chathistory.records import decode_record, encode_record
 from chathistory.testing import BackendContract, await_until, wait_until
 
@@ -327,6 +328,74 @@ def test_a_failed_operation_is_rebuilt_on_each_try(tmp_path: Path) -> None:
         runner.run("append", append, write=True, transaction=True)
     assert builds >= 2 and len(backend.fetch("s")) == 1
     backend.close()
+
+
+class CommitsAtExit(AioSqliteDriver):
+    """Each try in a transaction whose foreign keys are checked at its COMMIT; the hooks
+    note where the runner says each failed try's error came."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.seen: list[tuple[str, Phase]] = []
+
+    @contextmanager
+    def connection(self, call: Call) -> Iterator[sqlite3.Connection]:
+        with super().connection(call) as connection:
+            connection.executescript("PRAGMA foreign_keys = ON; BEGIN IMMEDIATE")
+            yield connection  # on an error, closing rolls back
+            connection.execute("COMMIT")
+
+    @asynccontextmanager
+    async def async_connection(self, pool: aiosqlite.Connection, call: Call
+                               ) -> AsyncIterator[aiosqlite.Connection]:
+        await pool.executescript("PRAGMA foreign_keys = ON; BEGIN IMMEDIATE")
+        try:
+            yield pool
+            await pool.execute("COMMIT")
+        finally:
+            if pool.in_transaction:
+                await pool.rollback()
+
+    def is_transient(self, error: BaseException, *, write: bool) -> bool:
+        self.seen.append(("is_transient", failed_while(error)))
+        return False
+
+    def translate(self, error: BaseException, call: Call) -> BaseException:
+        self.seen.append(("translate", failed_while(error)))
+        return error
+
+
+def test_the_hooks_learn_where_in_the_try_an_error_came(tmp_path: Path) -> None:
+    path = str(tmp_path / "ledger.sqlite3")
+    with sqlite3.connect(path) as setup:
+        setup.executescript(
+            "CREATE TABLE accounts (id INTEGER PRIMARY KEY); CREATE TABLE entries (account "
+            "INTEGER REFERENCES accounts (id) DEFERRABLE INITIALLY DEFERRED)")
+    setup.close()
+    not_a_database = tmp_path / "notes.txt"  # opens, but no transaction begins on it
+    not_a_database.write_text("not a database " * 100)
+
+    def insert(table: str) -> Operation[None]:
+        yield (f"INSERT INTO {table} VALUES (1)",)
+
+    for where, phase, table in [
+            (str(not_a_database), "connect", "entries"),
+            (path, "send", "no_such_table"),
+            (path, "commit", "entries")]:  # no account 1: the COMMIT fails
+        for run_async in (False, True):
+            driver = CommitsAtExit(where)
+            runner = Runner(Notes(where), driver)
+            steps = partial(insert, table)
+            with pytest.raises(sqlite3.Error) as raised:
+                if run_async:
+                    asyncio.run(runner.arun("append", steps, write=True))
+                else:
+                    runner.run("append", steps, write=True)
+            assert failed_while(raised.value) == phase, (phase, run_async)
+            assert driver.seen == [("is_transient", phase), ("translate", phase)]
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT count(*) FROM entries").fetchone() == (0,)
+    check.close()
 
 
 # -- no lock across backends --------------------------------------------------------------

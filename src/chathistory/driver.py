@@ -56,7 +56,7 @@ from collections.abc import Generator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from importlib import import_module
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     from chathistory.operations import AsyncOperationMethod, OperationMethod, operation
@@ -68,7 +68,9 @@ __all__ = [
     "Driver",
     "Operation",
     "OperationMethod",
+    "Phase",
     "Runner",
+    "failed_while",
     "operation",
     "package_logger",
 ]
@@ -80,6 +82,18 @@ AsyncConn = TypeVar("AsyncConn")
 
 Operation: TypeAlias = Generator[Any, Any, T]
 """An operation: yields requests to the driver, receives each reply, returns its result."""
+
+Phase: TypeAlias = Literal["connect", "send", "commit"]
+"""Where in its try an error came (:func:`failed_while`)."""
+
+
+def failed_while(error: BaseException) -> Phase:
+    """Where in its try the runner saw ``error``, for :meth:`Driver.is_transient` and
+    :meth:`Driver.translate`: ``"connect"`` while getting the connection (nothing of the
+    try was sent), ``"commit"`` when the connection's context raised on exit after the
+    last reply (with ``call.transaction``, the commit: a write may have been stored),
+    else ``"send"``."""
+    return getattr(error, "_chathistory_failed_while", "send")
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +175,8 @@ class Driver(ABC, Generic[Conn, AsyncPool, AsyncConn]):
 
         For a ``write``, true only when the driver knows nothing of it ran (no
         connection was made, the server rolled it back): a batch must never be
-        stored twice. The default: nothing is transient.
+        stored twice. :func:`failed_while` says where in the try ``error`` came.
+        The default: nothing is transient.
         """
         return False
 
@@ -169,7 +184,8 @@ class Driver(ABC, Generic[Conn, AsyncPool, AsyncConn]):
         """The chathistory error (from :mod:`chathistory.errors`) for a driver's ``error``.
 
         Return ``error`` itself for errors that are not the driver's (a
-        ``ValueError`` from checking the input). The default translates nothing.
+        ``ValueError`` from checking the input); :func:`failed_while` says where in
+        the try ``error`` came. The default translates nothing.
         """
         return error
 

@@ -17,12 +17,13 @@ from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
-from chathistory.driver import AsyncConn, AsyncPool, Call, Conn, Driver, Operation
+from chathistory.driver import AsyncConn, AsyncPool, Call, Conn, Driver, Operation, Phase
 from chathistory.retry import aretry_after, retry_after
 
-__all__ = ["Counts", "Runner", "argument_counts", "package_logger"]
+__all__ = ["Counts", "Runner", "argument_counts", "mark_failed_while", "package_logger"]
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 Counts = Callable[[], tuple[int | None, int | None]]
 """Gives the sessions and records an operation touches, for its span."""
@@ -31,6 +32,13 @@ Counts = Callable[[], tuple[int | None, int | None]]
 def package_logger(backend: object) -> logging.Logger:
     """The logger of the package that defines ``backend``'s class (``chathistory_postgres``)."""
     return logging.getLogger(type(backend).__module__.partition(".")[0])
+
+
+def mark_failed_while(error: E, phase: Phase) -> E:
+    """Mark ``error`` as raised while ``phase``, for :func:`~chathistory.driver.failed_while`
+    (the runner marks each failed try's error; a test of a driver's hooks may too)."""
+    error._chathistory_failed_while = phase  # type: ignore[attr-defined]
+    return error
 
 
 @functools.cache
@@ -238,22 +246,29 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
         except StopIteration as returned:
             return returned.value  # type: ignore[no-any-return]
         send = self.driver.send
-        with self.driver.connection(call) as connection:
-            while True:
-                try:
-                    reply = send(connection, request)
-                except Exception as error:
+        phase: Phase = "connect"
+        try:
+            with self.driver.connection(call) as connection:
+                phase = "send"
+                while True:
                     try:
-                        request = operation.throw(error)
-                    except StopIteration as returned:
-                        result: T = returned.value
-                        break
-                else:
-                    try:
-                        request = operation.send(reply)
-                    except StopIteration as returned:
-                        result = returned.value
-                        break
+                        reply = send(connection, request)
+                    except Exception as error:
+                        try:
+                            request = operation.throw(error)
+                        except StopIteration as returned:
+                            result: T = returned.value
+                            break
+                    else:
+                        try:
+                            request = operation.send(reply)
+                        except StopIteration as returned:
+                            result = returned.value
+                            break
+                phase = "commit"
+        except Exception as error:
+            mark_failed_while(error, phase)
+            raise
         return result
 
     # -- async --------------------------------------------------------------------------
@@ -294,25 +309,32 @@ class Runner(Generic[Conn, AsyncPool, AsyncConn]):
             request = operation.send(None)
         except StopIteration as returned:
             return returned.value  # type: ignore[no-any-return]
-        held = self._pools.get(asyncio.get_running_loop())
-        pool = held[0] if held is not None else await self.pool()
         asend = self.driver.asend
-        async with self.driver.async_connection(pool, call) as connection:
-            while True:
-                try:
-                    reply = await asend(connection, request)
-                except Exception as error:
+        phase: Phase = "connect"
+        try:
+            held = self._pools.get(asyncio.get_running_loop())
+            pool = held[0] if held is not None else await self.pool()
+            async with self.driver.async_connection(pool, call) as connection:
+                phase = "send"
+                while True:
                     try:
-                        request = operation.throw(error)
-                    except StopIteration as returned:
-                        result: T = returned.value
-                        break
-                else:
-                    try:
-                        request = operation.send(reply)
-                    except StopIteration as returned:
-                        result = returned.value
-                        break
+                        reply = await asend(connection, request)
+                    except Exception as error:
+                        try:
+                            request = operation.throw(error)
+                        except StopIteration as returned:
+                            result: T = returned.value
+                            break
+                    else:
+                        try:
+                            request = operation.send(reply)
+                        except StopIteration as returned:
+                            result = returned.value
+                            break
+                phase = "commit"
+        except Exception as error:
+            mark_failed_while(error, phase)
+            raise
         return result
 
     async def pool(self) -> AsyncPool:

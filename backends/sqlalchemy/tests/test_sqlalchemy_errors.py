@@ -13,7 +13,7 @@ from pathlib import Path
 import pymysql
 import pytest
 from chathistory_sqlalchemy import SQLAlchemyBackend
-from chathistory_sqlalchemy.errors import CommitFailed, NotConnected, is_transient, translate
+from chathistory_sqlalchemy.errors import is_transient, translate
 from sqlalchemy import Connection, Engine, event, exc, inspect, text
 
 from chathistory import (
@@ -22,6 +22,8 @@ from chathistory import (
     CollectionMissingError,
     RecordError,
 )
+from chathistory.driver import Phase
+from chathistory.runner import mark_failed_while
 from chathistory.testing import numbered_records
 
 
@@ -30,18 +32,24 @@ def _mysql(code: int, message: str, statement: str | None = "INSERT ...") -> exc
                                    pymysql.err.Error)
 
 
+def _lost(phase: Phase = "send") -> exc.DBAPIError:
+    """A lost connection, as the runner marks it when it came while ``phase``."""
+    return mark_failed_while(_mysql(2013, "Lost connection to server during query"), phase)
+
+
 def test_what_may_be_repeated() -> None:
-    refused = NotConnected(_mysql(2003, "Can't connect to MySQL server", statement=None))
-    assert is_transient(refused, write=True)                        # nothing was sent
+    refused = _mysql(2003, "Can't connect to MySQL server", statement=None)
+    assert is_transient(mark_failed_while(refused, "connect"), write=True)  # nothing was sent
     assert is_transient(_mysql(1213, "Deadlock found"), write=True)  # rolled back
     assert is_transient(_mysql(1205, "Lock wait timeout"), write=True)
-    lost = _mysql(2013, "Lost connection to server during query")
-    assert is_transient(lost, write=False)                          # a read: repeat it
-    assert is_transient(lost, write=True)                           # not committed
-    assert not is_transient(CommitFailed(lost), write=True)         # may have committed
-    assert is_transient(CommitFailed(lost), write=False)
-    assert not is_transient(NotConnected(_mysql(1045, "Access denied", statement=None)),
-                            write=False)
+    assert is_transient(_lost(), write=False)                       # a read: repeat it
+    assert is_transient(_lost(), write=True)                        # not committed
+    assert not is_transient(_lost("commit"), write=True)            # may have committed
+    assert is_transient(_lost("commit"), write=False)
+    denied = _mysql(1045, "Access denied", statement=None)
+    assert not is_transient(mark_failed_while(denied, "connect"), write=False)
+    pool_timeout = exc.TimeoutError("QueuePool limit of size 1 overflow 0 reached")
+    assert not is_transient(mark_failed_while(pool_timeout, "connect"), write=False)
     assert is_transient(_mysql(1050, "Table exists"), write=False)  # raced another creator
     assert not is_transient(_mysql(1050, "Table exists"), write=True)
     busy = exc.DBAPIError.instance("INSERT", {}, sqlite3.OperationalError(
@@ -51,15 +59,14 @@ def test_what_may_be_repeated() -> None:
     closed = exc.DBAPIError.instance("SELECT", {}, sqlite3.ProgrammingError(
         "Cannot operate on a closed database."), sqlite3.Error, connection_invalidated=True)
     assert is_transient(closed, write=False)  # a lost connection, as on a server
-    assert not is_transient(CommitFailed(closed), write=True)
+    assert not is_transient(mark_failed_while(closed, "commit"), write=True)
     assert not is_transient(RecordError("bad"), write=False)
 
 
 def test_translations_name_the_server_and_never_the_parameters() -> None:
-    error = _mysql(2013, "Lost connection to server during query")
+    error = _lost("commit")
     error.params = {"session_id": "private-session", "message": "private text"}
-    translated = translate(CommitFailed(error), action="append",
-                           server="mysql+pymysql://u:***@db/chat")
+    translated = translate(error, action="append", server="mysql+pymysql://u:***@db/chat")
     assert isinstance(translated, BackendUnavailableError)
     assert "stored entirely or not at all" in str(translated)
     assert "private" not in str(translated)

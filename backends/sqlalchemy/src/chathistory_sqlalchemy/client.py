@@ -189,13 +189,10 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         engine, database = self.engine(), self._unseen_database
         if database is not None and call.operation != "create_collection":
             self.require_database(database)
-        with errors.failing_as(errors.NotConnected):
-            connection = engine.connect()
-        with connection:  # closing rolls back what was not committed
+        with engine.connect() as connection:  # closing rolls back what was not committed
             yield connection
             if call.transaction:
-                with errors.failing_as(errors.CommitFailed):
-                    connection.commit()
+                connection.commit()
 
     def send(self, connection: Connection, request: Any) -> Any:
         if callable(request):
@@ -217,15 +214,10 @@ class SQLAlchemyDriver(Driver[Connection, AsyncEngine, AsyncConnection]):
         database = self._unseen_database
         if database is not None and call.operation != "create_collection":
             await asyncio.to_thread(self.require_database, database)
-        with errors.failing_as(errors.NotConnected):
-            connection = await pool.connect()
-        try:
+        async with pool.connect() as connection:  # closing rolls back what was not committed
             yield connection
             if call.transaction:
-                with errors.failing_as(errors.CommitFailed):
-                    await connection.commit()
-        finally:
-            await connection.close()  # rolls back what was not committed
+                await connection.commit()
 
     async def asend(self, connection: AsyncConnection, request: Any) -> Any:
         if callable(request):

@@ -1,20 +1,18 @@
 """SQLAlchemy's errors read as chathistory's, and which of them the core's retry may repeat.
 
 A try is repeated only when nothing of it can have been committed: no
-connection could be opened (:class:`NotConnected`; not a refused login or an
-unknown database); the server rolled it back and said so (deadlock, lock wait
-timeout, SQLite busy); or the connection was lost before the commit was sent
-(the server rolls back what it was not told to commit). A call that does not
-write (a read, or creating the table) is also repeated after a lost connection
-or a race with another creator. A write whose connection is lost during its
-commit (:class:`CommitFailed`) may have committed: it is never repeated.
+connection could be opened (``failed_while(error)`` is ``"connect"``; not a
+refused login or an unknown database); the server rolled it back and said so
+(deadlock, lock wait timeout, SQLite busy); or the connection was lost before
+the commit was sent (the server rolls back what it was not told to commit). A
+call that does not write (a read, or creating the table) is also repeated after
+a lost connection or a race with another creator. A write whose connection is
+lost during its commit (``"commit"``) may have committed: it is never repeated.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -27,9 +25,9 @@ from chathistory import (
     PermissionDeniedError,
     RecordError,
 )
+from chathistory.driver import failed_while
 
-__all__ = ["CommitFailed", "NotConnected", "error_code", "failing_as", "is_transient",
-           "translate"]
+__all__ = ["error_code", "is_transient", "translate"]
 
 # What a database's own error means: by MySQL/MariaDB error number or PostgreSQL SQLSTATE,
 # and by SQLite's primary result code or the words of its message.
@@ -50,37 +48,7 @@ SQLITE: dict[object, str] = {
     "already exists": "race", "UNIQUE constraint": "race"}
 
 
-class Failed(Exception):
-    """SQLAlchemy's ``error``, and where in a try it happened."""
-
-    def __init__(self, error: sa_exc.DBAPIError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class NotConnected(Failed):
-    """No connection could be lent or opened: nothing of the try was sent."""
-
-
-class CommitFailed(Failed):
-    """The commit failed: on a lost connection, whether it committed is unknown."""
-
-
-@contextmanager
-def failing_as(kind: type[Failed]) -> Iterator[None]:
-    """Raise a DBAPI error of the block as ``kind`` (where in the try it happened)."""
-    try:
-        yield
-    except sa_exc.DBAPIError as error:
-        raise kind(error) from error
-
-
-def _unwrapped(error: BaseException) -> BaseException:
-    return error.error if isinstance(error, Failed) else error
-
-
 def _driver_error(error: BaseException) -> BaseException:
-    error = _unwrapped(error)
     return error.orig if isinstance(error, sa_exc.DBAPIError) and error.orig else error
 
 
@@ -108,8 +76,8 @@ def reason(error: BaseException) -> str:
 def _meaning(error: BaseException) -> str | None:
     """What the database said, as :data:`SERVER` or :data:`SQLITE` names it; ``lost`` too
     for a connection SQLAlchemy found gone."""
-    inner, driver, code = _unwrapped(error), _driver_error(error), error_code(error)
-    if isinstance(inner, sa_exc.DBAPIError) and inner.connection_invalidated:
+    driver, code = _driver_error(error), error_code(error)
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return "lost"
     if isinstance(driver, sqlite3.Error):
         text = reason(error)
@@ -120,13 +88,13 @@ def _meaning(error: BaseException) -> str | None:
 
 def is_transient(error: BaseException, *, write: bool) -> bool:
     """Whether the try that raised ``error`` may run again: see the module's docstring."""
-    meaning = _meaning(error)
-    if isinstance(error, NotConnected):  # a SQLite file that will not open stays so
-        if isinstance(_driver_error(error), sqlite3.Error):
+    meaning, phase = _meaning(error), failed_while(error)
+    if phase == "connect" and isinstance(error, sa_exc.DBAPIError):
+        if isinstance(_driver_error(error), sqlite3.Error):  # a file that will not open stays so
             return meaning == "rolled_back"
         return meaning not in ("denied", "no_database")
     return meaning == "rolled_back" or (not write and meaning == "race") or (
-        meaning == "lost" and not (write and isinstance(error, CommitFailed)))
+        meaning == "lost" and not (write and phase == "commit"))
 
 
 def translate(error: BaseException, *, action: str, server: str) -> BaseException:
@@ -136,14 +104,13 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
     statement's parameters (session ids, messages) or the password.
     """
     where = f"backend 'sqlalchemy' failed to {action} on {server}"
-    inner = _unwrapped(error)
-    if isinstance(inner, sa_exc.TimeoutError):
+    if isinstance(error, sa_exc.TimeoutError):
         return BackendUnavailableError(
             f"{where}: no pooled connection became free in time (every connection is busy; "
             "raise pool_size or max_overflow)")
-    if not isinstance(inner, sa_exc.DBAPIError):
+    if not isinstance(error, sa_exc.DBAPIError):
         return error
-    text, meaning = reason(error), _meaning(error)
+    text, meaning, phase = reason(error), _meaning(error), failed_while(error)
     if meaning == "denied":
         return PermissionDeniedError(f"{where}: the database refused: {text}")
     if meaning == "no_super":
@@ -161,22 +128,22 @@ def translate(error: BaseException, *, action: str, server: str) -> BaseExceptio
         return CollectionMissingError(
             f"{where}: {text} (nothing was created; create_collection() creates the table; "
             "ChatHistory calls it on first use)")
-    if isinstance(error, NotConnected):
+    if phase == "connect":
         return BackendUnavailableError(f"backend 'sqlalchemy' cannot connect to {server}: {text}")
-    if meaning == "lost" and isinstance(error, CommitFailed) and action == "append":
+    if meaning == "lost" and phase == "commit" and action == "append":
         return BackendUnavailableError(
             f"{where}: the connection was lost while the batch was being committed. "
             "The batch was stored entirely or not at all (never in part); "
             f"read the session to know which. Cause: {text}")
     if meaning == "lost":
         return BackendUnavailableError(f"{where}: the connection was lost: {text}")
-    if action == "append" and (meaning == "too_big" or isinstance(inner, sa_exc.DataError)):
+    if action == "append" and (meaning == "too_big" or isinstance(error, sa_exc.DataError)):
         hint = "" if isinstance(_driver_error(error), sqlite3.Error) else (
             " (a MySQL/MariaDB table must be utf8mb4 to hold every character, and its "
             "message column LONGTEXT for messages over 64 KiB; max_allowed_packet bounds "
             "a batch)")
         return RecordError(f"{where}: the database cannot store this batch: {text}{hint}")
-    if isinstance(inner, sa_exc.OperationalError):
+    if isinstance(error, sa_exc.OperationalError):
         # Short of something (disk, locks, connections): unavailable, not repeated.
         return BackendUnavailableError(f"{where}: {text}")
     return ChatHistoryError(f"{where}: {type(_driver_error(error)).__name__}: {text}")
