@@ -15,12 +15,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import click
 import pytest
 
 from chathistory.backends.sqlite import SqliteBackend
 from chathistory.catalog import SessionSummary
+from chathistory.errors import BackendUnavailableError
+from chathistory.session_commands import counted_run
 from chathistory.testing import numbered_records
-from chathistory.transfer import export_sessions
+from chathistory.transfer import CHUNK, export_sessions
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -438,6 +441,91 @@ def test_an_import_interrupted_midway_says_what_it_imported_and_that_a_rerun_fin
     assert report["already_complete"] >= imported
     assert report["messages_written"] == total - report["already_complete"]
     assert stored_sessions(target) == total
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` holds ``path`` open (Linux: its /proc/PID/fd links)."""
+    wanted = str(path.resolve())
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{descriptor}") == wanted:
+                return True
+        except OSError:  # closed meanwhile
+            continue
+    return False
+
+
+def interrupt_in_the_first_chunk(args: list[str], target: Path) -> str:
+    """Run the command while this test holds ``target``'s write lock, so that its first
+    chunk cannot be stored (the command waits for the lock), and send it SIGINT once it
+    has opened ``target``: it is then writing its first chunk, with nothing counted.
+    Release the lock, check that it failed with nothing on stdout, return its stderr."""
+    lock = sqlite3.connect(target, timeout=0, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "chathistory", *args],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while not has_open(process.pid, target) and process.poll() is None:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGINT)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    output, errors = process.communicate(timeout=300)
+    assert process.returncode == 1 and output == "", errors
+    return errors
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/fd")
+@pytest.mark.parametrize("command", ["copy", "import"])
+def test_a_command_interrupted_in_its_first_chunk_says_so_and_a_rerun_finishes(
+        tmp_path: Path, command: str) -> None:
+    # It said only "Aborted!", though the chunk under way may have been stored.
+    source, target = tmp_path / "source.sqlite3", tmp_path / "target.sqlite3"
+    total = 500
+    store(source, total, per_session=2).close()
+    store(target, 0).close()
+    exported = tmp_path / "all.jsonl"
+    if command == "copy":
+        args = ["copy", "-o", f"path={source}", "--to", "sqlite", "-O", f"path={target}"]
+        verb, rerun = "copied", "the same copy run again writes only what is missing"
+    else:
+        exporting = SqliteBackend(SqliteBackend.Config(path=str(source)))
+        with exported.open("w") as out:
+            export_sessions(exporting, out)
+        exporting.close()
+        args = ["import", str(exported), "-o", f"path={target}"]
+        verb, rerun = "imported", "the same import run again writes only what is missing"
+    errors = interrupt_in_the_first_chunk(args, target)
+    assert errors == (f"Error: interrupted; by then it had {verb} 0 sessions (the first chunk "
+                      f"was under way: it may be {verb} too); {rerun}\n")
+    assert stored_sessions(target) <= CHUNK
+    finished = run(*args, "--json")
+    assert finished.returncode == 0, finished.stderr
+    assert json.loads(finished.stdout)["mismatched"] == []
+    assert stored_sessions(target) == total
+
+
+def test_only_a_ctrl_c_in_the_first_chunk_says_it_may_be_done() -> None:
+    rerun = "the same command run again erases the rest"
+    with pytest.raises(click.ClickException) as caught, \
+            counted_run(300, "erased", rerun, True, whose=" of owner 'ada'"):
+        raise KeyboardInterrupt
+    assert caught.value.message == (
+        "interrupted; by then it had erased 0 sessions of owner 'ada' (the first chunk was "
+        f"under way: it may be erased too); {rerun}")
+    # A failure says what failed (a failed chunk is not stored), as before.
+    with pytest.raises(click.ClickException, match=r"^backend 'memory' is unavailable$"), \
+            counted_run(300, "erased", rerun, True):
+        raise BackendUnavailableError("backend 'memory' is unavailable")
+    # import: while it checks its lines nothing is written yet.
+    with pytest.raises(KeyboardInterrupt), \
+            counted_run(None, "imported", rerun, True, writing=False):
+        raise KeyboardInterrupt
 
 
 def test_an_export_that_fails_midway_says_what_it_wrote_and_that_a_rerun_starts_over(

@@ -126,12 +126,16 @@ def progress_bar(total: int | None, unit: str, quiet: bool = False
 
 
 class Tally:
-    """What a long command has done so far: sessions (its bar's count) and messages."""
+    """What a long command has done so far: sessions (its bar's count) and messages.
 
-    def __init__(self, bar: Any) -> None:
+    ``writing`` says its first chunk is under way (``import`` checks its lines first).
+    """
+
+    def __init__(self, bar: Any, writing: bool = True) -> None:
         self.bar = bar
         self.sessions = 0
         self.messages = 0
+        self.writing = writing
 
     def advance(self, sessions: int, messages: int) -> None:
         self.sessions += sessions
@@ -146,20 +150,32 @@ class Tally:
         return (f"{verb} {plural(self.sessions, 'session')}{whose} "
                 f"({plural(self.messages, 'message')})")
 
+    def under_way(self, verb: str, whose: str = "") -> str | None:
+        """Ctrl-C in the first chunk: none counted, though it may be done (all or part of
+        it) by then; None while nothing is written yet."""
+        if not self.writing:
+            return None
+        return f"{verb} 0 sessions{whose} (the first chunk was under way: it may be {verb} too)"
+
 
 @contextmanager
-def said_when_stopped(done: Callable[[], str | None], rerun: str) -> Iterator[None]:
+def said_when_stopped(done: Callable[[], str | None], rerun: str,
+                      under_way: Callable[[], str | None] = lambda: None) -> Iterator[None]:
     """Stopped midway (Ctrl-C, or a failure), a command ends with one line, exit status 1.
 
     It says what stopped it, what ``done()`` says it had done by then, and what
     ``rerun`` (the same command run again) does. Where ``done()`` returns None
-    (nothing was done yet), the stop is shown as it is.
+    (nothing was done yet), a Ctrl-C says what ``under_way()`` says instead (a chunk
+    may be written without being counted yet); where that is None too, or on a
+    failure, the stop is shown as it is.
     """
     try:
         with failures_as_one_line():
             yield
     except (click.ClickException, KeyboardInterrupt) as stopped:
         did = done()
+        if did is None and isinstance(stopped, KeyboardInterrupt):
+            did = under_way()
         if did is None:
             raise
         cause = "interrupted" if isinstance(stopped, KeyboardInterrupt) else stopped.message
@@ -167,13 +183,15 @@ def said_when_stopped(done: Callable[[], str | None], rerun: str) -> Iterator[No
 
 
 @contextmanager
-def counted_run(total: int | None, verb: str, rerun: str, quiet: bool, whose: str = ""
-                ) -> Iterator[Tally]:
+def counted_run(total: int | None, verb: str, rerun: str, quiet: bool, whose: str = "",
+                writing: bool = True) -> Iterator[Tally]:
     """A long command's progress bar of sessions, messages beside it; stopped midway, the
     command says how many it had ``verb`` and what ``rerun`` does (:func:`said_when_stopped`).
+    Without ``writing``, the command sets ``tally.writing`` when its first chunk begins.
     """
-    tally = Tally(None)
-    with said_when_stopped(partial(tally.done, verb, whose), rerun), \
+    tally = Tally(None, writing)
+    with said_when_stopped(partial(tally.done, verb, whose), rerun,
+                           partial(tally.under_way, verb, whose)), \
             progress_bar(total, "session", quiet) as bar:
         tally.bar = bar
         yield tally
@@ -449,7 +467,8 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
     """
     rerun = ("the same import run again appends them a second time" if append else
              "the same import run again writes only what is missing")
-    with counted_run(None, "appended" if append else "imported", rerun, quiet) as tally:
+    with counted_run(None, "appended" if append else "imported", rerun, quiet,
+                     writing=False) as tally:
         tally.bar.set_description_str("checking")
 
         def checked(sessions: int, finished: bool) -> None:
@@ -457,6 +476,7 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
             if finished:  # now the bar counts the sessions written, out of all of them
                 tally.bar.set_description_str("", refresh=False)
                 tally.bar.reset(total=tally.bar.n)
+                tally.writing = True
 
         store = open_backend(backend, option_pairs)
         try:
