@@ -135,9 +135,9 @@ def floor_erase(raw: redis.Redis, backend: RedisBackend, owner: str) -> None:
     """The least an erasure of ``owner`` does: its set read, the erase script run once."""
     index = ks.index_keys("chathistory", backend.config.effective_key_prefix)
     ids: list[bytes] = raw.zrange(index.owned + owner.encode(), 0, -1)  # type: ignore[assignment]
-    sessions, _ = raw.evalsha(ks.ERASE.sha, 7 + len(ids), *index.catalog,
-                              *(backend.key(id_.decode()) for id_ in ids), index.owned, "0",
-                              *ids)
+    sessions, _, _ = raw.evalsha(ks.ERASE.sha, 7 + len(ids), *index.catalog,
+                                 *(backend.key(id_.decode()) for id_ in ids), index.owned,
+                                 "0", "", *ids)
     assert sessions == OWNER_SESSIONS, sessions
 
 

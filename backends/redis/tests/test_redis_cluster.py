@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
@@ -403,6 +404,19 @@ def test_a_cluster_erasure_whose_reply_is_lost_is_not_counted_again(
     backend.close()
 
 
+def test_a_cluster_prune_whose_reply_is_lost_is_not_counted_again(
+        cluster: redis.RedisCluster, seed: str) -> None:
+    backend, session, port = _own_clients_and_a_session(cluster, seed, "lost-prune")
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    backend.append(session, numbered_records(1))
+    assert backend.delete_sessions_before(tomorrow) == 1  # connected, scripts cached
+    backend.append(session, numbered_records(3))
+    with busy_node(port, 0.8), pytest.raises(ReplyLostError, match="not counted"):
+        backend.delete_sessions_before(tomorrow)  # redis-py's pipeline: counted 0
+    assert backend.fetch(session) == []
+    backend.close()
+
+
 def test_reads_on_a_busy_node_are_repeated(cluster_ports: list[int]) -> None:
     client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0], socket_timeout=0.2)
     try:
@@ -531,7 +545,7 @@ def test_a_cluster_erasure_failing_midway_is_not_repeated(
     backend.append_many({first: numbered_records(2), second: numbered_records(1)})
     try:
         with (slot_refused(client, backend.key(second), cluster_ports, wait_until),
-              pytest.raises(BackendUnavailableError, match=r"1 of 3 erasure scripts ran "
+              pytest.raises(BackendUnavailableError, match=r"1 of 3 deleting scripts ran "
                             r"\(what they deleted is not counted")):
             backend.erase_sessions([first, second])
         assert backend.fetch(first) == []

@@ -166,13 +166,13 @@ class RedisBackend(BaseBackend):
     def clear(self, session_id: str) -> Operation[None]:
         member = _raw(session_id)
         if not self._cluster:  # the session and its catalog entry go together
-            yield ks.evalsha(ks.DELETE_SESSION, [*self._catalog, self.key(session_id)],
-                             [self._owned, member, ""])
+            yield ks.evalsha(ks.ERASE, [*self._catalog, self.key(session_id)],
+                             [self._owned, "0", "", member])
             return
         # The messages first: a run killed between the two leaves an entry without
         # messages, which the next clear, erase or prune removes, never messages unlisted.
         yield ("DEL", self.key(session_id))
-        yield ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, "0", member])
+        yield ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, "0", "", member])
 
     # Optional capabilities: the sessions index -----------------------------------------
 
@@ -200,8 +200,8 @@ class RedisBackend(BaseBackend):
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,
                                owner: str | None = None) -> Operation[int]:
         """Delete the sessions last updated before ``cutoff`` (of ``owner`` only, if given),
-        :data:`PRUNE_BATCH` per round trip, each with its catalog entry in one script;
-        return how many held messages."""
+        with their catalog entries, :data:`PRUNE_BATCH` at a time as :meth:`erase_sessions`
+        does; return how many held messages."""
         seconds = repr(check_cutoff(cutoff).timestamp())
         check_text("owner", owner)
         count = 0
@@ -215,19 +215,9 @@ class RedisBackend(BaseBackend):
         older = ("ZRANGEBYSCORE", by_time, "-inf", f"({seconds}", "LIMIT")
         offset = 0
         while ids := (yield (*older, offset, PRUNE_BATCH)):
-            if dry_run:
-                exists = yield ks.Pipeline([("EXISTS", self.key(_text(id_))) for id_ in ids])
-                count += sum(1 for found in exists if found)
+            count += (yield from self._erase(ids, dry_run, seconds))[2]
+            if dry_run:  # nothing deleted: the next batch is further on
                 offset += len(ids)
-            elif not self._cluster:  # each session and its entry deleted together
-                deleted = yield ks.Pipeline([ks.evalsha(
-                    ks.DELETE_SESSION, [*self._catalog, self.key(_text(id_))],
-                    [self._owned, id_, seconds], body=True) for id_ in ids])
-                count += sum(1 for gone in deleted if int(gone) == 1)
-            else:
-                deleted = yield ks.Pipeline([("DEL", self.key(_text(id_))) for id_ in ids])
-                count += sum(int(gone) for gone in deleted)
-                yield ks.evalsha(ks.UNINDEX_IF_OLD, self._catalog, [self._owned, seconds, *ids])
             if len(ids) < PRUNE_BATCH:
                 break
         return count
@@ -351,36 +341,12 @@ class RedisBackend(BaseBackend):
     @operation(write=True)
     def erase_sessions(self, session_ids: Sequence[str], *, dry_run: bool = False
                        ) -> Operation[ErasureReceipt]:
-        """On one server, one script deletes the messages and entries of all of them. On a
-        cluster, each session's messages go in its own slot (a script each), then the
-        entries in the index's: a run killed between leaves entries without messages,
-        which are erased when it is run again. No script is sent twice (it would count
-        nothing the second time): a lost reply is ``ReplyLostError``, the counts unknown."""
+        """One script on one server; on a cluster, one in each session's slot, then one in
+        the index's (see :meth:`_erase`)."""
         ids = [_raw(session_id) for session_id in check_session_ids(session_ids)]
         receipt = ErasureReceipt(dry_run=dry_run)
-        if not ids:
-            return receipt
-        dry = "1" if dry_run else "0"
-        if not self._cluster:
-            erase = ks.evalsha(ks.ERASE, [*self._catalog, *(self.key(_text(id_)) for id_ in ids)],
-                               [self._owned, dry, *ids])
-            sessions, messages = yield erase if dry_run else ks.Erasure(erase)
-            receipt.sessions, receipt.messages = int(sessions), int(messages)
-            return receipt
-        scripts = [*(ks.evalsha(ks.ERASE_MESSAGES, [self.key(_text(id_))], [dry], body=dry_run)
-                     for id_ in ids),
-                   ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, dry, *ids],
-                              body=dry_run)]
-        if dry_run:  # deletes nothing: may be repeated
-            *counts, kept = yield ks.Pipeline(scripts)
-        else:
-            *counts, kept = yield from self._each_once(
-                scripts, "erasure scripts ran (what they deleted is not counted; the same "
-                "erasure run again finishes it)", ks.Erasure)
-        for count, is_kept in zip(counts, kept, strict=True):
-            if int(count) or int(is_kept):
-                receipt.sessions += 1
-                receipt.messages += int(count)
+        if ids:
+            receipt.sessions, receipt.messages, _ = yield from self._erase(ids, dry_run)
         return receipt
 
     @operation(write=True)
@@ -482,6 +448,36 @@ class RedisBackend(BaseBackend):
                     ) from error
                 raise
         return replies
+
+    def _erase(self, ids: list[bytes], dry_run: bool, cutoff: str = ""
+               ) -> Operation[tuple[int, int, int]]:
+        """Delete the sessions ``ids`` (UTF-8) and their catalog entries (with a ``cutoff``,
+        in seconds, those last written before it only): the sessions deleted (with messages,
+        or kept in the catalog), their messages, and the sessions that held messages.
+
+        No script that deletes is sent twice (it would count nothing the second time): a
+        lost reply is ``ReplyLostError``. On a cluster each session's messages go in its
+        own slot, then the entries in the index's: a run killed between leaves entries
+        without messages, which the next run deletes."""
+        dry = "1" if dry_run else "0"
+        if not self._cluster:
+            erase = ks.evalsha(ks.ERASE, [*self._catalog, *(self.key(_text(id_)) for id_ in ids)],
+                               [self._owned, dry, cutoff, *ids])
+            sessions, messages, held = yield erase if dry_run else ks.Erasure(erase)
+            return int(sessions), int(messages), int(held)
+        scripts = [*(ks.evalsha(ks.ERASE_MESSAGES, [self.key(_text(id_))], [dry], body=dry_run)
+                     for id_ in ids),
+                   ks.evalsha(ks.ERASE_ENTRIES, self._catalog, [self._owned, dry, cutoff, *ids],
+                              body=dry_run)]
+        if dry_run:  # deletes nothing: may be repeated
+            *counts, kept = yield ks.Pipeline(scripts)
+        else:
+            *counts, kept = yield from self._each_once(
+                scripts, "deleting scripts ran (what they deleted is not counted; the same "
+                "erase or prune run again finishes it)", ks.Erasure)
+        deleted = [int(count) for count, is_kept in zip(counts, kept, strict=True)
+                   if int(count) or int(is_kept)]
+        return len(deleted), sum(deleted), sum(1 for count in deleted if count)
 
     def _fetch_lists(self, session_ids: Sequence[str], convert: Callable[[list[Any]], list[T]]
                      ) -> Operation[dict[str, list[T]]]:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 __all__ = [
-    "APPEND", "BODIES", "CATALOG_PAGE", "DELETE_SESSION", "ERASE", "ERASE_ENTRIES",
-    "ERASE_MESSAGES", "INDEX", "LIST_PAGE", "PUSH", "RESTORE", "SUMMARIES", "UNINDEX_IF_OLD",
+    "APPEND", "BODIES", "CATALOG_PAGE", "ERASE", "ERASE_ENTRIES",
+    "ERASE_MESSAGES", "INDEX", "LIST_PAGE", "PUSH", "RESTORE", "SUMMARIES",
     "UNINDEX_IF_UNCHANGED", "UPDATE", "Command", "Erasure", "IndexKeys", "Once", "Pipeline",
     "Scan", "Script",
     "chathistory_key", "evalsha", "index_keys", "key_prefix_problem",
@@ -57,8 +57,9 @@ class Erasure(Once):
     """A :class:`Once` that deletes and counts what it deleted (run again, it would count 0)."""
 
     __slots__ = ()
-    lost = ("an erasure was sent, so it was not repeated (it would count nothing the second "
-            "time): what it deleted is not counted; the same erasure run again finishes it")
+    lost = ("a deletion was sent, so it was not repeated (it would count nothing the second "
+            "time): what it deleted is not counted; the same erase or prune run again "
+            "finishes it")
 
 
 class Pipeline(list[Command]):
@@ -243,11 +244,11 @@ local function touch(id, at, flag)
   local owner = redis.call('HGET', OWNERS, id)
   if owner then redis.call('ZADD', OWNED .. owner, flag, at, id) end
 end
--- `command key` (none if key is false) with list[first..last], 1000 at a time: unpack()
+-- `command key` (none if key is false) with the values of list, 1000 at a time: unpack()
 -- takes a few thousand values at most.
-local function each(command, key, list, first, last)
-  for at = first or 1, last or #list, 1000 do
-    local to = math.min(at + 999, last or #list)
+local function each(command, key, list)
+  for at = 1, #list, 1000 do
+    local to = math.min(at + 999, #list)
     if key then redis.call(command, key, unpack(list, at, to))
     else redis.call(command, unpack(list, at, to)) end
   end
@@ -380,31 +381,6 @@ end
 forget(gone)
 """)
 
-# KEYS: the catalog's, then the session's key. ARGV: owned, session id, and a cutoff
-# (seconds) or '' (none). Deletes the session and its entry (with a cutoff, only if last
-# written before it): 1 if it held messages, 0 if not, -1 if it was written since the
-# cutoff (nothing done).
-DELETE_SESSION = Script(_CATALOG + """
-if ARGV[3] ~= '' then
-  local time = redis.call('ZSCORE', BY_TIME, ARGV[2])
-  if not time or tonumber(time) >= tonumber(ARGV[3]) then return -1 end
-end
-local gone = redis.call('DEL', KEYS[8])
-forget({ARGV[2]})
-return gone
-""")
-
-# Cluster, the index's slot. KEYS: the catalog's. ARGV: owned, cutoff, session ids. Drops
-# the entries of those sessions still last written before the cutoff.
-UNINDEX_IF_OLD = Script(_CATALOG + """
-local old = {}
-for i = 3, #ARGV do
-  local time = redis.call('ZSCORE', BY_TIME, ARGV[i])
-  if time and tonumber(time) < tonumber(ARGV[2]) then old[#old + 1] = ARGV[i] end
-end
-forget(old)
-""")
-
 # Byte order, which is how Redis orders the members of equal score (Lua's own `<` follows
 # the server's locale).
 _BEFORE = """
@@ -513,25 +489,42 @@ end
 return 1
 """)
 
-# One server. KEYS: the catalog's, then each session's key. ARGV: owned, '1' for a dry
-# run, then the session ids. Every list is measured before anything is deleted (a key of
-# another type fails the call first). Returns the sessions (with messages, or kept in the
-# catalog) and the messages deleted.
-ERASE = Script(_CATALOG + """
-local sessions, messages, counts, ids = 0, 0, {}, {}
-for i = 3, #ARGV do counts[i] = redis.call('LLEN', KEYS[5 + i]) end
-for i = 3, #ARGV do
-  ids[i - 2] = ARGV[i]
-  if counts[i] > 0 or redis.call('SISMEMBER', KEPT, ARGV[i]) == 1 then
-    sessions = sessions + 1
-    messages = messages + counts[i]
+# The deletions: ERASE on one server; on a cluster ERASE_MESSAGES in each session's slot,
+# then ERASE_ENTRIES. ARGV: owned, '1' for a dry run, a cutoff (seconds; '' for none), then
+# the session ids. With a cutoff, only the sessions last written before it are deleted.
+_CHOSEN = """
+local function chosen()
+  local ids, keys = {}, {}
+  for i = 4, #ARGV do
+    local time = ARGV[3] ~= '' and redis.call('ZSCORE', BY_TIME, ARGV[i])
+    if ARGV[3] == '' or (time and tonumber(time) < tonumber(ARGV[3])) then
+      ids[#ids + 1] = ARGV[i]
+      keys[#ids] = KEYS[4 + i]
+    end
+  end
+  return ids, keys
+end
+"""
+
+# One server. KEYS: the catalog's, then each session's key. Every list is measured before
+# anything is deleted (a key of another type fails the call first). Returns the sessions
+# (with messages, or kept in the catalog) and the messages deleted, and how many of the
+# sessions held messages.
+ERASE = Script(_CATALOG + _CHOSEN + """
+local ids, keys = chosen()
+local sessions, messages, held, counts = 0, 0, 0, {}
+for i, key in ipairs(keys) do counts[i] = redis.call('LLEN', key) end
+for i, id in ipairs(ids) do
+  if counts[i] > 0 then held = held + 1 end
+  if counts[i] > 0 or redis.call('SISMEMBER', KEPT, id) == 1 then
+    sessions, messages = sessions + 1, messages + counts[i]
   end
 end
 if ARGV[2] ~= '1' then
-  each('DEL', false, KEYS, 8)
+  each('DEL', false, keys)
   forget(ids)
 end
-return {sessions, messages}
+return {sessions, messages, held}
 """)
 
 # Cluster, the session's slot. KEYS: the session's key. ARGV: '1' for a dry run. Returns
@@ -543,18 +536,13 @@ return count
 """)
 
 # Cluster, the index's slot, after ERASE_MESSAGES or a clear's DEL. KEYS: the catalog's.
-# ARGV: owned, '1' for a dry run, the session ids. Returns whether the catalog kept each
-# (and forgets it).
-ERASE_ENTRIES = Script(_CATALOG + """
-local kept, ids = {}, {}
-for i = 3, #ARGV do
-  ids[i - 2] = ARGV[i]
-  kept[i - 2] = redis.call('SISMEMBER', KEPT, ARGV[i])
-end
-if ARGV[2] ~= '1' then forget(ids) end
+# Returns whether the catalog kept each session (and forgets the chosen ones).
+ERASE_ENTRIES = Script(_CATALOG + _CHOSEN + """
+local kept = {}
+for i = 4, #ARGV do kept[i - 3] = redis.call('SISMEMBER', KEPT, ARGV[i]) end
+if ARGV[2] ~= '1' then forget((chosen())) end
 return kept
 """)
-
 
 def evalsha(script: Script, keys: Sequence[bytes], args: Sequence[bytes | str | int], *,
             body: bool = False) -> Command:
