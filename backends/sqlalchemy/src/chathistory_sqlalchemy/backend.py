@@ -139,16 +139,14 @@ class SQLAlchemyBackend(BaseBackend):
     @operation()
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> Operation[list[SessionInfo]]:
-        """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``).
-        ``messages`` and ``last_write`` are None where no catalog is kept (counting would
-        read every row)."""
-        ids = yield from self.session_ids_page(after, limit)
-        return [SessionInfo(session_id) for session_id in ids]
-
-    def session_ids_page(self, after: str | None, limit: int) -> Operation[list[str]]:
-        """The steps of :meth:`list_sessions` that read the ids of its page."""
+        """Up to ``limit`` sessions after ``after``, in id order (as Python sorts ``str``),
+        with their counts and write times from the catalog: one more statement. They are
+        None where no catalog is kept (counting would read every row)."""
         after = None if after is None else check_session_id(after)
-        return (yield from self.statements.listing.pages(after, check_limit(limit)))
+        ids = yield from self.statements.listing.pages(after, check_limit(limit))
+        kept = yield from self._summaries(ids)
+        return [SessionInfo(session_id, kept[session_id].messages, kept[session_id].updated_at)
+                if session_id in kept else SessionInfo(session_id) for session_id in ids]
 
     @operation()
     def fetch_many(self, session_ids: Sequence[str]
@@ -184,6 +182,18 @@ class SQLAlchemyBackend(BaseBackend):
         yield from self.statements.claim({session_id: len(texts)
                                           for session_id, texts in batches.items()})
         yield from self.statements.insert_many(self.client.dialect, rows)
+
+    def _summaries(self, session_ids: Sequence[str]) -> Operation[dict[str, SessionSummary]]:
+        """The catalog's entries of ``session_ids`` (not of others with the same hash); none
+        where no catalog is kept."""
+        catalog = self.statements.catalog
+        if catalog is None:
+            return {}
+        rows: list[Any] = []
+        for part in catalog.chunks(session_ids):
+            rows += yield catalog.by_hashes, part
+        wanted = set(session_ids)
+        return {row[0]: catalog.summary(row) for row in rows if row[0] in wanted}
 
 
 # -- the session catalog: <table>_sessions, kept in the appends' transactions ---------------
@@ -316,16 +326,6 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
             yield catalog.restore, rows
 
     @operation()
-    def list_sessions(self, *, after: str | None = None, limit: int = 100
-                      ) -> Operation[list[SessionInfo]]:
-        """Up to ``limit`` sessions after ``after`` in id order (the base's listing), with
-        their counts and write times from the catalog: one more statement."""
-        ids = yield from self.session_ids_page(after, limit)
-        kept = yield from self._summaries(ids)
-        return [SessionInfo(session_id, kept[session_id].messages, kept[session_id].updated_at)
-                if session_id in kept else SessionInfo(session_id) for session_id in ids]
-
-    @operation()
     def last_write(self, session_id: str) -> Operation[datetime | None]:
         """When messages were last appended to ``session_id``: its entry's ``updated_at``."""
         kept = yield from self._summaries([check_session_id(session_id)])
@@ -343,14 +343,6 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
             yield messages, params
             yield entries, params
         return int(found)
-
-    def _summaries(self, session_ids: Sequence[str]) -> Operation[dict[str, SessionSummary]]:
-        """The catalog's entries of ``session_ids`` (not of others with the same hash)."""
-        rows: list[Any] = []
-        for part in self.catalog.chunks(session_ids):
-            rows += yield self.catalog.by_hashes, part
-        wanted = set(session_ids)
-        return {row[0]: self.catalog.summary(row) for row in rows if row[0] in wanted}
 
 
 def _ids(session_ids: Sequence[str]) -> list[str]:

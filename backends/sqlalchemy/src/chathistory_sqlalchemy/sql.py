@@ -436,15 +436,12 @@ class Catalog:
             added: int = 0, owner: str | None = None, title: str | None = None,
             metadata: str = "{}") -> dict[str, Any]:
         """The parameters of an upsert for ``session_id`` (times: aware, or microseconds)."""
-        if isinstance(created_at, datetime):
-            created_at = micros(created_at)
-        if isinstance(updated_at, datetime):
-            updated_at = micros(updated_at)
         return {"session_hash": session_hash(session_id), "session_id": session_id,
                 "session_key": order_key(session_id),
                 "owner_hash": None if owner is None else session_hash(owner), "owner": owner,
-                "title": title, "metadata": metadata, "created_at": created_at,
-                "updated_at": updated_at, "messages": added}
+                "title": title, "metadata": metadata, "messages": added,
+                "created_at": created_at if isinstance(created_at, int) else micros(created_at),
+                "updated_at": updated_at if isinstance(updated_at, int) else micros(updated_at)}
 
     def counted(self, batches: Mapping[str, int]) -> tuple[Any, list[dict[str, Any]]] | None:
         """The upsert that counts ``batches`` (session id -> messages added), or None.
