@@ -69,6 +69,28 @@ def test_sessions_lists_one_owners_newest_first_with_a_cursor_for_more(path: str
     assert (nobody.stdout, nobody.stderr) == ("", "(no sessions)\n")
 
 
+def test_a_script_pages_a_json_listing_by_the_next_cursor_of_its_last_row(path: str) -> None:
+    # The cursor was only in the "(more: --cursor ...)" note, plain text on stderr.
+    listed, cursor, pages = [], None, 0
+    while True:
+        more = ["--cursor", cursor] if cursor else []
+        page = run("sessions", "--owner", "ada", "-n", "3", "--json", *more, "-o",
+                   f"path={path}")
+        assert page.returncode == 0, page.stderr
+        rows = [json.loads(line) for line in page.stdout.splitlines()]
+        assert all("next_cursor" not in row for row in rows[:-1])
+        listed += [row["session_id"] for row in rows]
+        pages += 1
+        cursor = rows[-1].get("next_cursor")
+        if cursor is None:
+            assert page.stderr == ""
+            break
+        assert page.stderr == f"(more: --cursor {cursor})\n"  # as before, for a person
+    assert (listed, pages) == (["a3", "a2", "a1", "a0"], 2)
+    every = run("sessions", "--owner", "ada", "--json", "-o", f"path={path}")
+    assert all("next_cursor" not in json.loads(line) for line in every.stdout.splitlines())
+
+
 def test_title_and_owner_set_a_sessions_catalog_entry(path: str) -> None:
     titled = run("title", "b0", "Budget 2027", "-o", f"path={path}")
     assert titled.stdout == "b0: owner bob, title Budget 2027, 5 messages\n", titled.stderr

@@ -307,17 +307,29 @@ def _where(pairs: tuple[str, ...]) -> dict[str, Any]:
 def _list_catalog(store: Backend, owner: str | None, newest_first: bool,
                   where: dict[str, Any], limit: int | None, cursor: str | None,
                   as_json: bool) -> int:
-    """Print the catalog's listing (all pages, or ``limit`` rows); return the rows shown."""
+    """Print the catalog's listing (all pages, or ``limit`` rows); return the rows shown.
+
+    A limited listing with more to show ends with the next page's ``--cursor`` on
+    stderr; with ``as_json`` its last row carries it too, as ``next_cursor``, so that
+    a script pages from stdout alone (a key added to the row: readers of the other
+    keys are unaffected).
+    """
     shown = 0
     while True:
         page_size = 100 if limit is None else min(100, limit - shown)
         page = list_conversations(store, owner=owner, newest_first=newest_first, where=where,
                                   limit=page_size, cursor=cursor)
-        for summary in page.summaries:
-            click.echo(json.dumps(summary.to_json(), ensure_ascii=False) if as_json
-                       else _summary_row(summary))
-        shown += len(page.summaries)
         cursor = page.cursor
+        more = cursor is not None and limit is not None and shown + len(page.summaries) >= limit
+        for number, summary in enumerate(page.summaries, start=1):
+            if not as_json:
+                click.echo(_summary_row(summary))
+                continue
+            row = summary.to_json()
+            if more and number == len(page.summaries):
+                row["next_cursor"] = cursor
+            click.echo(json.dumps(row, ensure_ascii=False))
+        shown += len(page.summaries)
         if cursor is None:
             return shown
         if limit is not None and shown >= limit:
