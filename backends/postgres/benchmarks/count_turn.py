@@ -14,10 +14,13 @@ microseconds between runs): two runs of a contender agree within about 1%.
 Contenders: "ours" and "pool" (raw psycopg on psycopg_pool, the backend's own
 statements), sync, and "aours" and "apool", async. Between them, to tell the layers
 apart: "backend" calls the backend's fetch and append (no ChatHistory: ours - backend
-is the history's layer), "driver" sends the two statements through the backend's
-driver, as the runner does, without it (backend - driver: the runner and the
-operations; driver - pool: the driver's leases and send). Each does the floor's work
-besides: the messages made from the records read, the new ones turned into records.
+is the history's layer), "ops" drives the backend's fetch and append operations (its
+generators) on the backend's driver without the core's runner (backend - ops: the
+runner and the operation methods; ops - driver: the operations' own code), "driver"
+sends the two statements through the backend's driver, as the runner does, without it
+(driver - pool: the driver's leases and send); "same" and "asame" are raw psycopg on one
+connection. Each does the floor's work besides: the messages made from the records
+read, the new ones turned into records.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from langchain_core.messages import message_to_dict, messages_from_dict
 
 from chathistory import encode_record
 
-CONTENDERS = ("ours", "backend", "driver", "pool", "aours", "apool")
+CONTENDERS = ("ours", "backend", "ops", "driver", "pool", "same", "aours", "apool", "asame")
 
 
 def layer_turns(contenders: bench.Contenders) -> dict[str, Callable[[str, Any], None]]:
@@ -48,6 +51,25 @@ def layer_turns(contenders: bench.Contenders) -> dict[str, Callable[[str, Any], 
     backend: Any = contenders.factory.backend
     driver, statements, sql = backend.driver, backend.statements, backend._sql
     fetch, append = backend.runner.call("fetch"), backend.runner.call("append", write=True)
+
+    def drive(call: Any, operation: Any) -> Any:
+        """The runner's loop (chathistory.runner.Runner._once) without retries or spans."""
+        try:
+            request = operation.send(None)
+        except StopIteration as returned:
+            return returned.value
+        with driver.connection(call) as connection:
+            while True:
+                try:
+                    request = operation.send(driver.send(connection, request))
+                except StopIteration as returned:
+                    return returned.value
+
+    def ops_turn(session_id: str, limit: Any) -> None:
+        kind = type(backend)
+        messages_from_dict(drive(fetch, kind.fetch.steps(backend, session_id)))
+        records = [message_to_dict(message) for message in bench.TURN]
+        drive(append, kind.append.steps(backend, session_id, records))
 
     def backend_turn(session_id: str, limit: Any) -> None:
         messages_from_dict(backend.fetch(session_id))
@@ -62,7 +84,7 @@ def layer_turns(contenders: bench.Contenders) -> dict[str, Callable[[str, Any], 
         with driver.connection(append) as connection:
             driver.send(connection, (statements.insert, (session_id, session_id, batch)))
 
-    return {"backend": backend_turn, "driver": driver_turn}
+    return {"backend": backend_turn, "ops": ops_turn, "driver": driver_turn}
 
 
 def run_turns(contender: str, turns: int) -> None:
@@ -96,8 +118,9 @@ def run_turns(contender: str, turns: int) -> None:
 
 def main() -> None:
     callgrind.main(__file__, __doc__.splitlines()[0], CONTENDERS, 200, run_turns,
-                   [("ours", "backend"), ("backend", "driver"), ("driver", "pool"),
-                    ("ours", "pool"), ("aours", "apool")])
+                   [("ours", "backend"), ("backend", "ops"), ("ops", "driver"),
+                    ("driver", "pool"), ("ours", "pool"), ("pool", "same"), ("ours", "same"),
+                    ("aours", "apool"), ("apool", "asame"), ("aours", "asame")])
 
 
 if __name__ == "__main__":
