@@ -3,7 +3,8 @@
 An append of one session sends its INSERT alone (the trigger's upsert locks the
 entry before InnoDB gives the rows ids: test_sqlalchemy_concurrency checks the
 order); any writer's INSERT is counted, SQLChatMessageHistory's on this table
-too (the trigger gives its rows their session_hash); a table of version 2 refuses appends
+too (the trigger gives its rows their session_hash); a new session's first append waits
+for no other new session's (no gap lock); a table of version 2 refuses appends
 until it is upgraded in place, then counts each message once; and where binary
 logging keeps a user without SUPER from creating the trigger, the error says
 what to do (on a private server with ``--log-bin``: private_mariadb.py).
@@ -21,7 +22,7 @@ from chathistory_sqlalchemy import SQLAlchemyBackend, sql
 from chathistory_sqlalchemy.backend import SQLAlchemyCatalogBackend
 from langchain_community.chat_message_histories import SQLChatMessageHistory
 from langchain_core.messages import AIMessage, HumanMessage
-from sqlalchemy import Engine, event, exc, text
+from sqlalchemy import Engine, create_engine, event, exc, text
 
 from chathistory import CollectionMissingError, PermissionDeniedError
 from chathistory.testing import numbered_records
@@ -86,6 +87,33 @@ def test_any_writers_insert_is_counted(
         connection.execute(catalog.statements.insert, [*rows, {
             "session_hash": sql.session_hash("s"), "session_id": "s", "message": None}])
     assert catalog.session_summaries(["s"])["s"].messages == 3
+
+
+def test_a_new_sessions_first_append_waits_for_no_other_new_sessions(
+    catalog: SQLAlchemyCatalogBackend, mysql_url: str
+) -> None:
+    """Two writers (plain SQL) each append a new session's first messages, the first one's
+    transaction still open: the second does not wait for it (it would fail at its lock
+    wait timeout, 1 s). The trigger's upsert inserts an entry without locking the gap of
+    the index it goes into. An UPDATE first, upserting only where it found no entry,
+    locks that gap: then the second writer waits for the first's commit, and writers
+    racing to append new sessions deadlock (benchmarks/bench_trigger_cost.py: 5 and 37
+    deadlocks in 800 appends, four writers appending to each new session at once)."""
+    statements = catalog.statements
+    engine = create_engine(mysql_url)
+    try:
+        with engine.connect() as first, engine.connect() as second:
+            second.execute(text("SET SESSION innodb_lock_wait_timeout = 1"))
+            second.commit()
+            with first.begin():
+                first.execute(statements.insert, statements.rows("new-1", ["{}", "{}"]))
+                with second.begin():
+                    second.execute(statements.insert, statements.rows("new-2", ["{}"]))
+    finally:
+        engine.dispose()
+    entries = catalog.session_summaries(["new-1", "new-2"])
+    assert {session: entry.messages for session, entry in entries.items()} == {
+        "new-1": 2, "new-2": 1}
 
 
 def test_a_table_of_version_2_is_upgraded_and_then_counts_each_message_once(
