@@ -99,6 +99,16 @@ def test_title_and_owner_set_a_sessions_catalog_entry(path: str) -> None:
     assert "b0" in ids(run("sessions", "--owner", "ada", "-o", f"path={path}").stdout)
 
 
+def test_clear_removes_the_entry_of_a_session_that_holds_no_message_yet(path: str) -> None:
+    # clear read only the messages: it said "no session" of a listed one, and kept it.
+    run("title", "draft", "Unsent", "-o", f"path={path}")
+    cleared = run("clear", "draft", "-o", f"path={path}")
+    assert (cleared.returncode, cleared.stderr) == (0, "cleared session 'draft'\n")
+    assert "draft" not in ids(run("sessions", "--newest", "-o", f"path={path}").stdout)
+    nobody = run("clear", "draft", "-o", f"path={path}")
+    assert nobody.stderr == "no session 'draft': it holds no messages, nothing was deleted\n"
+
+
 def test_metadata_merges_key_by_key_or_replaces_from_the_command_line(path: str) -> None:
     merged = run("metadata", "a2", "tier=3", "note=hello world", "-o", f"path={path}")
     assert merged.stdout == ('a2: metadata {"plan": "pro", "tier": 3, "note": "hello world"}'

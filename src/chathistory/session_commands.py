@@ -27,7 +27,12 @@ from chathistory.capabilities import (
     SessionInfo,
     TracksWriteTimes,
 )
-from chathistory.catalog import SessionSummary, list_conversations, require_catalog
+from chathistory.catalog import (
+    KeepsCatalog,
+    SessionSummary,
+    list_conversations,
+    require_catalog,
+)
 from chathistory.errors import CapabilityMissingError, ChatHistoryError, CollectionMissingError
 from chathistory.history import DEFAULT_BACKEND
 from chathistory.registry import default_registry
@@ -400,11 +405,14 @@ def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: 
 @click.argument("session_id", type=TEXT)
 @backend_options
 def clear(session_id: str, backend: str, option_pairs: tuple[str, ...]) -> None:
-    """Delete every message of SESSION_ID (and no other session's)."""
+    """Delete every message of SESSION_ID, and its catalog entry (no other session's)."""
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
-            held = store.fetch(session_id, limit=1)
+            # A catalog keeps an entry for a session given a title before its first message.
+            held = bool(store.fetch(session_id, limit=1)) or (
+                isinstance(store, KeepsCatalog)
+                and session_id in store.session_summaries([session_id]))
             if held:
                 store.clear(session_id)
         finally:
