@@ -31,7 +31,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from chathistory import BackendUnavailableError, ChatHistoryError
+from chathistory import BackendUnavailableError, ChatHistoryError, PermissionDeniedError
 from chathistory.cli import main
 from chathistory.testing import (
     HOSTILE_SESSION_IDS,
@@ -553,3 +553,58 @@ def test_a_cluster_erasure_failing_midway_is_not_repeated(
         assert backend.list_sessions() == []
     finally:
         client.close()
+
+
+@contextmanager
+def user_without_scripts_on(node_port: int, cluster_ports: list[int]) -> Iterator[tuple[str, str]]:
+    """Within the block, an ACL user (its name and password) with every right on every node
+    but ``node_port``'s, where it may run no script: ACLs are per node on a cluster."""
+    name, password = "eraser", "eraser-password"
+    for port in cluster_ports:
+        with redis.Redis(port=port) as admin:
+            admin.acl_setuser(name, enabled=True, passwords=[f"+{password}"], keys=["*"],
+                              commands=["+@all", *(["-evalsha", "-eval"]
+                                                   if port == node_port else [])])
+    try:
+        yield name, password
+    finally:
+        for port in cluster_ports:
+            with redis.Redis(port=port) as admin:
+                admin.acl_deluser(name)
+
+
+def test_a_cluster_erasure_refused_midway_says_what_ran_and_that_a_rerun_finishes_it(
+        cluster: redis.RedisCluster, cluster_ports: list[int]) -> None:
+    setup = RedisBackend.from_options(client=cluster, key_prefix="erase-refused")
+    first, second = _two_sessions_apart(cluster, setup)
+    setup.append_many({first: numbered_records(2), second: numbered_records(1)})
+    refusing = cluster.get_node_from_key(setup.key(second)).port
+    with user_without_scripts_on(refusing, cluster_ports) as (user, password):
+        client = redis.RedisCluster(host="127.0.0.1", port=cluster_ports[0], username=user,
+                                    password=password)
+        try:
+            backend = RedisBackend.from_options(client=client, key_prefix="erase-refused")
+            with pytest.raises(PermissionDeniedError) as caught:
+                backend.erase_sessions([first, second])
+        finally:
+            client.close()
+    message = str(caught.value)
+    assert "1 of 3 deleting scripts ran" in message  # the first session is gone already
+    assert "run again finishes it" in message
+    assert f"127.0.0.1:{refusing}" in message and "evalsha" in message  # what to fix
+    assert setup.fetch(first) == []
+    assert setup.erase_sessions([first, second]).messages == 1  # the rerun finishes it
+    assert setup.list_sessions() == []
+
+
+def test_a_cluster_append_many_refused_midway_says_which_were_appended(
+        cluster: redis.RedisCluster) -> None:
+    backend = RedisBackend.from_options(client=cluster, key_prefix="many-refused")
+    first, second = _two_sessions_apart(cluster, backend)
+    cluster.set(backend.key(second), "not a list")
+    with pytest.raises(ChatHistoryError) as caught:
+        backend.append_many({first: numbered_records(2), second: numbered_records(1)})
+    message = str(caught.value)
+    assert "1 of 2 sessions were appended" in message  # a rerun would append it twice
+    assert "WRONGTYPE" in message
+    assert backend.fetch(first) == numbered_records(2)

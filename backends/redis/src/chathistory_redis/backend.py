@@ -15,7 +15,6 @@ from itertools import chain
 from typing import Any, ClassVar, TypeVar
 
 from chathistory import (
-    BackendUnavailableError,
     BaseBackend,
     ChatHistoryError,
     Operation,
@@ -434,18 +433,18 @@ class RedisBackend(BaseBackend):
     def _each_once(self, commands: list[ks.Command], done: str, once: type[ks.Once]
                    ) -> Operation[list[Any]]:
         """Send ``commands`` in turn, each as ``once``; their replies. A failure after the
-        first is not retried either, since retrying would run the first again: it says how
-        many ``done``."""
+        first, transient or not, is not retried either, since retrying would run the first
+        again: the error says how many ``done``."""
         replies: list[Any] = []
         for command in commands:
             try:
                 replies.append((yield once(command)))
             except Exception as error:
-                if replies and self.driver.is_transient(error, write=True):
-                    raise BackendUnavailableError(
-                        f"backend 'redis' ({self.driver.where}): {len(replies)} of "
-                        f"{len(commands)} {done}, then {type(error).__name__}: {error}"
-                    ) from error
+                if replies:
+                    from chathistory_redis.errors import after_some_done  # (loaded with redis-py)
+
+                    raise after_some_done(error, f"{len(replies)} of {len(commands)} {done}",
+                                          where=self.driver.where) from error
                 raise
         return replies
 

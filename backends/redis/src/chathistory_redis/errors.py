@@ -31,8 +31,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chathistory import BackendUnavailableError, ChatHistoryError, PermissionDeniedError
 
-__all__ = ["ReplyLostError", "cluster_node", "is_transient", "never_sent", "reply_lost",
-           "translate"]
+__all__ = ["ReplyLostError", "after_some_done", "cluster_node", "is_transient", "never_sent",
+           "reply_lost", "translate"]
 
 _REFUSED_CREDENTIALS = (AuthenticationError, AuthorizationError, NoPermissionError)
 # A cluster that refused the command (CLUSTERDOWN, TRYAGAIN; redirected more times than
@@ -48,10 +48,6 @@ class ReplyLostError(BackendUnavailableError):
     """The connection failed after a write was sent (an append: Redis stored all of it or
     none of it). Not repeated, since Redis may have run it. Its ``__cause__`` is redis-py's
     error."""
-
-    def __init__(self, where: str, error: RedisError, lost: str) -> None:
-        super().__init__(f"backend 'redis' ({where}): the connection was lost after {lost}: "
-                         f"{type(error).__name__}: {error}")
 
 
 def never_sent(error: BaseException) -> bool:
@@ -75,7 +71,8 @@ def reply_lost(where: str, once: str | None, errors: tuple[type[RedisError], ...
         yield
     except errors as error:
         if once is not None and not isinstance(error, BusyLoadingError):
-            raise ReplyLostError(where, error, once) from error
+            raise ReplyLostError(f"backend 'redis': the connection to {where} was lost after "
+                                 f"{once}: {type(error).__name__}: {error}") from error
         raise
 
 
@@ -99,6 +96,19 @@ def is_transient(error: BaseException) -> bool:
     node serves); not refused credentials, nor :class:`ReplyLostError`."""
     return ((isinstance(error, _LOST) and not isinstance(error, _REFUSED_CREDENTIALS))
             or isinstance(error, _CLUSTER_UNAVAILABLE))
+
+
+def after_some_done(error: BaseException, done: str, *, where: str) -> BaseException:
+    """``error``, raised once ``done`` ("1 of 2 sessions were appended"), as the chathistory
+    error :func:`translate` makes of it (``ReplyLostError`` kept), saying ``done`` first:
+    the caller raises it instead of retrying, which would do those again."""
+    translated = translate(error, where=where)
+    for kind in (ReplyLostError, PermissionDeniedError, BackendUnavailableError,
+                 ChatHistoryError):
+        if isinstance(translated, kind):
+            said = str(translated).removeprefix("backend 'redis': ")
+            return kind(f"backend 'redis': {done}, then {said}")
+    return translated
 
 
 def translate(error: BaseException, *, where: str) -> BaseException:
