@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 import redis
 from chathistory_redis import RedisBackend
+from chathistory_redis.backend import PRUNE_BATCH
 from chathistory_redis.keyspace import index_keys
 from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage, message_to_dict, messages_from_dict
 
-from chathistory import get_backend
+from chathistory import ChatHistoryError, get_backend
 from chathistory.capabilities import SessionInfo
 from chathistory.cli import main
 from chathistory.testing import numbered_records, run_without_blocking, sample_messages
@@ -134,6 +135,27 @@ def test_prune_deletes_each_session_with_its_index_entry(make_backend: MakeBacke
     assert backend.delete_sessions_before(cutoff) == 1200
     assert raw.zrange(by_id, 0, -1) == [b"new"] and raw.zrange(by_time, 0, -1) == [b"new"]
     assert _ids(backend) == ["new"]
+
+
+def test_a_prune_failing_after_a_batch_says_how_many_sessions_it_pruned(
+        make_backend: MakeBackend, raw: redis.Redis) -> None:
+    # Run again from the start, it would not count the batch it had deleted.
+    backend = make_backend()
+    backend.append_many({f"old-{number:03}": numbered_records(1)
+                         for number in range(PRUNE_BATCH + 1)})
+    last = backend.key(f"old-{PRUNE_BATCH:03}")  # the second batch, alone
+    raw.delete(last)
+    raw.set(last, "not a list")
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
+    with pytest.raises(ChatHistoryError) as caught:
+        backend.delete_sessions_before(tomorrow)
+    assert f"{PRUNE_BATCH} sessions were pruned, then" in str(caught.value)
+    assert "WRONGTYPE" in str(caught.value)
+    assert raw.zrange(backend.index_keys[0], 0, -1) == [f"old-{PRUNE_BATCH:03}".encode()]
+    assert not raw.exists(backend.key("old-000"))  # the first batch is gone
+    raw.delete(last)
+    assert backend.delete_sessions_before(tomorrow) == 0  # its entry, without messages
+    assert raw.zcard(backend.index_keys[0]) == 0
 
 
 def test_a_naive_cutoff_is_refused(make_backend: MakeBackend) -> None:

@@ -200,7 +200,8 @@ class RedisBackend(BaseBackend):
                                owner: str | None = None) -> Operation[int]:
         """Delete the sessions last updated before ``cutoff`` (of ``owner`` only, if given),
         with their catalog entries, :data:`PRUNE_BATCH` at a time as :meth:`erase_sessions`
-        does; return how many held messages."""
+        does; return how many held messages. A failure after a batch is not retried (the
+        prune, repeated, would not count that batch): it says how many sessions were pruned."""
         seconds = repr(check_cutoff(cutoff).timestamp())
         check_text("owner", owner)
         count = 0
@@ -212,13 +213,22 @@ class RedisBackend(BaseBackend):
             count = yield from self._unindexed_written_before(cutoff)
         by_time = self._index.by_time if owner is None else self._index.owned + _raw(owner)
         older = ("ZRANGEBYSCORE", by_time, "-inf", f"({seconds}", "LIMIT")
-        offset = 0
-        while ids := (yield (*older, offset, PRUNE_BATCH)):
-            count += (yield from self._erase(ids, dry_run, seconds))[2]
-            if dry_run:  # nothing deleted: the next batch is further on
-                offset += len(ids)
-            if len(ids) < PRUNE_BATCH:
-                break
+        offset = pruned = 0
+        try:
+            while ids := (yield (*older, offset, PRUNE_BATCH)):
+                sessions, _, held = yield from self._erase(ids, dry_run, seconds)
+                count, pruned = count + held, pruned + (0 if dry_run else sessions)
+                if dry_run:  # nothing deleted: the next batch is further on
+                    offset += len(ids)
+                if len(ids) < PRUNE_BATCH:
+                    break
+        except Exception as error:
+            if pruned:
+                from chathistory_redis.errors import after_some_done  # (loaded with redis-py)
+
+                raise after_some_done(error, f"{pruned} sessions were pruned",
+                                      where=self.driver.where) from error
+            raise
         return count
 
     @operation()
