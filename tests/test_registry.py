@@ -149,8 +149,15 @@ def test_load_plugins_variable_restricts_what_is_loaded(make_distribution: MakeD
     monkeypatch.setenv("CHATHISTORY_LOAD_PLUGINS", "fine")
     registry = Registry(GROUP)
     assert [info.name for info in registry.available()] == ["fine"]
-    with pytest.raises(BackendNotFoundError, match="installed backends: fine"):
+    # It said "no backend named 'broken'; installed backends: fine", of an installed one.
+    with pytest.raises(BackendNotFoundError) as left_out:
         registry.get_backend("broken")
+    assert str(left_out.value) == (
+        "backend 'broken' (from chathistory-broken) is installed but not loaded: "
+        "CHATHISTORY_LOAD_PLUGINS='fine' leaves it out (add it there, or unset the "
+        "variable); loaded backends: fine")
+    with pytest.raises(BackendNotFoundError, match="installed backends: fine"):
+        registry.get_backend("nowhere")
 
 
 def test_importing_chathistory_scans_no_plugins() -> None:

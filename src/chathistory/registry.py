@@ -86,6 +86,10 @@ class Registry:
         self._manager: pluggy.PluginManager | None = None
         self._plugins: dict[str, _Plugin] = {}
         self._substitutes: dict[str, Callable[[str, BackendConfig], Backend]] = {}
+        # Installed backends that CHATHISTORY_LOAD_PLUGINS left out, by their distribution,
+        # and its value then (the scan is once; the environment may change since).
+        self._left_out: dict[str, str] = {}
+        self._load_plugins = ""
 
     def _scan(self) -> pluggy.PluginManager:
         with self._lock:
@@ -94,11 +98,13 @@ class Registry:
             manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
             manager.add_hookspecs(hookspecs)
             allowed = _allowed_names()
+            self._load_plugins = os.environ.get(LOAD_PLUGINS_VARIABLE, "")
             claims: dict[str, dict[str, EntryPoint]] = {}
             installed: set[str] = set()
             for entry_point in entry_points(group=self.entry_point_group):
                 installed.add(entry_point.name)
                 if allowed is not None and entry_point.name not in allowed:
+                    self._left_out[entry_point.name] = _distribution_of(entry_point)[0]
                     continue
                 distribution, _ = _distribution_of(entry_point)
                 # One distribution can be seen twice on sys.path (say, an
@@ -161,6 +167,10 @@ class Registry:
         """No backend ``name``: the closest installed names, or where one would come from."""
         installed = sorted(self._plugins)
         listed = ", ".join(installed) or "none"
+        if name in self._left_out:
+            return (f"backend {name!r} (from {self._left_out[name]}) is installed but not "
+                    f"loaded: {LOAD_PLUGINS_VARIABLE}={self._load_plugins!r} leaves it out (add it "
+                    f"there, or unset the variable); loaded backends: {listed}")
         close = difflib.get_close_matches(name, installed, n=3, cutoff=0.6)
         if close:
             return (f"no backend named {name!r}; did you mean "
