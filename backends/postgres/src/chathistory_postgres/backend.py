@@ -172,15 +172,12 @@ class PostgresBackend(BaseBackend):
     @operation()
     def fetch_many(self, session_ids: Sequence[str]) -> Operation[dict[str, list[dict[str, Any]]]]:
         """Every record of each session that has any, oldest first: one statement."""
-        texts = yield from self._fetch_many_text(session_ids)
+        texts = yield from PostgresBackend.fetch_many_text.steps(self, session_ids)
         return {session: self._sql.records_from_texts(some) for session, some in texts.items()}
 
     @operation()
     def fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         """:meth:`fetch_many`, each record as its JSON text (as the table prints it)."""
-        return (yield from self._fetch_many_text(session_ids))
-
-    def _fetch_many_text(self, session_ids: Sequence[str]) -> Operation[dict[str, list[str]]]:
         given = self._given(session_ids)
         rows = (yield self.statements.select_many, (list(given),)) if given else []
         return self._sql.texts_by_session(rows, given)
