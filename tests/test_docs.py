@@ -11,6 +11,7 @@ from typing import Any
 import click
 import pytest
 
+import chathistory.testing
 from chathistory import ChatHistory, ChatHistoryMiddleware, get_backend, history_factory
 from chathistory.cli import main
 from chathistory.history import DEFAULT_BACKEND
@@ -223,3 +224,8 @@ def test_the_readmes_first_screen_says_what_why_and_the_two_commands() -> None:
                    "RunnableWithMessageHistory", "2.0", "SqliteSaver"):
         assert needed in first_screen, needed
     assert first_screen.index("make demo") < first_screen.index("## ")
+
+
+def test_the_testing_page_names_every_export_of_chathistory_testing() -> None:
+    table = (ROOT / "docs" / "testing.md").read_text().split("also exports")[1]
+    assert set(chathistory.testing.__all__) <= set(re.findall(r"`(\w+)[`(]", table))
