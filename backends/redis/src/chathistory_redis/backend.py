@@ -69,10 +69,9 @@ def _same(stored: Any, wanted: MetadataValue) -> bool:
 
 
 def _action(value: str | Unchanged | None) -> tuple[str, bytes | str]:
-    """An owner or title as the UPDATE script takes it: what to do, and the value."""
-    if isinstance(value, Unchanged):
-        return "keep", ""
-    return ("clear", "") if value is None else ("set", _raw(value))
+    """An owner or title as the UPDATE script takes it: what to do, and the value ('' for
+    none: never an owner's or a title's, which are not empty)."""
+    return ("keep", "") if isinstance(value, Unchanged) else ("set", _raw(value or ""))
 
 
 class RedisBackend(BaseBackend):
@@ -307,10 +306,9 @@ class RedisBackend(BaseBackend):
             if len(summaries) < batch:
                 break
             position = [summaries[-1][1], _text(reply[0][-1])]
-        if len(found) <= limit:
-            return SummaryPage([summary for summary, _ in found], None)
+        more = len(found) > limit  # the cursor is the last shown's position
         return SummaryPage([summary for summary, _ in found[:limit]],
-                           write_cursor(found[limit - 1][1], newest_first))
+                           write_cursor(found[limit - 1][1], newest_first) if more else None)
 
     @operation()
     def session_summaries(self, session_ids: Sequence[str]
@@ -372,7 +370,6 @@ class RedisBackend(BaseBackend):
             yield ks.evalsha(ks.RESTORE, self._catalog,
                              [self._owned, *entries[start:start + 6 * INDEX_BATCH]])
 
-
     def _read_summaries(self, session_ids: Sequence[str]
                         ) -> Operation[dict[str, SessionSummary]]:
         ids = check_session_ids(session_ids)
@@ -409,8 +406,7 @@ class RedisBackend(BaseBackend):
             if not seconds or not (int(count) or int(is_kept)):
                 found.append((None, seconds))
                 continue
-            updated = _time(seconds)
-            assert updated is not None
+            updated = datetime.fromtimestamp(float(seconds), UTC)
             found.append((SessionSummary(
                 _text(id_), _text(owner) or None, _text(title) or None,
                 json.loads(meta) if meta else {}, _time(made) or updated, updated,

@@ -128,17 +128,14 @@ class RedisDriver(Driver[Any, Any, Any]):
     # -- sync ------------------------------------------------------------------------------
 
     def connection(self, call: Call) -> AbstractContextManager[Any]:
-        return nullcontext(self._sync_client())  # each command takes a connection of its own
-
-    def _sync_client(self) -> Any:
-        client = self.client
+        client = self.client  # each command takes a connection of its own
         if client is None:  # cluster: build the RedisCluster now, connecting to the seed
             with self._building:
                 if self.client is None:
                     self.client = redis.RedisCluster.from_url(
                         self.config.url.get_secret_value(), **cluster_options(self.config))
                 client = self.client
-        return client
+        return nullcontext(client)
 
     def send(self, client: Any, request: Any) -> Any:
         try:

@@ -438,13 +438,13 @@ end
 return describe(ids, times)
 """)
 
-# The index's slot. KEYS: the catalog's. ARGV: owned, session id, owner action ('keep',
-# 'set', 'clear'), owner, title action, title, metadata action ('keep', 'set', or 'merged':
-# set if what it was merged from is still stored), the metadata's text ('' for none), the
-# text it was merged from, '1' to set an owner or title
-# only where none is. Returns 0, writing nothing, when the metadata changed since it was
-# read (the caller merges again), else 1. A session the catalog does not know gets an
-# entry created now; no time moves.
+# The index's slot. KEYS: the catalog's. ARGV: owned, session id, owner action ('keep' or
+# 'set'), owner ('' for none), title action, title, metadata action ('keep', 'set', or
+# 'merged': set if what it was merged from is still stored), the metadata's text ('' for
+# none), the text it was merged from, '1' to set an owner or title only where none is.
+# Returns 0, writing nothing, when the metadata changed since it was read (the caller
+# merges again), else 1. A session the catalog does not know gets an entry created now;
+# no time moves.
 UPDATE = Script(_NOW + _CATALOG + """
 local id = ARGV[2]
 if ARGV[7] == 'merged' and (redis.call('HGET', METADATA, id) or '') ~= ARGV[9] then
@@ -456,11 +456,9 @@ local only_if_unset = ARGV[10] == '1'
 local old = redis.call('HGET', OWNERS, id)
 if ARGV[3] ~= 'keep' and not (only_if_unset and old) then
   if old then redis.call('ZREM', OWNED .. old, id) end
-  if ARGV[3] == 'set' then
-    redis.call('HSET', OWNERS, id, ARGV[4])
+  set_or_delete(OWNERS, id, ARGV[4])
+  if ARGV[4] ~= '' then
     redis.call('ZADD', OWNED .. ARGV[4], redis.call('ZSCORE', BY_TIME, id), id)
-  else
-    redis.call('HDEL', OWNERS, id)
   end
 end
 if ARGV[5] ~= 'keep' and not (only_if_unset and redis.call('HEXISTS', TITLES, id) == 1) then
