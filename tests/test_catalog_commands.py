@@ -160,6 +160,8 @@ def test_erase_counts_asks_and_deletes_one_owners_sessions_only(path: str) -> No
     (["erase", "s", "--owner", "ada"], "name an --owner or SESSION_IDS"),
     (["sessions", "--owner", "ada", "--after", "x"], "pages with --cursor"),
     (["sessions", "--cursor", "garbage"], "not a listing cursor"),
+    # Both orders listed by the last one given, silently.
+    (["sessions", "--oldest", "--newest"], "--newest and --oldest: give one of them"),
     (["sessions", "--where", "plan"], "is not KEY=VALUE"),
     # An empty --owner (an unset shell variable) would list everyone's sessions.
     (["sessions", "--owner", ""], "'--owner': must not be empty"),

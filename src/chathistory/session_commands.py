@@ -350,16 +350,14 @@ def _list_catalog(store: Backend, owner: str | None, newest_first: bool,
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=None,
               help="Show at most N sessions.")
 @owner_option("Only this owner's sessions (catalog).")
-@click.option("--newest", "order", flag_value="newest", default=None,
-              help="Most recently updated first (catalog).")
-@click.option("--oldest", "order", flag_value="oldest", help="Least recently updated first "
-                                                              "(catalog).")
+@click.option("--newest", is_flag=True, help="Most recently updated first (catalog).")
+@click.option("--oldest", is_flag=True, help="Least recently updated first (catalog).")
 @click.option("--where", "where_pairs", type=TEXT, multiple=True, metavar="KEY=VALUE",
               help="Only sessions whose metadata holds KEY=VALUE (catalog). Repeatable.")
 @click.option("--cursor", default=None,
               help="Continue a listing where a limited one stopped (catalog).")
 def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: str | None,
-             limit: int | None, owner: str | None, order: str | None,
+             limit: int | None, owner: str | None, newest: bool, oldest: bool,
              where_pairs: tuple[str, ...], cursor: str | None) -> None:
     """List the stored sessions: id, message count and last write time. Creates nothing.
 
@@ -367,14 +365,16 @@ def sessions(backend: str, option_pairs: tuple[str, ...], as_json: bool, after: 
     catalog, by last update (newest first unless --oldest): id, messages,
     updated, owner, title. A limited listing ends with the --cursor of the next page.
     """
-    catalog = any((owner, order, where_pairs, cursor))
+    catalog = any((owner, newest, oldest, where_pairs, cursor))
     if catalog and after is not None:
         raise click.UsageError("--after pages by id; the catalog's listing pages with --cursor")
+    if newest and oldest:
+        raise click.UsageError("--newest and --oldest: give one of them")
     with failures_as_one_line():
         store = open_backend(backend, option_pairs)
         try:
             if catalog:
-                shown = _list_catalog(store, owner, order != "oldest", _where(where_pairs),
+                shown = _list_catalog(store, owner, not oldest, _where(where_pairs),
                                       limit, cursor, as_json)
                 if not shown:
                     click.echo("(no sessions)", err=True)
