@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+
 import psycopg
 import pytest
 from chathistory_postgres import PostgresBackend
@@ -15,7 +19,9 @@ from chathistory import (
     CollectionMissingError,
     PermissionDeniedError,
     RecordError,
+    get_backend,
 )
+from chathistory.testing import numbered_records
 
 LOST = psycopg.OperationalError("server closed the connection unexpectedly")
 
@@ -64,8 +70,38 @@ def test_translations_name_the_server_and_the_action() -> None:
 
 def test_catalog_writes_name_what_they_were_doing(backend: PostgresBackend) -> None:
     """An error of update_session, erase_sessions or restore_summaries says so, not "read"."""
-    for call, action in [(lambda: backend.update_session("s", title="t"), "update a session"),
-                         (lambda: backend.erase_sessions(["s"]), "erase sessions")]:
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: backend.update_session("s", title="t"), "update a session"),
+        (lambda: backend.erase_sessions(["s"]), "erase sessions")]
+    for call, action in calls:
         with pytest.raises(CollectionMissingError) as raised:
             call()  # the table was never created
         assert f"failed to {action} on " in str(raised.value)
+
+
+def test_a_failed_connect_is_retried_and_each_warning_names_the_server_and_cause(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was sent, so even an append is tried again. The core's warning for each
+    retry quotes the error the try raised: ours names the server as the options give it
+    (host:port/db, never the password). libpq's own text would not always: a connect
+    timeout reads only "connection timeout expired"."""
+    password = "s3cr3t-Pa55w0rd"
+    url = f"postgresql://postgres:{password}@127.0.0.1:1/test"  # nothing listens on port 1
+    backend = get_backend("postgres", conninfo=url)
+    caplog.set_level(logging.WARNING, logger="chathistory_postgres")
+    calls: list[Callable[[], object]] = [
+        lambda: backend.append("s", numbered_records(1)),
+        lambda: asyncio.run(backend.aappend("s", numbered_records(1))),
+    ]
+    for call in calls:
+        caplog.clear()
+        with pytest.raises(BackendUnavailableError,
+                           match=r"after 4 attempts: cannot connect to 127\.0\.0\.1:1/test: "):
+            call()
+        warnings = [record.getMessage() for record in caplog.records]
+        assert len(warnings) == 3, warnings
+        for warning in warnings:
+            assert "append failed on attempt" in warning
+            assert "cannot connect to 127.0.0.1:1/test: " in warning and "refused" in warning
+            assert password not in warning
+    backend.close()
