@@ -233,12 +233,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
                 f"backend 'sqlalchemy' keeps no session catalog for layout={config.layout!r} "
                 f"on {self.client.dialect.name}: only the 'chathistory' layout on "
                 "MySQL/MariaDB, SQLite and PostgreSQL does (build SQLAlchemyBackend instead)")
-
-    @property
-    def catalog(self) -> Catalog:
-        catalog = self.statements.catalog
-        assert catalog is not None, "built only where the catalog is kept"
-        return catalog
+        self.catalog: Catalog = self.statements.catalog
 
     @operation()
     def list_summaries(self, *, owner: str | None = None, newest_first: bool = True,

@@ -451,17 +451,14 @@ class Catalog:
         takes the entry's lock before InnoDB gives the statement its ids. Batches of
         several sessions upsert their entries first, counting nothing, to take every
         lock before any id, in one order."""
+        counts = {session_id: added for session_id, added in batches.items() if added}
         if self.trigger is not None:
-            sessions = [session_id for session_id, added in batches.items() if added]
-            if len(sessions) < 2:
+            if len(counts) < 2:
                 return None  # before reading the clock: every turn's append comes here
-            now = now_micros()
-            rows = [self.row(session_id, created_at=now, updated_at=now)
-                    for session_id in sessions]
-        else:
-            now = now_micros()
-            rows = [self.row(session_id, added=added, created_at=now, updated_at=now)
-                    for session_id, added in batches.items() if added]
+            counts = dict.fromkeys(counts, 0)  # the trigger counts each row
+        now = now_micros()
+        rows = [self.row(session_id, added=added, created_at=now, updated_at=now)
+                for session_id, added in counts.items()]
         # One order, so bulk writes of the same sessions never deadlock (then retried).
         rows.sort(key=lambda row: row["session_hash"])
         return (self.count, rows) if rows else None
