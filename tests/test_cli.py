@@ -58,6 +58,52 @@ def test_backends_marks_a_backend_that_fails_to_import_as_broken(tmp_path: Path)
     assert "Traceback" not in result.stderr
 
 
+def driverless_distribution(site: Path) -> dict[str, str]:
+    """A backend shaped as the shipped ones, installed without the driver it requires.
+
+    Its hook imports only the backend's module, which imports the driver in
+    ``__init__``, as chathistory-redis does: `pip install --no-deps`, or the
+    driver uninstalled since.
+    """
+    dist_info = site / "chathistory_driverless-0.2.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: chathistory-driverless\nVersion: 0.2\n"
+        "Requires-Dist: chathistory\nRequires-Dist: no-such-driver-dist>=1.0\n"
+        "Requires-Dist: no-such-test-tool; extra == 'test'\n")
+    (dist_info / "entry_points.txt").write_text(
+        "[chathistory.backends]\ndriverless = driverless_plugin\n")
+    (site / "driverless_plugin.py").write_text(
+        "from chathistory import BackendConfig, hookimpl\n\n"
+        "class DriverlessBackend:\n"
+        "    Config = BackendConfig\n\n"
+        "    def __init__(self, config):\n"
+        "        import no_such_driver_module\n\n"
+        "@hookimpl\n"
+        "def chathistory_backend():\n"
+        "    return DriverlessBackend\n")
+    return {"PYTHONPATH": str(site)}
+
+
+def test_a_backend_installed_without_its_driver_is_broken_and_says_what_to_install(
+        tmp_path: Path) -> None:
+    # backends said "ok", and a command on it ended in a ModuleNotFoundError traceback.
+    env = driverless_distribution(tmp_path / "site")
+    listed = run("backends", env=env)
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert rows["driverless"].endswith(
+        "broken: backend 'driverless' from chathistory-driverless cannot be used: it "
+        "requires no-such-driver-dist, which is not installed. Reinstall "
+        "chathistory-driverless with its dependencies."), listed.stdout
+    assert rows["sqlite"].endswith("  ok")
+    used = run("show", "s", "-b", "driverless", env=env)
+    assert (used.returncode, used.stdout) == (1, "")
+    assert used.stderr == (
+        "Error: backend 'driverless' from chathistory-driverless cannot be used: No module "
+        "named 'no_such_driver_module'. Reinstall chathistory-driverless with its "
+        "dependencies.\n")
+
+
 def test_an_unknown_name_in_load_plugins_is_a_one_line_warning() -> None:
     result = run("backends", env={"CHATHISTORY_LOAD_PLUGINS": "sqlite,sqlit"})
     assert result.returncode == 0, result.stderr

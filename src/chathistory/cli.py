@@ -72,7 +72,8 @@ def main() -> None:
 def backends(as_json: bool) -> None:
     """List the installed backends, their distributions, and whether each can be used.
 
-    A backend whose plugin or driver fails to import is marked broken, with the reason.
+    A backend whose plugin fails to import, or whose driver is not installed, is marked
+    broken, with the reason.
     """
     with _warnings_as_lines():
         rows = available_backends()
@@ -96,7 +97,7 @@ def _status(name: str, load_error: str | None) -> str:
     if load_error is not None:
         return f"broken: {load_error}"
     try:
-        default_registry.backend_class(name)
+        default_registry.check_requirements(name)
     except ChatHistoryError as exc:
         return f"broken: {exc}"
     return "ok"

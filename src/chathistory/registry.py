@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
 from typing import Any
 
 import pluggy
@@ -65,9 +66,37 @@ class _Plugin:
     info: BackendInfo
     error_class: type[ChatHistoryError] = BackendLoadError
     backend_class: type[Any] | None = None
+    requires: tuple[str, ...] = ()
+    """The distribution's requirements, as its metadata lists them."""
     # Serializes this plugin's first hook call (it imports the backend and its SDK), and
     # only this plugin's: a slow import never holds up the first use of another backend.
     loading: threading.Lock = field(default_factory=threading.Lock)
+
+
+# The name at the start of a requirement: "redis[hiredis]>=8.2" -> "redis".
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _missing(requires: tuple[str, ...]) -> list[str]:
+    """The unconditional requirements that no installed distribution meets, by name.
+
+    One with a marker (an extra's, a platform's) is not checked: it may not apply.
+    """
+    missing = []
+    for requirement in requires:
+        match = _REQUIREMENT_NAME.match(requirement)
+        if match is None or ";" in requirement:
+            continue
+        try:
+            distribution(match[1])
+        except PackageNotFoundError:
+            missing.append(match[1])
+    return missing
+
+
+def _unusable(name: str, distribution_name: str, reason: str) -> str:
+    return (f"backend {name!r} from {distribution_name} cannot be used: {reason}. "
+            f"Reinstall {distribution_name} with its dependencies.")
 
 
 def _distribution_of(entry_point: EntryPoint) -> tuple[str, str]:
@@ -141,7 +170,8 @@ class Registry:
                 f"plugin {entry_point.value!r} from {distribution} failed to load: "
                 f"{type(exc).__name__}: {exc}",
             ))
-        return _Plugin(BackendInfo(name, distribution, version))
+        requires = tuple(entry_point.dist.requires or []) if entry_point.dist else ()
+        return _Plugin(BackendInfo(name, distribution, version), requires=requires)
 
     def available(self) -> list[BackendInfo]:
         """Every backend found, with its distribution, version and load error if any."""
@@ -192,10 +222,7 @@ class Registry:
         try:
             found = implementations[0].function()
         except ImportError as exc:
-            raise BackendLoadError(
-                f"backend {name!r} from {info.distribution} cannot be used: {exc}. "
-                f"Reinstall {info.distribution} with its dependencies."
-            ) from exc
+            raise BackendLoadError(_unusable(name, info.distribution, str(exc))) from exc
         if not isinstance(found, type) or not hasattr(found, "Config"):
             raise BackendLoadError(
                 f"the chathistory_backend hook of {info.distribution} returned {found!r}, "
@@ -211,8 +238,28 @@ class Registry:
 
     def build(self, name: str, config: BackendConfig) -> Backend:
         """Build backend ``name`` from an already validated ``config``."""
-        backend: Backend = self.backend_class(name)(config)
+        backend_class = self.backend_class(name)
+        try:
+            # A backend imports its driver when built, so a missing one shows here.
+            backend: Backend = backend_class(config)
+        except ImportError as exc:
+            raise BackendLoadError(
+                _unusable(name, self._plugins[name].info.distribution, str(exc))) from exc
         return backend
+
+    def check_requirements(self, name: str) -> None:
+        """Raise :class:`BackendLoadError` if backend ``name`` cannot be built for want
+        of a distribution its own requires (its driver, installed with ``--no-deps`` or
+        uninstalled since). Reads installed metadata only: it imports nothing.
+        """
+        self.backend_class(name)
+        plugin = self._plugins[name]
+        missing = _missing(plugin.requires)
+        if missing:
+            which = "which is" if len(missing) == 1 else "which are"
+            raise BackendLoadError(_unusable(
+                name, plugin.info.distribution,
+                f"it requires {', '.join(missing)}, {which} not installed"))
 
     def substitute(self, name: str, config: BackendConfig) -> Backend | None:
         """The stand-in for backend ``name`` while one is active (the fake swap), else None."""
