@@ -291,9 +291,12 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any, Any]):
                  summarize_every: int = 40, title: bool | Titler = False,
                  registry: Registry = default_registry, **options: Any) -> None:
         super().__init__()
+        if not isinstance(title, bool) and not callable(title):
+            raise TypeError("title must be True, False or a function of the first run's "
+                            f"messages, not {type(title).__name__}")
         self.titler: Titler | None = (first_human_title if title is True
                                       else title if callable(title) else None)
-        self.window = check_limit(window)
+        self.window = check_limit(window, "window")
         if summarizer is not None and self.window is None:
             raise ValueError("a summarizer needs a window: it summarizes what is older than it")
         self.summarizer = (None if summarizer is None

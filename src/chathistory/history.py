@@ -49,12 +49,12 @@ def check_session_id(session_id: object) -> str:
     return check_unicode("session_id", session_id)
 
 
-def check_limit(limit: object) -> int | None:
-    """``limit`` if it is None or an int >= 0, else a ValueError saying why."""
+def check_limit(limit: object, name: str = "limit") -> int | None:
+    """``limit`` if it is None or an int >= 0, else a ValueError naming ``name``."""
     if limit is None:
         return None
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be None or an int >= 0, not {limit!r}")
+        raise ValueError(f"{name} must be None or an int >= 0, not {limit!r}")
     return limit
 
 

@@ -234,8 +234,13 @@ def test_options_are_checked_when_the_middleware_is_built(tmp_path: Path) -> Non
         ChatHistoryMiddleware("sqlite", paht=str(tmp_path / "x.db"))
     with pytest.raises(TypeError, match="backend options go with a backend name"):
         ChatHistoryMiddleware(MemoryBackend(), path="x")
-    with pytest.raises(ValueError, match="limit must be None or an int"):
+    # The error named "limit", an argument the middleware does not have.
+    with pytest.raises(ValueError, match=r"^window must be None or an int >= 0, not -1$"):
         ChatHistoryMiddleware(MemoryBackend(), window=-1)
+    # A title that is neither a flag nor a function was ignored: no title, and no word.
+    with pytest.raises(TypeError, match=r"^title must be True, False or a function of the "
+                                        r"first run's messages, not str$"):
+        ChatHistoryMiddleware(MemoryBackend(), title="yes")  # type: ignore[arg-type]
 
 
 def test_a_named_backend_is_built_once_and_closed_by_the_middleware(
