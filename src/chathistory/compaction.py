@@ -22,6 +22,7 @@ from langchain_core.messages import (
     get_buffer_string,
     message_to_dict,
 )
+from langchain_core.runnables import Runnable
 
 __all__ = [
     "DEFAULT_SUMMARY_PROMPT",
@@ -95,6 +96,10 @@ class Summarizer:
     prompt: str = DEFAULT_SUMMARY_PROMPT
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, Runnable):
+            raise TypeError("summarizer must be a chat model (or a Runnable that answers "
+                            f"messages, such as model.with_retry()), not "
+                            f"{type(self.model).__name__}")
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ValueError(f"summarize_every must be an int >= 1, not {self.every!r}")
 

@@ -125,6 +125,12 @@ def test_compaction_needs_a_window_and_a_sensible_every() -> None:
         ChatHistoryMiddleware(MemoryBackend(), summarizer=model)
     with pytest.raises(ValueError, match="summarize_every must be an int >= 1"):
         ChatHistoryMiddleware(MemoryBackend(), window=4, summarizer=model, summarize_every=0)
+    # A model's name was taken, and failed with an AttributeError at the first summary,
+    # turns after the middleware was built.
+    with pytest.raises(TypeError, match=r"^summarizer must be a chat model .* not str$"):
+        ChatHistoryMiddleware(MemoryBackend(), window=4,
+                              summarizer="gpt-4o")  # type: ignore[arg-type]
+    ChatHistoryMiddleware(MemoryBackend(), window=4, summarizer=model.with_retry())  # type: ignore[arg-type]
 
 
 @pytest.fixture
