@@ -141,6 +141,34 @@ def test_a_strict_integer_option_takes_its_text_form() -> None:
     assert config.model_dump() == {"ttl": 600, "keep": True}
 
 
+def test_an_option_that_takes_a_python_object_says_text_cannot_give_it() -> None:
+    # It said "option 'client' must be a redis.Redis or redis.RedisCluster, not str", or
+    # "Input should be callable": what to pass, but not that a command line cannot.
+    from collections.abc import Callable
+
+    from chathistory.backend import BackendConfig, validate_options
+    from chathistory.errors import ConfigError
+
+    class Config(BackendConfig):
+        client: Any = None
+        make_id: Callable[[], str] | None = None
+        connect_args: dict[str, Any] = Field(default_factory=dict)
+        url: str | None = None
+
+    with pytest.raises(ConfigError) as given_as_text:
+        validate_options("x", Config, {"client": "c", "make_id": "uuid4", "url": "u"},
+                         from_strings=True)
+    assert str(given_as_text.value) == (
+        "backend 'x': option 'client' takes a Python object, which text cannot give (pass "
+        "it from Python code; on the command line, give the options it is made from); "
+        "option 'make_id' takes a Python object, which text cannot give (pass it from "
+        "Python code; on the command line, give the options it is made from)")
+    with pytest.raises(ConfigError, match="option 'connect_args' takes a Python object"):
+        validate_options("x", Config, {"connect_args": "{}"}, from_strings=True)
+    assert validate_options("x", Config, {"client": object()}).client is not None
+    assert validate_options("x", Config, {"url": "u"}, from_strings=True).url == "u"
+
+
 def test_show_limit_zero_says_how_many_it_did_not_show(tmp_path: Path) -> None:
     path = str(tmp_path / "chat.sqlite3")
     ChatHistory("s", backend="sqlite", path=path).add_messages(

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import types
 import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, Self, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Protocol,
+    Self,
+    Union,
+    get_args,
+    get_origin,
+    runtime_checkable,
+)
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
@@ -93,6 +105,13 @@ def validate_options(name: str, config_class: type[BackendConfig], options: Mapp
     itself: a ``ValueError("option 'conninfo' is required, unless ...")`` it
     raises reads ``backend 'postgres': option 'conninfo' is required, ...``.
     """
+    if from_strings:
+        objects = [option for option in options if _takes_an_object(config_class, option)]
+        if objects:
+            raise ConfigError(f"backend {name!r}: " + "; ".join(
+                f"option {option!r} takes a Python object, which text cannot give (pass it "
+                "from Python code; on the command line, give the options it is made from)"
+                for option in objects))
     try:
         if from_strings:
             return config_class.model_validate_strings(dict(options))
@@ -101,6 +120,24 @@ def validate_options(name: str, config_class: type[BackendConfig], options: Mapp
         problems = [_problem(config_class, error)
                     for error in exc.errors(include_input=False, include_url=False)]
         raise ConfigError(f"backend {name!r}: " + "; ".join(problems)) from None
+
+
+def _takes_an_object(config_class: type[BackendConfig], option: str) -> bool:
+    """Whether ``option`` (a field's name or alias) holds what no text converts to: a
+    client, a pool, a function, a dict."""
+    for field_name, info in config_class.model_fields.items():
+        if option in (field_name, info.alias):
+            return _is_object_type(info.annotation)
+    return False  # an unknown option: validation names it
+
+
+def _is_object_type(annotation: Any) -> bool:
+    if annotation is Any:
+        return True
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_is_object_type(arg) for arg in get_args(annotation))
+    return origin in (dict, Mapping, Callable)
 
 
 def _problem(config_class: type[BackendConfig], error: ErrorDetails) -> str:
