@@ -249,3 +249,42 @@ def test_one_owners_newest_page_is_an_index_range(sqlite_backend: SqliteBackend)
                                "message_store_sessions_owner_updated (owner=? AND "), plans[1]
     # All sessions, oldest first: the index read in order, stopped after the page.
     assert plans[2] == "SCAN message_store_sessions USING INDEX message_store_sessions_updated"
+
+
+def test_a_file_sql_chat_message_history_made_lists_exports_and_copies_as_it_is(
+        tmp_path: Path) -> None:
+    # Its table has no sessions table beside it: `chathistory sessions`, `export` and
+    # `copy` said "'chat.sqlite3' has no table 'message_store'", of a file that has one.
+    path = tmp_path / "chat.sqlite3"
+    record = json.dumps({"type": "human", "data": {"content": "hi"}})
+    with sqlite3.connect(path) as connection:  # the layout SQLChatMessageHistory makes
+        connection.execute("CREATE TABLE message_store (id INTEGER PRIMARY KEY, "
+                           "session_id TEXT NOT NULL, message TEXT NOT NULL)")
+        connection.executemany("INSERT INTO message_store (session_id, message) VALUES (?, ?)",
+                               [("b", record), ("a", record), ("b", record)])
+    connection.close()
+    run = [sys.executable, "-m", "chathistory"]
+    listed = subprocess.run([*run, "sessions", "-o", f"path={path}"], capture_output=True,
+                            text=True, check=False)
+    assert (listed.returncode, listed.stdout) == (0, "a\t1\t-\nb\t2\t-\n"), listed.stderr
+    exported = subprocess.run([*run, "export", "-o", f"path={path}"], capture_output=True,
+                              text=True, check=False)
+    assert exported.returncode == 0, exported.stderr
+    assert [json.loads(line)["session_id"] for line in exported.stdout.splitlines()] == [
+        "a", "b", "b"]
+    copied = subprocess.run([*run, "copy", "-o", f"path={path}", "--to", "sqlite", "-O",
+                             f"path={tmp_path / 'copy.sqlite3'}"], capture_output=True,
+                            text=True, check=False)
+    assert copied.stdout == "copied 3 messages in 2 sessions (0 already complete)\n", copied.stderr
+    newest = subprocess.run([*run, "sessions", "--newest", "-o", f"path={path}"],
+                            capture_output=True, text=True, check=False)
+    assert newest.returncode == 1
+    assert newest.stderr == (
+        f"Error: backend 'sqlite': the table 'message_store' in {str(path)!r} has no "
+        "session catalog yet (no table 'message_store_sessions', as in a file "
+        "langchain_community's SQLChatMessageHistory made); create_collection (any write "
+        "through ChatHistory) adds it in place (nothing was created)\n")
+    with sqlite3.connect(path) as connection:  # reading created nothing
+        assert connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
+                                  ).fetchall() == [("message_store",)]
+    connection.close()

@@ -224,6 +224,12 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
 
     def translate(self, error: BaseException, call: Call) -> BaseException:
         if isinstance(error, sqlite3.OperationalError):
+            if _no_sessions_table(error) and str(error).endswith(f"{self.table}_sessions"):
+                return CollectionMissingError(
+                    f"backend 'sqlite': the table {self.table!r} in {self.path!r} has no "
+                    f"session catalog yet (no table '{self.table}_sessions', as in a file "
+                    "langchain_community's SQLChatMessageHistory made); create_collection "
+                    "(any write through ChatHistory) adds it in place (nothing was created)")
             if "no such table" in str(error):
                 return CollectionMissingError(
                     f"backend 'sqlite': {self.path!r} has no table {self.table!r} "
@@ -344,6 +350,10 @@ class SqliteBackend(BaseBackend):
         self._delete_sql = f"DELETE FROM {table} WHERE session_id = ?"
         self._list_sql = (f"SELECT session_id, messages, last_write FROM {sessions} "
                           "WHERE session_id > ? AND messages > 0 ORDER BY session_id LIMIT ?")
+        # A table without the sessions table beside it: counted, its write times unknown.
+        self._list_uncounted_sql = (
+            f"SELECT session_id, count(*), NULL FROM {table} WHERE session_id > ? "
+            "GROUP BY session_id ORDER BY session_id LIMIT ?")
         self._last_write_sql = (f"SELECT last_write FROM {sessions} "
                                 "WHERE session_id = ? AND messages > 0")
         self._sessions = sessions
@@ -397,8 +407,13 @@ class SqliteBackend(BaseBackend):
     def list_sessions(self, *, after: str | None = None, limit: int = 100
                       ) -> Operation[list[SessionInfo]]:
         limit = check_limit(limit)
-        rows = yield (self._list_sql, (after or "", limit))
-        return [SessionInfo(session_id, messages, _time(written))
+        try:
+            rows = yield (self._list_sql, (after or "", limit))
+        except sqlite3.OperationalError as error:
+            if not _no_sessions_table(error):
+                raise
+            rows = yield (self._list_uncounted_sql, (after or "", limit))
+        return [SessionInfo(session_id, messages, None if written is None else _time(written))
                 for session_id, messages, written in rows]
 
     @operation()
@@ -498,9 +513,14 @@ class SqliteBackend(BaseBackend):
                           ) -> Operation[dict[str, SessionSummary]]:
         found: dict[str, SessionSummary] = {}
         for part in _parts(session_ids):
-            rows = yield from self._read_summaries(
-                f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
-                f"WHERE session_id IN ({', '.join('?' * len(part))})", tuple(part))
+            try:
+                rows = yield from self._read_summaries(
+                    f"SELECT {_SUMMARY_COLUMNS} FROM {self._sessions} "
+                    f"WHERE session_id IN ({', '.join('?' * len(part))})", tuple(part))
+            except sqlite3.OperationalError as error:
+                if not _no_sessions_table(error):
+                    raise
+                return {}  # no catalog yet, so no entries: an export writes the records
             found.update((row[0], _summary(row)) for row in rows)
         return found
 
@@ -565,6 +585,11 @@ class SqliteBackend(BaseBackend):
                        "last_write = excluded.last_write, created_at = excluded.created_at, "
                        "owner = excluded.owner, title = excluded.title, "
                        "metadata = excluded.metadata", rows)
+
+
+def _no_sessions_table(error: sqlite3.OperationalError) -> bool:
+    """A table made without the sessions table beside it (by SQLChatMessageHistory)."""
+    return str(error).startswith("no such table") and str(error).endswith("_sessions")
 
 
 def _time(seconds: float) -> datetime:
