@@ -4,6 +4,7 @@ index range."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -48,6 +49,19 @@ def test_langchain_postgres_writes_move_the_catalog(
         assert ours.session_summaries([session]) == {}
         assert list_conversations(ours, owner="ada").summaries == []
     ours.close()
+
+
+def test_a_session_titled_before_its_first_message_has_no_last_write(
+        backend: PostgresBackend) -> None:
+    """last_write reads the session's summary, which a title alone creates: until a message
+    is appended there is no write time (sync and async), then it is the summary's."""
+    backend.create_collection()
+    backend.update_session("titled-first", title="Trip")
+    assert backend.last_write("titled-first") is None
+    assert asyncio.run(backend.alast_write("titled-first")) is None  # type: ignore[attr-defined]
+    backend.append("titled-first", numbered_records(1))
+    summary = backend.session_summaries(["titled-first"])["titled-first"]
+    assert backend.last_write("titled-first") == summary.updated_at
 
 
 def test_an_append_rolled_back_with_the_apps_transaction_leaves_the_catalog_as_it_was(

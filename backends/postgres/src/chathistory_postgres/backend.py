@@ -148,12 +148,11 @@ class PostgresBackend(BaseBackend):
 
     @operation()
     def last_write(self, session_id: str) -> Operation[datetime | None]:
-        """When ``session_id`` last had rows inserted (UTC), or None if it has none."""
-        session = self._session(session_id)
-        counted = yield from self._has_sessions_table()
-        rows = yield ((self.statements.last_write if counted
-                       else self.statements.scan_last_write), (session,))
-        return rows[0][0].astimezone(UTC) if rows and rows[0][0] is not None else None
+        """When ``session_id`` last had rows inserted (UTC), or None if it has none: the
+        time of its summary (:meth:`session_summaries`), if that counts messages."""
+        summaries = yield from PostgresBackend.session_summaries.steps(self, [session_id])
+        summary = summaries.get(session_id)
+        return summary.updated_at if summary is not None and summary.messages else None
 
     @operation()
     def delete_sessions_before(self, cutoff: datetime, *, dry_run: bool = False,

@@ -164,8 +164,6 @@ STATEMENTS = {
                   "WHERE messages > 0 ORDER BY session_id LIMIT %s",
     "list_after": "SELECT session_id::text, messages, last_write FROM {sessions} "
                   "WHERE session_id > {session} AND messages > 0 ORDER BY session_id LIMIT %s",
-    "last_write": "SELECT last_write FROM {sessions} WHERE session_id = {session} "
-                  "AND messages > 0",
     "count_before": "SELECT count(*) FROM {sessions} WHERE last_write < %s",
     # The old sessions through the (owner,) last_write index, locked (a session written
     # meanwhile is checked again and kept), their rows through the (session_id, id)
@@ -178,8 +176,6 @@ STATEMENTS = {
     "scan_after": "SELECT s::text, count(*), max(created_at) FROM (SELECT session_id{to_c} "
                   "AS s, created_at FROM {table}) AS x WHERE s > {session} "
                   "GROUP BY s ORDER BY s LIMIT %s",
-    "scan_last_write": "SELECT max(created_at) FROM {table} WHERE session_id = {session} "
-                       "HAVING count(*) > 0",
     "exists": "SELECT to_regnamespace({schema_name}) IS NOT NULL, "
               "to_regclass({table_name}) IS NOT NULL, to_regclass({meta_name}) IS NOT NULL",
     "read_meta": "SELECT json_object_agg(key, value)::text FROM {meta}",
