@@ -119,7 +119,8 @@ def test_copy_copies_everything_checks_counts_and_reruns_as_a_no_op(
     second = run(*args, "--json")
     assert json.loads(second.stdout) == {"sessions": 5, "messages_written": 0,
                                          "already_complete": 5, "mismatched": [],
-                                         "summaries": 5, "summaries_dropped": 0}
+                                         "summaries": 5, "summaries_dropped": 0,
+                                         "missing": []}
 
 
 def test_a_copy_killed_midway_is_finished_by_a_rerun_without_duplicates(tmp_path: Path
@@ -245,6 +246,19 @@ def test_export_names_the_ids_that_hold_nothing(source: Path) -> None:
     two = run("export", "nobody", "zed", "-o", f"path={source}")
     assert two.stderr.splitlines() == ["no sessions 'nobody', 'zed': nothing exported for them",
                                        "exported 0 messages in 0 sessions"]
+
+
+def test_copy_names_the_ids_that_hold_nothing_and_does_not_count_them(
+        source: Path, tmp_path: Path) -> None:
+    # It said "copied 3 messages in 2 sessions" of s00001 and an id the source never held.
+    target = ["--to", "sqlite", "-O", f"path={tmp_path / 'target.sqlite3'}"]
+    result = run("copy", "s00001", "nobody", "-o", f"path={source}", *target)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "copied 3 messages in 1 session (0 already complete)\n"
+    assert result.stderr == "no session 'nobody': nothing copied for it\n"
+    as_json = json.loads(run("copy", "nobody", "zed", "-o", f"path={source}", *target,
+                             "--json").stdout)
+    assert (as_json["sessions"], as_json["missing"]) == (0, ["nobody", "zed"])
 
 
 def test_export_into_a_reader_that_stops_ends_quietly(tmp_path: Path) -> None:

@@ -455,10 +455,8 @@ def export_command(session_ids: tuple[str, ...], backend: str, option_pairs: tup
                               ensure_ascii=False),
                    err=output.name == "<stdout>")
         return
-    if session_ids and report.missing:
-        click.echo(f"no {'session' if len(report.missing) == 1 else 'sessions'} "
-                   f"{', '.join(map(repr, report.missing))}: nothing exported for "
-                   f"{'it' if len(report.missing) == 1 else 'them'}", err=True)
+    if session_ids:
+        _say_missing(report.missing, "exported")
     click.echo(f"exported {plural(report.lines, 'message')} in "
                f"{plural(report.sessions, 'session')}", err=True)
 
@@ -545,6 +543,8 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
     different = sorted(session for session in ids if expected[session] != found[session])
     report.mismatched = sorted({*report.mismatched, *different})
     _print_report("copied", report, as_json)
+    if not as_json:
+        _say_missing(report.missing, "copied")
     if different:
         click.echo(f"error: {plural(len(different), 'session')} "
                    f"{'differs' if len(different) == 1 else 'differ'} after the copy, e.g. "
@@ -552,6 +552,14 @@ def copy(session_ids: tuple[str, ...], backend: str, option_pairs: tuple[str, ..
                    f"source, {found[different[0]]} in the target", err=True)
     if report.mismatched:
         sys.exit(1)
+
+
+def _say_missing(missing: list[str], verb: str) -> None:
+    """Name, on stderr, the ids asked for that the source holds nothing of."""
+    if missing:
+        one = len(missing) == 1
+        click.echo(f"no {'session' if one else 'sessions'} {', '.join(map(repr, missing))}: "
+                   f"nothing {verb} for {'it' if one else 'them'}", err=True)
 
 
 def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk: int,
@@ -563,9 +571,12 @@ def _copy_with_progress(source: Backend, target: Backend, ids: list[str], chunk:
 
 def _print_report(verb: str, report: CopyReport, as_json: bool, source: str = "the source's",
                   remedy: str = "") -> None:
-    summary = {"sessions": report.sessions, "messages_written": report.messages,
-               "already_complete": report.complete, "mismatched": report.mismatched,
-               "summaries": report.summaries, "summaries_dropped": report.summaries_dropped}
+    summary: dict[str, Any] = {
+        "sessions": report.sessions, "messages_written": report.messages,
+        "already_complete": report.complete, "mismatched": report.mismatched,
+        "summaries": report.summaries, "summaries_dropped": report.summaries_dropped}
+    if verb == "copied":
+        summary["missing"] = report.missing
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False))
         return

@@ -97,6 +97,8 @@ class CopyReport:
         summaries: Catalog entries (owner, title, metadata, times) given to the target.
         summaries_dropped: Catalog entries the source had but the target
             cannot keep (it does not declare KeepsCatalog).
+        missing: Sessions a copy was asked for by id that the source holds
+            nothing of (no message, no catalog entry): not counted in ``sessions``.
     """
 
     sessions: int = 0
@@ -105,6 +107,7 @@ class CopyReport:
     mismatched: list[str] = field(default_factory=list)
     summaries: int = 0
     summaries_dropped: int = 0
+    missing: list[str] = field(default_factory=list)
 
 
 def iter_sessions(backend: Backend, *, after: str | None = None, page: int = 1000
@@ -376,6 +379,11 @@ def copy_sessions(source: Backend, target: Backend, session_ids: Sequence[str] |
 
     for part, (sources, summaries) in _read_ahead(read_with_summaries,
                                                  list(_chunks(ids, chunk))):
+        if session_ids is not None:
+            absent = [session_id for session_id in part
+                      if not sources.get(session_id) and session_id not in summaries]
+            report.missing += absent
+            report.sessions -= len(absent)
         written = _transfer(target, sources, summaries, report, write, as_text=as_text)
         if progress is not None:
             progress(len(part), written)
