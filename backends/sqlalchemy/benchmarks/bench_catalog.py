@@ -38,10 +38,22 @@ sizes taken in turn within each round:
   The four take turns in slices of 5, in an order shuffled each time.
 
 Next to page and erase, their floor on the same tables: **raw page**, the
-backend's own page statement run on a plain SQLAlchemy engine, and **raw
-erase**, one transaction of two statements (``DELETE`` of the owner's messages
-joined to their entries, then of the entries), so a ratio the backend misses
-can be told from one the database misses (InnoDB's buffer pool: 128 MB here).
+backend's own page statement run on a plain SQLAlchemy engine; **raw erase,
+our statements**, what one ``erase(owner=...)`` of ours sends (the listing of
+the owner's sessions and its rollback; the count, both ``DELETE`` statements by 200
+hashes and the commit; the listing that finds nothing left and its rollback),
+captured at each size and replayed on one DBAPI connection (PyMySQL: no pool,
+no ping, none of our code) for another owner, whose ids the replayed listing
+gives; and **raw erase, two DELETEs**, one transaction of two other statements
+(``DELETE`` of the owner's messages joined to their entries, then of the
+entries). So a ratio the backend misses can be told from one the database
+misses with the same statements (InnoDB's buffer pool: 128 MB here), and from
+one other statements would miss. The three erasures take turns in an order
+shuffled each time; the report gives their medians round by round, ours'
+ratio over its floor's, a 90% bootstrap interval of each ratio (how far it
+moves with the erasures a run happens to draw) and, on a private server, the
+server's CPU time an erasure (all its threads), which the machine's load
+stretches far less than the wall time.
 
 Ratios: large size / small size (target <= 1.3) and with / without the catalog
 (target <= 1.1), and that ratio over the raw turn's own (the floor); and the
@@ -80,6 +92,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -100,6 +113,7 @@ from langchain_core.messages import AIMessage, HumanMessage, message_to_dict
 from sqlalchemy import Engine, create_engine, event, make_url, text
 
 from chathistory import erase, list_conversations
+from chathistory.compaction import summary_session_id
 
 sys.path.append(str(Path(__file__).parents[1] / "tests"))
 from private_mariadb import PrivateServer  # in tests/: the tests use it too
@@ -114,6 +128,7 @@ TURN = [message_to_dict(HumanMessage("What is the capital of France?")),
 ADK_DATABASE = "chathistory_adk_bench"
 PAGE_TARGET = ERASE_TARGET = 1.3  # issue 19: large / small size
 TURN_TARGET = 1.1  # issue 19: with / without the catalog
+ERASERS = ("ours", "our statements", "two DELETEs")  # ours and its two floors
 SETTLE_LIMIT = 120.0  # seconds to wait for purge after the fill (other clients may write)
 
 
@@ -248,19 +263,28 @@ def wait_for_purge(admin: Engine, limit: float = SETTLE_LIMIT) -> str:
             f"{after.read_requests - before.read_requests:,} buffer-pool reads meanwhile")
 
 
-def cpu_waits(pid: int | str) -> dict[str, int]:
-    """Nanoseconds each thread of process ``pid`` (``"self"``: this one) has been ready to
-    run but waiting for a CPU (Linux's schedstat), by thread id; empty where unknown."""
-    waits: dict[str, int] = {}
+def schedstat(pid: int | str, column: int) -> dict[str, int]:
+    """A column of Linux's schedstat for each thread of process ``pid`` (``"self"``: this
+    one), by thread id: 0, the nanoseconds it has run on a CPU; 1, those it has been ready
+    to run but waiting for one. Empty where unknown."""
+    times: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for task in Path(f"/proc/{pid}/task").iterdir():
             with contextlib.suppress(OSError):  # a thread that has just ended
-                waits[task.name] = int((task / "schedstat").read_text().split()[1])
-    return waits
+                times[task.name] = int((task / "schedstat").read_text().split()[column])
+    return times
 
 
-def waited(before: dict[str, int], after: dict[str, int]) -> int:
-    """The nanoseconds waited for a CPU between two :func:`cpu_waits` of one process, by
+def cpu_waits(pid: int | str) -> dict[str, int]:
+    return schedstat(pid, 1)
+
+
+def cpu_times(pid: int | str) -> dict[str, int]:
+    return schedstat(pid, 0)
+
+
+def spent(before: dict[str, int], after: dict[str, int]) -> int:
+    """The nanoseconds between two :func:`schedstat` readings of one process, summed over
     the threads alive at both."""
     return sum(after[thread] - before[thread] for thread in before.keys() & after.keys())
 
@@ -270,14 +294,103 @@ def remaining(owners: int, erased: set[int]) -> list[int]:
     return sorted(set(range(owners)) - erased)
 
 
-def raw_erase(engine: Engine, table: str, owner: str) -> None:
+def erased_rows(backend: SQLAlchemyBackend, owner: str) -> int:
+    """``erase(backend, owner=owner)``: the sessions and messages its receipt counts."""
+    receipt = erase(backend, owner=owner)
+    return receipt.sessions + receipt.messages
+
+
+def raw_erase(engine: Engine, table: str, owner: str) -> int:
+    """The owner's messages and entries by two other statements: the rows deleted."""
     with engine.begin() as connection:
-        connection.execute(text(
+        messages = connection.execute(text(
             f"DELETE m FROM `{table}` m JOIN `{table}_sessions` s "
             "ON m.session_hash = s.session_hash WHERE s.owner_hash = SHA2(:owner, 256)"),
-            {"owner": owner})
-        connection.execute(text(f"DELETE FROM `{table}_sessions` "
-                                "WHERE owner_hash = SHA2(:owner, 256)"), {"owner": owner})
+            {"owner": owner}).rowcount
+        entries = connection.execute(text(f"DELETE FROM `{table}_sessions` "
+                                          "WHERE owner_hash = SHA2(:owner, 256)"),
+                                     {"owner": owner}).rowcount
+    return int(messages) + int(entries)
+
+
+class Ended(NamedTuple):
+    """A transaction's end among captured statements: ``commit`` or ``rollback``."""
+
+    how: str
+
+
+Sent = tuple[str, Any, bool] | Ended  # a statement (text, parameters, executemany), or an end
+
+
+class CapturedErase(NamedTuple):
+    """What one ``erase(owner=...)`` sent, and the owner's session ids it listed."""
+
+    owner: str
+    sent: list[Sent]
+    session_ids: list[str]  # oldest first, as the erasure lists them
+
+
+def sha256_hex(text_: str) -> str:
+    return hashlib.sha256(text_.encode()).hexdigest()
+
+
+def captured_erase(backend: SQLAlchemyBackend, owner: str) -> CapturedErase:
+    """What ``erase(backend, owner=owner)`` sends: its statements and transactions' ends."""
+    session_ids = [summary.session_id for summary in list_conversations(
+        backend, owner=owner, newest_first=False, limit=PER_OWNER).summaries]
+    sent: list[Sent] = []
+
+    def record(connection: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+               executemany: bool) -> None:
+        sent.append((statement, parameters, executemany))
+
+    listeners: list[tuple[str, Callable[..., None]]] = [
+        ("before_cursor_execute", record),
+        ("commit", lambda connection: sent.append(Ended("commit"))),
+        ("rollback", lambda connection: sent.append(Ended("rollback")))]
+    engine = backend.client.engine()
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        receipt = erase(backend, owner=owner)
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+    assert (receipt.sessions, receipt.messages) == (PER_OWNER, 2 * PER_OWNER)
+    return CapturedErase(owner, sent, session_ids)
+
+
+def replayed_erase(connection: Any, captured: CapturedErase, owner: str) -> int:
+    """``captured`` again on one DBAPI connection, for ``owner``: each value that names
+    the captured owner, one of its sessions or a session's summaries (their sha256) names
+    ``owner``'s instead, its session of the same place in the listing, the first
+    statement that holds the owner's hash and reads rows (their first column: the ids).
+    The ``:hashes`` of a statement stay sorted, as ours sends them. The rows its
+    ``DELETE`` statements deleted."""
+    cursor = connection.cursor()
+    rename = {sha256_hex(captured.owner): sha256_hex(owner)}
+    deleted = 0
+    for step in captured.sent:
+        if isinstance(step, Ended):
+            getattr(connection, step.how)()
+            continue
+        statement, parameters, executemany = step
+        assert not executemany, "an erasure sends no executemany"
+        values = {key: rename.get(value, value) if isinstance(value, str) else value
+                  for key, value in parameters.items()}
+        listed = sorted((key for key in values if key.startswith("hashes_")),
+                        key=lambda key: int(key.rpartition("_")[2]))
+        values.update(zip(listed, sorted(values[key] for key in listed), strict=True))
+        cursor.execute(statement, values)
+        rows = cursor.fetchall()
+        if statement.lstrip().upper().startswith("DELETE"):
+            deleted += cursor.rowcount
+        if len(rename) == 1 and rows and sha256_hex(captured.owner) in parameters.values():
+            for old, new in zip(captured.session_ids, [row[0] for row in rows], strict=True):
+                rename[sha256_hex(old)] = sha256_hex(new)
+                rename[sha256_hex(summary_session_id(old))] = sha256_hex(
+                    summary_session_id(new))
+    return deleted
 
 
 def raw_page(engine: Engine, backend: SQLAlchemyBackend, owner: str) -> None:
@@ -319,6 +432,24 @@ def raw_turn(connection: Any, statements: list[tuple[Any, Any, bool]]) -> None:
             cursor.execute(statement, parameters)
         cursor.fetchall()
     connection.commit()
+
+
+def round_ratios(times: dict[int, list[float]], low: int, high: int, per_round: int
+                 ) -> list[float]:
+    """Each round's median at size ``high`` over its median at ``low``."""
+    return [statistics.median(times[high][start:start + per_round])
+            / statistics.median(times[low][start:start + per_round])
+            for start in range(0, len(times[low]), per_round)]
+
+
+def bootstrap_interval(low: list[float], high: list[float], resamples: int = 2000
+                       ) -> tuple[float, float]:
+    """The 5th and 95th percentiles of median(high) / median(low), each list resampled with
+    replacement: how far the ratio moves by which erasures a run happened to draw."""
+    draw = random.Random(0).choices
+    ratios = sorted(statistics.median(draw(high, k=len(high)))
+                    / statistics.median(draw(low, k=len(low))) for _ in range(resamples))
+    return ratios[resamples // 20], ratios[-resamples // 20 - 1]
 
 
 def median_of(call: Callable[[], object], repeats: int) -> float:
@@ -382,6 +513,12 @@ def main() -> int:
     parser.add_argument("--private-server", metavar="SIZE", default=None,
                         help="run on a private MariaDB with this InnoDB buffer pool (2G, 512M)")
     arguments = parser.parse_args()
+    # Each erasure takes an owner of its own (one more is captured), and pages need one left.
+    if not arguments.adk_only and (len(ERASERS) * arguments.rounds * arguments.erasures + 1
+                                   >= min(arguments.sizes) // PER_OWNER):
+        parser.error(f"{len(ERASERS)} x --rounds x --erasures erasures need more owners than "
+                     f"the smaller size has ({min(arguments.sizes) // PER_OWNER}, "
+                     f"{PER_OWNER} sessions each)")
     if arguments.private_server is None:
         return 1 if run(arguments, SHARED_URL) else 0
     if not re.fullmatch(r"[1-9][0-9]*[KMG]?", arguments.private_server):
@@ -407,6 +544,9 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
             return 0
     missed = 0
     backends: dict[int, SQLAlchemyBackend] = {}
+    # Closed before the tables are dropped, however the run ends: a transaction left open
+    # (a failure midway) holds a metadata lock that DROP TABLE would wait for, for good.
+    opened: list[Any] = []
     try:
         for size in arguments.sizes:
             backend = SQLAlchemyBackend.from_options(url=url, table=f"{PREFIX}_{size}")
@@ -419,6 +559,7 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
         # The same class and a table of the same size without the catalog: no counting
         # trigger, and the append's statements without the catalog's.
         plain = SQLAlchemyBackend.from_options(url=url, table=f"{PREFIX}_plain")
+        opened.append(plain)
         plain.create_collection()
         fill(admin, f"{PREFIX}_plain", arguments.sizes[0], counting=False)
         plain.statements.catalog = None  # its own Statements: the append sends no upsert
@@ -440,20 +581,28 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
         # And how long this process and the server waited for a CPU meanwhile: on a busy
         # machine, longer than a page's own work.
         page_cpu_waits: dict[int, list[tuple[int, int]]] = {size: [] for size in backends}
-        erasures: dict[int, list[float]] = {size: [] for size in backends}
-        raw_erasures: dict[int, list[float]] = {size: [] for size in backends}
+        # Ours, its statements replayed, and the join's two DELETEs: times by size.
+        erasures: dict[str, dict[int, list[float]]] = {
+            name: {size: [] for size in backends} for name in ERASERS}
+        # And the server's CPU time in each (all its threads: purge and the page cleaner
+        # too, where they ran meanwhile), on a private server: what load does not stretch.
+        erase_cpu: dict[str, dict[int, list[int]]] = {
+            name: {size: [] for size in backends} for name in ERASERS}
         turns: dict[str, list[float]] = {"with": [], "without": [], "raw with": [],
                                          "raw without": []}
         # The floor of the catalog's cost: each contender's own statements of a turn,
         # replayed on one DBAPI connection (no pool, no ping), with the trigger and without.
         raw = admin.raw_connection()
+        opened.append(raw)
         replays = {f"raw {name}": captured_turn(contender, turn_sessions[name])
                    for name, contender in (("with", small), ("without", plain))}
+        erased: dict[int, set[int]] = {size: {0} for size in backends}  # o-0: captured here
+        erase_replays = {size: captured_erase(backend, "o-0")
+                         for size, backend in backends.items()}
         # The fill leaves undo logs (some 9,000 pages at 1,000,000 sessions) that purge goes
         # through within a second or two, reading the pool some 100,000 times: it would land on
         # the first round's pages. A server not just filled has no such backlog.
         print(wait_for_purge(admin), flush=True)
-        erased: dict[int, set[int]] = {size: set() for size in backends}
         for round_number in range(arguments.rounds):
             order = list(backends.items())
             if round_number % 2:
@@ -471,19 +620,26 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
                     raw_pages[size].append(timed(raw_page, admin, backend, owner))
                 page_states[size].append((state, server_state(admin)))
                 page_cpu_waits[size].append((
-                    waited(client_waits, cpu_waits("self")),
-                    waited(server_waits, cpu_waits(server_pid)) if server_pid else 0))
+                    spent(client_waits, cpu_waits("self")),
+                    spent(server_waits, cpu_waits(server_pid)) if server_pid else 0))
+                erasers: dict[str, Callable[[str], int]] = {
+                    "ours": partial(erased_rows, backend),
+                    "our statements": partial(replayed_erase, raw, erase_replays[size]),
+                    "two DELETEs": partial(raw_erase, admin, f"{PREFIX}_{size}")}
                 for _ in range(arguments.erasures):
-                    number = random.choice(remaining(owners, erased[size]))
-                    erased[size].add(number)
-                    started = time.perf_counter()
-                    receipt = erase(backend, owner=f"o-{number}")
-                    erasures[size].append(time.perf_counter() - started)
-                    assert (receipt.sessions, receipt.messages) == (PER_OWNER, 2 * PER_OWNER)
-                    number = random.choice(remaining(owners, erased[size]))
-                    erased[size].add(number)
-                    raw_erasures[size].append(timed(raw_erase, admin, f"{PREFIX}_{size}",
-                                                    f"o-{number}"))
+                    names = list(ERASERS)
+                    random.shuffle(names)
+                    for name in names:
+                        number = random.choice(remaining(owners, erased[size]))
+                        erased[size].add(number)
+                        server_before = cpu_times(server_pid) if server_pid else {}
+                        started = time.perf_counter()
+                        deleted = erasers[name](f"o-{number}")
+                        erasures[name][size].append(time.perf_counter() - started)
+                        if server_pid:
+                            erase_cpu[name][size].append(
+                                spent(server_before, cpu_times(server_pid)))
+                        assert deleted == 3 * PER_OWNER, (name, deleted)  # sessions, messages
             slices: list[tuple[str, Callable[[], None]]] = [
                 ("with", partial(turn, small, turn_sessions["with"])),
                 ("without", partial(turn, plain, turn_sessions["without"])),
@@ -496,10 +652,9 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
                         turns[name].append(timed(call))
         low, high = arguments.sizes
         page = {size: statistics.median(times) for size, times in pages.items()}
-        erase_times = {size: statistics.median(times) for size, times in erasures.items()}
+        erase_times = {name: {size: statistics.median(times) for size, times in by_size.items()}
+                       for name, by_size in erasures.items()}
         raw_page_times = {size: statistics.median(times) for size, times in raw_pages.items()}
-        raw_erase_times = {size: statistics.median(times)
-                           for size, times in raw_erasures.items()}
         turn_times = {name: statistics.median(times) for name, times in turns.items()}
         print(f"\n{server}, {arguments.rounds} rounds; median of each")
         floor = turn_times["raw with"] / turn_times["raw without"]
@@ -507,12 +662,16 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
         report: list[tuple[str, str, float, str, float, float | None]] = [
             ("page of one owner's 20 newest", f"{low:,}", page[low], f"{high:,}", page[high],
              PAGE_TARGET),
-            ("erase one owner's 100 sessions", f"{low:,}", erase_times[low], f"{high:,}",
-             erase_times[high], ERASE_TARGET),
+            ("erase one owner's 100 sessions", f"{low:,}", erase_times["ours"][low],
+             f"{high:,}", erase_times["ours"][high], ERASE_TARGET),
             ("raw page (the same statement, plain engine)", f"{low:,}", raw_page_times[low],
              f"{high:,}", raw_page_times[high], None),
-            ("raw erase (two DELETEs, one transaction)", f"{low:,}", raw_erase_times[low],
-             f"{high:,}", raw_erase_times[high], None),
+            ("raw erase, our statements (replayed on one connection)", f"{low:,}",
+             erase_times["our statements"][low], f"{high:,}",
+             erase_times["our statements"][high], None),
+            ("raw erase, two DELETEs (one transaction)", f"{low:,}",
+             erase_times["two DELETEs"][low], f"{high:,}", erase_times["two DELETEs"][high],
+             None),
             ("turn (fetch 20, append 2)", "without catalog", turn_times["without"],
              "with", turn_times["with"], TURN_TARGET),
             ("raw turn (its statements replayed on one connection)", "without the trigger",
@@ -528,6 +687,32 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
                   f"{high_time * 1e3:.2f} ms   ratio {ratio:.2f} ({verdict})")
         print(f"turn: ours / floor {turn_times['with'] / turn_times['without'] / floor:.2f} "
               "(the ratio of ours over the raw turn's)")
+        growth = {name: times[high] / times[low] for name, times in erase_times.items()}
+        print(f"erase: ours / floor {growth['ours'] / growth['our statements']:.2f} (the ratio "
+              "of ours over its statements' replayed)")
+        # Round by round: a ratio that moves from round to round as far as from the target
+        # is the machine's; one that stays is the statements'.
+        print("erase medians by round (ms), ours / our statements / two DELETEs:")
+        per_round = arguments.erasures
+        for size in backends:
+            print(f"  {size:,}: " + ", ".join(" / ".join(
+                f"{statistics.median(erasures[name][size][start:start + per_round]) * 1e3:.1f}"
+                for name in ERASERS) for start in range(0, len(erasures["ours"][size]),
+                                                         per_round)))
+        print("  ratio, 90% bootstrap interval (the erasures resampled at each size): " + ", ".join(
+            f"{name} {low_bound:.2f}-{high_bound:.2f}" for name in ERASERS
+            for low_bound, high_bound in [bootstrap_interval(erasures[name][low],
+                                                             erasures[name][high])]))
+        if server_pid:
+            print("  the server's CPU time an erasure (us, median), by size: " + ", ".join(
+                f"{name} " + " -> ".join(f"{statistics.median(by_size[size]) / 1e3:.0f}"
+                                         for size in (low, high))
+                + f" ({statistics.median(by_size[high]) / statistics.median(by_size[low]):.2f})"
+                for name, by_size in erase_cpu.items()))
+        print("  ratio by round, ours (our statements): " + ", ".join(
+            f"{ours:.2f} ({floor_:.2f})" for ours, floor_ in zip(
+                *(round_ratios(erasures[name], low, high, per_round)
+                  for name in ERASERS[:2]), strict=True)))
         # With a log flush at each commit a turn's times are bimodal (a flush that is quick,
         # or one that waits), and a median near the gap moves far on a small shift of shares.
         means = {name: statistics.fmean(times) for name, times in turns.items()}
@@ -560,11 +745,9 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
                 cpu_line += "; the server " + ", ".join(
                     f"{server / statements / 1e6:.2f}" for _, server in page_cpu_waits[size])
             print(cpu_line)
-        raw.close()
-        plain.close()
     finally:
-        for backend in backends.values():
-            backend.close()
+        for resource in [*opened, *backends.values()]:
+            resource.close()
         with admin.begin() as connection:
             for size in [*backends, "plain"]:
                 table = f"{PREFIX}_{size}"
