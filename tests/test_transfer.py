@@ -367,7 +367,13 @@ def test_export_writes_each_summary_before_its_records_and_import_restores_it(
 
 @pytest.mark.parametrize(("line", "error"), [
     ('{"session_id": "s", "summary": []}', "line 1: the summary must be a JSON object"),
-    ('{"session_id": "s", "summary": {"owner": "a"}}', "line 1: not a session summary"),
+    # It said "KeyError('created_at') is missing or wrong".
+    ('{"session_id": "s", "summary": {"owner": "a"}}',
+     "^line 1: not a session summary: it has no 'created_at'$"),
+    ('{"session_id": "s", "summary": {"created_at": 5, "updated_at": 5}}',
+     "^line 1: not a session summary: fromisoformat: argument must be str$"),
+    ('{"session_id": "s", "summary": {"created_at": "monday", "updated_at": "monday"}}',
+     "^line 1: not a session summary: Invalid isoformat string: 'monday'$"),
     ('{"session_id": "s", "summary": {"created_at": "2026-01-01T00:00:00", '
      '"updated_at": "2026-01-01T00:00:00"}}', "line 1: .*time zone"),
 ])

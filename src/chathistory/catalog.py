@@ -115,8 +115,10 @@ class SessionSummary:
                           title=entry.get("title"), metadata=dict(entry.get("metadata") or {}),
                           created_at=created, updated_at=updated,
                           messages=int(entry.get("messages", 0)))
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a session summary: {exc!r} is missing or wrong") from None
+        except KeyError as exc:
+            raise ValueError(f"not a session summary: it has no {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a session summary: {exc}") from None
         if created.tzinfo is None or updated.tzinfo is None:
             raise ValueError("a session summary's times must carry their time zone")
         check_text("owner", summary.owner)
