@@ -6,7 +6,13 @@ from types import ModuleType
 import pytest
 from langchain_core.messages import HumanMessage
 
-from chathistory import BackendUnavailableError, ChatHistory, ConfigError, history_factory
+from chathistory import (
+    BackendNotFoundError,
+    BackendUnavailableError,
+    ChatHistory,
+    ConfigError,
+    history_factory,
+)
 from chathistory.registry import NamedBackend
 from chathistory.testing import FakeBackends, fake_backends
 
@@ -58,6 +64,16 @@ def test_unnamed_backends_are_left_alone(tmp_path) -> None:
         real.add_user_message("x")
     assert (tmp_path / "real.sqlite3").exists()
     assert "sqlite" not in fakes
+
+
+def test_a_misspelt_backend_name_in_the_swap_fails_instead_of_leaving_the_real_one(
+        tmp_path: Path) -> None:
+    # fake_backends("sqlit") swapped nothing, so the code under test wrote its real store.
+    with pytest.raises(BackendNotFoundError, match="no backend named 'sqlit'; did you mean "
+                                                   "'sqlite'"), fake_backends("sqlit"):
+        real = tmp_path / "real.sqlite3"
+        ChatHistory("s", backend="sqlite", path=str(real)).add_user_message("x")
+    assert not (tmp_path / "real.sqlite3").exists()
 
 
 # -- an application module whose factory was built at import time ---------------------------

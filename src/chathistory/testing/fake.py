@@ -44,14 +44,20 @@ def fake_backends(*names: str, registry: Registry = default_registry) -> Iterato
     """Within the block, backends ``names`` (default: every installed one) are memory fakes.
 
     Options are still validated against the real backend's ``Config``, so a
-    misspelt option still fails. Example::
+    misspelt option still fails, and a name no installed backend has is a
+    :class:`~chathistory.errors.BackendNotFoundError`. Example::
 
         with fake_backends("rockset") as fakes:
             history = ChatHistory("s1", backend="rockset", collection="chat", api_key="k")
             history.add_user_message("hi")
             assert fakes["rockset"].calls["append"] == 1
     """
-    chosen = list(names) or [info.name for info in registry.available()]
+    installed = [info.name for info in registry.available()]
+    for name in names:
+        if name not in installed:
+            # A misspelt name would swap nothing and leave the real store to the test.
+            registry.backend_class(name)  # raises BackendNotFoundError, naming the closest
+    chosen = list(names) or installed
     fakes = FakeBackends()
     with registry.substituted(chosen, fakes._substitute):
         yield fakes
