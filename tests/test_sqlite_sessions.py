@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from chathistory import CollectionMissingError
+from chathistory import BackendUnavailableError, CollectionMissingError
 from chathistory.backends.sqlite import SqliteBackend, migrations
 from chathistory.testing import numbered_records
 from chathistory.transfer import export_sessions
@@ -288,3 +288,18 @@ def test_a_file_sql_chat_message_history_made_lists_exports_and_copies_as_it_is(
         assert connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'"
                                   ).fetchall() == [("message_store",)]
     connection.close()
+
+
+def test_a_directory_given_as_the_path_is_named_as_one(tmp_path: Path) -> None:
+    # A read said "no database at '...'", a write "unable to open database file".
+    hint = (f"{str(tmp_path)!r} is a directory: give the path of a database file in it, "
+            f"such as {str(tmp_path / 'chat.sqlite3')!r}")
+    backend = open_backend(tmp_path)
+    with pytest.raises(CollectionMissingError) as read:
+        backend.fetch("s")
+    assert str(read.value) == f"backend 'sqlite': {hint} (nothing was created)"
+    with pytest.raises(BackendUnavailableError) as write:
+        backend.create_collection()  # what the first write through ChatHistory runs
+    assert str(write.value) == f"backend 'sqlite' cannot open {str(tmp_path)!r}: {hint}"
+    backend.close()
+    assert list(tmp_path.iterdir()) == []

@@ -168,6 +168,13 @@ class SqliteDriver(Driver[sqlite3.Connection, None, None]):
         if self.in_memory:
             target, uri = self.path, False
         else:
+            if Path(self.path).is_dir():
+                hint = (f"{self.path!r} is a directory: give the path of a database file in "
+                        f"it, such as {str(Path(self.path) / 'chat.sqlite3')!r}")
+                if create:
+                    raise BackendUnavailableError(
+                        f"backend 'sqlite' cannot open {self.path!r}: {hint}")
+                raise CollectionMissingError(f"backend 'sqlite': {hint} (nothing was created)")
             if create:
                 self._make_directory()
             elif not Path(self.path).is_file():
