@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import difflib
 import os
-import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points
+from importlib.metadata import version as installed_version
 from typing import Any
 
 import pluggy
+from packaging.requirements import Requirement
 
 from chathistory import hookspecs
 from chathistory.backend import Backend, BackendConfig, validate_options
@@ -73,24 +74,24 @@ class _Plugin:
     loading: threading.Lock = field(default_factory=threading.Lock)
 
 
-# The name at the start of a requirement: "redis[hiredis]>=8.2" -> "redis".
-_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
 def _missing(requires: tuple[str, ...]) -> list[str]:
-    """The unconditional requirements that no installed distribution meets, by name.
+    """The requirements that apply here and that no installed distribution meets.
 
-    One with a marker (an extra's, a platform's) is not checked: it may not apply.
+    One for an extra, or for another platform, does not apply (its marker is false).
     """
     missing = []
-    for requirement in requires:
-        match = _REQUIREMENT_NAME.match(requirement)
-        if match is None or ";" in requirement:
+    for line in requires:
+        requirement = Requirement(line)
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
         try:
-            distribution(match[1])
+            installed = installed_version(requirement.name)
         except PackageNotFoundError:
-            missing.append(match[1])
+            missing.append(f"{requirement.name}, which is not installed")
+            continue
+        if not requirement.specifier.contains(installed, prereleases=True):
+            missing.append(f"{requirement.name}{requirement.specifier}, "
+                           f"where {installed} is installed")
     return missing
 
 
@@ -249,17 +250,16 @@ class Registry:
 
     def check_requirements(self, name: str) -> None:
         """Raise :class:`BackendLoadError` if backend ``name`` cannot be built for want
-        of a distribution its own requires (its driver, installed with ``--no-deps`` or
-        uninstalled since). Reads installed metadata only: it imports nothing.
+        of a distribution its own requires (its driver, installed with ``--no-deps``,
+        uninstalled since, or at a version outside the range it requires). Reads
+        installed metadata only: it imports nothing.
         """
         self.backend_class(name)
         plugin = self._plugins[name]
         missing = _missing(plugin.requires)
         if missing:
-            which = "which is" if len(missing) == 1 else "which are"
             raise BackendLoadError(_unusable(
-                name, plugin.info.distribution,
-                f"it requires {', '.join(missing)}, {which} not installed"))
+                name, plugin.info.distribution, f"it requires {'; '.join(missing)}"))
 
     def substitute(self, name: str, config: BackendConfig) -> Backend | None:
         """The stand-in for backend ``name`` while one is active (the fake swap), else None."""
