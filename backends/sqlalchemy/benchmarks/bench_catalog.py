@@ -28,7 +28,9 @@ sizes taken in turn within each round:
   newest, owners at random among those not yet erased (so each has its 100
   sessions at both sizes: a page of an erased owner costs less); median time.
 - **erase**: ``erase(backend, owner=X)`` of one owner's 100 sessions (200
-  messages), each owner erased once; median time.
+  messages), each owner erased once; median time. After both sizes' pages, the
+  two sizes' erasures one by one in turn, so that a slowdown of the machine for
+  some seconds falls on both sizes alike.
 - **turn**: read a session's newest 20 messages and append two, on the small
   table with the catalog kept, and without it (the same backend class on a
   table of the same size without the catalog's counting trigger, its
@@ -603,6 +605,11 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
         # through within a second or two, reading the pool some 100,000 times: it would land on
         # the first round's pages. A server not just filled has no such backlog.
         print(wait_for_purge(admin), flush=True)
+        erasers: dict[int, dict[str, Callable[[str], int]]] = {size: {
+            "ours": partial(erased_rows, backend),
+            "our statements": partial(replayed_erase, raw, erase_replays[size]),
+            "two DELETEs": partial(raw_erase, admin, f"{PREFIX}_{size}")}
+            for size, backend in backends.items()}
         for round_number in range(arguments.rounds):
             order = list(backends.items())
             if round_number % 2:
@@ -622,19 +629,18 @@ def run(arguments: argparse.Namespace, url: str, server_pid: int | None = None) 
                 page_cpu_waits[size].append((
                     spent(client_waits, cpu_waits("self")),
                     spent(server_waits, cpu_waits(server_pid)) if server_pid else 0))
-                erasers: dict[str, Callable[[str], int]] = {
-                    "ours": partial(erased_rows, backend),
-                    "our statements": partial(replayed_erase, raw, erase_replays[size]),
-                    "two DELETEs": partial(raw_erase, admin, f"{PREFIX}_{size}")}
-                for _ in range(arguments.erasures):
+            # The sizes' erasures in turn, one by one: a slowdown of the machine for some
+            # seconds falls on both sizes alike, not on one size's block of erasures.
+            for _ in range(arguments.erasures):
+                for size, _backend in order:
                     names = list(ERASERS)
                     random.shuffle(names)
                     for name in names:
-                        number = random.choice(remaining(owners, erased[size]))
+                        number = random.choice(remaining(size // PER_OWNER, erased[size]))
                         erased[size].add(number)
                         server_before = cpu_times(server_pid) if server_pid else {}
                         started = time.perf_counter()
-                        deleted = erasers[name](f"o-{number}")
+                        deleted = erasers[size][name](f"o-{number}")
                         erasures[name][size].append(time.perf_counter() - started)
                         if server_pid:
                             erase_cpu[name][size].append(
