@@ -54,6 +54,7 @@ __all__ = [
     "erase",
     "list_conversations",
     "merge_metadata",
+    "metadata_matches",
     "read_cursor",
     "require_catalog",
     "updated_entry",
@@ -411,8 +412,14 @@ def write_cursor(position: Sequence[Any], newest_first: bool) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def read_cursor(cursor: str | None, newest_first: bool) -> list[Any] | None:
-    """The position :func:`write_cursor` stored, or a ValueError for a cursor not made so."""
+def read_cursor(cursor: str | None, newest_first: bool,
+                shape: Sequence[type | tuple[type, ...]] = ()) -> list[Any] | None:
+    """The position :func:`write_cursor` stored, or a ValueError for a cursor not made so.
+
+    ``shape`` gives the type of each value of the position as the backend writes it, say
+    ``(str, str)``: a position of another length or types (another backend's cursor, or
+    one edited by hand) is refused as well, before the backend reads a value of it.
+    """
     if cursor is None:
         return None
     try:
@@ -422,9 +429,19 @@ def read_cursor(cursor: str | None, newest_first: bool) -> list[Any] | None:
         raise ValueError(f"not a listing cursor: {cursor[:40]!r}") from None
     if order is not newest_first:
         raise ValueError("this cursor belongs to a listing in the other order")
-    if not isinstance(position, list):
+    if not isinstance(position, list) or (shape and not (len(position) == len(shape) and all(
+            # JSON's true is an int to isinstance; no position holds one.
+            isinstance(value, kind) and not isinstance(value, bool)
+            for value, kind in zip(position, shape, strict=True)))):
         raise ValueError(f"not a listing cursor: {cursor[:40]!r}")
     return position
+
+
+def metadata_matches(metadata: Mapping[str, Any], where: Mapping[str, MetadataValue]) -> bool:
+    """Whether ``metadata`` holds each key of a :func:`check_where` filter with its value,
+    equal as JSON values are: ``True`` is not ``1``, nor ``1`` ``"1"``."""
+    return all(key in metadata and type(metadata[key]) is type(value) and metadata[key] == value
+               for key, value in where.items())
 
 
 # -- the application's API ----------------------------------------------------------------

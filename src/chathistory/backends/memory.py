@@ -42,6 +42,7 @@ from chathistory.catalog import (
     check_where,
     checked_entry,
     merge_metadata,
+    metadata_matches,
     read_cursor,
     write_cursor,
 )
@@ -296,16 +297,14 @@ class MemoryBackend(BaseBackend):
         check_text("owner", owner)
         wanted = check_where(where)
         limit = check_limit(limit)
-        after = read_cursor(cursor, newest_first)
+        after = read_cursor(cursor, newest_first, (str, str))
         position = None if after is None else (datetime.fromisoformat(after[0]), after[1])
 
         def page() -> list[SessionSummary]:
             candidates = self._catalog if owner is None else self._catalog.owned.get(owner, ())
             keyed = sorted(((self._catalog[session].updated_at, session)
                             for session in candidates
-                            if all(key in self._catalog[session].metadata
-                                   and _same(self._catalog[session].metadata[key], value)
-                                   for key, value in wanted.items())),
+                            if metadata_matches(self._catalog[session].metadata, wanted)),
                            reverse=newest_first)
             if position is not None:
                 keyed = [key for key in keyed
@@ -393,11 +392,6 @@ class MemoryBackend(BaseBackend):
 
 def _nothing() -> None:
     return None
-
-
-def _same(stored: Any, wanted: MetadataValue) -> bool:
-    """JSON equality of a stored metadata value and a filter's: ``True`` is not ``1``."""
-    return type(stored) is type(wanted) and bool(stored == wanted)
 
 
 class MemoryDriver(Driver[None, None, None]):

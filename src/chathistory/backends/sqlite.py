@@ -497,11 +497,8 @@ class SqliteBackend(BaseBackend):
             conditions.append("metadata -> ? = ?")
             parameters += [f'$."{key}"', json.dumps(value, ensure_ascii=False)]
         limit = check_limit(limit)
-        after = read_cursor(cursor, newest_first)
+        after = read_cursor(cursor, newest_first, ((int, float), str))
         if after is not None:
-            if len(after) != 2 or not isinstance(after[0], int | float) \
-                    or not isinstance(after[1], str):
-                raise ValueError(f"not a listing cursor: {cursor!r}")
             conditions.append(f"(last_write, session_id) {'<' if newest_first else '>'} (?, ?)")
             parameters += after
         order = "DESC" if newest_first else "ASC"

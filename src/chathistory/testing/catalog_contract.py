@@ -25,6 +25,7 @@ from chathistory.catalog import (
     ListsSummaries,
     SessionSummary,
     erase,
+    write_cursor,
 )
 from chathistory.testing.blocking import run_without_blocking
 from chathistory.testing.samples import numbered_records
@@ -315,6 +316,13 @@ class CatalogContract:
                 catalog.list_summaries(limit=limit)
         with pytest.raises(ValueError):
             catalog.list_summaries(cursor="not a cursor")
+        # Cursors as write_cursor makes them, of positions no listing writes: one edited by
+        # hand, or another backend's, is refused as a ValueError, not failing on a value.
+        for position in ([[], {}], ["x"], [None, None], [True, "x", "y"], [1, 2, 3, 4]):
+            with pytest.raises(ValueError):
+                catalog.list_summaries(cursor=write_cursor(position, True))
+        with pytest.raises(ValueError):
+            run_without_blocking(catalog.alist_summaries(cursor=write_cursor([[], {}], True)))
         assert catalog.list_summaries().summaries == []
 
     # -- erasure ------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ class PostgresBackend(BaseBackend):
         if contains:
             parameters.append(check_metadata(contains))
         limit = check_limit(limit)
-        after = read_cursor(cursor, newest_first)
+        after = read_cursor(cursor, newest_first, (str, str))
         if after is not None:
             parameters += self._position(after, cursor)
         statement = self.statements.listing(owner=owner is not None, where=bool(contains),

@@ -39,6 +39,7 @@ from chathistory.catalog import (
     check_where,
     checked_entry,
     merge_metadata,
+    metadata_matches,
     read_cursor,
     write_cursor,
 )
@@ -61,11 +62,6 @@ _raw, _text = ks.utf8, ks.text
 
 def _time(score: bytes | str | None) -> datetime | None:
     return datetime.fromtimestamp(float(score), UTC) if score else None
-
-
-def _same(stored: Any, wanted: MetadataValue) -> bool:
-    """JSON equality of a stored metadata value and a filter's: ``True`` is not ``1``."""
-    return type(stored) is type(wanted) and bool(stored == wanted)
 
 
 def _action(value: str | Unchanged | None) -> tuple[str, bytes | str]:
@@ -286,7 +282,7 @@ class RedisBackend(BaseBackend):
         check_text("owner", owner)
         wanted = check_where(where)
         limit = check_limit(limit)
-        position = self._position(read_cursor(cursor, newest_first))
+        position = self._position(read_cursor(cursor, newest_first, (str, str)))
         found: list[tuple[SessionSummary, list[str]]] = []
         while len(found) <= limit:
             batch = limit + 1 - len(found)
@@ -297,9 +293,7 @@ class RedisBackend(BaseBackend):
                 "desc" if newest_first else "asc", batch, *position])
             summaries = yield from self._summaries(reply)
             for summary, seconds in summaries:
-                if summary is not None and all(
-                        key in summary.metadata and _same(summary.metadata[key], value)
-                        for key, value in wanted.items()):
+                if summary is not None and metadata_matches(summary.metadata, wanted):
                     found.append((summary, [seconds, summary.session_id]))
                     if len(found) > limit:
                         break
@@ -383,12 +377,10 @@ class RedisBackend(BaseBackend):
     def _position(self, cursor: list[Any] | None) -> list[bytes | str]:
         if cursor is None:
             return ["", ""]
+        seconds, session_id = cursor
         try:
-            seconds, session_id = cursor
-            if not isinstance(seconds, str) or not isinstance(session_id, str):
-                raise TypeError
             float(seconds)
-        except (TypeError, ValueError):
+        except ValueError:
             raise ValueError("not a cursor of this backend's listings") from None
         return [seconds, _raw(session_id)]
 

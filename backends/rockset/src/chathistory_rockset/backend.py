@@ -591,14 +591,12 @@ class RocksetBackend(BaseBackend):
         """
         check_limit(limit)
         wanted = check_where(where)
-        position = read_cursor(cursor, newest_first)
+        position = read_cursor(cursor, newest_first, (str, str))
         if owner is not None or wanted:
             raise self._cannot_filter(owner, wanted)
         values: dict[str, str | int] = {}
         keyset = ""
         if position is not None:
-            if len(position) != 2 or not all(isinstance(value, str) for value in position):
-                raise ValueError(f"not a listing cursor of backend {self.name!r}")
             values = {"key": position[0], "after": position[1]}
             keyset = self._keyset_sql[newest_first]
         sql = self._summaries_sql[newest_first].format(keyset=keyset, limit=limit + 1)

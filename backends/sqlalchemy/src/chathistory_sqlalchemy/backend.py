@@ -25,6 +25,7 @@ from chathistory.catalog import (
     check_update,
     check_where,
     checked_entry,
+    metadata_matches,
     read_cursor,
     updated_entry,
     write_cursor,
@@ -244,11 +245,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
         owner = check_text("owner", owner)
         wanted = check_where(where)
         limit = check_limit(limit)
-        after = read_cursor(cursor, newest_first)
-        if after is not None and not (
-                len(after) == 3 and isinstance(after[0], int) and not isinstance(after[0], bool)
-                and isinstance(after[1], str) and isinstance(after[2], str)):
-            raise ValueError(f"not a listing cursor: {str(cursor)[:40]!r}")
+        after = read_cursor(cursor, newest_first, (int, str, str))
         catalog = self.catalog
         batch = limit + 1 if not wanted else max(limit + 1, _FILTERED_BATCH)
         found: list[Any] = []
@@ -256,7 +253,8 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
             rows = yield catalog.page(owner=owner, newest_first=newest_first, after=after,
                                       limit=batch)
             found += [row for row in rows
-                      if (owner is None or row[1] == owner) and _matches(row[3], wanted)]
+                      if (owner is None or row[1] == owner)
+                      and (not wanted or metadata_matches(json.loads(row[3]), wanted))]
             if len(found) > limit or len(rows) < batch:
                 break
             after = catalog.position(rows[-1])
@@ -344,10 +342,3 @@ def _ids(session_ids: Sequence[str]) -> list[str]:
     return [check_session_id(session_id) for session_id in check_session_ids(session_ids)]
 
 
-def _matches(metadata: str, wanted: Mapping[str, MetadataValue]) -> bool:
-    """Each key holds that value as JSON does: 1, "1" and true are three values."""
-    if not wanted:
-        return True
-    stored = json.loads(metadata)
-    return all(key in stored and json.dumps(stored[key]) == json.dumps(value)
-               for key, value in wanted.items())
