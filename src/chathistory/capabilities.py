@@ -173,7 +173,8 @@ def check_record_texts(batches: Mapping[str, Sequence[str]]) -> None:
     """Refuse, before anything is written, texts that cannot be records' JSON objects.
 
     The cheap check :meth:`CopiesRecordText.append_many_text` promises: each
-    text is a ``str`` whose first character is ``{``.
+    text is a ``str`` whose first character is ``{``, and that UTF-8 can carry (no
+    lone surrogate, which a driver's codec would refuse halfway through a write).
     """
     for session_id, texts in batches.items():
         if isinstance(texts, str):
@@ -184,6 +185,12 @@ def check_record_texts(batches: Mapping[str, Sequence[str]]) -> None:
                 raise RecordError(
                     f"record {position} of session {session_id!r} is not a JSON object's "
                     f"text: {str(text)[:40]!r}")
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise RecordError(f"record {position} of session {session_id!r} cannot be "
+                                      "stored as UTF-8: it holds a lone surrogate") from None
 
 
 check_page_limit = check_limit

@@ -278,7 +278,8 @@ class CapabilityContract(CatalogContract):
         assert backend.fetch(b) == awkward + numbered_records(1, prefix="z")
         assert backend.fetch(c) == []
 
-    @pytest.mark.parametrize("bad", ["[1, 2]", "", b'{"type": "human"}', None])
+    @pytest.mark.parametrize("bad", ["[1, 2]", "", b'{"type": "human"}', None,
+                                     '{"type": "human", "data": {"content": "\udcff"}}'])
     def test_append_many_text_refuses_what_is_no_object_and_writes_nothing(
             self, backend: Backend, make_session_id: MakeSessionId, bad: Any) -> None:
         text = _require(backend, CopiesRecordText, "records as JSON text")

@@ -318,7 +318,9 @@ class CatalogContract:
             catalog.list_summaries(cursor="not a cursor")
         # Cursors as write_cursor makes them, of positions no listing writes: one edited by
         # hand, or another backend's, is refused as a ValueError, not failing on a value.
-        for position in ([[], {}], ["x"], [None, None], [True, "x", "y"], [1, 2, 3, 4]):
+        positions: list[list[Any]] = [[[], {}], ["x"], [None, None], [True, "x", "y"],
+                                      [1, 2, 3, 4]]
+        for position in positions:
             with pytest.raises(ValueError):
                 catalog.list_summaries(cursor=write_cursor(position, True))
         with pytest.raises(ValueError):

@@ -6,7 +6,6 @@ redis-py is imported when a backend is built, so options validate without it (th
 from __future__ import annotations
 
 import json
-import re
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -18,7 +17,6 @@ from chathistory import (
     BaseBackend,
     ChatHistoryError,
     Operation,
-    RecordError,
     Runner,
     decode_record,
     operation,
@@ -56,7 +54,6 @@ INDEX_BATCH = 1000  # sessions a backfill adds to the index per round trip
 FILTERED_BATCH = 200  # sessions a listing filtered by metadata reads per round trip
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _raw, _text = ks.utf8, ks.text
 
 
@@ -256,11 +253,6 @@ class RedisBackend(BaseBackend):
             TypeError: a session's texts are one ``str``, not a list (nothing is written).
         """
         check_record_texts(batches)
-        for session_id, texts in batches.items():
-            for position, text in enumerate(texts):
-                if not text.isascii() and _SURROGATE.search(text):
-                    raise RecordError(f"record {position} of session {session_id!r} cannot be "
-                                      "stored as UTF-8: it holds a lone surrogate")
         yield from self._append_texts(batches)
 
     @operation(write=True)
