@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from chathistory.compaction import summary_session_id
 from chathistory.errors import CapabilityMissingError, ChatHistoryError
@@ -57,6 +57,7 @@ __all__ = [
     "metadata_matches",
     "read_cursor",
     "require_catalog",
+    "summary_page",
     "updated_entry",
     "write_cursor",
 ]
@@ -66,6 +67,7 @@ MAX_METADATA_CHARS = 16_384
 
 MetadataValue: TypeAlias = str | int | bool | None
 """What a ``where`` filter compares a metadata key with (JSON scalars; floats are not exact)."""
+Row = TypeVar("Row")  # a backend's stored row of a summary, whatever its type
 
 
 class Unchanged(enum.Enum):
@@ -435,6 +437,17 @@ def read_cursor(cursor: str | None, newest_first: bool,
             for value, kind in zip(position, shape, strict=True)))):
         raise ValueError(f"not a listing cursor: {cursor[:40]!r}")
     return position
+
+
+def summary_page(rows: Sequence[Row], limit: int, newest_first: bool,
+                 summary: Callable[[Row], SessionSummary],
+                 position: Callable[[Row], Sequence[Any]]) -> SummaryPage:
+    """The page of the first ``limit`` of ``rows``, which a listing reads ``limit + 1`` of
+    to know whether a page follows; if one does, its cursor is the ``position`` of the
+    page's last row (what :func:`read_cursor` gives back)."""
+    last = rows[limit - 1] if len(rows) > limit else None
+    return SummaryPage([summary(row) for row in rows[:limit]],
+                       None if last is None else write_cursor(position(last), newest_first))
 
 
 def metadata_matches(metadata: Mapping[str, Any], where: Mapping[str, MetadataValue]) -> bool:

@@ -44,7 +44,7 @@ from chathistory.catalog import (
     merge_metadata,
     metadata_matches,
     read_cursor,
-    write_cursor,
+    summary_page,
 )
 from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, RecordError
@@ -312,11 +312,8 @@ class MemoryBackend(BaseBackend):
             return [self._summary(session) for _, session in keyed[:limit + 1]]
 
         summaries: list[SessionSummary] = yield page
-        if len(summaries) <= limit:
-            return SummaryPage(summaries, None)
-        last = summaries[limit - 1]
-        return SummaryPage(summaries[:limit], write_cursor(
-            [last.updated_at.isoformat(), last.session_id], newest_first))
+        return summary_page(summaries, limit, newest_first, lambda summary: summary,
+                            lambda last: [last.updated_at.isoformat(), last.session_id])
 
     @operation()
     def session_summaries(self, session_ids: Sequence[str]

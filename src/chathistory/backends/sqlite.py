@@ -43,8 +43,8 @@ from chathistory.catalog import (
     check_where,
     checked_entry,
     read_cursor,
+    summary_page,
     updated_entry,
-    write_cursor,
 )
 from chathistory.driver import Call, Driver, Operation
 from chathistory.errors import BackendUnavailableError, ChatHistoryError, CollectionMissingError
@@ -506,11 +506,7 @@ class SqliteBackend(BaseBackend):
                f"{'WHERE ' + ' AND '.join(conditions) if conditions else ''} "
                f"ORDER BY last_write {order}, session_id {order} LIMIT ?")
         rows = yield from self._read_summaries(sql, (*parameters, limit + 1))
-        summaries = [_summary(row) for row in rows[:limit]]
-        if len(rows) <= limit:
-            return SummaryPage(summaries, None)
-        last = rows[limit - 1]
-        return SummaryPage(summaries, write_cursor([last[5], last[0]], newest_first))
+        return summary_page(rows, limit, newest_first, _summary, lambda row: [row[5], row[0]])
 
     @operation()
     def session_summaries(self, session_ids: Sequence[str]

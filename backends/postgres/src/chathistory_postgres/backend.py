@@ -27,8 +27,8 @@ from chathistory.catalog import (
     check_where,
     checked_entry,
     read_cursor,
+    summary_page,
     updated_entry,
-    write_cursor,
 )
 from chathistory.driver import Operation, Runner, operation
 from chathistory.records import encode_records
@@ -226,12 +226,8 @@ class PostgresBackend(BaseBackend):
         statement = self.statements.listing(owner=owner is not None, where=bool(contains),
                                             after=after is not None, newest_first=newest_first)
         rows = yield statement, (*parameters, limit + 1)
-        summaries = [self._sql.summary_from_row(row) for row in rows[:limit]]
-        if len(rows) <= limit:
-            return SummaryPage(summaries, None)
-        last = summaries[-1]
-        return SummaryPage(summaries, write_cursor(
-            [last.updated_at.isoformat(), last.session_id], newest_first))
+        return summary_page(rows, limit, newest_first, self._sql.summary_from_row,
+                            lambda row: [row[5].astimezone(UTC).isoformat(), row[0]])
 
     def _position(self, after: list[Any], cursor: str | None) -> list[Any]:
         """A cursor's (time, session) as bound, or a ValueError for one not made here."""

@@ -37,7 +37,7 @@ from chathistory.catalog import (
     check_session_ids,
     check_where,
     read_cursor,
-    write_cursor,
+    summary_page,
 )
 from chathistory.driver import Operation, Runner, operation
 from chathistory.errors import CapabilityMissingError
@@ -601,12 +601,8 @@ class RocksetBackend(BaseBackend):
             keyset = self._keyset_sql[newest_first]
         sql = self._summaries_sql[newest_first].format(keyset=keyset, limit=limit + 1)
         rows = yield from self._rows(sql, **values)
-        summaries = [self._summary(row) for row in rows[:limit]]
-        if len(rows) <= limit:
-            return SummaryPage(summaries, None)
-        last = rows[limit - 1]
-        return SummaryPage(summaries, write_cursor(
-            [last.get(_WRITTEN) or "", summaries[-1].session_id], newest_first))
+        return summary_page(rows, limit, newest_first, self._summary, lambda row: [
+            row.get(_WRITTEN) or "", self._summary(row).session_id])
 
     @operation()
     def session_summaries(self, session_ids: Sequence[str]

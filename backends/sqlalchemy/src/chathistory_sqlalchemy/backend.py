@@ -27,8 +27,8 @@ from chathistory.catalog import (
     checked_entry,
     metadata_matches,
     read_cursor,
+    summary_page,
     updated_entry,
-    write_cursor,
 )
 from chathistory.records import decode_records, encode_records
 from chathistory_sqlalchemy.config import SQLAlchemyConfig
@@ -258,10 +258,7 @@ class SQLAlchemyCatalogBackend(SQLAlchemyBackend):
             if len(found) > limit or len(rows) < batch:
                 break
             after = catalog.position(rows[-1])
-        page = [catalog.summary(row) for row in found[:limit]]
-        if len(found) <= limit:
-            return SummaryPage(page, None)
-        return SummaryPage(page, write_cursor(catalog.position(found[limit - 1]), newest_first))
+        return summary_page(found, limit, newest_first, catalog.summary, catalog.position)
 
     @operation()
     def session_summaries(self, session_ids: Sequence[str]
