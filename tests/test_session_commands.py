@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import signal
 import socket
@@ -587,3 +588,18 @@ def test_a_prune_interrupted_midway_says_how_many_it_deleted_and_that_a_rerun_fi
     rerun = run("prune", "--older-than", "30d", "-o", f"path={path}")
     assert rerun.stdout.startswith(f"deleted {total - deleted} sessions last written before")
     assert stored_sessions(path) == 0
+
+
+def test_import_from_a_terminal_without_a_file_says_what_to_give(tmp_path: Path) -> None:
+    # It sat waiting for an export to be typed in, saying nothing.
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "chathistory", "import", "-o", f"path={tmp_path / 'x.db'}"],
+            stdin=terminal, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == 2, result.stderr
+    assert "give the file export wrote (chathistory import FILE)" in result.stderr
+    assert not (tmp_path / "x.db").exists()

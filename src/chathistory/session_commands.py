@@ -483,6 +483,9 @@ def import_command(source: IO[str], backend: str, option_pairs: tuple[str, ...],
     title, metadata and times; where it already had some, the file's win (with
     --append the store's win, and its last update is the later of the two).
     """
+    if source.isatty():  # no file given, and nothing piped in: it would wait for typing
+        raise click.UsageError("give the file export wrote (chathistory import FILE), or pipe "
+                               "it in (chathistory import < FILE)")
     rerun = ("the same import run again appends them a second time" if append else
              "the same import run again writes only what is missing")
     with counted_run(None, "appended" if append else "imported", rerun, quiet,
