@@ -289,11 +289,22 @@ end
 @contextmanager
 def busy_node(port: int, seconds: float) -> Iterator[None]:
     """Keep one node busy (a Lua loop run from another connection) within the block."""
-    with redis.Redis(port=port) as admin:
+    with (redis.Redis(port=port) as admin,
+          redis.Redis(port=port, socket_timeout=0.02, retry=Retry(NoBackoff(), 0)) as probe):
         thread = threading.Thread(target=admin.eval, args=(BUSY, 0, int(seconds * 1e6)))
         thread.start()
         try:
-            time.sleep(seconds / 4)  # the loop has started
+            # The block starts once the loop runs: a PING no longer answers. A fixed sleep
+            # was not enough on a loaded machine (the thread had not sent the loop yet).
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    probe.ping()
+                except redis.TimeoutError:
+                    break
+                time.sleep(0.005)
+            else:
+                raise AssertionError(f"node {port} never became busy")
             yield
         finally:
             thread.join()
