@@ -20,7 +20,6 @@ from importlib.metadata import version as installed_version
 from typing import Any
 
 import pluggy
-from packaging.requirements import Requirement
 
 from chathistory import hookspecs
 from chathistory.backend import Backend, BackendConfig, validate_options
@@ -79,6 +78,9 @@ def _missing(requires: tuple[str, ...]) -> list[str]:
 
     One for an extra, or for another platform, does not apply (its marker is false).
     """
+    # Only `chathistory backends` asks: building a backend need not pay for the parser.
+    from packaging.requirements import Requirement
+
     missing = []
     for line in requires:
         requirement = Requirement(line)
